@@ -1,0 +1,1 @@
+//! rumq benchmarks: see `benches/` for the criterion targets.

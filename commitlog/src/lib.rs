@@ -1,0 +1,37 @@
+//! rumq's commitlog: a segmented, append-only log of opaque records on disk.
+//!
+//! It knows nothing of MQTT or tokio and is used from one thread (the router's). A
+//! [`Log`] owns one directory; records are appended (singly or in batches) and get
+//! dense, monotonic [`Offset`]s that are never reused; readers pull by offset.
+//!
+//! Map of the crate, one owner per module:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`log`](crate::Log) | the directory, segment list, head, tail, fsync policy, retention |
+//! | `segment` | one data file + index: append, positional reads, sealing |
+//! | `index` | the mmapped offset → position index of a segment |
+//! | `record` | the on-disk frame of a record: length + CRC32C + payload |
+//! | `recovery` | deciding what on disk is intact after a crash |
+//! | `retention` | which old segments go (a pure planner) |
+//! | `tail` | the newest records in memory, for caught-up readers |
+//! | `config` | [`LogConfig`], [`Fsync`], [`RetentionConfig`] |
+//!
+//! The on-disk format and the recovery rules are described byte by byte in
+//! `docs/architecture.md`.
+
+mod config;
+mod error;
+mod index;
+mod log;
+mod offset;
+pub mod record;
+mod recovery;
+mod retention;
+mod segment;
+mod tail;
+
+pub use config::{Fsync, LogConfig, RetentionConfig, SEGMENT_BYTES_LIMIT};
+pub use error::{Error, Result};
+pub use log::{Log, LogStats, ReadBatch, ReadLimits, RetentionReport};
+pub use offset::Offset;

@@ -1,0 +1,546 @@
+//! `Log`: a directory of segments, the in-memory tail, durability and retention.
+//!
+//! Directory layout:
+//!
+//! ```text
+//! <dir>/log.meta                       "rumq-commitlog 1\n": marks the directory as a log
+//! <dir>/LOCK                           flock(2)ed while a Log has the directory open
+//! <dir>/clean-shutdown                 present only between a clean close and the next open
+//! <dir>/{base:020}.log / .index        segments, oldest first
+//! ```
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::config::{Fsync, LogConfig};
+use crate::error::{Error, Result};
+use crate::recovery::Policy;
+use crate::retention::{self, SegmentInfo};
+use crate::segment::{self, FileKind, Segment};
+use crate::tail::Tail;
+use crate::Offset;
+
+const META_FILE: &str = "log.meta";
+const META_CONTENT: &[u8] = b"rumq-commitlog 1\n";
+const LOCK_FILE: &str = "LOCK";
+const CLEAN_FILE: &str = "clean-shutdown";
+
+/// Bounds on one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// At most this many records.
+    pub records_max: usize,
+    /// At most this many bytes (payloads plus their 8-byte headers); the first record is
+    /// given even when it alone is larger.
+    pub bytes_max: usize,
+}
+
+/// What a read returned: records `first..next` were pushed to the output, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadBatch {
+    /// The offset of the first record given. Equal to the requested offset except
+    /// after a hole that recovery left (see `docs/architecture.md`).
+    pub first: Offset,
+    /// The offset to read from next. `first == next` means the reader is at the head.
+    pub next: Offset,
+}
+
+impl ReadBatch {
+    /// Records in the batch.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.next.distance_from(self.first)
+    }
+
+    /// True when the reader was at the head: nothing new yet.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.first == self.next
+    }
+}
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub segments_removed: usize,
+    /// Offsets no longer in the log (`earliest before .. earliest after`).
+    pub removed: Range<Offset>,
+    /// Offsets a reader still needed (at or above the hold-back offset) that the hard
+    /// limit removed anyway. The broker must surface these: never a silent loss.
+    pub dropped_needed: Option<Range<Offset>>,
+}
+
+/// Counters and sizes, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    /// Earliest retained offset.
+    pub earliest: Offset,
+    /// Next offset to be written.
+    pub head: Offset,
+    /// Segments on disk.
+    pub segments: usize,
+    /// Bytes of data and index on disk.
+    pub bytes: u64,
+    /// Bytes of payload held in the in-memory tail.
+    pub tail_bytes: usize,
+}
+
+/// A segmented, append-only log of opaque records in one directory.
+///
+/// Used from a single thread; not `Sync` by design.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    policy: Policy,
+    /// Oldest first; the last one is the active segment unless `roll_pending`.
+    segments: VecDeque<Segment>,
+    /// The active segment is sealed: the next append creates a new one (lazily, so no
+    /// empty segment is ever left on disk by a roll).
+    roll_pending: bool,
+    head: Offset,
+    tail: Tail,
+    write_buf: Vec<u8>,
+    last_sync: Instant,
+    unsynced: bool,
+    poisoned: bool,
+    _lock: File,
+}
+
+impl Log {
+    /// Open the log in `dir`, creating it if the directory is missing or empty, and
+    /// recovering whatever a crash left.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let names = list_dir(&dir)?;
+        check_is_log(&dir, &names)?;
+        let lock = lock_dir(&dir)?;
+        let meta_path = dir.join(META_FILE);
+        if !meta_path.exists() {
+            write_durably(&dir, META_FILE, META_CONTENT)?;
+        }
+        let clean_path = dir.join(CLEAN_FILE);
+        let clean = clean_path.exists();
+
+        let policy = Policy {
+            index_interval_bytes: config.index_interval_bytes,
+            record_bytes_max: config.record_bytes_max,
+        };
+        let bases = segment_bases(&dir, &names)?;
+        let mut segments = VecDeque::with_capacity(bases.len());
+        for (i, base) in bases.iter().enumerate() {
+            let active = i + 1 == bases.len();
+            // Sealed segments were fsynced and trimmed when rolled: their index is
+            // checked cheaply. The active one is scanned in full unless closed cleanly.
+            let seg_clean = clean || !active;
+            let seg = Segment::open(&dir, *base, active, seg_clean, policy, config.index_bytes_max)?;
+            if let Some(prev) = segments.back().map(Segment::next) {
+                if prev < seg.base() {
+                    tracing::warn!(
+                        missing = ?(prev..seg.base()),
+                        "offsets lost in a crash (a sealed segment was cut short); readers skip them"
+                    );
+                } else if prev > seg.base() {
+                    return Err(Error::NotALog {
+                        path: dir.join(segment::data_file_name(seg.base())),
+                        reason: format!("segment overlaps the one before it (which ends at {prev})"),
+                    });
+                }
+            }
+            segments.push_back(seg);
+        }
+        if clean {
+            std::fs::remove_file(&clean_path).map_err(|e| Error::io("remove", &clean_path, e))?;
+            sync_dir(&dir)?;
+        }
+        let head = segments.back().map_or(Offset(0), Segment::next);
+        let roll_pending = segments.back().is_none_or(Segment::index_is_full);
+        tracing::debug!(dir = %dir.display(), segments = segments.len(), %head, clean, "opened log");
+        Ok(Log {
+            tail: Tail::new(head, config.tail_bytes_max),
+            dir,
+            policy,
+            segments,
+            roll_pending,
+            head,
+            write_buf: Vec::new(),
+            last_sync: Instant::now(),
+            unsynced: false,
+            poisoned: false,
+            _lock: lock,
+            config,
+        })
+    }
+
+    /// The directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration this log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The next offset to be written.
+    pub fn head(&self) -> Offset {
+        self.head
+    }
+
+    /// The earliest offset still in the log (equal to `head` when it is empty).
+    pub fn earliest(&self) -> Offset {
+        self.segments.front().map_or(self.head, Segment::base)
+    }
+
+    /// Sizes and counters.
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            earliest: self.earliest(),
+            head: self.head,
+            segments: self.segments.len(),
+            bytes: self.segments.iter().map(Segment::bytes).sum(),
+            tail_bytes: self.tail.bytes(),
+        }
+    }
+
+    /// Append one record; returns its offset.
+    pub fn append(&mut self, record: Bytes) -> Result<Offset> {
+        let range = self.append_batch(std::slice::from_ref(&record))?;
+        Ok(range.start)
+    }
+
+    /// Append records in order; returns their offsets. The batch is written with as
+    /// few system calls as the segment size allows and, with `fsync = "always"`, made
+    /// durable with one `fdatasync` per segment touched (a group commit).
+    ///
+    /// On error nothing of the batch is in the log... unless the error came from the
+    /// fsync: then the records may be in the page cache but their durability is
+    /// unknown, and the log is poisoned.
+    pub fn append_batch(&mut self, records: &[Bytes]) -> Result<Range<Offset>> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        for r in records {
+            if r.len() > self.config.record_bytes_max as usize {
+                return Err(Error::RecordTooLarge {
+                    len: r.len(),
+                    max: self.config.record_bytes_max,
+                });
+            }
+        }
+        let start = self.head;
+        let mut rest = records;
+        while !rest.is_empty() {
+            self.ensure_writable_segment()?;
+            // ensure_writable_segment leaves at least one segment.
+            let Some(seg) = self.segments.back_mut() else {
+                return Err(Error::Poisoned);
+            };
+            let n = match seg.append(rest, self.config.segment_bytes_max, &mut self.write_buf) {
+                Ok(n) => n,
+                Err(f) => {
+                    if !f.rolled_back {
+                        self.poisoned = true;
+                    }
+                    tracing::error!(error = %f.error, rolled_back = f.rolled_back, "append failed");
+                    return Err(f.error);
+                }
+            };
+            if n == 0 {
+                self.roll()?;
+                continue;
+            }
+            for r in &rest[..n] {
+                self.tail.push(r.clone());
+            }
+            self.head = self.head.add(n as u64);
+            self.unsynced = true;
+            rest = &rest[n..];
+            if !rest.is_empty() {
+                self.roll()?;
+            }
+        }
+        match self.config.fsync {
+            Fsync::Always => self.sync()?,
+            Fsync::Interval if self.last_sync.elapsed() >= self.config.fsync_interval() => {
+                self.sync()?;
+            }
+            Fsync::Interval | Fsync::Never => {}
+        }
+        Ok(start..self.head)
+    }
+
+    /// The segment to append to, creating it if a roll is pending.
+    fn ensure_writable_segment(&mut self) -> Result<()> {
+        if self.roll_pending || self.segments.is_empty() {
+            let seg = Segment::create(&self.dir, self.head, self.policy, self.config.index_bytes_max)?;
+            if self.config.fsync != Fsync::Never {
+                sync_dir(&self.dir)?;
+            }
+            self.segments.push_back(seg);
+            self.roll_pending = false;
+        }
+        Ok(())
+    }
+
+    /// Seal the active segment; the next append starts a new one.
+    fn roll(&mut self) -> Result<()> {
+        let durable = self.config.fsync != Fsync::Never;
+        if let Some(seg) = self.segments.back_mut() {
+            if let Err(e) = seg.seal(durable) {
+                self.poisoned = true;
+                return Err(e);
+            }
+            tracing::debug!(segment = %seg.data_path().display(), next = %seg.next(), "rolled segment");
+        }
+        self.roll_pending = true;
+        Ok(())
+    }
+
+    /// Force appended records to stable storage now. A failed fsync poisons the log:
+    /// after one, the kernel may have dropped the dirty pages, so retrying would lie.
+    pub fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let Some(seg) = self.segments.back() {
+            if let Err(e) = seg.sync() {
+                self.poisoned = true;
+                return Err(e);
+            }
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Call periodically (at least every `fsync_interval_ms`): with
+    /// `fsync = "interval"`, syncs appends that are due.
+    pub fn tick(&mut self) -> Result<()> {
+        if self.config.fsync == Fsync::Interval
+            && self.unsynced
+            && self.last_sync.elapsed() >= self.config.fsync_interval()
+        {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// True when appended records are waiting for an fsync.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Read records from `from` into `out` within `limits`.
+    ///
+    /// Records in the in-memory tail are served without a system call; older ones with
+    /// one positional read per call (one segment per call: read again from `next`).
+    pub fn read(&self, from: Offset, limits: ReadLimits, out: &mut Vec<Bytes>) -> Result<ReadBatch> {
+        let earliest = self.earliest();
+        if from < earliest {
+            return Err(Error::OffsetOutOfRange {
+                requested: from,
+                earliest,
+            });
+        }
+        if from > self.head {
+            return Err(Error::OffsetBeyondHead {
+                requested: from,
+                head: self.head,
+            });
+        }
+        if from >= self.tail.start() {
+            let next = self.tail.read(from, limits, out);
+            return Ok(ReadBatch { first: from, next });
+        }
+        // The segment with the greatest base <= from.
+        let i = self
+            .segments
+            .partition_point(|s| s.base() <= from)
+            .saturating_sub(1);
+        for seg in self.segments.range(i..) {
+            // Skip a hole left by recovery (offsets that never survived a crash).
+            let at = from.max(seg.base());
+            if at < seg.next() {
+                let next = seg.read(at, limits, out)?;
+                return Ok(ReadBatch { first: at, next });
+            }
+        }
+        Ok(ReadBatch {
+            first: self.head,
+            next: self.head,
+        })
+    }
+
+    /// Remove the oldest segments that retention limits allow (see
+    /// [`crate::RetentionConfig`]). `hold_back` is the lowest offset some reader still
+    /// needs; `now` is the wall-clock time segment ages are measured against.
+    pub fn apply_retention(
+        &mut self,
+        now: SystemTime,
+        hold_back: Option<Offset>,
+    ) -> Result<RetentionReport> {
+        let infos: Vec<SegmentInfo> = self
+            .segments
+            .iter()
+            .map(|s| SegmentInfo {
+                base: s.base(),
+                next: s.next(),
+                bytes: s.bytes(),
+                modified: s.modified(),
+            })
+            .collect();
+        // With a roll pending the last segment is sealed and a new one would start at
+        // the head: it may go too, as long as one segment remains to remember the head.
+        let plan = retention::plan(&infos, &self.config.retention, now, hold_back);
+        let before = self.earliest();
+        let mut removed = 0;
+        for _ in 0..plan.remove {
+            let Some(seg) = self.segments.pop_front() else {
+                break;
+            };
+            tracing::info!(segment = %seg.data_path().display(), records = seg.records(), "retention removed segment");
+            seg.remove()?;
+            removed += 1;
+        }
+        if removed > 0 && self.config.fsync != Fsync::Never {
+            sync_dir(&self.dir)?;
+        }
+        let after = self.earliest();
+        self.tail.trim_front(after);
+        if let Some(d) = &plan.dropped_needed {
+            tracing::warn!(
+                dropped = ?d,
+                hold_back = ?hold_back,
+                hold_bytes_max = self.config.retention.hold_bytes_max,
+                "retention hard limit removed records a reader still needed"
+            );
+        }
+        Ok(RetentionReport {
+            segments_removed: removed,
+            removed: before..after,
+            dropped_needed: plan.dropped_needed,
+        })
+    }
+
+    /// Close cleanly: sync, trim the active index, and leave the marker that lets the
+    /// next open skip the full scan of the active segment.
+    pub fn close(mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        self.unsynced = true;
+        self.sync()?;
+        if let Some(seg) = self.segments.back_mut() {
+            seg.seal(true)?;
+        }
+        write_durably(&self.dir, CLEAN_FILE, b"")?;
+        Ok(())
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    let mut names = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// A directory is a log if it has our meta file with the right content, or is empty
+/// (then it becomes one).
+fn check_is_log(dir: &Path, names: &[String]) -> Result<()> {
+    if names.iter().any(|n| n == META_FILE) {
+        let path = dir.join(META_FILE);
+        let content = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        if content != META_CONTENT {
+            return Err(Error::NotALog {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "{META_FILE} says {:?}, expected {:?}",
+                    String::from_utf8_lossy(&content),
+                    String::from_utf8_lossy(META_CONTENT)
+                ),
+            });
+        }
+        return Ok(());
+    }
+    match names.iter().find(|n| n.as_str() != LOCK_FILE) {
+        None => Ok(()),
+        Some(other) => Err(Error::NotALog {
+            path: dir.to_path_buf(),
+            reason: format!("it has no {META_FILE} but holds other files (such as {other:?})"),
+        }),
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+    }
+}
+
+/// The base offsets of the segments present, sorted. Index files without a data file
+/// are leftovers of an interrupted removal and are deleted.
+fn segment_bases(dir: &Path, names: &[String]) -> Result<Vec<Offset>> {
+    let mut data = Vec::new();
+    let mut index = Vec::new();
+    for name in names {
+        match segment::parse_file_name(name) {
+            Some((base, FileKind::Data)) => data.push(base),
+            Some((base, FileKind::Index)) => index.push(base),
+            None if name == META_FILE || name == LOCK_FILE || name == CLEAN_FILE => {}
+            None => tracing::warn!(file = %dir.join(name).display(), "ignoring unknown file in log directory"),
+        }
+    }
+    data.sort();
+    for base in index {
+        if data.binary_search(&base).is_err() {
+            let path = dir.join(segment::index_file_name(base));
+            tracing::warn!(file = %path.display(), "removing index without a data file");
+            std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        }
+    }
+    Ok(data)
+}
+
+/// Write a small file so that a crash leaves either no file or the whole content:
+/// write to a temporary name, fsync, rename, fsync the directory.
+fn write_durably(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(content).map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .or_else(|e| if e.kind() == io::ErrorKind::InvalidInput { Ok(()) } else { Err(e) })
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
