@@ -78,7 +78,8 @@ impl Index {
         // SAFETY: the file is in a directory this process holds the lock of, so no
         // other process changes it, and we never shrink it while this map lives
         // (`seal` drops the map before `set_len`).
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap index", path, e))?;
+        let map =
+            unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap index", path, e))?;
         let mut index = Index {
             path: path.to_path_buf(),
             file,
@@ -240,7 +241,8 @@ impl Index {
     /// Write dirty pages of an active index to disk (`msync`).
     pub fn flush(&self) -> Result<()> {
         if let Map::Write(m) = &self.map {
-            m.flush().map_err(|e| Error::io("msync index", &self.path, e))?;
+            m.flush()
+                .map_err(|e| Error::io("msync index", &self.path, e))?;
         }
         Ok(())
     }

@@ -142,7 +142,14 @@ impl Log {
             // Sealed segments were fsynced and trimmed when rolled: their index is
             // checked cheaply. The active one is scanned in full unless closed cleanly.
             let seg_clean = clean || !active;
-            let seg = Segment::open(&dir, *base, active, seg_clean, policy, config.index_bytes_max)?;
+            let seg = Segment::open(
+                &dir,
+                *base,
+                active,
+                seg_clean,
+                policy,
+                config.index_bytes_max,
+            )?;
             if let Some(prev) = segments.back().map(Segment::next) {
                 if prev < seg.base() {
                     tracing::warn!(
@@ -152,7 +159,9 @@ impl Log {
                 } else if prev > seg.base() {
                     return Err(Error::NotALog {
                         path: dir.join(segment::data_file_name(seg.base())),
-                        reason: format!("segment overlaps the one before it (which ends at {prev})"),
+                        reason: format!(
+                            "segment overlaps the one before it (which ends at {prev})"
+                        ),
                     });
                 }
             }
@@ -282,7 +291,12 @@ impl Log {
     /// The segment to append to, creating it if a roll is pending.
     fn ensure_writable_segment(&mut self) -> Result<()> {
         if self.roll_pending || self.segments.is_empty() {
-            let seg = Segment::create(&self.dir, self.head, self.policy, self.config.index_bytes_max)?;
+            let seg = Segment::create(
+                &self.dir,
+                self.head,
+                self.policy,
+                self.config.index_bytes_max,
+            )?;
             if self.config.fsync != Fsync::Never {
                 sync_dir(&self.dir)?;
             }
@@ -344,7 +358,12 @@ impl Log {
     ///
     /// Records in the in-memory tail are served without a system call; older ones with
     /// one positional read per call (one segment per call: read again from `next`).
-    pub fn read(&self, from: Offset, limits: ReadLimits, out: &mut Vec<Bytes>) -> Result<ReadBatch> {
+    pub fn read(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        out: &mut Vec<Bytes>,
+    ) -> Result<ReadBatch> {
         let earliest = self.earliest();
         if from < earliest {
             return Err(Error::OffsetOutOfRange {
@@ -512,7 +531,9 @@ fn segment_bases(dir: &Path, names: &[String]) -> Result<Vec<Offset>> {
             Some((base, FileKind::Data)) => data.push(base),
             Some((base, FileKind::Index)) => index.push(base),
             None if name == META_FILE || name == LOCK_FILE || name == CLEAN_FILE => {}
-            None => tracing::warn!(file = %dir.join(name).display(), "ignoring unknown file in log directory"),
+            None => {
+                tracing::warn!(file = %dir.join(name).display(), "ignoring unknown file in log directory")
+            }
         }
     }
     data.sort();
@@ -532,7 +553,8 @@ fn write_durably(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(content).map_err(|e| Error::io("write", &tmp, e))?;
+    f.write_all(content)
+        .map_err(|e| Error::io("write", &tmp, e))?;
     f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
     sync_dir(dir)
@@ -541,6 +563,12 @@ fn write_durably(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .or_else(|e| if e.kind() == io::ErrorKind::InvalidInput { Ok(()) } else { Err(e) })
+        .or_else(|e| {
+            if e.kind() == io::ErrorKind::InvalidInput {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
         .map_err(|e| Error::io("fsync directory", dir, e))
 }

@@ -173,7 +173,9 @@ pub fn recover_segment(
                 let s = scan(data, data_path, from, file_len, policy)?;
                 // Intact to the end, and the index already has every entry the
                 // policy asks for (the scan's first entry is the index's last one).
-                if s.stop == Stop::End && s.entries.len() <= 1 && (!index.is_empty() || s.next_rel == 0)
+                if s.stop == Stop::End
+                    && s.entries.len() <= 1
+                    && (!index.is_empty() || s.next_rel == 0)
                 {
                     return Ok(Recovered {
                         data_len: file_len,
@@ -231,7 +233,10 @@ mod tests {
             all.extend_from_slice(&record::encode_header(p));
             all.extend_from_slice(p);
         }
-        std::fs::File::create(path).unwrap().write_all(&all).unwrap();
+        std::fs::File::create(path)
+            .unwrap()
+            .write_all(&all)
+            .unwrap();
         all
     }
 

@@ -50,7 +50,9 @@ pub fn plan(
         let over_bytes = config.bytes_max > 0 && bytes > config.bytes_max;
         let over_count = config.segments_max > 0 && count > config.segments_max;
         let too_old = config.age_ms_max > 0
-            && now.duration_since(s.modified).is_ok_and(|age| age > age_max);
+            && now
+                .duration_since(s.modified)
+                .is_ok_and(|age| age > age_max);
         let over_hard = config.hold_bytes_max > 0 && bytes > config.hold_bytes_max;
         if !(over_bytes || over_count || too_old || over_hard) {
             break;
@@ -112,7 +114,10 @@ mod tests {
     #[test]
     fn never_removes_the_active_segment() {
         let now = SystemTime::now();
-        assert_eq!(plan(&segs(3, 100, now), &cfg(1, 0, 0, 0), now, None).remove, 2);
+        assert_eq!(
+            plan(&segs(3, 100, now), &cfg(1, 0, 0, 0), now, None).remove,
+            2
+        );
     }
 
     #[test]

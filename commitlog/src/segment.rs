@@ -91,7 +91,12 @@ pub struct Segment {
 
 impl Segment {
     /// Create the files of a new, empty segment.
-    pub fn create(dir: &Path, base: Offset, policy: Policy, index_bytes_max: u64) -> Result<Segment> {
+    pub fn create(
+        dir: &Path,
+        base: Offset,
+        policy: Policy,
+        index_bytes_max: u64,
+    ) -> Result<Segment> {
         let data_path = dir.join(data_file_name(base));
         let data = OpenOptions::new()
             .read(true)
@@ -148,7 +153,9 @@ impl Segment {
                 .map_err(|e| Error::io("truncate torn tail of", &data_path, e))?;
         }
         let index = match (r.rebuilt_index, found, active) {
-            (Some(entries), _, true) => Index::create_active(&index_path, index_bytes_max, &entries)?,
+            (Some(entries), _, true) => {
+                Index::create_active(&index_path, index_bytes_max, &entries)?
+            }
             (Some(entries), _, false) => Index::write_sealed(&index_path, &entries)?,
             (None, Some(found), true) => {
                 let entries: Vec<Entry> = (0..found.len()).filter_map(|i| found.get(i)).collect();
@@ -226,7 +233,10 @@ impl Segment {
             return Err(WriteFailure { error, rolled_back });
         }
         for r in batch {
-            if self.policy.wants_entry(self.records, self.bytes_since_entry) {
+            if self
+                .policy
+                .wants_entry(self.records, self.bytes_since_entry)
+            {
                 // how_many_fit reserved an index slot for this entry, and positions fit
                 // u32 because segment_bytes_max <= u32::MAX (LogConfig::validate).
                 let pushed = self.index.push(Entry {
@@ -247,10 +257,11 @@ impl Segment {
 
     fn how_many_fit(&self, records: &[Bytes], segment_bytes_max: u64) -> usize {
         let mut len = self.data_len;
-        let mut rel = self.records;
         let mut since = self.bytes_since_entry;
         let mut free_entries = self.index.capacity().saturating_sub(self.index.len());
         for (n, r) in records.iter().enumerate() {
+            // n < records.len() and the segment's record count fits u32 (see `read`).
+            let rel = self.records + n as u32;
             let frame = (HEADER_BYTES + r.len()) as u64;
             if len + frame > segment_bytes_max && rel > 0 {
                 return n;
@@ -264,7 +275,6 @@ impl Segment {
             }
             since += frame;
             len += frame;
-            rel += 1;
         }
         records.len()
     }
@@ -293,7 +303,9 @@ impl Segment {
         let mut cur = start.rel;
         let mut given = 0usize;
         let mut bytes = 0usize;
-        let mut want = (end.max(pos + 1) - pos).min(budget).max(HEADER_BYTES as u64);
+        let mut want = (end.max(pos + 1) - pos)
+            .min(budget)
+            .max(HEADER_BYTES as u64);
         loop {
             let want_now = want.min(self.data_len - pos) as usize;
             let buf = self.read_bytes(pos, want_now)?;
@@ -461,11 +473,17 @@ mod tests {
         assert_eq!(s.append(&recs(10, 5), 1 << 20, &mut buf).unwrap(), 10);
         assert_eq!(s.next(), Offset(110));
         let mut out = Vec::new();
-        assert_eq!(s.read(Offset(103), lim(4, 1 << 20), &mut out).unwrap(), Offset(107));
+        assert_eq!(
+            s.read(Offset(103), lim(4, 1 << 20), &mut out).unwrap(),
+            Offset(107)
+        );
         assert_eq!(out, recs(10, 5)[3..7].to_vec());
         out.clear();
         // A 13-byte frame each: a 30-byte budget gives two.
-        assert_eq!(s.read(Offset(100), lim(100, 30), &mut out).unwrap(), Offset(102));
+        assert_eq!(
+            s.read(Offset(100), lim(100, 30), &mut out).unwrap(),
+            Offset(102)
+        );
     }
 
     #[test]
@@ -504,7 +522,10 @@ mod tests {
     fn large_records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Segment::create(dir.path(), Offset(0), DENSE, 4096).unwrap();
-        let records = vec![Bytes::from(vec![1u8; 100_000]), Bytes::from_static(b"small")];
+        let records = vec![
+            Bytes::from(vec![1u8; 100_000]),
+            Bytes::from_static(b"small"),
+        ];
         s.append(&records, 1 << 30, &mut Vec::new()).unwrap();
         let mut out = Vec::new();
         // The first record alone is over the byte budget: it still comes.

@@ -1,0 +1,253 @@
+//! Behaviour of `Log` through its public API, on real files.
+// Test helpers unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use bytes::Bytes;
+use commitlog::{Error, Fsync, Log, LogConfig, Offset, ReadLimits};
+use common::{payload, read_all, small_config};
+
+#[test]
+fn offsets_are_dense_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.append(payload(0)).unwrap(), Offset(0));
+    let r = log
+        .append_batch(&(1..100).map(payload).collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(r, Offset(1)..Offset(100));
+    assert!(log.stats().segments > 3, "small segments roll");
+    log.close().unwrap();
+
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.head(), Offset(100));
+    assert_eq!(log.append(payload(100)).unwrap(), Offset(100));
+    let all = read_all(&log, Offset(0));
+    assert_eq!(all, (0..101).map(payload).collect::<Vec<_>>());
+}
+
+#[test]
+fn unclean_drop_keeps_every_returned_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..250 {
+        log.append(payload(i)).unwrap();
+    }
+    drop(log); // no close: the next open must recover the active segment
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.head(), Offset(250));
+    assert_eq!(
+        read_all(&log, Offset(0)),
+        (0..250).map(payload).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn reads_at_the_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let limits = ReadLimits {
+        records_max: 10,
+        bytes_max: 1 << 20,
+    };
+    let mut out = Vec::new();
+    // Empty log: at the head.
+    let b = log.read(Offset(0), limits, &mut out).unwrap();
+    assert!(b.is_empty() && out.is_empty());
+    log.append_batch(&[payload(0), payload(1)]).unwrap();
+    let b = log.read(Offset(2), limits, &mut out).unwrap();
+    assert_eq!((b.first, b.next), (Offset(2), Offset(2)));
+    match log.read(Offset(3), limits, &mut out) {
+        Err(Error::OffsetBeyondHead { requested, head }) => {
+            assert_eq!((requested, head), (Offset(3), Offset(2)));
+        }
+        other => panic!("expected OffsetBeyondHead, got {other:?}"),
+    }
+    // Zero records asked: nothing given, no progress.
+    let b = log
+        .read(
+            Offset(0),
+            ReadLimits {
+                records_max: 0,
+                bytes_max: 100,
+            },
+            &mut out,
+        )
+        .unwrap();
+    assert!(b.is_empty());
+}
+
+#[test]
+fn caught_up_readers_are_served_from_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        tail_bytes_max: 1 << 20,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    let rec = Bytes::from_static(b"the very same buffer");
+    let at = log.append(rec.clone()).unwrap();
+    let mut out = Vec::new();
+    log.read(
+        at,
+        ReadLimits {
+            records_max: 1,
+            bytes_max: 100,
+        },
+        &mut out,
+    )
+    .unwrap();
+    // Served from memory: the same allocation, not a copy read back from the file.
+    assert_eq!(out[0].as_ptr(), rec.as_ptr());
+    assert!(log.stats().tail_bytes > 0);
+}
+
+#[test]
+fn byte_budget_bounds_reads_but_never_starves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.append_batch(&[Bytes::from(vec![1u8; 400]), Bytes::from(vec![2u8; 10])])
+        .unwrap();
+    let mut out = Vec::new();
+    let b = log
+        .read(
+            Offset(0),
+            ReadLimits {
+                records_max: 10,
+                bytes_max: 16,
+            },
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(b.next, Offset(1), "one oversized record still comes");
+    assert_eq!(out[0].len(), 400);
+}
+
+#[test]
+fn record_too_large_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let err = log
+        .append_batch(&[payload(0), Bytes::from(vec![0u8; 513])])
+        .unwrap_err();
+    assert!(matches!(err, Error::RecordTooLarge { len: 513, max: 512 }));
+    assert_eq!(log.head(), Offset(0));
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _log = Log::open(dir.path(), small_config()).unwrap();
+    let err = Log::open(dir.path(), small_config()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+}
+
+#[test]
+fn a_directory_that_is_not_a_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    let err = Log::open(dir.path(), small_config()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::NotALog { .. }), "{msg}");
+    assert!(msg.contains("notes.txt"), "{msg}");
+    // and nothing was written into it
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn a_wrong_meta_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("log.meta"), "something else\n").unwrap();
+    let err = Log::open(dir.path(), small_config()).unwrap_err();
+    assert!(matches!(err, Error::NotALog { .. }), "{err}");
+}
+
+#[test]
+fn io_errors_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let err = Log::open(file.join("log"), small_config()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("plain-file"), "{msg}");
+}
+
+#[test]
+fn an_unwritable_directory_gives_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+    // root ignores permission bits; the test means something only for other users.
+    if std::fs::write(ro.join("probe"), "x").is_ok() {
+        return;
+    }
+    let err = Log::open(&ro, small_config()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ro") && msg.to_lowercase().contains("permission"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn fsync_always_and_interval_work() {
+    for fsync in [Fsync::Always, Fsync::Interval] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            fsync,
+            fsync_interval_ms: 1,
+            ..small_config()
+        };
+        let mut log = Log::open(dir.path(), config.clone()).unwrap();
+        log.append_batch(&(0..50).map(payload).collect::<Vec<_>>())
+            .unwrap();
+        if fsync == Fsync::Always {
+            assert!(!log.has_unsynced());
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            log.tick().unwrap();
+            assert!(!log.has_unsynced());
+        }
+        drop(log);
+        let log = Log::open(dir.path(), config).unwrap();
+        assert_eq!(log.head(), Offset(50));
+    }
+}
+
+#[test]
+fn sparse_index_reads_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        index_interval_bytes: 200,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    log.append_batch(&(0..300).map(payload).collect::<Vec<_>>())
+        .unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    for start in [0u64, 1, 5, 17, 150, 299] {
+        assert_eq!(
+            read_all(&log, Offset(start)),
+            (start..300).map(payload).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn a_full_index_rolls_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        index_bytes_max: 8 * 4,
+        segment_bytes_max: 1 << 20,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    log.append_batch(&(0..10).map(payload).collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(log.stats().segments, 3);
+    assert_eq!(read_all(&log, Offset(0)).len(), 10);
+}
