@@ -1,0 +1,37 @@
+//! Router limits. Every queue the router owns has a bound here.
+
+use serde::Deserialize;
+
+/// Limits and batch sizes of the router.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Outbound QoS 1/2 messages unacknowledged per session.
+    pub inflight_max: usize,
+    /// Matched offsets queued per session before it falls back to scanning the log.
+    pub session_queue_max: usize,
+    /// Messages per delivery batch to one connection.
+    pub deliver_records_max: usize,
+    /// Bytes per delivery batch to one connection (the first message always goes).
+    pub deliver_bytes_max: usize,
+    /// Publishes staged before the router appends them as one batch.
+    pub append_batch_max: usize,
+    /// Records read per step when a session catches up from the log.
+    pub scan_records_max: usize,
+    /// How often retention runs, in milliseconds.
+    pub retention_interval_ms: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            inflight_max: 256,
+            session_queue_max: 100_000,
+            deliver_records_max: 512,
+            deliver_bytes_max: 1024 * 1024,
+            append_batch_max: 1024,
+            scan_records_max: 4096,
+            retention_interval_ms: 10_000,
+        }
+    }
+}

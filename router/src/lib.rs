@@ -1,0 +1,39 @@
+//! rumq's router: the broker's state, as a single-threaded state machine.
+//!
+//! No sockets, no tokio, no clocks: events go in through [`Router::handle`] (and
+//! [`Router::flush`], [`Router::tick`]), replies come out of [`Router::drain_outbox`].
+//! Storage is behind the [`Storage`] trait (implemented by the commitlog's `Log`).
+//!
+//! | module | owns |
+//! |---|---|
+//! | `router` | the state machine: sessions by client id and connection, staging and appending publishes, fan-out, delivery |
+//! | `session` | one session's subscriptions, queue, in-flight messages, QoS 2 ids |
+//! | `subscriptions` | the filter tree that maps a topic name to subscribed sessions |
+//! | `message` | the stored record format of a message |
+//! | `topic` | topic name/filter validation and matching |
+//! | `interner` | topic name ↔ `TopicId`, shared with connections |
+//! | `event` | the internal MQTT model: events in, replies out |
+//! | `storage` | the storage trait |
+//! | `config` | limits |
+
+mod config;
+mod event;
+mod id;
+mod interner;
+mod message;
+mod router;
+mod session;
+mod storage;
+mod subscriptions;
+pub mod topic;
+
+pub use config::RouterConfig;
+pub use event::{
+    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, Reply, SubscribeCode,
+    Will,
+};
+pub use id::{ConnectionId, PacketId, SessionId, TopicId};
+pub use interner::{TopicInterner, TopicsFull};
+pub use message::{Message, MessageError, QoS, FORMAT_VERSION};
+pub use router::{Router, RouterStats};
+pub use storage::Storage;

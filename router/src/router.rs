@@ -1,0 +1,799 @@
+//! The router state machine.
+//!
+//! Publishes are *staged* as they arrive and appended to storage as one batch by
+//! [`Router::flush`] (the driver calls it after draining its channel, and `handle`
+//! calls it when `append_batch_max` publishes are staged). Acknowledgements leave only
+//! after the append succeeded, in the order the packets arrived. Then each appended
+//! message is offered to the sessions whose filters match its topic, and sessions
+//! whose connections are waiting for data get a delivery batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use commitlog::{Offset, ReadLimits};
+
+use crate::event::{
+    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, Reply, SubscribeCode,
+    Will,
+};
+use crate::session::{Inflight, OutState, Queued, Session};
+use crate::storage::Storage;
+use crate::subscriptions::SubscriptionTree;
+use crate::{
+    topic, ConnectionId, Message, PacketId, QoS, RouterConfig, SessionId, TopicId, TopicInterner,
+};
+
+/// Counters, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Records appended.
+    pub appended: u64,
+    /// Append batches.
+    pub append_batches: u64,
+    /// Messages handed to connections.
+    pub delivered: u64,
+    /// Records a session needed that retention removed before it read them.
+    pub lost_to_retention: u64,
+    /// Failed appends.
+    pub storage_errors: u64,
+}
+
+/// An entry in the staging area: a record to append and/or a reply that must leave
+/// after the records staged before it.
+#[derive(Debug)]
+struct Staged {
+    publish: Option<StagedPublish>,
+    reply: Option<(ConnectionId, Reply)>,
+    /// Inbound QoS 2 id to remember once the append succeeded.
+    qos2: Option<(SessionId, u16)>,
+}
+
+#[derive(Debug)]
+struct StagedPublish {
+    topic: TopicId,
+    qos: QoS,
+    retain: bool,
+    record: Bytes,
+    from: Option<ConnectionId>,
+}
+
+/// The broker's state. See the crate docs.
+#[derive(Debug)]
+pub struct Router<S: Storage> {
+    config: RouterConfig,
+    storage: S,
+    topics: Arc<TopicInterner>,
+    sessions: HashMap<SessionId, Session>,
+    by_client: HashMap<Arc<str>, SessionId>,
+    by_conn: HashMap<ConnectionId, SessionId>,
+    tree: SubscriptionTree,
+    /// Topic → matching sessions; cleared whenever a subscription changes.
+    matches: HashMap<TopicId, Vec<(SessionId, QoS)>>,
+    retained: HashMap<TopicId, Bytes>,
+    staged: Vec<Staged>,
+    staged_records: Vec<Bytes>,
+    outbox: Vec<(ConnectionId, Reply)>,
+    wake: Vec<SessionId>,
+    next_session: u32,
+    next_assigned_id: u64,
+    last_retention: Option<SystemTime>,
+    read_buf: Vec<Bytes>,
+    stats: RouterStats,
+}
+
+impl<S: Storage> Router<S> {
+    /// A router over `storage`, sharing `topics` with the connections.
+    pub fn new(config: RouterConfig, storage: S, topics: Arc<TopicInterner>) -> Self {
+        Router {
+            config,
+            storage,
+            topics,
+            sessions: HashMap::new(),
+            by_client: HashMap::new(),
+            by_conn: HashMap::new(),
+            tree: SubscriptionTree::default(),
+            matches: HashMap::new(),
+            retained: HashMap::new(),
+            staged: Vec::new(),
+            staged_records: Vec::new(),
+            outbox: Vec::new(),
+            wake: Vec::new(),
+            next_session: 0,
+            next_assigned_id: 0,
+            last_retention: None,
+            read_buf: Vec::new(),
+            stats: RouterStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RouterStats {
+        self.stats
+    }
+
+    /// The storage (for the driver's shutdown).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Take the storage back (shutdown).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    /// Sessions held (online and offline).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Subscriptions held across all sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Replies produced so far, in order.
+    pub fn drain_outbox(&mut self) -> std::vec::Drain<'_, (ConnectionId, Reply)> {
+        self.outbox.drain(..)
+    }
+
+    /// Feed one event.
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::Connect { conn, connect } => self.connect(conn, connect),
+            Event::Publish {
+                conn,
+                topic,
+                qos,
+                retain,
+                pkid,
+                record,
+            } => self.publish(conn, topic, qos, retain, pkid, record),
+            Event::PubAck { conn, pkid } => self.outbound_ack(conn, pkid, QoS::AtLeastOnce),
+            Event::PubRec { conn, pkid } => self.pubrec(conn, pkid),
+            Event::PubComp { conn, pkid } => self.outbound_ack(conn, pkid, QoS::ExactlyOnce),
+            Event::PubRel { conn, pkid } => self.pubrel(conn, pkid),
+            Event::Subscribe {
+                conn,
+                pkid,
+                filters,
+            } => self.subscribe(conn, pkid, filters),
+            Event::Unsubscribe {
+                conn,
+                pkid,
+                filters,
+            } => self.unsubscribe(conn, pkid, filters),
+            Event::Pull { conn } => {
+                if let Some(sid) = self.by_conn.get(&conn).copied() {
+                    if let Some(s) = self.sessions.get_mut(&sid) {
+                        s.awaiting_pull = true;
+                    }
+                    self.deliver(sid);
+                }
+            }
+            Event::Disconnect { conn, reason } => self.disconnect(conn, reason),
+        }
+        if self.staged.len() >= self.config.append_batch_max {
+            self.flush();
+        }
+    }
+
+    /// Periodic work at wall-clock time `now`: interval fsync and retention.
+    pub fn tick(&mut self, now: SystemTime) {
+        self.flush();
+        if let Err(e) = self.storage.tick() {
+            tracing::error!(error = %e, "commitlog fsync failed");
+            self.stats.storage_errors += 1;
+        }
+        let due = self.last_retention.is_none_or(|last| {
+            now.duration_since(last)
+                .is_ok_and(|d| d >= Duration::from_millis(self.config.retention_interval_ms))
+        });
+        if due {
+            self.last_retention = Some(now);
+            let hold_back = self.hold_back();
+            match self.storage.apply_retention(now, hold_back) {
+                Ok(report) => {
+                    if let Some(d) = &report.dropped_needed {
+                        tracing::warn!(dropped = ?d, "retention removed messages persistent sessions still needed");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// The lowest offset a persistent session still needs.
+    pub fn hold_back(&self) -> Option<Offset> {
+        self.sessions
+            .values()
+            .filter(|s| !s.clean)
+            .filter_map(Session::lowest_needed)
+            .min()
+    }
+
+    fn session_of(&mut self, conn: ConnectionId) -> Option<&mut Session> {
+        let sid = self.by_conn.get(&conn)?;
+        self.sessions.get_mut(sid)
+    }
+
+    /// Send `reply` after everything staged before it.
+    fn reply(&mut self, conn: ConnectionId, reply: Reply) {
+        if self.staged.is_empty() {
+            self.outbox.push((conn, reply));
+        } else {
+            self.staged.push(Staged {
+                publish: None,
+                reply: Some((conn, reply)),
+                qos2: None,
+            });
+        }
+    }
+
+    fn connect(&mut self, conn: ConnectionId, c: Connect) {
+        let mut assigned = None;
+        let client_id: Arc<str> = if c.client_id.is_empty() {
+            if !c.clean_session {
+                self.reply(
+                    conn,
+                    Reply::ConnAck {
+                        code: ConnectCode::IdentifierRejected,
+                        session_present: false,
+                        assigned_client_id: None,
+                    },
+                );
+                return;
+            }
+            let id = loop {
+                self.next_assigned_id += 1;
+                let id = format!("rumq-{}", self.next_assigned_id);
+                if !self.by_client.contains_key(id.as_str()) {
+                    break id;
+                }
+            };
+            assigned = Some(id.clone());
+            Arc::from(id)
+        } else {
+            Arc::from(c.client_id.as_str())
+        };
+
+        let mut session_present = false;
+        if let Some(sid) = self.by_client.get(&client_id).copied() {
+            // Take over: close the old connection; its will fires (it did not say
+            // goodbye).
+            let (old_conn, will, old_clean) = match self.sessions.get_mut(&sid) {
+                Some(s) => (s.conn.take(), s.will.take(), s.clean),
+                None => (None, None, true),
+            };
+            if let Some(old) = old_conn {
+                self.by_conn.remove(&old);
+                self.outbox
+                    .push((old, Reply::Close(CloseReason::SessionTakenOver)));
+                tracing::info!(client_id = %client_id, old = %old, new = %conn, "session taken over");
+            }
+            if let Some(w) = will {
+                self.stage_will(w);
+            }
+            if c.clean_session || old_clean {
+                self.remove_session(sid);
+            } else {
+                session_present = true;
+            }
+        }
+        let sid = match self.by_client.get(&client_id) {
+            Some(sid) => *sid,
+            None => {
+                let sid = SessionId(self.next_session);
+                self.next_session = self.next_session.wrapping_add(1);
+                let head = self.storage.head();
+                self.sessions
+                    .insert(sid, Session::new(client_id.clone(), c.clean_session, head));
+                self.by_client.insert(client_id.clone(), sid);
+                sid
+            }
+        };
+        self.by_conn.insert(conn, sid);
+        let mut resend = Vec::new();
+        let mut rel = Vec::new();
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.conn = Some(conn);
+            s.clean = c.clean_session;
+            s.will = c.will;
+            s.awaiting_pull = false;
+            for (pkid, inf) in &s.inflight {
+                match inf.state {
+                    OutState::Sent => resend.push(Delivery {
+                        record: inf.record.clone(),
+                        qos: inf.qos,
+                        pkid: Some(PacketId(*pkid)),
+                        dup: true,
+                        retain: false,
+                    }),
+                    OutState::Released => rel.push(PacketId(*pkid)),
+                }
+            }
+        }
+        self.reply(
+            conn,
+            Reply::ConnAck {
+                code: ConnectCode::Accepted,
+                session_present,
+                assigned_client_id: assigned,
+            },
+        );
+        // Resume unacknowledged deliveries, in packet id order (§4.4).
+        if !resend.is_empty() {
+            self.reply(conn, Reply::Deliver(resend));
+        }
+        for pkid in rel {
+            self.reply(conn, Reply::PubRel(pkid));
+        }
+    }
+
+    fn remove_session(&mut self, sid: SessionId) {
+        if let Some(s) = self.sessions.remove(&sid) {
+            for f in s.filters.keys() {
+                self.tree.remove(f, sid);
+            }
+            if !s.filters.is_empty() {
+                self.matches.clear();
+            }
+            self.by_client.remove(&s.client_id);
+            if let Some(c) = s.conn {
+                self.by_conn.remove(&c);
+            }
+        }
+    }
+
+    fn stage_will(&mut self, w: Will) {
+        self.staged.push(Staged {
+            publish: Some(StagedPublish {
+                topic: w.topic,
+                qos: w.qos,
+                retain: w.retain,
+                record: w.record,
+                from: None,
+            }),
+            reply: None,
+            qos2: None,
+        });
+    }
+
+    fn publish(
+        &mut self,
+        conn: ConnectionId,
+        topic: TopicId,
+        qos: QoS,
+        retain: bool,
+        pkid: Option<PacketId>,
+        record: Bytes,
+    ) {
+        let Some(sid) = self.by_conn.get(&conn).copied() else {
+            return;
+        };
+        let (reply, qos2) = match (qos, pkid) {
+            (QoS::AtMostOnce, _) => (None, None),
+            (QoS::AtLeastOnce, Some(p)) => (Some((conn, Reply::PubAck(p))), None),
+            (QoS::ExactlyOnce, Some(p)) => {
+                let seen = self
+                    .sessions
+                    .get(&sid)
+                    .is_some_and(|s| s.incoming_qos2.contains(&p.0));
+                if seen {
+                    // A retransmission of a publish we stored: acknowledge, store
+                    // nothing (exactly once).
+                    self.reply(conn, Reply::PubRec(p));
+                    return;
+                }
+                (Some((conn, Reply::PubRec(p))), Some((sid, p.0)))
+            }
+            (_, None) => {
+                self.outbox
+                    .push((conn, Reply::Close(CloseReason::ProtocolError)));
+                return;
+            }
+        };
+        self.staged.push(Staged {
+            publish: Some(StagedPublish {
+                topic,
+                qos,
+                retain,
+                record,
+                from: Some(conn),
+            }),
+            reply,
+            qos2,
+        });
+    }
+
+    fn pubrel(&mut self, conn: ConnectionId, pkid: PacketId) {
+        if let Some(s) = self.session_of(conn) {
+            s.incoming_qos2.remove(&pkid.0);
+            self.reply(conn, Reply::PubComp(pkid));
+        }
+    }
+
+    fn pubrec(&mut self, conn: ConnectionId, pkid: PacketId) {
+        let Some(s) = self.session_of(conn) else {
+            return;
+        };
+        if let Some(inf) = s.inflight.get_mut(&pkid.0) {
+            if inf.qos == QoS::ExactlyOnce {
+                inf.state = OutState::Released;
+            }
+        }
+        // PUBREL also for an id we no longer know: the client wants to finish it.
+        self.reply(conn, Reply::PubRel(pkid));
+    }
+
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) frees an in-flight slot.
+    fn outbound_ack(&mut self, conn: ConnectionId, pkid: PacketId, qos: QoS) {
+        let Some(sid) = self.by_conn.get(&conn).copied() else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.inflight.get(&pkid.0).is_some_and(|i| i.qos == qos) {
+            s.inflight.remove(&pkid.0);
+            if s.awaiting_pull {
+                self.deliver(sid);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, conn: ConnectionId, pkid: PacketId, filters: Vec<(String, QoS)>) {
+        let Some(sid) = self.by_conn.get(&conn).copied() else {
+            return;
+        };
+        let mut codes = Vec::with_capacity(filters.len());
+        let mut retained = Vec::new();
+        for (filter, qos) in filters {
+            if topic::validate_filter(&filter).is_err() {
+                codes.push(SubscribeCode::Failure);
+                continue;
+            }
+            self.tree.insert(&filter, sid, qos);
+            for (tid, record) in &self.retained {
+                let Some(name) = self.topics.name(*tid) else {
+                    continue;
+                };
+                if topic::matches(&filter, &name) {
+                    let msg_qos = Message::decode(record).map_or(QoS::AtMostOnce, |m| m.qos);
+                    retained.push((record.clone(), msg_qos.min(qos)));
+                }
+            }
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.filters.insert(filter, qos);
+            }
+            codes.push(SubscribeCode::Granted(qos));
+        }
+        self.matches.clear();
+        self.reply(conn, Reply::SubAck { pkid, codes });
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.retained.extend(retained);
+            if s.awaiting_pull && !s.retained.is_empty() {
+                self.wake.push(sid);
+            }
+        }
+        self.deliver_woken();
+    }
+
+    fn unsubscribe(&mut self, conn: ConnectionId, pkid: PacketId, filters: Vec<String>) {
+        let Some(sid) = self.by_conn.get(&conn).copied() else {
+            return;
+        };
+        for f in &filters {
+            self.tree.remove(f, sid);
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.filters.remove(f);
+            }
+        }
+        self.matches.clear();
+        self.reply(conn, Reply::UnsubAck(pkid));
+    }
+
+    fn disconnect(&mut self, conn: ConnectionId, reason: DisconnectReason) {
+        // A connection that was taken over is no longer in by_conn: nothing to do.
+        let Some(sid) = self.by_conn.remove(&conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        s.conn = None;
+        s.awaiting_pull = false;
+        let will = s.will.take();
+        let clean = s.clean;
+        if !clean {
+            // An offline session keeps QoS 1 and 2 messages only.
+            s.queue.retain(|q| q.qos != QoS::AtMostOnce);
+            s.retained.retain(|(_, q)| *q != QoS::AtMostOnce);
+        }
+        if reason == DisconnectReason::Abrupt {
+            if let Some(w) = will {
+                self.stage_will(w);
+            }
+        }
+        if clean {
+            self.remove_session(sid);
+        }
+    }
+
+    /// Append everything staged, send the acknowledgements, fan out, deliver.
+    pub fn flush(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        self.staged_records.clear();
+        self.staged_records.extend(
+            self.staged
+                .iter()
+                .filter_map(|s| s.publish.as_ref().map(|p| p.record.clone())),
+        );
+        let result = if self.staged_records.is_empty() {
+            Ok(self.storage.head()..self.storage.head())
+        } else {
+            self.storage.append_batch(&self.staged_records)
+        };
+        let mut staged = std::mem::take(&mut self.staged);
+        match result {
+            Ok(range) => {
+                self.stats.appended += range.end.distance_from(range.start);
+                self.stats.append_batches += 1;
+                let mut offset = range.start;
+                for st in staged.drain(..) {
+                    if let Some(p) = st.publish {
+                        self.fan_out(offset, &p);
+                        offset = offset.add(1);
+                    }
+                    if let Some((sid, id)) = st.qos2 {
+                        if let Some(s) = self.sessions.get_mut(&sid) {
+                            s.incoming_qos2.insert(id);
+                        }
+                    }
+                    if let Some(r) = st.reply {
+                        self.outbox.push(r);
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats.storage_errors += 1;
+                tracing::error!(error = %e, records = self.staged_records.len(), "append failed; closing the publishers");
+                let mut closed = Vec::new();
+                for st in staged.drain(..) {
+                    match (st.publish.and_then(|p| p.from), st.reply) {
+                        (Some(conn), _) => {
+                            if !closed.contains(&conn) {
+                                closed.push(conn);
+                                self.outbox
+                                    .push((conn, Reply::Close(CloseReason::StorageFailure)));
+                            }
+                        }
+                        (None, Some(r)) => self.outbox.push(r),
+                        (None, None) => {}
+                    }
+                }
+            }
+        }
+        // Hand the (now empty) buffer back to avoid reallocating it.
+        self.staged = staged;
+        self.deliver_woken();
+    }
+
+    fn fan_out(&mut self, offset: Offset, p: &StagedPublish) {
+        if p.retain {
+            let empty = Message::decode(&p.record).is_ok_and(|m| m.payload.is_empty());
+            if empty {
+                self.retained.remove(&p.topic);
+            } else {
+                self.retained.insert(p.topic, p.record.clone());
+            }
+        }
+        if !self.matches.contains_key(&p.topic) {
+            let mut found = Vec::new();
+            if let Some(name) = self.topics.name(p.topic) {
+                self.tree.matches(&name, &mut found);
+            }
+            self.matches.insert(p.topic, found);
+        }
+        let Some(matched) = self.matches.get(&p.topic) else {
+            return;
+        };
+        for (sid, sub_qos) in matched {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                continue;
+            };
+            if s.offer(offset, p.qos.min(*sub_qos), self.config.session_queue_max)
+                && s.awaiting_pull
+            {
+                self.wake.push(*sid);
+            }
+        }
+    }
+
+    fn deliver_woken(&mut self) {
+        let mut wake = std::mem::take(&mut self.wake);
+        for sid in wake.drain(..) {
+            self.deliver(sid);
+        }
+        self.wake = wake;
+    }
+
+    /// Send the session's connection a batch if it is waiting for one.
+    fn deliver(&mut self, sid: SessionId) {
+        let Router {
+            sessions,
+            storage,
+            config,
+            outbox,
+            read_buf,
+            stats,
+            ..
+        } = self;
+        let Some(s) = sessions.get_mut(&sid) else {
+            return;
+        };
+        let Some(conn) = s.conn else {
+            return;
+        };
+        if !s.awaiting_pull {
+            return;
+        }
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        while items.len() < config.deliver_records_max && bytes < config.deliver_bytes_max {
+            let Some((_, qos)) = s.retained.front() else {
+                break;
+            };
+            if *qos != QoS::AtMostOnce && s.inflight.len() >= config.inflight_max {
+                break;
+            }
+            let Some((record, qos)) = s.retained.pop_front() else {
+                break;
+            };
+            bytes += record.len();
+            push_delivery(s, &mut items, record, None, qos, true);
+        }
+        while items.len() < config.deliver_records_max && bytes < config.deliver_bytes_max {
+            if s.queue.is_empty() {
+                if s.live {
+                    break;
+                }
+                scan(s, storage, config, read_buf, stats);
+                if s.queue.is_empty() {
+                    break;
+                }
+            }
+            let Some(q) = s.queue.front().copied() else {
+                break;
+            };
+            if q.qos != QoS::AtMostOnce && s.inflight.len() >= config.inflight_max {
+                break;
+            }
+            s.queue.pop_front();
+            read_buf.clear();
+            let one = ReadLimits {
+                records_max: 1,
+                bytes_max: 1,
+            };
+            match storage.read(q.offset, one, read_buf) {
+                Ok(b) if b.first == q.offset => {
+                    if let Some(record) = read_buf.pop() {
+                        bytes += record.len();
+                        push_delivery(s, &mut items, record, Some(q.offset), q.qos, false);
+                    }
+                }
+                Ok(_) | Err(commitlog::Error::OffsetOutOfRange { .. }) => {
+                    stats.lost_to_retention += 1;
+                    tracing::warn!(client_id = %s.client_id, offset = %q.offset, "message removed by retention before delivery");
+                }
+                Err(e) => {
+                    tracing::error!(client_id = %s.client_id, offset = %q.offset, error = %e, "cannot read message; skipping it");
+                }
+            }
+        }
+        if !items.is_empty() {
+            stats.delivered += items.len() as u64;
+            s.awaiting_pull = false;
+            outbox.push((conn, Reply::Deliver(items)));
+        }
+    }
+}
+
+fn push_delivery(
+    s: &mut Session,
+    items: &mut Vec<Delivery>,
+    record: Bytes,
+    offset: Option<Offset>,
+    qos: QoS,
+    retain: bool,
+) {
+    let pkid = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        // inflight_max < 65535 keeps an id free; if not, send at QoS 0 rather than stall.
+        s.next_packet_id()
+    };
+    let qos = if pkid.is_none() { QoS::AtMostOnce } else { qos };
+    if let Some(p) = pkid {
+        s.inflight.insert(
+            p.0,
+            Inflight {
+                record: record.clone(),
+                offset,
+                qos,
+                state: OutState::Sent,
+            },
+        );
+    }
+    items.push(Delivery {
+        record,
+        qos,
+        pkid,
+        dup: false,
+        retain,
+    });
+}
+
+/// Catch a session that is not live up from the log: read from its cursor and queue
+/// what its filters match, until the queue is full, the read budget is spent, or the
+/// head is reached (then it is live again).
+fn scan<S: Storage>(
+    s: &mut Session,
+    storage: &S,
+    config: &RouterConfig,
+    buf: &mut Vec<Bytes>,
+    stats: &mut RouterStats,
+) {
+    let limits = ReadLimits {
+        records_max: config.scan_records_max,
+        bytes_max: 4 * 1024 * 1024,
+    };
+    let mut rounds = 4;
+    while !s.live && s.queue.len() < config.session_queue_max && rounds > 0 {
+        rounds -= 1;
+        buf.clear();
+        let batch = match storage.read(s.cursor, limits, buf) {
+            Ok(b) => b,
+            Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
+                let lost = earliest.distance_from(s.cursor);
+                stats.lost_to_retention += lost;
+                tracing::warn!(client_id = %s.client_id, from = %s.cursor, to = %earliest, "retention removed messages before this session read them");
+                s.cursor = earliest;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(client_id = %s.client_id, error = %e, "cannot read the log for a session");
+                return;
+            }
+        };
+        if batch.is_empty() {
+            s.live = true;
+            return;
+        }
+        let mut offset = batch.first;
+        for record in buf.iter() {
+            if s.queue.len() >= config.session_queue_max {
+                break;
+            }
+            if let Ok(m) = Message::decode(record) {
+                if let Some(sub_qos) = s.matching_qos(m.topic_str()) {
+                    let qos = m.qos.min(sub_qos);
+                    if s.conn.is_some() || qos != QoS::AtMostOnce {
+                        s.queue.push_back(Queued { offset, qos });
+                    }
+                }
+            }
+            offset = offset.add(1);
+        }
+        s.cursor = offset;
+        if offset == storage.head() {
+            s.live = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,506 @@
+//! Scenario tests: drive the state machine with events, over a real commitlog in a
+//! temporary directory, and assert on the replies.
+
+use super::*;
+use commitlog::{Log, LogConfig};
+
+struct Harness {
+    router: Router<Log>,
+    topics: Arc<TopicInterner>,
+    _dir: tempfile::TempDir,
+}
+
+const C1: ConnectionId = ConnectionId(1);
+const C2: ConnectionId = ConnectionId(2);
+const C3: ConnectionId = ConnectionId(3);
+
+fn harness(config: RouterConfig) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let topics = Arc::new(TopicInterner::new(1000));
+    Harness {
+        router: Router::new(config, log, topics.clone()),
+        topics,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    fn connect(&mut self, conn: ConnectionId, id: &str, clean: bool) -> Vec<Reply> {
+        self.connect_with_will(conn, id, clean, None)
+    }
+
+    fn connect_with_will(
+        &mut self,
+        conn: ConnectionId,
+        id: &str,
+        clean: bool,
+        will: Option<Will>,
+    ) -> Vec<Reply> {
+        self.router.handle(Event::Connect {
+            conn,
+            connect: Connect {
+                client_id: id.into(),
+                clean_session: clean,
+                will,
+            },
+        });
+        self.take(conn)
+    }
+
+    fn record(&self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) -> Bytes {
+        Message::encode(qos, retain, 0, topic, &[], payload)
+    }
+
+    fn publish(
+        &mut self,
+        conn: ConnectionId,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        pkid: u16,
+        payload: &[u8],
+    ) {
+        let record = self.record(topic, qos, retain, payload);
+        let tid = self.topics.intern(topic).unwrap();
+        self.router.handle(Event::Publish {
+            conn,
+            topic: tid,
+            qos,
+            retain,
+            pkid: (qos != QoS::AtMostOnce).then_some(PacketId(pkid)),
+            record,
+        });
+    }
+
+    fn subscribe(&mut self, conn: ConnectionId, filter: &str, qos: QoS) -> Vec<Reply> {
+        self.router.handle(Event::Subscribe {
+            conn,
+            pkid: PacketId(1),
+            filters: vec![(filter.into(), qos)],
+        });
+        self.router.flush();
+        self.take(conn)
+    }
+
+    /// Replies to `conn` (others are kept).
+    fn take(&mut self, conn: ConnectionId) -> Vec<Reply> {
+        let all: Vec<_> = self.router.drain_outbox().collect();
+        let mut mine = Vec::new();
+        for (c, r) in all {
+            if c == conn {
+                mine.push(r);
+            } else {
+                self.router.outbox.push((c, r));
+            }
+        }
+        mine
+    }
+
+    /// Pull once and return the payloads with their QoS, flags and packet ids.
+    fn pull(&mut self, conn: ConnectionId) -> Vec<Delivery> {
+        self.router.handle(Event::Pull { conn });
+        self.router.flush();
+        self.take(conn)
+            .into_iter()
+            .flat_map(|r| match r {
+                Reply::Deliver(d) => d,
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+fn payloads(d: &[Delivery]) -> Vec<Vec<u8>> {
+    d.iter()
+        .map(|d| Message::decode(&d.record).unwrap().payload.to_vec())
+        .collect()
+}
+
+fn accepted(present: bool) -> Reply {
+    Reply::ConnAck {
+        code: ConnectCode::Accepted,
+        session_present: present,
+        assigned_client_id: None,
+    }
+}
+
+#[test]
+fn connect_assigns_ids_and_rejects_empty_persistent() {
+    let mut h = harness(RouterConfig::default());
+    assert_eq!(h.connect(C1, "a", true), vec![accepted(false)]);
+    match &h.connect(C2, "", true)[..] {
+        [Reply::ConnAck {
+            code: ConnectCode::Accepted,
+            assigned_client_id: Some(id),
+            ..
+        }] => assert!(id.starts_with("rumq-")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        h.connect(C3, "", false),
+        vec![Reply::ConnAck {
+            code: ConnectCode::IdentifierRejected,
+            session_present: false,
+            assigned_client_id: None
+        }]
+    );
+}
+
+#[test]
+fn puback_only_after_the_append() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "pub", true);
+    h.publish(C1, "t", QoS::AtLeastOnce, false, 7, b"x");
+    assert!(h.take(C1).is_empty(), "nothing before the flush");
+    h.router.flush();
+    assert_eq!(h.take(C1), vec![Reply::PubAck(PacketId(7))]);
+    assert_eq!(h.router.storage().head(), Offset(1));
+}
+
+#[test]
+fn pubsub_in_order_with_effective_qos() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "sub", true);
+    assert_eq!(
+        h.subscribe(C1, "a/+", QoS::AtLeastOnce),
+        vec![Reply::SubAck {
+            pkid: PacketId(1),
+            codes: vec![SubscribeCode::Granted(QoS::AtLeastOnce)]
+        }]
+    );
+    assert!(h.pull(C1).is_empty(), "nothing yet; the pull waits");
+    h.connect(C2, "pub", true);
+    h.publish(C2, "a/b", QoS::ExactlyOnce, false, 1, b"one");
+    h.publish(C2, "a/c", QoS::AtMostOnce, false, 0, b"two");
+    h.publish(C2, "b/c", QoS::AtMostOnce, false, 0, b"not matched");
+    h.router.flush();
+    // The waiting pull was answered at the flush.
+    let d: Vec<Delivery> = h
+        .take(C1)
+        .into_iter()
+        .flat_map(|r| match r {
+            Reply::Deliver(d) => d,
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(payloads(&d), vec![b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(d[0].qos, QoS::AtLeastOnce, "min(2, 1)");
+    assert!(d[0].pkid.is_some() && !d[0].dup && !d[0].retain);
+    assert_eq!((d[1].qos, d[1].pkid), (QoS::AtMostOnce, None));
+}
+
+#[test]
+fn qos2_inbound_is_stored_once() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "pub", false);
+    h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"x");
+    h.router.flush();
+    assert_eq!(h.take(C1), vec![Reply::PubRec(PacketId(9))]);
+    // Retransmitted before PUBREL: acknowledged, not stored again.
+    h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"x");
+    h.router.flush();
+    assert_eq!(h.take(C1), vec![Reply::PubRec(PacketId(9))]);
+    assert_eq!(h.router.storage().head(), Offset(1));
+    h.router.handle(Event::PubRel {
+        conn: C1,
+        pkid: PacketId(9),
+    });
+    assert_eq!(h.take(C1), vec![Reply::PubComp(PacketId(9))]);
+    // After release the id is free again: a new message.
+    h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"y");
+    h.router.flush();
+    assert_eq!(h.router.storage().head(), Offset(2));
+}
+
+#[test]
+fn outbound_qos2_flow() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "sub", true);
+    h.subscribe(C1, "t", QoS::ExactlyOnce);
+    h.connect(C2, "pub", true);
+    h.publish(C2, "t", QoS::ExactlyOnce, false, 1, b"x");
+    h.router.flush();
+    let d = h.pull(C1);
+    let pkid = d[0].pkid.unwrap();
+    h.router.handle(Event::PubRec { conn: C1, pkid });
+    assert_eq!(h.take(C1), vec![Reply::PubRel(pkid)]);
+    h.router.handle(Event::PubComp { conn: C1, pkid });
+    assert!(h.router.sessions.values().all(|s| s.inflight.is_empty()));
+}
+
+#[test]
+fn inflight_limit_holds_back_until_acked() {
+    let mut h = harness(RouterConfig {
+        inflight_max: 2,
+        ..RouterConfig::default()
+    });
+    h.connect(C1, "sub", true);
+    h.subscribe(C1, "t", QoS::AtLeastOnce);
+    h.connect(C2, "pub", true);
+    for i in 0..5u8 {
+        h.publish(C2, "t", QoS::AtLeastOnce, false, u16::from(i) + 1, &[i]);
+    }
+    h.router.flush();
+    let d = h.pull(C1);
+    assert_eq!(payloads(&d), vec![vec![0], vec![1]]);
+    assert!(h.pull(C1).is_empty(), "window full");
+    h.router.handle(Event::PubAck {
+        conn: C1,
+        pkid: d[0].pkid.unwrap(),
+    });
+    let next: Vec<Delivery> = h
+        .take(C1)
+        .into_iter()
+        .flat_map(|r| match r {
+            Reply::Deliver(d) => d,
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(payloads(&next), vec![vec![2]]);
+}
+
+#[test]
+fn persistent_session_gets_what_was_published_while_offline() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "dev", false);
+    h.subscribe(C1, "cmd/#", QoS::ExactlyOnce);
+    h.router.handle(Event::Disconnect {
+        conn: C1,
+        reason: DisconnectReason::Normal,
+    });
+    h.connect(C2, "pub", true);
+    h.publish(C2, "cmd/1", QoS::AtLeastOnce, false, 1, b"q1");
+    h.publish(C2, "cmd/2", QoS::AtMostOnce, false, 0, b"q0 is not kept");
+    h.publish(C2, "cmd/3", QoS::ExactlyOnce, false, 2, b"q2");
+    h.router.flush();
+    assert_eq!(h.connect(C3, "dev", false), vec![accepted(true)]);
+    let d = h.pull(C3);
+    assert_eq!(payloads(&d), vec![b"q1".to_vec(), b"q2".to_vec()]);
+    assert_eq!(d[1].qos, QoS::ExactlyOnce);
+}
+
+#[test]
+fn unacked_messages_are_redelivered_with_dup_on_reconnect() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "dev", false);
+    h.subscribe(C1, "t", QoS::AtLeastOnce);
+    h.connect(C2, "pub", true);
+    h.publish(C2, "t", QoS::AtLeastOnce, false, 1, b"m");
+    h.router.flush();
+    let first = h.pull(C1);
+    h.router.handle(Event::Disconnect {
+        conn: C1,
+        reason: DisconnectReason::Abrupt,
+    });
+    let replies = h.connect(C3, "dev", false);
+    assert_eq!(replies[0], accepted(true));
+    match &replies[1] {
+        Reply::Deliver(d) => {
+            assert_eq!(d.len(), 1);
+            assert!(d[0].dup);
+            assert_eq!(d[0].pkid, first[0].pkid);
+            assert_eq!(d[0].record, first[0].record);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn clean_session_forgets_everything() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "dev", false);
+    h.subscribe(C1, "t", QoS::AtLeastOnce);
+    h.router.handle(Event::Disconnect {
+        conn: C1,
+        reason: DisconnectReason::Normal,
+    });
+    assert_eq!(h.connect(C2, "dev", true), vec![accepted(false)]);
+    h.router.handle(Event::Disconnect {
+        conn: C2,
+        reason: DisconnectReason::Normal,
+    });
+    assert_eq!(h.router.session_count(), 0);
+    assert!(h.router.tree.is_empty());
+}
+
+#[test]
+fn takeover_closes_the_old_connection_and_fires_its_will() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C3, "watcher", true);
+    h.subscribe(C3, "will/#", QoS::AtMostOnce);
+    h.pull(C3);
+    let will = Will {
+        topic: h.topics.intern("will/dev").unwrap(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        record: h.record("will/dev", QoS::AtMostOnce, false, b"gone"),
+    };
+    h.connect_with_will(C1, "dev", false, Some(will));
+    h.connect(C2, "dev", false);
+    h.router.flush();
+    // CONNACK leaves after the old connection's will was appended.
+    assert_eq!(h.take(C2), vec![accepted(true)]);
+    let old = h.take(C1);
+    assert_eq!(old, vec![Reply::Close(CloseReason::SessionTakenOver)]);
+    let got: Vec<Delivery> = h
+        .take(C3)
+        .into_iter()
+        .flat_map(|r| match r {
+            Reply::Deliver(d) => d,
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(payloads(&got), vec![b"gone".to_vec()]);
+    // The old connection's late disconnect changes nothing.
+    h.router.handle(Event::Disconnect {
+        conn: C1,
+        reason: DisconnectReason::Abrupt,
+    });
+    assert!(h.router.by_conn.contains_key(&C2));
+}
+
+#[test]
+fn will_fires_on_abrupt_disconnect_only() {
+    for (reason, expect) in [
+        (DisconnectReason::Abrupt, 1u64),
+        (DisconnectReason::Normal, 0),
+    ] {
+        let mut h = harness(RouterConfig::default());
+        let will = Will {
+            topic: h.topics.intern("w").unwrap(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            record: h.record("w", QoS::AtLeastOnce, false, b"bye"),
+        };
+        h.connect_with_will(C1, "dev", true, Some(will));
+        h.router.handle(Event::Disconnect { conn: C1, reason });
+        h.router.flush();
+        assert_eq!(h.router.storage().head(), Offset(expect), "{reason:?}");
+    }
+}
+
+#[test]
+fn retained_set_replace_clear() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "pub", true);
+    h.publish(C1, "r/1", QoS::AtLeastOnce, true, 1, b"old");
+    h.publish(C1, "r/1", QoS::AtLeastOnce, true, 2, b"new");
+    h.publish(C1, "r/2", QoS::AtMostOnce, true, 0, b"other");
+    h.router.flush();
+    h.connect(C2, "sub", true);
+    h.subscribe(C2, "r/#", QoS::ExactlyOnce);
+    let mut d = h.pull(C2);
+    d.sort_by_key(|d| d.record.clone());
+    let mut p = payloads(&d);
+    p.sort();
+    assert_eq!(p, vec![b"new".to_vec(), b"other".to_vec()]);
+    assert!(d.iter().all(|d| d.retain));
+    // Clear r/1 with an empty retained payload.
+    h.publish(C1, "r/1", QoS::AtMostOnce, true, 0, b"");
+    h.router.flush();
+    h.connect(C3, "sub2", true);
+    h.subscribe(C3, "r/#", QoS::AtMostOnce);
+    assert_eq!(payloads(&h.pull(C3)), vec![b"other".to_vec()]);
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_one_copy() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "sub", true);
+    h.subscribe(C1, "a/#", QoS::AtMostOnce);
+    h.subscribe(C1, "a/+", QoS::AtLeastOnce);
+    h.connect(C2, "pub", true);
+    h.publish(C2, "a/b", QoS::AtLeastOnce, false, 1, b"x");
+    h.router.flush();
+    let d = h.pull(C1);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].qos, QoS::AtLeastOnce);
+}
+
+#[test]
+fn invalid_filter_gets_failure() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "sub", true);
+    assert_eq!(
+        h.subscribe(C1, "a/#/b", QoS::AtMostOnce),
+        vec![Reply::SubAck {
+            pkid: PacketId(1),
+            codes: vec![SubscribeCode::Failure]
+        }]
+    );
+}
+
+#[test]
+fn a_slow_subscriber_falls_back_to_the_log_and_loses_nothing() {
+    let mut h = harness(RouterConfig {
+        session_queue_max: 3,
+        deliver_records_max: 4,
+        scan_records_max: 5,
+        ..RouterConfig::default()
+    });
+    h.connect(C1, "slow", true);
+    h.subscribe(C1, "t/#", QoS::AtMostOnce);
+    h.connect(C2, "pub", true);
+    for i in 0..50u8 {
+        // Interleave a topic the subscriber does not want.
+        h.publish(C2, "t/x", QoS::AtMostOnce, false, 0, &[i]);
+        h.publish(C2, "u/x", QoS::AtMostOnce, false, 0, &[100 + i]);
+    }
+    h.router.flush();
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let d = h.pull(C1);
+        if d.is_empty() {
+            break;
+        }
+        got.extend(payloads(&d));
+    }
+    assert_eq!(got, (0..50u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert!(h
+        .router
+        .sessions
+        .values()
+        .all(|s| s.live || s.conn.is_none()));
+}
+
+#[test]
+fn unsubscribe_stops_delivery() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "sub", true);
+    h.subscribe(C1, "t", QoS::AtMostOnce);
+    h.router.handle(Event::Unsubscribe {
+        conn: C1,
+        pkid: PacketId(4),
+        filters: vec!["t".into()],
+    });
+    assert_eq!(h.take(C1), vec![Reply::UnsubAck(PacketId(4))]);
+    h.connect(C2, "pub", true);
+    h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"x");
+    h.router.flush();
+    assert!(h.pull(C1).is_empty());
+}
+
+#[test]
+fn acks_keep_arrival_order_across_staging() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "pub", false);
+    h.publish(C1, "t", QoS::AtLeastOnce, false, 1, b"a");
+    h.router.handle(Event::Subscribe {
+        conn: C1,
+        pkid: PacketId(2),
+        filters: vec![("x".into(), QoS::AtMostOnce)],
+    });
+    h.publish(C1, "t", QoS::AtLeastOnce, false, 3, b"b");
+    h.router.flush();
+    let r = h.take(C1);
+    assert_eq!(r[0], Reply::PubAck(PacketId(1)));
+    assert!(matches!(
+        r[1],
+        Reply::SubAck {
+            pkid: PacketId(2),
+            ..
+        }
+    ));
+    assert_eq!(r[2], Reply::PubAck(PacketId(3)));
+}

@@ -1,0 +1,58 @@
+//! The router's view of storage: the commitlog's operations behind a trait, so tests
+//! can inject faults (a full disk, a failing fsync) around a real log.
+
+use std::ops::Range;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use commitlog::{Log, Offset, ReadBatch, ReadLimits, RetentionReport};
+
+/// What the router needs of a log.
+pub trait Storage {
+    /// Append records in order (see [`Log::append_batch`]).
+    fn append_batch(&mut self, records: &[Bytes]) -> commitlog::Result<Range<Offset>>;
+    /// Read records (see [`Log::read`]).
+    fn read(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        out: &mut Vec<Bytes>,
+    ) -> commitlog::Result<ReadBatch>;
+    /// The next offset to be written.
+    fn head(&self) -> Offset;
+    /// Periodic work: interval fsync.
+    fn tick(&mut self) -> commitlog::Result<()>;
+    /// Retention (see [`Log::apply_retention`]).
+    fn apply_retention(
+        &mut self,
+        now: SystemTime,
+        hold_back: Option<Offset>,
+    ) -> commitlog::Result<RetentionReport>;
+}
+
+impl Storage for Log {
+    fn append_batch(&mut self, records: &[Bytes]) -> commitlog::Result<Range<Offset>> {
+        Log::append_batch(self, records)
+    }
+    fn read(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        out: &mut Vec<Bytes>,
+    ) -> commitlog::Result<ReadBatch> {
+        Log::read(self, from, limits, out)
+    }
+    fn head(&self) -> Offset {
+        Log::head(self)
+    }
+    fn tick(&mut self) -> commitlog::Result<()> {
+        Log::tick(self)
+    }
+    fn apply_retention(
+        &mut self,
+        now: SystemTime,
+        hold_back: Option<Offset>,
+    ) -> commitlog::Result<RetentionReport> {
+        Log::apply_retention(self, now, hold_back)
+    }
+}
