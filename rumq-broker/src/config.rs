@@ -1,0 +1,271 @@
+//! The broker's configuration: `config/rumq.toml` is compiled in as the default, and a
+//! file given with `--config` replaces it (keys it leaves out keep their defaults).
+//! Unknown keys and wrong types are errors that name the key and the line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use commitlog::LogConfig;
+use router::RouterConfig;
+use serde::Deserialize;
+
+/// The documented default configuration, as shipped in `config/rumq.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../../config/rumq.toml");
+
+/// Everything the broker can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Where to listen.
+    pub listener: ListenerConfig,
+    /// Limits on what clients may do.
+    pub limits: Limits,
+    /// Who may connect.
+    pub auth: AuthConfig,
+    /// Router limits.
+    pub router: RouterConfig,
+    /// The message log.
+    pub storage: LogConfig,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            listener: ListenerConfig::default(),
+            limits: Limits::default(),
+            auth: AuthConfig::default(),
+            router: RouterConfig::default(),
+            storage: LogConfig::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// `[listener]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// TCP address for MQTT.
+    pub addr: SocketAddr,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            addr: SocketAddr::from(([0, 0, 0, 0], 1883)),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// Largest packet in bytes.
+    pub max_packet_size: usize,
+    /// Time allowed for CONNECT.
+    pub connect_timeout_ms: u64,
+    /// Distinct topics.
+    pub topics_max: usize,
+    /// Inbound QoS 1/2 publishes awaiting acknowledgement per connection.
+    pub inflight_in_max: usize,
+    /// Time a blocked socket write may take.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_packet_size: 1024 * 1024,
+            connect_timeout_ms: 10_000,
+            topics_max: 1_000_000,
+            inflight_in_max: 1024,
+            write_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accept clients without a user name.
+    pub allow_anonymous: bool,
+    /// User name → password.
+    pub users: BTreeMap<String, String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: true,
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, or a key is unknown or of the wrong type. The message
+    /// from `toml` names the line, column and key.
+    #[error("invalid config {origin}: {message}")]
+    Parse {
+        /// The file name, or "(built-in default)".
+        origin: String,
+        /// toml's message with line and key.
+        message: String,
+    },
+    /// Values are inconsistent.
+    #[error("invalid config {origin}: {message}")]
+    Invalid {
+        /// The file name.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parse TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Load `path`, or the built-in default when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Config::from_toml(DEFAULT_TOML, "(built-in default)"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Config::from_toml(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        self.storage
+            .validate()
+            .map_err(|e| invalid(format!("[storage]: {e}")))?;
+        if self.limits.max_packet_size < 16 || self.limits.max_packet_size > 268_435_460 {
+            return Err(invalid(format!(
+                "[limits] max_packet_size must be between 16 and 268435460, got {}",
+                self.limits.max_packet_size
+            )));
+        }
+        if self.limits.max_packet_size > self.storage.record_bytes_max as usize {
+            return Err(invalid(format!(
+                "[limits] max_packet_size ({}) must not exceed [storage] record_bytes_max ({})",
+                self.limits.max_packet_size, self.storage.record_bytes_max
+            )));
+        }
+        if self.limits.max_connections == 0 || self.limits.inflight_in_max == 0 {
+            return Err(invalid(
+                "[limits] max_connections and inflight_in_max must be > 0".into(),
+            ));
+        }
+        if self.router.inflight_max == 0 || self.router.inflight_max >= usize::from(u16::MAX) {
+            return Err(invalid(
+                "[router] inflight_max must be between 1 and 65534".into(),
+            ));
+        }
+        if self.router.deliver_records_max == 0 || self.router.append_batch_max == 0 {
+            return Err(invalid(
+                "[router] deliver_records_max and append_batch_max must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_is_the_default() {
+        let parsed = Config::from_toml(DEFAULT_TOML, "default").unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn missing_keys_keep_defaults() {
+        let c = Config::from_toml("[listener]\naddr = \"127.0.0.1:1\"\n", "t").unwrap();
+        assert_eq!(c.listener.addr.port(), 1);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::from_toml(
+            "data_dir = \"x\"\n\n[limits]\nmax_conections = 5\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_conections"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("f.toml"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let err = Config::from_toml("[storage]\nfsync = 3\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fsync") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_values_are_explained() {
+        let err = Config::from_toml("[storage]\nsegment_bytes_max = 100\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("record_bytes_max"), "{err}");
+    }
+}

@@ -1,0 +1,111 @@
+//! The router thread: owns the [`Router`] (and through it the commitlog), takes
+//! requests from the connections over one bounded channel, and sends each connection
+//! its replies over that connection's own bounded channel.
+//!
+//! It blocks for one request, then drains up to `drain_max` more before flushing, so
+//! publishes that arrive together are appended together (one write, one fsync under
+//! `fsync = "always"`), and their acknowledgements leave together.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use commitlog::Log;
+use router::{ConnectionId, Event, Reply, Router};
+use tokio::sync::mpsc;
+
+/// A connection's reply channel.
+pub type ReplyTx = mpsc::Sender<Vec<Reply>>;
+
+/// What connections (and the ticker) send to the router thread.
+#[derive(Debug)]
+pub enum ToRouter {
+    /// A new client connection, with the channel for its replies.
+    Connect {
+        /// The connection.
+        conn: ConnectionId,
+        /// Its validated CONNECT.
+        connect: router::Connect,
+        /// Where its replies go.
+        replies: ReplyTx,
+    },
+    /// Any other event.
+    Event(Event),
+    /// Periodic work (fsync interval, retention).
+    Tick,
+}
+
+/// Run the router until every sender is gone; returns the log for a clean close.
+pub fn run(mut router: Router<Log>, mut rx: mpsc::Receiver<ToRouter>, drain_max: usize) -> Log {
+    let mut conns: HashMap<ConnectionId, ReplyTx> = HashMap::new();
+    let mut batches: HashMap<ConnectionId, Vec<Reply>> = HashMap::new();
+    while let Some(msg) = rx.blocking_recv() {
+        apply(&mut router, &mut conns, msg);
+        for _ in 0..drain_max {
+            match rx.try_recv() {
+                Ok(msg) => apply(&mut router, &mut conns, msg),
+                Err(_) => break,
+            }
+        }
+        router.flush();
+        dispatch(&mut router, &mut conns, &mut batches);
+    }
+    router.flush();
+    dispatch(&mut router, &mut conns, &mut batches);
+    let stats = router.stats();
+    tracing::info!(?stats, "router stopped");
+    router.into_storage()
+}
+
+fn apply(router: &mut Router<Log>, conns: &mut HashMap<ConnectionId, ReplyTx>, msg: ToRouter) {
+    match msg {
+        ToRouter::Connect {
+            conn,
+            connect,
+            replies,
+        } => {
+            conns.insert(conn, replies);
+            router.handle(Event::Connect { conn, connect });
+        }
+        ToRouter::Event(event) => {
+            let gone = match &event {
+                Event::Disconnect { conn, .. } => Some(*conn),
+                _ => None,
+            };
+            router.handle(event);
+            if let Some(conn) = gone {
+                // Replies still queued for it are dropped with the sender.
+                conns.remove(&conn);
+            }
+        }
+        ToRouter::Tick => router.tick(SystemTime::now()),
+    }
+}
+
+fn dispatch(
+    router: &mut Router<Log>,
+    conns: &mut HashMap<ConnectionId, ReplyTx>,
+    batches: &mut HashMap<ConnectionId, Vec<Reply>>,
+) {
+    for (conn, reply) in router.drain_outbox() {
+        batches.entry(conn).or_default().push(reply);
+    }
+    let mut stuck = Vec::new();
+    for (conn, replies) in batches.drain() {
+        let Some(tx) = conns.get(&conn) else {
+            continue;
+        };
+        match tx.try_send(replies) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Its channel is sized so this cannot happen to a connection that
+                // keeps reading; drop it rather than block every other client.
+                tracing::error!(%conn, "connection not taking replies; closing it");
+                stuck.push(conn);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => stuck.push(conn),
+        }
+    }
+    for conn in stuck {
+        conns.remove(&conn);
+    }
+}

@@ -1,0 +1,89 @@
+//! `rumq-broker`: the binary. Loads the configuration, opens the message log, starts
+//! the router thread and the listener, and shuts down gracefully on SIGTERM / Ctrl-C.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `config` | the TOML configuration and its validation |
+//! | `protocol` | MQTT bytes ↔ the broker's internal model |
+//! | `connection` | one client connection's task |
+//! | `driver` | the router thread and its channels |
+//! | `server` | listener, connection limit, shutdown |
+
+mod config;
+mod connection;
+mod driver;
+mod protocol;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::Config;
+
+/// An MQTT broker whose every publish lands in a commitlog on disk.
+#[derive(Debug, Parser)]
+#[command(name = "rumq-broker", version)]
+struct Cli {
+    /// Configuration file (TOML). Without it the built-in default is used.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen on this address instead of the configured one (e.g. 127.0.0.1:1883).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Keep data here instead of the configured data_dir.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log level or tracing filter (overrides [log] level), e.g. "debug".
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Print the default configuration file and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", config::DEFAULT_TOML);
+        return ExitCode::SUCCESS;
+    }
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rumq-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(addr) = cli.listen {
+        config.listener.addr = addr;
+    }
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(level) = cli.log_level {
+        config.log.level = level;
+    }
+    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("rumq-broker: invalid log level {:?}: {e}", config.log.level);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("rumq-broker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The server: opens the log, starts the router thread, accepts connections (within
+//! `max_connections`), and on SIGTERM / Ctrl-C stops accepting, lets every connection
+//! end, lets the router append what it has, and closes the log cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use commitlog::Log;
+use router::{Router, TopicInterner};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::connection::{self, Shared};
+use crate::driver::{self, ToRouter};
+
+/// Requests the router thread drains per flush.
+const ROUTER_DRAIN_MAX: usize = 4096;
+/// The router's request channel.
+const ROUTER_CHANNEL: usize = 8192;
+/// How often the router gets a tick (fsync interval, retention).
+const TICK_MS: u64 = 20;
+/// How long shutdown waits for connections to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Run the broker until a shutdown signal.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let log_dir = config.data_dir.join("messages");
+    let log = Log::open(&log_dir, config.storage.clone())
+        .with_context(|| format!("cannot open the message log in {}", log_dir.display()))?;
+    let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
+    let router = Router::new(config.router.clone(), log, topics.clone());
+    let (router_tx, router_rx) = mpsc::channel(ROUTER_CHANNEL);
+    let router_thread = std::thread::Builder::new()
+        .name("rumq-router".into())
+        .spawn(move || driver::run(router, router_rx, ROUTER_DRAIN_MAX))
+        .context("cannot start the router thread")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rumq-conn")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let config = Arc::new(config);
+    let served = runtime.block_on(serve(config, topics, router_tx));
+    // Every sender is gone now: the router thread drains, appends and returns the log.
+    let log = router_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the router thread panicked"))?;
+    log.close()
+        .context("cannot close the message log cleanly")?;
+    tracing::info!("stopped");
+    served
+}
+
+async fn serve(
+    config: Arc<Config>,
+    topics: Arc<TopicInterner>,
+    router_tx: mpsc::Sender<ToRouter>,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listener.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listener.addr))?;
+    let local = listener.local_addr().context("listener address")?;
+    tracing::info!(addr = %local, "listening");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ticker = tokio::spawn(tick(router_tx.clone(), shutdown_rx.clone()));
+    let shared = Arc::new(Shared::new(config.clone(), topics, router_tx));
+    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    let mut tasks = JoinSet::new();
+
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let shared = shared.clone();
+                        let rx = shutdown_rx.clone();
+                        tasks.spawn(async move {
+                            connection::serve(stream, shared, rx).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tasks.spawn(refuse(stream, config.limits.connect_timeout_ms));
+                    }
+                }
+                // Reap finished tasks so the set does not grow.
+                while tasks.try_join_next().is_some() {}
+            }
+        }
+    }
+    tracing::info!(connections = tasks.len(), "shutting down");
+    drop(listener);
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "connections did not end in time; aborting them"
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    let _ = ticker.await;
+    drop(shared);
+    Ok(())
+}
+
+/// Over `max_connections`: read the CONNECT (briefly) and answer "server unavailable".
+async fn refuse(mut stream: TcpStream, connect_timeout_ms: u64) {
+    let wait = Duration::from_millis(connect_timeout_ms.min(2000));
+    let mut buf = bytes::BytesMut::with_capacity(512);
+    let _ = tokio::time::timeout(wait, async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match crate::protocol::decode(&mut buf, false, 4096) {
+                Ok(None) => {}
+                _ => break,
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    tracing::warn!("max_connections reached; refusing a client");
+    let _ = stream.write_all(&[0x20, 0x02, 0x00, 0x03]).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn tick(router: mpsc::Sender<ToRouter>, mut shutdown: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(TICK_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = interval.tick() => {
+                // A full channel means the router is busy anyway; skip this tick.
+                let _ = router.try_send(ToRouter::Tick);
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
