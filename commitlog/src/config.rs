@@ -48,6 +48,10 @@ pub struct LogConfig {
     pub record_bytes_max: u32,
     /// Bytes of the most recent records kept in memory for caught-up readers.
     pub tail_bytes_max: usize,
+    /// Check every record's CRC when reading it back, not only during recovery.
+    /// Catches bit rot in sealed segments at roughly twice the CPU cost of a cached
+    /// read.
+    pub verify_reads: bool,
     /// Durability policy.
     pub fsync: Fsync,
     /// Interval for `fsync = "interval"`.
@@ -60,10 +64,11 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             segment_bytes_max: 128 * 1024 * 1024,
-            index_bytes_max: 8 * 1024 * 1024,
+            index_bytes_max: 16 * 1024 * 1024,
             index_interval_bytes: 0,
             record_bytes_max: 16 * 1024 * 1024,
             tail_bytes_max: 16 * 1024 * 1024,
+            verify_reads: false,
             fsync: Fsync::Interval,
             fsync_interval_ms: 100,
             retention: RetentionConfig::default(),

@@ -22,7 +22,7 @@ use crate::config::{Fsync, LogConfig};
 use crate::error::{Error, Result};
 use crate::recovery::Policy;
 use crate::retention::{self, SegmentInfo};
-use crate::segment::{self, FileKind, Segment};
+use crate::segment::{self, FileKind, Segment, WriteScratch};
 use crate::tail::Tail;
 use crate::Offset;
 
@@ -107,7 +107,7 @@ pub struct Log {
     roll_pending: bool,
     head: Offset,
     tail: Tail,
-    write_buf: Vec<u8>,
+    write_buf: WriteScratch,
     last_sync: Instant,
     unsynced: bool,
     poisoned: bool,
@@ -134,6 +134,7 @@ impl Log {
         let policy = Policy {
             index_interval_bytes: config.index_interval_bytes,
             record_bytes_max: config.record_bytes_max,
+            verify_reads: config.verify_reads,
         };
         let bases = segment_bases(&dir, &names)?;
         let mut segments = VecDeque::with_capacity(bases.len());
@@ -181,7 +182,7 @@ impl Log {
             segments,
             roll_pending,
             head,
-            write_buf: Vec::new(),
+            write_buf: WriteScratch::default(),
             last_sync: Instant::now(),
             unsynced: false,
             poisoned: false,

@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! +----------------+----------------+---------------------+
-//! | len: u32 LE    | crc: u32 LE    | payload: len bytes  |
+//! | crc: u32 LE    | len: u32 LE    | payload: len bytes  |
 //! +----------------+----------------+---------------------+
-//! crc = CRC32C(len as 4 LE bytes ++ payload)
+//! crc = CRC32C(bytes 4 .. 8 + len), i.e. of the length field followed by the payload
 //! ```
 //!
 //! The length is inside the checksum so a zero-filled region (what a file extended but
 //! never written reads as) never decodes as a valid empty record: CRC32C of four zero
-//! bytes is not zero.
+//! bytes is not zero. The checksum comes first so that what it covers is contiguous
+//! and is checked with one call.
 
 /// Bytes of framing in front of every payload.
 pub const HEADER_BYTES: usize = 8;
@@ -25,9 +26,20 @@ pub fn checksum(payload: &[u8]) -> u32 {
 #[must_use]
 pub fn encode_header(payload: &[u8]) -> [u8; HEADER_BYTES] {
     let mut h = [0u8; HEADER_BYTES];
-    h[..4].copy_from_slice(&len_u32(payload).to_le_bytes());
-    h[4..].copy_from_slice(&checksum(payload).to_le_bytes());
+    h[..4].copy_from_slice(&checksum(payload).to_le_bytes());
+    h[4..].copy_from_slice(&len_u32(payload).to_le_bytes());
     h
+}
+
+/// Append the whole frame of `payload` to `buf` (one checksum pass over the bytes
+/// just copied, which are hot in cache).
+pub fn encode_into(buf: &mut Vec<u8>, payload: &[u8]) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; 4]);
+    buf.extend_from_slice(&len_u32(payload).to_le_bytes());
+    buf.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&buf[start + 4..]);
+    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Payload lengths are checked against `record_bytes_max` (a `u32`) before any record
@@ -55,26 +67,33 @@ pub enum Frame {
     Corrupt,
 }
 
-/// Decode the frame at the start of `buf`.
+/// Decode and verify the frame at the start of `buf`.
 #[must_use]
 pub fn decode(buf: &[u8], record_bytes_max: u32) -> Frame {
+    decode_with(buf, record_bytes_max, true)
+}
+
+/// Decode the frame at the start of `buf`; `verify` checks the CRC (recovery always
+/// does; reads do when `verify_reads` is set).
+#[must_use]
+pub fn decode_with(buf: &[u8], record_bytes_max: u32, verify: bool) -> Frame {
     let Some(header) = buf.get(..HEADER_BYTES) else {
         return Frame::Incomplete {
             needed: HEADER_BYTES,
         };
     };
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let crc = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if len > record_bytes_max {
         return Frame::Corrupt;
     }
     let len = len as usize;
-    let Some(payload) = buf.get(HEADER_BYTES..HEADER_BYTES + len) else {
+    let Some(covered) = buf.get(4..HEADER_BYTES + len) else {
         return Frame::Incomplete {
             needed: HEADER_BYTES + len,
         };
     };
-    if checksum(payload) != crc {
+    if verify && crc32c::crc32c(covered) != crc {
         return Frame::Corrupt;
     }
     Frame::Record { len }
@@ -89,6 +108,21 @@ mod tests {
         let mut v = encode_header(payload).to_vec();
         v.extend_from_slice(payload);
         v
+    }
+
+    #[test]
+    fn encode_into_matches_header_plus_payload() {
+        let mut buf = vec![9u8];
+        encode_into(&mut buf, b"abc");
+        assert_eq!(&buf[1..], &frame(b"abc")[..]);
+    }
+
+    #[test]
+    fn unverified_decode_only_checks_framing() {
+        let mut f = frame(b"hello");
+        f[9] ^= 1;
+        assert_eq!(decode(&f, 1024), Frame::Corrupt);
+        assert_eq!(decode_with(&f, 1024, false), Frame::Record { len: 5 });
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct Policy {
     pub index_interval_bytes: u32,
     /// Frames claiming more are corrupt.
     pub record_bytes_max: u32,
+    /// Check CRCs on reads too (recovery always checks them).
+    pub verify_reads: bool,
 }
 
 impl Policy {
@@ -225,6 +227,7 @@ mod tests {
     const POLICY: Policy = Policy {
         index_interval_bytes: 0,
         record_bytes_max: 1 << 20,
+        verify_reads: true,
     };
 
     fn write_frames(path: &Path, payloads: &[&[u8]]) -> Vec<u8> {

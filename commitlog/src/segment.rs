@@ -220,14 +220,14 @@ impl Segment {
         &mut self,
         records: &[Bytes],
         segment_bytes_max: u64,
-        buf: &mut Vec<u8>,
+        scratch: &mut WriteScratch,
     ) -> Result<usize, WriteFailure> {
         let n = self.how_many_fit(records, segment_bytes_max);
         if n == 0 {
             return Ok(0);
         }
         let batch = &records[..n];
-        if let Err(e) = write_frames(&self.data, batch, buf) {
+        if let Err(e) = write_frames(&self.data, batch, scratch) {
             let error = Error::io("write", &self.data_path, e);
             let rolled_back = self.data.set_len(self.data_len).is_ok();
             return Err(WriteFailure { error, rolled_back });
@@ -311,7 +311,7 @@ impl Segment {
             let buf = self.read_bytes(pos, want_now)?;
             let mut i = 0usize;
             while i < buf.len() {
-                match record::decode(&buf[i..], self.policy.record_bytes_max) {
+                match record::decode_with(&buf[i..], self.policy.record_bytes_max, self.policy.verify_reads) {
                     Frame::Record { len } => {
                         let frame = HEADER_BYTES + len;
                         if cur >= rel {
@@ -396,29 +396,59 @@ impl Segment {
     }
 }
 
-/// Write the frames of `records` to the end of `file`: small ones gathered in `buf`
-/// and written together, large ones straight from their own buffers with `writev`.
-fn write_frames(mut file: &File, records: &[Bytes], buf: &mut Vec<u8>) -> io::Result<()> {
-    buf.clear();
-    for r in records {
-        let header = record::encode_header(r);
+/// Reusable buffers for framing a batch.
+#[derive(Debug, Default)]
+pub struct WriteScratch {
+    /// Frames of small records, and headers of large ones.
+    buf: Vec<u8>,
+    /// `(end in buf, record index)`: after `buf[..end]` comes that large payload.
+    cuts: Vec<(usize, usize)>,
+}
+
+/// Write the frames of `records` to the end of `file` with as few system calls as
+/// possible: small records are framed into one buffer, large payloads are written
+/// from their own buffers, and everything goes out in `writev` calls of up to
+/// `IOV_MAX` slices.
+fn write_frames(file: &File, records: &[Bytes], scratch: &mut WriteScratch) -> io::Result<()> {
+    scratch.buf.clear();
+    scratch.cuts.clear();
+    for (i, r) in records.iter().enumerate() {
         if r.len() >= LARGE_RECORD_BYTES {
-            buf.extend_from_slice(&header);
-            write_all_vectored(file, &mut [IoSlice::new(buf), IoSlice::new(r)])?;
-            buf.clear();
+            scratch.buf.extend_from_slice(&record::encode_header(r));
+            scratch.cuts.push((scratch.buf.len(), i));
         } else {
-            buf.extend_from_slice(&header);
-            buf.extend_from_slice(r);
-            if buf.len() >= WRITE_BUF_BYTES {
-                file.write_all(buf)?;
-                buf.clear();
-            }
+            record::encode_into(&mut scratch.buf, r);
+        }
+        if scratch.buf.len() >= WRITE_BUF_BYTES {
+            flush_frames(file, records, scratch)?;
         }
     }
-    if !buf.is_empty() {
-        file.write_all(buf)?;
-        buf.clear();
+    flush_frames(file, records, scratch)
+}
+
+fn flush_frames(file: &File, records: &[Bytes], scratch: &mut WriteScratch) -> io::Result<()> {
+    const IOV_MAX: usize = 1024;
+    let buf = &scratch.buf;
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * scratch.cuts.len() + 1);
+    let mut prev = 0;
+    for &(end, i) in &scratch.cuts {
+        if end > prev {
+            slices.push(IoSlice::new(&buf[prev..end]));
+        }
+        if let Some(r) = records.get(i) {
+            slices.push(IoSlice::new(r));
+        }
+        prev = end;
     }
+    if prev < buf.len() {
+        slices.push(IoSlice::new(&buf[prev..]));
+    }
+    for chunk in slices.chunks_mut(IOV_MAX) {
+        write_all_vectored(file, chunk)?;
+    }
+    drop(slices);
+    scratch.buf.clear();
+    scratch.cuts.clear();
     Ok(())
 }
 
@@ -441,6 +471,7 @@ mod tests {
     const DENSE: Policy = Policy {
         index_interval_bytes: 0,
         record_bytes_max: 1 << 20,
+        verify_reads: true,
     };
 
     fn lim(records_max: usize, bytes_max: usize) -> ReadLimits {
@@ -469,7 +500,7 @@ mod tests {
     fn append_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Segment::create(dir.path(), Offset(100), DENSE, 4096).unwrap();
-        let mut buf = Vec::new();
+        let mut buf = WriteScratch::default();
         assert_eq!(s.append(&recs(10, 5), 1 << 20, &mut buf).unwrap(), 10);
         assert_eq!(s.next(), Offset(110));
         let mut out = Vec::new();
@@ -490,7 +521,7 @@ mod tests {
     fn stops_when_full() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Segment::create(dir.path(), Offset(0), DENSE, 4096).unwrap();
-        let mut buf = Vec::new();
+        let mut buf = WriteScratch::default();
         // 18-byte frames in a 50-byte segment: two fit.
         assert_eq!(s.append(&recs(5, 10), 50, &mut buf).unwrap(), 2);
         assert_eq!(s.append(&recs(1, 10), 50, &mut buf).unwrap(), 0);
@@ -509,7 +540,7 @@ mod tests {
         };
         let mut s = Segment::create(dir.path(), Offset(0), policy, 4096).unwrap();
         let records = recs(50, 22);
-        s.append(&records, 1 << 20, &mut Vec::new()).unwrap();
+        s.append(&records, 1 << 20, &mut WriteScratch::default()).unwrap();
         for start in 0..50u64 {
             let mut out = Vec::new();
             let next = s.read(Offset(start), lim(3, 1 << 20), &mut out).unwrap();
@@ -526,7 +557,7 @@ mod tests {
             Bytes::from(vec![1u8; 100_000]),
             Bytes::from_static(b"small"),
         ];
-        s.append(&records, 1 << 30, &mut Vec::new()).unwrap();
+        s.append(&records, 1 << 30, &mut WriteScratch::default()).unwrap();
         let mut out = Vec::new();
         // The first record alone is over the byte budget: it still comes.
         assert_eq!(s.read(Offset(0), lim(10, 10), &mut out).unwrap(), Offset(1));
@@ -537,7 +568,7 @@ mod tests {
     fn reopen_recovers_unclean_segment() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Segment::create(dir.path(), Offset(7), DENSE, 4096).unwrap();
-        s.append(&recs(4, 3), 1 << 20, &mut Vec::new()).unwrap();
+        s.append(&recs(4, 3), 1 << 20, &mut WriteScratch::default()).unwrap();
         drop(s);
         let s = Segment::open(dir.path(), Offset(7), true, false, DENSE, 4096).unwrap();
         assert_eq!(s.next(), Offset(11));
