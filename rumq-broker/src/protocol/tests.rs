@@ -1,1 +1,315 @@
+//! Decoding and encoding at the protocol edge, on raw bytes.
 
+use bytes::{BufMut, BytesMut};
+use proptest::prelude::*;
+use router::{Delivery, Message, PacketId, QoS, Reply, SubscribeCode};
+
+use super::*;
+
+fn connect_bytes(name: &[u8], level: u8, flags: u8, client_id: &str, rest: &[u8]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_u16(name.len() as u16);
+    body.put_slice(name);
+    body.put_u8(level);
+    body.put_u8(flags);
+    body.put_u16(30);
+    body.put_u16(client_id.len() as u16);
+    body.put_slice(client_id.as_bytes());
+    body.put_slice(rest);
+    let mut b = BytesMut::new();
+    b.put_u8(0x10);
+    b.put_u8(body.len() as u8);
+    b.put_slice(&body);
+    b
+}
+
+fn decode_one(mut b: BytesMut, connected: bool) -> Result<Option<Inbound>, ProtocolError> {
+    decode(&mut b, connected, 1 << 20)
+}
+
+#[test]
+fn mqtt_311_and_31_connects_are_accepted() {
+    match decode_one(connect_bytes(b"MQTT", 4, 0x02, "dev1", &[]), false) {
+        Ok(Some(Inbound::Connect(c))) => {
+            assert_eq!(c.version, connect::Version::V311);
+            assert!(c.clean_session);
+            assert_eq!(c.client_id, "dev1");
+            assert_eq!(c.keep_alive, 30);
+        }
+        other => panic!("{other:?}"),
+    }
+    match decode_one(connect_bytes(b"MQIsdp", 3, 0x00, "old", &[]), false) {
+        Ok(Some(Inbound::Connect(c))) => assert_eq!(c.version, connect::Version::V31),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn connect_with_will_and_login() {
+    let mut rest = BytesMut::new();
+    for field in [&b"will/t"[..], b"bye", b"alice", b"pw"] {
+        rest.put_u16(field.len() as u16);
+        rest.put_slice(field);
+    }
+    // will, will QoS 1, will retain, password, user name
+    let flags = 0x04 | 0x08 | 0x20 | 0x40 | 0x80;
+    match decode_one(connect_bytes(b"MQTT", 4, flags, "c", &rest), false) {
+        Ok(Some(Inbound::Connect(c))) => {
+            let w = c.will.unwrap();
+            assert_eq!(
+                (w.topic.as_str(), &w.payload[..], w.qos, w.retain),
+                ("will/t", &b"bye"[..], QoS::AtLeastOnce, true)
+            );
+            assert_eq!(c.username.as_deref(), Some("alice"));
+            assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_connects_are_refused() {
+    assert_eq!(
+        decode_one(connect_bytes(b"MQTT", 6, 0x02, "c", &[]), false),
+        Err(ProtocolError::UnsupportedVersion(6))
+    );
+    assert!(matches!(
+        decode_one(connect_bytes(b"MQTX", 4, 0x02, "c", &[]), false),
+        Err(ProtocolError::Malformed(_))
+    ));
+    // reserved flag
+    assert!(decode_one(connect_bytes(b"MQTT", 4, 0x03, "c", &[]), false).is_err());
+    // will QoS without will
+    assert!(decode_one(connect_bytes(b"MQTT", 4, 0x08, "c", &[]), false).is_err());
+    // password without user name
+    let mut pw = BytesMut::new();
+    pw.put_u16(1);
+    pw.put_u8(b'x');
+    assert!(decode_one(connect_bytes(b"MQTT", 4, 0x40, "c", &pw), false).is_err());
+}
+
+#[test]
+fn ordering_rules() {
+    let ping = BytesMut::from(&[0xc0u8, 0x00][..]);
+    assert_eq!(
+        decode_one(ping.clone(), false),
+        Err(ProtocolError::Violation("first packet is not CONNECT"))
+    );
+    assert_eq!(decode_one(ping, true), Ok(Some(Inbound::PingReq)));
+    assert_eq!(
+        decode_one(connect_bytes(b"MQTT", 4, 0x02, "c", &[]), true),
+        Err(ProtocolError::Violation("second CONNECT"))
+    );
+}
+
+#[test]
+fn framing() {
+    // Incomplete: nothing consumed.
+    let mut b = BytesMut::from(&[0x30u8, 0x05, 0x00][..]);
+    assert_eq!(decode(&mut b, true, 1024), Ok(None));
+    assert_eq!(b.len(), 3);
+    // Five-byte remaining length.
+    let mut b = BytesMut::from(&[0x30u8, 0xff, 0xff, 0xff, 0xff, 0x01][..]);
+    assert!(matches!(
+        decode(&mut b, true, 1 << 30),
+        Err(ProtocolError::Malformed(_))
+    ));
+    // Too large is known from the header alone.
+    let mut b = BytesMut::from(&[0x30u8, 0xe8, 0x07][..]);
+    assert_eq!(
+        decode(&mut b, true, 100),
+        Err(ProtocolError::TooLarge {
+            size: 1003,
+            max: 100
+        })
+    );
+}
+
+fn publish_bytes(first: u8, topic: &str, pkid: Option<u16>, payload: &[u8]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_u16(topic.len() as u16);
+    body.put_slice(topic.as_bytes());
+    if let Some(p) = pkid {
+        body.put_u16(p);
+    }
+    body.put_slice(payload);
+    let mut b = BytesMut::new();
+    b.put_u8(first);
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        b.put_u8(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    b.put_slice(&body);
+    b
+}
+
+#[test]
+fn publish_rules() {
+    assert_eq!(
+        decode_one(publish_bytes(0x33, "a/b", Some(7), b"hi"), true),
+        Ok(Some(Inbound::Publish {
+            topic: "a/b".into(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            dup: false,
+            pkid: Some(PacketId(7)),
+            payload: bytes::Bytes::from_static(b"hi"),
+        }))
+    );
+    assert_eq!(
+        decode_one(publish_bytes(0x30, "a/+", None, b""), true),
+        Err(ProtocolError::Violation("wildcard in a PUBLISH topic"))
+    );
+    assert!(
+        decode_one(publish_bytes(0x32, "a", Some(0), b""), true).is_err(),
+        "packet id 0"
+    );
+    assert!(
+        decode_one(publish_bytes(0x36, "a", Some(1), b""), true).is_err(),
+        "QoS 3"
+    );
+    assert!(
+        decode_one(publish_bytes(0x38, "a", None, b""), true).is_err(),
+        "DUP on QoS 0"
+    );
+    let mut bad_utf8 = publish_bytes(0x30, "ab", None, b"");
+    bad_utf8[4] = 0xff;
+    assert!(decode_one(bad_utf8, true).is_err());
+}
+
+#[test]
+fn subscribe_rules() {
+    // SUBSCRIBE with only a packet id.
+    let b = BytesMut::from(&[0x82u8, 0x02, 0x00, 0x01][..]);
+    assert_eq!(
+        decode_one(b, true),
+        Err(ProtocolError::Violation("SUBSCRIBE with no filters"))
+    );
+    // Wrong fixed-header flags.
+    let b = BytesMut::from(&[0x80u8, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00][..]);
+    assert!(decode_one(b, true).is_err());
+    let b = BytesMut::from(&[0x82u8, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x01][..]);
+    assert_eq!(
+        decode_one(b, true),
+        Ok(Some(Inbound::Subscribe {
+            pkid: PacketId(1),
+            filters: vec![("a".into(), QoS::AtLeastOnce)]
+        }))
+    );
+}
+
+#[test]
+fn server_only_packets_from_a_client_are_violations() {
+    for first in [0x20u8, 0x90, 0xb0, 0xd0, 0xf0, 0x00] {
+        let b = BytesMut::from(&[first, 0x00][..]);
+        assert!(decode_one(b, true).is_err(), "{first:#x}");
+    }
+}
+
+#[test]
+fn encodes_what_a_stock_client_decodes() {
+    let mut e = Encoder::new();
+    let big = vec![7u8; 5000];
+    e.reply(&Reply::Deliver(vec![
+        Delivery {
+            record: Message::encode(QoS::ExactlyOnce, false, 0, "a/b", &[], b"small"),
+            qos: QoS::AtLeastOnce,
+            pkid: Some(PacketId(3)),
+            dup: true,
+            retain: true,
+        },
+        Delivery {
+            record: Message::encode(QoS::AtMostOnce, false, 0, "big", &[], &big),
+            qos: QoS::AtMostOnce,
+            pkid: None,
+            dup: false,
+            retain: false,
+        },
+    ]));
+    e.reply(&Reply::SubAck {
+        pkid: PacketId(9),
+        codes: vec![
+            SubscribeCode::Granted(QoS::ExactlyOnce),
+            SubscribeCode::Failure,
+        ],
+    });
+    e.reply(&Reply::PubRel(PacketId(4)));
+    let mut chunks = Vec::new();
+    e.take(&mut chunks);
+    assert!(chunks.len() >= 3, "the large payload is its own buffer");
+    let mut wire = BytesMut::new();
+    for c in chunks {
+        wire.put_slice(&c);
+    }
+    use mqttbytes::v4::{read, Packet};
+    match read(&mut wire, 1 << 20).unwrap() {
+        Packet::Publish(p) => {
+            assert_eq!(
+                (p.topic.as_str(), &p.payload[..], p.pkid, p.dup, p.retain),
+                ("a/b", &b"small"[..], 3, true, true)
+            );
+            assert_eq!(p.qos, mqttbytes::QoS::AtLeastOnce);
+        }
+        other => panic!("{other:?}"),
+    }
+    match read(&mut wire, 1 << 20).unwrap() {
+        Packet::Publish(p) => assert_eq!((p.topic.as_str(), p.payload.len()), ("big", 5000)),
+        other => panic!("{other:?}"),
+    }
+    match read(&mut wire, 1 << 20).unwrap() {
+        Packet::SubAck(s) => {
+            assert_eq!(s.pkid, 9);
+            assert_eq!(s.return_codes.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    match read(&mut wire, 1 << 20).unwrap() {
+        Packet::PubRel(r) => assert_eq!(r.pkid, 4),
+        other => panic!("{other:?}"),
+    }
+    assert!(wire.is_empty());
+}
+
+proptest! {
+    /// Random bytes never panic the decoder, and it never consumes a partial packet.
+    #[test]
+    fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), connected: bool) {
+        let mut b = BytesMut::from(&bytes[..]);
+        for _ in 0..10 {
+            match decode(&mut b, connected, 4096) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    /// Any valid PUBLISH, split at any point, decodes once all bytes arrived.
+    #[test]
+    fn publish_survives_any_split(topic in "[a-z]{1,10}(/[a-z]{1,10}){0,3}",
+                                  payload in proptest::collection::vec(any::<u8>(), 0..100),
+                                  split in 0usize..200) {
+        let full = publish_bytes(0x32, &topic, Some(1), &payload);
+        let split = split.min(full.len());
+        let mut b = BytesMut::from(&full[..split]);
+        let first = decode(&mut b, true, 4096).unwrap();
+        if split < full.len() {
+            prop_assert_eq!(first, None);
+            b.put_slice(&full[split..]);
+        } else {
+            prop_assert!(first.is_some());
+            return Ok(());
+        }
+        match decode(&mut b, true, 4096).unwrap() {
+            Some(Inbound::Publish { topic: t, payload: p, .. }) => {
+                prop_assert_eq!(t, topic);
+                prop_assert_eq!(&p[..], &payload[..]);
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+}
