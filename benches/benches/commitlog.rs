@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use commitlog::record::Framed;
 use commitlog::{Fsync, Log, LogConfig, Offset, ReadLimits};
 use criterion::measurement::WallTime;
 use criterion::{
@@ -211,6 +212,8 @@ trait Sink {
 struct LogSink {
     config: LogConfig,
     records: Vec<Bytes>,
+    /// The same records framed by their producer (`append_framed`), when set.
+    framed: Option<Vec<Framed>>,
     single: bool,
     call_bytes: u64,
     next: usize,
@@ -227,6 +230,7 @@ impl LogSink {
         let mut s = LogSink {
             config,
             records,
+            framed: None,
             single,
             call_bytes: if single {
                 (HEADER + size) as u64
@@ -251,6 +255,8 @@ impl Sink for LogSink {
             let r = self.records[self.next].clone();
             self.next = (self.next + 1) % self.records.len();
             black_box(log.append(r).unwrap());
+        } else if let Some(framed) = &self.framed {
+            black_box(log.append_framed(framed).unwrap());
         } else {
             black_box(log.append_batch(&self.records).unwrap());
         }
@@ -410,6 +416,24 @@ fn bench_append_pair(
         },
     );
     drop(log);
+
+    if !single {
+        // Records framed (and checksummed) by their producer, as the broker's
+        // connection tasks do: what remains on the log's thread.
+        let mut log: Option<LogSink> = None;
+        g.bench_function(
+            BenchmarkId::new(format!("log-framed/{mode}/{}", fsync_label(fsync)), &label),
+            |b| {
+                let sink = log.get_or_insert_with(|| {
+                    let mut s = LogSink::new(append_config(fsync, 0), size, batch, single);
+                    s.framed = Some(s.records.iter().map(|r| Framed::new(r)).collect());
+                    s
+                });
+                b.iter_custom(|iters| timed_calls(sink, iters, call_bytes, scale.append_bound));
+            },
+        );
+        drop(log);
+    }
 
     let mut raw: Option<RawSink> = None;
     g.bench_function(

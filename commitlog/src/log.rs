@@ -22,7 +22,7 @@ use crate::config::{Fsync, LogConfig};
 use crate::error::{Error, Result};
 use crate::recovery::Policy;
 use crate::retention::{self, SegmentInfo};
-use crate::segment::{self, FileKind, Segment, WriteScratch};
+use crate::segment::{self, Appendable, FileKind, Segment, WriteScratch};
 use crate::tail::Tail;
 use crate::Offset;
 
@@ -236,13 +236,23 @@ impl Log {
     /// fsync: then the records may be in the page cache but their durability is
     /// unknown, and the log is poisoned.
     pub fn append_batch(&mut self, records: &[Bytes]) -> Result<Range<Offset>> {
+        self.append_records(records)
+    }
+
+    /// Append records its producer already framed ([`crate::record::Framed`]): the
+    /// same as [`Log::append_batch`] without computing checksums on this thread.
+    pub fn append_framed(&mut self, records: &[crate::record::Framed]) -> Result<Range<Offset>> {
+        self.append_records(records)
+    }
+
+    fn append_records<R: Appendable>(&mut self, records: &[R]) -> Result<Range<Offset>> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
         for r in records {
-            if r.len() > self.config.record_bytes_max as usize {
+            if r.payload_len() > self.config.record_bytes_max as usize {
                 return Err(Error::RecordTooLarge {
-                    len: r.len(),
+                    len: r.payload_len(),
                     max: self.config.record_bytes_max,
                 });
             }
@@ -270,7 +280,7 @@ impl Log {
                 continue;
             }
             for r in &rest[..n] {
-                self.tail.push(r.clone());
+                self.tail.push(r.tail());
             }
             self.head = self.head.add(n as u64);
             self.unsynced = true;

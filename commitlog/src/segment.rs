@@ -66,6 +66,49 @@ pub fn parse_file_name(name: &str) -> Option<(Offset, FileKind)> {
     stem.parse().ok().map(|b| (Offset(b), kind))
 }
 
+/// A record on its way into a segment: a bare payload (framed here) or a
+/// [`record::Framed`] (written as is).
+pub trait Appendable {
+    /// Payload length.
+    fn payload_len(&self) -> usize;
+    /// The payload.
+    fn payload(&self) -> &[u8];
+    /// The whole frame, when the producer built it.
+    fn frame(&self) -> Option<&[u8]>;
+    /// What the in-memory tail keeps (the payload, without copying).
+    fn tail(&self) -> Bytes;
+}
+
+impl Appendable for Bytes {
+    fn payload_len(&self) -> usize {
+        self.len()
+    }
+    fn payload(&self) -> &[u8] {
+        self
+    }
+    fn frame(&self) -> Option<&[u8]> {
+        None
+    }
+    fn tail(&self) -> Bytes {
+        self.clone()
+    }
+}
+
+impl Appendable for record::Framed {
+    fn payload_len(&self) -> usize {
+        record::Framed::payload_len(self)
+    }
+    fn payload(&self) -> &[u8] {
+        &self.frame()[HEADER_BYTES..]
+    }
+    fn frame(&self) -> Option<&[u8]> {
+        Some(record::Framed::frame(self))
+    }
+    fn tail(&self) -> Bytes {
+        record::Framed::payload(self)
+    }
+}
+
 /// A failed append: the error, and whether the data file was put back as it was.
 #[derive(Debug)]
 pub struct WriteFailure {
@@ -216,9 +259,9 @@ impl Segment {
 
     /// Append as many of `records` as fit within `segment_bytes_max` and the index;
     /// returns how many were appended (0 when the segment is full: roll).
-    pub fn append(
+    pub fn append<R: Appendable>(
         &mut self,
-        records: &[Bytes],
+        records: &[R],
         segment_bytes_max: u64,
         scratch: &mut WriteScratch,
     ) -> Result<usize, WriteFailure> {
@@ -246,7 +289,7 @@ impl Segment {
                 debug_assert!(pushed, "index slot was reserved");
                 self.bytes_since_entry = 0;
             }
-            let frame = (HEADER_BYTES + r.len()) as u64;
+            let frame = (HEADER_BYTES + r.payload_len()) as u64;
             self.bytes_since_entry += frame;
             self.data_len += frame;
             self.records += 1;
@@ -255,14 +298,14 @@ impl Segment {
         Ok(n)
     }
 
-    fn how_many_fit(&self, records: &[Bytes], segment_bytes_max: u64) -> usize {
+    fn how_many_fit<R: Appendable>(&self, records: &[R], segment_bytes_max: u64) -> usize {
         let mut len = self.data_len;
         let mut since = self.bytes_since_entry;
         let mut free_entries = self.index.capacity().saturating_sub(self.index.len());
         for (n, r) in records.iter().enumerate() {
             // n < records.len() and the segment's record count fits u32 (see `read`).
             let rel = self.records + n as u32;
-            let frame = (HEADER_BYTES + r.len()) as u64;
+            let frame = (HEADER_BYTES + r.payload_len()) as u64;
             if len + frame > segment_bytes_max && rel > 0 {
                 return n;
             }
@@ -311,7 +354,11 @@ impl Segment {
             let buf = self.read_bytes(pos, want_now)?;
             let mut i = 0usize;
             while i < buf.len() {
-                match record::decode_with(&buf[i..], self.policy.record_bytes_max, self.policy.verify_reads) {
+                match record::decode_with(
+                    &buf[i..],
+                    self.policy.record_bytes_max,
+                    self.policy.verify_reads,
+                ) {
                     Frame::Record { len } => {
                         let frame = HEADER_BYTES + len;
                         if cur >= rel {
@@ -401,7 +448,8 @@ impl Segment {
 pub struct WriteScratch {
     /// Frames of small records, and headers of large ones.
     buf: Vec<u8>,
-    /// `(end in buf, record index)`: after `buf[..end]` comes that large payload.
+    /// `(end in buf, record index)`: after `buf[..end]` comes that large record's
+    /// payload (or, for a pre-framed record, its whole frame).
     cuts: Vec<(usize, usize)>,
 }
 
@@ -409,15 +457,25 @@ pub struct WriteScratch {
 /// possible: small records are framed into one buffer, large payloads are written
 /// from their own buffers, and everything goes out in `writev` calls of up to
 /// `IOV_MAX` slices.
-fn write_frames(file: &File, records: &[Bytes], scratch: &mut WriteScratch) -> io::Result<()> {
+fn write_frames<R: Appendable>(
+    file: &File,
+    records: &[R],
+    scratch: &mut WriteScratch,
+) -> io::Result<()> {
     scratch.buf.clear();
     scratch.cuts.clear();
     for (i, r) in records.iter().enumerate() {
-        if r.len() >= LARGE_RECORD_BYTES {
-            scratch.buf.extend_from_slice(&record::encode_header(r));
-            scratch.cuts.push((scratch.buf.len(), i));
-        } else {
-            record::encode_into(&mut scratch.buf, r);
+        let large = r.payload_len() >= LARGE_RECORD_BYTES;
+        match (r.frame(), large) {
+            (Some(_), true) => scratch.cuts.push((scratch.buf.len(), i)),
+            (Some(frame), false) => scratch.buf.extend_from_slice(frame),
+            (None, true) => {
+                scratch
+                    .buf
+                    .extend_from_slice(&record::encode_header(r.payload()));
+                scratch.cuts.push((scratch.buf.len(), i));
+            }
+            (None, false) => record::encode_into(&mut scratch.buf, r.payload()),
         }
         if scratch.buf.len() >= WRITE_BUF_BYTES {
             flush_frames(file, records, scratch)?;
@@ -426,7 +484,11 @@ fn write_frames(file: &File, records: &[Bytes], scratch: &mut WriteScratch) -> i
     flush_frames(file, records, scratch)
 }
 
-fn flush_frames(file: &File, records: &[Bytes], scratch: &mut WriteScratch) -> io::Result<()> {
+fn flush_frames<R: Appendable>(
+    file: &File,
+    records: &[R],
+    scratch: &mut WriteScratch,
+) -> io::Result<()> {
     const IOV_MAX: usize = 1024;
     let buf = &scratch.buf;
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * scratch.cuts.len() + 1);
@@ -436,7 +498,7 @@ fn flush_frames(file: &File, records: &[Bytes], scratch: &mut WriteScratch) -> i
             slices.push(IoSlice::new(&buf[prev..end]));
         }
         if let Some(r) = records.get(i) {
-            slices.push(IoSlice::new(r));
+            slices.push(IoSlice::new(r.frame().unwrap_or_else(|| r.payload())));
         }
         prev = end;
     }
@@ -540,7 +602,8 @@ mod tests {
         };
         let mut s = Segment::create(dir.path(), Offset(0), policy, 4096).unwrap();
         let records = recs(50, 22);
-        s.append(&records, 1 << 20, &mut WriteScratch::default()).unwrap();
+        s.append(&records, 1 << 20, &mut WriteScratch::default())
+            .unwrap();
         for start in 0..50u64 {
             let mut out = Vec::new();
             let next = s.read(Offset(start), lim(3, 1 << 20), &mut out).unwrap();
@@ -557,7 +620,8 @@ mod tests {
             Bytes::from(vec![1u8; 100_000]),
             Bytes::from_static(b"small"),
         ];
-        s.append(&records, 1 << 30, &mut WriteScratch::default()).unwrap();
+        s.append(&records, 1 << 30, &mut WriteScratch::default())
+            .unwrap();
         let mut out = Vec::new();
         // The first record alone is over the byte budget: it still comes.
         assert_eq!(s.read(Offset(0), lim(10, 10), &mut out).unwrap(), Offset(1));
@@ -568,7 +632,8 @@ mod tests {
     fn reopen_recovers_unclean_segment() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Segment::create(dir.path(), Offset(7), DENSE, 4096).unwrap();
-        s.append(&recs(4, 3), 1 << 20, &mut WriteScratch::default()).unwrap();
+        s.append(&recs(4, 3), 1 << 20, &mut WriteScratch::default())
+            .unwrap();
         drop(s);
         let s = Segment::open(dir.path(), Offset(7), true, false, DENSE, 4096).unwrap();
         assert_eq!(s.next(), Offset(11));

@@ -15,6 +15,7 @@ use proptest::prelude::*;
 enum Op {
     Append(Vec<u8>),
     AppendBatch(Vec<Vec<u8>>),
+    AppendFramed(Vec<Vec<u8>>),
     Read {
         at: u16,
         records_max: usize,
@@ -39,6 +40,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => payload().prop_map(Op::Append),
         3 => proptest::collection::vec(payload(), 0..20).prop_map(Op::AppendBatch),
+        2 => proptest::collection::vec(payload(), 0..20).prop_map(Op::AppendFramed),
         6 => (any::<u16>(), 0usize..50, 0usize..2000)
             .prop_map(|(at, records_max, bytes_max)| Op::Read { at, records_max, bytes_max }),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
@@ -91,6 +93,12 @@ proptest! {
                     let r = l.append_batch(&bs).unwrap();
                     prop_assert_eq!(r.start, Offset(model.len() as u64));
                     prop_assert_eq!(r.end, Offset((model.len() + ps.len()) as u64));
+                    model.extend(ps);
+                }
+                Op::AppendFramed(ps) => {
+                    let fs: Vec<_> = ps.iter().map(|p| commitlog::record::Framed::new(p)).collect();
+                    let r = l.append_framed(&fs).unwrap();
+                    prop_assert_eq!(r.start, Offset(model.len() as u64));
                     model.extend(ps);
                 }
                 Op::Read { at, records_max, bytes_max } => {
