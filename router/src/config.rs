@@ -26,7 +26,7 @@ impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             inflight_max: 256,
-            session_queue_max: 100_000,
+            session_queue_max: 4096,
             deliver_records_max: 512,
             deliver_bytes_max: 1024 * 1024,
             append_batch_max: 1024,

@@ -10,6 +10,7 @@
 //! | `session` | one session's subscriptions, queue, in-flight messages, QoS 2 ids |
 //! | `subscriptions` | the filter tree that maps a topic name to subscribed sessions |
 //! | `message` | the stored record format of a message |
+//! | `snapshot` | persistent sessions and retained messages carried over a restart |
 //! | `topic` | topic name/filter validation and matching |
 //! | `interner` | topic name ↔ `TopicId`, shared with connections |
 //! | `event` | the internal MQTT model: events in, replies out |
@@ -23,6 +24,7 @@ mod interner;
 mod message;
 mod router;
 mod session;
+mod snapshot;
 mod storage;
 mod subscriptions;
 pub mod topic;
@@ -36,4 +38,5 @@ pub use id::{ConnectionId, PacketId, SessionId, TopicId};
 pub use interner::{TopicInterner, TopicsFull};
 pub use message::{Message, MessageError, QoS, FORMAT_VERSION};
 pub use router::{Router, RouterStats};
+pub use snapshot::{SavedInflight, SavedSession, Snapshot, SnapshotError};
 pub use storage::Storage;

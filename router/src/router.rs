@@ -7,7 +7,7 @@
 //! message is offered to the sessions whose filters match its topic, and sessions
 //! whose connections are waiting for data get a delivery batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +19,7 @@ use crate::event::{
     Will,
 };
 use crate::session::{Inflight, OutState, Queued, Session};
+use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
 use crate::storage::Storage;
 use crate::subscriptions::SubscriptionTree;
 use crate::{
@@ -73,6 +74,9 @@ pub struct Router<S: Storage> {
     matches: HashMap<TopicId, Vec<(SessionId, QoS)>>,
     retained: HashMap<TopicId, Bytes>,
     staged: Vec<Staged>,
+    /// Inbound QoS 2 ids (by session) of the publishes in `staged`: a retransmission
+    /// that arrives before the flush is not stored twice.
+    staged_qos2: HashSet<(SessionId, u16)>,
     staged_records: Vec<Bytes>,
     outbox: Vec<(ConnectionId, Reply)>,
     wake: Vec<SessionId>,
@@ -97,6 +101,7 @@ impl<S: Storage> Router<S> {
             matches: HashMap::new(),
             retained: HashMap::new(),
             staged: Vec::new(),
+            staged_qos2: HashSet::new(),
             staged_records: Vec::new(),
             outbox: Vec::new(),
             wake: Vec::new(),
@@ -202,6 +207,114 @@ impl<S: Storage> Router<S> {
                 Err(e) => tracing::error!(error = %e, "retention failed"),
             }
         }
+    }
+
+    /// What to carry over a restart: the persistent sessions and the retained
+    /// messages. Taken at shutdown, after the last flush (online sessions are saved as
+    /// if their connections had just dropped).
+    pub fn snapshot(&self) -> Snapshot {
+        let head = self.storage.head();
+        let mut retained: Vec<(TopicId, Bytes)> =
+            self.retained.iter().map(|(t, r)| (*t, r.clone())).collect();
+        retained.sort_unstable_by_key(|(t, _)| *t);
+        let mut sessions: Vec<&Session> = self.sessions.values().filter(|s| !s.clean).collect();
+        sessions.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
+        let sessions = sessions
+            .into_iter()
+            .map(|s| {
+                // The queue holds every match below the cursor (or the head when live)
+                // that was not sent yet, so reading resumes at its front.
+                let resume = s
+                    .queue
+                    .front()
+                    .map_or(if s.live { head } else { s.cursor }, |q| q.offset);
+                let mut filters: Vec<(String, QoS)> =
+                    s.filters.iter().map(|(f, q)| (f.clone(), *q)).collect();
+                filters.sort();
+                let mut incoming_qos2: Vec<u16> = s.incoming_qos2.iter().copied().collect();
+                incoming_qos2.sort_unstable();
+                SavedSession {
+                    client_id: s.client_id.to_string(),
+                    filters,
+                    resume,
+                    retained: s.retained.iter().cloned().collect(),
+                    inflight: s
+                        .inflight
+                        .iter()
+                        .map(|(pkid, i)| SavedInflight {
+                            pkid: *pkid,
+                            qos: i.qos,
+                            released: i.state == OutState::Released,
+                            offset: i.offset,
+                            record: i.record.clone(),
+                        })
+                        .collect(),
+                    incoming_qos2,
+                }
+            })
+            .collect();
+        Snapshot {
+            retained: retained.into_iter().map(|(_, r)| r).collect(),
+            sessions,
+        }
+    }
+
+    /// Put back what [`Router::snapshot`] saved, at startup (before any connection):
+    /// the sessions come back offline and catch up from the log when their clients
+    /// reconnect. Retained messages whose topic no longer fits `topics_max` are
+    /// dropped with a warning.
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        for record in snapshot.retained {
+            let Ok(m) = Message::decode(&record) else {
+                tracing::warn!("undecodable retained message in the snapshot; dropped");
+                continue;
+            };
+            match self.topics.intern(m.topic_str()) {
+                Ok(tid) => {
+                    self.retained.insert(tid, record);
+                }
+                Err(e) => tracing::warn!(error = %e, "retained message dropped"),
+            }
+        }
+        let head = self.storage.head();
+        for saved in snapshot.sessions {
+            let client_id: Arc<str> = Arc::from(saved.client_id.as_str());
+            if let Some(old) = self.by_client.get(&client_id).copied() {
+                self.remove_session(old);
+            }
+            let sid = SessionId(self.next_session);
+            self.next_session = self.next_session.wrapping_add(1);
+            let mut s = Session::new(client_id.clone(), false, head);
+            // Not live: the first delivery reads the log from `resume` on.
+            s.live = false;
+            s.cursor = saved.resume.min(head);
+            for (filter, qos) in saved.filters {
+                if topic::validate_filter(&filter).is_ok() {
+                    self.tree.insert(&filter, sid, qos);
+                    s.filters.insert(filter, qos);
+                }
+            }
+            s.retained = saved.retained.into_iter().collect();
+            for i in saved.inflight {
+                s.inflight.insert(
+                    i.pkid,
+                    Inflight {
+                        record: i.record,
+                        offset: i.offset,
+                        qos: i.qos,
+                        state: if i.released {
+                            OutState::Released
+                        } else {
+                            OutState::Sent
+                        },
+                    },
+                );
+            }
+            s.incoming_qos2 = saved.incoming_qos2.into_iter().collect();
+            self.sessions.insert(sid, s);
+            self.by_client.insert(client_id, sid);
+        }
+        self.matches.clear();
     }
 
     /// The lowest offset a persistent session still needs.
@@ -379,13 +492,15 @@ impl<S: Storage> Router<S> {
                 let seen = self
                     .sessions
                     .get(&sid)
-                    .is_some_and(|s| s.incoming_qos2.contains(&p.0));
+                    .is_some_and(|s| s.incoming_qos2.contains(&p.0))
+                    || self.staged_qos2.contains(&(sid, p.0));
                 if seen {
-                    // A retransmission of a publish we stored: acknowledge, store
-                    // nothing (exactly once).
+                    // A retransmission of a publish we stored (or staged, not yet
+                    // appended): acknowledge after it, store nothing (exactly once).
                     self.reply(conn, Reply::PubRec(p));
                     return;
                 }
+                self.staged_qos2.insert((sid, p.0));
                 (Some((conn, Reply::PubRec(p))), Some((sid, p.0)))
             }
             (_, None) => {
@@ -538,6 +653,7 @@ impl<S: Storage> Router<S> {
             self.storage.append_batch(&self.staged_records)
         };
         let mut staged = std::mem::take(&mut self.staged);
+        self.staged_qos2.clear();
         match result {
             Ok(range) => {
                 self.stats.appended += range.end.distance_from(range.start);

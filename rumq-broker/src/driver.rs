@@ -34,8 +34,13 @@ pub enum ToRouter {
     Tick,
 }
 
-/// Run the router until every sender is gone; returns the log for a clean close.
-pub fn run(mut router: Router<Log>, mut rx: mpsc::Receiver<ToRouter>, drain_max: usize) -> Log {
+/// Run the router until every sender is gone; returns it (for the snapshot of its
+/// sessions and a clean close of the log).
+pub fn run(
+    mut router: Router<Log>,
+    mut rx: mpsc::Receiver<ToRouter>,
+    drain_max: usize,
+) -> Router<Log> {
     let mut conns: HashMap<ConnectionId, ReplyTx> = HashMap::new();
     let mut batches: HashMap<ConnectionId, Vec<Reply>> = HashMap::new();
     while let Some(msg) = rx.blocking_recv() {
@@ -53,7 +58,7 @@ pub fn run(mut router: Router<Log>, mut rx: mpsc::Receiver<ToRouter>, drain_max:
     dispatch(&mut router, &mut conns, &mut batches);
     let stats = router.stats();
     tracing::info!(?stats, "router stopped");
-    router.into_storage()
+    router
 }
 
 fn apply(router: &mut Router<Log>, conns: &mut HashMap<ConnectionId, ReplyTx>, msg: ToRouter) {

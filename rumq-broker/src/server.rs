@@ -1,13 +1,17 @@
-//! The server: opens the log, starts the router thread, accepts connections (within
-//! `max_connections`), and on SIGTERM / Ctrl-C stops accepting, lets every connection
-//! end, lets the router append what it has, and closes the log cleanly.
+//! The server: opens the log, restores the sessions saved at the last shutdown, starts
+//! the router thread, accepts connections (within `max_connections`), and on SIGTERM /
+//! Ctrl-C stops accepting, lets every connection end, lets the router append what it
+//! has, saves the persistent sessions and retained messages, and closes the log
+//! cleanly.
 
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use commitlog::Log;
-use router::{Router, TopicInterner};
+use router::{Router, Snapshot, TopicInterner};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -25,6 +29,9 @@ const ROUTER_CHANNEL: usize = 8192;
 const TICK_MS: u64 = 20;
 /// How long shutdown waits for connections to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The persistent sessions and retained messages saved at a clean shutdown, in the
+/// data directory (see `router::Snapshot`).
+const SESSIONS_FILE: &str = "sessions";
 
 /// Run the broker until a shutdown signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -32,7 +39,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let log = Log::open(&log_dir, config.storage.clone())
         .with_context(|| format!("cannot open the message log in {}", log_dir.display()))?;
     let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
-    let router = Router::new(config.router.clone(), log, topics.clone());
+    let mut router = Router::new(config.router.clone(), log, topics.clone());
+    let sessions_path = config.data_dir.join(SESSIONS_FILE);
+    if let Some(snapshot) = load_snapshot(&sessions_path)? {
+        tracing::info!(
+            sessions = snapshot.sessions.len(),
+            retained = snapshot.retained.len(),
+            "restored sessions saved at the last shutdown"
+        );
+        router.restore(snapshot);
+        // From here on the router's state moves on: a crash must not bring back this
+        // stale copy (the next clean shutdown writes a new one).
+        std::fs::remove_file(&sessions_path)
+            .and_then(|()| sync_dir(&config.data_dir))
+            .with_context(|| format!("cannot remove {}", sessions_path.display()))?;
+    }
     let (router_tx, router_rx) = mpsc::channel(ROUTER_CHANNEL);
     let router_thread = std::thread::Builder::new()
         .name("rumq-router".into())
@@ -46,14 +67,63 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     let config = Arc::new(config);
     let served = runtime.block_on(serve(config, topics, router_tx));
-    // Every sender is gone now: the router thread drains, appends and returns the log.
-    let log = router_thread
+    // Every sender is gone now: the router thread drains, appends and returns.
+    let router = router_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the router thread panicked"))?;
-    log.close()
+    let snapshot = router.snapshot();
+    let saved = save_snapshot(&snapshot, &sessions_path);
+    if saved.is_ok() && !snapshot.is_empty() {
+        tracing::info!(
+            sessions = snapshot.sessions.len(),
+            retained = snapshot.retained.len(),
+            "saved persistent sessions and retained messages"
+        );
+    }
+    router
+        .into_storage()
+        .close()
         .context("cannot close the message log cleanly")?;
+    saved?;
     tracing::info!("stopped");
     served
+}
+
+/// The snapshot saved at the last clean shutdown, if there is one.
+fn load_snapshot(path: &Path) -> anyhow::Result<Option<Snapshot>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let snapshot = Snapshot::decode(&bytes).with_context(|| {
+        format!(
+            "cannot load the sessions saved in {} (move it away to start without them)",
+            path.display()
+        )
+    })?;
+    Ok(Some(snapshot))
+}
+
+/// Write the snapshot durably (temporary file, fsync, rename, fsync the directory).
+fn save_snapshot(snapshot: &Snapshot, path: &Path) -> anyhow::Result<()> {
+    if snapshot.is_empty() {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&snapshot.encode())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    };
+    write().with_context(|| format!("cannot save the sessions to {}", path.display()))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 async fn serve(

@@ -214,6 +214,31 @@ fn qos2_inbound_is_stored_once() {
 }
 
 #[test]
+fn qos2_retransmission_before_the_append_is_stored_once() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "pub", true);
+    // Both arrive in one drain, before the flush appends the first.
+    h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"x");
+    h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"x");
+    h.router.flush();
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::PubRec(PacketId(9)), Reply::PubRec(PacketId(9))]
+    );
+    assert_eq!(h.router.storage().head(), Offset(1));
+    // Still remembered after the flush until PUBREL.
+    h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"x");
+    h.router.flush();
+    assert_eq!(h.take(C1), vec![Reply::PubRec(PacketId(9))]);
+    assert_eq!(h.router.storage().head(), Offset(1));
+    h.router.handle(Event::PubRel {
+        conn: C1,
+        pkid: PacketId(9),
+    });
+    assert_eq!(h.take(C1), vec![Reply::PubComp(PacketId(9))]);
+}
+
+#[test]
 fn outbound_qos2_flow() {
     let mut h = harness(RouterConfig::default());
     h.connect(C1, "sub", true);
@@ -503,4 +528,133 @@ fn acks_keep_arrival_order_across_staging() {
         }
     ));
     assert_eq!(r[2], Reply::PubAck(PacketId(3)));
+}
+
+#[test]
+fn sessions_and_retained_messages_survive_a_snapshot_and_restore() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "dev", false);
+    h.subscribe(C1, "t/#", QoS::ExactlyOnce);
+    h.connect(C2, "pub", true);
+    h.publish(C2, "t/1", QoS::AtLeastOnce, false, 1, b"a");
+    h.publish(C2, "t/2", QoS::ExactlyOnce, false, 2, b"b");
+    h.router.flush();
+    let d = h.pull(C1);
+    assert_eq!(payloads(&d), vec![b"a".to_vec(), b"b".to_vec()]);
+    let (pa, pb) = (d[0].pkid.unwrap(), d[1].pkid.unwrap());
+    h.router.handle(Event::PubAck { conn: C1, pkid: pa });
+    h.router.handle(Event::PubRec { conn: C1, pkid: pb });
+    assert_eq!(h.take(C1), vec![Reply::PubRel(pb)]);
+    h.router.handle(Event::Disconnect {
+        conn: C1,
+        reason: DisconnectReason::Normal,
+    });
+    // Published while "dev" is offline.
+    h.publish(C2, "t/3", QoS::AtLeastOnce, false, 3, b"c");
+    h.publish(C2, "t/r", QoS::AtLeastOnce, true, 4, b"r");
+    h.router.flush();
+    // An inbound QoS 2 publish stored but not released.
+    h.connect(C3, "pub2", false);
+    h.publish(C3, "u", QoS::ExactlyOnce, false, 5, b"q2");
+    h.router.flush();
+    assert_eq!(h.take(C3), vec![Reply::PubRec(PacketId(5))]);
+    h.router.handle(Event::Disconnect {
+        conn: C3,
+        reason: DisconnectReason::Abrupt,
+    });
+    let head = h.router.storage().head();
+
+    // Shut down, restart on the same log with a fresh topic table.
+    let snapshot = Snapshot::decode(&h.router.snapshot().encode()).unwrap();
+    assert_eq!(snapshot.sessions.len(), 2, "clean sessions are not saved");
+    let Harness { router, _dir, .. } = h;
+    router.into_storage().close().unwrap();
+    let log = Log::open(_dir.path(), LogConfig::default()).unwrap();
+    let topics = Arc::new(TopicInterner::new(1000));
+    let mut h = Harness {
+        router: Router::new(RouterConfig::default(), log, topics.clone()),
+        topics,
+        _dir,
+    };
+    h.router.restore(snapshot);
+
+    // "dev": session present, the QoS 2 release resumes, then what it missed, in order.
+    assert_eq!(
+        h.connect(C1, "dev", false),
+        vec![accepted(true), Reply::PubRel(pb)]
+    );
+    h.router.handle(Event::PubComp { conn: C1, pkid: pb });
+    let d = h.pull(C1);
+    assert_eq!(payloads(&d), vec![b"c".to_vec(), b"r".to_vec()]);
+    assert!(d
+        .iter()
+        .all(|d| !d.dup && !d.retain && d.qos == QoS::AtLeastOnce));
+    // Its subscription is still there.
+    h.connect(C2, "pub", true);
+    h.publish(C2, "t/4", QoS::AtLeastOnce, false, 6, b"d");
+    h.router.flush();
+    h.take(C2);
+    assert_eq!(payloads(&h.pull(C1)), vec![b"d".to_vec()]);
+
+    // The retained message is still retained.
+    h.connect(ConnectionId(4), "late", true);
+    h.subscribe(ConnectionId(4), "t/r", QoS::AtLeastOnce);
+    let d = h.pull(ConnectionId(4));
+    assert_eq!(payloads(&d), vec![b"r".to_vec()]);
+    assert!(d[0].retain);
+
+    // "pub2" still has its unreleased QoS 2 id: a retransmission is not stored again.
+    assert_eq!(h.connect(C3, "pub2", false), vec![accepted(true)]);
+    h.publish(C3, "u", QoS::ExactlyOnce, false, 5, b"q2");
+    h.router.flush();
+    assert_eq!(h.take(C3), vec![Reply::PubRec(PacketId(5))]);
+    assert_eq!(
+        h.router.storage().head(),
+        head.add(1),
+        "only t/4 was appended"
+    );
+}
+
+#[test]
+fn an_unacked_delivery_survives_a_restart_with_dup() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "dev", false);
+    h.subscribe(C1, "t", QoS::AtLeastOnce);
+    h.connect(C2, "pub", true);
+    h.publish(C2, "t", QoS::AtLeastOnce, false, 1, b"m");
+    h.publish(C2, "t", QoS::AtLeastOnce, false, 2, b"n");
+    h.router.flush();
+    let first = h.pull(C1);
+    assert_eq!(payloads(&first), vec![b"m".to_vec(), b"n".to_vec()]);
+    // Only the second is acknowledged; the connection is still up at shutdown.
+    h.router.handle(Event::PubAck {
+        conn: C1,
+        pkid: first[1].pkid.unwrap(),
+    });
+    let snapshot = h.router.snapshot();
+    let Harness { router, _dir, .. } = h;
+    router.into_storage().close().unwrap();
+    let log = Log::open(_dir.path(), LogConfig::default()).unwrap();
+    let topics = Arc::new(TopicInterner::new(1000));
+    let mut h = Harness {
+        router: Router::new(RouterConfig::default(), log, topics.clone()),
+        topics,
+        _dir,
+    };
+    h.router.restore(snapshot);
+    let replies = h.connect(C3, "dev", false);
+    assert_eq!(replies[0], accepted(true));
+    match &replies[1..] {
+        [Reply::Deliver(d)] => {
+            assert_eq!(d.len(), 1);
+            assert!(d[0].dup);
+            assert_eq!(d[0].pkid, first[0].pkid);
+            assert_eq!(d[0].record, first[0].record);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        h.pull(C3).is_empty(),
+        "the acknowledged one is not sent again"
+    );
 }
