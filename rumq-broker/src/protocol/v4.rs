@@ -86,6 +86,9 @@ pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
             "reserved fixed-header flags".into(),
         ));
     }
+    if first >> 4 == 8 {
+        check_subscribe_options(&frame)?;
+    }
     let packet =
         mq::read(&mut frame, usize::MAX).map_err(|e| ProtocolError::Malformed(format!("{e:?}")))?;
     Ok(match packet {
@@ -144,6 +147,32 @@ pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
             ))
         }
     })
+}
+
+/// 3.1.1 §3.8.3.1 [MQTT-3.8.3-4]: the upper six bits of each requested-QoS byte of a
+/// SUBSCRIBE are reserved and must be 0 (`mqttbytes` ignores them). `frame` is the
+/// whole packet; truncation is left to `mqttbytes` to report.
+fn check_subscribe_options(frame: &[u8]) -> Result<(), ProtocolError> {
+    // Fixed header: the first byte and the remaining length (checked by `frame`).
+    let mut i = 1;
+    while frame.get(i).is_some_and(|b| b & 0x80 != 0) {
+        i += 1;
+    }
+    // The last length byte and the packet id.
+    i += 3;
+    while let Some(len) = frame.get(i..i + 2) {
+        i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+        match frame.get(i) {
+            Some(options) if options & 0xfc != 0 => {
+                return Err(ProtocolError::Malformed(
+                    "reserved bits set in a SUBSCRIBE requested QoS".into(),
+                ))
+            }
+            Some(_) => i += 1,
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 /// Payloads at least this large go out as their own iovec instead of being copied.
@@ -282,5 +311,42 @@ impl Encoder {
             self.small = BytesMut::new();
         }
         self.chunks.shrink_to(0);
+    }
+}
+
+#[cfg(test)]
+mod subscribe_option_tests {
+    use super::*;
+
+    fn subscribe(options: &[(&str, u8)]) -> BytesMut {
+        let mut body = vec![0x00, 0x07];
+        for (f, o) in options {
+            body.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            body.extend_from_slice(f.as_bytes());
+            body.push(*o);
+        }
+        let mut b = BytesMut::new();
+        b.put_u8(0x82);
+        put_remaining_length(&mut b, body.len());
+        b.put_slice(&body);
+        b
+    }
+
+    #[test]
+    fn reserved_bits_in_a_requested_qos_are_malformed() {
+        assert!(decode(subscribe(&[("a", 0x01), ("b/#", 0x02)])).is_ok());
+        for bad in [0x04u8, 0x80, 0xfe] {
+            assert!(
+                matches!(
+                    decode(subscribe(&[("a", 0x01), ("b", bad)])),
+                    Err(ProtocolError::Malformed(_))
+                ),
+                "{bad:#x}"
+            );
+        }
+        // A long filter: the remaining length takes two bytes.
+        let long = "x".repeat(200);
+        assert!(decode(subscribe(&[(&long, 0x00)])).is_ok());
+        assert!(decode(subscribe(&[(&long, 0x40)])).is_err());
     }
 }
