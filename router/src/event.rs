@@ -2,6 +2,7 @@
 //! both protocol versions are translated to and from at the connection's edge.
 
 use bytes::Bytes;
+use commitlog::record::Framed;
 
 use crate::{ConnectionId, PacketId, QoS, TopicId};
 
@@ -27,8 +28,9 @@ pub enum Event {
         retain: bool,
         /// Packet id (QoS 1 and 2).
         pkid: Option<PacketId>,
-        /// The message in stored form (see [`crate::Message`]).
-        record: Bytes,
+        /// The message in stored form (see [`crate::Message`]), framed for the log by
+        /// the connection (so the checksum is computed off the router thread).
+        record: Framed,
     },
     /// The client acknowledged a QoS 1 delivery.
     PubAck {
@@ -111,7 +113,7 @@ pub struct Will {
     /// Retain.
     pub retain: bool,
     /// The record to append when the will fires.
-    pub record: Bytes,
+    pub record: Framed,
 }
 
 /// Why a connection ended.

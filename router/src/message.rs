@@ -17,6 +17,7 @@
 //! ```
 
 use bytes::{BufMut, Bytes, BytesMut};
+use commitlog::record::Framed;
 
 /// The format version written by this code.
 pub const FORMAT_VERSION: u8 = 1;
@@ -90,6 +91,46 @@ impl Message {
     ) -> Bytes {
         let mut b =
             BytesMut::with_capacity(FIXED_BYTES + topic.len() + properties.len() + payload.len());
+        Self::put(&mut b, qos, retain, time_ms, topic, properties, payload);
+        b.freeze()
+    }
+
+    /// Encode a record framed for the commitlog, in one buffer: what a connection
+    /// hands the router, so the log writes it without copying or checksumming.
+    #[must_use]
+    pub fn encode_framed(
+        qos: QoS,
+        retain: bool,
+        time_ms: u64,
+        topic: &str,
+        properties: &[u8],
+        payload: &[u8],
+    ) -> Framed {
+        let header = commitlog::record::HEADER_BYTES;
+        let mut b = BytesMut::with_capacity(
+            header + FIXED_BYTES + topic.len() + properties.len() + payload.len(),
+        );
+        b.put_bytes(0, header);
+        Self::put(&mut b, qos, retain, time_ms, topic, properties, payload);
+        match Framed::seal(b) {
+            Some(f) => f,
+            // Unreachable: the buffer holds the header, and no record from a packet
+            // (256 MiB at most) exceeds u32::MAX bytes.
+            None => Framed::new(&Self::encode(
+                qos, retain, time_ms, topic, properties, payload,
+            )),
+        }
+    }
+
+    fn put(
+        b: &mut BytesMut,
+        qos: QoS,
+        retain: bool,
+        time_ms: u64,
+        topic: &str,
+        properties: &[u8],
+        payload: &[u8],
+    ) {
         b.put_u8(FORMAT_VERSION);
         b.put_u8(qos as u8 | (u8::from(retain) << 2));
         b.put_u64(time_ms);
@@ -99,7 +140,6 @@ impl Message {
         b.put_u32(u32::try_from(properties.len()).unwrap_or(u32::MAX));
         b.put_slice(properties);
         b.put_slice(payload);
-        b.freeze()
     }
 
     /// Decode a record without copying.
@@ -151,6 +191,16 @@ impl Message {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn framed_holds_the_same_record() {
+        let f = Message::encode_framed(QoS::AtLeastOnce, false, 5, "t", b"p", b"x");
+        assert_eq!(
+            f.payload(),
+            Message::encode(QoS::AtLeastOnce, false, 5, "t", b"p", b"x")
+        );
+        assert_eq!(f, Framed::new(&f.payload()));
+    }
 
     #[test]
     fn round_trip() {

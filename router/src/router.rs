@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use commitlog::record::Framed;
 use commitlog::{Offset, ReadLimits};
 
 use crate::event::{
@@ -56,7 +57,7 @@ struct StagedPublish {
     topic: TopicId,
     qos: QoS,
     retain: bool,
-    record: Bytes,
+    record: Framed,
     from: Option<ConnectionId>,
 }
 
@@ -77,7 +78,7 @@ pub struct Router<S: Storage> {
     /// Inbound QoS 2 ids (by session) of the publishes in `staged`: a retransmission
     /// that arrives before the flush is not stored twice.
     staged_qos2: HashSet<(SessionId, u16)>,
-    staged_records: Vec<Bytes>,
+    staged_records: Vec<Framed>,
     outbox: Vec<(ConnectionId, Reply)>,
     wake: Vec<SessionId>,
     next_session: u32,
@@ -480,7 +481,7 @@ impl<S: Storage> Router<S> {
         qos: QoS,
         retain: bool,
         pkid: Option<PacketId>,
-        record: Bytes,
+        record: Framed,
     ) {
         let Some(sid) = self.by_conn.get(&conn).copied() else {
             return;
@@ -650,7 +651,7 @@ impl<S: Storage> Router<S> {
         let result = if self.staged_records.is_empty() {
             Ok(self.storage.head()..self.storage.head())
         } else {
-            self.storage.append_batch(&self.staged_records)
+            self.storage.append(&self.staged_records)
         };
         let mut staged = std::mem::take(&mut self.staged);
         self.staged_qos2.clear();
@@ -700,11 +701,12 @@ impl<S: Storage> Router<S> {
 
     fn fan_out(&mut self, offset: Offset, p: &StagedPublish) {
         if p.retain {
-            let empty = Message::decode(&p.record).is_ok_and(|m| m.payload.is_empty());
+            let record = p.record.payload();
+            let empty = Message::decode(&record).is_ok_and(|m| m.payload.is_empty());
             if empty {
                 self.retained.remove(&p.topic);
             } else {
-                self.retained.insert(p.topic, p.record.clone());
+                self.retained.insert(p.topic, record);
             }
         }
         if !self.matches.contains_key(&p.topic) {

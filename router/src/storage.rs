@@ -5,12 +5,13 @@ use std::ops::Range;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use commitlog::record::Framed;
 use commitlog::{Log, Offset, ReadBatch, ReadLimits, RetentionReport};
 
 /// What the router needs of a log.
 pub trait Storage {
-    /// Append records in order (see [`Log::append_batch`]).
-    fn append_batch(&mut self, records: &[Bytes]) -> commitlog::Result<Range<Offset>>;
+    /// Append records, framed by their producers, in order (see [`Log::append_framed`]).
+    fn append(&mut self, records: &[Framed]) -> commitlog::Result<Range<Offset>>;
     /// Read records (see [`Log::read`]).
     fn read(
         &self,
@@ -31,8 +32,8 @@ pub trait Storage {
 }
 
 impl Storage for Log {
-    fn append_batch(&mut self, records: &[Bytes]) -> commitlog::Result<Range<Offset>> {
-        Log::append_batch(self, records)
+    fn append(&mut self, records: &[Framed]) -> commitlog::Result<Range<Offset>> {
+        Log::append_framed(self, records)
     }
     fn read(
         &self,

@@ -240,7 +240,7 @@ impl Connection {
             topic,
             qos: w.qos,
             retain: w.retain,
-            record: Message::encode(w.qos, w.retain, now_ms(), &w.topic, &[], &w.payload),
+            record: Message::encode_framed(w.qos, w.retain, now_ms(), &w.topic, &[], &w.payload),
         })
     }
 
@@ -353,7 +353,7 @@ impl Connection {
                     qos,
                     retain,
                     pkid,
-                    record: Message::encode(qos, retain, now_ms(), &topic, &[], &payload),
+                    record: Message::encode_framed(qos, retain, now_ms(), &topic, &[], &payload),
                 }
             }
             Inbound::PubAck(pkid) => Event::PubAck { conn, pkid },

@@ -48,8 +48,8 @@ impl Harness {
         self.take(conn)
     }
 
-    fn record(&self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) -> Bytes {
-        Message::encode(qos, retain, 0, topic, &[], payload)
+    fn record(&self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) -> Framed {
+        Message::encode_framed(qos, retain, 0, topic, &[], payload)
     }
 
     fn publish(
