@@ -1,1 +1,3 @@
-//! rumq benchmarks: see `benches/` for the criterion targets.
+//! rumq benchmarks: criterion targets in `benches/`, the `rumq-load` load generator in
+//! `src/bin`, and its scenarios in [`load`].
+pub mod load;

@@ -1,208 +1,174 @@
-//! `rumq-load`: an end-to-end load generator that speaks stock MQTT 3.1.1 over TCP.
-//!
-//! `topics`: one publisher spreads messages over N distinct topics (pipelined, with a
-//! bounded window of unacknowledged QoS 1 publishes and batched writes) while one
-//! wildcard subscriber counts what arrives; prints the publish rate, deliveries, and
-//! (with --broker-pid) the broker's RSS and open file descriptors.
+//! `rumq-load`: end-to-end load against any MQTT 3.1.1 broker (stock wire protocol,
+//! batched writes). Each subcommand prints one `key=value` line, bounded in count and
+//! time. See `benches/compare.sh` for the side-by-side run against Mosquitto.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bytes::BytesMut;
+use benches::load::{proc_stats, scenario};
 use clap::{Parser, Subcommand};
-use mqttbytes::v4::{self, Connect, Packet, Publish, Subscribe};
-use mqttbytes::QoS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 #[derive(Debug, Parser)]
 struct Cli {
     /// Broker address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     addr: String,
+    /// Broker process id, to report its RSS and open files.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_s: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Publish over many distinct topics.
-    Topics {
-        /// Distinct topics.
-        #[arg(long, default_value_t = 100_000)]
-        topics: usize,
-        /// Messages in all (round-robin over the topics).
-        #[arg(long, default_value_t = 200_000)]
-        messages: usize,
-        /// Payload bytes.
+    /// Publishers → subscribers as fast as the broker goes; exact loss/dup/order counts.
+    Throughput {
+        #[arg(long, default_value_t = 1)]
+        pubs: usize,
+        #[arg(long, default_value_t = 1)]
+        subs: usize,
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        /// Payload bytes (at least 20).
         #[arg(long, default_value_t = 64)]
         payload: usize,
-        /// Unacknowledged publishes in flight.
+        /// Messages per publisher.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Each publisher on its own topic, subscribers on `bench/+`.
+        #[arg(long)]
+        distinct_topics: bool,
+        /// Subscribers on `bench/+` even for one topic.
+        #[arg(long)]
+        wildcard: bool,
+        /// Each publisher spreads its messages over this many topics of its own.
+        #[arg(long, default_value_t = 1)]
+        topics: usize,
+        /// Unacknowledged QoS 1/2 publishes per publisher.
         #[arg(long, default_value_t = 1000)]
         window: usize,
-        /// Broker process id, to report its RSS and open files.
-        #[arg(long)]
-        broker_pid: Option<u32>,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 120)]
-        timeout_s: u64,
+    },
+    /// One publisher at a fixed rate, one subscriber: latency percentiles.
+    Latency {
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+    },
+    /// N idle connections: connect time and broker RSS per connection.
+    Connections {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Seconds to hold them before measuring.
+        #[arg(long, default_value_t = 2)]
+        hold_s: u64,
     },
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Topics {
-            topics,
-            messages,
-            payload,
-            window,
-            broker_pid,
-            timeout_s,
-        } => {
-            let limit = Duration::from_secs(timeout_s);
-            tokio::time::timeout(
-                limit,
-                run_topics(&cli.addr, topics, messages, payload, window, broker_pid),
-            )
-            .await
-            .context("timed out")?
-        }
-    }
-}
-
-async fn connect(addr: &str, id: &str) -> anyhow::Result<(TcpStream, BytesMut)> {
-    let mut s = TcpStream::connect(addr)
+    let limit = Duration::from_secs(cli.timeout_s);
+    tokio::time::timeout(limit, run(&cli))
         .await
-        .with_context(|| format!("connect {addr}"))?;
-    s.set_nodelay(true)?;
-    let mut c = Connect::new(id);
-    c.keep_alive = 60;
-    let mut out = BytesMut::new();
-    c.write(&mut out).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    s.write_all(&out).await?;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    loop {
-        match v4::read(&mut buf, 1 << 24) {
-            Ok(Packet::ConnAck(a)) => {
-                if a.code != v4::ConnectReturnCode::Success {
-                    bail!("connection refused: {:?}", a.code);
-                }
-                return Ok((s, buf));
-            }
-            Ok(other) => bail!("expected CONNACK, got {other:?}"),
-            Err(mqttbytes::Error::InsufficientBytes(_)) => {
-                if s.read_buf(&mut buf).await? == 0 {
-                    bail!("closed before CONNACK");
-                }
-            }
-            Err(e) => bail!("{e:?}"),
-        }
-    }
+        .context("timed out")?
 }
 
-fn proc_stats(pid: u32) -> Option<(u64, usize)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-    Some((rss_kib, fds))
-}
-
-async fn run_topics(
-    addr: &str,
-    topics: usize,
-    messages: usize,
-    payload: usize,
-    window: usize,
-    broker_pid: Option<u32>,
-) -> anyhow::Result<()> {
-    if let Some((rss, fds)) = broker_pid.and_then(proc_stats) {
-        println!("broker before: rss_kib={rss} open_fds={fds}");
-    }
-    // The subscriber.
-    let (mut sub, mut sub_buf) = connect(addr, "rumq-load-sub").await?;
-    let mut out = BytesMut::new();
-    let mut s = Subscribe::new("load/#", QoS::AtMostOnce);
-    s.pkid = 1;
-    s.write(&mut out).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    sub.write_all(&out).await?;
-    let subscriber = tokio::spawn(async move {
-        let mut received = 0usize;
-        let mut suback = false;
-        while received < messages {
-            match v4::read(&mut sub_buf, 1 << 24) {
-                Ok(Packet::Publish(_)) => received += 1,
-                Ok(Packet::SubAck(_)) => suback = true,
-                Ok(_) => {}
-                Err(mqttbytes::Error::InsufficientBytes(_)) => {
-                    match sub.read_buf(&mut sub_buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.cmd {
+        Cmd::Throughput {
+            pubs,
+            subs,
+            qos,
+            payload,
+            messages,
+            distinct_topics,
+            wildcard,
+            topics,
+            window,
+        } => {
+            let before = cli.broker_pid.and_then(proc_stats);
+            let t = scenario::Throughput {
+                pubs: *pubs,
+                subs: *subs,
+                qos: *qos,
+                payload: (*payload).max(benches::load::payload::HEADER),
+                messages: *messages,
+                distinct_topics: *distinct_topics,
+                wildcard: *wildcard,
+                topics: *topics,
+                window: *window,
+                idle_timeout: Duration::from_secs(10),
+            };
+            let r = scenario::throughput(&cli.addr, &t).await?;
+            println!(
+                "scenario=throughput pubs={pubs} subs={subs} qos={qos} payload={payload} messages={messages} topics={topics} \
+                 deliveries_per_s={:.0} mb_per_s={:.1} expected={} received={} missing={} duplicates={} reordered={} acked={} seconds={:.3}",
+                r.deliveries_per_s,
+                r.mb_per_s,
+                r.expected,
+                r.received,
+                r.expected.saturating_sub(r.received),
+                r.duplicates,
+                r.reordered,
+                r.acked,
+                r.seconds
+            );
+            if let (Some((rss0, fds0)), Some((rss1, fds1))) =
+                (before, cli.broker_pid.and_then(proc_stats))
+            {
+                println!("broker rss_kib_before={rss0} rss_kib_after={rss1} open_fds_before={fds0} open_fds_after={fds1}");
+            }
+            if r.received != r.expected {
+                bail!(
+                    "{} of {} messages missing",
+                    r.expected - r.received,
+                    r.expected
+                );
+            }
+        }
+        Cmd::Latency {
+            rate,
+            seconds,
+            qos,
+            payload,
+        } => {
+            let r = scenario::latency(&cli.addr, *rate, *seconds, *qos, (*payload).max(20)).await?;
+            println!(
+                "scenario=latency rate={rate} qos={qos} p50_us={} p99_us={} p999_us={} max_us={} sent={} received={}",
+                r.p50_us, r.p99_us, r.p999_us, r.max_us, r.sent, r.received
+            );
+        }
+        Cmd::Connections { count, hold_s } => {
+            let before = cli.broker_pid.and_then(proc_stats);
+            let start = Instant::now();
+            let (p50, p99, conns) = scenario::idle_connections(&cli.addr, *count).await?;
+            let took = start.elapsed();
+            tokio::time::sleep(Duration::from_secs(*hold_s)).await;
+            let after = cli.broker_pid.and_then(proc_stats);
+            let per_conn = match (before, after) {
+                (Some((b, _)), Some((a, _))) => {
+                    format!("{:.2}", (a.saturating_sub(b)) as f64 / *count as f64)
                 }
-                Err(_) => break,
-            }
+                _ => "unknown".into(),
+            };
+            println!(
+                "scenario=connections count={} connect_p50_us={p50} connect_p99_us={p99} seconds={:.2} rss_kib_before={} rss_kib_after={} rss_kib_per_conn={per_conn}",
+                conns.len(),
+                took.as_secs_f64(),
+                before.map_or(0, |b| b.0),
+                after.map_or(0, |a| a.0),
+            );
+            drop(conns);
         }
-        (received, suback)
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let (stream, mut buf) = connect(addr, "rumq-load-pub").await?;
-    let (mut rd, mut wr) = stream.into_split();
-    let body = vec![b'x'; payload];
-    let names: Vec<String> = (0..topics)
-        .map(|i| format!("load/dev{i}/telemetry"))
-        .collect();
-    let start = Instant::now();
-    let reader = tokio::spawn(async move {
-        let mut acked = 0usize;
-        while acked < messages {
-            match v4::read(&mut buf, 1 << 24) {
-                Ok(Packet::PubAck(_)) => acked += 1,
-                Ok(_) => {}
-                Err(mqttbytes::Error::InsufficientBytes(_)) => match rd.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                },
-                Err(_) => break,
-            }
-        }
-        acked
-    });
-    // Pace by a window of unacknowledged publishes: sent - acked <= window. The reader
-    // task owns the ack count, so the writer sends in bursts of `window` and the
-    // pacing is enforced by TCP and the broker's inflight_in_max.
-    let mut out = BytesMut::with_capacity(256 * 1024);
-    for i in 0..messages {
-        let mut p = Publish::new(names[i % topics].as_str(), QoS::AtLeastOnce, body.clone());
-        p.pkid = (i % 65_000) as u16 + 1;
-        p.write(&mut out).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        if out.len() >= 64 * 1024 || (i + 1) % window == 0 {
-            wr.write_all(&out).await?;
-            out.clear();
-        }
-    }
-    wr.write_all(&out).await?;
-    let acked = reader.await?;
-    let elapsed = start.elapsed();
-    let (received, _) = tokio::time::timeout(Duration::from_secs(30), subscriber).await??;
-    println!(
-        "topics={topics} messages={messages} payload={payload} acked={acked} received={received} seconds={:.3} publishes_per_s={:.0}",
-        elapsed.as_secs_f64(),
-        acked as f64 / elapsed.as_secs_f64()
-    );
-    if let Some((rss, fds)) = broker_pid.and_then(proc_stats) {
-        println!("broker after: rss_kib={rss} open_fds={fds}");
-    }
-    if acked != messages || received != messages {
-        bail!("lost messages: acked {acked}, received {received} of {messages}");
     }
     Ok(())
 }

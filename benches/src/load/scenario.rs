@@ -1,0 +1,431 @@
+//! The scenarios. Each prints one `key=value` line that `benches/compare.sh` reads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::BytesMut;
+use hdrhistogram::Histogram;
+use mqttbytes::v4::{Packet, PubAck, PubComp, PubRec, PubRel, Publish};
+use mqttbytes::QoS;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::client::{self, Conn};
+use super::payload;
+use super::tracker::Tracker;
+
+/// How a throughput run is shaped.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    /// Publishers.
+    pub pubs: usize,
+    /// Subscribers.
+    pub subs: usize,
+    /// QoS of publishes and subscriptions.
+    pub qos: u8,
+    /// Payload bytes (at least the 20-byte header).
+    pub payload: usize,
+    /// Messages per publisher.
+    pub messages: u64,
+    /// Each publisher on its own topic (subscribers then use a wildcard).
+    pub distinct_topics: bool,
+    /// Subscribers use `bench/+` instead of the exact topic.
+    pub wildcard: bool,
+    /// Each publisher spreads its messages round-robin over this many topics of its
+    /// own (1: a single topic); subscribers then use `bench/+`.
+    pub topics: usize,
+    /// Unacknowledged QoS 1/2 publishes per publisher.
+    pub window: usize,
+    /// Give up when nothing arrives for this long.
+    pub idle_timeout: Duration,
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Default)]
+struct SubResult {
+    trackers: Vec<Tracker>,
+    deliveries: u64,
+    last: Option<Instant>,
+    latency: Option<Histogram<u64>>,
+}
+
+fn enc<E: std::fmt::Debug>(r: Result<usize, E>) -> anyhow::Result<()> {
+    r.map(|_| ()).map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+/// Read publishes until `expected` distinct messages arrived (or the broker went
+/// quiet for `idle`), acknowledging as a stock client does.
+async fn subscriber(
+    mut c: Conn,
+    publishers: usize,
+    expected: u64,
+    idle: Duration,
+    epoch: Instant,
+    record_latency: bool,
+) -> anyhow::Result<SubResult> {
+    let mut r = SubResult {
+        trackers: vec![Tracker::default(); publishers],
+        latency: record_latency.then(|| Histogram::new(3)).transpose()?,
+        ..SubResult::default()
+    };
+    let mut distinct = 0u64;
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    while distinct < expected {
+        while let Some(p) = c.reader.try_next()? {
+            match p {
+                Packet::Publish(p) => {
+                    r.deliveries += 1;
+                    if let Some((publisher, seq, sent)) = payload::read(&p.payload) {
+                        if let Some(t) = r.trackers.get_mut(publisher as usize) {
+                            let before = t.received();
+                            t.saw(seq);
+                            distinct += t.received() - before;
+                        }
+                        if let Some(h) = r.latency.as_mut() {
+                            let now = payload::since(epoch);
+                            h.saturating_record(now.saturating_sub(sent) / 1000);
+                        }
+                    }
+                    match p.qos {
+                        QoS::AtMostOnce => {}
+                        QoS::AtLeastOnce => enc(PubAck::new(p.pkid).write(&mut out))?,
+                        QoS::ExactlyOnce => enc(PubRec::new(p.pkid).write(&mut out))?,
+                    }
+                }
+                Packet::PubRel(rel) => enc(PubComp::new(rel.pkid).write(&mut out))?,
+                _ => {}
+            }
+        }
+        r.last = Some(Instant::now());
+        if !out.is_empty() {
+            c.wr.write_all(&out).await?;
+            out.clear();
+        }
+        if distinct >= expected {
+            break;
+        }
+        match tokio::time::timeout(idle, c.reader.fill()).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => bail!("subscriber: the broker closed the connection"),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(r)
+}
+
+/// Publish `count` numbered messages to `topic` with at most `window` unacknowledged.
+/// With `rate` set, messages are scheduled at that rate (open loop: the schedule does
+/// not wait for deliveries) and each carries the time it was written. Returns the
+/// number acknowledged (all of them at QoS 0).
+#[allow(clippy::too_many_arguments)]
+async fn publisher(
+    c: Conn,
+    id: u32,
+    topics: Arc<Vec<String>>,
+    qos: QoS,
+    count: u64,
+    size: usize,
+    window: usize,
+    rate: Option<f64>,
+    epoch: Instant,
+) -> anyhow::Result<u64> {
+    let Conn { mut reader, mut wr } = c;
+    let window = window.clamp(1, 65_000);
+    let permits = Arc::new(Semaphore::new(window));
+    let (rel_tx, mut rel_rx) = mpsc::channel::<u16>(window);
+    let acks = permits.clone();
+    let ack_task = tokio::spawn(async move {
+        let mut acked = 0u64;
+        while acked < count && qos != QoS::AtMostOnce {
+            match reader.next().await? {
+                Packet::PubAck(_) => {
+                    acked += 1;
+                    acks.add_permits(1);
+                }
+                Packet::PubRec(r) if rel_tx.send(r.pkid).await.is_err() => break,
+                Packet::PubComp(_) => {
+                    acked += 1;
+                    acks.add_permits(1);
+                }
+                _ => {}
+            }
+        }
+        anyhow::Ok(acked)
+    });
+
+    let mut body = vec![b'x'; size.max(payload::HEADER)];
+    let mut out = BytesMut::with_capacity(256 * 1024);
+    let mut seq = 0u64;
+    let start = Instant::now();
+    while seq < count {
+        // Release QoS 2 publishes the broker has received.
+        while let Ok(pkid) = rel_rx.try_recv() {
+            enc(PubRel::new(pkid).write(&mut out))?;
+        }
+        let mut k = (count - seq).min(256) as usize;
+        if let Some(r) = rate {
+            let due = start + Duration::from_secs_f64(seq as f64 / r);
+            let now = Instant::now();
+            if due > now {
+                if !out.is_empty() {
+                    wr.write_all(&out).await?;
+                    out.clear();
+                }
+                tokio::time::sleep_until(due.into()).await;
+            }
+            k = 1;
+        }
+        if qos != QoS::AtMostOnce {
+            // Before waiting for the window, send what is pending (PUBRELs above all:
+            // the window only reopens when they are answered).
+            if !out.is_empty() {
+                wr.write_all(&out).await?;
+                out.clear();
+            }
+            let want = k.min(window).min(permits.available_permits().max(1));
+            let want = u32::try_from(want).unwrap_or(1);
+            let got = tokio::select! {
+                p = permits.clone().acquire_many_owned(want) => p.context("window closed")?,
+                pkid = rel_rx.recv() => {
+                    if let Some(pkid) = pkid {
+                        enc(PubRel::new(pkid).write(&mut out))?;
+                    }
+                    continue;
+                }
+            };
+            got.forget();
+            k = want as usize;
+        }
+        for _ in 0..k {
+            // The time it leaves: tokio's timer wakes with millisecond granularity,
+            // so the scheduled time would charge the broker for the load
+            // generator's own wake-up lateness. The schedule still paces the sends
+            // (open loop), and a write that blocks on the broker delays the stamp
+            // of the messages behind it, not their schedule.
+            payload::stamp(&mut body, id, seq, payload::since(epoch));
+            let topic = &topics[(seq % topics.len() as u64) as usize];
+            let mut p = Publish::new(topic.as_str(), qos, body.clone());
+            p.pkid = (seq % 65_000) as u16 + 1;
+            enc(p.write(&mut out))?;
+            seq += 1;
+        }
+        if out.len() >= 64 * 1024 || rate.is_some() || qos != QoS::AtMostOnce {
+            wr.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    wr.write_all(&out).await?;
+    // QoS 2: keep releasing until every PUBCOMP came back.
+    if qos == QoS::ExactlyOnce {
+        while !ack_task.is_finished() {
+            match tokio::time::timeout(Duration::from_millis(50), rel_rx.recv()).await {
+                Ok(Some(pkid)) => {
+                    out.clear();
+                    enc(PubRel::new(pkid).write(&mut out))?;
+                    wr.write_all(&out).await?;
+                }
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+    }
+    let acked = if qos == QoS::AtMostOnce {
+        ack_task.abort();
+        count
+    } else {
+        tokio::time::timeout(Duration::from_secs(60), ack_task)
+            .await
+            .context("publisher: acknowledgements never came")???
+    };
+    // Keep the connection until the broker has read everything (QoS 0 has no acks).
+    let _ = wr.shutdown().await;
+    Ok(acked)
+}
+
+/// The outcome of a throughput run.
+#[derive(Debug)]
+pub struct ThroughputResult {
+    /// Deliveries per second over all subscribers.
+    pub deliveries_per_s: f64,
+    /// Payload megabytes per second delivered.
+    pub mb_per_s: f64,
+    /// Distinct messages received over all subscribers.
+    pub received: u64,
+    /// Expected over all subscribers.
+    pub expected: u64,
+    /// Duplicates.
+    pub duplicates: u64,
+    /// Reorderings within a publisher's sequence.
+    pub reordered: u64,
+    /// Acknowledged publishes.
+    pub acked: u64,
+    /// Seconds from the first publish to the last delivery.
+    pub seconds: f64,
+}
+
+/// Run a throughput scenario against `addr`.
+pub async fn throughput(addr: &str, t: &Throughput) -> anyhow::Result<ThroughputResult> {
+    let qos = client::qos(t.qos)?;
+    let epoch = Instant::now();
+    let filter = if t.distinct_topics || t.wildcard || t.topics > 1 {
+        "bench/+"
+    } else {
+        "bench/t"
+    };
+    let expected_each = t.messages * t.pubs as u64;
+    let mut subs = Vec::new();
+    for i in 0..t.subs {
+        let mut c = client::connect(addr, &format!("bench-sub-{i}"), true).await?;
+        c.subscribe(filter, qos).await?;
+        subs.push(tokio::spawn(subscriber(
+            c,
+            t.pubs,
+            expected_each,
+            t.idle_timeout,
+            epoch,
+            false,
+        )));
+    }
+    let mut pubs = Vec::new();
+    let mut conns = Vec::new();
+    for i in 0..t.pubs {
+        conns.push(client::connect(addr, &format!("bench-pub-{i}"), true).await?);
+    }
+    let start = Instant::now();
+    for (i, c) in conns.into_iter().enumerate() {
+        let topics: Vec<String> = if t.topics > 1 {
+            (0..t.topics).map(|k| format!("bench/p{i}-{k}")).collect()
+        } else if t.distinct_topics {
+            vec![format!("bench/p{i}")]
+        } else {
+            vec!["bench/t".to_string()]
+        };
+        pubs.push(tokio::spawn(publisher(
+            c,
+            i as u32,
+            Arc::new(topics),
+            qos,
+            t.messages,
+            t.payload,
+            t.window,
+            None,
+            epoch,
+        )));
+    }
+    let mut acked = 0;
+    for p in pubs {
+        acked += p.await??;
+    }
+    let mut r = ThroughputResult {
+        deliveries_per_s: 0.0,
+        mb_per_s: 0.0,
+        received: 0,
+        expected: expected_each * t.subs as u64,
+        duplicates: 0,
+        reordered: 0,
+        acked,
+        seconds: 0.0,
+    };
+    let mut last = start;
+    let mut deliveries = 0u64;
+    for s in subs {
+        let s = s.await??;
+        deliveries += s.deliveries;
+        if let Some(l) = s.last {
+            last = last.max(l);
+        }
+        for tr in &s.trackers {
+            r.received += tr.received();
+            r.duplicates += tr.duplicates();
+            r.reordered += tr.reordered();
+        }
+    }
+    r.seconds = (last - start).as_secs_f64().max(1e-9);
+    r.deliveries_per_s = deliveries as f64 / r.seconds;
+    r.mb_per_s = deliveries as f64 * t.payload as f64 / r.seconds / 1e6;
+    Ok(r)
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug)]
+pub struct LatencyResult {
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Maximum.
+    pub max_us: u64,
+    /// Messages measured.
+    pub received: u64,
+    /// Messages sent.
+    pub sent: u64,
+}
+
+/// One publisher at a fixed rate to one subscriber; latency from each message's
+/// write to its arrival.
+pub async fn latency(
+    addr: &str,
+    rate: f64,
+    seconds: f64,
+    qos: u8,
+    size: usize,
+) -> anyhow::Result<LatencyResult> {
+    let q = client::qos(qos)?;
+    let epoch = Instant::now();
+    let count = (rate * seconds) as u64;
+    let mut sub = client::connect(addr, "bench-lat-sub", true).await?;
+    sub.subscribe("bench/lat", q).await?;
+    let s = tokio::spawn(subscriber(
+        sub,
+        1,
+        count,
+        Duration::from_secs(5),
+        epoch,
+        true,
+    ));
+    let c = client::connect(addr, "bench-lat-pub", true).await?;
+    let sent = count;
+    let topics = Arc::new(vec!["bench/lat".to_string()]);
+    publisher(c, 0, topics, q, count, size, 1000, Some(rate), epoch).await?;
+    let r = s.await??;
+    let h = r.latency.context("no histogram")?;
+    Ok(LatencyResult {
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+        received: r.trackers.iter().map(Tracker::received).sum(),
+        sent,
+    })
+}
+
+/// Open `n` idle connections; returns (connect time p50 µs, p99 µs, the connections).
+pub async fn idle_connections(addr: &str, n: usize) -> anyhow::Result<(u64, u64, Vec<Conn>)> {
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut conns = Vec::with_capacity(n);
+    let mut pending = tokio::task::JoinSet::new();
+    let mut next = 0usize;
+    while conns.len() < n {
+        while next < n && pending.len() < 64 {
+            let addr = addr.to_string();
+            let id = format!("bench-idle-{next}");
+            pending.spawn(async move {
+                let t = Instant::now();
+                let c = client::connect(&addr, &id, true).await;
+                (t.elapsed(), c)
+            });
+            next += 1;
+        }
+        let Some(done) = pending.join_next().await else {
+            break;
+        };
+        let (took, c) = done?;
+        h.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        conns.push(c?);
+    }
+    Ok((h.value_at_quantile(0.5), h.value_at_quantile(0.99), conns))
+}
