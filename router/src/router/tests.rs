@@ -97,10 +97,24 @@ impl Harness {
         mine
     }
 
-    /// Pull once and return the payloads with their QoS, flags and packet ids.
-    fn pull(&mut self, conn: ConnectionId) -> Vec<Delivery> {
-        self.router.handle(Event::Pull { conn });
-        self.router.flush();
+    /// Close the log cleanly, reopen it with a fresh topic table, and restore
+    /// `snapshot`: a broker restart.
+    fn restart(self, snapshot: Snapshot) -> Harness {
+        let Harness { router, _dir, .. } = self;
+        router.into_storage().close().unwrap();
+        let log = Log::open(_dir.path(), LogConfig::default()).unwrap();
+        let topics = Arc::new(TopicInterner::new(1000));
+        let mut h = Harness {
+            router: Router::new(RouterConfig::default(), log, topics.clone()),
+            topics,
+            _dir,
+        };
+        h.router.restore(snapshot);
+        h
+    }
+
+    /// Deliveries sent to `conn` so far (other replies to it are dropped).
+    fn deliveries(&mut self, conn: ConnectionId) -> Vec<Delivery> {
         self.take(conn)
             .into_iter()
             .flat_map(|r| match r {
@@ -108,6 +122,13 @@ impl Harness {
                 _ => Vec::new(),
             })
             .collect()
+    }
+
+    /// Pull once and return what was delivered.
+    fn pull(&mut self, conn: ConnectionId) -> Vec<Delivery> {
+        self.router.handle(Event::Pull { conn });
+        self.router.flush();
+        self.deliveries(conn)
     }
 }
 
@@ -176,14 +197,7 @@ fn pubsub_in_order_with_effective_qos() {
     h.publish(C2, "b/c", QoS::AtMostOnce, false, 0, b"not matched");
     h.router.flush();
     // The waiting pull was answered at the flush.
-    let d: Vec<Delivery> = h
-        .take(C1)
-        .into_iter()
-        .flat_map(|r| match r {
-            Reply::Deliver(d) => d,
-            _ => vec![],
-        })
-        .collect();
+    let d: Vec<Delivery> = h.deliveries(C1);
     assert_eq!(payloads(&d), vec![b"one".to_vec(), b"two".to_vec()]);
     assert_eq!(d[0].qos, QoS::AtLeastOnce, "min(2, 1)");
     assert!(d[0].pkid.is_some() && !d[0].dup && !d[0].retain);
@@ -274,14 +288,7 @@ fn inflight_limit_holds_back_until_acked() {
         conn: C1,
         pkid: d[0].pkid.unwrap(),
     });
-    let next: Vec<Delivery> = h
-        .take(C1)
-        .into_iter()
-        .flat_map(|r| match r {
-            Reply::Deliver(d) => d,
-            _ => vec![],
-        })
-        .collect();
+    let next: Vec<Delivery> = h.deliveries(C1);
     assert_eq!(payloads(&next), vec![vec![2]]);
 }
 
@@ -368,14 +375,7 @@ fn takeover_closes_the_old_connection_and_fires_its_will() {
     assert_eq!(h.take(C2), vec![accepted(true)]);
     let old = h.take(C1);
     assert_eq!(old, vec![Reply::Close(CloseReason::SessionTakenOver)]);
-    let got: Vec<Delivery> = h
-        .take(C3)
-        .into_iter()
-        .flat_map(|r| match r {
-            Reply::Deliver(d) => d,
-            _ => vec![],
-        })
-        .collect();
+    let got: Vec<Delivery> = h.deliveries(C3);
     assert_eq!(payloads(&got), vec![b"gone".to_vec()]);
     // The old connection's late disconnect changes nothing.
     h.router.handle(Event::Disconnect {
@@ -567,16 +567,7 @@ fn sessions_and_retained_messages_survive_a_snapshot_and_restore() {
     // Shut down, restart on the same log with a fresh topic table.
     let snapshot = Snapshot::decode(&h.router.snapshot().encode()).unwrap();
     assert_eq!(snapshot.sessions.len(), 2, "clean sessions are not saved");
-    let Harness { router, _dir, .. } = h;
-    router.into_storage().close().unwrap();
-    let log = Log::open(_dir.path(), LogConfig::default()).unwrap();
-    let topics = Arc::new(TopicInterner::new(1000));
-    let mut h = Harness {
-        router: Router::new(RouterConfig::default(), log, topics.clone()),
-        topics,
-        _dir,
-    };
-    h.router.restore(snapshot);
+    let mut h = h.restart(snapshot);
 
     // "dev": session present, the QoS 2 release resumes, then what it missed, in order.
     assert_eq!(
@@ -632,16 +623,7 @@ fn an_unacked_delivery_survives_a_restart_with_dup() {
         pkid: first[1].pkid.unwrap(),
     });
     let snapshot = h.router.snapshot();
-    let Harness { router, _dir, .. } = h;
-    router.into_storage().close().unwrap();
-    let log = Log::open(_dir.path(), LogConfig::default()).unwrap();
-    let topics = Arc::new(TopicInterner::new(1000));
-    let mut h = Harness {
-        router: Router::new(RouterConfig::default(), log, topics.clone()),
-        topics,
-        _dir,
-    };
-    h.router.restore(snapshot);
+    let mut h = h.restart(snapshot);
     let replies = h.connect(C3, "dev", false);
     assert_eq!(replies[0], accepted(true));
     match &replies[1..] {
