@@ -78,6 +78,9 @@ enum End {
     TopicLimit,
 }
 
+/// Bytes reserved for a read. The read buffer is allocated when the socket is
+/// readable and dropped once everything in it was decoded, so an idle connection
+/// holds no buffer: fleets keep thousands of mostly idle connections open.
 const READ_BUF_BYTES: usize = 4096;
 
 /// Serve one accepted socket until it closes.
@@ -91,7 +94,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watch::Rece
             id,
             stream,
             shared,
-            read_buf: BytesMut::with_capacity(READ_BUF_BYTES),
+            read_buf: BytesMut::new(),
             encoder: Encoder::new(),
             chunks: Vec::new(),
             inflight_in: 0,
@@ -135,6 +138,9 @@ impl Connection {
             }
         };
         tracing::Span::current().record("client_id", connect.client_id.as_str());
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
         if let Some(code) = self.authenticate(&connect) {
             self.encoder.connack(false, code);
             let _ = self.write_out().await;
@@ -207,6 +213,7 @@ impl Connection {
                 }
                 Err(e) => return Err(End::Protocol(e)),
             }
+            self.read_buf.reserve(READ_BUF_BYTES);
             match self.stream.read_buf(&mut self.read_buf).await {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
@@ -282,10 +289,19 @@ impl Connection {
                         return end;
                     }
                 }
-                read = self.stream.read_buf(&mut self.read_buf), if can_read => {
-                    match read {
+                ready = self.stream.readable(), if can_read => {
+                    if let Err(e) = ready {
+                        return End::Io(e);
+                    }
+                    // The buffer exists only while there are bytes to read: an idle
+                    // connection holds none (see the note on READ_BUF_BYTES).
+                    if self.read_buf.capacity() - self.read_buf.len() < READ_BUF_BYTES / 2 {
+                        self.read_buf.reserve(READ_BUF_BYTES);
+                    }
+                    match self.stream.try_read_buf(&mut self.read_buf) {
                         Ok(0) => return End::Eof,
                         Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                         Err(e) => return End::Io(e),
                     }
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
@@ -305,9 +321,8 @@ impl Connection {
                             return end;
                         }
                     }
-                    if self.read_buf.is_empty() && self.read_buf.capacity() > 64 * 1024 {
-                        // A large packet passed: give the memory back.
-                        self.read_buf = BytesMut::with_capacity(READ_BUF_BYTES);
+                    if self.read_buf.is_empty() {
+                        self.read_buf = BytesMut::new();
                     }
                 }
                 _ = sleep_until(deadline) => return End::KeepAlive,

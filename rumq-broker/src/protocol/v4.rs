@@ -307,7 +307,7 @@ impl Encoder {
 
     /// Drop the buffers' memory (an idle connection keeps none).
     pub fn shrink(&mut self) {
-        if self.small.capacity() > 4096 {
+        if self.small.is_empty() {
             self.small = BytesMut::new();
         }
         self.chunks.shrink_to(0);
