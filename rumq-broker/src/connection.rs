@@ -295,8 +295,11 @@ impl Connection {
                     }
                     // The buffer exists only while there are bytes to read: an idle
                     // connection holds none (see the note on READ_BUF_BYTES).
-                    if self.read_buf.capacity() - self.read_buf.len() < READ_BUF_BYTES / 2 {
-                        self.read_buf.reserve(READ_BUF_BYTES);
+                    // Room for the rest of a large packet whose header already came,
+                    // so it arrives in one read rather than in 4 KiB pieces.
+                    let want = protocol::bytes_missing(&self.read_buf, max_packet).max(READ_BUF_BYTES);
+                    if self.read_buf.capacity() - self.read_buf.len() < want / 2 {
+                        self.read_buf.reserve(want);
                     }
                     match self.stream.try_read_buf(&mut self.read_buf) {
                         Ok(0) => return End::Eof,

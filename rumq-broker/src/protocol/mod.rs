@@ -88,6 +88,15 @@ pub enum ProtocolError {
     UnsupportedVersion(u8),
 }
 
+/// Bytes still missing from the packet at the front of `buf`, when its header says.
+/// Lets a reader ask for a large packet's rest in one read instead of many.
+pub fn bytes_missing(buf: &[u8], max_packet_size: usize) -> usize {
+    match v4::frame_len(buf, max_packet_size) {
+        Ok(Some(total)) => total.saturating_sub(buf.len()),
+        _ => 0,
+    }
+}
+
 /// Decode one packet from the front of `buf`, consuming it. `Ok(None)` means more
 /// bytes are needed. `connected` is false until CONNECT was accepted: only CONNECT
 /// may come first, and never again.

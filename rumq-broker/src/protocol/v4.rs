@@ -7,13 +7,9 @@ use router::{ConnectCode, Delivery, Message, PacketId, QoS, Reply, SubscribeCode
 
 use super::{Inbound, ProtocolError};
 
-/// Cut the next whole packet off the front of `buf`; `None` until it is all there.
-/// A packet larger than `max_packet_size` fails as soon as its header is read, before
-/// its bytes are buffered.
-pub fn frame(
-    buf: &mut BytesMut,
-    max_packet_size: usize,
-) -> Result<Option<BytesMut>, ProtocolError> {
+/// The length of the packet at the front of `buf` (fixed header included), once its
+/// fixed header is complete.
+pub fn frame_len(buf: &[u8], max_packet_size: usize) -> Result<Option<usize>, ProtocolError> {
     let mut len = 0usize;
     let mut i = 1;
     loop {
@@ -38,6 +34,19 @@ pub fn frame(
             max: max_packet_size,
         });
     }
+    Ok(Some(total))
+}
+
+/// Cut the next whole packet off the front of `buf`; `None` until it is all there.
+/// A packet larger than `max_packet_size` fails as soon as its header is read, before
+/// its bytes are buffered.
+pub fn frame(
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Option<BytesMut>, ProtocolError> {
+    let Some(total) = frame_len(buf, max_packet_size)? else {
+        return Ok(None);
+    };
     if buf.len() < total {
         return Ok(None);
     }
