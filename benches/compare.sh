@@ -17,65 +17,7 @@ RUNS=${RUNS:-3}
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then M=20000; BIG=200; IDLE=500; LAT_S=1; else M=1000000; BIG=20000; IDLE=10000; LAT_S=5; fi
 
-if ! command -v mosquitto >/dev/null 2>&1; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
-fi
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-
-cargo build --release -q -p rumq-broker -p benches
-LOAD=target/release/rumq-load
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-
-start_rumq() {
-  RPORT=$(free_port)
-  rm -rf "$tmp/rumq-data"
-  target/release/rumq-broker --listen "127.0.0.1:$RPORT" --data-dir "$tmp/rumq-data" --log-level warn 2>"$tmp/rumq.log" &
-  RPID=$!; pids+=("$RPID"); wait_port "$RPORT"
-}
-start_mosquitto() {
-  MPORT=$(free_port)
-  cat >"$tmp/mosquitto.conf" <<CONF
-listener $MPORT 127.0.0.1
-allow_anonymous true
-set_tcp_nodelay true
-max_inflight_messages 100
-max_queued_messages 1000000
-persistence false
-log_dest stderr
-log_type error
-CONF
-  "$MOSQUITTO" -c "$tmp/mosquitto.conf" 2>"$tmp/mosquitto.log" &
-  MPID=$!; pids+=("$MPID"); wait_port "$MPORT"
-}
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-
-# field KEY LINE -> value
-field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}'; }
-
-# run BROKER METRIC ARGS... -> median of RUNS runs (fresh broker each run)
-run() {
-  local broker=$1 metric=$2; shift 2
-  local vals=()
-  for _ in $(seq "$RUNS"); do
-    if [ "$broker" = rumq ]; then start_rumq; port=$RPORT; pid=$RPID; else start_mosquitto; port=$MPORT; pid=$MPID; fi
-    line=$("$LOAD" --addr "127.0.0.1:$port" --broker-pid "$pid" --timeout-s 600 "$@" 2>"$tmp/load.err" | grep '^scenario=' || true)
-    stop "$pid"
-    if [ -z "$line" ]; then echo "  [$broker] failed: $(tail -1 "$tmp/load.err")" >&2; vals+=(nan); continue; fi
-    echo "  [$broker] $line" >&2
-    vals+=("$(field "$metric" "$line")")
-  done
-  printf '%s\n' "${vals[@]}" | median
-}
+source benches/lib.sh
 
 rows=()
 row() { # LABEL METRIC ARGS...
