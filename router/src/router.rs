@@ -85,6 +85,8 @@ pub struct Router<S: Storage> {
     next_assigned_id: u64,
     last_retention: Option<SystemTime>,
     read_buf: Vec<Bytes>,
+    /// Scratch for `deliver`: the queued messages being read.
+    want_buf: Vec<Queued>,
     stats: RouterStats,
 }
 
@@ -110,6 +112,7 @@ impl<S: Storage> Router<S> {
             next_assigned_id: 0,
             last_retention: None,
             read_buf: Vec::new(),
+            want_buf: Vec::new(),
             stats: RouterStats::default(),
         }
     }
@@ -747,6 +750,7 @@ impl<S: Storage> Router<S> {
             config,
             outbox,
             read_buf,
+            want_buf,
             stats,
             ..
         } = self;
@@ -774,7 +778,13 @@ impl<S: Storage> Router<S> {
             bytes += record.len();
             push_delivery(s, &mut items, record, None, qos, true);
         }
-        while items.len() < config.deliver_records_max && bytes < config.deliver_bytes_max {
+        // Take what the window allows off the queue, then read it in runs of
+        // consecutive offsets: one storage read per run, not per message (a lagging
+        // subscriber is served from disk, and a syscall per message would dominate).
+        let mut want = std::mem::take(want_buf);
+        want.clear();
+        let mut window = config.inflight_max.saturating_sub(s.inflight.len());
+        while items.len() + want.len() < config.deliver_records_max {
             if s.queue.is_empty() {
                 if s.live {
                     break;
@@ -787,31 +797,53 @@ impl<S: Storage> Router<S> {
             let Some(q) = s.queue.front().copied() else {
                 break;
             };
-            if q.qos != QoS::AtMostOnce && s.inflight.len() >= config.inflight_max {
-                break;
+            if q.qos != QoS::AtMostOnce {
+                if window == 0 {
+                    break;
+                }
+                window -= 1;
             }
             s.queue.pop_front();
+            want.push(q);
+        }
+        let mut k = 0;
+        while k < want.len() && bytes < config.deliver_bytes_max {
+            let first = want[k].offset;
+            let run = 1 + want[k + 1..]
+                .iter()
+                .zip(&want[k..])
+                .take_while(|(next, prev)| next.offset == prev.offset.add(1))
+                .count();
             read_buf.clear();
-            let one = ReadLimits {
-                records_max: 1,
-                bytes_max: 1,
+            let limits = ReadLimits {
+                records_max: run,
+                bytes_max: config.deliver_bytes_max - bytes,
             };
-            match storage.read(q.offset, one, read_buf) {
-                Ok(b) if b.first == q.offset => {
-                    if let Some(record) = read_buf.pop() {
+            match storage.read(first, limits, read_buf) {
+                Ok(b) if b.first == first && !read_buf.is_empty() => {
+                    for record in read_buf.drain(..) {
+                        let q = want[k];
                         bytes += record.len();
                         push_delivery(s, &mut items, record, Some(q.offset), q.qos, false);
+                        k += 1;
                     }
                 }
                 Ok(_) | Err(commitlog::Error::OffsetOutOfRange { .. }) => {
                     stats.lost_to_retention += 1;
-                    tracing::warn!(client_id = %s.client_id, offset = %q.offset, "message removed by retention before delivery");
+                    tracing::warn!(client_id = %s.client_id, offset = %first, "message removed by retention before delivery");
+                    k += 1;
                 }
                 Err(e) => {
-                    tracing::error!(client_id = %s.client_id, offset = %q.offset, error = %e, "cannot read message; skipping it");
+                    tracing::error!(client_id = %s.client_id, offset = %first, error = %e, "cannot read message; skipping it");
+                    k += 1;
                 }
             }
         }
+        // What the byte budget left over goes back to the front, in order.
+        for q in want.drain(k..).rev() {
+            s.queue.push_front(q);
+        }
+        *want_buf = want;
         if !items.is_empty() {
             stats.delivered += items.len() as u64;
             s.awaiting_pull = false;

@@ -640,3 +640,28 @@ fn an_unacked_delivery_survives_a_restart_with_dup() {
         "the acknowledged one is not sent again"
     );
 }
+
+#[test]
+fn a_byte_budget_cut_keeps_the_rest_queued_in_order() {
+    let mut h = harness(RouterConfig {
+        deliver_bytes_max: 100,
+        ..RouterConfig::default()
+    });
+    h.connect(C1, "sub", true);
+    h.subscribe(C1, "t", QoS::AtLeastOnce);
+    h.connect(C2, "pub", true);
+    for i in 0..10u8 {
+        h.publish(C2, "t", QoS::AtLeastOnce, false, u16::from(i) + 1, &[i; 40]);
+    }
+    h.router.flush();
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        let d = h.pull(C1);
+        if d.is_empty() {
+            break;
+        }
+        assert!(d.len() < 10, "the budget cut the batch");
+        got.extend(payloads(&d));
+    }
+    assert_eq!(got, (0..10u8).map(|i| vec![i; 40]).collect::<Vec<_>>());
+}
