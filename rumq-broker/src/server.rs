@@ -131,6 +131,7 @@ async fn serve(
     topics: Arc<TopicInterner>,
     router_tx: mpsc::Sender<ToRouter>,
 ) -> anyhow::Result<()> {
+    let signal = shutdown_signal()?;
     let listener = TcpListener::bind(config.listener.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listener.addr))?;
@@ -143,7 +144,6 @@ async fn serve(
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let mut tasks = JoinSet::new();
 
-    let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -234,25 +234,17 @@ async fn tick(router: mpsc::Sender<ToRouter>, mut shutdown: watch::Receiver<bool
     }
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Install the SIGTERM and SIGINT handlers now (before the broker says it is
+/// listening, so a signal right after that line is never the default "terminate"),
+/// and return a future that completes on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
