@@ -12,8 +12,10 @@
 mod config;
 mod connection;
 mod driver;
-mod protocol;
 mod server;
+
+// The protocol edge is the library half of this package (so it can be fuzzed).
+use rumq_broker::protocol;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

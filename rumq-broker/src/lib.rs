@@ -1,0 +1,6 @@
+//! The parts of `rumq-broker` that are useful outside the binary: the MQTT protocol
+//! edge (bytes ↔ the broker's internal model), exposed so that it can be fuzzed
+//! directly (`fuzz/fuzz_targets/broker_decode.rs`). Everything else lives in the
+//! binary (`main.rs`).
+
+pub mod protocol;
