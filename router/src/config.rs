@@ -20,6 +20,8 @@ pub struct RouterConfig {
     pub scan_records_max: usize,
     /// How often retention runs, in milliseconds.
     pub retention_interval_ms: u64,
+    /// Subscriptions (distinct filters) per session; more are refused in SUBACK.
+    pub subscriptions_max: usize,
 }
 
 impl Default for RouterConfig {
@@ -32,6 +34,7 @@ impl Default for RouterConfig {
             append_batch_max: 1024,
             scan_records_max: 4096,
             retention_interval_ms: 10_000,
+            subscriptions_max: 1000,
         }
     }
 }

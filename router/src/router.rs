@@ -573,6 +573,16 @@ impl<S: Storage> Router<S> {
                 codes.push(SubscribeCode::Failure);
                 continue;
             }
+            // A new filter past the per-session limit is refused (a replaced one is
+            // not new): every subscription costs memory in the tree and on each match.
+            let full = self.sessions.get(&sid).is_some_and(|s| {
+                s.filters.len() >= self.config.subscriptions_max && !s.filters.contains_key(&filter)
+            });
+            if full {
+                tracing::warn!(%conn, filter, max = self.config.subscriptions_max, "subscription refused: limit reached");
+                codes.push(SubscribeCode::Failure);
+                continue;
+            }
             self.tree.insert(&filter, sid, qos);
             for (tid, record) in &self.retained {
                 let Some(name) = self.topics.name(*tid) else {

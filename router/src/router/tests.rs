@@ -665,3 +665,35 @@ fn a_byte_budget_cut_keeps_the_rest_queued_in_order() {
     }
     assert_eq!(got, (0..10u8).map(|i| vec![i; 40]).collect::<Vec<_>>());
 }
+
+#[test]
+fn subscriptions_past_the_limit_are_refused_but_replacements_are_not() {
+    let mut h = harness(RouterConfig {
+        subscriptions_max: 2,
+        ..RouterConfig::default()
+    });
+    h.connect(C1, "sub", true);
+    h.router.handle(Event::Subscribe {
+        conn: C1,
+        pkid: PacketId(1),
+        filters: vec![
+            ("a".into(), QoS::AtMostOnce),
+            ("b".into(), QoS::AtMostOnce),
+            ("c".into(), QoS::AtMostOnce),
+            ("a".into(), QoS::AtLeastOnce),
+        ],
+    });
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::SubAck {
+            pkid: PacketId(1),
+            codes: vec![
+                SubscribeCode::Granted(QoS::AtMostOnce),
+                SubscribeCode::Granted(QoS::AtMostOnce),
+                SubscribeCode::Failure,
+                SubscribeCode::Granted(QoS::AtLeastOnce),
+            ]
+        }]
+    );
+    assert_eq!(h.router.subscription_count(), 2);
+}
