@@ -20,17 +20,10 @@ pub enum Event {
     Publish {
         /// The connection.
         conn: ConnectionId,
-        /// Interned topic name.
-        topic: TopicId,
-        /// QoS as published.
-        qos: QoS,
-        /// Retain flag.
-        retain: bool,
         /// Packet id (QoS 1 and 2).
         pkid: Option<PacketId>,
-        /// The message in stored form (see [`crate::Message`]), framed for the log by
-        /// the connection (so the checksum is computed off the router thread).
-        record: Framed,
+        /// What to append.
+        message: Publication,
     },
     /// The client acknowledged a QoS 1 delivery.
     PubAck {
@@ -103,18 +96,22 @@ pub struct Connect {
     pub will: Option<Will>,
 }
 
-/// A will message, in stored form.
+/// A message on its way into the log: a client's PUBLISH, or a will when it fires.
 #[derive(Debug, Clone)]
-pub struct Will {
-    /// Interned topic.
+pub struct Publication {
+    /// Interned topic name.
     pub topic: TopicId,
-    /// QoS.
+    /// QoS as published.
     pub qos: QoS,
-    /// Retain.
+    /// Retain flag.
     pub retain: bool,
-    /// The record to append when the will fires.
+    /// The message in stored form (see [`crate::Message`]), framed for the log by
+    /// the connection (so the checksum is computed off the router thread).
     pub record: Framed,
 }
+
+/// A will is the publication a connection leaves behind.
+pub type Will = Publication;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

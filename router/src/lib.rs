@@ -31,8 +31,8 @@ pub mod topic;
 
 pub use config::RouterConfig;
 pub use event::{
-    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, Reply, SubscribeCode,
-    Will,
+    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, Publication, Reply,
+    SubscribeCode, Will,
 };
 pub use id::{ConnectionId, PacketId, SessionId, TopicId};
 pub use interner::{TopicInterner, TopicsFull};

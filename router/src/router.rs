@@ -16,8 +16,8 @@ use commitlog::record::Framed;
 use commitlog::{Offset, ReadLimits};
 
 use crate::event::{
-    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, Reply, SubscribeCode,
-    Will,
+    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, Publication, Reply,
+    SubscribeCode, Will,
 };
 use crate::session::{Inflight, OutState, Queued, Session};
 use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
@@ -54,10 +54,8 @@ struct Staged {
 
 #[derive(Debug)]
 struct StagedPublish {
-    topic: TopicId,
-    qos: QoS,
-    retain: bool,
-    record: Framed,
+    message: Publication,
+    /// The publishing connection (none for a will).
     from: Option<ConnectionId>,
 }
 
@@ -153,12 +151,9 @@ impl<S: Storage> Router<S> {
             Event::Connect { conn, connect } => self.connect(conn, connect),
             Event::Publish {
                 conn,
-                topic,
-                qos,
-                retain,
                 pkid,
-                record,
-            } => self.publish(conn, topic, qos, retain, pkid, record),
+                message,
+            } => self.publish(conn, pkid, message),
             Event::PubAck { conn, pkid } => self.outbound_ack(conn, pkid, QoS::AtLeastOnce),
             Event::PubRec { conn, pkid } => self.pubrec(conn, pkid),
             Event::PubComp { conn, pkid } => self.outbound_ack(conn, pkid, QoS::ExactlyOnce),
@@ -466,10 +461,7 @@ impl<S: Storage> Router<S> {
     fn stage_will(&mut self, w: Will) {
         self.staged.push(Staged {
             publish: Some(StagedPublish {
-                topic: w.topic,
-                qos: w.qos,
-                retain: w.retain,
-                record: w.record,
+                message: w,
                 from: None,
             }),
             reply: None,
@@ -477,15 +469,8 @@ impl<S: Storage> Router<S> {
         });
     }
 
-    fn publish(
-        &mut self,
-        conn: ConnectionId,
-        topic: TopicId,
-        qos: QoS,
-        retain: bool,
-        pkid: Option<PacketId>,
-        record: Framed,
-    ) {
+    fn publish(&mut self, conn: ConnectionId, pkid: Option<PacketId>, message: Publication) {
+        let qos = message.qos;
         let Some(sid) = self.by_conn.get(&conn).copied() else {
             return;
         };
@@ -515,10 +500,7 @@ impl<S: Storage> Router<S> {
         };
         self.staged.push(Staged {
             publish: Some(StagedPublish {
-                topic,
-                qos,
-                retain,
-                record,
+                message,
                 from: Some(conn),
             }),
             reply,
@@ -659,7 +641,7 @@ impl<S: Storage> Router<S> {
         self.staged_records.extend(
             self.staged
                 .iter()
-                .filter_map(|s| s.publish.as_ref().map(|p| p.record.clone())),
+                .filter_map(|s| s.publish.as_ref().map(|p| p.message.record.clone())),
         );
         let result = if self.staged_records.is_empty() {
             Ok(self.storage.head()..self.storage.head())
@@ -675,7 +657,7 @@ impl<S: Storage> Router<S> {
                 let mut offset = range.start;
                 for st in staged.drain(..) {
                     if let Some(p) = st.publish {
-                        self.fan_out(offset, &p);
+                        self.fan_out(offset, &p.message);
                         offset = offset.add(1);
                     }
                     if let Some((sid, id)) = st.qos2 {
@@ -712,7 +694,7 @@ impl<S: Storage> Router<S> {
         self.deliver_woken();
     }
 
-    fn fan_out(&mut self, offset: Offset, p: &StagedPublish) {
+    fn fan_out(&mut self, offset: Offset, p: &Publication) {
         if p.retain {
             let record = p.record.payload();
             let empty = Message::decode(&record).is_ok_and(|m| m.payload.is_empty());

@@ -367,11 +367,20 @@ impl Connection {
                 }
                 Event::Publish {
                     conn,
-                    topic: tid,
-                    qos,
-                    retain,
                     pkid,
-                    record: Message::encode_framed(qos, retain, now_ms(), &topic, &[], &payload),
+                    message: router::Publication {
+                        topic: tid,
+                        qos,
+                        retain,
+                        record: Message::encode_framed(
+                            qos,
+                            retain,
+                            now_ms(),
+                            &topic,
+                            &[],
+                            &payload,
+                        ),
+                    },
                 }
             }
             Inbound::PubAck(pkid) => Event::PubAck { conn, pkid },

@@ -65,11 +65,13 @@ impl Harness {
         let tid = self.topics.intern(topic).unwrap();
         self.router.handle(Event::Publish {
             conn,
-            topic: tid,
-            qos,
-            retain,
             pkid: (qos != QoS::AtMostOnce).then_some(PacketId(pkid)),
-            record,
+            message: Publication {
+                topic: tid,
+                qos,
+                retain,
+                record,
+            },
         });
     }
 
