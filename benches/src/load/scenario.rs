@@ -144,7 +144,13 @@ async fn publisher(
                     acked += 1;
                     acks.add_permits(1);
                 }
-                Packet::PubRec(r) if rel_tx.send(r.pkid).await.is_err() => break,
+                Packet::PubRec(r) => {
+                    // The writer sends the PUBREL; it is gone only when the run ended.
+                    let sent = rel_tx.send(r.pkid).await;
+                    if sent.is_err() {
+                        break;
+                    }
+                }
                 Packet::PubComp(_) => {
                     acked += 1;
                     acks.add_permits(1);
