@@ -462,6 +462,28 @@ impl Log {
         })
     }
 
+    /// Remove the oldest sealed segments whose records all lie below `offset` (never
+    /// the active segment). For logs whose owner knows what is obsolete — the router's
+    /// session journal after a checkpoint — rather than a size or age policy. Returns
+    /// how many segments went.
+    pub fn remove_before(&mut self, offset: Offset) -> Result<usize> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.next() <= offset) {
+            let Some(seg) = self.segments.pop_front() else {
+                break;
+            };
+            seg.remove()?;
+            removed += 1;
+        }
+        if removed > 0 {
+            if self.config.fsync != Fsync::Never {
+                sync_dir(&self.dir)?;
+            }
+            self.tail.trim_front(self.earliest());
+        }
+        Ok(removed)
+    }
+
     /// Close cleanly: sync, trim the active index, and leave the marker that lets the
     /// next open skip the full scan of the active segment.
     pub fn close(mut self) -> Result<()> {

@@ -171,3 +171,30 @@ fn offsets_never_restart_after_retention_and_reopen() {
     assert_eq!(log.head(), Offset(100));
     assert_eq!(log.append(payload(100)).unwrap(), Offset(100));
 }
+
+#[test]
+fn remove_before_drops_only_whole_sealed_segments_below_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    fill(&mut log, 300);
+    let segments = log.stats().segments;
+    assert!(segments > 3, "the test needs several segments");
+    // Nothing lies wholly below offset 0 or the first segment's last record.
+    assert_eq!(log.remove_before(Offset(0)).unwrap(), 0);
+    let cut = Offset(150);
+    let removed = log.remove_before(cut).unwrap();
+    assert!(removed > 0);
+    let earliest = log.earliest();
+    assert!(earliest <= cut, "a segment holding {cut} must stay");
+    assert_eq!(
+        read_all(&log, earliest),
+        (earliest.0..300).map(payload).collect::<Vec<_>>()
+    );
+    // Past the head: everything but the active segment goes, the head stays.
+    log.remove_before(Offset(10_000)).unwrap();
+    assert_eq!(log.stats().segments, 1);
+    assert_eq!(log.head(), Offset(300));
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.head(), Offset(300));
+}

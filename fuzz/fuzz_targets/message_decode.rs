@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use router::Message;
+use router::{Message, Origin};
 
 fuzz_target!(|data: &[u8]| {
     let record = Bytes::copy_from_slice(data);
@@ -18,11 +18,29 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(m.topic_str().as_bytes(), &m.topic[..]);
 
     let topic = m.topic_str();
-    let again = Message::encode(m.qos, m.retain, m.time_ms, topic, &m.properties, &m.payload);
-    let m2 = Message::decode(&again).expect("re-encoded message decodes");
+    let origin = m.origin().map(|(client_id, pkid)| Origin { client_id, pkid });
+    let framed = Message::encode_framed(
+        m.qos,
+        m.retain,
+        m.time_ms,
+        origin,
+        topic,
+        &m.properties,
+        &m.payload,
+    );
+    let m2 = Message::decode(&framed.payload()).expect("re-encoded message decodes");
     assert_eq!(m, m2);
 
-    let framed =
-        Message::encode_framed(m.qos, m.retain, m.time_ms, topic, &m.properties, &m.payload);
-    assert_eq!(framed.payload(), again);
+    // Without an origin, `encode` and `encode_framed` write the same record.
+    let plain = Message::encode(m.qos, m.retain, m.time_ms, topic, &m.properties, &m.payload);
+    let framed = Message::encode_framed(
+        m.qos,
+        m.retain,
+        m.time_ms,
+        None,
+        topic,
+        &m.properties,
+        &m.payload,
+    );
+    assert_eq!(framed.payload(), plain);
 });

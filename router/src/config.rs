@@ -22,6 +22,10 @@ pub struct RouterConfig {
     pub retention_interval_ms: u64,
     /// Subscriptions (distinct filters) per session; more are refused in SUBACK.
     pub subscriptions_max: usize,
+    /// The session journal is compacted (a checkpoint of the whole state is written
+    /// and older journal segments removed) once the ops written since the last
+    /// checkpoint exceed this and twice the checkpoint's own size.
+    pub journal_checkpoint_bytes: u64,
 }
 
 impl Default for RouterConfig {
@@ -35,6 +39,7 @@ impl Default for RouterConfig {
             scan_records_max: 4096,
             retention_interval_ms: 10_000,
             subscriptions_max: 1000,
+            journal_checkpoint_bytes: 64 * 1024 * 1024,
         }
     }
 }

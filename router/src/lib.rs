@@ -10,7 +10,8 @@
 //! | `session` | one session's subscriptions, queue, in-flight messages, QoS 2 ids |
 //! | `subscriptions` | the filter tree that maps a topic name to subscribed sessions |
 //! | `message` | the stored record format of a message |
-//! | `snapshot` | persistent sessions and retained messages carried over a restart |
+//! | `journal` | the session journal: persistent state as ops in a second log, checkpoints, replay |
+//! | `snapshot` | the persistent state as plain data (checkpoint and replay) |
 //! | `topic` | topic name/filter validation and matching |
 //! | `interner` | topic name ↔ `TopicId`, shared with connections |
 //! | `event` | the internal MQTT model: events in, replies out |
@@ -21,6 +22,7 @@ mod config;
 mod event;
 mod id;
 mod interner;
+mod journal;
 mod message;
 mod router;
 mod session;
@@ -36,7 +38,8 @@ pub use event::{
 };
 pub use id::{ConnectionId, PacketId, SessionId, TopicId};
 pub use interner::{TopicInterner, TopicsFull};
-pub use message::{Message, MessageError, QoS, FORMAT_VERSION};
+pub use journal::JournalError;
+pub use message::{Message, MessageError, Origin, QoS, FORMAT_VERSION};
 pub use router::{Router, RouterStats};
-pub use snapshot::{SavedInflight, SavedSession, Snapshot, SnapshotError};
+pub use snapshot::{SavedInflight, SavedSession, Snapshot};
 pub use storage::Storage;

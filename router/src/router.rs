@@ -6,6 +6,11 @@
 //! after the append succeeded, in the order the packets arrived. Then each appended
 //! message is offered to the sessions whose filters match its topic, and sessions
 //! whose connections are waiting for data get a delivery batch.
+//!
+//! Every change to a persistent session (and to the retained messages) is also an op
+//! for the session journal (see `journal`). The flush ends by appending the ops it
+//! gathered, and only then may the outbox's replies leave: [`Router::drain_outbox`]
+//! flushes first, so no reply can overtake the state it implies.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use crate::event::{
     CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, Publication, Reply,
     SubscribeCode, Will,
 };
+use crate::journal::{self, Journal, JournalError, Op};
 use crate::session::{Inflight, OutState, Queued, Session};
 use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
 use crate::storage::Storage;
@@ -38,8 +44,10 @@ pub struct RouterStats {
     pub delivered: u64,
     /// Records a session needed that retention removed before it read them.
     pub lost_to_retention: u64,
-    /// Failed appends.
+    /// Failed appends (message log or session journal).
     pub storage_errors: u64,
+    /// Session journal checkpoints written.
+    pub checkpoints: u64,
 }
 
 /// An entry in the staging area: a record to append and/or a reply that must leave
@@ -64,6 +72,7 @@ struct StagedPublish {
 pub struct Router<S: Storage> {
     config: RouterConfig,
     storage: S,
+    journal: Journal<S>,
     topics: Arc<TopicInterner>,
     sessions: HashMap<SessionId, Session>,
     by_client: HashMap<Arc<str>, SessionId>,
@@ -94,6 +103,7 @@ impl<S: Storage> Router<S> {
         Router {
             config,
             storage,
+            journal: Journal::none(),
             topics,
             sessions: HashMap::new(),
             by_client: HashMap::new(),
@@ -115,6 +125,84 @@ impl<S: Storage> Router<S> {
         }
     }
 
+    /// A router whose persistent state is journaled in `journal`: replays it (the
+    /// state as of the last committed flush: sessions, subscriptions, delivery
+    /// progress, in-flight messages, QoS 2 ids, retained messages), recovers what the
+    /// message log holds beyond it, and writes a fresh checkpoint.
+    pub fn open(
+        config: RouterConfig,
+        storage: S,
+        journal: S,
+        topics: Arc<TopicInterner>,
+    ) -> Result<Self, JournalError> {
+        let (snapshot, journal_head) = journal::replay(&journal)?;
+        let mut router = Router::new(config, storage, topics);
+        router.restore(snapshot);
+        if let Some(from) = journal_head {
+            router.recover_inbound_qos2(from);
+        }
+        router.journal = Journal::new(journal);
+        let state = router.snapshot();
+        router
+            .journal
+            .checkpoint(&state, router.storage.head())
+            .map_err(JournalError::Storage)?;
+        router.stats.checkpoints += 1;
+        Ok(router)
+    }
+
+    /// Messages appended after the journal's last commit had their acknowledgements
+    /// held back by the crash, but they are in the log: a QoS 2 publisher will resend
+    /// them. Their records name the publisher and packet id (persistent sessions
+    /// only), so put those ids back and the retransmission is not stored again.
+    fn recover_inbound_qos2(&mut self, from: Offset) {
+        if self.sessions.is_empty() {
+            return;
+        }
+        let mut at = from;
+        let mut buf = Vec::new();
+        let limits = ReadLimits {
+            records_max: 4096,
+            bytes_max: 16 * 1024 * 1024,
+        };
+        let mut recovered = 0u32;
+        while at < self.storage.head() {
+            buf.clear();
+            let batch = match self.storage.read(at, limits, &mut buf) {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => break,
+                Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) if earliest > at => {
+                    at = earliest;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the log tail for QoS 2 recovery");
+                    break;
+                }
+            };
+            for record in &buf {
+                let Ok(m) = Message::decode(record) else {
+                    continue;
+                };
+                let Some((client_id, pkid)) = m.origin() else {
+                    continue;
+                };
+                let sid = self.by_client.get(client_id).copied();
+                if let Some(s) = sid.and_then(|sid| self.sessions.get_mut(&sid)) {
+                    s.incoming_qos2.insert(pkid);
+                    recovered += 1;
+                }
+            }
+            at = batch.next;
+        }
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "inbound QoS 2 ids recovered from the log tail (their PUBRECs were not sent)"
+            );
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> RouterStats {
         self.stats
@@ -125,9 +213,9 @@ impl<S: Storage> Router<S> {
         &self.storage
     }
 
-    /// Take the storage back (shutdown).
-    pub fn into_storage(self) -> S {
-        self.storage
+    /// Take the message log and the session journal back (shutdown: flush first).
+    pub fn into_storage(self) -> (S, Option<S>) {
+        (self.storage, self.journal.into_log())
     }
 
     /// Sessions held (online and offline).
@@ -140,8 +228,10 @@ impl<S: Storage> Router<S> {
         self.tree.len()
     }
 
-    /// Replies produced so far, in order.
+    /// Replies produced so far, in order. Flushes first: a reply may leave only once
+    /// what it acknowledges is appended and journaled.
     pub fn drain_outbox(&mut self) -> std::vec::Drain<'_, (ConnectionId, Reply)> {
+        self.flush();
         self.outbox.drain(..)
     }
 
@@ -185,9 +275,19 @@ impl<S: Storage> Router<S> {
 
     /// Periodic work at wall-clock time `now`: interval fsync and retention.
     pub fn tick(&mut self, now: SystemTime) {
+        // Keep the journal's idea of the log head recent, so crash recovery scans
+        // only a short tail of the message log (see `recover_inbound_qos2`).
+        let head = self.storage.head();
+        if self.journal.head_is_stale(head) && !self.sessions.is_empty() {
+            self.journal.push(&Op::Head(head));
+        }
         self.flush();
         if let Err(e) = self.storage.tick() {
             tracing::error!(error = %e, "commitlog fsync failed");
+            self.stats.storage_errors += 1;
+        }
+        if let Some(Err(e)) = self.journal.log_mut().map(Storage::tick) {
+            tracing::error!(error = %e, "session journal fsync failed");
             self.stats.storage_errors += 1;
         }
         let due = self.last_retention.is_none_or(|last| {
@@ -208,31 +308,28 @@ impl<S: Storage> Router<S> {
         }
     }
 
-    /// What to carry over a restart: the persistent sessions and the retained
-    /// messages. Taken at shutdown, after the last flush (online sessions are saved as
-    /// if their connections had just dropped).
+    /// The persistent state: the persistent sessions and the retained messages (what a
+    /// journal checkpoint holds; online sessions are saved as if their connections had
+    /// just dropped).
     pub fn snapshot(&self) -> Snapshot {
         let head = self.storage.head();
         let mut retained: Vec<(TopicId, Bytes)> =
             self.retained.iter().map(|(t, r)| (*t, r.clone())).collect();
         retained.sort_unstable_by_key(|(t, _)| *t);
-        let mut sessions: Vec<&Session> = self.sessions.values().filter(|s| !s.clean).collect();
-        sessions.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
+        let mut sessions: Vec<(&SessionId, &Session)> =
+            self.sessions.iter().filter(|(_, s)| !s.clean).collect();
+        sessions.sort_unstable_by_key(|(sid, _)| **sid);
         let sessions = sessions
             .into_iter()
-            .map(|s| {
-                // The queue holds every match below the cursor (or the head when live)
-                // that was not sent yet, so reading resumes at its front.
-                let resume = s
-                    .queue
-                    .front()
-                    .map_or(if s.live { head } else { s.cursor }, |q| q.offset);
+            .map(|(sid, s)| {
+                let resume = s.resume(head);
                 let mut filters: Vec<(String, QoS)> =
                     s.filters.iter().map(|(f, q)| (f.clone(), *q)).collect();
                 filters.sort();
                 let mut incoming_qos2: Vec<u16> = s.incoming_qos2.iter().copied().collect();
                 incoming_qos2.sort_unstable();
                 SavedSession {
+                    id: sid.0,
                     client_id: s.client_id.to_string(),
                     filters,
                     resume,
@@ -258,10 +355,11 @@ impl<S: Storage> Router<S> {
         }
     }
 
-    /// Put back what [`Router::snapshot`] saved, at startup (before any connection):
-    /// the sessions come back offline and catch up from the log when their clients
-    /// reconnect. Retained messages whose topic no longer fits `topics_max` are
-    /// dropped with a warning.
+    /// Put back what [`Router::snapshot`] saved (or journal replay rebuilt), at
+    /// startup before any connection: the sessions come back offline, keep their ids,
+    /// and catch up from the log when their clients reconnect. In-flight messages
+    /// saved by offset are read back from the log. Retained messages whose topic no
+    /// longer fits `topics_max` are dropped with a warning.
     pub fn restore(&mut self, snapshot: Snapshot) {
         for record in snapshot.retained {
             let Ok(m) = Message::decode(&record) else {
@@ -281,20 +379,44 @@ impl<S: Storage> Router<S> {
             if let Some(old) = self.by_client.get(&client_id).copied() {
                 self.remove_session(old);
             }
-            let sid = SessionId(self.next_session);
-            self.next_session = self.next_session.wrapping_add(1);
+            let sid = SessionId(saved.id);
+            self.remove_session(sid);
+            self.next_session = self.next_session.max(saved.id.wrapping_add(1));
             let mut s = Session::new(client_id.clone(), false, head);
-            // Not live: the first delivery reads the log from `resume` on.
+            // Not live: the first delivery reads the log from `resume` on (the log
+            // may have lost its unsynced tail in an OS crash: never past the head).
             s.live = false;
             s.cursor = saved.resume.min(head);
+            s.journaled_resume = s.cursor;
             for (filter, qos) in saved.filters {
                 if topic::validate_filter(&filter).is_ok() {
                     self.tree.insert(&filter, sid, qos);
                     s.filters.insert(filter, qos);
                 }
             }
-            s.retained = saved.retained.into_iter().collect();
-            for i in saved.inflight {
+            // An offline session keeps QoS 1 and 2 only.
+            s.retained = saved
+                .retained
+                .into_iter()
+                .filter(|(_, q)| *q != QoS::AtMostOnce)
+                .collect();
+            for mut i in saved.inflight {
+                if let Some(offset) = i.offset.filter(|_| i.record.is_empty()) {
+                    let mut one = Vec::with_capacity(1);
+                    let limits = ReadLimits {
+                        records_max: 1,
+                        bytes_max: 1,
+                    };
+                    match self.storage.read(offset, limits, &mut one) {
+                        Ok(b) if b.first == offset && !one.is_empty() => {
+                            i.record = one.swap_remove(0);
+                        }
+                        other => {
+                            tracing::warn!(client_id = %client_id, %offset, error = ?other.err(), "in-flight message no longer in the log; dropped");
+                            continue;
+                        }
+                    }
+                }
                 s.inflight.insert(
                     i.pkid,
                     Inflight {
@@ -323,11 +445,6 @@ impl<S: Storage> Router<S> {
             .filter(|s| !s.clean)
             .filter_map(Session::lowest_needed)
             .min()
-    }
-
-    fn session_of(&mut self, conn: ConnectionId) -> Option<&mut Session> {
-        let sid = self.by_conn.get(&conn)?;
-        self.sessions.get_mut(sid)
     }
 
     /// Send `reply` after everything staged before it.
@@ -402,6 +519,12 @@ impl<S: Storage> Router<S> {
                 self.sessions
                     .insert(sid, Session::new(client_id.clone(), c.clean_session, head));
                 self.by_client.insert(client_id.clone(), sid);
+                if !c.clean_session {
+                    self.journal.push(&Op::Open {
+                        sid: sid.0,
+                        client_id: client_id.to_string(),
+                    });
+                }
                 sid
             }
         };
@@ -445,6 +568,9 @@ impl<S: Storage> Router<S> {
 
     fn remove_session(&mut self, sid: SessionId) {
         if let Some(s) = self.sessions.remove(&sid) {
+            if !s.clean {
+                self.journal.push(&Op::Remove { sid: sid.0 });
+            }
             for f in s.filters.keys() {
                 self.tree.remove(f, sid);
             }
@@ -509,19 +635,42 @@ impl<S: Storage> Router<S> {
     }
 
     fn pubrel(&mut self, conn: ConnectionId, pkid: PacketId) {
-        if let Some(s) = self.session_of(conn) {
-            s.incoming_qos2.remove(&pkid.0);
-            self.reply(conn, Reply::PubComp(pkid));
+        let Some(sid) = self.by_conn.get(&conn).copied() else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        // Journaled before the PUBCOMP leaves: once the client has it, it may reuse
+        // the id for a new message, which must not look like a retransmission.
+        if s.incoming_qos2.remove(&pkid.0) && !s.clean {
+            self.journal.push(&Op::Qos2Done {
+                sid: sid.0,
+                pkid: pkid.0,
+            });
         }
+        self.reply(conn, Reply::PubComp(pkid));
     }
 
     fn pubrec(&mut self, conn: ConnectionId, pkid: PacketId) {
-        let Some(s) = self.session_of(conn) else {
+        let Some(sid) = self.by_conn.get(&conn).copied() else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
         if let Some(inf) = s.inflight.get_mut(&pkid.0) {
-            if inf.qos == QoS::ExactlyOnce {
+            if inf.qos == QoS::ExactlyOnce && inf.state == OutState::Sent {
                 inf.state = OutState::Released;
+                // Journaled before the PUBREL leaves: after a restart the session
+                // resends the PUBREL, never the message (the client may have
+                // completed it and forgotten the id).
+                if !s.clean {
+                    self.journal.push(&Op::Released {
+                        sid: sid.0,
+                        pkid: pkid.0,
+                    });
+                }
             }
         }
         // PUBREL also for an id we no longer know: the client wants to finish it.
@@ -538,6 +687,12 @@ impl<S: Storage> Router<S> {
         };
         if s.inflight.get(&pkid.0).is_some_and(|i| i.qos == qos) {
             s.inflight.remove(&pkid.0);
+            if !s.clean {
+                self.journal.push(&Op::Acked {
+                    sid: sid.0,
+                    pkid: pkid.0,
+                });
+            }
             if s.awaiting_pull {
                 self.deliver(sid);
             }
@@ -576,6 +731,13 @@ impl<S: Storage> Router<S> {
                 }
             }
             if let Some(s) = self.sessions.get_mut(&sid) {
+                if !s.clean {
+                    self.journal.push(&Op::Subscribe {
+                        sid: sid.0,
+                        filter: filter.clone(),
+                        qos,
+                    });
+                }
                 s.filters.insert(filter, qos);
             }
             codes.push(SubscribeCode::Granted(qos));
@@ -583,6 +745,15 @@ impl<S: Storage> Router<S> {
         self.matches.clear();
         self.reply(conn, Reply::SubAck { pkid, codes });
         if let Some(s) = self.sessions.get_mut(&sid) {
+            if !s.clean {
+                for (record, qos) in &retained {
+                    self.journal.push(&Op::Pending {
+                        sid: sid.0,
+                        qos: *qos,
+                        record: record.clone(),
+                    });
+                }
+            }
             s.retained.extend(retained);
             if s.awaiting_pull && !s.retained.is_empty() {
                 self.wake.push(sid);
@@ -598,7 +769,12 @@ impl<S: Storage> Router<S> {
         for f in &filters {
             self.tree.remove(f, sid);
             if let Some(s) = self.sessions.get_mut(&sid) {
-                s.filters.remove(f);
+                if s.filters.remove(f).is_some() && !s.clean {
+                    self.journal.push(&Op::Unsubscribe {
+                        sid: sid.0,
+                        filter: f.clone(),
+                    });
+                }
             }
         }
         self.matches.clear();
@@ -634,9 +810,74 @@ impl<S: Storage> Router<S> {
 
     /// Append everything staged, send the acknowledgements, fan out, deliver.
     pub fn flush(&mut self) {
-        if self.staged.is_empty() {
+        if !self.staged.is_empty() {
+            self.append_staged();
+        }
+        self.deliver_woken();
+        self.commit_journal();
+    }
+
+    /// Append the journal ops gathered since the last flush; on failure, hold back
+    /// the replies that may depend on them.
+    fn commit_journal(&mut self) {
+        if self.journal.needs_checkpoint {
+            let state = self.snapshot();
+            match self.journal.checkpoint(&state, self.storage.head()) {
+                Ok(()) => {
+                    self.stats.checkpoints += 1;
+                    tracing::info!("session journal rewritten after an earlier failure");
+                }
+                Err(e) => self.journal_failed(&e),
+            }
             return;
         }
+        if let Err(e) = self.journal.commit(self.storage.head()) {
+            self.journal_failed(&e);
+            return;
+        }
+        if self
+            .journal
+            .checkpoint_due(self.config.journal_checkpoint_bytes)
+        {
+            let state = self.snapshot();
+            match self.journal.checkpoint(&state, self.storage.head()) {
+                Ok(()) => self.stats.checkpoints += 1,
+                Err(e) => self.journal_failed(&e),
+            }
+        }
+    }
+
+    /// The journal could not be written: replies to persistent sessions may promise
+    /// state that is not on disk. Hold them back and close those connections; the
+    /// clients reconnect and resume from the state in memory, which the next flush
+    /// writes whole as a checkpoint. Clean sessions' replies depend on no journaled
+    /// state and still go.
+    fn journal_failed(&mut self, e: &commitlog::Error) {
+        self.stats.storage_errors += 1;
+        tracing::error!(error = %e, "session journal append failed; closing persistent sessions' connections");
+        let mut closed = Vec::new();
+        let mut kept = Vec::with_capacity(self.outbox.len());
+        for (conn, reply) in self.outbox.drain(..) {
+            let durable = self
+                .by_conn
+                .get(&conn)
+                .and_then(|sid| self.sessions.get(sid))
+                .is_some_and(|s| !s.clean);
+            if durable {
+                if !closed.contains(&conn) {
+                    closed.push(conn);
+                }
+            } else {
+                kept.push((conn, reply));
+            }
+        }
+        for conn in closed {
+            kept.push((conn, Reply::Close(CloseReason::StorageFailure)));
+        }
+        self.outbox = kept;
+    }
+
+    fn append_staged(&mut self) {
         self.staged_records.clear();
         self.staged_records.extend(
             self.staged
@@ -663,6 +904,12 @@ impl<S: Storage> Router<S> {
                     if let Some((sid, id)) = st.qos2 {
                         if let Some(s) = self.sessions.get_mut(&sid) {
                             s.incoming_qos2.insert(id);
+                            if !s.clean {
+                                self.journal.push(&Op::Qos2In {
+                                    sid: sid.0,
+                                    pkid: id,
+                                });
+                            }
                         }
                     }
                     if let Some(r) = st.reply {
@@ -691,7 +938,6 @@ impl<S: Storage> Router<S> {
         }
         // Hand the (now empty) buffer back to avoid reallocating it.
         self.staged = staged;
-        self.deliver_woken();
     }
 
     fn fan_out(&mut self, offset: Offset, p: &Publication) {
@@ -699,8 +945,17 @@ impl<S: Storage> Router<S> {
             let record = p.record.payload();
             let empty = Message::decode(&record).is_ok_and(|m| m.payload.is_empty());
             if empty {
-                self.retained.remove(&p.topic);
+                if self.retained.remove(&p.topic).is_some() {
+                    if let Some(topic) = self.topics.name(p.topic) {
+                        self.journal.push(&Op::Unretain {
+                            topic: topic.to_string(),
+                        });
+                    }
+                }
             } else {
+                self.journal.push(&Op::Retain {
+                    record: record.clone(),
+                });
                 self.retained.insert(p.topic, record);
             }
         }
@@ -739,6 +994,7 @@ impl<S: Storage> Router<S> {
         let Router {
             sessions,
             storage,
+            journal,
             config,
             outbox,
             read_buf,
@@ -755,6 +1011,7 @@ impl<S: Storage> Router<S> {
         if !s.awaiting_pull {
             return;
         }
+        let durable = !s.clean && journal.enabled();
         let mut items = Vec::new();
         let mut bytes = 0usize;
         while items.len() < config.deliver_records_max && bytes < config.deliver_bytes_max {
@@ -768,7 +1025,18 @@ impl<S: Storage> Router<S> {
                 break;
             };
             bytes += record.len();
-            push_delivery(s, &mut items, record, None, qos, true);
+            if durable {
+                journal.push(&Op::Taken { sid: sid.0 });
+            }
+            let sent = push_delivery(s, &mut items, record.clone(), None, qos, true);
+            if let (true, Some((pkid, qos))) = (durable, sent) {
+                journal.push(&Op::SentRecord {
+                    sid: sid.0,
+                    pkid: pkid.0,
+                    qos,
+                    record,
+                });
+            }
         }
         // Take what the window allows off the queue, then read it in runs of
         // consecutive offsets: one storage read per run, not per message (a lagging
@@ -816,7 +1084,16 @@ impl<S: Storage> Router<S> {
                     for record in read_buf.drain(..) {
                         let q = want[k];
                         bytes += record.len();
-                        push_delivery(s, &mut items, record, Some(q.offset), q.qos, false);
+                        let sent =
+                            push_delivery(s, &mut items, record, Some(q.offset), q.qos, false);
+                        if let (true, Some((pkid, qos))) = (durable, sent) {
+                            journal.push(&Op::Sent {
+                                sid: sid.0,
+                                pkid: pkid.0,
+                                qos,
+                                offset: q.offset,
+                            });
+                        }
                         k += 1;
                     }
                 }
@@ -836,6 +1113,16 @@ impl<S: Storage> Router<S> {
             s.queue.push_front(q);
         }
         *want_buf = want;
+        if durable {
+            let resume = s.resume(storage.head());
+            if resume != s.journaled_resume {
+                s.journaled_resume = resume;
+                journal.push(&Op::Resume {
+                    sid: sid.0,
+                    offset: resume,
+                });
+            }
+        }
         if !items.is_empty() {
             stats.delivered += items.len() as u64;
             s.awaiting_pull = false;
@@ -844,6 +1131,8 @@ impl<S: Storage> Router<S> {
     }
 }
 
+/// Add a delivery to the batch; for QoS 1 and 2, returns the packet id and QoS it is
+/// in flight with.
 fn push_delivery(
     s: &mut Session,
     items: &mut Vec<Delivery>,
@@ -851,7 +1140,7 @@ fn push_delivery(
     offset: Option<Offset>,
     qos: QoS,
     retain: bool,
-) {
+) -> Option<(PacketId, QoS)> {
     let pkid = if qos == QoS::AtMostOnce {
         None
     } else {
@@ -877,6 +1166,7 @@ fn push_delivery(
         dup: false,
         retain,
     });
+    pkid.map(|p| (p, qos))
 }
 
 /// Catch a session that is not live up from the log: read from its cursor and queue

@@ -75,6 +75,8 @@ pub struct Session {
     pub incoming_qos2: HashSet<u16>,
     /// The connection asked for data and got none: send as soon as there is some.
     pub awaiting_pull: bool,
+    /// The resume point last written to the session journal.
+    pub journaled_resume: Offset,
 }
 
 impl Session {
@@ -94,6 +96,7 @@ impl Session {
             next_pkid: 1,
             incoming_qos2: HashSet::new(),
             awaiting_pull: false,
+            journaled_resume: head,
         }
     }
 
@@ -135,6 +138,15 @@ impl Session {
             }
         }
         None
+    }
+
+    /// Where reading would resume after a restart: every match below it was sent
+    /// (or dropped as QoS 0 while offline). The queue holds every match below the
+    /// cursor (or the head, when live) not sent yet, so that is its front.
+    pub fn resume(&self, head: Offset) -> Offset {
+        self.queue
+            .front()
+            .map_or(if self.live { head } else { self.cursor }, |q| q.offset)
     }
 
     /// The lowest log offset this session still needs (for retention's hold-back).

@@ -29,6 +29,8 @@ pub trait Storage {
         now: SystemTime,
         hold_back: Option<Offset>,
     ) -> commitlog::Result<RetentionReport>;
+    /// Remove whole segments below `offset` (see [`Log::remove_before`]).
+    fn remove_before(&mut self, offset: Offset) -> commitlog::Result<usize>;
 }
 
 impl Storage for Log {
@@ -55,5 +57,8 @@ impl Storage for Log {
         hold_back: Option<Offset>,
     ) -> commitlog::Result<RetentionReport> {
         Log::apply_retention(self, now, hold_back)
+    }
+    fn remove_before(&mut self, offset: Offset) -> commitlog::Result<usize> {
+        Log::remove_before(self, offset)
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use router::{
-    CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, Message, QoS, Reply,
+    CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, Message, Origin, QoS, Reply,
     TopicInterner,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -99,6 +99,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watch::Rece
             chunks: Vec::new(),
             inflight_in: 0,
             keep_alive: None,
+            persistent_id: None,
         };
         c.run(shutdown).await;
     }
@@ -115,6 +116,9 @@ struct Connection {
     chunks: Vec<Bytes>,
     inflight_in: usize,
     keep_alive: Option<Duration>,
+    /// The client id when the session is persistent: written into its QoS 2 records
+    /// so crash recovery can tell a retransmission from a new message.
+    persistent_id: Option<String>,
 }
 
 impl Connection {
@@ -149,6 +153,7 @@ impl Connection {
         }
         self.keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        self.persistent_id = (!connect.clean_session).then(|| connect.client_id.clone());
 
         let (tx, mut rx) = mpsc::channel(limits.inflight_in_max + 64);
         let will = match connect.will.as_ref().map(|w| self.will(w)).transpose() {
@@ -247,7 +252,15 @@ impl Connection {
             topic,
             qos: w.qos,
             retain: w.retain,
-            record: Message::encode_framed(w.qos, w.retain, now_ms(), &w.topic, &[], &w.payload),
+            record: Message::encode_framed(
+                w.qos,
+                w.retain,
+                now_ms(),
+                None,
+                &w.topic,
+                &[],
+                &w.payload,
+            ),
         })
     }
 
@@ -376,6 +389,13 @@ impl Connection {
                             qos,
                             retain,
                             now_ms(),
+                            match (qos, pkid, &self.persistent_id) {
+                                (QoS::ExactlyOnce, Some(p), Some(id)) => Some(Origin {
+                                    client_id: id,
+                                    pkid: p.0,
+                                }),
+                                _ => None,
+                            },
                             &topic,
                             &[],
                             &payload,

@@ -1,17 +1,15 @@
-//! The server: opens the log, restores the sessions saved at the last shutdown, starts
-//! the router thread, accepts connections (within `max_connections`), and on SIGTERM /
-//! Ctrl-C stops accepting, lets every connection end, lets the router append what it
-//! has, saves the persistent sessions and retained messages, and closes the log
-//! cleanly.
+//! The server: opens the message log and the session journal (the router replays the
+//! journal: persistent sessions and retained messages come back after a clean stop
+//! or a crash alike), starts the router thread, accepts connections (within
+//! `max_connections`), and on SIGTERM / Ctrl-C stops accepting, lets every connection
+//! end, lets the router append what it has, and closes both logs cleanly.
 
-use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use commitlog::Log;
-use router::{Router, Snapshot, TopicInterner};
+use commitlog::{Log, LogConfig, RetentionConfig};
+use router::{Router, TopicInterner};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -29,31 +27,32 @@ const ROUTER_CHANNEL: usize = 8192;
 const TICK_MS: u64 = 20;
 /// How long shutdown waits for connections to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// The persistent sessions and retained messages saved at a clean shutdown, in the
-/// data directory (see `router::Snapshot`).
-const SESSIONS_FILE: &str = "sessions";
+/// The message log, in the data directory.
+const MESSAGES_DIR: &str = "messages";
+/// The session journal (persistent sessions and retained messages), in the data
+/// directory.
+const STATE_DIR: &str = "state";
 
 /// Run the broker until a shutdown signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let log_dir = config.data_dir.join("messages");
+    let log_dir = config.data_dir.join(MESSAGES_DIR);
     let log = Log::open(&log_dir, config.storage.clone())
         .with_context(|| format!("cannot open the message log in {}", log_dir.display()))?;
+    let state_dir = config.data_dir.join(STATE_DIR);
+    let journal = Log::open(&state_dir, journal_config(&config.storage))
+        .with_context(|| format!("cannot open the session journal in {}", state_dir.display()))?;
     let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
-    let mut router = Router::new(config.router.clone(), log, topics.clone());
-    let sessions_path = config.data_dir.join(SESSIONS_FILE);
-    if let Some(snapshot) = load_snapshot(&sessions_path)? {
+    let router = Router::open(config.router.clone(), log, journal, topics.clone())
+        .with_context(|| format!("cannot restore the sessions from {}", state_dir.display()))?;
+    let snapshot = router.snapshot();
+    if !snapshot.is_empty() {
         tracing::info!(
             sessions = snapshot.sessions.len(),
             retained = snapshot.retained.len(),
-            "restored sessions saved at the last shutdown"
+            "restored persistent sessions and retained messages"
         );
-        router.restore(snapshot);
-        // From here on the router's state moves on: a crash must not bring back this
-        // stale copy (the next clean shutdown writes a new one).
-        std::fs::remove_file(&sessions_path)
-            .and_then(|()| sync_dir(&config.data_dir))
-            .with_context(|| format!("cannot remove {}", sessions_path.display()))?;
     }
+    drop(snapshot);
     let (router_tx, router_rx) = mpsc::channel(ROUTER_CHANNEL);
     let router_thread = std::thread::Builder::new()
         .name("rumq-router".into())
@@ -71,59 +70,39 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let router = router_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the router thread panicked"))?;
-    let snapshot = router.snapshot();
-    let saved = save_snapshot(&snapshot, &sessions_path);
-    if saved.is_ok() && !snapshot.is_empty() {
-        tracing::info!(
-            sessions = snapshot.sessions.len(),
-            retained = snapshot.retained.len(),
-            "saved persistent sessions and retained messages"
-        );
-    }
-    router
-        .into_storage()
-        .close()
+    let (log, journal) = router.into_storage();
+    log.close()
         .context("cannot close the message log cleanly")?;
-    saved?;
+    if let Some(journal) = journal {
+        journal
+            .close()
+            .context("cannot close the session journal cleanly")?;
+    }
     tracing::info!("stopped");
     served
 }
 
-/// The snapshot saved at the last clean shutdown, if there is one.
-fn load_snapshot(path: &Path) -> anyhow::Result<Option<Snapshot>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let snapshot = Snapshot::decode(&bytes).with_context(|| {
-        format!(
-            "cannot load the sessions saved in {} (move it away to start without them)",
-            path.display()
-        )
-    })?;
-    Ok(Some(snapshot))
-}
-
-/// Write the snapshot durably (temporary file, fsync, rename, fsync the directory).
-fn save_snapshot(snapshot: &Snapshot, path: &Path) -> anyhow::Result<()> {
-    if snapshot.is_empty() {
-        return Ok(());
+/// The session journal's log: synced like the message log, small segments (a
+/// checkpoint makes older ones obsolete), records large enough for a retained
+/// message, and no retention (the router removes what a checkpoint supersedes).
+fn journal_config(messages: &LogConfig) -> LogConfig {
+    let record_bytes_max = messages.record_bytes_max.saturating_add(2 * 1024 * 1024);
+    LogConfig {
+        segment_bytes_max: (32 * 1024 * 1024).max(u64::from(record_bytes_max) + 64),
+        index_bytes_max: 1024 * 1024,
+        index_interval_bytes: 0,
+        record_bytes_max,
+        tail_bytes_max: 0,
+        verify_reads: true,
+        fsync: messages.fsync,
+        fsync_interval_ms: messages.fsync_interval_ms,
+        retention: RetentionConfig {
+            bytes_max: 0,
+            segments_max: 0,
+            age_ms_max: 0,
+            hold_bytes_max: 0,
+        },
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&snapshot.encode())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    };
-    write().with_context(|| format!("cannot save the sessions to {}", path.display()))
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 async fn serve(

@@ -236,14 +236,9 @@ async fn retained_messages_and_unacked_deliveries_survive_a_restart() {
     assert_eq!(status.code(), Some(0), "{}", broker.stderr());
     raw.expect_closed(STEP).await;
     drop(broker);
-    assert!(data.path().join("sessions").exists());
 
     let broker = Broker::start_in(data.path(), None);
     let port = broker.port();
-    assert!(
-        !data.path().join("sessions").exists(),
-        "a crash from here on must not bring the old copy back"
-    );
     let (mut raw, connack) = Raw::connect(port, &opts).await;
     assert_eq!(connack, CONNACK_SESSION);
     assert_eq!(
@@ -260,10 +255,12 @@ async fn retained_messages_and_unacked_deliveries_survive_a_restart() {
 }
 
 #[test]
-fn a_damaged_sessions_file_stops_the_start() {
+fn a_session_journal_dir_holding_other_files_stops_the_start() {
     let data = tempfile::tempdir().unwrap();
-    let sessions = data.path().join("sessions");
-    std::fs::write(&sessions, b"rumq-sessions 1\n\x00\x00").unwrap();
+    let state = data.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let sessions = state.join("notes.txt");
+    std::fs::write(&sessions, b"not a journal").unwrap();
     let out = run(&[
         "--listen",
         "127.0.0.1:0",
@@ -272,7 +269,8 @@ fn a_damaged_sessions_file_stops_the_start() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(sessions.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains(state.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("notes.txt"), "{stderr}");
     assert!(!stderr.contains("listening"), "{stderr}");
     assert!(sessions.exists(), "left for the operator to inspect");
 }

@@ -2,6 +2,7 @@
 //! temporary directory, and assert on the replies.
 
 use super::*;
+use crate::Origin;
 use commitlog::{Log, LogConfig};
 
 struct Harness {
@@ -15,11 +16,23 @@ const C2: ConnectionId = ConnectionId(2);
 const C3: ConnectionId = ConnectionId(3);
 
 fn harness(config: RouterConfig) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    open(config, tempfile::tempdir().unwrap())
+}
+
+/// A router over a message log and a session journal in `dir` (as the broker opens
+/// them), with a fresh topic table.
+fn open(config: RouterConfig, dir: tempfile::TempDir) -> Harness {
+    let log = Log::open(dir.path().join("messages"), LogConfig::default()).unwrap();
+    // Small journal segments, so checkpoints visibly remove old ones.
+    let journal_config = LogConfig {
+        segment_bytes_max: 64 * 1024,
+        record_bytes_max: 60 * 1024,
+        ..LogConfig::default()
+    };
+    let journal = Log::open(dir.path().join("state"), journal_config).unwrap();
     let topics = Arc::new(TopicInterner::new(1000));
     Harness {
-        router: Router::new(config, log, topics.clone()),
+        router: Router::open(config, log, journal, topics.clone()).unwrap(),
         topics,
         _dir: dir,
     }
@@ -49,7 +62,7 @@ impl Harness {
     }
 
     fn record(&self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) -> Framed {
-        Message::encode_framed(qos, retain, 0, topic, &[], payload)
+        Message::encode_framed(qos, retain, 0, None, topic, &[], payload)
     }
 
     fn publish(
@@ -99,20 +112,25 @@ impl Harness {
         mine
     }
 
-    /// Close the log cleanly, reopen it with a fresh topic table, and restore
-    /// `snapshot`: a broker restart.
-    fn restart(self, snapshot: Snapshot) -> Harness {
+    /// Flush, close both logs cleanly and reopen them: a broker restart.
+    fn restart(self) -> Harness {
+        let Harness {
+            mut router, _dir, ..
+        } = self;
+        router.flush();
+        let (log, journal) = router.into_storage();
+        log.close().unwrap();
+        journal.unwrap().close().unwrap();
+        open(RouterConfig::default(), _dir)
+    }
+
+    /// Drop everything without closing, as a killed process would leave the files,
+    /// and reopen: recovery. Replies not drained before are lost with the process.
+    fn crash(self) -> Harness {
+        let config = self.router.config.clone();
         let Harness { router, _dir, .. } = self;
-        router.into_storage().close().unwrap();
-        let log = Log::open(_dir.path(), LogConfig::default()).unwrap();
-        let topics = Arc::new(TopicInterner::new(1000));
-        let mut h = Harness {
-            router: Router::new(RouterConfig::default(), log, topics.clone()),
-            topics,
-            _dir,
-        };
-        h.router.restore(snapshot);
-        h
+        drop(router);
+        open(config, _dir)
     }
 
     /// Deliveries sent to `conn` so far (other replies to it are dropped).
@@ -175,7 +193,7 @@ fn puback_only_after_the_append() {
     let mut h = harness(RouterConfig::default());
     h.connect(C1, "pub", true);
     h.publish(C1, "t", QoS::AtLeastOnce, false, 7, b"x");
-    assert!(h.take(C1).is_empty(), "nothing before the flush");
+    assert!(h.router.outbox.is_empty(), "nothing before the flush");
     h.router.flush();
     assert_eq!(h.take(C1), vec![Reply::PubAck(PacketId(7))]);
     assert_eq!(h.router.storage().head(), Offset(1));
@@ -371,10 +389,9 @@ fn takeover_closes_the_old_connection_and_fires_its_will() {
         record: h.record("will/dev", QoS::AtMostOnce, false, b"gone"),
     };
     h.connect_with_will(C1, "dev", false, Some(will));
-    h.connect(C2, "dev", false);
-    h.router.flush();
     // CONNACK leaves after the old connection's will was appended.
-    assert_eq!(h.take(C2), vec![accepted(true)]);
+    assert_eq!(h.connect(C2, "dev", false), vec![accepted(true)]);
+    assert_eq!(h.router.storage().head(), Offset(1));
     let old = h.take(C1);
     assert_eq!(old, vec![Reply::Close(CloseReason::SessionTakenOver)]);
     let got: Vec<Delivery> = h.deliveries(C3);
@@ -533,7 +550,7 @@ fn acks_keep_arrival_order_across_staging() {
 }
 
 #[test]
-fn sessions_and_retained_messages_survive_a_snapshot_and_restore() {
+fn sessions_and_retained_messages_survive_a_restart() {
     let mut h = harness(RouterConfig::default());
     h.connect(C1, "dev", false);
     h.subscribe(C1, "t/#", QoS::ExactlyOnce);
@@ -567,9 +584,12 @@ fn sessions_and_retained_messages_survive_a_snapshot_and_restore() {
     let head = h.router.storage().head();
 
     // Shut down, restart on the same log with a fresh topic table.
-    let snapshot = Snapshot::decode(&h.router.snapshot().encode()).unwrap();
-    assert_eq!(snapshot.sessions.len(), 2, "clean sessions are not saved");
-    let mut h = h.restart(snapshot);
+    assert_eq!(
+        h.router.snapshot().sessions.len(),
+        2,
+        "clean sessions are not saved"
+    );
+    let mut h = h.restart();
 
     // "dev": session present, the QoS 2 release resumes, then what it missed, in order.
     assert_eq!(
@@ -624,8 +644,7 @@ fn an_unacked_delivery_survives_a_restart_with_dup() {
         conn: C1,
         pkid: first[1].pkid.unwrap(),
     });
-    let snapshot = h.router.snapshot();
-    let mut h = h.restart(snapshot);
+    let mut h = h.restart();
     let replies = h.connect(C3, "dev", false);
     assert_eq!(replies[0], accepted(true));
     match &replies[1..] {
@@ -698,4 +717,190 @@ fn subscriptions_past_the_limit_are_refused_but_replacements_are_not() {
         }]
     );
     assert_eq!(h.router.subscription_count(), 2);
+}
+
+fn disconnect(h: &mut Harness, conn: ConnectionId) {
+    h.router.handle(Event::Disconnect {
+        conn,
+        reason: DisconnectReason::Abrupt,
+    });
+}
+
+#[test]
+fn after_a_crash_every_acked_message_reaches_persistent_sessions() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "online", false);
+    h.subscribe(C1, "t/#", QoS::AtLeastOnce);
+    h.connect(C3, "offline", false);
+    h.subscribe(C3, "t/#", QoS::ExactlyOnce);
+    disconnect(&mut h, C3);
+    h.connect(C2, "pub", true);
+    for i in 0..20u16 {
+        h.publish(C2, "t/x", QoS::AtLeastOnce, false, i + 1, &[i as u8]);
+    }
+    assert_eq!(h.take(C2).len(), 20, "all acknowledged");
+    // "online" got and acked the first 5; the rest were in flight or queued.
+    let d = h.pull(C1);
+    for delivery in &d[..5] {
+        h.router.handle(Event::PubAck {
+            conn: C1,
+            pkid: delivery.pkid.unwrap(),
+        });
+    }
+    h.take(C1);
+    let mut h = h.crash();
+
+    // "online": the 15 unacknowledged come back (in flight ones with DUP), in order.
+    let replies = h.connect(C1, "online", false);
+    assert_eq!(replies[0], accepted(true));
+    let mut got: Vec<Delivery> = replies[1..]
+        .iter()
+        .flat_map(|r| match r {
+            Reply::Deliver(d) => d.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    got.extend(h.pull(C1));
+    let want: Vec<Vec<u8>> = (5..20u8).map(|i| vec![i]).collect();
+    assert_eq!(payloads(&got), want);
+    // "offline": all 20, once each.
+    assert_eq!(h.connect(C3, "offline", false), vec![accepted(true)]);
+    let want: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i]).collect();
+    assert_eq!(payloads(&h.pull(C3)), want);
+    // The subscriptions are back too.
+    h.connect(C2, "pub", true);
+    h.publish(C2, "t/y", QoS::AtLeastOnce, false, 1, b"after");
+    h.take(C2);
+    assert_eq!(payloads(&h.pull(C3)), vec![b"after".to_vec()]);
+}
+
+#[test]
+fn after_a_crash_outbound_qos2_resumes_without_a_second_copy() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "sub", false);
+    h.subscribe(C1, "t", QoS::ExactlyOnce);
+    h.connect(C2, "pub", true);
+    for i in 1..=3u16 {
+        h.publish(C2, "t", QoS::ExactlyOnce, false, i, &[i as u8]);
+    }
+    h.take(C2);
+    let d = h.pull(C1);
+    assert_eq!(d.len(), 3);
+    // 1: completed. 2: PUBREC'd (PUBREL sent). 3: only sent.
+    let [p1, p2, p3] = [d[0].pkid.unwrap(), d[1].pkid.unwrap(), d[2].pkid.unwrap()];
+    h.router.handle(Event::PubRec { conn: C1, pkid: p1 });
+    h.router.handle(Event::PubComp { conn: C1, pkid: p1 });
+    h.router.handle(Event::PubRec { conn: C1, pkid: p2 });
+    assert_eq!(h.take(C1), vec![Reply::PubRel(p1), Reply::PubRel(p2)]);
+    let mut h = h.crash();
+    let replies = h.connect(C1, "sub", false);
+    // 3 again with the same id and DUP (the client dedups it), then the PUBREL of 2.
+    match &replies[..] {
+        [a, Reply::Deliver(d), Reply::PubRel(rel)] => {
+            assert_eq!(*a, accepted(true));
+            assert_eq!(d.len(), 1);
+            assert_eq!((d[0].pkid, d[0].dup), (Some(p3), true));
+            assert_eq!(payloads(d), vec![vec![3u8]]);
+            assert_eq!(*rel, p2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(h.pull(C1).is_empty(), "nothing is sent under a new id");
+}
+
+#[test]
+fn after_a_crash_inbound_qos2_ids_survive_even_between_append_and_journal() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "pub", false);
+    let origin = |pkid| Origin {
+        client_id: "pub",
+        pkid,
+    };
+    let publish = |h: &mut Harness, pkid: u16, payload: &[u8]| {
+        let tid = h.topics.intern("q").unwrap();
+        h.router.handle(Event::Publish {
+            conn: C1,
+            pkid: Some(PacketId(pkid)),
+            message: Publication {
+                topic: tid,
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                record: Message::encode_framed(
+                    QoS::ExactlyOnce,
+                    false,
+                    0,
+                    Some(origin(pkid)),
+                    "q",
+                    &[],
+                    payload,
+                ),
+            },
+        });
+    };
+    // Stored and PUBREC'd normally.
+    publish(&mut h, 1, b"one");
+    assert_eq!(h.take(C1), vec![Reply::PubRec(PacketId(1))]);
+    // Appended, but the process dies before the journal commit (no PUBREC left).
+    publish(&mut h, 2, b"two");
+    h.router.append_staged();
+    assert_eq!(h.router.storage().head(), Offset(2));
+    let mut h = h.crash();
+    assert_eq!(h.connect(C1, "pub", false), vec![accepted(true)]);
+    // Both retransmissions are recognised: PUBREC, nothing stored again.
+    publish(&mut h, 1, b"one");
+    publish(&mut h, 2, b"two");
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::PubRec(PacketId(1)), Reply::PubRec(PacketId(2))]
+    );
+    assert_eq!(h.router.storage().head(), Offset(2));
+    // Released, the ids are free for new messages.
+    h.router.handle(Event::PubRel {
+        conn: C1,
+        pkid: PacketId(2),
+    });
+    h.take(C1);
+    let mut h = h.crash();
+    h.connect(C1, "pub", false);
+    publish(&mut h, 2, b"new");
+    h.take(C1);
+    assert_eq!(h.router.storage().head(), Offset(3));
+}
+
+#[test]
+fn checkpoints_compact_the_journal_and_lose_nothing() {
+    let mut h = harness(RouterConfig {
+        journal_checkpoint_bytes: 4 * 1024,
+        ..RouterConfig::default()
+    });
+    h.connect(C1, "sub", false);
+    h.subscribe(C1, "t", QoS::AtLeastOnce);
+    h.connect(C2, "pub", true);
+    h.publish(C2, "keep", QoS::AtLeastOnce, true, 1, b"retained");
+    for round in 0..600u16 {
+        h.publish(C2, "t", QoS::AtLeastOnce, false, round + 2, b"m");
+        h.take(C2);
+        for d in h.pull(C1) {
+            h.router.handle(Event::PubAck {
+                conn: C1,
+                pkid: d.pkid.unwrap(),
+            });
+        }
+    }
+    h.take(C1);
+    assert!(h.router.stats().checkpoints > 2, "{:?}", h.router.stats());
+    let journal_bytes = h.router.journal.log_mut().unwrap().stats().bytes;
+    assert!(
+        journal_bytes < 200 * 1024,
+        "journal not compacted: {journal_bytes} bytes"
+    );
+    // Unacked state after many checkpoints survives a crash.
+    h.publish(C2, "t", QoS::AtLeastOnce, false, 999, b"last");
+    h.take(C2);
+    let mut h = h.crash();
+    assert_eq!(h.connect(C1, "sub", false), vec![accepted(true)]);
+    assert_eq!(payloads(&h.pull(C1)), vec![b"last".to_vec()]);
+    h.connect(C3, "late", true);
+    h.subscribe(C3, "keep", QoS::AtLeastOnce);
+    assert_eq!(payloads(&h.pull(C3)), vec![b"retained".to_vec()]);
 }
