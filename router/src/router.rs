@@ -536,16 +536,25 @@ impl<S: Storage> Router<S> {
             s.clean = c.clean_session;
             s.will = c.will;
             s.awaiting_pull = false;
-            for (pkid, inf) in &s.inflight {
+            // Resume unacknowledged deliveries in the order they were first sent
+            // (§4.4): log order, which packet ids lose once they wrap. Retained
+            // messages (no offset) went first.
+            let mut pending: Vec<(Option<Offset>, u16, &Inflight)> = s
+                .inflight
+                .iter()
+                .map(|(pkid, inf)| (inf.offset, *pkid, inf))
+                .collect();
+            pending.sort_by_key(|(offset, pkid, _)| (*offset, *pkid));
+            for (_, pkid, inf) in pending {
                 match inf.state {
                     OutState::Sent => resend.push(Delivery {
                         record: inf.record.clone(),
                         qos: inf.qos,
-                        pkid: Some(PacketId(*pkid)),
+                        pkid: Some(PacketId(pkid)),
                         dup: true,
                         retain: false,
                     }),
-                    OutState::Released => rel.push(PacketId(*pkid)),
+                    OutState::Released => rel.push(PacketId(pkid)),
                 }
             }
         }
@@ -557,7 +566,6 @@ impl<S: Storage> Router<S> {
                 assigned_client_id: assigned,
             },
         );
-        // Resume unacknowledged deliveries, in packet id order (§4.4).
         if !resend.is_empty() {
             self.reply(conn, Reply::Deliver(resend));
         }

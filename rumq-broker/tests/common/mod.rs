@@ -160,6 +160,16 @@ impl Broker {
         self.wait_exit(within)
     }
 
+    /// SIGKILL it (no chance to flush or close anything) and reap it.
+    pub fn kill(&mut self) {
+        if self.exited.is_some() {
+            return;
+        }
+        self.child.kill().expect("SIGKILL the broker");
+        let status = self.child.wait().expect("wait for the broker");
+        self.exited = Some(status);
+    }
+
     /// Wait for the process to exit on its own; panics (and kills it) after `within`.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         if let Some(s) = self.exited {
@@ -480,6 +490,28 @@ impl RawPacket {
     }
 }
 
+/// Take one whole packet off the front of `buf`, if it holds one.
+pub fn take_packet(buf: &mut Vec<u8>) -> Option<RawPacket> {
+    let mut len = 0usize;
+    let mut i = 1;
+    loop {
+        let b = *buf.get(i)?;
+        len |= usize::from(b & 0x7f) << (7 * (i - 1));
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        assert!(i <= 4, "broker sent a bad remaining length");
+    }
+    if buf.len() < i + len {
+        return None;
+    }
+    let first = buf[0];
+    let body = buf[i..i + len].to_vec();
+    buf.drain(..i + len);
+    Some(RawPacket { first, body })
+}
+
 /// A client that speaks raw bytes.
 #[derive(Debug)]
 pub struct Raw {
@@ -526,24 +558,7 @@ impl Raw {
     }
 
     fn take_packet(&mut self) -> Option<RawPacket> {
-        let mut len = 0usize;
-        let mut i = 1;
-        loop {
-            let b = *self.buf.get(i)?;
-            len |= usize::from(b & 0x7f) << (7 * (i - 1));
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-            assert!(i <= 4, "broker sent a bad remaining length");
-        }
-        if self.buf.len() < i + len {
-            return None;
-        }
-        let first = self.buf[0];
-        let body = self.buf[i..i + len].to_vec();
-        self.buf.drain(..i + len);
-        Some(RawPacket { first, body })
+        take_packet(&mut self.buf)
     }
 
     /// The next packet within `within`; `None` on timeout. Panics if the connection
