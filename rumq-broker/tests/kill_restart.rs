@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,8 +95,9 @@ struct Publisher {
     next_pkid: u16,
     /// Packet id → (sequence, PUBREC received).
     inflight: BTreeMap<u16, (u64, bool)>,
-    /// Sequences acknowledged (PUBACK, or PUBREC for QoS 2).
-    acked: HashSet<u64>,
+    /// Sequences acknowledged (PUBACK, or PUBREC for QoS 2), indexed by sequence:
+    /// dense, so a soak of hundreds of millions of messages fits in memory.
+    acked: Vec<bool>,
 }
 
 impl Publisher {
@@ -108,8 +109,20 @@ impl Publisher {
             next_seq: 0,
             next_pkid: 1,
             inflight: BTreeMap::new(),
-            acked: HashSet::new(),
+            acked: Vec::new(),
         }
+    }
+
+    fn ack(&mut self, seq: u64) {
+        let i = seq as usize;
+        if self.acked.len() <= i {
+            self.acked.resize(i + 1, false);
+        }
+        self.acked[i] = true;
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.iter().filter(|a| **a).count()
     }
 
     fn publish(&self, seq: u64, pkid: u16, dup: bool) -> Vec<u8> {
@@ -160,13 +173,14 @@ impl Publisher {
                 match p.first {
                     0x40 => {
                         if let Some((seq, _)) = self.inflight.remove(&pkid) {
-                            self.acked.insert(seq);
+                            self.ack(seq);
                         }
                     }
                     0x50 => {
                         if let Some((seq, released)) = self.inflight.get_mut(&pkid) {
-                            self.acked.insert(*seq);
                             *released = true;
+                            let seq = *seq;
+                            self.ack(seq);
                         }
                         out.extend(ack_packet(0x62, pkid));
                     }
@@ -188,10 +202,14 @@ struct Subscriber {
     /// Inbound QoS 2 ids received and not yet released: a PUBLISH with one of these
     /// is the same message again (the client's half of exactly once).
     awaiting_rel: HashSet<u16>,
-    /// (topic, sequence) → times received.
-    received: HashMap<(String, u64), u32>,
-    /// Per topic, the sequences in the order first received.
-    first_seen: HashMap<String, Vec<u64>>,
+    /// Per publisher (topic `kr/<n>`, n = 1, 2), times each sequence was received.
+    received: [Vec<u8>; 2],
+    /// Per publisher, the highest sequence seen so far, and how often a sequence
+    /// was first seen after a higher one (out of publish order).
+    highest: [Option<u64>; 2],
+    misordered: [u64; 2],
+    /// Per publisher, sequences below this are all received (for `has_all`).
+    complete_below: [usize; 2],
 }
 
 impl Subscriber {
@@ -201,16 +219,50 @@ impl Subscriber {
             qos,
             subscribed: false,
             awaiting_rel: HashSet::new(),
-            received: HashMap::new(),
-            first_seen: HashMap::new(),
+            received: [Vec::new(), Vec::new()],
+            highest: [None, None],
+            misordered: [0, 0],
+            complete_below: [0, 0],
         }
     }
 
-    fn has_all(&self, want: &[(String, HashSet<u64>)]) -> bool {
-        want.iter().all(|(topic, seqs)| {
-            seqs.iter()
-                .all(|s| self.received.contains_key(&(topic.clone(), *s)))
-        })
+    fn times(&self, publisher: usize, seq: usize) -> u8 {
+        self.received[publisher].get(seq).copied().unwrap_or(0)
+    }
+
+    fn record(&mut self, topic: &str, seq: u64) {
+        let p = match topic {
+            "kr/1" => 0,
+            "kr/2" => 1,
+            other => panic!("{}: message on an unexpected topic {other}", self.id),
+        };
+        let i = seq as usize;
+        if self.received[p].len() <= i {
+            self.received[p].resize(i + 1, 0);
+        }
+        let n = &mut self.received[p][i];
+        *n = n.saturating_add(1);
+        if *n == 1 {
+            if self.highest[p].is_some_and(|h| h > seq) {
+                self.misordered[p] += 1;
+            }
+            self.highest[p] = Some(self.highest[p].map_or(seq, |h| h.max(seq)));
+        }
+    }
+
+    /// Holds every sequence acknowledged to each publisher (`want[p][seq]`).
+    fn has_all(&mut self, want: &[Vec<bool>]) -> bool {
+        for (p, acked) in want.iter().enumerate() {
+            let mut i = self.complete_below[p];
+            while i < acked.len() && (!acked[i] || self.times(p, i) > 0) {
+                i += 1;
+            }
+            self.complete_below[p] = i;
+            if i < acked.len() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Receive (and acknowledge) until `done` says so or the broker dies.
@@ -218,7 +270,7 @@ impl Subscriber {
         &mut self,
         port: u16,
         ready: Option<tokio::sync::oneshot::Sender<()>>,
-        done: impl Fn(&Subscriber) -> bool,
+        done: impl Fn(&mut Subscriber) -> bool,
     ) -> Result<(), Gone> {
         let (mut c, present) = Conn::open(port, &self.id).await?;
         if self.subscribed {
@@ -251,12 +303,7 @@ impl Subscriber {
                         if fresh {
                             let seq: u64 =
                                 String::from_utf8(publish.payload).unwrap().parse().unwrap();
-                            let key = (publish.topic.clone(), seq);
-                            let n = self.received.entry(key).or_insert(0);
-                            *n += 1;
-                            if *n == 1 {
-                                self.first_seen.entry(publish.topic).or_default().push(seq);
-                            }
+                            self.record(&publish.topic, seq);
                         }
                         match publish.qos {
                             1 => out.extend(ack_packet(0x40, publish.pkid)),
@@ -343,12 +390,8 @@ async fn acked_messages_survive_sigkill_at_any_moment() {
             for h in subs {
                 subscribers.push(h.await.unwrap());
             }
-            let want: Arc<Vec<(String, HashSet<u64>)>> = Arc::new(
-                publishers
-                    .iter()
-                    .map(|p| (p.topic.clone(), p.acked.clone()))
-                    .collect(),
-            );
+            let want: Arc<Vec<Vec<bool>>> =
+                Arc::new(publishers.iter().map(|p| p.acked.clone()).collect());
             let broker = Broker::start_in(data.path(), None);
             let port = broker.port();
             let mut handles = Vec::new();
@@ -388,13 +431,13 @@ async fn acked_messages_survive_sigkill_at_any_moment() {
         round += 1;
     }
 
-    let acked: usize = publishers.iter().map(|p| p.acked.len()).sum();
+    let acked: usize = publishers.iter().map(Publisher::acked_count).sum();
     let mut report = format!(
         "{} rounds, {kills} SIGKILLs, {acked} messages acknowledged ({}) in {:.1?}",
         round + 1,
         publishers
             .iter()
-            .map(|p| format!("{} QoS {}: {}", p.topic, p.qos, p.acked.len()))
+            .map(|p| format!("{} QoS {}: {}", p.topic, p.qos, p.acked_count()))
             .collect::<Vec<_>>()
             .join(", "),
         started.elapsed()
@@ -403,29 +446,21 @@ async fn acked_messages_survive_sigkill_at_any_moment() {
     for s in &subscribers {
         let mut lost = 0;
         let mut duplicated = 0;
-        for p in &publishers {
-            lost += p
-                .acked
-                .iter()
-                .filter(|seq| !s.received.contains_key(&(p.topic.clone(), **seq)))
+        for (i, p) in publishers.iter().enumerate() {
+            lost += (0..p.acked.len())
+                .filter(|seq| p.acked[*seq] && s.times(i, *seq) == 0)
                 .count();
             // Exactly once: QoS 2 from the publisher and granted to the subscriber.
             if p.qos == 2 && s.qos == 2 {
-                duplicated += s
-                    .received
-                    .iter()
-                    .filter(|((t, _), n)| *t == p.topic && **n > 1)
-                    .count();
+                duplicated += s.received[i].iter().filter(|n| **n > 1).count();
             }
-            let order = s.first_seen.get(&p.topic).cloned().unwrap_or_default();
-            let misordered = order.windows(2).filter(|w| w[0] >= w[1]).count();
             assert_eq!(
-                misordered, 0,
+                s.misordered[i], 0,
                 "{} saw {}'s messages out of publish order",
                 s.id, p.topic
             );
         }
-        let total: u32 = s.received.values().sum();
+        let total: u64 = s.received.iter().flatten().map(|n| u64::from(*n)).sum();
         report += &format!(
             "\n{} (QoS {}): received {total}, lost {lost}, QoS 2 duplicates {duplicated}",
             s.id, s.qos
