@@ -952,15 +952,11 @@ impl Storage for Faulty {
 use std::cell::Cell;
 use std::rc::Rc;
 
+/// Switches that make the message log / the journal "full".
+type Switch = Rc<Cell<bool>>;
+
 /// A router over a message log and a journal that can each be made "full".
-fn faulty(
-    dir: &std::path::Path,
-) -> (
-    Router<Faulty>,
-    Arc<TopicInterner>,
-    Rc<Cell<bool>>,
-    Rc<Cell<bool>>,
-) {
+fn faulty(dir: &std::path::Path) -> (Router<Faulty>, Arc<TopicInterner>, Switch, Switch) {
     let (log_full, journal_full) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
     let log = Faulty {
         log: Log::open(dir.join("messages"), LogConfig::default()).unwrap(),
