@@ -35,7 +35,7 @@ fn config() -> RouterConfig {
     }
 }
 
-fn open(dir: &std::path::Path) -> Router<Log> {
+fn open(dir: &std::path::Path, topics: Arc<TopicInterner>) -> Router<Log> {
     let log_config = LogConfig {
         segment_bytes_max: 4096,
         record_bytes_max: 2048,
@@ -43,7 +43,7 @@ fn open(dir: &std::path::Path) -> Router<Log> {
     };
     let log = Log::open(dir.join("messages"), log_config.clone()).expect("open log");
     let journal = Log::open(dir.join("state"), log_config).expect("open journal");
-    Router::open(config(), log, journal, Arc::new(TopicInterner::new(100))).expect("replay")
+    Router::open(config(), log, journal, topics).expect("replay")
 }
 
 fn qos(b: u8) -> QoS {
@@ -76,12 +76,15 @@ fn resumes(s: &Snapshot) -> BTreeMap<String, Offset> {
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut router = open(dir.path());
+    // Shared with the router, as the broker's connections share it.
     let topics = Arc::new(TopicInterner::new(100));
+    let mut router = open(dir.path(), topics.clone());
     let mut live: Vec<ConnectionId> = Vec::new();
     let mut next_conn = 1u64;
     let mut in_flight: HashMap<ConnectionId, HashSet<u16>> = HashMap::new();
-    let mut drain = |router: &mut Router<Log>, live: &mut Vec<ConnectionId>| {
+    let drain = |router: &mut Router<Log>,
+                 live: &mut Vec<ConnectionId>,
+                 in_flight: &mut HashMap<ConnectionId, HashSet<u16>>| {
         let out: Vec<_> = router.drain_outbox().collect();
         for (conn, reply) in out {
             match reply {
@@ -174,15 +177,15 @@ fuzz_target!(|data: &[u8]| {
                 };
                 router.handle(Event::Disconnect { conn, reason });
             }
-            (10, _) => drain(&mut router, &mut live),
+            (10, _) => drain(&mut router, &mut live, &mut in_flight),
             (11, _) => router.tick(std::time::SystemTime::now()),
             _ => {}
         }
     }
-    drain(&mut router, &mut live);
+    drain(&mut router, &mut live, &mut in_flight);
     let before = router.snapshot();
     drop(router);
-    let after = open(dir.path()).snapshot();
+    let after = open(dir.path(), Arc::new(TopicInterner::new(100))).snapshot();
     assert_eq!(normalise(&before), normalise(&after), "replay differs from memory");
     for (client, resume) in resumes(&after) {
         let was = resumes(&before).get(&client).copied();

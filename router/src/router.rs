@@ -951,20 +951,21 @@ impl<S: Storage> Router<S> {
     fn fan_out(&mut self, offset: Offset, p: &Publication) {
         if p.retain {
             let record = p.record.payload();
-            let empty = Message::decode(&record).is_ok_and(|m| m.payload.is_empty());
-            if empty {
-                if self.retained.remove(&p.topic).is_some() {
-                    if let Some(topic) = self.topics.name(p.topic) {
+            // The topic as the record has it: the journal keys retained messages by
+            // name, and the record is what replay sees.
+            if let Ok(m) = Message::decode(&record) {
+                if m.payload.is_empty() {
+                    if self.retained.remove(&p.topic).is_some() {
                         self.journal.push(&Op::Unretain {
-                            topic: topic.to_string(),
+                            topic: m.topic_str().to_owned(),
                         });
                     }
+                } else {
+                    self.journal.push(&Op::Retain {
+                        record: record.clone(),
+                    });
+                    self.retained.insert(p.topic, record);
                 }
-            } else {
-                self.journal.push(&Op::Retain {
-                    record: record.clone(),
-                });
-                self.retained.insert(p.topic, record);
             }
         }
         if !self.matches.contains_key(&p.topic) {

@@ -1083,3 +1083,17 @@ fn a_journal_failure_holds_back_persistent_replies_then_a_checkpoint_repairs_it(
         vec![("t".to_string(), QoS::AtLeastOnce)]
     );
 }
+
+#[test]
+fn a_cleared_retained_message_stays_cleared_after_a_crash() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "pub", true);
+    h.publish(C1, "r/1", QoS::AtLeastOnce, true, 1, b"set");
+    h.publish(C1, "r/2", QoS::AtLeastOnce, true, 2, b"kept");
+    h.publish(C1, "r/1", QoS::AtLeastOnce, true, 3, b"");
+    h.take(C1);
+    let mut h = h.crash();
+    h.connect(C2, "late", true);
+    h.subscribe(C2, "r/+", QoS::AtLeastOnce);
+    assert_eq!(payloads(&h.pull(C2)), vec![b"kept".to_vec()]);
+}
