@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use commitlog::record::{Framed, HEADER_BYTES};
-use commitlog::{Offset, ReadLimits};
+use commitlog::Offset;
 
 use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
 use crate::storage::Storage;
@@ -621,7 +621,6 @@ impl<S: Storage> Journal<S> {
             }
         }
         self.push(&Op::End);
-        self.last_head = None;
         let before = self.since_checkpoint;
         self.commit(head)?;
         self.checkpoint_bytes = self.since_checkpoint - before;
@@ -826,37 +825,14 @@ impl Replay {
 /// Read the whole journal in `log` and rebuild the state it describes.
 pub fn replay<S: Storage>(log: &S) -> Result<(Snapshot, Option<Offset>), JournalError> {
     let mut replay = Replay::default();
-    let mut buf = Vec::new();
-    let mut at = Offset(0);
-    let limits = ReadLimits {
-        records_max: 256,
-        bytes_max: 16 * 1024 * 1024,
-    };
-    loop {
-        buf.clear();
-        let batch = match log.read(at, limits, &mut buf) {
-            Ok(b) => b,
-            Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) if earliest > at => {
-                at = earliest;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if batch.is_empty() {
-            break;
+    crate::storage::visit_records(log, Offset(0), |offset, mut record| {
+        while record.has_remaining() {
+            let op = Op::decode(&mut record)
+                .map_err(|reason| JournalError::Malformed { offset, reason })?;
+            replay.apply(op);
         }
-        let mut offset = batch.first;
-        for record in buf.drain(..) {
-            let mut b = record;
-            while b.has_remaining() {
-                let op = Op::decode(&mut b)
-                    .map_err(|reason| JournalError::Malformed { offset, reason })?;
-                replay.apply(op);
-            }
-            offset = offset.add(1);
-        }
-        at = batch.next;
-    }
+        Ok::<(), JournalError>(())
+    })?;
     Ok(replay.finish())
 }
 

@@ -142,12 +142,7 @@ impl<S: Storage> Router<S> {
             router.recover_inbound_qos2(from);
         }
         router.journal = Journal::new(journal);
-        let state = router.snapshot();
-        router
-            .journal
-            .checkpoint(&state, router.storage.head())
-            .map_err(JournalError::Storage)?;
-        router.stats.checkpoints += 1;
+        router.write_checkpoint().map_err(JournalError::Storage)?;
         Ok(router)
     }
 
@@ -156,44 +151,33 @@ impl<S: Storage> Router<S> {
     /// them. Their records name the publisher and packet id (persistent sessions
     /// only), so put those ids back and the retransmission is not stored again.
     fn recover_inbound_qos2(&mut self, from: Offset) {
-        if self.sessions.is_empty() {
+        // After power loss the journal may be ahead of the message log: nothing to scan.
+        if self.sessions.is_empty() || from >= self.storage.head() {
             return;
         }
-        let mut at = from;
-        let mut buf = Vec::new();
-        let limits = ReadLimits {
-            records_max: 4096,
-            bytes_max: 16 * 1024 * 1024,
-        };
         let mut recovered = 0u32;
-        while at < self.storage.head() {
-            buf.clear();
-            let batch = match self.storage.read(at, limits, &mut buf) {
-                Ok(b) if !b.is_empty() => b,
-                Ok(_) => break,
-                Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) if earliest > at => {
-                    at = earliest;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the log tail for QoS 2 recovery");
-                    break;
-                }
+        let Router {
+            storage,
+            sessions,
+            by_client,
+            ..
+        } = self;
+        let scanned = crate::storage::visit_records(&*storage, from, |_, record| {
+            let Ok(m) = Message::decode(&record) else {
+                return Ok::<(), commitlog::Error>(());
             };
-            for record in &buf {
-                let Ok(m) = Message::decode(record) else {
-                    continue;
-                };
-                let Some((client_id, pkid)) = m.origin() else {
-                    continue;
-                };
-                let sid = self.by_client.get(client_id).copied();
-                if let Some(s) = sid.and_then(|sid| self.sessions.get_mut(&sid)) {
-                    s.incoming_qos2.insert(pkid);
-                    recovered += 1;
-                }
+            let Some((client_id, pkid)) = m.origin() else {
+                return Ok(());
+            };
+            let sid = by_client.get(client_id);
+            if let Some(s) = sid.and_then(|sid| sessions.get_mut(sid)) {
+                s.incoming_qos2.insert(pkid);
+                recovered += 1;
             }
-            at = batch.next;
+            Ok(())
+        });
+        if let Err(e) = scanned {
+            tracing::error!(error = %e, "cannot read the log tail for QoS 2 recovery");
         }
         if recovered > 0 {
             tracing::info!(
@@ -221,6 +205,11 @@ impl<S: Storage> Router<S> {
     /// Sessions held (online and offline).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Retained messages held.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
     }
 
     /// Subscriptions held across all sessions.
@@ -828,31 +817,39 @@ impl<S: Storage> Router<S> {
     /// Append the journal ops gathered since the last flush; on failure, hold back
     /// the replies that may depend on them.
     fn commit_journal(&mut self) {
-        if self.journal.needs_checkpoint {
-            let state = self.snapshot();
-            match self.journal.checkpoint(&state, self.storage.head()) {
-                Ok(()) => {
-                    self.stats.checkpoints += 1;
-                    tracing::info!("session journal rewritten after an earlier failure");
-                }
-                Err(e) => self.journal_failed(&e),
+        // After a failure the journal no longer matches memory: only a whole
+        // checkpoint repairs it, and it supersedes the pending ops.
+        let repairing = self.journal.needs_checkpoint;
+        let committed = if repairing {
+            Ok(())
+        } else {
+            self.journal.commit(self.storage.head())
+        };
+        let result = committed.and_then(|()| {
+            if self
+                .journal
+                .checkpoint_due(self.config.journal_checkpoint_bytes)
+            {
+                self.write_checkpoint()
+            } else {
+                Ok(())
             }
-            return;
-        }
-        if let Err(e) = self.journal.commit(self.storage.head()) {
-            self.journal_failed(&e);
-            return;
-        }
-        if self
-            .journal
-            .checkpoint_due(self.config.journal_checkpoint_bytes)
-        {
-            let state = self.snapshot();
-            match self.journal.checkpoint(&state, self.storage.head()) {
-                Ok(()) => self.stats.checkpoints += 1,
-                Err(e) => self.journal_failed(&e),
+        });
+        match result {
+            Ok(()) if repairing => {
+                tracing::info!("session journal rewritten after an earlier failure");
             }
+            Ok(()) => {}
+            Err(e) => self.journal_failed(&e),
         }
+    }
+
+    /// Write the whole persistent state to the journal and drop what it supersedes.
+    fn write_checkpoint(&mut self) -> commitlog::Result<()> {
+        let state = self.snapshot();
+        self.journal.checkpoint(&state, self.storage.head())?;
+        self.stats.checkpoints += 1;
+        Ok(())
     }
 
     /// The journal could not be written: replies to persistent sessions may promise

@@ -33,6 +33,42 @@ pub trait Storage {
     fn remove_before(&mut self, offset: Offset) -> commitlog::Result<usize>;
 }
 
+/// Visit every record from `from` to the head, in order (what retention removed is
+/// skipped), stopping at the first error `visit` returns. For the startup scans:
+/// journal replay and the message log's tail.
+pub fn visit_records<S: Storage, E: From<commitlog::Error>>(
+    storage: &S,
+    from: Offset,
+    mut visit: impl FnMut(Offset, Bytes) -> Result<(), E>,
+) -> Result<(), E> {
+    let limits = ReadLimits {
+        records_max: 1024,
+        bytes_max: 16 * 1024 * 1024,
+    };
+    let mut buf = Vec::new();
+    let mut at = from;
+    loop {
+        buf.clear();
+        let batch = match storage.read(at, limits, &mut buf) {
+            Ok(b) => b,
+            Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) if earliest > at => {
+                at = earliest;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut offset = batch.first;
+        for record in buf.drain(..) {
+            visit(offset, record)?;
+            offset = offset.add(1);
+        }
+        at = batch.next;
+    }
+}
+
 impl Storage for Log {
     fn append(&mut self, records: &[Framed]) -> commitlog::Result<Range<Offset>> {
         Log::append_framed(self, records)

@@ -34,8 +34,8 @@ pub enum ToRouter {
     Tick,
 }
 
-/// Run the router until every sender is gone; returns it (for the snapshot of its
-/// sessions and a clean close of the log).
+/// Run the router until every sender is gone; returns it (for a clean close of the
+/// message log and the session journal).
 pub fn run(
     mut router: Router<Log>,
     mut rx: mpsc::Receiver<ToRouter>,

@@ -44,15 +44,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
     let router = Router::open(config.router.clone(), log, journal, topics.clone())
         .with_context(|| format!("cannot restore the sessions from {}", state_dir.display()))?;
-    let snapshot = router.snapshot();
-    if !snapshot.is_empty() {
+    // Before any connection, every session held is a restored persistent one.
+    let (sessions, retained) = (router.session_count(), router.retained_count());
+    if sessions + retained > 0 {
         tracing::info!(
-            sessions = snapshot.sessions.len(),
-            retained = snapshot.retained.len(),
+            sessions,
+            retained,
             "restored persistent sessions and retained messages"
         );
     }
-    drop(snapshot);
     let (router_tx, router_rx) = mpsc::channel(ROUTER_CHANNEL);
     let router_thread = std::thread::Builder::new()
         .name("rumq-router".into())
