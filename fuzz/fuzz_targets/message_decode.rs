@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use router::{Message, Origin};
+use router::{Message, NewMessage, Origin};
 
 fuzz_target!(|data: &[u8]| {
     let record = Bytes::copy_from_slice(data);
@@ -19,28 +19,20 @@ fuzz_target!(|data: &[u8]| {
 
     let topic = m.topic_str();
     let origin = m.origin().map(|(client_id, pkid)| Origin { client_id, pkid });
-    let framed = Message::encode_framed(
-        m.qos,
-        m.retain,
-        m.time_ms,
+    let new = NewMessage {
+        qos: m.qos,
+        retain: m.retain,
+        time_ms: m.time_ms,
+        expiry_secs: m.expiry_secs,
         origin,
         topic,
-        &m.properties,
-        &m.payload,
-    );
+        properties: &m.properties,
+        payload: &m.payload,
+    };
+    let framed = new.framed();
     let m2 = Message::decode(&framed.payload()).expect("re-encoded message decodes");
     assert_eq!(m, m2);
 
-    // Without an origin, `encode` and `encode_framed` write the same record.
-    let plain = Message::encode(m.qos, m.retain, m.time_ms, topic, &m.properties, &m.payload);
-    let framed = Message::encode_framed(
-        m.qos,
-        m.retain,
-        m.time_ms,
-        None,
-        topic,
-        &m.properties,
-        &m.payload,
-    );
-    assert_eq!(framed.payload(), plain);
+    // `encode` and `framed` write the same record.
+    assert_eq!(new.encode(), framed.payload());
 });

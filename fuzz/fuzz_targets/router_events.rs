@@ -16,8 +16,8 @@ use bytes::Bytes;
 use commitlog::{Log, LogConfig, Offset};
 use libfuzzer_sys::fuzz_target;
 use router::{
-    Connect, ConnectionId, DisconnectReason, Event, Message, PacketId, Publication, QoS, Reply,
-    Router, RouterConfig, Snapshot, TopicInterner,
+    Connect, ConnectionId, DisconnectReason, Event, NewMessage, PacketId, Publication, QoS, Reply,
+    Router, RouterConfig, Snapshot, Subscription, TopicInterner, NEVER_EXPIRES,
 };
 
 const CLIENTS: [&str; 3] = ["a", "b", "c"];
@@ -62,8 +62,8 @@ fn normalise(s: &Snapshot) -> (Vec<Bytes>, Vec<String>) {
         .map(|x| {
             let pending: Vec<_> = x.retained.iter().filter(|(_, q)| *q != QoS::AtMostOnce).collect();
             format!(
-                "{} {} {:?} {:?} {:?} {:?}",
-                x.id, x.client_id, x.filters, pending, x.inflight, x.incoming_qos2
+                "{} {} {} {:?} {:?} {:?} {:?}",
+                x.id, x.client_id, x.expiry_secs, x.filters, pending, x.inflight, x.incoming_qos2
             )
         })
         .collect();
@@ -94,6 +94,7 @@ fuzz_target!(|data: &[u8]| {
                     router.handle(Event::Disconnect {
                         conn,
                         reason: DisconnectReason::Abrupt,
+                        session_expiry: None,
                     });
                 }
                 Reply::Deliver(items) => {
@@ -122,9 +123,11 @@ fuzz_target!(|data: &[u8]| {
                 router.handle(Event::Connect {
                     conn,
                     connect: Connect {
-                        client_id: CLIENTS[usize::from(y) % CLIENTS.len()].into(),
-                        clean_session: x & 1 == 1,
-                        will: None,
+                        // 3.1.1's two kinds of session and MQTT 5's finite expiry,
+                        // with a small receive maximum now and then.
+                        session_expiry: [0, NEVER_EXPIRES, 3600, NEVER_EXPIRES][usize::from(x >> 1 & 3)],
+                        receive_maximum: if x & 8 == 8 { 2 } else { u16::MAX },
+                        ..Connect::v3(CLIENTS[usize::from(y) % CLIENTS.len()], x & 1 == 1, None)
                     },
                 });
             }
@@ -134,7 +137,7 @@ fuzz_target!(|data: &[u8]| {
                 let retain = y & 0x80 != 0;
                 let payload: &[u8] = if y & 0x40 != 0 { b"" } else { b"p" };
                 let Ok(tid) = topics.intern(topic) else { continue };
-                let record = Message::encode_framed(q, retain, 0, None, topic, &[], payload);
+                let record = NewMessage::new(q, retain, 0, topic, payload).framed();
                 router.handle(Event::Publish {
                     conn,
                     pkid: (q != QoS::AtMostOnce).then_some(pkid),
@@ -159,7 +162,12 @@ fuzz_target!(|data: &[u8]| {
             (6, Some(conn)) => router.handle(Event::Subscribe {
                 conn,
                 pkid,
-                filters: vec![(FILTERS[usize::from(y) % FILTERS.len()].into(), qos(x >> 3))],
+                filters: vec![Subscription {
+                    no_local: x & 1 == 1,
+                    retain_as_published: x & 2 == 2,
+                    ..Subscription::new(FILTERS[usize::from(y) % FILTERS.len()], qos(x >> 3))
+                }],
+                id: (x & 4 == 4).then_some(u32::from(y) + 1),
             }),
             (7, Some(conn)) => router.handle(Event::Unsubscribe {
                 conn,
@@ -175,7 +183,11 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     DisconnectReason::Abrupt
                 };
-                router.handle(Event::Disconnect { conn, reason });
+                router.handle(Event::Disconnect {
+                    conn,
+                    reason,
+                    session_expiry: None,
+                });
             }
             (10, _) => drain(&mut router, &mut live, &mut in_flight),
             (11, _) => router.tick(std::time::SystemTime::now()),

@@ -39,6 +39,14 @@ pub enum Event {
         /// Packet id.
         pkid: PacketId,
     },
+    /// The client refused a QoS 2 delivery (MQTT 5 PUBREC with a reason code of
+    /// 0x80 or more): the exchange ends there, as if completed.
+    PubRecRefused {
+        /// The connection.
+        conn: ConnectionId,
+        /// Packet id.
+        pkid: PacketId,
+    },
     /// The client releases its QoS 2 publish.
     PubRel {
         /// The connection.
@@ -59,8 +67,10 @@ pub enum Event {
         conn: ConnectionId,
         /// Packet id.
         pkid: PacketId,
-        /// Filters and requested QoS, in order. Invalid filters get a failure code.
-        filters: Vec<(String, QoS)>,
+        /// Filters with their options, in order. Invalid filters get a failure code.
+        filters: Vec<Subscription>,
+        /// Subscription identifier (MQTT 5), given to every filter of the packet.
+        id: Option<u32>,
     },
     /// UNSUBSCRIBE.
     Unsubscribe {
@@ -82,7 +92,55 @@ pub enum Event {
         conn: ConnectionId,
         /// Whether the client said goodbye (DISCONNECT) or not.
         reason: DisconnectReason,
+        /// A new session expiry interval from the client's DISCONNECT (MQTT 5).
+        session_expiry: Option<u32>,
     },
+}
+
+/// Session expiry interval meaning "never expires" (also what a 3.1.1 persistent
+/// session gets).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// One filter of a SUBSCRIBE with its options (MQTT 5 §3.8.3.1; a 3.1.1 client gets
+/// the defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The topic filter.
+    pub filter: String,
+    /// Maximum QoS.
+    pub qos: QoS,
+    /// Do not send this session the messages it published itself.
+    pub no_local: bool,
+    /// Keep the retain flag a message was published with (else it is cleared, except
+    /// for retained messages sent because of the subscription).
+    pub retain_as_published: bool,
+    /// When to send retained messages.
+    pub retain_handling: RetainHandling,
+}
+
+impl Subscription {
+    /// A filter with default options (what a 3.1.1 SUBSCRIBE means).
+    #[must_use]
+    pub fn new(filter: impl Into<String>, qos: QoS) -> Subscription {
+        Subscription {
+            filter: filter.into(),
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::OnSubscribe,
+        }
+    }
+}
+
+/// When retained messages are sent for a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetainHandling {
+    /// At every SUBSCRIBE (0).
+    OnSubscribe,
+    /// Only when the subscription did not exist before (1).
+    OnNewSubscription,
+    /// Never (2).
+    Never,
 }
 
 /// A validated CONNECT.
@@ -90,10 +148,39 @@ pub enum Event {
 pub struct Connect {
     /// Client id; empty asks the broker to assign one (clean sessions only).
     pub client_id: String,
-    /// Clean session (3.1.1) / clean start with zero expiry.
-    pub clean_session: bool,
+    /// Clean start: discard any existing session (3.1.1: clean session).
+    pub clean_start: bool,
+    /// Seconds the session outlives its connection: 0 ends it with the connection,
+    /// [`NEVER_EXPIRES`] keeps it forever (3.1.1: clean session 1 → 0, 0 → never).
+    /// A session with an interval above 0 is persistent: journaled, kept on restart.
+    pub session_expiry: u32,
+    /// Most QoS 1/2 deliveries the client takes unacknowledged (MQTT 5 receive
+    /// maximum; 3.1.1: 65535). The router sends at most the lower of this and its
+    /// own `inflight_max`.
+    pub receive_maximum: u16,
+    /// Largest packet the client accepts (MQTT 5); larger messages are not sent to it.
+    pub max_packet_size: u32,
     /// The will message, if any.
     pub will: Option<Will>,
+    /// Seconds to wait after an abrupt disconnect before publishing the will (MQTT 5);
+    /// a reconnect within it cancels the will.
+    pub will_delay: u32,
+}
+
+impl Connect {
+    /// A CONNECT as MQTT 3.1.1 has it.
+    #[must_use]
+    pub fn v3(client_id: impl Into<String>, clean_session: bool, will: Option<Will>) -> Connect {
+        Connect {
+            client_id: client_id.into(),
+            clean_start: clean_session,
+            session_expiry: if clean_session { 0 } else { NEVER_EXPIRES },
+            receive_maximum: u16::MAX,
+            max_packet_size: u32::MAX,
+            will,
+            will_delay: 0,
+        }
+    }
 }
 
 /// A message on its way into the log: a client's PUBLISH, or a will when it fires.
@@ -128,8 +215,6 @@ pub enum DisconnectReason {
 pub enum ConnectCode {
     /// Accepted.
     Accepted,
-    /// The client id is not allowed (e.g. empty with a persistent session).
-    IdentifierRejected,
     /// The broker cannot serve (e.g. its storage is failing).
     ServerUnavailable,
 }
@@ -139,8 +224,39 @@ pub enum ConnectCode {
 pub enum SubscribeCode {
     /// Granted at this QoS.
     Granted(QoS),
-    /// Refused (invalid filter, or a limit).
-    Failure,
+    /// The filter is not valid (MQTT 5: 0x8F).
+    InvalidFilter,
+    /// The session holds `subscriptions_max` filters (MQTT 5: 0x97).
+    QuotaExceeded,
+}
+
+/// UNSUBACK outcome for one filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsubscribeCode {
+    /// Removed.
+    Success,
+    /// The session had no such subscription (MQTT 5: 0x11).
+    NoSubscriptionExisted,
+}
+
+/// What became of an inbound QoS 1/2 publish, for its PUBACK/PUBREC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubReason {
+    /// Stored, and some subscription matched.
+    Success,
+    /// Stored, but no subscription matched (MQTT 5: 0x10).
+    NoMatchingSubscribers,
+    /// Not stored: the log refused the write, e.g. the disk is full (MQTT 5: 0x97;
+    /// a 3.1.1 connection has no way to say so and is closed).
+    StorageFailure,
+}
+
+impl PubReason {
+    /// The message was stored.
+    #[must_use]
+    pub fn is_success(self) -> bool {
+        self != PubReason::StorageFailure
+    }
 }
 
 /// Why the router closes a connection.
@@ -165,8 +281,11 @@ pub struct Delivery {
     pub pkid: Option<PacketId>,
     /// Redelivery of an unacknowledged message.
     pub dup: bool,
-    /// Sent because of a subscription to a retained message.
+    /// The retain flag to send: set for retained messages sent because of a
+    /// subscription, and for any retained publish to a retain-as-published one.
     pub retain: bool,
+    /// Identifiers of the session's subscriptions that matched (MQTT 5).
+    pub subscription_ids: Vec<u32>,
 }
 
 /// What the router sends to a connection.
@@ -182,9 +301,9 @@ pub enum Reply {
         assigned_client_id: Option<String>,
     },
     /// PUBACK for an inbound QoS 1 publish, sent after the append.
-    PubAck(PacketId),
+    PubAck(PacketId, PubReason),
     /// PUBREC for an inbound QoS 2 publish, sent after the append.
-    PubRec(PacketId),
+    PubRec(PacketId, PubReason),
     /// PUBREL for an outbound QoS 2 delivery.
     PubRel(PacketId),
     /// PUBCOMP for an inbound QoS 2 release.
@@ -197,7 +316,12 @@ pub enum Reply {
         codes: Vec<SubscribeCode>,
     },
     /// UNSUBACK.
-    UnsubAck(PacketId),
+    UnsubAck {
+        /// Packet id.
+        pkid: PacketId,
+        /// One per filter, in order.
+        codes: Vec<UnsubscribeCode>,
+    },
     /// Messages to write out; the connection sends `Event::Pull` when done.
     Deliver(Vec<Delivery>),
     /// Close the connection.

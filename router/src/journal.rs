@@ -28,7 +28,9 @@
 //!  1  Head         u64 message-log head when the batch was committed
 //!  2  Open         u32 session, u16 len + client id
 //!  3  Remove       u32 session
-//!  4  Subscribe    u32 session, u8 QoS, u16 len + filter
+//!  4  Subscribe    u32 session, u8 options, [u32 id], u16 len + filter
+//!                  (options as in MQTT 5: bits 0-1 QoS, 2 no local, 3 retain as
+//!                  published; bit 7: a subscription identifier follows)
 //!  5  Unsubscribe  u32 session, u16 len + filter
 //!  6  Pending      u32 session, u8 QoS, u32 len + record   (retained message to send)
 //!  7  Taken        u32 session                             (the first pending one left)
@@ -43,6 +45,8 @@
 //! 16  Unretain     u16 len + topic
 //! 17  Begin        (checkpoint starts)
 //! 18  End          (checkpoint complete)
+//! 19  Expiry       u32 session, u32 seconds                (session expiry interval;
+//!                  without one a session never expires)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -53,7 +57,7 @@ use commitlog::Offset;
 
 use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
 use crate::storage::Storage;
-use crate::{Message, QoS};
+use crate::{Message, QoS, SubOptions, NEVER_EXPIRES};
 
 /// One change to persistent state (see the module docs for the encoding).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,14 +76,21 @@ pub enum Op {
         /// Session.
         sid: u32,
     },
-    /// A filter was added or its QoS replaced.
+    /// A filter was added or its options replaced.
     Subscribe {
         /// Session.
         sid: u32,
         /// Filter.
         filter: String,
-        /// Granted QoS.
-        qos: QoS,
+        /// Its options.
+        options: SubOptions,
+    },
+    /// The session's expiry interval was set (on connect, or by DISCONNECT).
+    Expiry {
+        /// Session.
+        sid: u32,
+        /// Seconds.
+        secs: u32,
     },
     /// A filter was removed.
     Unsubscribe {
@@ -211,6 +222,7 @@ mod tag {
     pub const UNRETAIN: u8 = 16;
     pub const BEGIN: u8 = 17;
     pub const END: u8 = 18;
+    pub const EXPIRY: u8 = 19;
 }
 
 impl Op {
@@ -226,10 +238,26 @@ impl Op {
                 put_str(b, client_id);
             }
             Op::Remove { sid } => put_head(b, tag::REMOVE, *sid),
-            Op::Subscribe { sid, filter, qos } => {
+            Op::Subscribe {
+                sid,
+                filter,
+                options,
+            } => {
                 put_head(b, tag::SUBSCRIBE, *sid);
-                b.put_u8(*qos as u8);
+                b.put_u8(
+                    options.qos as u8
+                        | u8::from(options.no_local) << 2
+                        | u8::from(options.retain_as_published) << 3
+                        | u8::from(options.id.is_some()) << 7,
+                );
+                if let Some(id) = options.id {
+                    b.put_u32(id);
+                }
                 put_str(b, filter);
+            }
+            Op::Expiry { sid, secs } => {
+                put_head(b, tag::EXPIRY, *sid);
+                b.put_u32(*secs);
             }
             Op::Unsubscribe { sid, filter } => {
                 put_head(b, tag::UNSUBSCRIBE, *sid);
@@ -316,13 +344,27 @@ impl Op {
                     },
                     tag::REMOVE => Op::Remove { sid },
                     tag::SUBSCRIBE => {
-                        let qos = get_qos(b)?;
+                        let bits = get_u8(b)?;
+                        let options = SubOptions {
+                            qos: QoS::from_u8(bits & 0b11).ok_or("bad QoS")?,
+                            no_local: bits & 0b100 != 0,
+                            retain_as_published: bits & 0b1000 != 0,
+                            id: if bits & 0x80 != 0 {
+                                Some(get_u32(b)?)
+                            } else {
+                                None
+                            },
+                        };
                         Op::Subscribe {
                             sid,
-                            qos,
+                            options,
                             filter: get_str(b)?,
                         }
                     }
+                    tag::EXPIRY => Op::Expiry {
+                        sid,
+                        secs: get_u32(b)?,
+                    },
                     tag::UNSUBSCRIBE => Op::Unsubscribe {
                         sid,
                         filter: get_str(b)?,
@@ -579,11 +621,17 @@ impl<S: Storage> Journal<S> {
                 sid,
                 client_id: s.client_id.clone(),
             });
-            for (filter, qos) in &s.filters {
+            if s.expiry_secs != NEVER_EXPIRES {
+                self.push(&Op::Expiry {
+                    sid,
+                    secs: s.expiry_secs,
+                });
+            }
+            for (filter, options) in &s.filters {
                 self.push(&Op::Subscribe {
                     sid,
                     filter: filter.clone(),
-                    qos: *qos,
+                    options: *options,
                 });
             }
             self.push(&Op::Resume {
@@ -637,7 +685,8 @@ impl<S: Storage> Journal<S> {
 #[derive(Debug, Default)]
 struct Rebuilt {
     client_id: String,
-    filters: BTreeMap<String, QoS>,
+    filters: BTreeMap<String, SubOptions>,
+    expiry: Option<u32>,
     resume: Offset,
     pending: VecDeque<(Bytes, QoS)>,
     inflight: BTreeMap<u16, SavedInflight>,
@@ -667,9 +716,18 @@ impl State {
             Op::Remove { sid } => {
                 self.sessions.remove(&sid);
             }
-            Op::Subscribe { sid, filter, qos } => {
+            Op::Subscribe {
+                sid,
+                filter,
+                options,
+            } => {
                 if let Some(s) = self.sessions.get_mut(&sid) {
-                    s.filters.insert(filter, qos);
+                    s.filters.insert(filter, options);
+                }
+            }
+            Op::Expiry { sid, secs } => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.expiry = Some(secs);
                 }
             }
             Op::Unsubscribe { sid, filter } => {
@@ -778,6 +836,7 @@ impl State {
                     id,
                     client_id: s.client_id,
                     filters: s.filters.into_iter().collect(),
+                    expiry_secs: s.expiry.unwrap_or(NEVER_EXPIRES),
                     resume: s.resume,
                     retained: s.pending.into_iter().collect(),
                     inflight: s.inflight.into_values().collect(),
@@ -851,8 +910,19 @@ mod tests {
             Op::Subscribe {
                 sid: 1,
                 filter: "a/#".into(),
-                qos: QoS::ExactlyOnce,
+                options: SubOptions::qos(QoS::ExactlyOnce),
             },
+            Op::Subscribe {
+                sid: 1,
+                filter: "c/+".into(),
+                options: SubOptions {
+                    qos: QoS::AtLeastOnce,
+                    no_local: true,
+                    retain_as_published: true,
+                    id: Some(268_435_455),
+                },
+            },
+            Op::Expiry { sid: 1, secs: 3600 },
             Op::Unsubscribe {
                 sid: 1,
                 filter: "b".into(),

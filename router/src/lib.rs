@@ -33,13 +33,14 @@ pub mod topic;
 
 pub use config::RouterConfig;
 pub use event::{
-    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, Publication, Reply,
-    SubscribeCode, Will,
+    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, PubReason, Publication,
+    Reply, RetainHandling, SubscribeCode, Subscription, UnsubscribeCode, Will, NEVER_EXPIRES,
 };
 pub use id::{ConnectionId, PacketId, SessionId, TopicId};
 pub use interner::{TopicInterner, TopicsFull};
 pub use journal::JournalError;
-pub use message::{Message, MessageError, Origin, QoS, FORMAT_VERSION};
+pub use message::{Message, MessageError, NewMessage, Origin, QoS, FORMAT_VERSION};
 pub use router::{Router, RouterStats};
 pub use snapshot::{SavedInflight, SavedSession, Snapshot};
 pub use storage::Storage;
+pub use subscriptions::SubOptions;

@@ -8,8 +8,10 @@
 //! offset  size  field
 //! 0       1     format version (1)
 //! 1       1     flags: bits 0-1 QoS as published, bit 2 retain as published,
-//!               bit 3 origin present
+//!               bit 3 origin present, bit 4 expiry present
 //! 2       8     publish time, ms since the Unix epoch, u64 BE (for expiry and age)
+//!               -- only with bit 4 (expiry):
+//!         4     message expiry interval, seconds, u32 BE (MQTT 5)
 //!               -- only with bit 3 (origin):
 //!         2     packet id the publisher used, u16 BE
 //!         2     client id length C, u16 BE
@@ -17,8 +19,12 @@
 //!               -- always:
 //!         2     topic length T, u16 BE
 //!         T     topic name, UTF-8
-//!         4     properties length P, u32 BE (MQTT 5 properties as on the wire; 0 for 3.1.1)
-//!         P     properties
+//!         4     properties length P, u32 BE (0 for 3.1.1)
+//!         P     MQTT 5 properties that travel with the message, as on the wire, in
+//!               the publisher's order: payload format, content type, response
+//!               topic, correlation data, user properties (not the topic alias,
+//!               which is per connection, nor the expiry, which is the field above
+//!               and is rewritten to the time left when the message is sent)
 //!         ...   payload (the rest of the record)
 //! ```
 //!
@@ -34,6 +40,7 @@ use commitlog::record::Framed;
 pub const FORMAT_VERSION: u8 = 1;
 const FIXED_BYTES: usize = 16;
 const ORIGIN_FLAG: u8 = 0b1000;
+const EXPIRY_FLAG: u8 = 0b1_0000;
 
 /// Who published a message, as far as exactly-once recovery needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +98,8 @@ pub struct Message {
     pub retain: bool,
     /// Publish time (ms since the epoch).
     pub time_ms: u64,
+    /// Message expiry interval in seconds, as published (MQTT 5).
+    pub expiry_secs: Option<u32>,
     /// Topic name (valid UTF-8).
     pub topic: Bytes,
     /// MQTT 5 properties as on the wire (empty for 3.1.1).
@@ -101,8 +110,107 @@ pub struct Message {
     pub origin: Option<(Bytes, u16)>,
 }
 
+/// The fields of a record to write; see the module docs for the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewMessage<'a> {
+    /// QoS as published.
+    pub qos: QoS,
+    /// Retain flag as published.
+    pub retain: bool,
+    /// Publish time (ms since the epoch).
+    pub time_ms: u64,
+    /// Message expiry interval in seconds (MQTT 5).
+    pub expiry_secs: Option<u32>,
+    /// The publisher's identity, for QoS 2 from persistent sessions.
+    pub origin: Option<Origin<'a>>,
+    /// Topic name; at most 65535 bytes (validated by the caller).
+    pub topic: &'a str,
+    /// MQTT 5 properties that travel with the message, as on the wire.
+    pub properties: &'a [u8],
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+impl<'a> NewMessage<'a> {
+    /// A message with no expiry, origin or properties.
+    #[must_use]
+    pub fn new(qos: QoS, retain: bool, time_ms: u64, topic: &'a str, payload: &'a [u8]) -> Self {
+        NewMessage {
+            qos,
+            retain,
+            time_ms,
+            expiry_secs: None,
+            origin: None,
+            topic,
+            properties: &[],
+            payload,
+        }
+    }
+
+    fn len(&self) -> usize {
+        FIXED_BYTES
+            + self.expiry_secs.map_or(0, |_| 4)
+            + self.origin.map_or(0, |o| 4 + o.client_id.len())
+            + self.topic.len()
+            + self.properties.len()
+            + self.payload.len()
+    }
+
+    /// The record.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.len());
+        self.put(&mut b);
+        b.freeze()
+    }
+
+    /// The record framed for the commitlog, in one buffer: what a connection hands
+    /// the router, so the log writes it without copying or checksumming.
+    #[must_use]
+    pub fn framed(&self) -> Framed {
+        let header = commitlog::record::HEADER_BYTES;
+        let mut b = BytesMut::with_capacity(header + self.len());
+        b.put_bytes(0, header);
+        self.put(&mut b);
+        match Framed::seal(b) {
+            Some(f) => f,
+            // Unreachable: the buffer holds the header, and no record from a packet
+            // (256 MiB at most) exceeds u32::MAX bytes.
+            None => Framed::new(&self.encode()),
+        }
+    }
+
+    fn put(&self, b: &mut BytesMut) {
+        b.put_u8(FORMAT_VERSION);
+        let mut flags = self.qos as u8 | (u8::from(self.retain) << 2);
+        if self.origin.is_some() {
+            flags |= ORIGIN_FLAG;
+        }
+        if self.expiry_secs.is_some() {
+            flags |= EXPIRY_FLAG;
+        }
+        b.put_u8(flags);
+        b.put_u64(self.time_ms);
+        if let Some(e) = self.expiry_secs {
+            b.put_u32(e);
+        }
+        if let Some(o) = self.origin {
+            b.put_u16(o.pkid);
+            // Client ids come off the wire as MQTT strings: at most 65535 bytes.
+            b.put_u16(u16::try_from(o.client_id.len()).unwrap_or(u16::MAX));
+            b.put_slice(o.client_id.as_bytes());
+        }
+        // Topic names are validated to fit u16 before they get here.
+        b.put_u16(u16::try_from(self.topic.len()).unwrap_or(u16::MAX));
+        b.put_slice(self.topic.as_bytes());
+        b.put_u32(u32::try_from(self.properties.len()).unwrap_or(u32::MAX));
+        b.put_slice(self.properties);
+        b.put_slice(self.payload);
+    }
+}
+
 impl Message {
-    /// Encode a record. `topic` must be at most 65535 bytes (validated by the caller).
+    /// Encode a record with no expiry or origin (see [`NewMessage`] for those).
     #[must_use]
     pub fn encode(
         qos: QoS,
@@ -112,77 +220,11 @@ impl Message {
         properties: &[u8],
         payload: &[u8],
     ) -> Bytes {
-        let mut b =
-            BytesMut::with_capacity(FIXED_BYTES + topic.len() + properties.len() + payload.len());
-        Self::put(
-            &mut b, qos, retain, time_ms, None, topic, properties, payload,
-        );
-        b.freeze()
-    }
-
-    /// Encode a record framed for the commitlog, in one buffer: what a connection
-    /// hands the router, so the log writes it without copying or checksumming.
-    #[must_use]
-    #[allow(clippy::too_many_arguments)] // the record's fields, in record order
-    pub fn encode_framed(
-        qos: QoS,
-        retain: bool,
-        time_ms: u64,
-        origin: Option<Origin<'_>>,
-        topic: &str,
-        properties: &[u8],
-        payload: &[u8],
-    ) -> Framed {
-        let header = commitlog::record::HEADER_BYTES;
-        let origin_len = origin.map_or(0, |o| 4 + o.client_id.len());
-        let mut b = BytesMut::with_capacity(
-            header + FIXED_BYTES + origin_len + topic.len() + properties.len() + payload.len(),
-        );
-        b.put_bytes(0, header);
-        Self::put(
-            &mut b, qos, retain, time_ms, origin, topic, properties, payload,
-        );
-        match Framed::seal(b) {
-            Some(f) => f,
-            // Unreachable: the buffer holds the header, and no record from a packet
-            // (256 MiB at most) exceeds u32::MAX bytes.
-            None => {
-                let mut b = BytesMut::new();
-                Self::put(
-                    &mut b, qos, retain, time_ms, origin, topic, properties, payload,
-                );
-                Framed::new(&b.freeze())
-            }
+        NewMessage {
+            properties,
+            ..NewMessage::new(qos, retain, time_ms, topic, payload)
         }
-    }
-
-    #[allow(clippy::too_many_arguments)] // the record's fields, in record order
-    fn put(
-        b: &mut BytesMut,
-        qos: QoS,
-        retain: bool,
-        time_ms: u64,
-        origin: Option<Origin<'_>>,
-        topic: &str,
-        properties: &[u8],
-        payload: &[u8],
-    ) {
-        b.put_u8(FORMAT_VERSION);
-        let origin_flag = if origin.is_some() { ORIGIN_FLAG } else { 0 };
-        b.put_u8(qos as u8 | (u8::from(retain) << 2) | origin_flag);
-        b.put_u64(time_ms);
-        if let Some(o) = origin {
-            b.put_u16(o.pkid);
-            // Client ids come off the wire as MQTT strings: at most 65535 bytes.
-            b.put_u16(u16::try_from(o.client_id.len()).unwrap_or(u16::MAX));
-            b.put_slice(o.client_id.as_bytes());
-        }
-        // Topic names are validated to fit u16 before they get here.
-        b.put_u16(u16::try_from(topic.len()).unwrap_or(u16::MAX));
-        b.put_slice(topic.as_bytes());
-        b.put_u32(u32::try_from(properties.len()).unwrap_or(u32::MAX));
-        b.put_slice(properties);
-        b.put_slice(payload);
+        .encode()
     }
 
     /// Decode a record without copying.
@@ -198,6 +240,13 @@ impl Message {
         let retain = r[1] & 0b100 != 0;
         let time_ms = u64::from_be_bytes([r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]]);
         let mut at = 10;
+        let expiry_secs = if r[1] & EXPIRY_FLAG != 0 {
+            let b = r.get(at..at + 4).ok_or(MessageError::Truncated)?;
+            at += 4;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        } else {
+            None
+        };
         let origin = if r[1] & ORIGIN_FLAG != 0 {
             let pkid = be16(r, at)?;
             let c = usize::from(be16(r, at + 2)?);
@@ -235,6 +284,7 @@ impl Message {
             qos,
             retain,
             time_ms,
+            expiry_secs,
             topic: record.slice(topic_start..topic_end),
             properties: record.slice(props_len_end..props_end),
             payload: record.slice(props_end..),
@@ -247,6 +297,49 @@ impl Message {
     pub fn origin(&self) -> Option<(&str, u16)> {
         let (id, pkid) = self.origin.as_ref()?;
         Some((std::str::from_utf8(id).unwrap_or(""), *pkid))
+    }
+
+    /// Whether a record carries a message expiry interval (without decoding it).
+    #[must_use]
+    pub fn has_expiry(record: &[u8]) -> bool {
+        record.get(1).is_some_and(|f| f & EXPIRY_FLAG != 0)
+    }
+
+    /// An upper bound of the MQTT 5 PUBLISH packet that carries a record of
+    /// `record_len` bytes with `ids` subscription identifiers. The packet drops the
+    /// record's fixed fields and origin, and adds a fixed header (at most 5 bytes),
+    /// a packet id, a property length (at most 4), the expiry and a topic alias
+    /// (5 and 3 bytes) and the identifiers (at most 5 each).
+    #[must_use]
+    pub fn packet_size_bound(record_len: usize, ids: usize) -> usize {
+        record_len + 5 + 2 + 4 + 5 + 3 + 5 * ids
+    }
+
+    /// The size of the MQTT 5 PUBLISH carrying this message at QoS 1 or 2 with
+    /// `ids` subscription identifiers, counting the topic in full and a topic
+    /// alias (so never below what is sent).
+    #[must_use]
+    pub fn v5_packet_size(&self, ids: usize) -> usize {
+        fn varint_len(v: usize) -> usize {
+            match v {
+                0..=127 => 1,
+                128..=16_383 => 2,
+                16_384..=2_097_151 => 3,
+                _ => 4,
+            }
+        }
+        let props = self.properties.len() + self.expiry_secs.map_or(0, |_| 5) + 3 + 5 * ids;
+        let rem = 2 + self.topic.len() + 2 + varint_len(props) + props + self.payload.len();
+        1 + varint_len(rem) + rem
+    }
+
+    /// Seconds left before the message expires at `now_ms`: `None` without an
+    /// expiry, `Some(0)` once expired (an expired message is not delivered).
+    #[must_use]
+    pub fn expiry_left(&self, now_ms: u64) -> Option<u32> {
+        let secs = self.expiry_secs?;
+        let age = now_ms.saturating_sub(self.time_ms) / 1000;
+        Some(u32::try_from(u64::from(secs).saturating_sub(age)).unwrap_or(0))
     }
 
     /// The topic as text (validated UTF-8 by `decode`).
@@ -270,7 +363,11 @@ mod tests {
 
     #[test]
     fn framed_holds_the_same_record() {
-        let f = Message::encode_framed(QoS::AtLeastOnce, false, 5, None, "t", b"p", b"x");
+        let f = NewMessage {
+            properties: b"p",
+            ..NewMessage::new(QoS::AtLeastOnce, false, 5, "t", b"x")
+        }
+        .framed();
         assert_eq!(
             f.payload(),
             Message::encode(QoS::AtLeastOnce, false, 5, "t", b"p", b"x")
@@ -296,9 +393,17 @@ mod tests {
             client_id: "dev-7",
             pkid: 513,
         };
-        let f = Message::encode_framed(QoS::ExactlyOnce, false, 5, Some(origin), "a/b", b"", b"x");
+        let f = NewMessage {
+            origin: Some(origin),
+            expiry_secs: Some(60),
+            ..NewMessage::new(QoS::ExactlyOnce, false, 5, "a/b", b"x")
+        }
+        .framed();
         let m = Message::decode(&f.payload()).unwrap();
         assert_eq!(m.origin(), Some(("dev-7", 513)));
+        assert_eq!(m.expiry_secs, Some(60));
+        assert_eq!(m.expiry_left(5 + 59_999), Some(1));
+        assert_eq!(m.expiry_left(5 + 60_000), Some(0));
         assert_eq!(m.topic_str(), "a/b");
         assert_eq!(&m.payload[..], b"x");
         let plain = Message::decode(&Message::encode(

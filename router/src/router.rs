@@ -21,14 +21,14 @@ use commitlog::record::Framed;
 use commitlog::{Offset, ReadLimits};
 
 use crate::event::{
-    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, Publication, Reply,
-    SubscribeCode, Will,
+    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, PubReason, Publication,
+    Reply, RetainHandling, SubscribeCode, Subscription, UnsubscribeCode, Will, NEVER_EXPIRES,
 };
 use crate::journal::{self, Journal, JournalError, Op};
 use crate::session::{Inflight, OutState, Queued, Session};
 use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
 use crate::storage::Storage;
-use crate::subscriptions::SubscriptionTree;
+use crate::subscriptions::{Grant, SubOptions, SubscriptionTree};
 use crate::{
     topic, ConnectionId, Message, PacketId, QoS, RouterConfig, SessionId, TopicId, TopicInterner,
 };
@@ -79,7 +79,7 @@ pub struct Router<S: Storage> {
     by_conn: HashMap<ConnectionId, SessionId>,
     tree: SubscriptionTree,
     /// Topic → matching sessions; cleared whenever a subscription changes.
-    matches: HashMap<TopicId, Vec<(SessionId, QoS)>>,
+    matches: HashMap<TopicId, Vec<(SessionId, Grant)>>,
     retained: HashMap<TopicId, Bytes>,
     staged: Vec<Staged>,
     /// Inbound QoS 2 ids (by session) of the publishes in `staged`: a retransmission
@@ -94,7 +94,29 @@ pub struct Router<S: Storage> {
     read_buf: Vec<Bytes>,
     /// Scratch for `deliver`: the queued messages being read.
     want_buf: Vec<Queued>,
+    /// Offline sessions whose expiry or delayed will is pending.
+    timers: Vec<Timer>,
+    /// Wall-clock time of the last tick (times message expiry and timers).
+    now: SystemTime,
     stats: RouterStats,
+}
+
+/// Something an offline session is waiting for. `at` is set by the first tick after
+/// it was armed: the router reads no clock of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timer {
+    sid: SessionId,
+    kind: TimerKind,
+    after: Duration,
+    at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    /// The session ends (its will, if still held, is published first).
+    Expire,
+    /// The delayed will is published.
+    Will,
 }
 
 impl<S: Storage> Router<S> {
@@ -121,6 +143,8 @@ impl<S: Storage> Router<S> {
             last_retention: None,
             read_buf: Vec::new(),
             want_buf: Vec::new(),
+            timers: Vec::new(),
+            now: SystemTime::UNIX_EPOCH,
             stats: RouterStats::default(),
         }
     }
@@ -235,13 +259,15 @@ impl<S: Storage> Router<S> {
             } => self.publish(conn, pkid, message),
             Event::PubAck { conn, pkid } => self.outbound_ack(conn, pkid, QoS::AtLeastOnce),
             Event::PubRec { conn, pkid } => self.pubrec(conn, pkid),
+            Event::PubRecRefused { conn, pkid } => self.outbound_ack(conn, pkid, QoS::ExactlyOnce),
             Event::PubComp { conn, pkid } => self.outbound_ack(conn, pkid, QoS::ExactlyOnce),
             Event::PubRel { conn, pkid } => self.pubrel(conn, pkid),
             Event::Subscribe {
                 conn,
                 pkid,
                 filters,
-            } => self.subscribe(conn, pkid, filters),
+                id,
+            } => self.subscribe(conn, pkid, filters, id),
             Event::Unsubscribe {
                 conn,
                 pkid,
@@ -255,7 +281,11 @@ impl<S: Storage> Router<S> {
                     self.deliver(sid);
                 }
             }
-            Event::Disconnect { conn, reason } => self.disconnect(conn, reason),
+            Event::Disconnect {
+                conn,
+                reason,
+                session_expiry,
+            } => self.disconnect(conn, reason, session_expiry),
         }
         if self.staged.len() >= self.config.append_batch_max {
             self.flush();
@@ -264,6 +294,8 @@ impl<S: Storage> Router<S> {
 
     /// Periodic work at wall-clock time `now`: interval fsync and retention.
     pub fn tick(&mut self, now: SystemTime) {
+        self.now = now;
+        self.run_timers(now);
         // Keep the journal's idea of the log head recent, so crash recovery scans
         // only a short tail of the message log (see `recover_inbound_qos2`).
         let head = self.storage.head();
@@ -312,15 +344,16 @@ impl<S: Storage> Router<S> {
             .into_iter()
             .map(|(sid, s)| {
                 let resume = s.resume(head);
-                let mut filters: Vec<(String, QoS)> =
-                    s.filters.iter().map(|(f, q)| (f.clone(), *q)).collect();
-                filters.sort();
+                let mut filters: Vec<(String, SubOptions)> =
+                    s.filters.iter().map(|(f, o)| (f.clone(), *o)).collect();
+                filters.sort_by(|a, b| a.0.cmp(&b.0));
                 let mut incoming_qos2: Vec<u16> = s.incoming_qos2.iter().copied().collect();
                 incoming_qos2.sort_unstable();
                 SavedSession {
                     id: sid.0,
                     client_id: s.client_id.to_string(),
                     filters,
+                    expiry_secs: s.expiry_secs,
                     resume,
                     retained: s.retained.iter().cloned().collect(),
                     inflight: s
@@ -377,11 +410,22 @@ impl<S: Storage> Router<S> {
             s.live = false;
             s.cursor = saved.resume.min(head);
             s.journaled_resume = s.cursor;
-            for (filter, qos) in saved.filters {
+            for (filter, options) in saved.filters {
                 if topic::validate_filter(&filter).is_ok() {
-                    self.tree.insert(&filter, sid, qos);
-                    s.filters.insert(filter, qos);
+                    self.tree.insert(&filter, sid, options.grant());
+                    s.filters.insert(filter, options);
                 }
+            }
+            // The interval starts over at restart: the broker cannot know how long
+            // it was down, and ending a session early loses what it holds.
+            s.expiry_secs = saved.expiry_secs;
+            if saved.expiry_secs != NEVER_EXPIRES {
+                self.timers.push(Timer {
+                    sid,
+                    kind: TimerKind::Expire,
+                    after: Duration::from_secs(u64::from(saved.expiry_secs)),
+                    at: None,
+                });
             }
             // An offline session keeps QoS 1 and 2 only.
             s.retained = saved
@@ -451,18 +495,10 @@ impl<S: Storage> Router<S> {
 
     fn connect(&mut self, conn: ConnectionId, c: Connect) {
         let mut assigned = None;
+        let persistent = c.session_expiry > 0;
+        // An empty id gets one assigned (3.1.1 allows that for clean sessions only;
+        // its connection refuses the others before they get here).
         let client_id: Arc<str> = if c.client_id.is_empty() {
-            if !c.clean_session {
-                self.reply(
-                    conn,
-                    Reply::ConnAck {
-                        code: ConnectCode::IdentifierRejected,
-                        session_present: false,
-                        assigned_client_id: None,
-                    },
-                );
-                return;
-            }
             let id = loop {
                 self.next_assigned_id += 1;
                 let id = format!("rumq-{}", self.next_assigned_id);
@@ -479,10 +515,12 @@ impl<S: Storage> Router<S> {
         let mut session_present = false;
         if let Some(sid) = self.by_client.get(&client_id).copied() {
             // Take over: close the old connection; its will fires (it did not say
-            // goodbye).
-            let (old_conn, will, old_clean) = match self.sessions.get_mut(&sid) {
-                Some(s) => (s.conn.take(), s.will.take(), s.clean),
-                None => (None, None, true),
+            // goodbye). A will still delayed from an earlier connection is cancelled
+            // by the reconnect (MQTT 5 §3.1.2.5).
+            self.timers.retain(|t| t.sid != sid);
+            let (old_conn, will) = match self.sessions.get_mut(&sid) {
+                Some(s) => (s.conn.take(), s.will.take()),
+                None => (None, None),
             };
             if let Some(old) = old_conn {
                 self.by_conn.remove(&old);
@@ -490,10 +528,11 @@ impl<S: Storage> Router<S> {
                     .push((old, Reply::Close(CloseReason::SessionTakenOver)));
                 tracing::info!(client_id = %client_id, old = %old, new = %conn, "session taken over");
             }
-            if let Some(w) = will {
+            if let (Some(w), Some(_)) = (will, old_conn) {
                 self.stage_will(w);
             }
-            if c.clean_session || old_clean {
+            let old_clean = self.sessions.get(&sid).is_none_or(|s| s.clean);
+            if c.clean_start || old_clean {
                 self.remove_session(sid);
             } else {
                 session_present = true;
@@ -506,9 +545,9 @@ impl<S: Storage> Router<S> {
                 self.next_session = self.next_session.wrapping_add(1);
                 let head = self.storage.head();
                 self.sessions
-                    .insert(sid, Session::new(client_id.clone(), c.clean_session, head));
+                    .insert(sid, Session::new(client_id.clone(), !persistent, head));
                 self.by_client.insert(client_id.clone(), sid);
-                if !c.clean_session {
+                if persistent {
                     self.journal.push(&Op::Open {
                         sid: sid.0,
                         client_id: client_id.to_string(),
@@ -521,9 +560,24 @@ impl<S: Storage> Router<S> {
         let mut resend = Vec::new();
         let mut rel = Vec::new();
         if let Some(s) = self.sessions.get_mut(&sid) {
+            if !s.clean && !persistent {
+                // A persistent session resumed by a connection that ends it on
+                // disconnect (MQTT 5: clean start 0, expiry 0): no longer journaled.
+                self.journal.push(&Op::Remove { sid: sid.0 });
+            }
+            if persistent && s.expiry_secs != c.session_expiry {
+                self.journal.push(&Op::Expiry {
+                    sid: sid.0,
+                    secs: c.session_expiry,
+                });
+            }
             s.conn = Some(conn);
-            s.clean = c.clean_session;
+            s.clean = !persistent;
+            s.expiry_secs = c.session_expiry;
+            s.inflight_limit = usize::from(c.receive_maximum.max(1));
+            s.max_packet_size = c.max_packet_size;
             s.will = c.will;
+            s.will_delay_secs = c.will_delay;
             s.awaiting_pull = false;
             // Resume unacknowledged deliveries in the order they were first sent
             // (§4.4): log order, which packet ids lose once they wrap. Retained
@@ -542,6 +596,7 @@ impl<S: Storage> Router<S> {
                         pkid: Some(PacketId(pkid)),
                         dup: true,
                         retain: false,
+                        subscription_ids: s.ids_for_record(&inf.record),
                     }),
                     OutState::Released => rel.push(PacketId(pkid)),
                 }
@@ -564,6 +619,7 @@ impl<S: Storage> Router<S> {
     }
 
     fn remove_session(&mut self, sid: SessionId) {
+        self.timers.retain(|t| t.sid != sid);
         if let Some(s) = self.sessions.remove(&sid) {
             if !s.clean {
                 self.journal.push(&Op::Remove { sid: sid.0 });
@@ -599,7 +655,9 @@ impl<S: Storage> Router<S> {
         };
         let (reply, qos2) = match (qos, pkid) {
             (QoS::AtMostOnce, _) => (None, None),
-            (QoS::AtLeastOnce, Some(p)) => (Some((conn, Reply::PubAck(p))), None),
+            (QoS::AtLeastOnce, Some(p)) => {
+                (Some((conn, Reply::PubAck(p, PubReason::Success))), None)
+            }
             (QoS::ExactlyOnce, Some(p)) => {
                 let seen = self
                     .sessions
@@ -609,11 +667,14 @@ impl<S: Storage> Router<S> {
                 if seen {
                     // A retransmission of a publish we stored (or staged, not yet
                     // appended): acknowledge after it, store nothing (exactly once).
-                    self.reply(conn, Reply::PubRec(p));
+                    self.reply(conn, Reply::PubRec(p, PubReason::Success));
                     return;
                 }
                 self.staged_qos2.insert((sid, p.0));
-                (Some((conn, Reply::PubRec(p))), Some((sid, p.0)))
+                (
+                    Some((conn, Reply::PubRec(p, PubReason::Success))),
+                    Some((sid, p.0)),
+                )
             }
             (_, None) => {
                 self.outbox
@@ -696,35 +757,60 @@ impl<S: Storage> Router<S> {
         }
     }
 
-    fn subscribe(&mut self, conn: ConnectionId, pkid: PacketId, filters: Vec<(String, QoS)>) {
+    fn subscribe(
+        &mut self,
+        conn: ConnectionId,
+        pkid: PacketId,
+        filters: Vec<Subscription>,
+        id: Option<u32>,
+    ) {
         let Some(sid) = self.by_conn.get(&conn).copied() else {
             return;
         };
         let mut codes = Vec::with_capacity(filters.len());
         let mut retained = Vec::new();
-        for (filter, qos) in filters {
+        for sub in filters {
+            let filter = sub.filter;
             if topic::validate_filter(&filter).is_err() {
-                codes.push(SubscribeCode::Failure);
+                codes.push(SubscribeCode::InvalidFilter);
                 continue;
             }
+            let existed = self
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.filters.contains_key(&filter));
             // A new filter past the per-session limit is refused (a replaced one is
             // not new): every subscription costs memory in the tree and on each match.
-            let full = self.sessions.get(&sid).is_some_and(|s| {
-                s.filters.len() >= self.config.subscriptions_max && !s.filters.contains_key(&filter)
-            });
+            let full = self
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.filters.len() >= self.config.subscriptions_max && !existed);
             if full {
                 tracing::warn!(%conn, filter, max = self.config.subscriptions_max, "subscription refused: limit reached");
-                codes.push(SubscribeCode::Failure);
+                codes.push(SubscribeCode::QuotaExceeded);
                 continue;
             }
-            self.tree.insert(&filter, sid, qos);
-            for (tid, record) in &self.retained {
-                let Some(name) = self.topics.name(*tid) else {
-                    continue;
-                };
-                if topic::matches(&filter, &name) {
-                    let msg_qos = Message::decode(record).map_or(QoS::AtMostOnce, |m| m.qos);
-                    retained.push((record.clone(), msg_qos.min(qos)));
+            let options = SubOptions {
+                qos: sub.qos,
+                no_local: sub.no_local,
+                retain_as_published: sub.retain_as_published,
+                id,
+            };
+            self.tree.insert(&filter, sid, options.grant());
+            let send_retained = match sub.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscription => !existed,
+                RetainHandling::Never => false,
+            };
+            if send_retained {
+                for (tid, record) in &self.retained {
+                    let Some(name) = self.topics.name(*tid) else {
+                        continue;
+                    };
+                    if topic::matches(&filter, &name) {
+                        let msg_qos = Message::decode(record).map_or(QoS::AtMostOnce, |m| m.qos);
+                        retained.push((record.clone(), msg_qos.min(sub.qos)));
+                    }
                 }
             }
             if let Some(s) = self.sessions.get_mut(&sid) {
@@ -732,12 +818,12 @@ impl<S: Storage> Router<S> {
                     self.journal.push(&Op::Subscribe {
                         sid: sid.0,
                         filter: filter.clone(),
-                        qos,
+                        options,
                     });
                 }
-                s.filters.insert(filter, qos);
+                s.filters.insert(filter, options);
             }
-            codes.push(SubscribeCode::Granted(qos));
+            codes.push(SubscribeCode::Granted(sub.qos));
         }
         self.matches.clear();
         self.reply(conn, Reply::SubAck { pkid, codes });
@@ -763,22 +849,33 @@ impl<S: Storage> Router<S> {
         let Some(sid) = self.by_conn.get(&conn).copied() else {
             return;
         };
+        let mut codes = Vec::with_capacity(filters.len());
         for f in &filters {
             self.tree.remove(f, sid);
+            let mut code = UnsubscribeCode::NoSubscriptionExisted;
             if let Some(s) = self.sessions.get_mut(&sid) {
-                if s.filters.remove(f).is_some() && !s.clean {
-                    self.journal.push(&Op::Unsubscribe {
-                        sid: sid.0,
-                        filter: f.clone(),
-                    });
+                if s.filters.remove(f).is_some() {
+                    code = UnsubscribeCode::Success;
+                    if !s.clean {
+                        self.journal.push(&Op::Unsubscribe {
+                            sid: sid.0,
+                            filter: f.clone(),
+                        });
+                    }
                 }
             }
+            codes.push(code);
         }
         self.matches.clear();
-        self.reply(conn, Reply::UnsubAck(pkid));
+        self.reply(conn, Reply::UnsubAck { pkid, codes });
     }
 
-    fn disconnect(&mut self, conn: ConnectionId, reason: DisconnectReason) {
+    fn disconnect(
+        &mut self,
+        conn: ConnectionId,
+        reason: DisconnectReason,
+        session_expiry: Option<u32>,
+    ) {
         // A connection that was taken over is no longer in by_conn: nothing to do.
         let Some(sid) = self.by_conn.remove(&conn) else {
             return;
@@ -788,20 +885,83 @@ impl<S: Storage> Router<S> {
         };
         s.conn = None;
         s.awaiting_pull = false;
+        if let Some(secs) = session_expiry {
+            // MQTT 5 DISCONNECT may change the interval (its connection refuses
+            // 0 → non-zero, §3.14.2.2.2).
+            if !s.clean && secs != s.expiry_secs && secs > 0 {
+                self.journal.push(&Op::Expiry { sid: sid.0, secs });
+            }
+            s.expiry_secs = secs;
+        }
         let will = s.will.take();
-        let clean = s.clean;
-        if !clean {
+        let ends = s.expiry_secs == 0;
+        if !ends {
             // An offline session keeps QoS 1 and 2 messages only.
             s.queue.retain(|q| q.qos != QoS::AtMostOnce);
             s.retained.retain(|(_, q)| *q != QoS::AtMostOnce);
         }
-        if reason == DisconnectReason::Abrupt {
+        let will_delay = s.will_delay_secs;
+        let expiry = s.expiry_secs;
+        if let (DisconnectReason::Abrupt, Some(w)) = (reason, will) {
+            // The will waits for the earlier of its delay and the session's end.
+            if ends || will_delay == 0 {
+                self.stage_will(w);
+            } else if let Some(s) = self.sessions.get_mut(&sid) {
+                s.will = Some(w);
+                self.timers.push(Timer {
+                    sid,
+                    kind: TimerKind::Will,
+                    after: Duration::from_secs(u64::from(will_delay.min(expiry))),
+                    at: None,
+                });
+            }
+        }
+        if ends {
+            self.remove_session(sid);
+        } else if expiry != NEVER_EXPIRES {
+            self.timers.push(Timer {
+                sid,
+                kind: TimerKind::Expire,
+                after: Duration::from_secs(u64::from(expiry)),
+                at: None,
+            });
+        }
+    }
+
+    /// Arm new timers at `now` and fire those due: delayed wills are published,
+    /// expired sessions removed with what they held.
+    fn run_timers(&mut self, now: SystemTime) {
+        if self.timers.is_empty() {
+            return;
+        }
+        let mut due = Vec::new();
+        self.timers.retain_mut(|t| {
+            let at = *t.at.get_or_insert_with(|| now + t.after);
+            if at <= now {
+                due.push(*t);
+                false
+            } else {
+                true
+            }
+        });
+        for t in due {
+            let Some(s) = self.sessions.get_mut(&t.sid) else {
+                continue;
+            };
+            if s.conn.is_some() {
+                continue;
+            }
+            let will = s.will.take();
+            if t.kind == TimerKind::Expire {
+                tracing::debug!(client_id = %s.client_id, "session expired");
+            }
             if let Some(w) = will {
                 self.stage_will(w);
             }
-        }
-        if clean {
-            self.remove_session(sid);
+            if t.kind == TimerKind::Expire {
+                self.timers.retain(|other| other.sid != t.sid);
+                self.remove_session(t.sid);
+            }
         }
     }
 
@@ -901,10 +1061,17 @@ impl<S: Storage> Router<S> {
                 self.stats.appended += range.end.distance_from(range.start);
                 self.stats.append_batches += 1;
                 let mut offset = range.start;
-                for st in staged.drain(..) {
+                for mut st in staged.drain(..) {
                     if let Some(p) = st.publish {
-                        self.fan_out(offset, &p.message);
+                        let matched = self.fan_out(offset, &p.message, p.from);
                         offset = offset.add(1);
+                        if let Some((_, Reply::PubAck(_, reason) | Reply::PubRec(_, reason))) =
+                            st.reply.as_mut()
+                        {
+                            if !matched {
+                                *reason = PubReason::NoMatchingSubscribers;
+                            }
+                        }
                     }
                     if let Some((sid, id)) = st.qos2 {
                         if let Some(s) = self.sessions.get_mut(&sid) {
@@ -924,10 +1091,21 @@ impl<S: Storage> Router<S> {
             }
             Err(e) => {
                 self.stats.storage_errors += 1;
-                tracing::error!(error = %e, records = self.staged_records.len(), "append failed; closing the publishers");
+                tracing::error!(error = %e, records = self.staged_records.len(), "append failed; publishes refused");
+                // QoS 1/2 publishers get a refusal (MQTT 5: 0x97; a 3.1.1
+                // connection closes on it); QoS 0 publishers have no ack to carry
+                // one and are closed. Replies of other kinds still go.
                 let mut closed = Vec::new();
                 for st in staged.drain(..) {
                     match (st.publish.and_then(|p| p.from), st.reply) {
+                        (Some(_), Some((to, Reply::PubAck(p, _)))) => {
+                            self.outbox
+                                .push((to, Reply::PubAck(p, PubReason::StorageFailure)));
+                        }
+                        (Some(_), Some((to, Reply::PubRec(p, _)))) => {
+                            self.outbox
+                                .push((to, Reply::PubRec(p, PubReason::StorageFailure)));
+                        }
                         (Some(conn), _) => {
                             if !closed.contains(&conn) {
                                 closed.push(conn);
@@ -945,7 +1123,9 @@ impl<S: Storage> Router<S> {
         self.staged = staged;
     }
 
-    fn fan_out(&mut self, offset: Offset, p: &Publication) {
+    /// Offer an appended message to the sessions it matches; false when no
+    /// subscription matched (MQTT 5 acks say so).
+    fn fan_out(&mut self, offset: Offset, p: &Publication, from: Option<ConnectionId>) -> bool {
         if p.retain {
             let record = p.record.payload();
             // The topic as the record has it: the journal keys retained messages by
@@ -973,18 +1153,30 @@ impl<S: Storage> Router<S> {
             self.matches.insert(p.topic, found);
         }
         let Some(matched) = self.matches.get(&p.topic) else {
-            return;
+            return false;
         };
-        for (sid, sub_qos) in matched {
+        let publisher = from.and_then(|c| self.by_conn.get(&c)).copied();
+        let mut any = false;
+        for (sid, grant) in matched {
+            if grant.no_local && Some(*sid) == publisher {
+                continue;
+            }
+            any = true;
             let Some(s) = self.sessions.get_mut(sid) else {
                 continue;
             };
-            if s.offer(offset, p.qos.min(*sub_qos), self.config.session_queue_max)
-                && s.awaiting_pull
+            let retain = p.retain && grant.retain_as_published;
+            if s.offer(
+                offset,
+                p.qos.min(grant.qos),
+                retain,
+                self.config.session_queue_max,
+            ) && s.awaiting_pull
             {
                 self.wake.push(*sid);
             }
         }
+        any
     }
 
     fn deliver_woken(&mut self) {
@@ -1006,8 +1198,12 @@ impl<S: Storage> Router<S> {
             read_buf,
             want_buf,
             stats,
+            now,
             ..
         } = self;
+        let now_ms = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let Some(s) = sessions.get_mut(&sid) else {
             return;
         };
@@ -1018,13 +1214,16 @@ impl<S: Storage> Router<S> {
             return;
         }
         let durable = !s.clean && journal.enabled();
+        let inflight_max = s.window(config.inflight_max);
+        let max_ids = s.filters.values().filter(|o| o.id.is_some()).count();
+        let with_ids = max_ids > 0;
         let mut items = Vec::new();
         let mut bytes = 0usize;
         while items.len() < config.deliver_records_max && bytes < config.deliver_bytes_max {
             let Some((_, qos)) = s.retained.front() else {
                 break;
             };
-            if *qos != QoS::AtMostOnce && s.inflight.len() >= config.inflight_max {
+            if *qos != QoS::AtMostOnce && s.inflight.len() >= inflight_max {
                 break;
             }
             let Some((record, qos)) = s.retained.pop_front() else {
@@ -1034,7 +1233,15 @@ impl<S: Storage> Router<S> {
             if durable {
                 journal.push(&Op::Taken { sid: sid.0 });
             }
-            let sent = push_delivery(s, &mut items, record.clone(), None, qos, true);
+            if !deliverable(s, &record, now_ms, max_ids) {
+                continue;
+            }
+            let ids = if with_ids {
+                s.ids_for_record(&record)
+            } else {
+                Vec::new()
+            };
+            let sent = push_delivery(s, &mut items, record.clone(), None, qos, true, ids);
             if let (true, Some((pkid, qos))) = (durable, sent) {
                 journal.push(&Op::SentRecord {
                     sid: sid.0,
@@ -1049,7 +1256,7 @@ impl<S: Storage> Router<S> {
         // subscriber is served from disk, and a syscall per message would dominate).
         let mut want = std::mem::take(want_buf);
         want.clear();
-        let mut window = config.inflight_max.saturating_sub(s.inflight.len());
+        let mut window = inflight_max.saturating_sub(s.inflight.len());
         while items.len() + want.len() < config.deliver_records_max {
             if s.queue.is_empty() {
                 if s.live {
@@ -1089,9 +1296,25 @@ impl<S: Storage> Router<S> {
                 Ok(b) if b.first == first && !read_buf.is_empty() => {
                     for record in read_buf.drain(..) {
                         let q = want[k];
+                        k += 1;
                         bytes += record.len();
-                        let sent =
-                            push_delivery(s, &mut items, record, Some(q.offset), q.qos, false);
+                        if !deliverable(s, &record, now_ms, max_ids) {
+                            continue;
+                        }
+                        let ids = if with_ids {
+                            s.ids_for_record(&record)
+                        } else {
+                            Vec::new()
+                        };
+                        let sent = push_delivery(
+                            s,
+                            &mut items,
+                            record,
+                            Some(q.offset),
+                            q.qos,
+                            q.retain,
+                            ids,
+                        );
                         if let (true, Some((pkid, qos))) = (durable, sent) {
                             journal.push(&Op::Sent {
                                 sid: sid.0,
@@ -1100,7 +1323,6 @@ impl<S: Storage> Router<S> {
                                 offset: q.offset,
                             });
                         }
-                        k += 1;
                     }
                 }
                 Ok(_) | Err(commitlog::Error::OffsetOutOfRange { .. }) => {
@@ -1139,6 +1361,30 @@ impl<S: Storage> Router<S> {
 
 /// Add a delivery to the batch; for QoS 1 and 2, returns the packet id and QoS it is
 /// in flight with.
+/// Whether a record may go to this session now: not expired (MQTT 5 message
+/// expiry), and not larger than the client's maximum packet size. A message that
+/// may not is skipped as if delivered (§3.1.2.11.4).
+fn deliverable(s: &Session, record: &Bytes, now_ms: u64, max_ids: usize) -> bool {
+    let check_size = s.max_packet_size != u32::MAX
+        && Message::packet_size_bound(record.len(), max_ids) > s.max_packet_size as usize;
+    if !check_size && !Message::has_expiry(record) {
+        return true;
+    }
+    let Ok(m) = Message::decode(record) else {
+        return true;
+    };
+    if m.expiry_left(now_ms) == Some(0) {
+        tracing::debug!(client_id = %s.client_id, topic = m.topic_str(), "message expired before delivery");
+        return false;
+    }
+    if check_size && m.v5_packet_size(s.ids_for_record(record).len()) > s.max_packet_size as usize {
+        tracing::debug!(client_id = %s.client_id, topic = m.topic_str(), max = s.max_packet_size, "message larger than the client's maximum packet size; not sent");
+        return false;
+    }
+    true
+}
+
+#[allow(clippy::too_many_arguments)] // one delivery's fields
 fn push_delivery(
     s: &mut Session,
     items: &mut Vec<Delivery>,
@@ -1146,6 +1392,7 @@ fn push_delivery(
     offset: Option<Offset>,
     qos: QoS,
     retain: bool,
+    subscription_ids: Vec<u32>,
 ) -> Option<(PacketId, QoS)> {
     let pkid = if qos == QoS::AtMostOnce {
         None
@@ -1171,6 +1418,7 @@ fn push_delivery(
         pkid,
         dup: false,
         retain,
+        subscription_ids,
     });
     pkid.map(|p| (p, qos))
 }
@@ -1217,10 +1465,16 @@ fn scan<S: Storage>(
                 break;
             }
             if let Ok(m) = Message::decode(record) {
-                if let Some(sub_qos) = s.matching_qos(m.topic_str()) {
-                    let qos = m.qos.min(sub_qos);
+                // No local cannot be honoured here: a record does not say which
+                // session published it (see docs/architecture.md).
+                if let Some(grant) = s.matching(m.topic_str()) {
+                    let qos = m.qos.min(grant.qos);
                     if s.conn.is_some() || qos != QoS::AtMostOnce {
-                        s.queue.push_back(Queued { offset, qos });
+                        s.queue.push_back(Queued {
+                            offset,
+                            qos,
+                            retain: m.retain && grant.retain_as_published,
+                        });
                     }
                 }
             }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use commitlog::Offset;
 
 use crate::event::Will;
+use crate::subscriptions::{Grant, SubOptions};
 use crate::{ConnectionId, PacketId, QoS};
 
 /// A matched message waiting to be sent.
@@ -23,6 +24,9 @@ pub struct Queued {
     pub offset: Offset,
     /// Effective QoS.
     pub qos: QoS,
+    /// Send with the retain flag (a retained publish to a retain-as-published
+    /// subscription).
+    pub retain: bool,
 }
 
 /// Where an outbound QoS 1/2 message stands.
@@ -56,10 +60,20 @@ pub struct Session {
     pub conn: Option<ConnectionId>,
     /// Clean session: dropped when the connection ends.
     pub clean: bool,
-    /// Filter → granted QoS.
-    pub filters: HashMap<String, QoS>,
-    /// Will of the current connection.
+    /// Filter → its options.
+    pub filters: HashMap<String, SubOptions>,
+    /// Seconds the session outlives its connection (0: it ends with it; see
+    /// [`crate::NEVER_EXPIRES`]).
+    pub expiry_secs: u32,
+    /// Most QoS 1/2 messages in flight to the current connection (the lower of the
+    /// router's `inflight_max` and the client's receive maximum).
+    pub inflight_limit: usize,
+    /// Largest packet the current connection accepts.
+    pub max_packet_size: u32,
+    /// Will of the current connection (or, offline, a delayed will not yet sent).
     pub will: Option<Will>,
+    /// Will delay interval of the current connection, seconds.
+    pub will_delay_secs: u32,
     /// Retained messages to send (from new subscriptions), before the queue.
     pub retained: VecDeque<(Bytes, QoS)>,
     /// Matched offsets not yet sent, in log order.
@@ -87,7 +101,11 @@ impl Session {
             conn: None,
             clean,
             filters: HashMap::new(),
+            expiry_secs: if clean { 0 } else { crate::NEVER_EXPIRES },
+            inflight_limit: usize::from(u16::MAX),
+            max_packet_size: u32::MAX,
             will: None,
+            will_delay_secs: 0,
             retained: VecDeque::new(),
             queue: VecDeque::new(),
             live: true,
@@ -101,7 +119,7 @@ impl Session {
     }
 
     /// Offer a newly appended message. Returns true when it was queued.
-    pub fn offer(&mut self, offset: Offset, qos: QoS, queue_max: usize) -> bool {
+    pub fn offer(&mut self, offset: Offset, qos: QoS, retain: bool, queue_max: usize) -> bool {
         if !self.live {
             return false;
         }
@@ -115,17 +133,54 @@ impl Session {
             self.cursor = offset;
             return false;
         }
-        self.queue.push_back(Queued { offset, qos });
+        self.queue.push_back(Queued {
+            offset,
+            qos,
+            retain,
+        });
         true
     }
 
-    /// The highest QoS granted by a filter of this session that matches `topic`.
-    pub fn matching_qos(&self, topic: &str) -> Option<QoS> {
-        self.filters
+    /// This session's subscriptions matching `topic`, merged (see [`Grant`]).
+    pub fn matching(&self, topic: &str) -> Option<Grant> {
+        let mut found: Option<Grant> = None;
+        for (f, o) in &self.filters {
+            if crate::topic::matches(f, topic) {
+                match found.as_mut() {
+                    Some(g) => g.merge(o.grant()),
+                    None => found = Some(o.grant()),
+                }
+            }
+        }
+        found
+    }
+
+    /// The identifiers of this session's subscriptions matching `topic`, ascending.
+    pub fn subscription_ids(&self, topic: &str) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .filters
             .iter()
             .filter(|(f, _)| crate::topic::matches(f, topic))
-            .map(|(_, q)| *q)
-            .max()
+            .filter_map(|(_, o)| o.id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The identifiers of the subscriptions matching a stored record's topic (empty,
+    /// without decoding, when no filter has one).
+    pub fn ids_for_record(&self, record: &Bytes) -> Vec<u32> {
+        if !self.filters.values().any(|o| o.id.is_some()) {
+            return Vec::new();
+        }
+        crate::Message::decode(record)
+            .map_or_else(|_| Vec::new(), |m| self.subscription_ids(m.topic_str()))
+    }
+
+    /// The most QoS 1/2 messages that may be in flight to it now.
+    pub fn window(&self, inflight_max: usize) -> usize {
+        inflight_max.min(self.inflight_limit)
     }
 
     /// A free packet id for an outbound message; `None` when all 65535 are in flight.
@@ -171,13 +226,13 @@ mod tests {
     #[test]
     fn a_full_queue_falls_back_to_the_log() {
         let mut s = s();
-        assert!(s.offer(Offset(5), QoS::AtLeastOnce, 2));
-        assert!(s.offer(Offset(6), QoS::AtLeastOnce, 2));
-        assert!(!s.offer(Offset(7), QoS::AtLeastOnce, 2));
+        assert!(s.offer(Offset(5), QoS::AtLeastOnce, false, 2));
+        assert!(s.offer(Offset(6), QoS::AtLeastOnce, false, 2));
+        assert!(!s.offer(Offset(7), QoS::AtLeastOnce, false, 2));
         assert!(!s.live);
         assert_eq!(s.cursor, Offset(7));
         assert!(
-            !s.offer(Offset(8), QoS::AtLeastOnce, 2),
+            !s.offer(Offset(8), QoS::AtLeastOnce, false, 2),
             "not live: the scan finds it"
         );
         assert_eq!(s.lowest_needed(), Some(Offset(5)));
@@ -187,8 +242,8 @@ mod tests {
     fn offline_sessions_skip_qos0() {
         let mut s = s();
         s.conn = None;
-        assert!(!s.offer(Offset(1), QoS::AtMostOnce, 10));
-        assert!(s.offer(Offset(2), QoS::AtLeastOnce, 10));
+        assert!(!s.offer(Offset(1), QoS::AtMostOnce, false, 10));
+        assert!(s.offer(Offset(2), QoS::AtLeastOnce, false, 10));
     }
 
     #[test]
@@ -207,12 +262,26 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_filters_give_max_qos() {
+    fn overlapping_filters_give_max_qos_and_every_id() {
         let mut s = s();
-        s.filters.insert("a/+".into(), QoS::AtMostOnce);
-        s.filters.insert("#".into(), QoS::ExactlyOnce);
-        assert_eq!(s.matching_qos("a/b"), Some(QoS::ExactlyOnce));
+        s.filters.insert(
+            "a/+".into(),
+            SubOptions {
+                id: Some(7),
+                ..SubOptions::qos(QoS::AtMostOnce)
+            },
+        );
+        s.filters.insert(
+            "#".into(),
+            SubOptions {
+                id: Some(3),
+                ..SubOptions::qos(QoS::ExactlyOnce)
+            },
+        );
+        assert_eq!(s.matching("a/b").map(|g| g.qos), Some(QoS::ExactlyOnce));
+        assert_eq!(s.subscription_ids("a/b"), vec![3, 7]);
+        assert_eq!(s.subscription_ids("x"), vec![3]);
         s.filters.remove("#");
-        assert_eq!(s.matching_qos("x"), None);
+        assert_eq!(s.matching("x"), None);
     }
 }

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use commitlog::Offset;
 
-use crate::QoS;
+use crate::{QoS, SubOptions};
 
 /// The state carried over a restart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,8 +25,10 @@ pub struct SavedSession {
     pub id: u32,
     /// Client id.
     pub client_id: String,
-    /// Filters and granted QoS.
-    pub filters: Vec<(String, QoS)>,
+    /// Filters and their options.
+    pub filters: Vec<(String, SubOptions)>,
+    /// Session expiry interval, seconds.
+    pub expiry_secs: u32,
     /// The first log offset it has not been offered yet: reading resumes here.
     pub resume: Offset,
     /// Retained messages matched by a subscription and not yet sent.

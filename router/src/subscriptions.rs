@@ -6,10 +6,81 @@ use std::collections::HashMap;
 
 use crate::{QoS, SessionId};
 
+/// A session's subscription to one filter, as stored (MQTT 5 options; a 3.1.1
+/// subscription has the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubOptions {
+    /// Maximum QoS.
+    pub qos: QoS,
+    /// Skip the session's own publishes.
+    pub no_local: bool,
+    /// Keep the publish's retain flag.
+    pub retain_as_published: bool,
+    /// Subscription identifier.
+    pub id: Option<u32>,
+}
+
+impl SubOptions {
+    /// Default options at `qos`.
+    pub fn qos(qos: QoS) -> SubOptions {
+        SubOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            id: None,
+        }
+    }
+
+    /// What the tree keeps of it.
+    pub fn grant(&self) -> Grant {
+        Grant {
+            qos: self.qos,
+            no_local: self.no_local,
+            retain_as_published: self.retain_as_published,
+            has_id: self.id.is_some(),
+        }
+    }
+}
+
+/// What one subscription grants, as far as matching needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// Maximum QoS.
+    pub qos: QoS,
+    /// Skip the session's own publishes.
+    pub no_local: bool,
+    /// Keep the publish's retain flag.
+    pub retain_as_published: bool,
+    /// The subscription has an identifier (the session looks it up on delivery).
+    pub has_id: bool,
+}
+
+impl Grant {
+    /// A plain subscription at `qos` (3.1.1).
+    pub fn qos(qos: QoS) -> Grant {
+        Grant {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            has_id: false,
+        }
+    }
+
+    /// One session's subscriptions matching one topic act as one: the highest QoS;
+    /// no local only if every one says so; retain as published or an identifier if
+    /// any has it.
+    pub fn merge(&mut self, other: Grant) {
+        self.qos = self.qos.max(other.qos);
+        self.no_local &= other.no_local;
+        self.retain_as_published |= other.retain_as_published;
+        self.has_id |= other.has_id;
+    }
+}
+
 #[derive(Debug, Default)]
 struct Node {
     children: HashMap<Box<str>, Node>,
-    subscribers: HashMap<SessionId, QoS>,
+    subscribers: HashMap<SessionId, Grant>,
 }
 
 impl Node {
@@ -28,12 +99,12 @@ pub struct SubscriptionTree {
 impl SubscriptionTree {
     /// Add or replace `session`'s subscription to `filter` (valid). Returns true when
     /// it is new (not a replacement).
-    pub fn insert(&mut self, filter: &str, session: SessionId, qos: QoS) -> bool {
+    pub fn insert(&mut self, filter: &str, session: SessionId, grant: Grant) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = node.children.entry(level.into()).or_default();
         }
-        let new = node.subscribers.insert(session, qos).is_none();
+        let new = node.subscribers.insert(session, grant).is_none();
         if new {
             self.len += 1;
         }
@@ -61,15 +132,21 @@ impl SubscriptionTree {
         self.len == 0
     }
 
-    /// The sessions whose filters match `name`, each once, with the highest QoS of its
-    /// matching subscriptions (overlapping subscriptions deliver one copy, §3.3.5).
-    pub fn matches(&self, name: &str, out: &mut Vec<(SessionId, QoS)>) {
+    /// The sessions whose filters match `name`, each once, with its matching
+    /// subscriptions merged (overlapping subscriptions deliver one copy, §3.3.5).
+    pub fn matches(&self, name: &str, out: &mut Vec<(SessionId, Grant)>) {
         out.clear();
         let levels: Vec<&str> = name.split('/').collect();
         let dollar = name.starts_with('$');
         collect(&self.root, &levels, dollar, out);
-        out.sort_unstable_by_key(|(s, q)| (*s, std::cmp::Reverse(*q)));
-        out.dedup_by_key(|(s, _)| *s);
+        out.sort_unstable_by_key(|(s, _)| *s);
+        out.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1.merge(later.1);
+            }
+            same
+        });
     }
 }
 
@@ -87,7 +164,7 @@ fn remove_rec(node: &mut Node, levels: &[&str], session: SessionId) -> bool {
     removed
 }
 
-fn collect(node: &Node, levels: &[&str], dollar_first: bool, out: &mut Vec<(SessionId, QoS)>) {
+fn collect(node: &Node, levels: &[&str], dollar_first: bool, out: &mut Vec<(SessionId, Grant)>) {
     // Wildcards at the first level never match `$` topics (§4.7.2).
     let wild_ok = !dollar_first;
     if wild_ok {
@@ -119,15 +196,15 @@ mod tests {
     fn m(t: &SubscriptionTree, name: &str) -> Vec<(SessionId, QoS)> {
         let mut out = Vec::new();
         t.matches(name, &mut out);
-        out
+        out.into_iter().map(|(s, g)| (s, g.qos)).collect()
     }
 
     #[test]
     fn overlapping_subscriptions_give_one_match_at_max_qos() {
         let mut t = SubscriptionTree::default();
-        t.insert("a/+", SessionId(1), QoS::AtMostOnce);
-        t.insert("a/#", SessionId(1), QoS::ExactlyOnce);
-        t.insert("a/b", SessionId(2), QoS::AtLeastOnce);
+        t.insert("a/+", SessionId(1), Grant::qos(QoS::AtMostOnce));
+        t.insert("a/#", SessionId(1), Grant::qos(QoS::ExactlyOnce));
+        t.insert("a/b", SessionId(2), Grant::qos(QoS::AtLeastOnce));
         assert_eq!(
             m(&t, "a/b"),
             vec![
@@ -140,10 +217,45 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_options_merge() {
+        let mut t = SubscriptionTree::default();
+        let local = Grant {
+            no_local: true,
+            ..Grant::qos(QoS::AtMostOnce)
+        };
+        t.insert("a/+", SessionId(1), local);
+        let mut out = Vec::new();
+        t.matches("a/b", &mut out);
+        assert_eq!(out, vec![(SessionId(1), local)]);
+        t.insert(
+            "a/#",
+            SessionId(1),
+            Grant {
+                retain_as_published: true,
+                has_id: true,
+                ..Grant::qos(QoS::AtLeastOnce)
+            },
+        );
+        t.matches("a/b", &mut out);
+        assert_eq!(
+            out,
+            vec![(
+                SessionId(1),
+                Grant {
+                    qos: QoS::AtLeastOnce,
+                    no_local: false,
+                    retain_as_published: true,
+                    has_id: true
+                }
+            )]
+        );
+    }
+
+    #[test]
     fn remove_prunes() {
         let mut t = SubscriptionTree::default();
-        assert!(t.insert("a/b/c", SessionId(1), QoS::AtMostOnce));
-        assert!(!t.insert("a/b/c", SessionId(1), QoS::AtLeastOnce));
+        assert!(t.insert("a/b/c", SessionId(1), Grant::qos(QoS::AtMostOnce)));
+        assert!(!t.insert("a/b/c", SessionId(1), Grant::qos(QoS::AtLeastOnce)));
         assert!(t.remove("a/b/c", SessionId(1)));
         assert!(!t.remove("a/b/c", SessionId(1)));
         assert!(t.is_empty() && t.root.is_empty());
@@ -178,7 +290,7 @@ mod tests {
             }).collect();
             for (i, f) in filters.iter().enumerate() {
                 prop_assume!(topic::validate_filter(f).is_ok());
-                t.insert(f, SessionId(i as u32), QoS::AtMostOnce);
+                t.insert(f, SessionId(i as u32), Grant::qos(QoS::AtMostOnce));
             }
             for n in names {
                 let name = n.join("/");

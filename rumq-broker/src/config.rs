@@ -79,6 +79,11 @@ pub struct Limits {
     pub inflight_in_max: usize,
     /// Time a blocked socket write may take.
     pub write_timeout_ms: u64,
+    /// Longest keep alive a client may use, seconds (0: no limit). An MQTT 5 client
+    /// asking for more (or for none) is told this value as the server keep alive.
+    pub keep_alive_max_secs: u16,
+    /// Topic aliases an MQTT 5 client may set per connection.
+    pub topic_alias_max: u16,
 }
 
 impl Default for Limits {
@@ -90,6 +95,8 @@ impl Default for Limits {
             topics_max: 1_000_000,
             inflight_in_max: 1024,
             write_timeout_ms: 60_000,
+            keep_alive_max_secs: 0,
+            topic_alias_max: 64,
         }
     }
 }

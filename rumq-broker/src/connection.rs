@@ -3,17 +3,22 @@
 //!
 //! It holds no broker state beyond the connection itself: the protocol version, the
 //! keepalive, the count of inbound publishes awaiting acknowledgement (so that a fast
-//! publisher is paced by the log, not buffered), and its buffers. Deliveries are
-//! pulled: after writing a batch it asks the router for the next one.
+//! publisher is paced by the log, not buffered), MQTT 5's per-connection state (topic
+//! aliases, the receive-maximum quota), and its buffers. Deliveries are pulled: after
+//! writing a batch it asks the router for the next one.
+//!
+//! Everything that differs between MQTT 3.1.1 and 5.0 ends here: the router gets
+//! the same events from both and its replies are encoded for each (`protocol`).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use router::{
-    CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, Message, Origin, QoS, Reply,
-    TopicInterner,
+    CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, NewMessage, Origin, QoS,
+    Reply, TopicInterner,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,7 +28,10 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::driver::ToRouter;
-use crate::protocol::{self, ConnectPacket, Encoder, Inbound, ProtocolError};
+use crate::protocol::alias::InboundAliases;
+use crate::protocol::{
+    self, reason, ConnAckProperties, ConnectPacket, Encoder, Inbound, ProtocolError, Version,
+};
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -58,6 +66,8 @@ impl Shared {
 enum End {
     #[error("client sent DISCONNECT")]
     ClientDisconnect,
+    #[error("client sent DISCONNECT asking for its will to be published")]
+    ClientDisconnectWithWill,
     #[error("client closed the connection")]
     Eof,
     #[error("socket error: {0}")]
@@ -76,6 +86,35 @@ enum End {
     Shutdown,
     #[error("topic limit reached")]
     TopicLimit,
+    #[error("more QoS 1/2 publishes unacknowledged than the receive maximum")]
+    ReceiveMaximumExceeded,
+    #[error("connection refused")]
+    Refused,
+}
+
+impl End {
+    /// The MQTT 5 DISCONNECT reason code the broker sends before closing, if any
+    /// (none when the client left or the socket is gone).
+    fn reason_code(&self) -> Option<u8> {
+        match self {
+            End::ClientDisconnect
+            | End::ClientDisconnectWithWill
+            | End::Eof
+            | End::Io(_)
+            | End::WriteTimeout
+            | End::Refused => None,
+            End::Protocol(e) => Some(e.reason_code()),
+            End::KeepAlive => Some(reason::KEEP_ALIVE_TIMEOUT),
+            End::Closed(CloseReason::SessionTakenOver) => Some(reason::SESSION_TAKEN_OVER),
+            End::Closed(CloseReason::StorageFailure) | End::TopicLimit => {
+                Some(reason::QUOTA_EXCEEDED)
+            }
+            End::Closed(CloseReason::ProtocolError) => Some(reason::PROTOCOL_ERROR),
+            End::RouterGone => Some(reason::UNSPECIFIED_ERROR),
+            End::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            End::ReceiveMaximumExceeded => Some(reason::RECEIVE_MAXIMUM_EXCEEDED),
+        }
+    }
 }
 
 /// Bytes reserved for a read. The read buffer is allocated when the socket is
@@ -100,6 +139,10 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watch::Rece
             inflight_in: 0,
             keep_alive: None,
             persistent_id: None,
+            version: None,
+            session_expiry: 0,
+            aliases: InboundAliases::default(),
+            quota: HashSet::new(),
         };
         c.run(shutdown).await;
     }
@@ -119,6 +162,16 @@ struct Connection {
     /// The client id when the session is persistent: written into its QoS 2 records
     /// so crash recovery can tell a retransmission from a new message.
     persistent_id: Option<String>,
+    /// The protocol version, once CONNECT was accepted.
+    version: Option<Version>,
+    /// The session expiry interval the client asked for (MQTT 5 DISCONNECT may
+    /// change it, but not from 0).
+    session_expiry: u32,
+    /// MQTT 5: topic aliases the client set.
+    aliases: InboundAliases,
+    /// MQTT 5: packet ids of the client's QoS 1/2 publishes not yet fully
+    /// acknowledged, bounded by the receive maximum we announced.
+    quota: HashSet<u16>,
 }
 
 impl Connection {
@@ -145,21 +198,58 @@ impl Connection {
         if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
-        if let Some(code) = self.authenticate(&connect) {
-            self.encoder.connack(false, code);
+        let v5 = connect.version == Version::V5;
+        if v5 {
+            self.encoder.set_version(
+                Version::V5,
+                connect.topic_alias_max,
+                connect.request_problem_info,
+            );
+        }
+        if let Some((v3, v5_code, why)) = self.refusal(&connect) {
+            if v5 {
+                let props = ConnAckProperties {
+                    reason_string: Some(why.into()),
+                    ..ConnAckProperties::default()
+                };
+                self.encoder.connack_v5(false, v5_code, &props);
+            } else {
+                self.encoder.connack(false, v3);
+            }
             let _ = self.write_out().await;
-            tracing::info!(code, "connection refused");
+            tracing::info!(
+                code = if v5 { v5_code } else { v3 },
+                why,
+                "connection refused"
+            );
             return;
         }
-        self.keep_alive = (connect.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        self.persistent_id = (!connect.clean_session).then(|| connect.client_id.clone());
+        let mut keep_alive = connect.keep_alive;
+        if limits.keep_alive_max_secs > 0
+            && (keep_alive == 0 || keep_alive > limits.keep_alive_max_secs)
+        {
+            // 3.1.1 has no way to say so: its client is held to the limit all the same.
+            keep_alive = limits.keep_alive_max_secs;
+        }
+        self.keep_alive =
+            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        self.persistent_id = (connect.session_expiry > 0).then(|| connect.client_id.clone());
+        self.session_expiry = connect.session_expiry;
+        self.aliases = InboundAliases::new(limits.topic_alias_max);
 
         let (tx, mut rx) = mpsc::channel(limits.inflight_in_max + 64);
         let will = match connect.will.as_ref().map(|w| self.will(w)).transpose() {
             Ok(w) => w,
             Err(()) => {
-                self.encoder.connack(false, 3);
+                if v5 {
+                    self.encoder.connack_v5(
+                        false,
+                        reason::QUOTA_EXCEEDED,
+                        &ConnAckProperties::default(),
+                    );
+                } else {
+                    self.encoder.connack(false, 3);
+                }
                 let _ = self.write_out().await;
                 return;
             }
@@ -168,15 +258,28 @@ impl Connection {
             conn: self.id,
             connect: router::Connect {
                 client_id: connect.client_id.clone(),
-                clean_session: connect.clean_session,
+                clean_start: connect.clean_session,
+                session_expiry: connect.session_expiry,
+                receive_maximum: connect.receive_maximum,
+                max_packet_size: connect.max_packet_size,
                 will,
+                will_delay: connect.will.as_ref().map_or(0, |w| w.delay_secs),
             },
             replies: tx,
         };
         if self.shared.router.send(request).await.is_err() {
             return;
         }
-        let end = self.serve_connected(&mut rx, &mut shutdown).await;
+        self.version = Some(connect.version);
+        let server_keep_alive = (keep_alive != connect.keep_alive).then_some(keep_alive);
+        let end = self
+            .serve_connected(&mut rx, &mut shutdown, server_keep_alive)
+            .await;
+        if let (true, Some(code)) = (v5, end.reason_code()) {
+            // MQTT 5: say why before closing (§4.13.2).
+            self.encoder.disconnect_v5(code, &end.to_string());
+            let _ = self.write_out().await;
+        }
         let reason = match end {
             End::ClientDisconnect => DisconnectReason::Normal,
             _ => DisconnectReason::Abrupt,
@@ -191,6 +294,7 @@ impl Connection {
             .send(ToRouter::Event(Event::Disconnect {
                 conn: self.id,
                 reason,
+                session_expiry: v5.then_some(self.session_expiry),
             }))
             .await;
     }
@@ -198,9 +302,10 @@ impl Connection {
     /// Read until a CONNECT; `Ok(None)` when the client went away quietly.
     async fn read_connect(&mut self) -> Result<Option<ConnectPacket>, End> {
         loop {
+            let v5 = protocol::is_v5_connect(&self.read_buf);
             match protocol::decode(
                 &mut self.read_buf,
-                false,
+                None,
                 self.shared.config.limits.max_packet_size,
             ) {
                 Ok(Some(Inbound::Connect(c))) => return Ok(Some(c)),
@@ -216,7 +321,19 @@ impl Connection {
                     let _ = self.write_out().await;
                     return Err(End::Protocol(ProtocolError::UnsupportedVersion(level)));
                 }
-                Err(e) => return Err(End::Protocol(e)),
+                Err(e) => {
+                    if v5 {
+                        // MQTT 5 §4.13.1: a CONNACK with the reason, then close.
+                        self.encoder.set_version(Version::V5, 0, true);
+                        let props = ConnAckProperties {
+                            reason_string: Some(e.to_string()),
+                            ..ConnAckProperties::default()
+                        };
+                        self.encoder.connack_v5(false, e.reason_code(), &props);
+                        let _ = self.write_out().await;
+                    }
+                    return Err(End::Protocol(e));
+                }
             }
             self.read_buf.reserve(READ_BUF_BYTES);
             match self.stream.read_buf(&mut self.read_buf).await {
@@ -227,11 +344,32 @@ impl Connection {
         }
     }
 
-    /// `Some(return code)` when the client may not connect.
-    fn authenticate(&self, c: &ConnectPacket) -> Option<u8> {
+    /// Why the client may not connect, as (3.1.1 return code, MQTT 5 reason code,
+    /// explanation); `None` when it may.
+    fn refusal(&self, c: &ConnectPacket) -> Option<(u8, u8, &'static str)> {
+        if c.auth_method.is_some() {
+            // No enhanced authentication method is configured (MQTT 5 §4.12).
+            return Some((
+                4,
+                reason::BAD_AUTHENTICATION_METHOD,
+                "no enhanced authentication method is configured",
+            ));
+        }
+        if c.version != Version::V5 && c.client_id.is_empty() && !c.clean_session {
+            // 3.1.1 §3.1.3-8: an empty client id needs a clean session.
+            return Some((
+                2,
+                reason::CLIENT_ID_NOT_VALID,
+                "an empty client id needs a clean session",
+            ));
+        }
         let auth = &self.shared.config.auth;
         match (&c.username, &c.password) {
-            (None, _) if !auth.allow_anonymous => Some(5),
+            (None, _) if !auth.allow_anonymous => Some((
+                5,
+                reason::NOT_AUTHORIZED,
+                "anonymous clients are not allowed",
+            )),
             (None, _) => None,
             (Some(_), _) if auth.users.is_empty() => None,
             (Some(user), password) => {
@@ -239,7 +377,11 @@ impl Connection {
                     .users
                     .get(user)
                     .is_some_and(|p| password.as_deref() == Some(p.as_bytes()));
-                (!ok).then_some(4)
+                (!ok).then_some((
+                    4,
+                    reason::BAD_USER_NAME_OR_PASSWORD,
+                    "bad user name or password",
+                ))
             }
         }
     }
@@ -252,15 +394,12 @@ impl Connection {
             topic,
             qos: w.qos,
             retain: w.retain,
-            record: Message::encode_framed(
-                w.qos,
-                w.retain,
-                now_ms(),
-                None,
-                &w.topic,
-                &[],
-                &w.payload,
-            ),
+            record: NewMessage {
+                expiry_secs: w.expiry_secs,
+                properties: &w.properties,
+                ..NewMessage::new(w.qos, w.retain, now_ms(), &w.topic, &w.payload)
+            }
+            .framed(),
         })
     }
 
@@ -268,6 +407,7 @@ impl Connection {
         &mut self,
         rx: &mut mpsc::Receiver<Vec<Reply>>,
         shutdown: &mut watch::Receiver<bool>,
+        server_keep_alive: Option<u16>,
     ) -> End {
         // The first reply is the CONNACK.
         let Some(first) = rx.recv().await else {
@@ -275,15 +415,26 @@ impl Connection {
         };
         let mut accepted = false;
         for r in &first {
-            if let Reply::ConnAck { code, .. } = r {
+            if let Reply::ConnAck {
+                code,
+                session_present,
+                assigned_client_id,
+            } = r
+            {
                 accepted = *code == ConnectCode::Accepted;
+                self.connack(
+                    accepted,
+                    *session_present,
+                    assigned_client_id,
+                    server_keep_alive,
+                );
             }
         }
         if let Some(end) = self.write_replies(first).await {
             return end;
         }
         if !accepted {
-            return End::Closed(CloseReason::ProtocolError);
+            return End::Refused;
         }
         if let Err(end) = self.send(Event::Pull { conn: self.id }).await {
             return end;
@@ -322,7 +473,7 @@ impl Connection {
                     }
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
                     loop {
-                        match protocol::decode(&mut self.read_buf, true, max_packet) {
+                        match protocol::decode(&mut self.read_buf, self.version, max_packet) {
                             Ok(Some(p)) => {
                                 if let Some(end) = self.inbound(p).await {
                                     return end;
@@ -346,6 +497,42 @@ impl Connection {
         }
     }
 
+    /// Encode the CONNACK for the router's answer.
+    fn connack(
+        &mut self,
+        accepted: bool,
+        session_present: bool,
+        assigned_client_id: &Option<String>,
+        server_keep_alive: Option<u16>,
+    ) {
+        if let (Some(id), Some(_)) = (assigned_client_id, &self.persistent_id) {
+            // An MQTT 5 persistent session under an id the broker assigned.
+            self.persistent_id = Some(id.clone());
+        }
+        let limits = &self.shared.config.limits;
+        match (self.encoder.version(), accepted) {
+            (Version::V5, _) => {
+                let props = ConnAckProperties {
+                    assigned_client_id: assigned_client_id.clone(),
+                    server_keep_alive,
+                    receive_maximum: u16::try_from(limits.inflight_in_max).unwrap_or(u16::MAX),
+                    max_packet_size: u32::try_from(limits.max_packet_size).unwrap_or(u32::MAX),
+                    topic_alias_max: limits.topic_alias_max,
+                    shared_subscriptions: false,
+                    reason_string: (!accepted).then(|| "server unavailable".to_string()),
+                };
+                let code = if accepted {
+                    reason::SUCCESS
+                } else {
+                    reason::SERVER_UNAVAILABLE
+                };
+                self.encoder.connack_v5(session_present, code, &props);
+            }
+            (_, true) => self.encoder.connack(session_present, 0),
+            (_, false) => self.encoder.connack(false, 3),
+        }
+    }
+
     async fn send(&self, event: Event) -> Result<(), End> {
         self.shared
             .router
@@ -356,6 +543,7 @@ impl Connection {
 
     async fn inbound(&mut self, packet: Inbound) -> Option<End> {
         let conn = self.id;
+        let v5 = self.version == Some(Version::V5);
         let event = match packet {
             Inbound::Connect(_) => {
                 return Some(End::Protocol(ProtocolError::Violation("second CONNECT")))
@@ -367,7 +555,21 @@ impl Connection {
                 pkid,
                 payload,
                 dup: _,
+                properties,
             } => {
+                let topic = match self.aliases.resolve(topic, properties.topic_alias) {
+                    Ok(t) => t,
+                    Err(e) => return Some(End::Protocol(e)),
+                };
+                if let (true, Some(p)) = (v5, pkid) {
+                    // MQTT 5 §4.9: past our receive maximum is a protocol breach; a
+                    // retransmission of an id in flight is not a new one.
+                    let max = self.shared.config.limits.inflight_in_max;
+                    if !self.quota.contains(&p.0) && self.quota.len() >= max {
+                        return Some(End::ReceiveMaximumExceeded);
+                    }
+                    self.quota.insert(p.0);
+                }
                 let tid = match self.shared.topics.intern(&topic) {
                     Ok(t) => t,
                     Err(e) => {
@@ -385,32 +587,38 @@ impl Connection {
                         topic: tid,
                         qos,
                         retain,
-                        record: Message::encode_framed(
-                            qos,
-                            retain,
-                            now_ms(),
-                            match (qos, pkid, &self.persistent_id) {
+                        record: NewMessage {
+                            origin: match (qos, pkid, &self.persistent_id) {
                                 (QoS::ExactlyOnce, Some(p), Some(id)) => Some(Origin {
                                     client_id: id,
                                     pkid: p.0,
                                 }),
                                 _ => None,
                             },
-                            &topic,
-                            &[],
-                            &payload,
-                        ),
+                            expiry_secs: properties.expiry_secs,
+                            properties: &properties.forward,
+                            ..NewMessage::new(qos, retain, now_ms(), &topic, &payload)
+                        }
+                        .framed(),
                     },
                 }
             }
             Inbound::PubAck(pkid) => Event::PubAck { conn, pkid },
-            Inbound::PubRec(pkid) => Event::PubRec { conn, pkid },
+            Inbound::PubRec {
+                pkid,
+                refused: false,
+            } => Event::PubRec { conn, pkid },
+            Inbound::PubRec {
+                pkid,
+                refused: true,
+            } => Event::PubRecRefused { conn, pkid },
             Inbound::PubRel(pkid) => Event::PubRel { conn, pkid },
             Inbound::PubComp(pkid) => Event::PubComp { conn, pkid },
-            Inbound::Subscribe { pkid, filters } => Event::Subscribe {
+            Inbound::Subscribe { pkid, filters, id } => Event::Subscribe {
                 conn,
                 pkid,
                 filters,
+                id,
             },
             Inbound::Unsubscribe { pkid, filters } => Event::Unsubscribe {
                 conn,
@@ -421,7 +629,33 @@ impl Connection {
                 self.encoder.pingresp();
                 return None;
             }
-            Inbound::Disconnect => return Some(End::ClientDisconnect),
+            Inbound::Disconnect {
+                session_expiry,
+                publish_will,
+            } => {
+                if let Some(secs) = session_expiry {
+                    if self.session_expiry == 0 && secs != 0 {
+                        // §3.14.2.2.2: a session that ends with its connection
+                        // cannot be given a life after it.
+                        return Some(End::Protocol(ProtocolError::Violation(
+                            "DISCONNECT sets a session expiry after CONNECT had 0",
+                        )));
+                    }
+                    self.session_expiry = secs;
+                }
+                return Some(if publish_will {
+                    End::ClientDisconnectWithWill
+                } else {
+                    End::ClientDisconnect
+                });
+            }
+            Inbound::Auth { .. } => {
+                // Only an enhanced authentication exchange started by CONNECT may
+                // send AUTH, and none is configured (§4.12).
+                return Some(End::Protocol(ProtocolError::Violation(
+                    "AUTH without an authentication method",
+                )));
+            }
         };
         self.send(event).await.err()
     }
@@ -430,16 +664,33 @@ impl Connection {
     async fn write_replies(&mut self, replies: Vec<Reply>) -> Option<End> {
         let mut delivered = false;
         let mut close = None;
+        self.encoder.set_now(now_ms());
         for r in &replies {
             match r {
-                Reply::PubAck(_) | Reply::PubRec(_) => {
-                    self.inflight_in = self.inflight_in.saturating_sub(1)
+                Reply::PubAck(id, reason) | Reply::PubRec(id, reason) => {
+                    self.inflight_in = self.inflight_in.saturating_sub(1);
+                    let done = matches!(r, Reply::PubAck(..)) || !reason.is_success();
+                    if done {
+                        self.quota.remove(&id.0);
+                    }
+                    if !reason.is_success() && self.version != Some(Version::V5) {
+                        // 3.1.1 cannot refuse a publish: closing tells the client
+                        // it was not stored.
+                        close = close.or(Some(CloseReason::StorageFailure));
+                    }
+                }
+                Reply::PubComp(id) => {
+                    self.quota.remove(&id.0);
                 }
                 Reply::Deliver(_) => delivered = true,
                 Reply::Close(reason) => close = Some(*reason),
                 _ => {}
             }
             self.encoder.reply(r);
+        }
+        if self.quota.is_empty() && self.quota.capacity() > 0 {
+            // An idle connection keeps no table.
+            self.quota = HashSet::new();
         }
         if let Some(end) = self.write_out().await {
             return Some(end);

@@ -176,14 +176,15 @@ async fn serve(
     Ok(())
 }
 
-/// Over `max_connections`: read the CONNECT (briefly) and answer "server unavailable".
+/// Over `max_connections`: read the CONNECT (briefly) and answer "server unavailable"
+/// (MQTT 5: "quota exceeded").
 async fn refuse(mut stream: TcpStream, connect_timeout_ms: u64) {
     let wait = Duration::from_millis(connect_timeout_ms.min(2000));
     let mut buf = bytes::BytesMut::with_capacity(512);
     let _ = tokio::time::timeout(wait, async {
         use tokio::io::AsyncReadExt;
         loop {
-            match crate::protocol::decode(&mut buf, false, 4096) {
+            match crate::protocol::decode(&mut buf.clone(), None, 4096) {
                 Ok(None) => {}
                 _ => break,
             }
@@ -195,7 +196,22 @@ async fn refuse(mut stream: TcpStream, connect_timeout_ms: u64) {
     })
     .await;
     tracing::warn!("max_connections reached; refusing a client");
-    let _ = stream.write_all(&[0x20, 0x02, 0x00, 0x03]).await;
+    let mut encoder = crate::protocol::Encoder::new();
+    if crate::protocol::is_v5_connect(&buf) {
+        encoder.set_version(crate::protocol::Version::V5, 0, true);
+        let props = crate::protocol::ConnAckProperties {
+            reason_string: Some("max_connections reached".into()),
+            ..Default::default()
+        };
+        encoder.connack_v5(false, crate::protocol::reason::QUOTA_EXCEEDED, &props);
+    } else {
+        encoder.connack(false, 3);
+    }
+    let mut out = Vec::new();
+    encoder.take(&mut out);
+    for chunk in out {
+        let _ = stream.write_all(&chunk).await;
+    }
     let _ = stream.shutdown().await;
 }
 

@@ -38,7 +38,7 @@ async fn connack_0_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connack_1_unacceptable_protocol_version() {
     let broker = Broker::start();
-    for level in [6u8, 5, 2] {
+    for level in [6u8, 2, 7] {
         let mut opts = ConnectOpts::new("v");
         opts.level = level;
         let mut raw = Raw::open(broker.port()).await;

@@ -2,7 +2,7 @@
 //! temporary directory, and assert on the replies.
 
 use super::*;
-use crate::Origin;
+use crate::{NewMessage, Origin};
 use commitlog::{Log, LogConfig};
 
 struct Harness {
@@ -52,17 +52,13 @@ impl Harness {
     ) -> Vec<Reply> {
         self.router.handle(Event::Connect {
             conn,
-            connect: Connect {
-                client_id: id.into(),
-                clean_session: clean,
-                will,
-            },
+            connect: Connect::v3(id, clean, will),
         });
         self.take(conn)
     }
 
     fn record(&self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) -> Framed {
-        Message::encode_framed(qos, retain, 0, None, topic, &[], payload)
+        NewMessage::new(qos, retain, 0, topic, payload).framed()
     }
 
     fn publish(
@@ -92,7 +88,8 @@ impl Harness {
         self.router.handle(Event::Subscribe {
             conn,
             pkid: PacketId(1),
-            filters: vec![(filter.into(), qos)],
+            filters: vec![Subscription::new(filter, qos)],
+            id: None,
         });
         self.router.flush();
         self.take(conn)
@@ -167,7 +164,7 @@ fn accepted(present: bool) -> Reply {
 }
 
 #[test]
-fn connect_assigns_ids_and_rejects_empty_persistent() {
+fn connect_assigns_ids() {
     let mut h = harness(RouterConfig::default());
     assert_eq!(h.connect(C1, "a", true), vec![accepted(false)]);
     match &h.connect(C2, "", true)[..] {
@@ -178,14 +175,16 @@ fn connect_assigns_ids_and_rejects_empty_persistent() {
         }] => assert!(id.starts_with("rumq-")),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        h.connect(C3, "", false),
-        vec![Reply::ConnAck {
-            code: ConnectCode::IdentifierRejected,
-            session_present: false,
-            assigned_client_id: None
-        }]
-    );
+    // (3.1.1 refuses an empty id with a persistent session at the connection;
+    // MQTT 5 gets one assigned.)
+    match &h.connect(C3, "", false)[..] {
+        [Reply::ConnAck {
+            code: ConnectCode::Accepted,
+            assigned_client_id: Some(id),
+            ..
+        }] => assert!(id.starts_with("rumq-")),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -195,7 +194,10 @@ fn puback_only_after_the_append() {
     h.publish(C1, "t", QoS::AtLeastOnce, false, 7, b"x");
     assert!(h.router.outbox.is_empty(), "nothing before the flush");
     h.router.flush();
-    assert_eq!(h.take(C1), vec![Reply::PubAck(PacketId(7))]);
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::PubAck(PacketId(7), PubReason::NoMatchingSubscribers)]
+    );
     assert_eq!(h.router.storage().head(), Offset(1));
 }
 
@@ -230,11 +232,17 @@ fn qos2_inbound_is_stored_once() {
     h.connect(C1, "pub", false);
     h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"x");
     h.router.flush();
-    assert_eq!(h.take(C1), vec![Reply::PubRec(PacketId(9))]);
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::PubRec(PacketId(9), PubReason::NoMatchingSubscribers)]
+    );
     // Retransmitted before PUBREL: acknowledged, not stored again.
     h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"x");
     h.router.flush();
-    assert_eq!(h.take(C1), vec![Reply::PubRec(PacketId(9))]);
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::PubRec(PacketId(9), PubReason::Success)]
+    );
     assert_eq!(h.router.storage().head(), Offset(1));
     h.router.handle(Event::PubRel {
         conn: C1,
@@ -257,13 +265,19 @@ fn qos2_retransmission_before_the_append_is_stored_once() {
     h.router.flush();
     assert_eq!(
         h.take(C1),
-        vec![Reply::PubRec(PacketId(9)), Reply::PubRec(PacketId(9))]
+        vec![
+            Reply::PubRec(PacketId(9), PubReason::NoMatchingSubscribers),
+            Reply::PubRec(PacketId(9), PubReason::Success)
+        ]
     );
     assert_eq!(h.router.storage().head(), Offset(1));
     // Still remembered after the flush until PUBREL.
     h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"x");
     h.router.flush();
-    assert_eq!(h.take(C1), vec![Reply::PubRec(PacketId(9))]);
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::PubRec(PacketId(9), PubReason::Success)]
+    );
     assert_eq!(h.router.storage().head(), Offset(1));
     h.router.handle(Event::PubRel {
         conn: C1,
@@ -320,6 +334,7 @@ fn persistent_session_gets_what_was_published_while_offline() {
     h.router.handle(Event::Disconnect {
         conn: C1,
         reason: DisconnectReason::Normal,
+        session_expiry: None,
     });
     h.connect(C2, "pub", true);
     h.publish(C2, "cmd/1", QoS::AtLeastOnce, false, 1, b"q1");
@@ -344,6 +359,7 @@ fn unacked_messages_are_redelivered_with_dup_on_reconnect() {
     h.router.handle(Event::Disconnect {
         conn: C1,
         reason: DisconnectReason::Abrupt,
+        session_expiry: None,
     });
     let replies = h.connect(C3, "dev", false);
     assert_eq!(replies[0], accepted(true));
@@ -366,11 +382,13 @@ fn clean_session_forgets_everything() {
     h.router.handle(Event::Disconnect {
         conn: C1,
         reason: DisconnectReason::Normal,
+        session_expiry: None,
     });
     assert_eq!(h.connect(C2, "dev", true), vec![accepted(false)]);
     h.router.handle(Event::Disconnect {
         conn: C2,
         reason: DisconnectReason::Normal,
+        session_expiry: None,
     });
     assert_eq!(h.router.session_count(), 0);
     assert!(h.router.tree.is_empty());
@@ -400,6 +418,7 @@ fn takeover_closes_the_old_connection_and_fires_its_will() {
     h.router.handle(Event::Disconnect {
         conn: C1,
         reason: DisconnectReason::Abrupt,
+        session_expiry: None,
     });
     assert!(h.router.by_conn.contains_key(&C2));
 }
@@ -418,7 +437,11 @@ fn will_fires_on_abrupt_disconnect_only() {
             record: h.record("w", QoS::AtLeastOnce, false, b"bye"),
         };
         h.connect_with_will(C1, "dev", true, Some(will));
-        h.router.handle(Event::Disconnect { conn: C1, reason });
+        h.router.handle(Event::Disconnect {
+            conn: C1,
+            reason,
+            session_expiry: None,
+        });
         h.router.flush();
         assert_eq!(h.router.storage().head(), Offset(expect), "{reason:?}");
     }
@@ -470,7 +493,7 @@ fn invalid_filter_gets_failure() {
         h.subscribe(C1, "a/#/b", QoS::AtMostOnce),
         vec![Reply::SubAck {
             pkid: PacketId(1),
-            codes: vec![SubscribeCode::Failure]
+            codes: vec![SubscribeCode::InvalidFilter]
         }]
     );
 }
@@ -518,7 +541,13 @@ fn unsubscribe_stops_delivery() {
         pkid: PacketId(4),
         filters: vec!["t".into()],
     });
-    assert_eq!(h.take(C1), vec![Reply::UnsubAck(PacketId(4))]);
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::UnsubAck {
+            pkid: PacketId(4),
+            codes: vec![UnsubscribeCode::Success]
+        }]
+    );
     h.connect(C2, "pub", true);
     h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"x");
     h.router.flush();
@@ -533,12 +562,16 @@ fn acks_keep_arrival_order_across_staging() {
     h.router.handle(Event::Subscribe {
         conn: C1,
         pkid: PacketId(2),
-        filters: vec![("x".into(), QoS::AtMostOnce)],
+        filters: vec![Subscription::new("x", QoS::AtMostOnce)],
+        id: None,
     });
     h.publish(C1, "t", QoS::AtLeastOnce, false, 3, b"b");
     h.router.flush();
     let r = h.take(C1);
-    assert_eq!(r[0], Reply::PubAck(PacketId(1)));
+    assert_eq!(
+        r[0],
+        Reply::PubAck(PacketId(1), PubReason::NoMatchingSubscribers)
+    );
     assert!(matches!(
         r[1],
         Reply::SubAck {
@@ -546,7 +579,10 @@ fn acks_keep_arrival_order_across_staging() {
             ..
         }
     ));
-    assert_eq!(r[2], Reply::PubAck(PacketId(3)));
+    assert_eq!(
+        r[2],
+        Reply::PubAck(PacketId(3), PubReason::NoMatchingSubscribers)
+    );
 }
 
 #[test]
@@ -567,6 +603,7 @@ fn sessions_and_retained_messages_survive_a_restart() {
     h.router.handle(Event::Disconnect {
         conn: C1,
         reason: DisconnectReason::Normal,
+        session_expiry: None,
     });
     // Published while "dev" is offline.
     h.publish(C2, "t/3", QoS::AtLeastOnce, false, 3, b"c");
@@ -576,10 +613,14 @@ fn sessions_and_retained_messages_survive_a_restart() {
     h.connect(C3, "pub2", false);
     h.publish(C3, "u", QoS::ExactlyOnce, false, 5, b"q2");
     h.router.flush();
-    assert_eq!(h.take(C3), vec![Reply::PubRec(PacketId(5))]);
+    assert_eq!(
+        h.take(C3),
+        vec![Reply::PubRec(PacketId(5), PubReason::NoMatchingSubscribers)]
+    );
     h.router.handle(Event::Disconnect {
         conn: C3,
         reason: DisconnectReason::Abrupt,
+        session_expiry: None,
     });
     let head = h.router.storage().head();
 
@@ -620,7 +661,10 @@ fn sessions_and_retained_messages_survive_a_restart() {
     assert_eq!(h.connect(C3, "pub2", false), vec![accepted(true)]);
     h.publish(C3, "u", QoS::ExactlyOnce, false, 5, b"q2");
     h.router.flush();
-    assert_eq!(h.take(C3), vec![Reply::PubRec(PacketId(5))]);
+    assert_eq!(
+        h.take(C3),
+        vec![Reply::PubRec(PacketId(5), PubReason::Success)]
+    );
     assert_eq!(
         h.router.storage().head(),
         head.add(1),
@@ -698,11 +742,12 @@ fn subscriptions_past_the_limit_are_refused_but_replacements_are_not() {
         conn: C1,
         pkid: PacketId(1),
         filters: vec![
-            ("a".into(), QoS::AtMostOnce),
-            ("b".into(), QoS::AtMostOnce),
-            ("c".into(), QoS::AtMostOnce),
-            ("a".into(), QoS::AtLeastOnce),
+            Subscription::new("a", QoS::AtMostOnce),
+            Subscription::new("b", QoS::AtMostOnce),
+            Subscription::new("c", QoS::AtMostOnce),
+            Subscription::new("a", QoS::AtLeastOnce),
         ],
+        id: None,
     });
     assert_eq!(
         h.take(C1),
@@ -711,7 +756,7 @@ fn subscriptions_past_the_limit_are_refused_but_replacements_are_not() {
             codes: vec![
                 SubscribeCode::Granted(QoS::AtMostOnce),
                 SubscribeCode::Granted(QoS::AtMostOnce),
-                SubscribeCode::Failure,
+                SubscribeCode::QuotaExceeded,
                 SubscribeCode::Granted(QoS::AtLeastOnce),
             ]
         }]
@@ -723,6 +768,7 @@ fn disconnect(h: &mut Harness, conn: ConnectionId) {
     h.router.handle(Event::Disconnect {
         conn,
         reason: DisconnectReason::Abrupt,
+        session_expiry: None,
     });
 }
 
@@ -825,21 +871,20 @@ fn after_a_crash_inbound_qos2_ids_survive_even_between_append_and_journal() {
                 topic: tid,
                 qos: QoS::ExactlyOnce,
                 retain: false,
-                record: Message::encode_framed(
-                    QoS::ExactlyOnce,
-                    false,
-                    0,
-                    Some(origin(pkid)),
-                    "q",
-                    &[],
-                    payload,
-                ),
+                record: NewMessage {
+                    origin: Some(origin(pkid)),
+                    ..NewMessage::new(QoS::ExactlyOnce, false, 0, "q", payload)
+                }
+                .framed(),
             },
         });
     };
     // Stored and PUBREC'd normally.
     publish(&mut h, 1, b"one");
-    assert_eq!(h.take(C1), vec![Reply::PubRec(PacketId(1))]);
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::PubRec(PacketId(1), PubReason::NoMatchingSubscribers)]
+    );
     // Appended, but the process dies before the journal commit (no PUBREC left).
     publish(&mut h, 2, b"two");
     h.router.append_staged();
@@ -851,7 +896,10 @@ fn after_a_crash_inbound_qos2_ids_survive_even_between_append_and_journal() {
     publish(&mut h, 2, b"two");
     assert_eq!(
         h.take(C1),
-        vec![Reply::PubRec(PacketId(1)), Reply::PubRec(PacketId(2))]
+        vec![
+            Reply::PubRec(PacketId(1), PubReason::Success),
+            Reply::PubRec(PacketId(2), PubReason::Success)
+        ]
     );
     assert_eq!(h.router.storage().head(), Offset(2));
     // Released, the ids are free for new messages.
@@ -979,7 +1027,7 @@ fn publish_event(topics: &TopicInterner, conn: ConnectionId, pkid: u16, payload:
             topic: topics.intern("t").unwrap(),
             qos: QoS::AtLeastOnce,
             retain: false,
-            record: Message::encode_framed(QoS::AtLeastOnce, false, 0, None, "t", &[], payload),
+            record: NewMessage::new(QoS::AtLeastOnce, false, 0, "t", payload).framed(),
         },
     }
 }
@@ -987,11 +1035,7 @@ fn publish_event(topics: &TopicInterner, conn: ConnectionId, pkid: u16, payload:
 fn connect_event(conn: ConnectionId, id: &str, clean: bool) -> Event {
     Event::Connect {
         conn,
-        connect: Connect {
-            client_id: id.into(),
-            clean_session: clean,
-            will: None,
-        },
+        connect: Connect::v3(id, clean, None),
     }
 }
 
@@ -1003,7 +1047,8 @@ fn a_full_disk_closes_publishers_keeps_subscribers_served_and_recovers_by_itself
     r.handle(Event::Subscribe {
         conn: C1,
         pkid: PacketId(1),
-        filters: vec![("t".into(), QoS::AtLeastOnce)],
+        filters: vec![Subscription::new("t", QoS::AtLeastOnce)],
+        id: None,
     });
     r.handle(connect_event(C2, "pub", true));
     r.handle(publish_event(&topics, C2, 1, b"stored"));
@@ -1013,12 +1058,13 @@ fn a_full_disk_closes_publishers_keeps_subscribers_served_and_recovers_by_itself
     let out: Vec<_> = r.drain_outbox().collect();
     assert_eq!(
         out,
-        vec![(C2, Reply::Close(CloseReason::StorageFailure))],
-        "no PUBACK for what was not stored"
+        vec![(C2, Reply::PubAck(PacketId(2), PubReason::StorageFailure))],
+        "a refusal, not a PUBACK, for what was not stored"
     );
     r.handle(Event::Disconnect {
         conn: C2,
         reason: DisconnectReason::Abrupt,
+        session_expiry: None,
     });
     // The subscriber still gets what is stored.
     r.handle(Event::Pull { conn: C1 });
@@ -1033,7 +1079,10 @@ fn a_full_disk_closes_publishers_keeps_subscribers_served_and_recovers_by_itself
     r.handle(connect_event(C3, "pub", true));
     r.handle(publish_event(&topics, C3, 3, b"again"));
     let out: Vec<_> = r.drain_outbox().collect();
-    assert!(out.contains(&(C3, Reply::PubAck(PacketId(3)))), "{out:?}");
+    assert!(
+        out.contains(&(C3, Reply::PubAck(PacketId(3), PubReason::Success))),
+        "{out:?}"
+    );
     assert_eq!(r.storage().head(), Offset(2));
 }
 
@@ -1049,7 +1098,8 @@ fn a_journal_failure_holds_back_persistent_replies_then_a_checkpoint_repairs_it(
     r.handle(Event::Subscribe {
         conn: C1,
         pkid: PacketId(1),
-        filters: vec![("t".into(), QoS::AtLeastOnce)],
+        filters: vec![Subscription::new("t", QoS::AtLeastOnce)],
+        id: None,
     });
     r.handle(publish_event(&topics, C2, 1, b"m"));
     let out: Vec<_> = r.drain_outbox().collect();
@@ -1058,7 +1108,7 @@ fn a_journal_failure_holds_back_persistent_replies_then_a_checkpoint_repairs_it(
         "{out:?}"
     );
     assert!(
-        out.contains(&(C2, Reply::PubAck(PacketId(1)))),
+        out.contains(&(C2, Reply::PubAck(PacketId(1), PubReason::Success))),
         "clean sessions go on: {out:?}"
     );
     assert!(!out
@@ -1067,6 +1117,7 @@ fn a_journal_failure_holds_back_persistent_replies_then_a_checkpoint_repairs_it(
     r.handle(Event::Disconnect {
         conn: C1,
         reason: DisconnectReason::Abrupt,
+        session_expiry: None,
     });
     // Space returns: the next flush rewrites the journal whole.
     journal_full.set(false);
@@ -1080,7 +1131,7 @@ fn a_journal_failure_holds_back_persistent_replies_then_a_checkpoint_repairs_it(
     assert_eq!(saved.sessions.len(), 1);
     assert_eq!(
         saved.sessions[0].filters,
-        vec![("t".to_string(), QoS::AtLeastOnce)]
+        vec![("t".to_string(), SubOptions::qos(QoS::AtLeastOnce))]
     );
 }
 

@@ -1,10 +1,12 @@
 //! CONNECT, parsed here rather than by `mqttbytes` so that MQTT 3.1 (`MQIsdp`, level 3)
-//! is accepted, the reserved flag and the flag combinations are checked, and an
-//! unsupported level can be answered with the right CONNACK.
+//! is accepted, the reserved flag and the flag combinations are checked, MQTT 5's
+//! properties are read with the spec's checks, and an unsupported level can be
+//! answered with the right CONNACK.
 
 use bytes::{Buf, Bytes};
-use router::QoS;
+use router::{QoS, NEVER_EXPIRES};
 
+use super::properties::{self, Properties, Section};
 use super::ProtocolError;
 
 /// Protocol version of a connection.
@@ -14,6 +16,8 @@ pub enum Version {
     V31,
     /// MQTT 3.1.1 (`MQTT`, level 4).
     V311,
+    /// MQTT 5.0 (`MQTT`, level 5).
+    V5,
 }
 
 /// A will message as sent in CONNECT.
@@ -27,6 +31,12 @@ pub struct LastWill {
     pub qos: QoS,
     /// Retain.
     pub retain: bool,
+    /// Will delay interval, seconds (MQTT 5).
+    pub delay_secs: u32,
+    /// Message expiry interval, seconds (MQTT 5).
+    pub expiry_secs: Option<u32>,
+    /// Will properties that travel with the message (MQTT 5), as on the wire.
+    pub properties: Bytes,
 }
 
 /// A parsed CONNECT.
@@ -34,8 +44,21 @@ pub struct LastWill {
 pub struct ConnectPacket {
     /// Protocol version.
     pub version: Version,
-    /// Clean session flag.
+    /// Clean session (3.1.1) / clean start (MQTT 5) flag.
     pub clean_session: bool,
+    /// Session expiry interval, seconds: MQTT 5's property (0 when absent); for
+    /// 3.1.1, 0 with a clean session and never otherwise.
+    pub session_expiry: u32,
+    /// Receive maximum (MQTT 5; 65535 when absent).
+    pub receive_maximum: u16,
+    /// Largest packet the client accepts (MQTT 5; no limit when absent).
+    pub max_packet_size: u32,
+    /// Topic aliases the client accepts from us (MQTT 5; 0 when absent).
+    pub topic_alias_max: u16,
+    /// The client wants reason strings and user properties on errors (MQTT 5).
+    pub request_problem_info: bool,
+    /// Enhanced authentication method (MQTT 5).
+    pub auth_method: Option<String>,
     /// Keep alive, seconds (0: off).
     pub keep_alive: u16,
     /// Client identifier.
@@ -100,6 +123,7 @@ pub fn parse(mut frame: Bytes) -> Result<ConnectPacket, ProtocolError> {
     let level = read_u8(&mut frame)?;
     let version = match (&name[..], level) {
         (b"MQTT", 4) => Version::V311,
+        (b"MQTT", 5) => Version::V5,
         (b"MQIsdp", 3) => Version::V31,
         (b"MQTT", other) => return Err(ProtocolError::UnsupportedVersion(other)),
         (b"MQIsdp", other) => return Err(ProtocolError::UnsupportedVersion(other)),
@@ -123,16 +147,33 @@ pub fn parse(mut frame: Bytes) -> Result<ConnectPacket, ProtocolError> {
         return Err(malformed("password without user name"));
     }
     let keep_alive = read_u16(&mut frame)?;
+    let v5 = version == Version::V5;
+    let props = if v5 {
+        properties::parse(&mut frame, Section::Connect)?
+    } else {
+        Properties::default()
+    };
     let client_id = read_string(&mut frame, "client id")?;
     let will = if will_flag {
+        let will_props = if v5 {
+            properties::parse(&mut frame, Section::Will)?
+        } else {
+            Properties::default()
+        };
         let topic = read_string(&mut frame, "will topic")?;
         router::topic::validate_name(&topic).map_err(|e| malformed(&format!("will topic {e}")))?;
         let payload = read_binary(&mut frame)?;
+        if will_props.payload_is_utf8 && std::str::from_utf8(&payload).is_err() {
+            return Err(ProtocolError::PayloadFormatInvalid);
+        }
         Some(LastWill {
             topic,
             payload,
             qos: will_qos,
             retain: will_retain,
+            delay_secs: will_props.will_delay.unwrap_or(0),
+            expiry_secs: will_props.message_expiry,
+            properties: will_props.forward,
         })
     } else {
         None
@@ -150,9 +191,20 @@ pub fn parse(mut frame: Bytes) -> Result<ConnectPacket, ProtocolError> {
     if frame.has_remaining() {
         return Err(malformed("bytes after the payload"));
     }
+    let session_expiry = match (v5, clean_session) {
+        (true, _) => props.session_expiry.unwrap_or(0),
+        (false, true) => 0,
+        (false, false) => NEVER_EXPIRES,
+    };
     Ok(ConnectPacket {
         version,
         clean_session,
+        session_expiry,
+        receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
+        max_packet_size: props.max_packet_size.unwrap_or(u32::MAX),
+        topic_alias_max: props.topic_alias_max.unwrap_or(0),
+        request_problem_info: props.request_problem_info.unwrap_or(true),
+        auth_method: props.auth_method,
         keep_alive,
         client_id,
         will,

@@ -6,17 +6,25 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `connect` | CONNECT parsing for MQTT 3.1, 3.1.1 (and the version check for 5.0) |
-//! | `v4` | every other packet of MQTT 3.1/3.1.1: framing checks, decoding (with `mqttbytes`), encoding |
+//! | `connect` | CONNECT parsing for MQTT 3.1, 3.1.1 and 5.0 |
+//! | `v4` | framing and fixed-header checks; the other packets of 3.1/3.1.1 (decoded with `mqttbytes`) |
+//! | `v5` | the other packets of MQTT 5 a client sends, AUTH included |
+//! | `properties` | MQTT 5 property sections: checks on read, a writer |
+//! | `alias` | MQTT 5 topic aliases, both directions |
+//! | `encode` | everything the broker sends, in either version |
 
+pub mod alias;
 mod connect;
+mod encode;
+pub mod properties;
 mod v4;
+mod v5;
 
 use bytes::{Bytes, BytesMut};
-use router::{PacketId, QoS};
+use router::{PacketId, QoS, Subscription};
 
-pub use connect::{ConnectPacket, LastWill};
-pub use v4::Encoder;
+pub use connect::{ConnectPacket, LastWill, Version};
+pub use encode::{reason, ConnAckProperties, Encoder};
 
 /// A packet from a client, in the broker's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +45,18 @@ pub enum Inbound {
         pkid: Option<PacketId>,
         /// Payload.
         payload: Bytes,
+        /// MQTT 5 properties (defaults for 3.1.1).
+        properties: PublishProperties,
     },
     /// PUBACK.
     PubAck(PacketId),
     /// PUBREC.
-    PubRec(PacketId),
+    PubRec {
+        /// Packet id.
+        pkid: PacketId,
+        /// MQTT 5: a reason code of 0x80 or more (the client will not take it).
+        refused: bool,
+    },
     /// PUBREL.
     PubRel(PacketId),
     /// PUBCOMP.
@@ -50,8 +65,10 @@ pub enum Inbound {
     Subscribe {
         /// Packet id.
         pkid: PacketId,
-        /// Filters with requested QoS.
-        filters: Vec<(String, QoS)>,
+        /// Filters with their options.
+        filters: Vec<Subscription>,
+        /// Subscription identifier (MQTT 5).
+        id: Option<u32>,
     },
     /// UNSUBSCRIBE (at least one filter).
     Unsubscribe {
@@ -63,7 +80,30 @@ pub enum Inbound {
     /// PINGREQ.
     PingReq,
     /// DISCONNECT.
-    Disconnect,
+    Disconnect {
+        /// A new session expiry interval (MQTT 5).
+        session_expiry: Option<u32>,
+        /// Reason 0x04, "disconnect with will message" (MQTT 5).
+        publish_will: bool,
+    },
+    /// AUTH (MQTT 5).
+    Auth {
+        /// Reason code.
+        reason: u8,
+        /// Authentication method.
+        method: Option<String>,
+    },
+}
+
+/// What a PUBLISH carries besides topic and payload (MQTT 5; empty for 3.1.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishProperties {
+    /// Topic alias.
+    pub topic_alias: Option<u16>,
+    /// Message expiry interval, seconds.
+    pub expiry_secs: Option<u32>,
+    /// The properties that travel with the message, as on the wire.
+    pub forward: Bytes,
 }
 
 /// Why a connection's input cannot be accepted. Each closes that connection only.
@@ -86,6 +126,39 @@ pub enum ProtocolError {
     /// A CONNECT whose protocol level this broker does not speak.
     #[error("unsupported protocol level {0}")]
     UnsupportedVersion(u8),
+    /// A topic alias of 0, above the maximum, or not yet set (MQTT 5).
+    #[error("invalid topic alias")]
+    TopicAliasInvalid,
+    /// The payload format indicator says UTF-8 and the payload is not (MQTT 5).
+    #[error("payload is not the UTF-8 its format indicator says")]
+    PayloadFormatInvalid,
+}
+
+impl ProtocolError {
+    /// The MQTT 5 reason code for a DISCONNECT (or CONNACK) about it.
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            ProtocolError::Malformed(_) => reason::MALFORMED_PACKET,
+            ProtocolError::Violation(_) => reason::PROTOCOL_ERROR,
+            ProtocolError::TooLarge { .. } => reason::PACKET_TOO_LARGE,
+            ProtocolError::UnsupportedVersion(_) => reason::UNSUPPORTED_PROTOCOL_VERSION,
+            ProtocolError::TopicAliasInvalid => reason::TOPIC_ALIAS_INVALID,
+            ProtocolError::PayloadFormatInvalid => reason::PAYLOAD_FORMAT_INVALID,
+        }
+    }
+}
+
+/// Whether the bytes at the front of `buf` begin an MQTT 5 CONNECT (so a CONNECT
+/// that fails to parse can still be answered in MQTT 5's terms).
+pub fn is_v5_connect(buf: &[u8]) -> bool {
+    if buf.first() != Some(&0x10) {
+        return false;
+    }
+    let mut i = 1;
+    while buf.get(i).is_some_and(|b| b & 0x80 != 0) && i < 4 {
+        i += 1;
+    }
+    buf.get(i + 1..i + 8) == Some(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 5][..])
 }
 
 /// Bytes still missing from the packet at the front of `buf`, when its header says.
@@ -98,11 +171,11 @@ pub fn bytes_missing(buf: &[u8], max_packet_size: usize) -> usize {
 }
 
 /// Decode one packet from the front of `buf`, consuming it. `Ok(None)` means more
-/// bytes are needed. `connected` is false until CONNECT was accepted: only CONNECT
-/// may come first, and never again.
+/// bytes are needed. `connected` is the version of the accepted CONNECT, `None`
+/// before it: only CONNECT may come first, and never again.
 pub fn decode(
     buf: &mut BytesMut,
-    connected: bool,
+    connected: Option<Version>,
     max_packet_size: usize,
 ) -> Result<Option<Inbound>, ProtocolError> {
     let Some(frame) = v4::frame(buf, max_packet_size)? else {
@@ -111,10 +184,11 @@ pub fn decode(
     let first = frame.first().copied().unwrap_or(0);
     let is_connect = first >> 4 == 1;
     match (connected, is_connect) {
-        (false, true) => connect::parse(frame.freeze()).map(|c| Some(Inbound::Connect(c))),
-        (false, false) => Err(ProtocolError::Violation("first packet is not CONNECT")),
-        (true, true) => Err(ProtocolError::Violation("second CONNECT")),
-        (true, false) => v4::decode(frame).map(Some),
+        (None, true) => connect::parse(frame.freeze()).map(|c| Some(Inbound::Connect(c))),
+        (None, false) => Err(ProtocolError::Violation("first packet is not CONNECT")),
+        (Some(_), true) => Err(ProtocolError::Violation("second CONNECT")),
+        (Some(Version::V5), false) => v5::decode(frame).map(Some),
+        (Some(_), false) => v4::decode(frame).map(Some),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
-use router::{Delivery, Message, PacketId, QoS, Reply, SubscribeCode};
+use router::{Delivery, Message, PacketId, QoS, Reply, SubscribeCode, Subscription};
 
 use super::*;
 
@@ -23,8 +23,9 @@ fn connect_bytes(name: &[u8], level: u8, flags: u8, client_id: &str, rest: &[u8]
     b
 }
 
+/// Decode as a 3.1.1 connection does (`connected`: after its CONNECT).
 fn decode_one(mut b: BytesMut, connected: bool) -> Result<Option<Inbound>, ProtocolError> {
-    decode(&mut b, connected, 1 << 20)
+    decode(&mut b, connected.then_some(Version::V311), 1 << 20)
 }
 
 #[test]
@@ -106,18 +107,18 @@ fn ordering_rules() {
 fn framing() {
     // Incomplete: nothing consumed.
     let mut b = BytesMut::from(&[0x30u8, 0x05, 0x00][..]);
-    assert_eq!(decode(&mut b, true, 1024), Ok(None));
+    assert_eq!(decode(&mut b, Some(Version::V311), 1024), Ok(None));
     assert_eq!(b.len(), 3);
     // Five-byte remaining length.
     let mut b = BytesMut::from(&[0x30u8, 0xff, 0xff, 0xff, 0xff, 0x01][..]);
     assert!(matches!(
-        decode(&mut b, true, 1 << 30),
+        decode(&mut b, Some(Version::V311), 1 << 30),
         Err(ProtocolError::Malformed(_))
     ));
     // Too large is known from the header alone.
     let mut b = BytesMut::from(&[0x30u8, 0xe8, 0x07][..]);
     assert_eq!(
-        decode(&mut b, true, 100),
+        decode(&mut b, Some(Version::V311), 100),
         Err(ProtocolError::TooLarge {
             size: 1003,
             max: 100
@@ -159,6 +160,7 @@ fn publish_rules() {
             dup: false,
             pkid: Some(PacketId(7)),
             payload: bytes::Bytes::from_static(b"hi"),
+            properties: PublishProperties::default(),
         }))
     );
     assert_eq!(
@@ -198,7 +200,8 @@ fn subscribe_rules() {
         decode_one(b, true),
         Ok(Some(Inbound::Subscribe {
             pkid: PacketId(1),
-            filters: vec![("a".into(), QoS::AtLeastOnce)]
+            filters: vec![Subscription::new("a", QoS::AtLeastOnce)],
+            id: None
         }))
     );
 }
@@ -222,6 +225,7 @@ fn encodes_what_a_stock_client_decodes() {
             pkid: Some(PacketId(3)),
             dup: true,
             retain: true,
+            subscription_ids: Vec::new(),
         },
         Delivery {
             record: Message::encode(QoS::AtMostOnce, false, 0, "big", &[], &big),
@@ -229,13 +233,14 @@ fn encodes_what_a_stock_client_decodes() {
             pkid: None,
             dup: false,
             retain: false,
+            subscription_ids: Vec::new(),
         },
     ]));
     e.reply(&Reply::SubAck {
         pkid: PacketId(9),
         codes: vec![
             SubscribeCode::Granted(QoS::ExactlyOnce),
-            SubscribeCode::Failure,
+            SubscribeCode::InvalidFilter,
         ],
     });
     e.reply(&Reply::PubRel(PacketId(4)));
@@ -278,7 +283,8 @@ fn encodes_what_a_stock_client_decodes() {
 proptest! {
     /// Random bytes never panic the decoder, and it never consumes a partial packet.
     #[test]
-    fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), connected: bool) {
+    fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), state in 0u8..3) {
+        let connected = [None, Some(Version::V311), Some(Version::V5)][usize::from(state)];
         let mut b = BytesMut::from(&bytes[..]);
         for _ in 0..10 {
             match decode(&mut b, connected, 4096) {
@@ -296,7 +302,7 @@ proptest! {
         let full = publish_bytes(0x32, &topic, Some(1), &payload);
         let split = split.min(full.len());
         let mut b = BytesMut::from(&full[..split]);
-        let first = decode(&mut b, true, 4096).unwrap();
+        let first = decode(&mut b, Some(Version::V311), 4096).unwrap();
         if split < full.len() {
             prop_assert_eq!(first, None);
             b.put_slice(&full[split..]);
@@ -304,7 +310,7 @@ proptest! {
             prop_assert!(first.is_some());
             return Ok(());
         }
-        match decode(&mut b, true, 4096).unwrap() {
+        match decode(&mut b, Some(Version::V311), 4096).unwrap() {
             Some(Inbound::Publish { topic: t, payload: p, .. }) => {
                 prop_assert_eq!(t, topic);
                 prop_assert_eq!(&p[..], &payload[..]);

@@ -1,11 +1,11 @@
-//! MQTT 3.1 / 3.1.1 packets other than CONNECT: framing, fixed-header checks, decoding
-//! through `mqttbytes`, and encoding of everything the broker sends.
+//! MQTT 3.1 / 3.1.1 packets other than CONNECT: framing and fixed-header checks
+//! (shared with MQTT 5), and decoding through `mqttbytes`.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BytesMut;
 use mqttbytes::v4 as mq;
-use router::{ConnectCode, Delivery, Message, PacketId, QoS, Reply, SubscribeCode};
+use router::{PacketId, QoS, Subscription};
 
-use super::{Inbound, ProtocolError};
+use super::{Inbound, ProtocolError, PublishProperties};
 
 /// The length of the packet at the front of `buf` (fixed header included), once its
 /// fixed header is complete.
@@ -68,9 +68,9 @@ fn qos(q: mqttbytes::QoS) -> QoS {
     }
 }
 
-/// Decode a framed packet (not CONNECT).
-pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
-    let first = frame.first().copied().unwrap_or(0);
+/// Check the first byte of a packet from a client (not CONNECT): a type a client
+/// may send (AUTH only in MQTT 5), with the flags its type requires.
+pub fn check_fixed_header(first: u8, auth_allowed: bool) -> Result<(), ProtocolError> {
     let flags = first & 0x0f;
     let expected_flags = match first >> 4 {
         3 => {
@@ -84,6 +84,7 @@ pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
         }
         6 | 8 | 10 => 0b0010,
         4 | 5 | 7 | 12 | 14 => 0,
+        15 if auth_allowed => 0,
         _ => {
             return Err(ProtocolError::Violation(
                 "packet type a client may not send",
@@ -95,6 +96,23 @@ pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
             "reserved fixed-header flags".into(),
         ));
     }
+    Ok(())
+}
+
+/// A PUBLISH topic name: valid, and without wildcards (a protocol violation).
+pub fn validate_publish_topic(topic: &str) -> Result<(), ProtocolError> {
+    router::topic::validate_name(topic).map_err(|e| match e {
+        router::topic::TopicError::Wildcard => {
+            ProtocolError::Violation("wildcard in a PUBLISH topic")
+        }
+        other => ProtocolError::Malformed(format!("PUBLISH topic {other}")),
+    })
+}
+
+/// Decode a framed packet (not CONNECT).
+pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
+    let first = frame.first().copied().unwrap_or(0);
+    check_fixed_header(first, false)?;
     if first >> 4 == 8 {
         check_subscribe_options(&frame)?;
     }
@@ -102,12 +120,7 @@ pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
         mq::read(&mut frame, usize::MAX).map_err(|e| ProtocolError::Malformed(format!("{e:?}")))?;
     Ok(match packet {
         mq::Packet::Publish(p) => {
-            router::topic::validate_name(&p.topic).map_err(|e| match e {
-                router::topic::TopicError::Wildcard => {
-                    ProtocolError::Violation("wildcard in a PUBLISH topic")
-                }
-                other => ProtocolError::Malformed(format!("PUBLISH topic {other}")),
-            })?;
+            validate_publish_topic(&p.topic)?;
             let q = qos(p.qos);
             Inbound::Publish {
                 topic: p.topic,
@@ -120,10 +133,14 @@ pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
                     Some(pkid(p.pkid)?)
                 },
                 payload: p.payload,
+                properties: PublishProperties::default(),
             }
         }
         mq::Packet::PubAck(a) => Inbound::PubAck(pkid(a.pkid)?),
-        mq::Packet::PubRec(a) => Inbound::PubRec(pkid(a.pkid)?),
+        mq::Packet::PubRec(a) => Inbound::PubRec {
+            pkid: pkid(a.pkid)?,
+            refused: false,
+        },
         mq::Packet::PubRel(a) => Inbound::PubRel(pkid(a.pkid)?),
         mq::Packet::PubComp(a) => Inbound::PubComp(pkid(a.pkid)?),
         mq::Packet::Subscribe(s) => {
@@ -135,8 +152,9 @@ pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
                 filters: s
                     .filters
                     .into_iter()
-                    .map(|f| (f.path, qos(f.qos)))
+                    .map(|f| Subscription::new(f.path, qos(f.qos)))
                     .collect(),
+                id: None,
             }
         }
         mq::Packet::Unsubscribe(u) => {
@@ -149,7 +167,10 @@ pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
             }
         }
         mq::Packet::PingReq => Inbound::PingReq,
-        mq::Packet::Disconnect => Inbound::Disconnect,
+        mq::Packet::Disconnect => Inbound::Disconnect {
+            session_expiry: None,
+            publish_will: false,
+        },
         _ => {
             return Err(ProtocolError::Violation(
                 "packet type a client may not send",
@@ -184,148 +205,10 @@ fn check_subscribe_options(frame: &[u8]) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-/// Payloads at least this large go out as their own iovec instead of being copied.
-const COPY_PAYLOAD_BELOW: usize = 1024;
-
-/// Encodes what the broker sends into a list of buffers for one vectored write:
-/// headers and small payloads are gathered in one buffer, large payloads are passed
-/// through as the very `Bytes` read from the log.
-#[derive(Debug, Default)]
-pub struct Encoder {
-    small: BytesMut,
-    chunks: Vec<Bytes>,
-}
-
-fn put_remaining_length(b: &mut BytesMut, mut len: usize) {
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        b.put_u8(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
-impl Encoder {
-    /// An empty encoder.
-    pub fn new() -> Self {
-        Encoder::default()
-    }
-
-    /// CONNACK with a 3.1.1 return code (0..=5).
-    pub fn connack(&mut self, session_present: bool, code: u8) {
-        self.small
-            .put_slice(&[0x20, 0x02, u8::from(session_present), code]);
-    }
-
-    /// PINGRESP.
-    pub fn pingresp(&mut self) {
-        self.small.put_slice(&[0xd0, 0x00]);
-    }
-
-    fn ack(&mut self, first: u8, id: PacketId) {
-        self.small.put_slice(&[first, 0x02]);
-        self.small.put_u16(id.0);
-    }
-
-    /// Encode a router reply. `Close` produces nothing (the connection acts on it).
-    pub fn reply(&mut self, reply: &Reply) {
-        match reply {
-            Reply::ConnAck {
-                code,
-                session_present,
-                ..
-            } => {
-                let code = match code {
-                    ConnectCode::Accepted => 0,
-                    ConnectCode::IdentifierRejected => 2,
-                    ConnectCode::ServerUnavailable => 3,
-                };
-                self.connack(*session_present && code == 0, code);
-            }
-            Reply::PubAck(id) => self.ack(0x40, *id),
-            Reply::PubRec(id) => self.ack(0x50, *id),
-            Reply::PubRel(id) => self.ack(0x62, *id),
-            Reply::PubComp(id) => self.ack(0x70, *id),
-            Reply::UnsubAck(id) => self.ack(0xb0, *id),
-            Reply::SubAck { pkid, codes } => {
-                self.small.put_u8(0x90);
-                put_remaining_length(&mut self.small, 2 + codes.len());
-                self.small.put_u16(pkid.0);
-                for c in codes {
-                    self.small.put_u8(match c {
-                        SubscribeCode::Granted(q) => *q as u8,
-                        SubscribeCode::Failure => 0x80,
-                    });
-                }
-            }
-            Reply::Deliver(items) => {
-                for d in items {
-                    self.publish(d);
-                }
-            }
-            Reply::Close(_) => {}
-        }
-    }
-
-    /// A PUBLISH for `d`. A record that does not decode (it never should) is skipped
-    /// with an error log rather than sent garbled.
-    pub fn publish(&mut self, d: &Delivery) {
-        let m = match Message::decode(&d.record) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "undecodable stored message skipped");
-                return;
-            }
-        };
-        let pkid_len = if d.pkid.is_some() { 2 } else { 0 };
-        let remaining = 2 + m.topic.len() + pkid_len + m.payload.len();
-        let first = 0x30 | (u8::from(d.dup) << 3) | ((d.qos as u8) << 1) | u8::from(d.retain);
-        self.small.put_u8(first);
-        put_remaining_length(&mut self.small, remaining);
-        // Topics are at most 65535 bytes (validated on publish).
-        self.small.put_u16(m.topic.len() as u16);
-        self.small.put_slice(&m.topic);
-        if let Some(id) = d.pkid {
-            self.small.put_u16(id.0);
-        }
-        if m.payload.len() < COPY_PAYLOAD_BELOW {
-            self.small.put_slice(&m.payload);
-        } else {
-            self.chunks.push(self.small.split().freeze());
-            self.chunks.push(m.payload);
-        }
-    }
-
-    /// True when nothing is waiting to be written.
-    pub fn is_empty(&self) -> bool {
-        self.small.is_empty() && self.chunks.is_empty()
-    }
-
-    /// Everything encoded so far, as buffers to write in order.
-    pub fn take(&mut self, out: &mut Vec<Bytes>) {
-        out.append(&mut self.chunks);
-        if !self.small.is_empty() {
-            out.push(self.small.split().freeze());
-        }
-    }
-
-    /// Drop the buffers' memory (an idle connection keeps none).
-    pub fn shrink(&mut self) {
-        if self.small.is_empty() {
-            self.small = BytesMut::new();
-        }
-        self.chunks.shrink_to(0);
-    }
-}
-
 #[cfg(test)]
 mod subscribe_option_tests {
     use super::*;
+    use bytes::BufMut;
 
     fn subscribe(options: &[(&str, u8)]) -> BytesMut {
         let mut body = vec![0x00, 0x07];
@@ -336,7 +219,7 @@ mod subscribe_option_tests {
         }
         let mut b = BytesMut::new();
         b.put_u8(0x82);
-        put_remaining_length(&mut b, body.len());
+        crate::protocol::properties::put_varint(&mut b, body.len());
         b.put_slice(&body);
         b
     }

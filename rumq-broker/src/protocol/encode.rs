@@ -1,0 +1,340 @@
+//! Everything the broker sends, in the connection's protocol version. The router's
+//! replies are the same for every client; only here do they become 3.1.1 or 5.0
+//! packets.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use router::{Delivery, Message, PacketId, PubReason, Reply, SubscribeCode, UnsubscribeCode};
+
+use super::alias::OutboundAliases;
+use super::properties::{id, put_varint, varint_len, Writer};
+use super::Version;
+
+/// MQTT 5 reason codes (§2.4) the broker sends.
+pub mod reason {
+    pub const SUCCESS: u8 = 0x00;
+    pub const DISCONNECT_WITH_WILL: u8 = 0x04;
+    pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
+    pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
+    pub const UNSPECIFIED_ERROR: u8 = 0x80;
+    pub const MALFORMED_PACKET: u8 = 0x81;
+    pub const PROTOCOL_ERROR: u8 = 0x82;
+    pub const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x84;
+    pub const CLIENT_ID_NOT_VALID: u8 = 0x85;
+    pub const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
+    pub const NOT_AUTHORIZED: u8 = 0x87;
+    pub const SERVER_UNAVAILABLE: u8 = 0x88;
+    pub const SERVER_SHUTTING_DOWN: u8 = 0x8b;
+    pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8c;
+    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8d;
+    pub const SESSION_TAKEN_OVER: u8 = 0x8e;
+    pub const TOPIC_FILTER_INVALID: u8 = 0x8f;
+    pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
+    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
+    pub const PACKET_TOO_LARGE: u8 = 0x95;
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
+    pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
+}
+
+/// What an MQTT 5 CONNACK tells the client about the broker (§3.2.2.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnAckProperties {
+    /// The client id the broker assigned to an empty one.
+    pub assigned_client_id: Option<String>,
+    /// Keep alive the client must use instead of its own.
+    pub server_keep_alive: Option<u16>,
+    /// QoS 1/2 publishes the client may have unacknowledged.
+    pub receive_maximum: u16,
+    /// Largest packet the broker accepts.
+    pub max_packet_size: u32,
+    /// Topic aliases the client may use.
+    pub topic_alias_max: u16,
+    /// Whether shared subscriptions are available.
+    pub shared_subscriptions: bool,
+    /// Why the connection was refused (sent when the client asked for problem
+    /// information).
+    pub reason_string: Option<String>,
+}
+
+/// Payloads at least this large go out as their own iovec instead of being copied.
+const COPY_PAYLOAD_BELOW: usize = 1024;
+
+/// Encodes what the broker sends into a list of buffers for one vectored write:
+/// headers and small payloads are gathered in one buffer, large payloads are passed
+/// through as the very `Bytes` read from the log.
+#[derive(Debug)]
+pub struct Encoder {
+    version: Version,
+    small: BytesMut,
+    chunks: Vec<Bytes>,
+    /// MQTT 5: the client asked for reason strings (request problem information).
+    problem_info: bool,
+    /// MQTT 5: topic aliases for what we send.
+    aliases: OutboundAliases,
+    /// Wall-clock ms, for the message expiry left (set per batch by the connection).
+    now_ms: u64,
+    props: Writer,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder::new()
+    }
+}
+
+fn put_remaining_length(b: &mut BytesMut, len: usize) {
+    put_varint(b, len);
+}
+
+impl Encoder {
+    /// An encoder for a connection whose version is not known yet (3.1.1 packets).
+    pub fn new() -> Self {
+        Encoder {
+            version: Version::V311,
+            small: BytesMut::new(),
+            chunks: Vec::new(),
+            problem_info: true,
+            aliases: OutboundAliases::default(),
+            now_ms: 0,
+            props: Writer::new(),
+        }
+    }
+
+    /// Speak `version` from now on; for MQTT 5, with the client's topic alias maximum
+    /// and its wish for problem information.
+    pub fn set_version(&mut self, version: Version, topic_alias_max: u16, problem_info: bool) {
+        self.version = version;
+        self.aliases = OutboundAliases::new(topic_alias_max);
+        self.problem_info = problem_info;
+    }
+
+    /// The version packets are encoded in.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Set the wall-clock time used for message expiry.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// CONNACK with a 3.1.1 return code (0..=5).
+    pub fn connack(&mut self, session_present: bool, code: u8) {
+        self.small
+            .put_slice(&[0x20, 0x02, u8::from(session_present), code]);
+    }
+
+    /// MQTT 5 CONNACK with a reason code and the broker's properties.
+    pub fn connack_v5(&mut self, session_present: bool, code: u8, p: &ConnAckProperties) {
+        let w = &mut self.props;
+        if let Some(idv) = &p.assigned_client_id {
+            w.string(id::ASSIGNED_CLIENT_ID, idv);
+        }
+        if let Some(k) = p.server_keep_alive {
+            w.u16(id::SERVER_KEEP_ALIVE, k);
+        }
+        if code == reason::SUCCESS {
+            // Maximum QoS is 2: said by leaving the property out (§3.2.2.3.4).
+            w.u16(id::RECEIVE_MAXIMUM, p.receive_maximum.max(1))
+                .byte(id::RETAIN_AVAILABLE, 1)
+                .u32(id::MAXIMUM_PACKET_SIZE, p.max_packet_size)
+                .u16(id::TOPIC_ALIAS_MAXIMUM, p.topic_alias_max)
+                .byte(id::WILDCARD_SUBSCRIPTION_AVAILABLE, 1)
+                .byte(id::SUBSCRIPTION_ID_AVAILABLE, 1)
+                .byte(
+                    id::SHARED_SUBSCRIPTION_AVAILABLE,
+                    u8::from(p.shared_subscriptions),
+                );
+        }
+        if let (Some(r), true) = (&p.reason_string, self.problem_info) {
+            w.string(id::REASON_STRING, r);
+        }
+        let len = w.len();
+        self.small.put_u8(0x20);
+        put_remaining_length(&mut self.small, 2 + varint_len(len) + len);
+        self.small.put_u8(u8::from(session_present && code == 0));
+        self.small.put_u8(code);
+        self.props.finish(&mut self.small);
+    }
+
+    /// MQTT 5 DISCONNECT from the broker, with a reason string if the client wants
+    /// problem information.
+    pub fn disconnect_v5(&mut self, code: u8, reason_string: &str) {
+        if self.problem_info && !reason_string.is_empty() {
+            self.props.string(id::REASON_STRING, reason_string);
+        }
+        let len = self.props.len();
+        self.small.put_u8(0xe0);
+        put_remaining_length(&mut self.small, 1 + varint_len(len) + len);
+        self.small.put_u8(code);
+        self.props.finish(&mut self.small);
+    }
+
+    /// PINGRESP.
+    pub fn pingresp(&mut self) {
+        self.small.put_slice(&[0xd0, 0x00]);
+    }
+
+    fn ack(&mut self, first: u8, id: PacketId) {
+        self.small.put_slice(&[first, 0x02]);
+        self.small.put_u16(id.0);
+    }
+
+    /// An ack with an MQTT 5 reason code (left out when it is success, §3.4.2.1).
+    fn ack_v5(&mut self, first: u8, id: PacketId, code: u8) {
+        if code == reason::SUCCESS {
+            return self.ack(first, id);
+        }
+        self.small.put_slice(&[first, 0x03]);
+        self.small.put_u16(id.0);
+        self.small.put_u8(code);
+    }
+
+    fn pub_reason(reason: PubReason) -> u8 {
+        match reason {
+            PubReason::Success => reason::SUCCESS,
+            PubReason::NoMatchingSubscribers => reason::NO_MATCHING_SUBSCRIBERS,
+            PubReason::StorageFailure => reason::QUOTA_EXCEEDED,
+        }
+    }
+
+    /// Encode a router reply. `ConnAck` and `Close` produce nothing here (the
+    /// connection answers them with what it knows); neither does a refused publish
+    /// on 3.1.1, which has no way to say so (the connection closes).
+    pub fn reply(&mut self, reply: &Reply) {
+        let v5 = self.version == Version::V5;
+        match reply {
+            Reply::ConnAck { .. } | Reply::Close(_) => {}
+            Reply::PubAck(id, r) | Reply::PubRec(id, r) => {
+                let first = if matches!(reply, Reply::PubAck(..)) {
+                    0x40
+                } else {
+                    0x50
+                };
+                if v5 {
+                    self.ack_v5(first, *id, Self::pub_reason(*r));
+                } else if r.is_success() {
+                    self.ack(first, *id);
+                }
+            }
+            Reply::PubRel(id) => self.ack(0x62, *id),
+            Reply::PubComp(id) => self.ack(0x70, *id),
+            Reply::UnsubAck { pkid, codes } => {
+                if v5 {
+                    self.small.put_u8(0xb0);
+                    put_remaining_length(&mut self.small, 3 + codes.len());
+                    self.small.put_u16(pkid.0);
+                    self.small.put_u8(0);
+                    for c in codes {
+                        self.small.put_u8(match c {
+                            UnsubscribeCode::Success => reason::SUCCESS,
+                            UnsubscribeCode::NoSubscriptionExisted => {
+                                reason::NO_SUBSCRIPTION_EXISTED
+                            }
+                        });
+                    }
+                } else {
+                    self.ack(0xb0, *pkid);
+                }
+            }
+            Reply::SubAck { pkid, codes } => {
+                self.small.put_u8(0x90);
+                put_remaining_length(&mut self.small, 2 + usize::from(v5) + codes.len());
+                self.small.put_u16(pkid.0);
+                if v5 {
+                    self.small.put_u8(0);
+                }
+                for c in codes {
+                    self.small.put_u8(match (c, v5) {
+                        (SubscribeCode::Granted(q), _) => *q as u8,
+                        (SubscribeCode::InvalidFilter, true) => reason::TOPIC_FILTER_INVALID,
+                        (SubscribeCode::QuotaExceeded, true) => reason::QUOTA_EXCEEDED,
+                        (_, false) => 0x80,
+                    });
+                }
+            }
+            Reply::Deliver(items) => {
+                for d in items {
+                    self.publish(d);
+                }
+            }
+        }
+    }
+
+    /// A PUBLISH for `d`. A record that does not decode (it never should) is skipped
+    /// with an error log rather than sent garbled.
+    pub fn publish(&mut self, d: &Delivery) {
+        let m = match Message::decode(&d.record) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable stored message skipped");
+                return;
+            }
+        };
+        let v5 = self.version == Version::V5;
+        let mut topic: &[u8] = &m.topic;
+        if v5 {
+            let w = &mut self.props;
+            if let Some(left) = m.expiry_left(self.now_ms) {
+                w.u32(id::MESSAGE_EXPIRY, left);
+            }
+            if let Some((alias, with_topic)) = self.aliases.alias(&m.topic) {
+                w.u16(id::TOPIC_ALIAS, alias);
+                if !with_topic {
+                    topic = &[];
+                }
+            }
+            w.raw(&m.properties);
+            for sid in &d.subscription_ids {
+                w.varint(id::SUBSCRIPTION_ID, *sid);
+            }
+        }
+        let props = if v5 {
+            let len = self.props.len();
+            varint_len(len) + len
+        } else {
+            0
+        };
+        let pkid_len = if d.pkid.is_some() { 2 } else { 0 };
+        let remaining = 2 + topic.len() + pkid_len + props + m.payload.len();
+        let first = 0x30 | (u8::from(d.dup) << 3) | ((d.qos as u8) << 1) | u8::from(d.retain);
+        self.small.put_u8(first);
+        put_remaining_length(&mut self.small, remaining);
+        // Topics are at most 65535 bytes (validated on publish).
+        self.small.put_u16(topic.len() as u16);
+        self.small.put_slice(topic);
+        if let Some(id) = d.pkid {
+            self.small.put_u16(id.0);
+        }
+        if v5 {
+            self.props.finish(&mut self.small);
+        }
+        if m.payload.len() < COPY_PAYLOAD_BELOW {
+            self.small.put_slice(&m.payload);
+        } else {
+            self.chunks.push(self.small.split().freeze());
+            self.chunks.push(m.payload);
+        }
+    }
+
+    /// True when nothing is waiting to be written.
+    pub fn is_empty(&self) -> bool {
+        self.small.is_empty() && self.chunks.is_empty()
+    }
+
+    /// Everything encoded so far, as buffers to write in order.
+    pub fn take(&mut self, out: &mut Vec<Bytes>) {
+        out.append(&mut self.chunks);
+        if !self.small.is_empty() {
+            out.push(self.small.split().freeze());
+        }
+    }
+
+    /// Drop the buffers' memory (an idle connection keeps none).
+    pub fn shrink(&mut self) {
+        if self.small.is_empty() {
+            self.small = BytesMut::new();
+        }
+        self.chunks.shrink_to(0);
+        self.props = Writer::new();
+    }
+}
