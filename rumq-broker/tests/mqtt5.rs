@@ -1,0 +1,597 @@
+//! MQTT 5.0 against the real binary: raw packets where the exact bytes matter
+//! (reason codes, properties), a stock MQTT 3.1.1 client on the other side for
+//! interoperation, and paho-mqtt (Python) as a stock MQTT 5 client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rumqttc::QoS;
+
+const STEP: Duration = Duration::from_secs(5);
+
+/// Property ids used here (MQTT 5 §2.2.2.2).
+const MESSAGE_EXPIRY: u8 = 0x02;
+const CONTENT_TYPE: u8 = 0x03;
+const SUBSCRIPTION_ID: u8 = 0x0b;
+const SESSION_EXPIRY: u8 = 0x11;
+const ASSIGNED_CLIENT_ID: u8 = 0x12;
+const AUTH_METHOD: u8 = 0x15;
+const RECEIVE_MAXIMUM: u8 = 0x21;
+const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+const TOPIC_ALIAS: u8 = 0x23;
+const USER_PROPERTY: u8 = 0x26;
+const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+
+fn varint(out: &mut Vec<u8>, v: usize) {
+    put_remaining_length(out, v);
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A property section: length, then the properties.
+fn props(p: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(&mut out, p.len());
+    out.extend_from_slice(p);
+    out
+}
+
+fn connect5(client_id: &str, clean_start: bool, properties: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, "MQTT");
+    body.push(5);
+    body.push(u8::from(clean_start) << 1);
+    body.extend_from_slice(&60u16.to_be_bytes());
+    body.extend_from_slice(&props(properties));
+    string(&mut body, client_id);
+    packet(0x10, &body)
+}
+
+fn publish5(topic: &str, qos: u8, pkid: u16, properties: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, topic);
+    if qos > 0 {
+        body.extend_from_slice(&pkid.to_be_bytes());
+    }
+    body.extend_from_slice(&props(properties));
+    body.extend_from_slice(payload);
+    packet(0x30 | qos << 1, &body)
+}
+
+fn subscribe5(pkid: u16, properties: &[u8], filters: &[(&str, u8)]) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    body.extend_from_slice(&props(properties));
+    for (f, options) in filters {
+        string(&mut body, f);
+        body.push(*options);
+    }
+    packet(0x82, &body)
+}
+
+fn unsubscribe5(pkid: u16, filters: &[&str]) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    body.push(0);
+    for f in filters {
+        string(&mut body, f);
+    }
+    packet(0xa2, &body)
+}
+
+fn u32_prop(id: u8, v: u32) -> Vec<u8> {
+    let mut p = vec![id];
+    p.extend_from_slice(&v.to_be_bytes());
+    p
+}
+
+fn u16_prop(id: u8, v: u16) -> Vec<u8> {
+    let mut p = vec![id];
+    p.extend_from_slice(&v.to_be_bytes());
+    p
+}
+
+fn str_prop(id: u8, s: &str) -> Vec<u8> {
+    let mut p = vec![id];
+    string(&mut p, s);
+    p
+}
+
+fn user_prop(k: &str, v: &str) -> Vec<u8> {
+    let mut p = vec![USER_PROPERTY];
+    string(&mut p, k);
+    string(&mut p, v);
+    p
+}
+
+/// Parsed properties of a packet, in order: (id, raw value bytes).
+fn parse_props(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some((&id, rest)) = b.split_first() {
+        let n = match id {
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2a => 1,
+            0x13 | 0x21 | 0x22 | 0x23 => 2,
+            0x02 | 0x11 | 0x18 | 0x27 => 4,
+            0x0b => rest.iter().position(|x| x & 0x80 == 0).unwrap() + 1,
+            0x26 => {
+                let k = 2 + u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                k + 2 + u16::from_be_bytes([rest[k], rest[k + 1]]) as usize
+            }
+            _ => 2 + u16::from_be_bytes([rest[0], rest[1]]) as usize,
+        };
+        out.push((id, rest[..n].to_vec()));
+        b = &rest[n..];
+    }
+    out
+}
+
+/// The body after a varint length prefix: (section, rest).
+fn section(b: &[u8]) -> (&[u8], &[u8]) {
+    let mut len = 0usize;
+    let mut i = 0;
+    loop {
+        len |= usize::from(b[i] & 0x7f) << (7 * i);
+        i += 1;
+        if b[i - 1] & 0x80 == 0 {
+            break;
+        }
+    }
+    (&b[i..i + len], &b[i + len..])
+}
+
+/// The variable header + payload of a raw packet.
+fn body(p: &RawPacket) -> Vec<u8> {
+    let bytes = p.bytes();
+    let mut i = 1;
+    while bytes[i] & 0x80 != 0 {
+        i += 1;
+    }
+    bytes[i + 1..].to_vec()
+}
+
+/// The reason code of a DISCONNECT from the broker (which also carries a reason
+/// string: the client did not turn problem information off).
+fn disconnect_reason(p: &RawPacket) -> u8 {
+    assert_eq!(p.kind(), 14, "DISCONNECT expected, got {:x?}", p.bytes());
+    let b = body(p);
+    let (props, _) = section(&b[1..]);
+    assert!(
+        parse_props(props).iter().any(|(id, _)| *id == 0x1f),
+        "reason string"
+    );
+    b[0]
+}
+
+/// Connect a raw MQTT 5 client; returns it with the CONNACK's reason code,
+/// session-present flag and properties.
+async fn connect(port: u16, packet: &[u8]) -> (Raw, u8, bool, Vec<(u8, Vec<u8>)>) {
+    let mut raw = Raw::open(port).await;
+    raw.send(packet).await;
+    let ack = raw.recv().await;
+    assert_eq!(ack.kind(), 2, "CONNACK expected");
+    let b = body(&ack);
+    let (p, _) = section(&b[2..]);
+    (raw, b[1], b[0] & 1 == 1, parse_props(p))
+}
+
+struct Pub5 {
+    topic: String,
+    pkid: Option<u16>,
+    retain: bool,
+    props: Vec<(u8, Vec<u8>)>,
+    payload: Vec<u8>,
+}
+
+fn publish_of(p: &RawPacket) -> Pub5 {
+    assert_eq!(p.kind(), 3, "PUBLISH expected, got {:?}", p.bytes());
+    let first = p.bytes()[0];
+    let b = body(p);
+    let tl = u16::from_be_bytes([b[0], b[1]]) as usize;
+    let topic = String::from_utf8(b[2..2 + tl].to_vec()).unwrap();
+    let mut at = 2 + tl;
+    let pkid = if first & 0b110 != 0 {
+        at += 2;
+        Some(u16::from_be_bytes([b[at - 2], b[at - 1]]))
+    } else {
+        None
+    };
+    let (props, payload) = section(&b[at..]);
+    Pub5 {
+        topic,
+        pkid,
+        retain: first & 1 == 1,
+        props: parse_props(props),
+        payload: payload.to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connack_announces_the_brokers_limits_and_assigns_ids() {
+    let broker = Broker::with_config("[limits]\ntopic_alias_max = 9\ninflight_in_max = 77\n");
+    let (_raw, code, present, p) = connect(broker.port(), &connect5("", true, &[])).await;
+    assert_eq!((code, present), (0, false));
+    let get = |id: u8| p.iter().find(|(i, _)| *i == id).map(|(_, v)| v.clone());
+    let assigned = get(ASSIGNED_CLIENT_ID).expect("assigned client identifier");
+    assert!(String::from_utf8_lossy(&assigned[2..]).starts_with("rumq-"));
+    assert_eq!(get(RECEIVE_MAXIMUM), Some(77u16.to_be_bytes().to_vec()));
+    assert_eq!(get(TOPIC_ALIAS_MAXIMUM), Some(9u16.to_be_bytes().to_vec()));
+    assert_eq!(
+        get(MAXIMUM_PACKET_SIZE),
+        Some((1024u32 * 1024).to_be_bytes().to_vec())
+    );
+    assert_eq!(get(0x25), Some(vec![1]), "retain available");
+    assert_eq!(get(0x28), Some(vec![1]), "wildcard subscriptions available");
+    assert_eq!(
+        get(0x29),
+        Some(vec![1]),
+        "subscription identifiers available"
+    );
+    assert_eq!(get(0x24), None, "maximum QoS 2 is said by leaving it out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_keep_alive_is_configurable() {
+    let broker = Broker::with_config("[limits]\nkeep_alive_max_secs = 30\n");
+    let (_raw, code, _, p) = connect(broker.port(), &connect5("ka", true, &[])).await;
+    assert_eq!(code, 0);
+    assert!(
+        p.contains(&(0x13, 30u16.to_be_bytes().to_vec())),
+        "server keep alive 30 (the client asked for 60): {p:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reason_codes_on_acks() {
+    let broker = Broker::start();
+    let (mut raw, ..) = connect(broker.port(), &connect5("acks", true, &[])).await;
+    // PUBACK 0x10: stored, but no subscription matched.
+    raw.send(&publish5("nobody/here", 1, 1, &[], b"x")).await;
+    assert_eq!(raw.recv().await.bytes(), [0x40, 0x03, 0x00, 0x01, 0x10]);
+    // PUBREC 0x10 too.
+    raw.send(&publish5("nobody/here", 2, 2, &[], b"x")).await;
+    assert_eq!(raw.recv().await.bytes(), [0x50, 0x03, 0x00, 0x02, 0x10]);
+    raw.send(&ack_packet(0x62, 2)).await;
+    assert_eq!(raw.recv().await.bytes(), [0x70, 0x02, 0x00, 0x02]);
+    // SUBACK per filter: granted QoS 1, invalid filter 0x8F.
+    raw.send(&subscribe5(3, &[], &[("a/+", 1), ("a/#/b", 0)]))
+        .await;
+    assert_eq!(
+        raw.recv().await.bytes(),
+        [0x90, 0x05, 0x00, 0x03, 0x00, 0x01, 0x8f]
+    );
+    // With a subscriber, PUBACK is plain success.
+    raw.send(&publish5("a/x", 1, 4, &[], b"y")).await;
+    let mut got = [raw.recv().await, raw.recv().await];
+    got.sort_by_key(|p| p.kind());
+    assert_eq!(got[0].kind(), 3);
+    assert_eq!(got[1].bytes(), [0x40, 0x02, 0x00, 0x04]);
+    // UNSUBACK per filter: success, and 0x11 for one that did not exist.
+    raw.send(&unsubscribe5(5, &["a/+", "never"])).await;
+    assert_eq!(
+        raw.recv().await.bytes(),
+        [0xb0, 0x05, 0x00, 0x05, 0x00, 0x00, 0x11]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v311_and_v5_clients_interoperate_and_properties_pass_through() {
+    let broker = Broker::start();
+    let (mut v5, ..) = connect(broker.port(), &connect5("v5-sub", true, &[])).await;
+    // Subscription identifier 7 on the filter.
+    let mut id = vec![SUBSCRIPTION_ID];
+    varint(&mut id, 7);
+    v5.send(&subscribe5(1, &id, &[("mix/#", 1)])).await;
+    assert_eq!(v5.recv().await.kind(), 9);
+    let mut v3 = Mqtt::connect(broker.port(), "v311-peer").await;
+    v3.subscribed("mix/#", QoS::AtLeastOnce).await;
+
+    // 3.1.1 → 5: no properties but the subscription identifier.
+    v3.publish("mix/from-v3", QoS::AtLeastOnce, false, b"old")
+        .await;
+    let p = publish_of(&v5.recv().await);
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("mix/from-v3", &b"old"[..])
+    );
+    assert_eq!(p.props, vec![(SUBSCRIPTION_ID, vec![7])]);
+    v5.send(&ack_packet(0x40, p.pkid.unwrap())).await;
+    assert_eq!(v3.recv_publish().await.payload, &b"old"[..]);
+
+    // 5 → 3.1.1 and 5: user properties keep their order, content type passes.
+    let mut properties = user_prop("b", "2");
+    properties.extend(str_prop(CONTENT_TYPE, "text/plain"));
+    properties.extend(user_prop("a", "1"));
+    properties.extend(user_prop("b", "3"));
+    v5.send(&publish5("mix/from-v5", 1, 9, &properties, b"new"))
+        .await;
+    let mut mine = None;
+    for _ in 0..2 {
+        let p = v5.recv().await;
+        if p.kind() == 3 {
+            mine = Some(publish_of(&p));
+        }
+    }
+    let mine = mine.expect("the v5 client's own message (no local is off)");
+    let forwarded: Vec<_> = mine
+        .props
+        .iter()
+        .filter(|(i, _)| *i != SUBSCRIPTION_ID)
+        .cloned()
+        .collect();
+    assert_eq!(forwarded, parse_props(&properties));
+    let got = v3.recv_publish().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("mix/from-v5", &b"new"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_local_and_retain_as_published() {
+    let broker = Broker::start();
+    let (mut c, ..) = connect(broker.port(), &connect5("self", true, &[])).await;
+    // no local (bit 2) on "nl/#", retain as published (bit 3) on "rap/#".
+    c.send(&subscribe5(1, &[], &[("nl/#", 0x04), ("rap/#", 0x08)]))
+        .await;
+    assert_eq!(c.recv().await.kind(), 9);
+    c.send(&publish5("nl/x", 0, 0, &[], b"mine")).await;
+    c.expect_silence(Duration::from_millis(300)).await;
+    // A retained publish keeps its retain flag for the rap subscriber...
+    let mut body = Vec::new();
+    string(&mut body, "rap/x");
+    body.push(0);
+    body.extend_from_slice(b"kept");
+    c.send(&packet(0x31, &body)).await;
+    let p = publish_of(&c.recv().await);
+    assert_eq!((p.topic.as_str(), p.retain), ("rap/x", true));
+    // ...and another client's own copy on a plain subscription has it cleared.
+    let (mut other, ..) = connect(broker.port(), &connect5("other", true, &[])).await;
+    other.send(&subscribe5(1, &[], &[("rap/#", 0x20)])).await; // retain handling 2: none
+    assert_eq!(other.recv().await.kind(), 9);
+    other.expect_silence(Duration::from_millis(300)).await;
+    c.send(&packet(0x31, &body)).await;
+    let p = publish_of(&other.recv().await);
+    assert!(!p.retain, "retain cleared without retain as published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_expiry_drops_expired_and_counts_down() {
+    let broker = Broker::start();
+    let (mut p, ..) = connect(broker.port(), &connect5("exp-pub", true, &[])).await;
+    // Two retained messages: one expires in 1 s, one in 100 s.
+    let retained = |topic: &str, secs: u32| {
+        let mut body = Vec::new();
+        string(&mut body, topic);
+        body.extend(props(&u32_prop(MESSAGE_EXPIRY, secs)));
+        body.extend_from_slice(b"r");
+        packet(0x31, &body)
+    };
+    let short = retained("exp/short", 1);
+    let long = retained("exp/long", 100);
+    p.send(&short).await;
+    p.send(&long).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (mut s, ..) = connect(broker.port(), &connect5("exp-sub", true, &[])).await;
+    s.send(&subscribe5(1, &[], &[("exp/#", 0)])).await;
+    assert_eq!(s.recv().await.kind(), 9);
+    let got = publish_of(&s.recv().await);
+    assert_eq!(got.topic, "exp/long", "the expired one is not delivered");
+    let left = got
+        .props
+        .iter()
+        .find(|(i, _)| *i == MESSAGE_EXPIRY)
+        .map(|(_, v)| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+        .expect("remaining expiry");
+    assert!((97..=99).contains(&left), "remaining interval {left}");
+    s.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_keeps_then_ends_a_session() {
+    let broker = Broker::start();
+    let expiry = u32_prop(SESSION_EXPIRY, 2);
+    let (mut c, _, present, _) = connect(broker.port(), &connect5("sx", true, &expiry)).await;
+    assert!(!present);
+    c.send(&subscribe5(1, &[], &[("sx/t", 1)])).await;
+    assert_eq!(c.recv().await.kind(), 9);
+    c.send(&packet(0xe0, &[])).await; // DISCONNECT, normal
+    drop(c);
+    let mut p = Mqtt::connect(broker.port(), "sx-pub").await;
+    p.publish("sx/t", QoS::AtLeastOnce, false, b"while away")
+        .await;
+    // Back within the interval: the session and the message are there.
+    let (mut c, _, present, _) = connect(broker.port(), &connect5("sx", false, &expiry)).await;
+    assert!(present, "session present");
+    let got = publish_of(&c.recv().await);
+    assert_eq!(got.payload, b"while away");
+    c.send(&ack_packet(0x40, got.pkid.unwrap())).await;
+    c.send(&packet(0xe0, &[])).await;
+    drop(c);
+    // After the interval it is gone.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let (_c, _, present, _) = connect(broker.port(), &connect5("sx", false, &expiry)).await;
+    assert!(!present, "the session expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_aliases_in_both_directions() {
+    let broker = Broker::start();
+    // The subscriber accepts 1 alias from the broker.
+    let (mut s, ..) = connect(
+        broker.port(),
+        &connect5("alias-sub", true, &u16_prop(TOPIC_ALIAS_MAXIMUM, 1)),
+    )
+    .await;
+    s.send(&subscribe5(1, &[], &[("al/#", 0)])).await;
+    assert_eq!(s.recv().await.kind(), 9);
+    let (mut p, ..) = connect(broker.port(), &connect5("alias-pub", true, &[])).await;
+    // Set alias 3 = "al/one", then publish by alias alone.
+    p.send(&publish5("al/one", 0, 0, &u16_prop(TOPIC_ALIAS, 3), b"1"))
+        .await;
+    p.send(&publish5("", 0, 0, &u16_prop(TOPIC_ALIAS, 3), b"2"))
+        .await;
+    p.send(&publish5("al/two", 0, 0, &[], b"3")).await;
+    let first = publish_of(&s.recv().await);
+    assert_eq!(first.topic, "al/one");
+    assert!(first.props.contains(&(TOPIC_ALIAS, vec![0, 1])));
+    let second = publish_of(&s.recv().await);
+    assert_eq!(
+        (second.topic.as_str(), &second.payload[..]),
+        ("", &b"2"[..])
+    );
+    assert!(second.props.contains(&(TOPIC_ALIAS, vec![0, 1])));
+    let third = publish_of(&s.recv().await);
+    assert_eq!(third.topic, "al/two", "no alias left: the topic in full");
+    // An alias never set is invalid: DISCONNECT 0x94.
+    p.send(&publish5("", 0, 0, &u16_prop(TOPIC_ALIAS, 4), b"?"))
+        .await;
+    assert_eq!(disconnect_reason(&p.recv().await), 0x94);
+    p.expect_closed(STEP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_disconnects_carry_reason_codes() {
+    let broker = Broker::with_config("[limits]\nmax_packet_size = 256\n");
+    let port = broker.port();
+    // Packet too large: 0x95.
+    let (mut c, ..) = connect(port, &connect5("big", true, &[])).await;
+    c.send(&publish5("t", 0, 0, &[], &[0u8; 400])).await;
+    assert_eq!(disconnect_reason(&c.recv().await), 0x95);
+    c.expect_closed(STEP).await;
+    // Malformed (a property not allowed in PUBLISH): 0x81.
+    let (mut c, ..) = connect(port, &connect5("bad", true, &[])).await;
+    c.send(&publish5("t", 0, 0, &u32_prop(SESSION_EXPIRY, 1), b""))
+        .await;
+    assert_eq!(disconnect_reason(&c.recv().await), 0x81);
+    // Protocol error (a second CONNECT): 0x82.
+    let (mut c, ..) = connect(port, &connect5("twice", true, &[])).await;
+    c.send(&connect5("twice", true, &[])).await;
+    assert_eq!(disconnect_reason(&c.recv().await), 0x82);
+    // Receive maximum exceeded: 0x93 (the broker announced 1 below).
+    drop(broker);
+    let broker = Broker::with_config("[limits]\ninflight_in_max = 1\n");
+    let (mut c, ..) = connect(broker.port(), &connect5("greedy", true, &[])).await;
+    c.send(&publish5("q", 2, 1, &[], b"1")).await;
+    c.send(&publish5("q", 2, 2, &[], b"2")).await;
+    let mut codes = Vec::new();
+    while let Some(p) = c.recv_within(STEP).await {
+        codes.push(p.bytes()[0]);
+        if p.kind() == 14 {
+            assert_eq!(disconnect_reason(&p), 0x93);
+            break;
+        }
+    }
+    assert_eq!(codes.last(), Some(&0xe0), "{codes:x?}");
+    // Session taken over: 0x8E.
+    let (mut old, ..) = connect(broker.port(), &connect5("same", true, &[])).await;
+    let (_new, ..) = connect(broker.port(), &connect5("same", true, &[])).await;
+    assert_eq!(disconnect_reason(&old.recv().await), 0x8e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_method_without_enhanced_auth_is_refused_with_0x8c() {
+    let broker = Broker::start();
+    let (mut c, code, ..) = connect(
+        broker.port(),
+        &connect5("auth", true, &str_prop(AUTH_METHOD, "SCRAM-SHA-1")),
+    )
+    .await;
+    assert_eq!(code, 0x8c);
+    c.expect_closed(STEP).await;
+    // AUTH after a plain CONNECT is a protocol error (0x82); the packet is parsed.
+    let (mut c, ..) = connect(broker.port(), &connect5("auth2", true, &[])).await;
+    c.send(&packet(0xf0, &[0x18, 0x00])).await; // AUTH, continue authentication
+    assert_eq!(disconnect_reason(&c.recv().await), 0x82);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_keeps_within_the_clients_receive_maximum_and_packet_size() {
+    let broker = Broker::start();
+    let mut properties = u16_prop(RECEIVE_MAXIMUM, 2);
+    properties.extend(u32_prop(MAXIMUM_PACKET_SIZE, 200));
+    let (mut s, ..) = connect(broker.port(), &connect5("rm", true, &properties)).await;
+    s.send(&subscribe5(1, &[], &[("rm/#", 1)])).await;
+    assert_eq!(s.recv().await.kind(), 9);
+    let mut p = Mqtt::connect(broker.port(), "rm-pub").await;
+    p.publish("rm/big", QoS::AtLeastOnce, false, &[1u8; 500])
+        .await;
+    for i in 0..5u8 {
+        p.publish("rm/t", QoS::AtLeastOnce, false, &[i]).await;
+    }
+    // Two in flight, never three; the big one is not sent at all.
+    let a = publish_of(&s.recv().await);
+    let b = publish_of(&s.recv().await);
+    assert_eq!((a.payload.clone(), b.payload.clone()), (vec![0], vec![1]));
+    s.expect_silence(Duration::from_millis(400)).await;
+    s.send(&ack_packet(0x40, a.pkid.unwrap())).await;
+    assert_eq!(publish_of(&s.recv().await).payload, vec![2]);
+    s.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[test]
+fn paho_mqtt_v5_client_round_trip() {
+    let broker = Broker::start();
+    let script = format!(
+        r#"
+import sys, time, threading
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+got = []
+ready = threading.Event()
+done = threading.Event()
+def on_connect(c, u, flags, rc, props):
+    assert rc == 0, rc
+    sp = Properties(PacketTypes.SUBSCRIBE)
+    sp.SubscriptionIdentifier = 42
+    c.subscribe("paho/#", qos=1, properties=sp)
+def on_subscribe(c, u, mid, rcs, props):
+    ready.set()
+def on_message(c, u, m):
+    got.append(m)
+    done.set()
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho5", protocol=mqtt.MQTTv5)
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect("127.0.0.1", {port})
+c.loop_start()
+assert ready.wait(5), "no SUBACK"
+pp = Properties(PacketTypes.PUBLISH)
+pp.UserProperty = [("k", "v1"), ("k", "v2")]
+pp.ContentType = "text/plain"
+pp.ResponseTopic = "paho/reply"
+pp.CorrelationData = b"corr"
+pp.MessageExpiryInterval = 60
+info = c.publish("paho/t", b"hello", qos=1, properties=pp)
+info.wait_for_publish(5)
+assert done.wait(5), "no message"
+m = got[0]
+p = m.properties
+assert m.payload == b"hello", m.payload
+assert p.UserProperty == [("k", "v1"), ("k", "v2")], p.UserProperty
+assert p.ContentType == "text/plain"
+assert p.ResponseTopic == "paho/reply"
+assert p.CorrelationData == b"corr"
+assert p.SubscriptionIdentifier == [42], p.SubscriptionIdentifier
+assert 58 <= p.MessageExpiryInterval <= 60, p.MessageExpiryInterval
+c.disconnect()
+c.loop_stop()
+print("ok")
+"#,
+        port = broker.port()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "paho-mqtt v5 client failed (pip install paho-mqtt):\n{stdout}\n{stderr}"
+    );
+}
