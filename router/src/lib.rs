@@ -9,6 +9,7 @@
 //! | `router` | the state machine: sessions by client id and connection, staging and appending publishes, fan-out, delivery |
 //! | `session` | one session's subscriptions, queue, in-flight messages, QoS 2 ids |
 //! | `subscriptions` | the filter tree that maps a topic name to subscribed sessions |
+//! | `shared` | shared subscription groups (`$share/{group}/{filter}`): one member per message |
 //! | `message` | the stored record format of a message |
 //! | `journal` | the session journal: persistent state as ops in a second log, checkpoints, replay |
 //! | `snapshot` | the persistent state as plain data (checkpoint and replay) |
@@ -26,6 +27,7 @@ mod journal;
 mod message;
 mod router;
 mod session;
+mod shared;
 mod snapshot;
 mod storage;
 mod subscriptions;

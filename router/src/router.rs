@@ -26,6 +26,7 @@ use crate::event::{
 };
 use crate::journal::{self, Journal, JournalError, Op};
 use crate::session::{Inflight, OutState, Queued, Session};
+use crate::shared::{Availability, GroupId, SharedGroups};
 use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
 use crate::storage::Storage;
 use crate::subscriptions::{Grant, SubOptions, SubscriptionTree};
@@ -48,6 +49,9 @@ pub struct RouterStats {
     pub storage_errors: u64,
     /// Session journal checkpoints written.
     pub checkpoints: u64,
+    /// Messages for a shared subscription group none of whose members could take
+    /// them (all behind by `session_queue_max`, or gone).
+    pub shared_dropped: u64,
 }
 
 /// An entry in the staging area: a record to append and/or a reply that must leave
@@ -78,8 +82,10 @@ pub struct Router<S: Storage> {
     by_client: HashMap<Arc<str>, SessionId>,
     by_conn: HashMap<ConnectionId, SessionId>,
     tree: SubscriptionTree,
-    /// Topic → matching sessions; cleared whenever a subscription changes.
-    matches: HashMap<TopicId, Vec<(SessionId, Grant)>>,
+    /// Topic → matching sessions and shared groups; cleared whenever a
+    /// subscription changes.
+    matches: HashMap<TopicId, Matched>,
+    shared: SharedGroups,
     retained: HashMap<TopicId, Bytes>,
     staged: Vec<Staged>,
     /// Inbound QoS 2 ids (by session) of the publishes in `staged`: a retransmission
@@ -99,6 +105,13 @@ pub struct Router<S: Storage> {
     /// Wall-clock time of the last tick (times message expiry and timers).
     now: SystemTime,
     stats: RouterStats,
+}
+
+/// Who a topic's messages go to.
+#[derive(Debug, Default)]
+struct Matched {
+    sessions: Vec<(SessionId, Grant)>,
+    groups: Vec<GroupId>,
 }
 
 /// Something an offline session is waiting for. `at` is set by the first tick after
@@ -132,6 +145,7 @@ impl<S: Storage> Router<S> {
             by_conn: HashMap::new(),
             tree: SubscriptionTree::default(),
             matches: HashMap::new(),
+            shared: SharedGroups::default(),
             retained: HashMap::new(),
             staged: Vec::new(),
             staged_qos2: HashSet::new(),
@@ -412,7 +426,11 @@ impl<S: Storage> Router<S> {
             s.journaled_resume = s.cursor;
             for (filter, options) in saved.filters {
                 if topic::validate_filter(&filter).is_ok() {
-                    self.tree.insert(&filter, sid, options.grant());
+                    if topic::shared(&filter).is_some() {
+                        self.shared.join(&filter, sid, options.grant());
+                    } else {
+                        self.tree.insert(&filter, sid, options.grant());
+                    }
                     s.filters.insert(filter, options);
                 }
             }
@@ -461,6 +479,7 @@ impl<S: Storage> Router<S> {
                         } else {
                             OutState::Sent
                         },
+                        shared: None,
                     },
                 );
             }
@@ -523,6 +542,7 @@ impl<S: Storage> Router<S> {
                 None => (None, None),
             };
             if let Some(old) = old_conn {
+                self.hand_back_shared(sid);
                 self.by_conn.remove(&old);
                 self.outbox
                     .push((old, Reply::Close(CloseReason::SessionTakenOver)));
@@ -625,7 +645,7 @@ impl<S: Storage> Router<S> {
                 self.journal.push(&Op::Remove { sid: sid.0 });
             }
             for f in s.filters.keys() {
-                self.tree.remove(f, sid);
+                self.unsubscribe_filter(f, sid);
             }
             if !s.filters.is_empty() {
                 self.matches.clear();
@@ -633,6 +653,54 @@ impl<S: Storage> Router<S> {
             self.by_client.remove(&s.client_id);
             if let Some(c) = s.conn {
                 self.by_conn.remove(&c);
+            }
+        }
+    }
+
+    /// Remove one subscription of `sid` from the tree or its shared group.
+    fn unsubscribe_filter(&mut self, filter: &str, sid: SessionId) {
+        if topic::shared(filter).is_some() {
+            self.shared.leave(filter, sid);
+        } else {
+            self.tree.remove(filter, sid);
+        }
+    }
+
+    /// A shared group member's connection is going: what it got through the group
+    /// and has not acknowledged goes to other members (in-flight QoS 2 messages
+    /// already PUBREC'd stay: the client has them).
+    fn hand_back_shared(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let (items, freed) = s.release_shared();
+        if items.is_empty() {
+            return;
+        }
+        if !s.clean {
+            for pkid in freed {
+                self.journal.push(&Op::Acked { sid: sid.0, pkid });
+            }
+        }
+        for q in items {
+            let Some(gid) = q.shared else {
+                continue;
+            };
+            let sessions = &self.sessions;
+            let picked = self
+                .shared
+                .pick(gid, Some(sid), |x| availability(sessions.get(&x)));
+            match picked.and_then(|(other, _)| Some(other).zip(self.sessions.get_mut(&other))) {
+                Some((other, o)) if o.conn.is_some() || q.qos != QoS::AtMostOnce => {
+                    o.adopt(q);
+                    if o.awaiting_pull {
+                        self.wake.push(other);
+                    }
+                }
+                _ => {
+                    self.stats.shared_dropped += 1;
+                    tracing::warn!(offset = %q.offset, "a shared subscription message left by a departing member has no other member to take it; dropped");
+                }
             }
         }
     }
@@ -796,12 +864,19 @@ impl<S: Storage> Router<S> {
                 retain_as_published: sub.retain_as_published,
                 id,
             };
-            self.tree.insert(&filter, sid, options.grant());
-            let send_retained = match sub.retain_handling {
-                RetainHandling::OnSubscribe => true,
-                RetainHandling::OnNewSubscription => !existed,
-                RetainHandling::Never => false,
-            };
+            let is_shared = topic::shared(&filter).is_some();
+            if is_shared {
+                self.shared.join(&filter, sid, options.grant());
+            } else {
+                self.tree.insert(&filter, sid, options.grant());
+            }
+            // Retained messages are not sent for shared subscriptions (§4.8.2).
+            let send_retained = !is_shared
+                && match sub.retain_handling {
+                    RetainHandling::OnSubscribe => true,
+                    RetainHandling::OnNewSubscription => !existed,
+                    RetainHandling::Never => false,
+                };
             if send_retained {
                 for (tid, record) in &self.retained {
                     let Some(name) = self.topics.name(*tid) else {
@@ -851,7 +926,7 @@ impl<S: Storage> Router<S> {
         };
         let mut codes = Vec::with_capacity(filters.len());
         for f in &filters {
-            self.tree.remove(f, sid);
+            self.unsubscribe_filter(f, sid);
             let mut code = UnsubscribeCode::NoSubscriptionExisted;
             if let Some(s) = self.sessions.get_mut(&sid) {
                 if s.filters.remove(f).is_some() {
@@ -880,6 +955,10 @@ impl<S: Storage> Router<S> {
         let Some(sid) = self.by_conn.remove(&conn) else {
             return;
         };
+        if !self.sessions.contains_key(&sid) {
+            return;
+        }
+        self.hand_back_shared(sid);
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -1146,9 +1225,10 @@ impl<S: Storage> Router<S> {
             }
         }
         if !self.matches.contains_key(&p.topic) {
-            let mut found = Vec::new();
+            let mut found = Matched::default();
             if let Some(name) = self.topics.name(p.topic) {
-                self.tree.matches(&name, &mut found);
+                self.tree.matches(&name, &mut found.sessions);
+                self.shared.matches(&name, &mut found.groups);
             }
             self.matches.insert(p.topic, found);
         }
@@ -1156,8 +1236,30 @@ impl<S: Storage> Router<S> {
             return false;
         };
         let publisher = from.and_then(|c| self.by_conn.get(&c)).copied();
-        let mut any = false;
-        for (sid, grant) in matched {
+        let mut any = !matched.groups.is_empty();
+        for gid in &matched.groups {
+            let sessions = &self.sessions;
+            let picked = self
+                .shared
+                .pick(*gid, None, |sid| availability(sessions.get(&sid)));
+            let Some((sid, grant)) = picked else {
+                self.stats.shared_dropped += 1;
+                tracing::warn!(topic = ?p.topic, "no member of a shared subscription group can take a message; dropped");
+                continue;
+            };
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                let q = Queued {
+                    offset,
+                    qos: p.qos.min(grant.qos),
+                    retain: p.retain && grant.retain_as_published,
+                    shared: Some(*gid),
+                };
+                if s.offer(q, self.config.session_queue_max) && s.awaiting_pull {
+                    self.wake.push(sid);
+                }
+            }
+        }
+        for (sid, grant) in &matched.sessions {
             if grant.no_local && Some(*sid) == publisher {
                 continue;
             }
@@ -1165,14 +1267,13 @@ impl<S: Storage> Router<S> {
             let Some(s) = self.sessions.get_mut(sid) else {
                 continue;
             };
-            let retain = p.retain && grant.retain_as_published;
-            if s.offer(
+            let q = Queued {
                 offset,
-                p.qos.min(grant.qos),
-                retain,
-                self.config.session_queue_max,
-            ) && s.awaiting_pull
-            {
+                qos: p.qos.min(grant.qos),
+                retain: p.retain && grant.retain_as_published,
+                shared: None,
+            };
+            if s.offer(q, self.config.session_queue_max) && s.awaiting_pull {
                 self.wake.push(*sid);
             }
         }
@@ -1236,12 +1337,20 @@ impl<S: Storage> Router<S> {
             if !deliverable(s, &record, now_ms, max_ids) {
                 continue;
             }
-            let ids = if with_ids {
+            let subscription_ids = if with_ids {
                 s.ids_for_record(&record)
             } else {
                 Vec::new()
             };
-            let sent = push_delivery(s, &mut items, record.clone(), None, qos, true, ids);
+            let out = Outgoing {
+                record: record.clone(),
+                offset: None,
+                qos,
+                retain: true,
+                shared: None,
+                subscription_ids,
+            };
+            let sent = push_delivery(s, &mut items, out);
             if let (true, Some((pkid, qos))) = (durable, sent) {
                 journal.push(&Op::SentRecord {
                     sid: sid.0,
@@ -1301,20 +1410,20 @@ impl<S: Storage> Router<S> {
                         if !deliverable(s, &record, now_ms, max_ids) {
                             continue;
                         }
-                        let ids = if with_ids {
+                        let subscription_ids = if with_ids {
                             s.ids_for_record(&record)
                         } else {
                             Vec::new()
                         };
-                        let sent = push_delivery(
-                            s,
-                            &mut items,
+                        let out = Outgoing {
                             record,
-                            Some(q.offset),
-                            q.qos,
-                            q.retain,
-                            ids,
-                        );
+                            offset: Some(q.offset),
+                            qos: q.qos,
+                            retain: q.retain,
+                            shared: q.shared,
+                            subscription_ids,
+                        };
+                        let sent = push_delivery(s, &mut items, out);
                         if let (true, Some((pkid, qos))) = (durable, sent) {
                             journal.push(&Op::Sent {
                                 sid: sid.0,
@@ -1361,6 +1470,15 @@ impl<S: Storage> Router<S> {
 
 /// Add a delivery to the batch; for QoS 1 and 2, returns the packet id and QoS it is
 /// in flight with.
+/// How a shared group member stands for taking a message now.
+fn availability(s: Option<&Session>) -> Availability {
+    match s {
+        Some(s) if s.live && s.conn.is_some() => Availability::Online,
+        Some(s) if s.live && !s.clean => Availability::Offline,
+        _ => Availability::No,
+    }
+}
+
 /// Whether a record may go to this session now: not expired (MQTT 5 message
 /// expiry), and not larger than the client's maximum packet size. A message that
 /// may not is skipped as if delivered (§3.1.2.11.4).
@@ -1384,16 +1502,30 @@ fn deliverable(s: &Session, record: &Bytes, now_ms: u64, max_ids: usize) -> bool
     true
 }
 
-#[allow(clippy::too_many_arguments)] // one delivery's fields
-fn push_delivery(
-    s: &mut Session,
-    items: &mut Vec<Delivery>,
+/// One message on its way to a session.
+struct Outgoing {
     record: Bytes,
+    /// Where it is in the log (none for a retained message sent on subscribe).
     offset: Option<Offset>,
     qos: QoS,
     retain: bool,
+    shared: Option<GroupId>,
     subscription_ids: Vec<u32>,
+}
+
+fn push_delivery(
+    s: &mut Session,
+    items: &mut Vec<Delivery>,
+    out: Outgoing,
 ) -> Option<(PacketId, QoS)> {
+    let Outgoing {
+        record,
+        offset,
+        qos,
+        retain,
+        shared,
+        subscription_ids,
+    } = out;
     let pkid = if qos == QoS::AtMostOnce {
         None
     } else {
@@ -1409,6 +1541,7 @@ fn push_delivery(
                 offset,
                 qos,
                 state: OutState::Sent,
+                shared,
             },
         );
     }
@@ -1474,6 +1607,7 @@ fn scan<S: Storage>(
                             offset,
                             qos,
                             retain: m.retain && grant.retain_as_published,
+                            shared: None,
                         });
                     }
                 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use commitlog::Offset;
 
 use crate::event::Will;
+use crate::shared::GroupId;
 use crate::subscriptions::{Grant, SubOptions};
 use crate::{ConnectionId, PacketId, QoS};
 
@@ -27,6 +28,22 @@ pub struct Queued {
     /// Send with the retain flag (a retained publish to a retain-as-published
     /// subscription).
     pub retain: bool,
+    /// Given to this session as a member of a shared subscription group: if it goes
+    /// before acknowledging, another member gets it.
+    pub shared: Option<GroupId>,
+}
+
+#[cfg(test)]
+impl Queued {
+    /// A plain match at `offset`.
+    pub fn new(offset: Offset, qos: QoS) -> Queued {
+        Queued {
+            offset,
+            qos,
+            retain: false,
+            shared: None,
+        }
+    }
 }
 
 /// Where an outbound QoS 1/2 message stands.
@@ -49,6 +66,8 @@ pub struct Inflight {
     pub qos: QoS,
     /// Progress.
     pub state: OutState,
+    /// Sent as a member of this shared subscription group.
+    pub shared: Option<GroupId>,
 }
 
 /// One session.
@@ -119,32 +138,72 @@ impl Session {
     }
 
     /// Offer a newly appended message. Returns true when it was queued.
-    pub fn offer(&mut self, offset: Offset, qos: QoS, retain: bool, queue_max: usize) -> bool {
+    pub fn offer(&mut self, q: Queued, queue_max: usize) -> bool {
         if !self.live {
             return false;
         }
         // Offline persistent sessions keep QoS 1 and 2 only (§3.1.2.4).
-        if self.conn.is_none() && qos == QoS::AtMostOnce {
+        if self.conn.is_none() && q.qos == QoS::AtMostOnce {
             return false;
         }
         if self.queue.len() >= queue_max {
             // Fall back to the log: resume scanning from this offset later.
             self.live = false;
-            self.cursor = offset;
+            self.cursor = q.offset;
             return false;
         }
-        self.queue.push_back(Queued {
-            offset,
-            qos,
-            retain,
-        });
+        self.queue.push_back(q);
         true
+    }
+
+    /// Take back a message another member of a shared group left unacknowledged:
+    /// queued in log order (the resume point is the queue's front), whether or not
+    /// the session is live.
+    pub fn adopt(&mut self, q: Queued) {
+        let at = self.queue.partition_point(|x| x.offset <= q.offset);
+        self.queue.insert(at, q);
+    }
+
+    /// Hand back what came through shared subscriptions and is not acknowledged
+    /// (queued, or sent and awaiting PUBACK/PUBREC), for other members to take.
+    /// Returns them with the packet ids freed (to journal as acknowledged).
+    pub fn release_shared(&mut self) -> (Vec<Queued>, Vec<u16>) {
+        let mut out: Vec<Queued> = Vec::new();
+        self.queue.retain(|q| {
+            if q.shared.is_some() {
+                out.push(*q);
+                false
+            } else {
+                true
+            }
+        });
+        let mut freed = Vec::new();
+        self.inflight
+            .retain(|pkid, i| match (i.shared, i.offset, i.state) {
+                (Some(g), Some(offset), OutState::Sent) => {
+                    out.push(Queued {
+                        offset,
+                        qos: i.qos,
+                        retain: false,
+                        shared: Some(g),
+                    });
+                    freed.push(*pkid);
+                    false
+                }
+                _ => true,
+            });
+        out.sort_by_key(|q| q.offset);
+        (out, freed)
     }
 
     /// This session's subscriptions matching `topic`, merged (see [`Grant`]).
     pub fn matching(&self, topic: &str) -> Option<Grant> {
         let mut found: Option<Grant> = None;
         for (f, o) in &self.filters {
+            // Shared filters are the group's to match, not the member's.
+            if f.starts_with(crate::topic::SHARE_PREFIX) {
+                continue;
+            }
             if crate::topic::matches(f, topic) {
                 match found.as_mut() {
                     Some(g) => g.merge(o.grant()),
@@ -160,7 +219,10 @@ impl Session {
         let mut ids: Vec<u32> = self
             .filters
             .iter()
-            .filter(|(f, _)| crate::topic::matches(f, topic))
+            .filter(|(f, _)| {
+                let inner = crate::topic::shared(f).map_or(f.as_str(), |(_, inner)| inner);
+                crate::topic::matches(inner, topic)
+            })
             .filter_map(|(_, o)| o.id)
             .collect();
         ids.sort_unstable();
@@ -226,13 +288,13 @@ mod tests {
     #[test]
     fn a_full_queue_falls_back_to_the_log() {
         let mut s = s();
-        assert!(s.offer(Offset(5), QoS::AtLeastOnce, false, 2));
-        assert!(s.offer(Offset(6), QoS::AtLeastOnce, false, 2));
-        assert!(!s.offer(Offset(7), QoS::AtLeastOnce, false, 2));
+        assert!(s.offer(Queued::new(Offset(5), QoS::AtLeastOnce), 2));
+        assert!(s.offer(Queued::new(Offset(6), QoS::AtLeastOnce), 2));
+        assert!(!s.offer(Queued::new(Offset(7), QoS::AtLeastOnce), 2));
         assert!(!s.live);
         assert_eq!(s.cursor, Offset(7));
         assert!(
-            !s.offer(Offset(8), QoS::AtLeastOnce, false, 2),
+            !s.offer(Queued::new(Offset(8), QoS::AtLeastOnce), 2),
             "not live: the scan finds it"
         );
         assert_eq!(s.lowest_needed(), Some(Offset(5)));
@@ -242,8 +304,8 @@ mod tests {
     fn offline_sessions_skip_qos0() {
         let mut s = s();
         s.conn = None;
-        assert!(!s.offer(Offset(1), QoS::AtMostOnce, false, 10));
-        assert!(s.offer(Offset(2), QoS::AtLeastOnce, false, 10));
+        assert!(!s.offer(Queued::new(Offset(1), QoS::AtMostOnce), 10));
+        assert!(s.offer(Queued::new(Offset(2), QoS::AtLeastOnce), 10));
     }
 
     #[test]
@@ -255,6 +317,7 @@ mod tests {
             offset: None,
             qos: QoS::AtLeastOnce,
             state: OutState::Sent,
+            shared: None,
         };
         s.inflight.insert(1, inflight);
         assert_eq!(s.next_packet_id(), Some(PacketId(u16::MAX)));

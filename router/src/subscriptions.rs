@@ -3,6 +3,7 @@
 //! levels, `+` and `#`), so cost grows with topic depth, not with the number of filters.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use crate::{QoS, SessionId};
 
@@ -77,29 +78,48 @@ impl Grant {
     }
 }
 
-#[derive(Debug, Default)]
-struct Node {
-    children: HashMap<Box<str>, Node>,
-    subscribers: HashMap<SessionId, Grant>,
+#[derive(Debug)]
+struct Node<K> {
+    children: HashMap<Box<str>, Node<K>>,
+    subscribers: HashMap<K, Grant>,
 }
 
-impl Node {
+impl<K> Default for Node<K> {
+    fn default() -> Self {
+        Node {
+            children: HashMap::new(),
+            subscribers: HashMap::new(),
+        }
+    }
+}
+
+impl<K> Node<K> {
     fn is_empty(&self) -> bool {
         self.children.is_empty() && self.subscribers.is_empty()
     }
 }
 
-/// All subscriptions of all sessions.
-#[derive(Debug, Default)]
-pub struct SubscriptionTree {
-    root: Node,
+/// All subscriptions of all sessions (`K`: who subscribed; shared subscription
+/// groups use the same tree with their own key).
+#[derive(Debug)]
+pub struct SubscriptionTree<K = SessionId> {
+    root: Node<K>,
     len: usize,
 }
 
-impl SubscriptionTree {
+impl<K> Default for SubscriptionTree<K> {
+    fn default() -> Self {
+        SubscriptionTree {
+            root: Node::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<K: Copy + Eq + Ord + Hash> SubscriptionTree<K> {
     /// Add or replace `session`'s subscription to `filter` (valid). Returns true when
     /// it is new (not a replacement).
-    pub fn insert(&mut self, filter: &str, session: SessionId, grant: Grant) -> bool {
+    pub fn insert(&mut self, filter: &str, session: K, grant: Grant) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = node.children.entry(level.into()).or_default();
@@ -112,7 +132,7 @@ impl SubscriptionTree {
     }
 
     /// Remove `session`'s subscription to `filter`; returns whether it existed.
-    pub fn remove(&mut self, filter: &str, session: SessionId) -> bool {
+    pub fn remove(&mut self, filter: &str, session: K) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
         let removed = remove_rec(&mut self.root, &levels, session);
         if removed {
@@ -134,7 +154,7 @@ impl SubscriptionTree {
 
     /// The sessions whose filters match `name`, each once, with its matching
     /// subscriptions merged (overlapping subscriptions deliver one copy, §3.3.5).
-    pub fn matches(&self, name: &str, out: &mut Vec<(SessionId, Grant)>) {
+    pub fn matches(&self, name: &str, out: &mut Vec<(K, Grant)>) {
         out.clear();
         let levels: Vec<&str> = name.split('/').collect();
         let dollar = name.starts_with('$');
@@ -150,7 +170,7 @@ impl SubscriptionTree {
     }
 }
 
-fn remove_rec(node: &mut Node, levels: &[&str], session: SessionId) -> bool {
+fn remove_rec<K: Eq + Hash>(node: &mut Node<K>, levels: &[&str], session: K) -> bool {
     let Some((first, rest)) = levels.split_first() else {
         return node.subscribers.remove(&session).is_some();
     };
@@ -164,7 +184,12 @@ fn remove_rec(node: &mut Node, levels: &[&str], session: SessionId) -> bool {
     removed
 }
 
-fn collect(node: &Node, levels: &[&str], dollar_first: bool, out: &mut Vec<(SessionId, Grant)>) {
+fn collect<K: Copy>(
+    node: &Node<K>,
+    levels: &[&str],
+    dollar_first: bool,
+    out: &mut Vec<(K, Grant)>,
+) {
     // Wildcards at the first level never match `$` topics (§4.7.2).
     let wild_ok = !dollar_first;
     if wild_ok {

@@ -19,6 +19,18 @@ pub enum TopicError {
     /// `#` not alone in the last level, or `+` not alone in its level.
     #[error("misplaced wildcard")]
     MisplacedWildcard,
+    /// `$share/` without a group name (or with a wildcard in it) or without a filter.
+    #[error("malformed shared subscription")]
+    BadShare,
+}
+
+/// The prefix of a shared subscription (MQTT 5 §4.8.2, also honoured for 3.1.1).
+pub const SHARE_PREFIX: &str = "$share/";
+
+/// `$share/{group}/{filter}` → `(group, filter)`; `None` for any other filter.
+#[must_use]
+pub fn shared(filter: &str) -> Option<(&str, &str)> {
+    filter.strip_prefix(SHARE_PREFIX)?.split_once('/')
 }
 
 fn common(s: &str) -> Result<(), TopicError> {
@@ -43,9 +55,16 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// Check a topic filter as subscribed.
+/// Check a topic filter as subscribed (a shared one: its group and its filter).
 pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
     common(filter)?;
+    if filter.starts_with(SHARE_PREFIX) {
+        let (group, inner) = shared(filter).ok_or(TopicError::BadShare)?;
+        if group.is_empty() || group.contains(['+', '#']) || inner.is_empty() {
+            return Err(TopicError::BadShare);
+        }
+        return validate_filter(inner);
+    }
     let mut levels = filter.split('/').peekable();
     while let Some(level) = levels.next() {
         let last = levels.peek().is_none();
@@ -102,12 +121,29 @@ mod tests {
             "a//b",
             "$SYS/#",
             "sport/+/player1",
+            "$share/g/#",
+            "$share/group-1/a/+/b",
         ] {
             assert_eq!(validate_filter(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "a#", "a/#/b", "a/b+", "+a", "#/a", "a\0b"] {
+        for bad in [
+            "",
+            "a#",
+            "a/#/b",
+            "a/b+",
+            "+a",
+            "#/a",
+            "a\0b",
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/",
+            "$share/g/a/#/b",
+        ] {
             assert!(validate_filter(bad).is_err(), "{bad}");
         }
+        assert_eq!(shared("$share/g/a/b"), Some(("g", "a/b")));
+        assert_eq!(shared("a/b"), None);
     }
 
     #[test]

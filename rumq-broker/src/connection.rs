@@ -518,7 +518,7 @@ impl Connection {
                     receive_maximum: u16::try_from(limits.inflight_in_max).unwrap_or(u16::MAX),
                     max_packet_size: u32::try_from(limits.max_packet_size).unwrap_or(u32::MAX),
                     topic_alias_max: limits.topic_alias_max,
-                    shared_subscriptions: false,
+                    shared_subscriptions: true,
                     reason_string: (!accepted).then(|| "server unavailable".to_string()),
                 };
                 let code = if accepted {

@@ -1148,3 +1148,5 @@ fn a_cleared_retained_message_stays_cleared_after_a_crash() {
     h.subscribe(C2, "r/+", QoS::AtLeastOnce);
     assert_eq!(payloads(&h.pull(C2)), vec![b"kept".to_vec()]);
 }
+
+mod v5;
