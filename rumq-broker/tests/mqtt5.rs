@@ -882,3 +882,44 @@ async fn keep_alive_timeout_and_server_shutdown_are_said_with_0x8d_and_0x8b() {
     let p = c.recv_within(STEP).await.expect("DISCONNECT");
     assert_eq!(disconnect_reason(&p), 0x8b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reason_strings_only_for_clients_that_want_problem_information() {
+    let broker = Broker::with_config("[limits]\nmax_packet_size = 128\n");
+    // Request problem information 0: the DISCONNECT carries the code alone.
+    let quiet = [0x17u8, 0];
+    let (mut c, ..) = connect(broker.port(), &connect5("quiet", true, &quiet)).await;
+    c.send(&publish5("t", 0, 0, &[], &[0u8; 200])).await;
+    assert_eq!(c.recv().await.bytes(), [0xe0, 0x02, 0x95, 0x00]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_can_end_a_session_and_retain_handling_1_sends_once() {
+    let broker = Broker::start();
+    let port = broker.port();
+    let never = u32_prop(SESSION_EXPIRY, u32::MAX);
+    let (mut c, ..) = connect(port, &connect5("dx", true, &never)).await;
+    // DISCONNECT with session expiry 0: the session ends now.
+    let mut body = vec![0x00];
+    body.extend(props(&u32_prop(SESSION_EXPIRY, 0)));
+    c.send(&packet(0xe0, &body)).await;
+    c.expect_closed(STEP).await;
+    let (_c, _, present, _) = connect(port, &connect5("dx", false, &never)).await;
+    assert!(!present, "ended by DISCONNECT");
+
+    let (mut p, ..) = connect(port, &connect5("rh-pub", true, &[])).await;
+    let mut body = Vec::new();
+    string(&mut body, "rh/t");
+    body.push(0);
+    body.extend_from_slice(b"kept");
+    p.send(&packet(0x31, &body)).await;
+    let (mut s, ..) = connect(port, &connect5("rh-sub", true, &[])).await;
+    // Retain handling 1: retained messages only for a subscription that is new.
+    s.send(&subscribe5(1, &[], &[("rh/#", 0x10)])).await;
+    assert_eq!(s.recv().await.kind(), 9);
+    let got = publish_of(&s.recv().await);
+    assert_eq!((got.topic.as_str(), got.retain), ("rh/t", true));
+    s.send(&subscribe5(2, &[], &[("rh/#", 0x10)])).await;
+    assert_eq!(s.recv().await.kind(), 9);
+    s.expect_silence(Duration::from_millis(400)).await;
+}
