@@ -211,6 +211,23 @@ impl Log {
         self.segments.front().map_or(self.head, Segment::base)
     }
 
+    /// The lowest offset from which the newest whole segments up to the head take
+    /// at most `bytes` on disk (the head itself when even the newest is larger).
+    /// Retention works in whole segments, so this is where a reader's claim on at
+    /// most `bytes` of the log begins.
+    pub fn offset_within(&self, bytes: u64) -> Offset {
+        let mut total = 0u64;
+        let mut from = self.head;
+        for seg in self.segments.iter().rev() {
+            total = total.saturating_add(seg.bytes());
+            if total > bytes {
+                break;
+            }
+            from = seg.base();
+        }
+        from
+    }
+
     /// Sizes and counters.
     pub fn stats(&self) -> LogStats {
         LogStats {

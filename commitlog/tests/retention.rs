@@ -198,3 +198,29 @@ fn remove_before_drops_only_whole_sealed_segments_below_the_offset() {
     let log = Log::open(dir.path(), small_config()).unwrap();
     assert_eq!(log.head(), Offset(300));
 }
+
+#[test]
+fn offset_within_counts_whole_segments_back_from_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.offset_within(0), log.head(), "an empty log");
+    fill(&mut log, 300);
+    let total = log.stats().bytes;
+    assert_eq!(log.offset_within(u64::MAX), log.earliest());
+    assert_eq!(log.offset_within(total), log.earliest());
+    assert_eq!(
+        log.offset_within(0),
+        log.head(),
+        "not even the newest segment"
+    );
+    // Somewhere in between: a segment boundary, and what lies from it fits.
+    let half = log.offset_within(total / 2);
+    assert!(log.earliest() < half && half < log.head(), "{half}");
+    let cut = log.offset_within(total / 2);
+    log.remove_before(cut).unwrap();
+    assert!(
+        log.stats().bytes <= total / 2 + total / 4,
+        "about half is left"
+    );
+    assert_eq!(log.earliest(), cut, "the cut is a segment base");
+}

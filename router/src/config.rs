@@ -26,6 +26,10 @@ pub struct RouterConfig {
     /// and older journal segments removed) once the ops written since the last
     /// checkpoint exceed this and twice the checkpoint's own size.
     pub journal_checkpoint_bytes: u64,
+    /// Bytes of the message log one offline persistent session may keep from
+    /// retention (0: no limit besides the log's own `hold_bytes_max`). Past it the
+    /// oldest messages it has not read may be removed; it is told how many it lost.
+    pub offline_bytes_max: u64,
 }
 
 impl Default for RouterConfig {
@@ -40,6 +44,7 @@ impl Default for RouterConfig {
             retention_interval_ms: 10_000,
             subscriptions_max: 1000,
             journal_checkpoint_bytes: 64 * 1024 * 1024,
+            offline_bytes_max: 1024 * 1024 * 1024,
         }
     }
 }

@@ -286,6 +286,10 @@ pub struct Delivery {
     pub retain: bool,
     /// Identifiers of the session's subscriptions that matched (MQTT 5).
     pub subscription_ids: Vec<u32>,
+    /// Log records retention removed before this session read them, since its last
+    /// delivery (an upper bound of its lost messages: not all would have matched).
+    /// MQTT 5 clients are told with a user property.
+    pub lost_before: u64,
 }
 
 /// What the router sends to a connection.

@@ -490,12 +490,21 @@ impl<S: Storage> Router<S> {
         self.matches.clear();
     }
 
-    /// The lowest offset a persistent session still needs.
+    /// The lowest offset a persistent session still needs; an offline one claims at
+    /// most the newest `offline_bytes_max` of the log.
     pub fn hold_back(&self) -> Option<Offset> {
+        let cap = (self.config.offline_bytes_max > 0)
+            .then(|| self.storage.offset_within(self.config.offline_bytes_max));
         self.sessions
             .values()
             .filter(|s| !s.clean)
-            .filter_map(Session::lowest_needed)
+            .filter_map(|s| {
+                let needed = s.lowest_needed()?;
+                Some(match (s.conn, cap) {
+                    (None, Some(cap)) => needed.max(cap),
+                    _ => needed,
+                })
+            })
             .min()
     }
 
@@ -617,6 +626,7 @@ impl<S: Storage> Router<S> {
                         dup: true,
                         retain: false,
                         subscription_ids: s.ids_for_record(&inf.record),
+                        lost_before: 0,
                     }),
                     OutState::Released => rel.push(PacketId(pkid)),
                 }
@@ -1288,8 +1298,19 @@ impl<S: Storage> Router<S> {
         self.wake = wake;
     }
 
-    /// Send the session's connection a batch if it is waiting for one.
+    /// Send the session's connection a batch if it is waiting for one. A batch whose
+    /// every message turned out to be gone (removed by retention, expired, too
+    /// large) sends nothing: try the next, a bounded number of times.
     fn deliver(&mut self, sid: SessionId) {
+        for _ in 0..64 {
+            if !self.deliver_once(sid) {
+                break;
+            }
+        }
+    }
+
+    /// One delivery batch; true when it skipped messages and sent none (try again).
+    fn deliver_once(&mut self, sid: SessionId) -> bool {
         let Router {
             sessions,
             storage,
@@ -1306,13 +1327,13 @@ impl<S: Storage> Router<S> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let Some(s) = sessions.get_mut(&sid) else {
-            return;
+            return false;
         };
         let Some(conn) = s.conn else {
-            return;
+            return false;
         };
         if !s.awaiting_pull {
-            return;
+            return false;
         }
         let durable = !s.clean && journal.enabled();
         let inflight_max = s.window(config.inflight_max);
@@ -1320,6 +1341,7 @@ impl<S: Storage> Router<S> {
         let with_ids = max_ids > 0;
         let mut items = Vec::new();
         let mut bytes = 0usize;
+        let mut skipped = 0usize;
         while items.len() < config.deliver_records_max && bytes < config.deliver_bytes_max {
             let Some((_, qos)) = s.retained.front() else {
                 break;
@@ -1335,6 +1357,7 @@ impl<S: Storage> Router<S> {
                 journal.push(&Op::Taken { sid: sid.0 });
             }
             if !deliverable(s, &record, now_ms, max_ids) {
+                skipped += 1;
                 continue;
             }
             let subscription_ids = if with_ids {
@@ -1408,6 +1431,7 @@ impl<S: Storage> Router<S> {
                         k += 1;
                         bytes += record.len();
                         if !deliverable(s, &record, now_ms, max_ids) {
+                            skipped += 1;
                             continue;
                         }
                         let subscription_ids = if with_ids {
@@ -1436,11 +1460,14 @@ impl<S: Storage> Router<S> {
                 }
                 Ok(_) | Err(commitlog::Error::OffsetOutOfRange { .. }) => {
                     stats.lost_to_retention += 1;
+                    s.lost += 1;
+                    skipped += 1;
                     tracing::warn!(client_id = %s.client_id, offset = %first, "message removed by retention before delivery");
                     k += 1;
                 }
                 Err(e) => {
                     tracing::error!(client_id = %s.client_id, offset = %first, error = %e, "cannot read message; skipping it");
+                    skipped += 1;
                     k += 1;
                 }
             }
@@ -1460,11 +1487,16 @@ impl<S: Storage> Router<S> {
                 });
             }
         }
-        if !items.is_empty() {
-            stats.delivered += items.len() as u64;
-            s.awaiting_pull = false;
-            outbox.push((conn, Reply::Deliver(items)));
+        if let (Some(first), true) = (items.first_mut(), s.lost > 0) {
+            first.lost_before = std::mem::take(&mut s.lost);
         }
+        if items.is_empty() {
+            return skipped > 0;
+        }
+        stats.delivered += items.len() as u64;
+        s.awaiting_pull = false;
+        outbox.push((conn, Reply::Deliver(items)));
+        false
     }
 }
 
@@ -1552,6 +1584,7 @@ fn push_delivery(
         dup: false,
         retain,
         subscription_ids,
+        lost_before: 0,
     });
     pkid.map(|p| (p, qos))
 }
@@ -1579,6 +1612,7 @@ fn scan<S: Storage>(
             Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
                 let lost = earliest.distance_from(s.cursor);
                 stats.lost_to_retention += lost;
+                s.lost += lost;
                 tracing::warn!(client_id = %s.client_id, from = %s.cursor, to = %earliest, "retention removed messages before this session read them");
                 s.cursor = earliest;
                 continue;

@@ -110,6 +110,8 @@ pub struct Session {
     pub awaiting_pull: bool,
     /// The resume point last written to the session journal.
     pub journaled_resume: Offset,
+    /// Records retention removed before this session read them, not yet reported.
+    pub lost: u64,
 }
 
 impl Session {
@@ -134,6 +136,7 @@ impl Session {
             incoming_qos2: HashSet::new(),
             awaiting_pull: false,
             journaled_resume: head,
+            lost: 0,
         }
     }
 

@@ -31,6 +31,8 @@ pub trait Storage {
     ) -> commitlog::Result<RetentionReport>;
     /// Remove whole segments below `offset` (see [`Log::remove_before`]).
     fn remove_before(&mut self, offset: Offset) -> commitlog::Result<usize>;
+    /// Where the newest `bytes` of the log begin (see [`Log::offset_within`]).
+    fn offset_within(&self, bytes: u64) -> Offset;
 }
 
 /// Visit every record from `from` to the head, in order (what retention removed is
@@ -96,5 +98,8 @@ impl Storage for Log {
     }
     fn remove_before(&mut self, offset: Offset) -> commitlog::Result<usize> {
         Log::remove_before(self, offset)
+    }
+    fn offset_within(&self, bytes: u64) -> Offset {
+        Log::offset_within(self, bytes)
     }
 }

@@ -995,6 +995,9 @@ impl Storage for Faulty {
     fn remove_before(&mut self, offset: Offset) -> commitlog::Result<usize> {
         self.log.remove_before(offset)
     }
+    fn offset_within(&self, bytes: u64) -> Offset {
+        self.log.offset_within(bytes)
+    }
 }
 
 use std::cell::Cell;

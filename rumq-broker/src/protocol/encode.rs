@@ -55,6 +55,19 @@ pub struct ConnAckProperties {
     pub reason_string: Option<String>,
 }
 
+/// The user property that tells an MQTT 5 subscriber how many messages retention
+/// removed before it could read them (at most; counted in log records).
+pub const LOST_PROPERTY: &str = "rumq-messages-lost";
+
+/// A user property's value part: the count as a length-prefixed string.
+fn lost_value(n: u64) -> Vec<u8> {
+    let s = n.to_string();
+    let mut v = Vec::with_capacity(2 + s.len());
+    v.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
 /// Payloads at least this large go out as their own iovec instead of being copied.
 const COPY_PAYLOAD_BELOW: usize = 1024;
 
@@ -286,6 +299,12 @@ impl Encoder {
             w.raw(&m.properties);
             for sid in &d.subscription_ids {
                 w.varint(id::SUBSCRIPTION_ID, *sid);
+            }
+            if d.lost_before > 0 {
+                // The retention policy's promise: a session is told what it lost
+                // (docs/architecture.md, Retention).
+                w.string(id::USER_PROPERTY, LOST_PROPERTY)
+                    .raw(&lost_value(d.lost_before));
             }
         }
         let props = if v5 {

@@ -226,6 +226,7 @@ fn encodes_what_a_stock_client_decodes() {
             dup: true,
             retain: true,
             subscription_ids: Vec::new(),
+            lost_before: 0,
         },
         Delivery {
             record: Message::encode(QoS::AtMostOnce, false, 0, "big", &[], &big),
@@ -234,6 +235,7 @@ fn encodes_what_a_stock_client_decodes() {
             dup: false,
             retain: false,
             subscription_ids: Vec::new(),
+            lost_before: 0,
         },
     ]));
     e.reply(&Reply::SubAck {
@@ -412,4 +414,54 @@ fn v5_packets_decode() {
     // AUTH is not a 3.1.1 packet.
     let mut b = BytesMut::from(&[0xf0u8, 0x00][..]);
     assert!(decode(&mut b, Some(Version::V311), 1024).is_err());
+}
+
+/// An MQTT 5 PUBLISH carries the expiry left, the subscription identifiers, the
+/// stored properties in order and, after messages were lost to retention, a user
+/// property saying how many.
+#[test]
+fn v5_publish_carries_what_the_subscriber_should_know() {
+    use crate::protocol::properties as p;
+    let mut stored = p::Writer::new();
+    stored.string(p::id::USER_PROPERTY, "k").raw(&[0, 1, b'v']);
+    let mut forward = BytesMut::new();
+    stored.finish(&mut forward);
+    let forward = forward.split_off(1); // without the section length
+    let record = router::NewMessage {
+        expiry_secs: Some(100),
+        properties: &forward,
+        ..router::NewMessage::new(QoS::AtLeastOnce, false, 1_000_000, "a/b", b"x")
+    }
+    .encode();
+    let mut e = Encoder::new();
+    e.set_version(Version::V5, 0, true);
+    e.set_now(1_000_000 + 30_500);
+    e.reply(&Reply::Deliver(vec![Delivery {
+        record,
+        qos: QoS::AtLeastOnce,
+        pkid: Some(PacketId(1)),
+        dup: false,
+        retain: false,
+        subscription_ids: vec![3, 300],
+        lost_before: 12,
+    }]));
+    let mut chunks = Vec::new();
+    e.take(&mut chunks);
+    let wire: Vec<u8> = chunks.concat();
+    // Fixed header (2), topic (2 + 3), packet id (2), then the properties.
+    let mut rest = bytes::Bytes::copy_from_slice(&wire[9..]);
+    let len = p::read_varint(&mut rest).unwrap() as usize;
+    let section = rest.split_to(len);
+    assert_eq!(&rest[..], b"x");
+    let mut expected = p::Writer::new();
+    expected
+        .u32(p::id::MESSAGE_EXPIRY, 70)
+        .raw(&forward)
+        .varint(p::id::SUBSCRIPTION_ID, 3)
+        .varint(p::id::SUBSCRIPTION_ID, 300)
+        .string(p::id::USER_PROPERTY, "rumq-messages-lost")
+        .raw(&[0, 2, b'1', b'2']);
+    let mut want = BytesMut::new();
+    expected.finish(&mut want);
+    assert_eq!(&want[1..], &section[..]);
 }

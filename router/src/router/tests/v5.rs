@@ -305,3 +305,63 @@ fn a_shared_group_spreads_messages_and_hands_back_a_departed_members_share() {
     // A plain subscriber of the same topic still gets every message.
     assert_eq!(h.router.stats().shared_dropped, 0);
 }
+
+#[test]
+fn an_offline_session_holds_back_at_most_offline_bytes_max_and_is_told_what_it_lost() {
+    use commitlog::RetentionConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let log_config = LogConfig {
+        segment_bytes_max: 4096,
+        index_bytes_max: 4096,
+        record_bytes_max: 1024,
+        retention: RetentionConfig {
+            bytes_max: 1,
+            segments_max: 0,
+            age_ms_max: 0,
+            hold_bytes_max: 0,
+        },
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path().join("messages"), log_config).unwrap();
+    let journal = Log::open(dir.path().join("state"), LogConfig::default()).unwrap();
+    let topics = Arc::new(TopicInterner::new(100));
+    let config = RouterConfig {
+        offline_bytes_max: 16 * 1024,
+        retention_interval_ms: 0,
+        ..RouterConfig::default()
+    };
+    let mut h = Harness {
+        router: Router::open(config, log, journal, topics.clone()).unwrap(),
+        topics,
+        _dir: dir,
+    };
+    h.connect(C1, "away", false);
+    h.subscribe(C1, "t", QoS::AtLeastOnce);
+    leave(&mut h, C1);
+    h.connect(C2, "pub", true);
+    for i in 0..2000u16 {
+        h.publish(C2, "t", QoS::AtLeastOnce, false, i % 1000 + 1, &[7u8; 64]);
+        if i % 100 == 99 {
+            h.router.flush();
+            h.take(C2);
+        }
+    }
+    h.router.flush();
+    h.router.tick(at(0));
+    let earliest = h.router.storage().earliest();
+    assert!(
+        earliest > Offset(0),
+        "retention removed what it held past the cap"
+    );
+    let kept = h.router.storage().head().distance_from(earliest);
+    assert!(
+        kept < 2000 / 2,
+        "about 16 KiB of 2000 × ~90 B records kept: {kept}"
+    );
+    // Back online: it gets what is left, and is told how much it lost.
+    assert_eq!(h.connect(C1, "away", false), vec![accepted(true)]);
+    let d = h.pull(C1);
+    assert!(!d.is_empty());
+    assert_eq!(d[0].lost_before, earliest.0, "{:?}", d[0]);
+    assert!(h.router.stats().lost_to_retention >= earliest.0);
+}
