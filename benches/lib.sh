@@ -23,7 +23,13 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 start_rumq() {
   RPORT=$(free_port)
   rm -rf "$tmp/rumq-data"
-  target/release/rumq-broker --listen "127.0.0.1:$RPORT" --data-dir "$tmp/rumq-data" --log-level warn 2>"$tmp/rumq.log" &
+  # Limits raised so they do not cap the test (as for Mosquitto below).
+  cat >"$tmp/rumq.toml" <<CONF
+[limits]
+max_connections = 100000
+connections_per_sec_max = 0
+CONF
+  target/release/rumq-broker --config "$tmp/rumq.toml" --listen "127.0.0.1:$RPORT" --data-dir "$tmp/rumq-data" --log-level warn 2>"$tmp/rumq.log" &
   RPID=$!; pids+=("$RPID"); wait_port "$RPORT"
 }
 start_mosquitto() {

@@ -69,6 +69,10 @@ impl Default for ListenerConfig {
 pub struct Limits {
     /// Concurrent connections.
     pub max_connections: usize,
+    /// New connections accepted per second (0: no limit).
+    pub connections_per_sec_max: u32,
+    /// Distinct topic names one connection may publish to.
+    pub topics_per_connection_max: usize,
     /// Largest packet in bytes.
     pub max_packet_size: usize,
     /// Time allowed for CONNECT.
@@ -90,6 +94,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            connections_per_sec_max: 1000,
+            topics_per_connection_max: 100_000,
             max_packet_size: 1024 * 1024,
             connect_timeout_ms: 10_000,
             topics_max: 1_000_000,

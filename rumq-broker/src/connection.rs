@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use router::{
     CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, NewMessage, Origin, QoS,
-    Reply, TopicInterner,
+    Reply, TopicId, TopicInterner,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -143,6 +143,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watch::Rece
             session_expiry: 0,
             aliases: InboundAliases::default(),
             quota: HashSet::new(),
+            published: HashSet::new(),
         };
         c.run(shutdown).await;
     }
@@ -172,6 +173,9 @@ struct Connection {
     /// MQTT 5: packet ids of the client's QoS 1/2 publishes not yet fully
     /// acknowledged, bounded by the receive maximum we announced.
     quota: HashSet<u16>,
+    /// Topics this connection published to, bounded by
+    /// `limits.topics_per_connection_max`.
+    published: HashSet<TopicId>,
 }
 
 impl Connection {
@@ -577,6 +581,18 @@ impl Connection {
                         return Some(End::TopicLimit);
                     }
                 };
+                if !self.published.contains(&tid) {
+                    let max = self.shared.config.limits.topics_per_connection_max;
+                    if self.published.len() >= max {
+                        tracing::warn!(
+                            topic,
+                            max,
+                            "publish refused: topics_per_connection_max reached"
+                        );
+                        return Some(End::TopicLimit);
+                    }
+                    self.published.insert(tid);
+                }
                 if qos != QoS::AtMostOnce {
                     self.inflight_in += 1;
                 }

@@ -8,7 +8,9 @@
 //! | `connection` | one client connection's task |
 //! | `driver` | the router thread and its channels |
 //! | `server` | listener, connection limit, shutdown |
+//! | `accept_rate` | the new-connections-per-second limit |
 
+mod accept_rate;
 mod config;
 mod connection;
 mod driver;

@@ -14,7 +14,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
+use crate::accept_rate::AcceptRate;
 use crate::config::Config;
 use crate::connection::{self, Shared};
 use crate::driver::{self, ToRouter};
@@ -122,9 +124,25 @@ async fn serve(
     let shared = Arc::new(Shared::new(config.clone(), topics, router_tx));
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let mut tasks = JoinSet::new();
+    let mut rate = AcceptRate::new(config.limits.connections_per_sec_max, Instant::now());
+    let mut last_rate_log: Option<Instant> = None;
 
     tokio::pin!(signal);
     loop {
+        let wait = rate.wait(Instant::now());
+        if !wait.is_zero() {
+            if last_rate_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                tracing::warn!(
+                    per_sec = config.limits.connections_per_sec_max,
+                    "connections_per_sec_max reached; new connections wait"
+                );
+                last_rate_log = Some(Instant::now());
+            }
+            tokio::select! {
+                _ = &mut signal => break,
+                _ = tokio::time::sleep(wait) => continue,
+            }
+        }
         tokio::select! {
             _ = &mut signal => break,
             accepted = listener.accept() => {

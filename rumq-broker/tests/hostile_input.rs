@@ -8,32 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rumqttc::QoS;
-
-/// A client that is subscribed to `healthy/#` and publishes there itself.
-struct Healthy {
-    m: Mqtt,
-    n: u32,
-}
-
-impl Healthy {
-    async fn new(port: u16) -> Healthy {
-        let mut m = Mqtt::connect(port, "healthy").await;
-        m.subscribed("healthy/#", QoS::AtLeastOnce).await;
-        Healthy { m, n: 0 }
-    }
-
-    /// Publish a fresh message and receive exactly it.
-    async fn check(&mut self) {
-        self.n += 1;
-        let payload = format!("still fine {}", self.n);
-        self.m
-            .publish("healthy/t", QoS::AtLeastOnce, false, payload.as_bytes())
-            .await;
-        let p = self.m.recv_publish().await;
-        assert_publish(&p, "healthy/t", payload.as_bytes(), QoS::AtLeastOnce, false);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_packet_size_closes_only_the_offender() {

@@ -991,3 +991,28 @@ pub fn mosquitto_pub(port: u16, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A client that is subscribed to `healthy/#` and publishes there itself.
+pub struct Healthy {
+    m: Mqtt,
+    n: u32,
+}
+
+impl Healthy {
+    pub async fn new(port: u16) -> Healthy {
+        let mut m = Mqtt::connect(port, "healthy").await;
+        m.subscribed("healthy/#", QoS::AtLeastOnce).await;
+        Healthy { m, n: 0 }
+    }
+
+    /// Publish a fresh message and receive exactly it.
+    pub async fn check(&mut self) {
+        self.n += 1;
+        let payload = format!("still fine {}", self.n);
+        self.m
+            .publish("healthy/t", QoS::AtLeastOnce, false, payload.as_bytes())
+            .await;
+        let p = self.m.recv_publish().await;
+        assert_publish(&p, "healthy/t", payload.as_bytes(), QoS::AtLeastOnce, false);
+    }
+}
