@@ -923,3 +923,40 @@ async fn disconnect_can_end_a_session_and_retain_handling_1_sends_once() {
     assert_eq!(s.recv().await.kind(), 9);
     s.expect_silence(Duration::from_millis(400)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_gets_its_reason_code_and_harms_nobody_else() {
+    let broker = Broker::with_config("[limits]\nmax_packet_size = 4096\n");
+    let port = broker.port();
+    let mut healthy = Healthy::new(port).await;
+    let mut bad_utf8 = Vec::new();
+    bad_utf8.extend_from_slice(&2u16.to_be_bytes());
+    bad_utf8.extend_from_slice(&[0xc3, 0x28]);
+    bad_utf8.push(0);
+    let cases: Vec<(&str, Vec<u8>, u8)> = vec![
+        (
+            "malformed remaining length",
+            vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+            0x81,
+        ),
+        ("over the maximum packet size", publish5("t", 0, 0, &[], &[0; 5000]), 0x95),
+        ("invalid UTF-8 topic", packet(0x30, &bad_utf8), 0x81),
+        ("wildcard in a PUBLISH topic", publish5("a/#", 0, 0, &[], b""), 0x90),
+        ("packet id 0 at QoS 1", publish5("t", 1, 0, &[], b""), 0x81),
+        ("a second CONNECT", connect5("again", true, &[]), 0x82),
+        ("SUBSCRIBE with no filters", subscribe5(1, &[], &[]), 0x82),
+        (
+            "subscription identifier from a client",
+            publish5("t", 0, 0, &[SUBSCRIPTION_ID, 1], b""),
+            0x82,
+        ),
+    ];
+    for (what, bytes, code) in cases {
+        let (mut c, ..) = connect(port, &connect5("hostile", true, &[])).await;
+        c.send(&bytes).await;
+        let p = c.recv_within(STEP).await.unwrap_or_else(|| panic!("{what}: no DISCONNECT"));
+        assert_eq!(disconnect_reason(&p), code, "{what}");
+        c.expect_closed(STEP).await;
+        healthy.check().await;
+    }
+}

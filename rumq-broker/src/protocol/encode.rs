@@ -28,6 +28,7 @@ pub mod reason {
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8d;
     pub const SESSION_TAKEN_OVER: u8 = 0x8e;
     pub const TOPIC_FILTER_INVALID: u8 = 0x8f;
+    pub const TOPIC_NAME_INVALID: u8 = 0x90;
     pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     pub const PACKET_TOO_LARGE: u8 = 0x95;

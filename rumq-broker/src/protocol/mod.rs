@@ -132,6 +132,9 @@ pub enum ProtocolError {
     /// The payload format indicator says UTF-8 and the payload is not (MQTT 5).
     #[error("payload is not the UTF-8 its format indicator says")]
     PayloadFormatInvalid,
+    /// A PUBLISH topic with a wildcard.
+    #[error("wildcard in a PUBLISH topic")]
+    TopicNameInvalid,
 }
 
 impl ProtocolError {
@@ -144,6 +147,7 @@ impl ProtocolError {
             ProtocolError::UnsupportedVersion(_) => reason::UNSUPPORTED_PROTOCOL_VERSION,
             ProtocolError::TopicAliasInvalid => reason::TOPIC_ALIAS_INVALID,
             ProtocolError::PayloadFormatInvalid => reason::PAYLOAD_FORMAT_INVALID,
+            ProtocolError::TopicNameInvalid => reason::TOPIC_NAME_INVALID,
         }
     }
 }

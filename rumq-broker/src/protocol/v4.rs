@@ -102,9 +102,7 @@ pub fn check_fixed_header(first: u8, auth_allowed: bool) -> Result<(), ProtocolE
 /// A PUBLISH topic name: valid, and without wildcards (a protocol violation).
 pub fn validate_publish_topic(topic: &str) -> Result<(), ProtocolError> {
     router::topic::validate_name(topic).map_err(|e| match e {
-        router::topic::TopicError::Wildcard => {
-            ProtocolError::Violation("wildcard in a PUBLISH topic")
-        }
+        router::topic::TopicError::Wildcard => ProtocolError::TopicNameInvalid,
         other => ProtocolError::Malformed(format!("PUBLISH topic {other}")),
     })
 }
