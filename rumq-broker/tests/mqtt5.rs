@@ -939,9 +939,17 @@ async fn hostile_input_gets_its_reason_code_and_harms_nobody_else() {
             vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
             0x81,
         ),
-        ("over the maximum packet size", publish5("t", 0, 0, &[], &[0; 5000]), 0x95),
+        (
+            "over the maximum packet size",
+            publish5("t", 0, 0, &[], &[0; 5000]),
+            0x95,
+        ),
         ("invalid UTF-8 topic", packet(0x30, &bad_utf8), 0x81),
-        ("wildcard in a PUBLISH topic", publish5("a/#", 0, 0, &[], b""), 0x90),
+        (
+            "wildcard in a PUBLISH topic",
+            publish5("a/#", 0, 0, &[], b""),
+            0x90,
+        ),
         ("packet id 0 at QoS 1", publish5("t", 1, 0, &[], b""), 0x81),
         ("a second CONNECT", connect5("again", true, &[]), 0x82),
         ("SUBSCRIBE with no filters", subscribe5(1, &[], &[]), 0x82),
@@ -954,7 +962,10 @@ async fn hostile_input_gets_its_reason_code_and_harms_nobody_else() {
     for (what, bytes, code) in cases {
         let (mut c, ..) = connect(port, &connect5("hostile", true, &[])).await;
         c.send(&bytes).await;
-        let p = c.recv_within(STEP).await.unwrap_or_else(|| panic!("{what}: no DISCONNECT"));
+        let p = c
+            .recv_within(STEP)
+            .await
+            .unwrap_or_else(|| panic!("{what}: no DISCONNECT"));
         assert_eq!(disconnect_reason(&p), code, "{what}");
         c.expect_closed(STEP).await;
         healthy.check().await;
