@@ -331,6 +331,14 @@ impl<S: Storage> Router<S> {
         });
         if due {
             self.last_retention = Some(now);
+            // Sessions whose bursts are over give their in-flight windows back
+            // (here, not on each ack: a window that empties between bursts would
+            // otherwise be freed and regrown per burst).
+            for s in self.sessions.values_mut() {
+                if s.inflight.is_empty() && s.inflight.capacity() > 16 {
+                    s.inflight.shrink_to(0);
+                }
+            }
             let hold_back = self.hold_back();
             match self.storage.apply_retention(now, hold_back) {
                 Ok(report) => {
@@ -363,6 +371,18 @@ impl<S: Storage> Router<S> {
                 filters.sort_by(|a, b| a.0.cmp(&b.0));
                 let mut incoming_qos2: Vec<u16> = s.incoming_qos2.iter().copied().collect();
                 incoming_qos2.sort_unstable();
+                let mut inflight: Vec<SavedInflight> = s
+                    .inflight
+                    .iter()
+                    .map(|(pkid, i)| SavedInflight {
+                        pkid: *pkid,
+                        qos: i.qos,
+                        released: i.state == OutState::Released,
+                        offset: i.offset,
+                        record: i.record.clone(),
+                    })
+                    .collect();
+                inflight.sort_unstable_by_key(|i| i.pkid);
                 SavedSession {
                     id: sid.0,
                     client_id: s.client_id.to_string(),
@@ -370,17 +390,7 @@ impl<S: Storage> Router<S> {
                     expiry_secs: s.expiry_secs,
                     resume,
                     retained: s.retained.iter().cloned().collect(),
-                    inflight: s
-                        .inflight
-                        .iter()
-                        .map(|(pkid, i)| SavedInflight {
-                            pkid: *pkid,
-                            qos: i.qos,
-                            released: i.state == OutState::Released,
-                            offset: i.offset,
-                            record: i.record.clone(),
-                        })
-                        .collect(),
+                    inflight,
                     incoming_qos2,
                 }
             })
@@ -1339,7 +1349,12 @@ impl<S: Storage> Router<S> {
         let inflight_max = s.window(config.inflight_max);
         let max_ids = s.filters.values().filter(|o| o.id.is_some()).count();
         let with_ids = max_ids > 0;
-        let mut items = Vec::new();
+        // Sized once: a batch grows by no reallocation.
+        let mut items = Vec::with_capacity(
+            (s.queue.len() + s.retained.len())
+                .clamp(1, config.deliver_records_max)
+                .min(inflight_max.max(1) + s.retained.len()),
+        );
         let mut bytes = 0usize;
         let mut skipped = 0usize;
         while items.len() < config.deliver_records_max && bytes < config.deliver_bytes_max {

@@ -7,7 +7,7 @@
 //! a `cursor`; later it catches up by scanning the log from there. Memory per session is
 //! bounded by `queue_max` offsets and `inflight_max` messages either way.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -101,8 +101,10 @@ pub struct Session {
     pub live: bool,
     /// When not live: where to resume scanning the log.
     pub cursor: Offset,
-    /// Outbound unacknowledged messages by packet id.
-    pub inflight: BTreeMap<u16, Inflight>,
+    /// Outbound unacknowledged messages by packet id. A hash map rather than a
+    /// tree: once grown to the window it takes and frees entries without
+    /// allocating (a B-tree allocates a node every few inserts).
+    pub inflight: HashMap<u16, Inflight>,
     next_pkid: u16,
     /// Inbound QoS 2 packet ids stored but not yet released.
     pub incoming_qos2: HashSet<u16>,
@@ -131,7 +133,7 @@ impl Session {
             queue: VecDeque::new(),
             live: true,
             cursor: head,
-            inflight: BTreeMap::new(),
+            inflight: HashMap::new(),
             next_pkid: 1,
             incoming_qos2: HashSet::new(),
             awaiting_pull: false,

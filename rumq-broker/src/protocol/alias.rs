@@ -6,13 +6,13 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::ProtocolError;
+use super::{ProtocolError, TopicName};
 
 /// Aliases the client set for its PUBLISHes, at most the maximum we announced.
 #[derive(Debug, Default)]
 pub struct InboundAliases {
     max: u16,
-    topics: HashMap<u16, String>,
+    topics: HashMap<u16, TopicName>,
 }
 
 impl InboundAliases {
@@ -26,7 +26,11 @@ impl InboundAliases {
 
     /// The topic of a PUBLISH: `topic` itself (remembering it under `alias`, if
     /// given), or, when `topic` is empty, the one `alias` stands for.
-    pub fn resolve(&mut self, topic: String, alias: Option<u16>) -> Result<String, ProtocolError> {
+    pub fn resolve(
+        &mut self,
+        topic: TopicName,
+        alias: Option<u16>,
+    ) -> Result<TopicName, ProtocolError> {
         let Some(alias) = alias else {
             if topic.is_empty() {
                 return Err(ProtocolError::Violation(
@@ -45,7 +49,8 @@ impl InboundAliases {
                 .cloned()
                 .ok_or(ProtocolError::TopicAliasInvalid);
         }
-        self.topics.insert(alias, topic.clone());
+        // A copy: the packet's buffer is not kept alive by the table.
+        self.topics.insert(alias, TopicName::from(topic.as_str()));
         Ok(topic)
     }
 }
@@ -90,13 +95,19 @@ mod tests {
     #[test]
     fn inbound_aliases_are_set_used_and_bounded() {
         let mut a = InboundAliases::new(2);
-        assert_eq!(a.resolve("a/b".into(), Some(1)).unwrap(), "a/b");
-        assert_eq!(a.resolve(String::new(), Some(1)).unwrap(), "a/b");
-        // Reassigned to another topic.
-        assert_eq!(a.resolve("c".into(), Some(1)).unwrap(), "c");
-        assert_eq!(a.resolve(String::new(), Some(1)).unwrap(), "c");
+        assert_eq!(a.resolve("a/b".into(), Some(1)).unwrap().as_str(), "a/b");
         assert_eq!(
-            a.resolve(String::new(), Some(2)),
+            a.resolve(TopicName::default(), Some(1)).unwrap().as_str(),
+            "a/b"
+        );
+        // Reassigned to another topic.
+        assert_eq!(a.resolve("c".into(), Some(1)).unwrap().as_str(), "c");
+        assert_eq!(
+            a.resolve(TopicName::default(), Some(1)).unwrap().as_str(),
+            "c"
+        );
+        assert_eq!(
+            a.resolve(TopicName::default(), Some(2)),
             Err(ProtocolError::TopicAliasInvalid),
             "never set"
         );
@@ -106,7 +117,7 @@ mod tests {
             "above the maximum"
         );
         assert!(matches!(
-            a.resolve(String::new(), None),
+            a.resolve(TopicName::default(), None),
             Err(ProtocolError::Violation(_))
         ));
         assert_eq!(

@@ -33,8 +33,9 @@ pub enum Inbound {
     Connect(ConnectPacket),
     /// PUBLISH.
     Publish {
-        /// Topic name (validated: no wildcards, valid UTF-8).
-        topic: String,
+        /// Topic name (validated: no wildcards, valid UTF-8; MQTT 5: empty when a
+        /// topic alias stands for it).
+        topic: TopicName,
         /// QoS.
         qos: QoS,
         /// Retain.
@@ -93,6 +94,49 @@ pub enum Inbound {
         /// Authentication method.
         method: Option<String>,
     },
+}
+
+/// A PUBLISH topic name: a view into the packet's own bytes (decoding a PUBLISH
+/// allocates nothing), checked to be UTF-8 when decoded.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TopicName(Bytes);
+
+impl TopicName {
+    /// `bytes` if they are UTF-8.
+    pub fn new(bytes: Bytes) -> Option<TopicName> {
+        std::str::from_utf8(&bytes)
+            .is_ok()
+            .then_some(TopicName(bytes))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Checked in `new`; the fallback is never taken.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// True for the empty name (MQTT 5: a topic alias stands for it).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for TopicName {
+    fn from(s: &str) -> TopicName {
+        TopicName(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for TopicName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What a PUBLISH carries besides topic and payload (MQTT 5; empty for 3.1.1).

@@ -314,7 +314,7 @@ proptest! {
         }
         match decode(&mut b, Some(Version::V311), 4096).unwrap() {
             Some(Inbound::Publish { topic: t, payload: p, .. }) => {
-                prop_assert_eq!(t, topic);
+                prop_assert_eq!(t.as_str(), topic.as_str());
                 prop_assert_eq!(&p[..], &payload[..]);
             }
             other => prop_assert!(false, "{:?}", other),

@@ -1,11 +1,13 @@
 //! MQTT 3.1 / 3.1.1 packets other than CONNECT: framing and fixed-header checks
-//! (shared with MQTT 5), and decoding through `mqttbytes`.
+//! (shared with MQTT 5), and decoding through `mqttbytes` — except PUBLISH, the one
+//! packet on the hot path, which is decoded without copying or allocating by the
+//! same code as MQTT 5's (`v5::publish`).
 
 use bytes::BytesMut;
 use mqttbytes::v4 as mq;
 use router::{PacketId, QoS, Subscription};
 
-use super::{Inbound, ProtocolError, PublishProperties};
+use super::{Inbound, ProtocolError};
 
 /// The length of the packet at the front of `buf` (fixed header included), once its
 /// fixed header is complete.
@@ -111,29 +113,15 @@ pub fn validate_publish_topic(topic: &str) -> Result<(), ProtocolError> {
 pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
     let first = frame.first().copied().unwrap_or(0);
     check_fixed_header(first, false)?;
+    if first >> 4 == 3 {
+        return super::v5::publish(first, super::v5::body(frame), false);
+    }
     if first >> 4 == 8 {
         check_subscribe_options(&frame)?;
     }
     let packet =
         mq::read(&mut frame, usize::MAX).map_err(|e| ProtocolError::Malformed(format!("{e:?}")))?;
     Ok(match packet {
-        mq::Packet::Publish(p) => {
-            validate_publish_topic(&p.topic)?;
-            let q = qos(p.qos);
-            Inbound::Publish {
-                topic: p.topic,
-                qos: q,
-                retain: p.retain,
-                dup: p.dup,
-                pkid: if q == QoS::AtMostOnce {
-                    None
-                } else {
-                    Some(pkid(p.pkid)?)
-                },
-                payload: p.payload,
-                properties: PublishProperties::default(),
-            }
-        }
         mq::Packet::PubAck(a) => Inbound::PubAck(pkid(a.pkid)?),
         mq::Packet::PubRec(a) => Inbound::PubRec {
             pkid: pkid(a.pkid)?,

@@ -8,7 +8,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use router::{PacketId, QoS, RetainHandling, Subscription};
 
 use super::properties::{self, Section};
-use super::{Inbound, ProtocolError, PublishProperties};
+use super::{Inbound, ProtocolError, PublishProperties, TopicName};
 
 fn malformed(what: &str) -> ProtocolError {
     ProtocolError::Malformed(what.into())
@@ -25,7 +25,7 @@ fn pkid(b: &mut Bytes) -> Result<PacketId, ProtocolError> {
 }
 
 /// The variable header and payload of a framed packet: what follows the fixed header.
-fn body(frame: BytesMut) -> Bytes {
+pub fn body(frame: BytesMut) -> Bytes {
     let mut b = frame.freeze();
     b.advance(1);
     while b.has_remaining() && b.get_u8() & 0x80 != 0 {}
@@ -70,7 +70,7 @@ pub fn decode(frame: BytesMut) -> Result<Inbound, ProtocolError> {
     super::v4::check_fixed_header(first, kind == 15)?;
     let mut b = body(frame);
     Ok(match kind {
-        3 => publish(first, b)?,
+        3 => publish(first, b, true)?,
         4 => Inbound::PubAck(ack(&mut b)?.0),
         5 => {
             let (id, reason) = ack(&mut b)?;
@@ -123,20 +123,34 @@ pub fn decode(frame: BytesMut) -> Result<Inbound, ProtocolError> {
     })
 }
 
-fn publish(first: u8, mut b: Bytes) -> Result<Inbound, ProtocolError> {
+/// A PUBLISH (fixed-header flags already checked), MQTT 5 or (without properties)
+/// 3.1.1. Nothing is copied: topic and payload are views into `b`.
+pub fn publish(first: u8, mut b: Bytes, v5: bool) -> Result<Inbound, ProtocolError> {
     let qos = QoS::from_u8((first >> 1) & 0b11).ok_or_else(|| malformed("PUBLISH with QoS 3"))?;
-    let topic = properties::read_string(&mut b)?;
-    // An empty topic is allowed when a topic alias stands for it (checked by the
-    // connection, which holds the aliases).
-    if !topic.is_empty() {
-        super::v4::validate_publish_topic(&topic)?;
+    if b.remaining() < 2 {
+        return Err(malformed("truncated PUBLISH topic"));
+    }
+    let len = usize::from(b.get_u16());
+    if b.remaining() < len {
+        return Err(malformed("PUBLISH topic runs past the packet"));
+    }
+    let topic =
+        TopicName::new(b.split_to(len)).ok_or_else(|| malformed("PUBLISH topic is not UTF-8"))?;
+    // MQTT 5: an empty topic is allowed when a topic alias stands for it (checked by
+    // the connection, which holds the aliases).
+    if !(v5 && topic.is_empty()) {
+        super::v4::validate_publish_topic(topic.as_str())?;
     }
     let id = if qos == QoS::AtMostOnce {
         None
     } else {
         Some(pkid(&mut b)?)
     };
-    let props = properties::parse(&mut b, Section::Publish)?;
+    let props = if v5 {
+        properties::parse(&mut b, Section::Publish)?
+    } else {
+        properties::Properties::default()
+    };
     if props.payload_is_utf8 && std::str::from_utf8(&b).is_err() {
         return Err(ProtocolError::PayloadFormatInvalid);
     }
