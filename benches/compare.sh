@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side end-to-end benchmark: rumq and Mosquitto on free loopback ports, the
-# same rumq-load scenarios against each, in one run; prints a table with the ratio
-# rumq/Mosquitto for every figure (higher is better for rates, lower for latency and
-# memory). Medians of RUNS runs (default 3).
+# Side-by-side end-to-end benchmark: rumq and Mosquitto (and rumqttd, when it is
+# installed) on free loopback ports, the same rumq-load scenarios against each, in
+# one run; prints a table with the ratio rumq/Mosquitto (and rumq/rumqttd) for every
+# figure (higher is better for rates, lower for latency and memory). Medians of RUNS
+# runs (default 3).
 #
 #   benches/compare.sh                 # full run (a few minutes)
 #   QUICK=1 RUNS=1 benches/compare.sh  # small counts, to check that it works
@@ -23,10 +24,11 @@ rows=()
 row() { # LABEL METRIC ARGS...
   local label=$1 metric=$2; shift 2
   echo "== $label" >&2
-  local r m
+  local r m d=n/a
   r=$(run rumq "$metric" "$@")
   m=$(run mosquitto "$metric" "$@")
-  rows+=("$label|$metric|$r|$m")
+  if [ -n "$RUMQTTD" ]; then d=$(run rumqttd "$metric" "$@"); fi
+  rows+=("$label|$metric|$r|$m|$d")
 }
 
 row "1 pub -> 1 sub, QoS 0, deliveries/s"          deliveries_per_s throughput --qos 0 --messages $M
@@ -39,12 +41,12 @@ row "latency at 10k msg/s QoS 1, p99 us"           p99_us           latency --ra
 row "RSS per idle connection ($IDLE idle), KiB"    rss_kib_per_conn connections --count $IDLE --hold-s 2
 
 echo
-printf '| %-48s | %12s | %12s | %10s |\n' "scenario (64 B payloads unless said)" "rumq" "Mosquitto" "rumq/Mosq"
-printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0 || a == "nan" || b == "nan" || b == "n/a") print "n/a"; else printf "%.2f", a / b }'; }
+printf '| %-48s | %12s | %12s | %12s | %10s | %10s |\n' "scenario (64 B payloads unless said)" "rumq" "Mosquitto" "rumqttd" "rumq/Mosq" "rumq/rumqttd"
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})"
 for r in "${rows[@]}"; do
-  IFS='|' read -r label metric a b <<<"$r"
-  ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (b+0 == 0 || a == "nan" || b == "nan") print "n/a"; else printf "%.2f", a / b }')
-  printf '| %-48s | %12s | %12s | %10s |\n' "$label" "$a" "$b" "$ratio"
+  IFS='|' read -r label metric a b d <<<"$r"
+  printf '| %-48s | %12s | %12s | %12s | %10s | %10s |\n' "$label" "$a" "$b" "$d" "$(ratio "$a" "$b")" "$(ratio "$a" "$d")"
 done
 echo
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); mosquitto $("$MOSQUITTO" -h 2>&1 | head -1 | awk '{print $3}'); runs per figure: $RUNS (median)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); mosquitto $("$MOSQUITTO" -h 2>&1 | head -1 | awk '{print $3}'); rumqttd ${RUMQTTD:+$("$RUMQTTD" -V 2>&1 | awk '{print $2}')}; runs per figure: $RUNS (median)"

@@ -7,6 +7,10 @@ if ! command -v mosquitto >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
 fi
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+# rumqttd is measured too when it is installed (`cargo install rumqttd --version
+# 0.20.0`, without --locked) or RUMQTTD names its binary; it is not installed here
+# because building it takes minutes.
+RUMQTTD=${RUMQTTD:-$(command -v rumqttd || { [ -x "$HOME/.cargo/bin/rumqttd" ] && echo "$HOME/.cargo/bin/rumqttd"; } || true)}
 
 cargo build --release -q -p rumq-broker -p benches
 LOAD=target/release/rumq-load
@@ -47,6 +51,31 @@ CONF
   "$MOSQUITTO" -c "$tmp/mosquitto.conf" 2>"$tmp/mosquitto.log" &
   MPID=$!; pids+=("$MPID"); wait_port "$MPORT"
 }
+start_rumqttd() {
+  DPORT=$(free_port)
+  # Its shipped defaults with the limits raised so they do not cap the test; only
+  # the MQTT 3.1.1 listener (the one rumq-load speaks).
+  cat >"$tmp/rumqttd.toml" <<CONF
+id = 0
+[router]
+id = 0
+max_connections = 100010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$DPORT"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 1048576
+    max_inflight_count = 100
+    dynamic_filters = true
+CONF
+  "$RUMQTTD" -q -c "$tmp/rumqttd.toml" 2>"$tmp/rumqttd.log" >/dev/null &
+  DPID=$!; pids+=("$DPID"); wait_port "$DPORT"
+}
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # field KEY LINE -> value
@@ -58,7 +87,11 @@ run() {
   local broker=$1 metric=$2; shift 2
   local vals=()
   for _ in $(seq "$RUNS"); do
-    if [ "$broker" = rumq ]; then start_rumq; port=$RPORT; pid=$RPID; else start_mosquitto; port=$MPORT; pid=$MPID; fi
+    case "$broker" in
+      rumq) start_rumq; port=$RPORT; pid=$RPID ;;
+      rumqttd) start_rumqttd; port=$DPORT; pid=$DPID ;;
+      *) start_mosquitto; port=$MPORT; pid=$MPID ;;
+    esac
     line=$("$LOAD" --addr "127.0.0.1:$port" --broker-pid "$pid" --timeout-s 600 "$@" 2>"$tmp/load.err" | grep '^scenario=' || true)
     stop "$pid"
     if [ -z "$line" ]; then echo "  [$broker] failed: $(tail -1 "$tmp/load.err")" >&2; vals+=(nan); continue; fi
