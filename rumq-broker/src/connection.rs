@@ -146,6 +146,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watch::Rece
             published: HashSet::new(),
             arena: BytesMut::new(),
             arena_hint: 0,
+            pending: Vec::new(),
         };
         c.run(shutdown).await;
     }
@@ -183,6 +184,8 @@ struct Connection {
     arena: BytesMut,
     /// Bytes the current read left to decode: the size of a fresh arena block.
     arena_hint: usize,
+    /// Events decoded from the current read, sent to the router together.
+    pending: Vec<Event>,
 }
 
 impl Connection {
@@ -486,16 +489,30 @@ impl Connection {
                     // Records are a little larger than their packets (up to ~24
                     // bytes each): room for a read full of small publishes.
                     self.arena_hint = self.read_buf.len() * 2 + 512;
+                    // Everything decoded from this read goes to the router as one
+                    // request (one channel send, one wake-up), in order; whatever
+                    // ends the connection comes after what preceded it.
+                    let mut ended = None;
                     loop {
                         match protocol::decode(&mut self.read_buf, self.version, max_packet) {
                             Ok(Some(p)) => {
-                                if let Some(end) = self.inbound(p).await {
-                                    return end;
+                                if let Some(end) = self.inbound(p) {
+                                    ended = Some(end);
+                                    break;
                                 }
                             }
                             Ok(None) => break,
-                            Err(e) => return End::Protocol(e),
+                            Err(e) => {
+                                ended = Some(End::Protocol(e));
+                                break;
+                            }
                         }
+                    }
+                    if let Err(end) = self.send_pending().await {
+                        return end;
+                    }
+                    if let Some(end) = ended {
+                        return end;
                     }
                     if !self.encoder.is_empty() {
                         if let Some(end) = self.write_out().await {
@@ -557,7 +574,27 @@ impl Connection {
             .map_err(|_| End::RouterGone)
     }
 
-    async fn inbound(&mut self, packet: Inbound) -> Option<End> {
+    /// Send the events decoded from one read: one request for all of them.
+    async fn send_pending(&mut self) -> Result<(), End> {
+        // Taken whole, so an idle connection keeps no event buffer.
+        let mut events = std::mem::take(&mut self.pending);
+        let request = match events.len() {
+            0 => return Ok(()),
+            1 => match events.pop() {
+                Some(e) => ToRouter::Event(e),
+                None => return Ok(()),
+            },
+            _ => ToRouter::Events(events),
+        };
+        self.shared
+            .router
+            .send(request)
+            .await
+            .map_err(|_| End::RouterGone)
+    }
+
+    /// Turn a packet into a router event (queued in `pending`), or answer it here.
+    fn inbound(&mut self, packet: Inbound) -> Option<End> {
         let conn = self.id;
         let v5 = self.version == Some(Version::V5);
         let event = match packet {
@@ -685,7 +722,8 @@ impl Connection {
                 )));
             }
         };
-        self.send(event).await.err()
+        self.pending.push(event);
+        None
     }
 
     /// Encode and write a batch of replies; ask for more data after a delivery.

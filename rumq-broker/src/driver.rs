@@ -30,6 +30,8 @@ pub enum ToRouter {
     },
     /// Any other event.
     Event(Event),
+    /// Several events from one connection's read, in order.
+    Events(Vec<Event>),
     /// Periodic work (fsync interval, retention).
     Tick,
 }
@@ -80,6 +82,11 @@ fn apply(router: &mut Router<Log>, conns: &mut HashMap<ConnectionId, ReplyTx>, m
             if let Some(conn) = gone {
                 // Replies still queued for it are dropped with the sender.
                 conns.remove(&conn);
+            }
+        }
+        ToRouter::Events(events) => {
+            for e in events {
+                apply(router, conns, ToRouter::Event(e));
             }
         }
         ToRouter::Tick => router.tick(SystemTime::now()),
