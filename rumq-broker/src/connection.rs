@@ -32,6 +32,7 @@ use crate::protocol::alias::InboundAliases;
 use crate::protocol::{
     self, reason, ConnAckProperties, ConnectPacket, Encoder, Inbound, ProtocolError, Version,
 };
+use crate::replies::{reply_queue, ReplyReceiver};
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -251,7 +252,9 @@ impl Connection {
         self.session_expiry = connect.session_expiry;
         self.aliases = InboundAliases::new(limits.topic_alias_max);
 
-        let (tx, mut rx) = mpsc::channel(limits.inflight_in_max + 64);
+        // Replies waiting at once: acks for the publishes it may have in flight,
+        // their PUBCOMPs, one delivery batch, and room for subscription acks.
+        let (tx, mut rx) = reply_queue(2 * limits.inflight_in_max + 256);
         let will = match connect.will.as_ref().map(|w| self.will(w)).transpose() {
             Ok(w) => w,
             Err(()) => {
@@ -419,7 +422,7 @@ impl Connection {
 
     async fn serve_connected(
         &mut self,
-        rx: &mut mpsc::Receiver<Vec<Reply>>,
+        rx: &mut ReplyReceiver,
         shutdown: &mut watch::Receiver<bool>,
         server_keep_alive: Option<u16>,
     ) -> End {

@@ -1,6 +1,6 @@
 //! The router thread: owns the [`Router`] (and through it the commitlog), takes
-//! requests from the connections over one bounded channel, and sends each connection
-//! its replies over that connection's own bounded channel.
+//! requests from the connections over one bounded channel, and hands each connection
+//! its replies through that connection's own bounded queue (`replies`).
 //!
 //! It blocks for one request, then drains up to `drain_max` more before flushing, so
 //! publishes that arrive together are appended together (one write, one fsync under
@@ -13,8 +13,10 @@ use commitlog::Log;
 use router::{ConnectionId, Event, Reply, Router};
 use tokio::sync::mpsc;
 
-/// A connection's reply channel.
-pub type ReplyTx = mpsc::Sender<Vec<Reply>>;
+use crate::replies::{PushError, ReplySender};
+
+/// A connection's reply queue, router side.
+pub type ReplyTx = ReplySender;
 
 /// What connections (and the ticker) send to the router thread.
 #[derive(Debug)]
@@ -102,19 +104,19 @@ fn dispatch(
         batches.entry(conn).or_default().push(reply);
     }
     let mut stuck = Vec::new();
-    for (conn, replies) in batches.drain() {
+    for (conn, mut replies) in batches.drain() {
         let Some(tx) = conns.get(&conn) else {
             continue;
         };
-        match tx.try_send(replies) {
+        match tx.push(&mut replies) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // Its channel is sized so this cannot happen to a connection that
-                // keeps reading; drop it rather than block every other client.
+            Err(PushError::Full) => {
+                // Its queue is sized so this cannot happen to a connection that
+                // keeps reading; drop it rather than buffer for it.
                 tracing::error!(%conn, "connection not taking replies; closing it");
                 stuck.push(conn);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => stuck.push(conn),
+            Err(PushError::Closed) => stuck.push(conn),
         }
     }
     for conn in stuck {

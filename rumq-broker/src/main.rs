@@ -7,6 +7,7 @@
 //! | `protocol` | MQTT bytes ↔ the broker's internal model |
 //! | `connection` | one client connection's task |
 //! | `driver` | the router thread and its channels |
+//! | `replies` | one connection's queue of replies from the router thread |
 //! | `server` | listener, connection limit, shutdown |
 //! | `accept_rate` | the new-connections-per-second limit |
 
@@ -14,6 +15,7 @@ mod accept_rate;
 mod config;
 mod connection;
 mod driver;
+mod replies;
 mod server;
 
 // The protocol edge is the library half of this package (so it can be fuzzed).
