@@ -190,7 +190,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Read the CONNECT, refuse it or hand it to the router; the reply queue and the
+    /// server keep alive to announce when accepted. Kept apart from `run` so that
+    /// nothing of the CONNECT stays in the task while the connection is served.
+    async fn handshake(&mut self) -> Option<(ReplyReceiver, Option<u16>)> {
         let limits = self.shared.config.limits.clone();
         let connect = match timeout(
             Duration::from_millis(limits.connect_timeout_ms),
@@ -199,14 +202,14 @@ impl Connection {
         .await
         {
             Ok(Ok(Some(c))) => c,
-            Ok(Ok(None)) => return,
+            Ok(Ok(None)) => return None,
             Ok(Err(end)) => {
                 tracing::info!(reason = %end, "connection closed before CONNECT completed");
-                return;
+                return None;
             }
             Err(_) => {
                 tracing::info!("no CONNECT within connect_timeout_ms; closing");
-                return;
+                return None;
             }
         };
         tracing::Span::current().record("client_id", connect.client_id.as_str());
@@ -237,7 +240,7 @@ impl Connection {
                 why,
                 "connection refused"
             );
-            return;
+            return None;
         }
         let mut keep_alive = connect.keep_alive;
         if limits.keep_alive_max_secs > 0
@@ -254,7 +257,7 @@ impl Connection {
 
         // Replies waiting at once: acks for the publishes it may have in flight,
         // their PUBCOMPs, one delivery batch, and room for subscription acks.
-        let (tx, mut rx) = reply_queue(2 * limits.inflight_in_max + 256);
+        let (tx, rx) = reply_queue(2 * limits.inflight_in_max + 256);
         let will = match connect.will.as_ref().map(|w| self.will(w)).transpose() {
             Ok(w) => w,
             Err(()) => {
@@ -268,7 +271,7 @@ impl Connection {
                     self.encoder.connack(false, 3);
                 }
                 let _ = self.write_out().await;
-                return;
+                return None;
             }
         };
         let request = ToRouter::Connect {
@@ -285,10 +288,17 @@ impl Connection {
             replies: tx,
         };
         if self.shared.router.send(request).await.is_err() {
-            return;
+            return None;
         }
         self.version = Some(connect.version);
-        let server_keep_alive = (keep_alive != connect.keep_alive).then_some(keep_alive);
+        Some((rx, (keep_alive != connect.keep_alive).then_some(keep_alive)))
+    }
+
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) {
+        let Some((mut rx, server_keep_alive)) = self.handshake().await else {
+            return;
+        };
+        let v5 = self.version == Some(Version::V5);
         let end = self
             .serve_connected(&mut rx, &mut shutdown, server_keep_alive)
             .await;
