@@ -110,6 +110,10 @@ pub struct Message {
     pub origin: Option<(Bytes, u16)>,
 }
 
+/// Records at least this large are not built in an arena (see
+/// [`NewMessage::framed_in`]).
+pub const ARENA_RECORD_MAX: usize = 8 * 1024;
+
 /// The fields of a record to write; see the module docs for the layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewMessage<'a> {
@@ -184,11 +188,15 @@ impl<'a> NewMessage<'a> {
     /// after another share one reference-counted allocation, so a burst of publishes
     /// costs one allocation rather than one (or two) per message. When `arena` has
     /// no room it is replaced by a fresh block of at least `block` bytes. A block
-    /// lives as long as any record in it.
+    /// lives as long as any record in it. Records of [`ARENA_RECORD_MAX`] bytes or
+    /// more get an allocation of their own (no slack is kept alive with them).
     #[must_use]
     pub fn framed_in(&self, arena: &mut BytesMut, block: usize) -> Framed {
         let header = commitlog::record::HEADER_BYTES;
         let need = header + self.len();
+        if need >= ARENA_RECORD_MAX {
+            return self.framed();
+        }
         if arena.capacity() - arena.len() < need {
             *arena = BytesMut::with_capacity(need.max(block));
         }

@@ -499,9 +499,9 @@ impl Connection {
                         Err(e) => return End::Io(e),
                     }
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
-                    // Records are a little larger than their packets (up to ~24
-                    // bytes each): room for a read full of small publishes.
-                    self.arena_hint = self.read_buf.len() * 2 + 512;
+                    // Records are a little larger than their packets (~20 bytes
+                    // each): room for a read full of small publishes.
+                    self.arena_hint = self.read_buf.len() + self.read_buf.len() / 4 + 512;
                     // Everything decoded from this read goes to the router as one
                     // request (one channel send, one wake-up), in order; whatever
                     // ends the connection comes after what preceded it.
