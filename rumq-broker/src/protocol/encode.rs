@@ -193,14 +193,28 @@ impl Encoder {
         self.small.put_u16(id.0);
     }
 
-    /// An ack with an MQTT 5 reason code (left out when it is success, §3.4.2.1).
-    fn ack_v5(&mut self, first: u8, id: PacketId, code: u8) {
+    /// An ack with an MQTT 5 reason code (left out when it is success, §3.4.2.1),
+    /// and for a refusal a reason string if the client wants problem information.
+    fn ack_v5(&mut self, first: u8, pkid: PacketId, code: u8) {
         if code == reason::SUCCESS {
-            return self.ack(first, id);
+            return self.ack(first, pkid);
         }
-        self.small.put_slice(&[first, 0x03]);
-        self.small.put_u16(id.0);
+        if code >= 0x80 && self.problem_info {
+            self.props
+                .string(id::REASON_STRING, "the message log refused the write");
+        }
+        let len = self.props.len();
+        if len == 0 {
+            self.small.put_slice(&[first, 0x03]);
+            self.small.put_u16(pkid.0);
+            self.small.put_u8(code);
+            return;
+        }
+        self.small.put_u8(first);
+        put_remaining_length(&mut self.small, 3 + varint_len(len) + len);
+        self.small.put_u16(pkid.0);
         self.small.put_u8(code);
+        self.props.finish(&mut self.small);
     }
 
     fn pub_reason(reason: PubReason) -> u8 {
