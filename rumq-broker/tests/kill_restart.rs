@@ -428,6 +428,16 @@ async fn acked_messages_survive_sigkill_at_any_moment() {
         for h in subs {
             subscribers.push(h.await.unwrap());
         }
+        // Order is checked as it goes, so a failure names its round.
+        for s in &subscribers {
+            assert_eq!(
+                s.misordered,
+                [0, 0],
+                "round {round}: {} saw messages out of publish order; broker log:\n{}",
+                s.id,
+                broker.stderr()
+            );
+        }
         round += 1;
     }
 
