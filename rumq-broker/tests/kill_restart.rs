@@ -141,9 +141,12 @@ impl Publisher {
     async fn run(&mut self, port: u16, stop: Arc<AtomicBool>) -> Result<(), Gone> {
         let (mut c, _) = Conn::open(port, &self.id).await?;
         // Resume the session: unacknowledged PUBLISHes again with DUP, and PUBRELs
-        // for those the broker already has (MQTT 3.1.1 §4.4), in order.
+        // for those the broker already has (MQTT 3.1.1 §4.4), in the order they were
+        // first sent (§4.6): sequence order, which packet ids lose once they wrap.
         let mut out = Vec::new();
-        for (pkid, (seq, released)) in &self.inflight {
+        let mut resend: Vec<(&u16, &(u64, bool))> = self.inflight.iter().collect();
+        resend.sort_by_key(|(_, (seq, _))| *seq);
+        for (pkid, (seq, released)) in resend {
             if *released {
                 out.extend(ack_packet(0x62, *pkid));
             } else {
