@@ -509,11 +509,14 @@ impl<S: Storage> Router<S> {
             .values()
             .filter(|s| !s.clean)
             .filter_map(|s| {
-                let needed = s.lowest_needed()?;
-                Some(match (s.conn, cap) {
-                    (None, Some(cap)) => needed.max(cap),
-                    _ => needed,
-                })
+                let (inflight, unsent) = s.lowest_needed_parts();
+                // The cap applies to what is not yet sent: in-flight messages are
+                // journaled by offset and must stay readable.
+                let unsent = match (s.conn, cap, unsent) {
+                    (None, Some(cap), Some(u)) => Some(u.max(cap)),
+                    (_, _, u) => u,
+                };
+                [inflight, unsent].into_iter().flatten().min()
             })
             .min()
     }
@@ -552,14 +555,16 @@ impl<S: Storage> Router<S> {
 
         let mut session_present = false;
         if let Some(sid) = self.by_client.get(&client_id).copied() {
-            // Take over: close the old connection; its will fires (it did not say
-            // goodbye). A will still delayed from an earlier connection is cancelled
-            // by the reconnect (MQTT 5 §3.1.2.5).
+            // Take over: close the old connection. Its will (or one still delayed
+            // from an earlier connection) is published if the session ends here or
+            // it had no delay; a delayed will of a session that goes on is
+            // cancelled by this reconnect (MQTT 5 §3.1.2.5, MQTT-3.1.3-9).
             self.timers.retain(|t| t.sid != sid);
-            let (old_conn, will) = match self.sessions.get_mut(&sid) {
-                Some(s) => (s.conn.take(), s.will.take()),
-                None => (None, None),
+            let (old_conn, will, will_delay, old_clean) = match self.sessions.get_mut(&sid) {
+                Some(s) => (s.conn.take(), s.will.take(), s.will_delay_secs, s.clean),
+                None => (None, None, 0, true),
             };
+            let ends = c.clean_start || old_clean;
             if let Some(old) = old_conn {
                 self.hand_back_shared(sid);
                 self.by_conn.remove(&old);
@@ -567,11 +572,12 @@ impl<S: Storage> Router<S> {
                     .push((old, Reply::Close(CloseReason::SessionTakenOver)));
                 tracing::info!(client_id = %client_id, old = %old, new = %conn, "session taken over");
             }
-            if let (Some(w), Some(_)) = (will, old_conn) {
-                self.stage_will(w);
+            if let Some(w) = will {
+                if ends || (old_conn.is_some() && will_delay == 0) {
+                    self.stage_will(w);
+                }
             }
-            let old_clean = self.sessions.get(&sid).is_none_or(|s| s.clean);
-            if c.clean_start || old_clean {
+            if ends {
                 self.remove_session(sid);
             } else {
                 session_present = true;
@@ -707,9 +713,10 @@ impl<S: Storage> Router<S> {
                 continue;
             };
             let sessions = &self.sessions;
-            let picked = self
-                .shared
-                .pick(gid, Some(sid), |x| availability(sessions.get(&x)));
+            let queue_max = self.config.session_queue_max;
+            let picked = self.shared.pick(gid, Some(sid), |x| {
+                availability(sessions.get(&x), queue_max)
+            });
             match picked.and_then(|(other, _)| Some(other).zip(self.sessions.get_mut(&other))) {
                 Some((other, o)) if o.conn.is_some() || q.qos != QoS::AtMostOnce => {
                     o.adopt(q);
@@ -1259,9 +1266,10 @@ impl<S: Storage> Router<S> {
         let mut any = !matched.groups.is_empty();
         for gid in &matched.groups {
             let sessions = &self.sessions;
-            let picked = self
-                .shared
-                .pick(*gid, None, |sid| availability(sessions.get(&sid)));
+            let queue_max = self.config.session_queue_max;
+            let picked = self.shared.pick(*gid, None, |sid| {
+                availability(sessions.get(&sid), queue_max)
+            });
             let Some((sid, grant)) = picked else {
                 self.stats.shared_dropped += 1;
                 tracing::warn!(topic = ?p.topic, "no member of a shared subscription group can take a message; dropped");
@@ -1517,11 +1525,13 @@ impl<S: Storage> Router<S> {
 
 /// Add a delivery to the batch; for QoS 1 and 2, returns the packet id and QoS it is
 /// in flight with.
-/// How a shared group member stands for taking a message now.
-fn availability(s: Option<&Session>) -> Availability {
+/// How a shared group member stands for taking a message now: it must be keeping up
+/// (live, with room in its queue), since a member that reads from the log does not
+/// see shared messages there.
+fn availability(s: Option<&Session>, queue_max: usize) -> Availability {
     match s {
-        Some(s) if s.live && s.conn.is_some() => Availability::Online,
-        Some(s) if s.live && !s.clean => Availability::Offline,
+        Some(s) if s.live && s.queue.len() < queue_max && s.conn.is_some() => Availability::Online,
+        Some(s) if s.live && s.queue.len() < queue_max && !s.clean => Availability::Offline,
         _ => Availability::No,
     }
 }

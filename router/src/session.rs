@@ -170,7 +170,7 @@ impl Session {
     }
 
     /// Hand back what came through shared subscriptions and is not acknowledged
-    /// (queued, or sent and awaiting PUBACK/PUBREC), for other members to take.
+    /// (queued, or sent at QoS 1 and awaiting PUBACK), for other members to take.
     /// Returns them with the packet ids freed (to journal as acknowledged).
     pub fn release_shared(&mut self) -> (Vec<Queued>, Vec<u16>) {
         let mut out: Vec<Queued> = Vec::new();
@@ -183,9 +183,11 @@ impl Session {
             }
         });
         let mut freed = Vec::new();
+        // Not QoS 2: once its PUBLISH was sent, its delivery must be finished with
+        // this client and no other (MQTT-4.8.2-4, -5).
         self.inflight
-            .retain(|pkid, i| match (i.shared, i.offset, i.state) {
-                (Some(g), Some(offset), OutState::Sent) => {
+            .retain(|pkid, i| match (i.shared, i.offset, i.state, i.qos) {
+                (Some(g), Some(offset), OutState::Sent, QoS::AtLeastOnce) => {
                     out.push(Queued {
                         offset,
                         qos: i.qos,
@@ -265,18 +267,31 @@ impl Session {
     /// Where reading would resume after a restart: every match below it was sent
     /// (or dropped as QoS 0 while offline). The queue holds every match below the
     /// cursor (or the head, when live) not sent yet, so that is its front.
+    ///
+    /// Shared-subscription entries do not count: one adopted from another member may
+    /// lie below what this session has already handled, and shared messages are
+    /// not read back from the log (see docs/architecture.md).
     pub fn resume(&self, head: Offset) -> Offset {
         self.queue
-            .front()
+            .iter()
+            .find(|q| q.shared.is_none())
             .map_or(if self.live { head } else { self.cursor }, |q| q.offset)
     }
 
-    /// The lowest log offset this session still needs (for retention's hold-back).
+    /// The lowest log offset this session still needs.
+    #[cfg(test)]
     pub fn lowest_needed(&self) -> Option<Offset> {
+        let (inflight, unsent) = self.lowest_needed_parts();
+        [inflight, unsent].into_iter().flatten().min()
+    }
+
+    /// The lowest offset in flight, and the lowest not yet sent (queued, or where
+    /// the log scan resumes).
+    pub fn lowest_needed_parts(&self) -> (Option<Offset>, Option<Offset>) {
         let inflight = self.inflight.values().filter_map(|i| i.offset).min();
         let queued = self.queue.front().map(|q| q.offset);
         let cursor = (!self.live).then_some(self.cursor);
-        [inflight, queued, cursor].into_iter().flatten().min()
+        (inflight, [queued, cursor].into_iter().flatten().min())
     }
 }
 
@@ -303,6 +318,51 @@ mod tests {
             "not live: the scan finds it"
         );
         assert_eq!(s.lowest_needed(), Some(Offset(5)));
+    }
+
+    #[test]
+    fn adopted_shared_messages_do_not_move_the_resume_point_back() {
+        let mut s = s();
+        assert!(s.offer(Queued::new(Offset(10), QoS::AtLeastOnce), 100));
+        s.adopt(Queued {
+            shared: Some(crate::shared::GroupId(1)),
+            ..Queued::new(Offset(3), QoS::AtLeastOnce)
+        });
+        assert_eq!(
+            s.queue.front().map(|q| q.offset),
+            Offset(3).into(),
+            "log order"
+        );
+        assert_eq!(s.resume(Offset(20)), Offset(10));
+        assert_eq!(
+            s.lowest_needed(),
+            Some(Offset(3)),
+            "retention still holds it"
+        );
+    }
+
+    #[test]
+    fn a_shared_qos2_delivery_stays_with_its_member() {
+        let mut s = s();
+        for (pkid, qos) in [(1u16, QoS::AtLeastOnce), (2, QoS::ExactlyOnce)] {
+            s.inflight.insert(
+                pkid,
+                Inflight {
+                    record: Bytes::new(),
+                    offset: Some(Offset(u64::from(pkid))),
+                    qos,
+                    state: OutState::Sent,
+                    shared: Some(crate::shared::GroupId(7)),
+                },
+            );
+        }
+        let (back, freed) = s.release_shared();
+        assert_eq!(freed, vec![1]);
+        assert_eq!(back.len(), 1);
+        assert!(
+            s.inflight.contains_key(&2),
+            "QoS 2 is finished with this client"
+        );
     }
 
     #[test]

@@ -255,9 +255,11 @@ impl Connection {
         self.session_expiry = connect.session_expiry;
         self.aliases = InboundAliases::new(limits.topic_alias_max);
 
-        // Replies waiting at once: acks for the publishes it may have in flight,
-        // their PUBCOMPs, one delivery batch, and room for subscription acks.
-        let (tx, rx) = reply_queue(2 * limits.inflight_in_max + 256);
+        // Replies waiting at once: acks for the publishes it may have in flight and
+        // their PUBCOMPs, PUBRELs for its whole outbound window (a reconnect resends
+        // them all at once), one delivery batch, and room for subscription acks.
+        let inflight_out = self.shared.config.router.inflight_max;
+        let (tx, rx) = reply_queue(2 * limits.inflight_in_max + 2 * inflight_out + 256);
         let will = match connect.will.as_ref().map(|w| self.will(w)).transpose() {
             Ok(w) => w,
             Err(()) => {

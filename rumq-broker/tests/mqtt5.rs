@@ -834,7 +834,8 @@ async fn disconnect_with_will_publishes_it_and_a_normal_one_does_not() {
     let port = broker.port();
     let mut watcher = Mqtt::connect(port, "w-watch").await;
     watcher.subscribed("lw/#", QoS::AtLeastOnce).await;
-    for (reason, expect) in [(0x04u8, true), (0x00, false)] {
+    // 0x04 asks for the will; any error code implies it; only 0x00 discards it.
+    for (reason, expect) in [(0x04u8, true), (0x80, true), (0x00, false)] {
         let mut body = Vec::new();
         string(&mut body, "MQTT");
         body.push(5);

@@ -83,7 +83,9 @@ impl OutboundAliases {
         if next > self.max {
             return None;
         }
-        self.by_topic.insert(topic.clone(), next);
+        // A copy: the topic is a view into a log read buffer, which the table must
+        // not keep alive for the life of the connection.
+        self.by_topic.insert(Bytes::copy_from_slice(topic), next);
         Some((next, true))
     }
 }

@@ -84,7 +84,8 @@ pub enum Inbound {
     Disconnect {
         /// A new session expiry interval (MQTT 5).
         session_expiry: Option<u32>,
-        /// Reason 0x04, "disconnect with will message" (MQTT 5).
+        /// Any reason but 0x00 (normal disconnection): the will is published
+        /// (MQTT 5; 0x04 asks for it explicitly).
         publish_will: bool,
     },
     /// AUTH (MQTT 5).

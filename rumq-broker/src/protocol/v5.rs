@@ -104,8 +104,9 @@ pub fn decode(frame: BytesMut) -> Result<Inbound, ProtocolError> {
             let (reason, props) = reason_and_properties(&mut b, Section::Disconnect)?;
             Inbound::Disconnect {
                 session_expiry: props.session_expiry,
-                // 0x04: disconnect with will message.
-                publish_will: reason == 0x04,
+                // The will is discarded only for 0x00, normal disconnection
+                // (§3.14.4); 0x04 asks for it, and any error code implies it.
+                publish_will: reason != 0x00,
             }
         }
         15 => {

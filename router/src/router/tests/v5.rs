@@ -132,6 +132,42 @@ fn a_delayed_will_waits_and_a_reconnect_cancels_it() {
 }
 
 #[test]
+fn a_takeover_cancels_a_delayed_will_unless_the_session_ends() {
+    for clean_start in [false, true] {
+        let mut h = harness(RouterConfig::default());
+        let will = Will {
+            topic: h.topics.intern("w").unwrap(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            record: h.record("w", QoS::AtLeastOnce, false, b"bye"),
+        };
+        h.router.handle(Event::Connect {
+            conn: C1,
+            connect: Connect {
+                session_expiry: 100,
+                will_delay: 30,
+                ..Connect::v3("dev", false, Some(will))
+            },
+        });
+        h.take(C1);
+        h.router.handle(Event::Connect {
+            conn: C2,
+            connect: Connect {
+                session_expiry: 100,
+                ..Connect::v3("dev", clean_start, None)
+            },
+        });
+        h.router.flush();
+        let expect = u64::from(clean_start);
+        assert_eq!(
+            h.router.storage().head(),
+            Offset(expect),
+            "clean start {clean_start}: the will goes only when the session ends"
+        );
+    }
+}
+
+#[test]
 fn no_local_retain_as_published_and_identifiers() {
     let mut h = harness(RouterConfig::default());
     h.connect(C1, "me", true);
