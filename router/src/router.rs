@@ -1383,11 +1383,7 @@ impl<S: Storage> Router<S> {
                 skipped += 1;
                 continue;
             }
-            let subscription_ids = if with_ids {
-                s.ids_for_record(&record)
-            } else {
-                Vec::new()
-            };
+            let subscription_ids = ids_when(with_ids, s, &record);
             let out = Outgoing {
                 record: record.clone(),
                 offset: None,
@@ -1457,11 +1453,7 @@ impl<S: Storage> Router<S> {
                             skipped += 1;
                             continue;
                         }
-                        let subscription_ids = if with_ids {
-                            s.ids_for_record(&record)
-                        } else {
-                            Vec::new()
-                        };
+                        let subscription_ids = ids_when(with_ids, s, &record);
                         let out = Outgoing {
                             record,
                             offset: Some(q.offset),
@@ -1525,6 +1517,16 @@ impl<S: Storage> Router<S> {
 
 /// Add a delivery to the batch; for QoS 1 and 2, returns the packet id and QoS it is
 /// in flight with.
+/// The identifiers of `s`'s subscriptions matching `record`, when `s` has any
+/// (`with_ids`, computed once per batch: looking costs a pass over its filters).
+fn ids_when(with_ids: bool, s: &Session, record: &Bytes) -> Vec<u32> {
+    if with_ids {
+        s.ids_for_record(record)
+    } else {
+        Vec::new()
+    }
+}
+
 /// How a shared group member stands for taking a message now: it must be keeping up
 /// (live, with room in its queue), since a member that reads from the log does not
 /// see shared messages there.
