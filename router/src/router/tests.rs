@@ -57,6 +57,16 @@ impl Harness {
         self.take(conn)
     }
 
+    /// A will on `topic` (not retained).
+    fn will(&self, topic: &str, qos: QoS, payload: &[u8]) -> Will {
+        Will {
+            topic: self.topics.intern(topic).unwrap(),
+            qos,
+            retain: false,
+            record: self.record(topic, qos, false, payload),
+        }
+    }
+
     fn record(&self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) -> Framed {
         NewMessage::new(qos, retain, 0, topic, payload).framed()
     }
@@ -400,12 +410,7 @@ fn takeover_closes_the_old_connection_and_fires_its_will() {
     h.connect(C3, "watcher", true);
     h.subscribe(C3, "will/#", QoS::AtMostOnce);
     h.pull(C3);
-    let will = Will {
-        topic: h.topics.intern("will/dev").unwrap(),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        record: h.record("will/dev", QoS::AtMostOnce, false, b"gone"),
-    };
+    let will = h.will("will/dev", QoS::AtMostOnce, b"gone");
     h.connect_with_will(C1, "dev", false, Some(will));
     // CONNACK leaves after the old connection's will was appended.
     assert_eq!(h.connect(C2, "dev", false), vec![accepted(true)]);
@@ -430,12 +435,7 @@ fn will_fires_on_abrupt_disconnect_only() {
         (DisconnectReason::Normal, 0),
     ] {
         let mut h = harness(RouterConfig::default());
-        let will = Will {
-            topic: h.topics.intern("w").unwrap(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            record: h.record("w", QoS::AtLeastOnce, false, b"bye"),
-        };
+        let will = h.will("w", QoS::AtLeastOnce, b"bye");
         h.connect_with_will(C1, "dev", true, Some(will));
         h.router.handle(Event::Disconnect {
             conn: C1,

@@ -95,12 +95,7 @@ fn a_delayed_will_waits_and_a_reconnect_cancels_it() {
     for reconnect in [false, true] {
         let mut h = harness(RouterConfig::default());
         h.router.tick(at(0));
-        let will = Will {
-            topic: h.topics.intern("w").unwrap(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            record: h.record("w", QoS::AtLeastOnce, false, b"bye"),
-        };
+        let will = h.will("w", QoS::AtLeastOnce, b"bye");
         h.router.handle(Event::Connect {
             conn: C1,
             connect: Connect {
@@ -135,12 +130,7 @@ fn a_delayed_will_waits_and_a_reconnect_cancels_it() {
 fn a_takeover_cancels_a_delayed_will_unless_the_session_ends() {
     for clean_start in [false, true] {
         let mut h = harness(RouterConfig::default());
-        let will = Will {
-            topic: h.topics.intern("w").unwrap(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            record: h.record("w", QoS::AtLeastOnce, false, b"bye"),
-        };
+        let will = h.will("w", QoS::AtLeastOnce, b"bye");
         h.router.handle(Event::Connect {
             conn: C1,
             connect: Connect {
