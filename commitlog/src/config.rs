@@ -28,7 +28,7 @@ pub enum Fsync {
     /// Leave write-back to the kernel.
     Never,
     /// `fdatasync` when an append comes `interval_ms` or more after the last sync, and
-    /// on [`crate::Log::tick`].
+    /// on [`crate::Log::tick`], on a background thread so appends do not wait for it.
     Interval,
     /// `fdatasync` once per `append`/`append_batch` call: a group commit.
     Always,

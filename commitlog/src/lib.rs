@@ -14,6 +14,7 @@
 //! | `record` | the on-disk frame of a record: length + CRC32C + payload |
 //! | `recovery` | deciding what on disk is intact after a crash |
 //! | `retention` | which old segments go (a pure planner) |
+//! | `syncer` | the background `fdatasync` thread of `fsync = "interval"` |
 //! | `tail` | the newest records in memory, for caught-up readers |
 //! | `config` | [`LogConfig`], [`Fsync`], [`RetentionConfig`] |
 //!
@@ -29,6 +30,7 @@ pub mod record;
 mod recovery;
 mod retention;
 mod segment;
+mod syncer;
 mod tail;
 
 pub use config::{Fsync, LogConfig, RetentionConfig, SEGMENT_BYTES_LIMIT};

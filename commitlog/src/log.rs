@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::recovery::Policy;
 use crate::retention::{self, SegmentInfo};
 use crate::segment::{self, Appendable, FileKind, Segment, WriteScratch};
+use crate::syncer::Syncer;
 use crate::tail::Tail;
 use crate::Offset;
 
@@ -109,7 +110,10 @@ pub struct Log {
     tail: Tail,
     write_buf: WriteScratch,
     last_sync: Instant,
+    /// Appended records not yet handed to an fsync.
     unsynced: bool,
+    /// `fsync = "interval"`: the thread that syncs in the background.
+    syncer: Option<Syncer>,
     poisoned: bool,
     _lock: File,
 }
@@ -175,6 +179,13 @@ impl Log {
         let head = segments.back().map_or(Offset(0), Segment::next);
         let roll_pending = segments.back().is_none_or(Segment::index_is_full);
         tracing::debug!(dir = %dir.display(), segments = segments.len(), %head, clean, "opened log");
+        let syncer = match config.fsync {
+            Fsync::Interval => Some(
+                Syncer::start("rumq-fsync")
+                    .map_err(|e| Error::io("start the fsync thread for", &dir, e))?,
+            ),
+            Fsync::Always | Fsync::Never => None,
+        };
         Ok(Log {
             tail: Tail::new(head, config.tail_bytes_max),
             dir,
@@ -185,6 +196,7 @@ impl Log {
             write_buf: WriteScratch::default(),
             last_sync: Instant::now(),
             unsynced: false,
+            syncer,
             poisoned: false,
             _lock: lock,
             config,
@@ -266,6 +278,7 @@ impl Log {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
+        self.check_background_sync()?;
         for r in records {
             if r.payload_len() > self.config.record_bytes_max as usize {
                 return Err(Error::RecordTooLarge {
@@ -308,10 +321,8 @@ impl Log {
         }
         match self.config.fsync {
             Fsync::Always => self.sync()?,
-            Fsync::Interval if self.last_sync.elapsed() >= self.config.fsync_interval() => {
-                self.sync()?;
-            }
-            Fsync::Interval | Fsync::Never => {}
+            Fsync::Interval => self.sync_if_due()?,
+            Fsync::Never => {}
         }
         Ok(start..self.head)
     }
@@ -366,20 +377,57 @@ impl Log {
     }
 
     /// Call periodically (at least every `fsync_interval_ms`): with
-    /// `fsync = "interval"`, syncs appends that are due.
+    /// `fsync = "interval"`, starts the background sync of appends that are due, and
+    /// reports a background sync that failed (the log is poisoned then).
     pub fn tick(&mut self) -> Result<()> {
-        if self.config.fsync == Fsync::Interval
-            && self.unsynced
-            && self.last_sync.elapsed() >= self.config.fsync_interval()
-        {
-            self.sync()?;
+        if self.config.fsync == Fsync::Interval {
+            self.check_background_sync()?;
+            self.sync_if_due()?;
         }
         Ok(())
     }
 
-    /// True when appended records are waiting for an fsync.
+    /// `fsync = "interval"`: hand the active segment to the sync thread when the
+    /// interval has passed since the last sync began and none is running. A sync
+    /// still running only delays the next one (see `syncer`).
+    fn sync_if_due(&mut self) -> Result<()> {
+        if !self.unsynced || self.last_sync.elapsed() < self.config.fsync_interval() {
+            return Ok(());
+        }
+        let (Some(syncer), Some(seg)) = (&self.syncer, self.segments.back()) else {
+            return self.sync();
+        };
+        if syncer.is_busy() {
+            return Ok(());
+        }
+        let file = seg
+            .data_file()
+            .try_clone()
+            .map_err(|e| Error::io("duplicate the descriptor of", seg.data_path(), e))?;
+        if syncer.submit(file, seg.data_path().to_path_buf()) {
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+            Ok(())
+        } else {
+            // The thread is gone: sync here rather than not at all.
+            self.sync()
+        }
+    }
+
+    /// Poison the log if a background sync failed.
+    fn check_background_sync(&mut self) -> Result<()> {
+        if let Some(e) = self.syncer.as_ref().and_then(Syncer::take_failure) {
+            self.poisoned = true;
+            tracing::error!(error = %e, "background fsync failed; the log is poisoned");
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// True when appended records are not yet known to be on stable storage: not
+    /// yet synced, or their background sync has not finished.
     pub fn has_unsynced(&self) -> bool {
-        self.unsynced
+        self.unsynced || self.syncer.as_ref().is_some_and(Syncer::is_busy)
     }
 
     /// Read records from `from` into `out` within `limits`.
@@ -506,6 +554,12 @@ impl Log {
     pub fn close(mut self) -> Result<()> {
         if self.poisoned {
             return Err(Error::Poisoned);
+        }
+        if let Some(mut syncer) = self.syncer.take() {
+            syncer.stop();
+            if let Some(e) = syncer.take_failure() {
+                return Err(e);
+            }
         }
         self.unsynced = true;
         self.sync()?;

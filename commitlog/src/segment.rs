@@ -247,7 +247,12 @@ impl Segment {
         self.modified
     }
 
-    /// The data file's path.
+    /// The data file (for the background sync).
+    pub fn data_file(&self) -> &File {
+        &self.data
+    }
+
+    /// The path of the data file.
     pub fn data_path(&self) -> &Path {
         &self.data_path
     }

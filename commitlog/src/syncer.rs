@@ -1,0 +1,194 @@
+//! The background `fdatasync` of `fsync = "interval"`: one thread per log that makes
+//! the active segment durable while the owner keeps appending.
+//!
+//! Under `interval` an append is acknowledged once it is in the page cache, so a
+//! process crash loses nothing and a power failure loses at most about one interval.
+//! Syncing on the appending thread gave the same guarantee but stalled every append
+//! behind the disk for as long as the sync took: with 64 KiB messages the broker
+//! spent more time waiting in `fdatasync` than writing. Here the owner hands the
+//! segment's file (a duplicate of its descriptor) to this thread and goes on; at
+//! most one sync is outstanding, and a sync still running when the next interval is
+//! due simply makes the next one start later.
+//!
+//! A failed sync is kept and reported by the next [`Syncer::take_failure`]: the log
+//! then poisons itself exactly as if its own `fdatasync` had failed (after a failed
+//! fsync the kernel may have dropped the dirty pages, so retrying would lie).
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use crate::error::Error;
+
+/// A file to make durable, and its path for the error message.
+struct Job {
+    file: File,
+    path: PathBuf,
+}
+
+#[derive(Default)]
+struct State {
+    /// A job was handed over and has not finished.
+    busy: AtomicBool,
+    /// Syncs completed (successful or not), for tests and metrics.
+    done: AtomicU64,
+    /// The first failure not yet reported to the log.
+    failure: Mutex<Option<Error>>,
+}
+
+/// The handle the log owns; dropping it stops the thread after the job in hand.
+pub(crate) struct Syncer {
+    jobs: Option<SyncSender<Job>>,
+    state: Arc<State>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer")
+            .field("busy", &self.state.busy.load(Ordering::Relaxed))
+            .field("done", &self.state.done.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Syncer {
+    /// Start the thread.
+    pub(crate) fn start(name: &str) -> io::Result<Syncer> {
+        // One slot: the log never hands over a job while one is running.
+        let (tx, rx) = sync_channel::<Job>(1);
+        let state = Arc::new(State::default());
+        let worker = state.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    if let Err(e) = job.file.sync_data() {
+                        let mut failure = worker
+                            .failure
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        failure.get_or_insert(Error::io("fsync", &job.path, e));
+                    }
+                    worker.done.fetch_add(1, Ordering::Release);
+                    worker.busy.store(false, Ordering::Release);
+                }
+            })?;
+        Ok(Syncer {
+            jobs: Some(tx),
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    /// True while a handed-over sync has not finished.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.state.busy.load(Ordering::Acquire)
+    }
+
+    /// Hand `file` over to be synced. Returns false (and does nothing) while the
+    /// previous sync is still running or if the thread is gone.
+    pub(crate) fn submit(&self, file: File, path: PathBuf) -> bool {
+        if self.is_busy() {
+            return false;
+        }
+        let Some(jobs) = &self.jobs else {
+            return false;
+        };
+        self.state.busy.store(true, Ordering::Release);
+        if jobs.try_send(Job { file, path }).is_err() {
+            // Only a dead thread refuses: the slot is free whenever we are not busy.
+            self.state.busy.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// A sync that failed since the last call, once.
+    pub(crate) fn take_failure(&self) -> Option<Error> {
+        self.state
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Syncs completed so far.
+    #[cfg(test)]
+    pub(crate) fn completed(&self) -> u64 {
+        self.state.done.load(Ordering::Acquire)
+    }
+
+    /// Wait for the sync in hand, if any, and stop the thread.
+    pub(crate) fn stop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            // The thread only panics if `sync_data` does; nothing to recover then.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn wait_idle(s: &Syncer) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.is_busy() {
+            assert!(Instant::now() < deadline, "sync never finished");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn syncs_one_file_at_a_time_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = File::create(&path).unwrap();
+        let mut s = Syncer::start("test-sync").unwrap();
+        assert!(s.submit(f.try_clone().unwrap(), path.clone()));
+        wait_idle(&s);
+        assert_eq!(s.completed(), 1);
+        assert!(s.submit(f.try_clone().unwrap(), path.clone()));
+        s.stop();
+        assert_eq!(s.completed(), 2, "stop waits for the job in hand");
+        assert!(s.take_failure().is_none());
+        assert!(!s.submit(f, path), "a stopped syncer takes nothing");
+    }
+
+    #[test]
+    fn a_failed_sync_is_reported_once() {
+        // A read-only descriptor of a FIFO: fdatasync on it fails with EINVAL.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Opened read-write so the open does not block waiting for a writer.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let s = Syncer::start("test-sync").unwrap();
+        assert!(s.submit(f, path));
+        wait_idle(&s);
+        let e = s.take_failure().expect("the failure is reported");
+        assert!(e.to_string().contains("fsync"), "{e}");
+        assert!(s.take_failure().is_none(), "and only once");
+    }
+}
