@@ -354,6 +354,17 @@ impl Segment {
         let mut want = (end.max(pos + 1) - pos)
             .min(budget)
             .max(HEADER_BYTES as u64);
+        if start.rel == rel {
+            // The index knows where the first record ends: read all of it even when it
+            // is larger than the byte budget (it is given anyway), not a part and then
+            // the whole of it again.
+            let first_end = self
+                .index
+                .ceil_pos(rel.saturating_add(1))
+                .map_or(self.data_len, u64::from)
+                .min(self.data_len);
+            want = want.max(first_end.saturating_sub(pos));
+        }
         loop {
             let want_now = want.min(self.data_len - pos) as usize;
             let buf = self.read_bytes(pos, want_now)?;
