@@ -78,7 +78,9 @@ pub struct Router<S: Storage> {
     storage: S,
     journal: Journal<S>,
     topics: Arc<TopicInterner>,
-    sessions: HashMap<SessionId, Session>,
+    /// Boxed: the map's slots stay small, so its spare capacity (up to half of
+    /// it after growing) costs pointers, not whole sessions.
+    sessions: HashMap<SessionId, Box<Session>>,
     by_client: HashMap<Arc<str>, SessionId>,
     by_conn: HashMap<ConnectionId, SessionId>,
     tree: SubscriptionTree,
@@ -359,8 +361,12 @@ impl<S: Storage> Router<S> {
         let mut retained: Vec<(TopicId, Bytes)> =
             self.retained.iter().map(|(t, r)| (*t, r.clone())).collect();
         retained.sort_unstable_by_key(|(t, _)| *t);
-        let mut sessions: Vec<(&SessionId, &Session)> =
-            self.sessions.iter().filter(|(_, s)| !s.clean).collect();
+        let mut sessions: Vec<(&SessionId, &Session)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.clean)
+            .map(|(id, s)| (id, &**s))
+            .collect();
         sessions.sort_unstable_by_key(|(sid, _)| **sid);
         let sessions = sessions
             .into_iter()
@@ -494,7 +500,7 @@ impl<S: Storage> Router<S> {
                 );
             }
             s.incoming_qos2 = saved.incoming_qos2.into_iter().collect();
-            self.sessions.insert(sid, s);
+            self.sessions.insert(sid, Box::new(s));
             self.by_client.insert(client_id, sid);
         }
         self.matches.clear();
@@ -574,7 +580,7 @@ impl<S: Storage> Router<S> {
             }
             if let Some(w) = will {
                 if ends || (old_conn.is_some() && will_delay == 0) {
-                    self.stage_will(w);
+                    self.stage_will(*w);
                 }
             }
             if ends {
@@ -589,8 +595,10 @@ impl<S: Storage> Router<S> {
                 let sid = SessionId(self.next_session);
                 self.next_session = self.next_session.wrapping_add(1);
                 let head = self.storage.head();
-                self.sessions
-                    .insert(sid, Session::new(client_id.clone(), !persistent, head));
+                self.sessions.insert(
+                    sid,
+                    Box::new(Session::new(client_id.clone(), !persistent, head)),
+                );
                 self.by_client.insert(client_id.clone(), sid);
                 if persistent {
                     self.journal.push(&Op::Open {
@@ -621,7 +629,7 @@ impl<S: Storage> Router<S> {
             s.expiry_secs = c.session_expiry;
             s.inflight_limit = usize::from(c.receive_maximum.max(1));
             s.max_packet_size = c.max_packet_size;
-            s.will = c.will;
+            s.will = c.will.map(Box::new);
             s.will_delay_secs = c.will_delay;
             s.awaiting_pull = false;
             // Resume unacknowledged deliveries in the order they were first sent
@@ -715,7 +723,7 @@ impl<S: Storage> Router<S> {
             let sessions = &self.sessions;
             let queue_max = self.config.session_queue_max;
             let picked = self.shared.pick(gid, Some(sid), |x| {
-                availability(sessions.get(&x), queue_max)
+                availability(sessions.get(&x).map(|s| &**s), queue_max)
             });
             match picked.and_then(|(other, _)| Some(other).zip(self.sessions.get_mut(&other))) {
                 Some((other, o)) if o.conn.is_some() || q.qos != QoS::AtMostOnce => {
@@ -1011,7 +1019,7 @@ impl<S: Storage> Router<S> {
         if let (DisconnectReason::Abrupt, Some(w)) = (reason, will) {
             // The will waits for the earlier of its delay and the session's end.
             if ends || will_delay == 0 {
-                self.stage_will(w);
+                self.stage_will(*w);
             } else if let Some(s) = self.sessions.get_mut(&sid) {
                 s.will = Some(w);
                 self.timers.push(Timer {
@@ -1062,7 +1070,7 @@ impl<S: Storage> Router<S> {
                 tracing::debug!(client_id = %s.client_id, "session expired");
             }
             if let Some(w) = will {
-                self.stage_will(w);
+                self.stage_will(*w);
             }
             if t.kind == TimerKind::Expire {
                 self.timers.retain(|other| other.sid != t.sid);
@@ -1268,7 +1276,7 @@ impl<S: Storage> Router<S> {
             let sessions = &self.sessions;
             let queue_max = self.config.session_queue_max;
             let picked = self.shared.pick(*gid, None, |sid| {
-                availability(sessions.get(&sid), queue_max)
+                availability(sessions.get(&sid).map(|s| &**s), queue_max)
             });
             let Some((sid, grant)) = picked else {
                 self.stats.shared_dropped += 1;

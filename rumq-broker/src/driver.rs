@@ -36,6 +36,8 @@ pub enum ToRouter {
     Events(Vec<Event>),
     /// Periodic work (fsync interval, retention).
     Tick,
+    /// The server is shutting down: tell every connection, now and from now on.
+    Shutdown,
 }
 
 /// Run the router until every sender is gone; returns it (for a clean close of the
@@ -45,7 +47,7 @@ pub fn run(
     mut rx: mpsc::Receiver<ToRouter>,
     drain_max: usize,
 ) -> Router<Log> {
-    let mut conns: HashMap<ConnectionId, ReplyTx> = HashMap::new();
+    let mut conns = Conns::default();
     let mut batches: HashMap<ConnectionId, Vec<Reply>> = HashMap::new();
     while let Some(msg) = rx.blocking_recv() {
         apply(&mut router, &mut conns, msg);
@@ -65,14 +67,25 @@ pub fn run(
     router
 }
 
-fn apply(router: &mut Router<Log>, conns: &mut HashMap<ConnectionId, ReplyTx>, msg: ToRouter) {
+/// The connections' reply queues.
+#[derive(Default)]
+struct Conns {
+    queues: HashMap<ConnectionId, ReplyTx>,
+    /// Shutdown was asked for: a connection that arrives now is told at once.
+    shutting_down: bool,
+}
+
+fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
     match msg {
         ToRouter::Connect {
             conn,
             connect,
             replies,
         } => {
-            conns.insert(conn, replies);
+            if conns.shutting_down {
+                replies.shut_down();
+            }
+            conns.queues.insert(conn, replies);
             router.handle(Event::Connect { conn, connect });
         }
         ToRouter::Event(event) => {
@@ -83,7 +96,7 @@ fn apply(router: &mut Router<Log>, conns: &mut HashMap<ConnectionId, ReplyTx>, m
             router.handle(event);
             if let Some(conn) = gone {
                 // Replies still queued for it are dropped with the sender.
-                conns.remove(&conn);
+                conns.queues.remove(&conn);
             }
         }
         ToRouter::Events(events) => {
@@ -92,12 +105,18 @@ fn apply(router: &mut Router<Log>, conns: &mut HashMap<ConnectionId, ReplyTx>, m
             }
         }
         ToRouter::Tick => router.tick(SystemTime::now()),
+        ToRouter::Shutdown => {
+            conns.shutting_down = true;
+            for tx in conns.queues.values() {
+                tx.shut_down();
+            }
+        }
     }
 }
 
 fn dispatch(
     router: &mut Router<Log>,
-    conns: &mut HashMap<ConnectionId, ReplyTx>,
+    conns: &mut Conns,
     batches: &mut HashMap<ConnectionId, Vec<Reply>>,
 ) {
     for (conn, reply) in router.drain_outbox() {
@@ -105,7 +124,7 @@ fn dispatch(
     }
     let mut stuck = Vec::new();
     for (conn, mut replies) in batches.drain() {
-        let Some(tx) = conns.get(&conn) else {
+        let Some(tx) = conns.queues.get(&conn) else {
             continue;
         };
         match tx.push(&mut replies) {
@@ -120,6 +139,6 @@ fn dispatch(
         }
     }
     for conn in stuck {
-        conns.remove(&conn);
+        conns.queues.remove(&conn);
     }
 }

@@ -3,19 +3,23 @@
 //!
 //! Not a tokio channel: a bounded `mpsc` channel allocates its first block of slots
 //! (about 1 KiB) when it is created, and every connection has one for as long as it
-//! lives, mostly idle. This queue costs a lock, a `Notify` and an empty `Vec` until
+//! lives, mostly idle. This queue costs a lock, a waker and an empty `Vec` until
 //! replies arrive, and hands them over in one swap. It is bounded all the same: a
 //! connection that stops taking replies is closed rather than buffered for.
+//!
+//! It also carries the server's shutdown to the connection, so that an idle
+//! connection waits on one thing less (see `connection.rs` on why that matters).
+//! The receiver is polled ([`ReplyReceiver::poll_recv`]) rather than awaited: the
+//! connection's idle wait then stores no future for it at all.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use router::Reply;
-use tokio::sync::Notify;
 
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    notify: Notify,
 }
 
 #[derive(Debug)]
@@ -26,6 +30,21 @@ struct State {
     sender_gone: bool,
     /// The connection is gone: replies are dropped.
     receiver_gone: bool,
+    /// The server is shutting down: the connection should say so and close.
+    shutdown: bool,
+    /// The connection task waiting for any of the above.
+    waker: Option<Waker>,
+}
+
+/// What the connection finds in its queue.
+#[derive(Debug, PartialEq)]
+pub enum Received {
+    /// Replies, in the order the router made them.
+    Replies(Vec<Reply>),
+    /// The server is shutting down.
+    Shutdown,
+    /// The router side is gone and nothing is left.
+    Gone,
 }
 
 impl Shared {
@@ -61,8 +80,9 @@ pub fn reply_queue(max: usize) -> (ReplySender, ReplyReceiver) {
             max,
             sender_gone: false,
             receiver_gone: false,
+            shutdown: false,
+            waker: None,
         }),
-        notify: Notify::new(),
     });
     (ReplySender(shared.clone()), ReplyReceiver(shared))
 }
@@ -70,7 +90,7 @@ pub fn reply_queue(max: usize) -> (ReplySender, ReplyReceiver) {
 impl ReplySender {
     /// Queue `replies` (all or none) and wake the connection.
     pub fn push(&self, replies: &mut Vec<Reply>) -> Result<(), PushError> {
-        {
+        let waker = {
             let mut state = self.0.lock();
             if state.receiver_gone {
                 return Err(PushError::Closed);
@@ -84,36 +104,64 @@ impl ReplySender {
             } else {
                 state.queue.append(replies);
             }
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
-        self.0.notify.notify_one();
         Ok(())
+    }
+
+    /// Tell the connection the server is shutting down.
+    pub fn shut_down(&self) {
+        self.update(|state| state.shutdown = true);
+    }
+
+    /// Change the state and wake the connection (outside the lock).
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let waker = {
+            let mut state = self.0.lock();
+            change(&mut state);
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
 impl Drop for ReplySender {
     fn drop(&mut self) {
-        self.0.lock().sender_gone = true;
-        self.0.notify.notify_one();
+        self.update(|state| state.sender_gone = true);
     }
 }
 
 impl ReplyReceiver {
-    /// Wait for replies and take all that are queued; `None` once the router side is
-    /// gone and nothing is left.
-    pub async fn recv(&mut self) -> Option<Vec<Reply>> {
-        loop {
-            {
-                let mut state = self.0.lock();
-                if !state.queue.is_empty() {
-                    return Some(std::mem::take(&mut state.queue));
-                }
-                if state.sender_gone {
-                    return None;
-                }
-            }
-            // A push between the check and here leaves a permit: no lost wake-up.
-            self.0.notify.notified().await;
+    /// Take everything queued, or learn of shutdown or the router's end; otherwise
+    /// remember the task to wake. Shutdown comes first: queued replies are not
+    /// written to a connection that is being closed anyway.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
+        let mut state = self.0.lock();
+        if state.shutdown {
+            return Poll::Ready(Received::Shutdown);
         }
+        if !state.queue.is_empty() {
+            return Poll::Ready(Received::Replies(std::mem::take(&mut state.queue)));
+        }
+        if state.sender_gone {
+            return Poll::Ready(Received::Gone);
+        }
+        // Checked and registered under the lock: a push cannot slip in between.
+        match &mut state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Wait for what [`ReplyReceiver::poll_recv`] gives.
+    pub async fn recv(&mut self) -> Received {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 }
 
@@ -122,6 +170,7 @@ impl Drop for ReplyReceiver {
         let mut state = self.0.lock();
         state.receiver_gone = true;
         state.queue = Vec::new();
+        state.waker = None;
     }
 }
 
@@ -140,21 +189,33 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            rx.recv().await.unwrap(),
-            vec![
+            rx.recv().await,
+            Received::Replies(vec![
                 Reply::PubRel(PacketId(1)),
                 Reply::PubRel(PacketId(2)),
                 Reply::PubRel(PacketId(3))
-            ]
+            ])
         );
         // A waiting receiver is woken by a later push.
         let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
         tokio::task::yield_now().await;
         tx.push(&mut vec![Reply::PubRel(PacketId(4))]).unwrap();
         let (got, mut rx) = waiter.await.unwrap();
-        assert_eq!(got.unwrap(), vec![Reply::PubRel(PacketId(4))]);
+        assert_eq!(got, Received::Replies(vec![Reply::PubRel(PacketId(4))]));
         drop(tx);
-        assert_eq!(rx.recv().await, None, "sender gone, nothing left");
+        assert_eq!(rx.recv().await, Received::Gone, "sender gone, nothing left");
+    }
+
+    #[tokio::test]
+    async fn shutdown_wakes_the_connection_and_comes_before_replies() {
+        let (tx, mut rx) = reply_queue(10);
+        let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
+        tokio::task::yield_now().await;
+        tx.shut_down();
+        let (got, mut rx) = waiter.await.unwrap();
+        assert_eq!(got, Received::Shutdown);
+        tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
+        assert_eq!(rx.recv().await, Received::Shutdown);
     }
 
     #[tokio::test]

@@ -158,12 +158,9 @@ async fn serve(
                 let _ = stream.set_nodelay(true);
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let shared = shared.clone();
-                        let rx = shutdown_rx.clone();
-                        tasks.spawn(async move {
-                            connection::serve(stream, shared, rx).await;
-                            drop(permit);
-                        });
+                        // Spawned as it is: wrapping it in another async block
+                        // would store the connection's future twice.
+                        tasks.spawn(connection::serve(stream, shared.clone(), permit));
                     }
                     Err(_) => {
                         tasks.spawn(refuse(stream, config.limits.connect_timeout_ms));
@@ -177,6 +174,8 @@ async fn serve(
     tracing::info!(connections = tasks.len(), "shutting down");
     drop(listener);
     let _ = shutdown_tx.send(true);
+    // Connections hear of it through their reply queues (see `replies.rs`).
+    let _ = shared.router.send(ToRouter::Shutdown).await;
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
     })

@@ -24,6 +24,20 @@ impl InboundAliases {
         }
     }
 
+    /// The topic of a PUBLISH on a connection that may use no aliases (MQTT 3.1.1).
+    pub fn resolve_without(
+        topic: TopicName,
+        alias: Option<u16>,
+    ) -> Result<TopicName, ProtocolError> {
+        match alias {
+            Some(_) => Err(ProtocolError::TopicAliasInvalid),
+            None if topic.is_empty() => Err(ProtocolError::Violation(
+                "empty topic without a topic alias",
+            )),
+            None => Ok(topic),
+        }
+    }
+
     /// The topic of a PUBLISH: `topic` itself (remembering it under `alias`, if
     /// given), or, when `topic` is empty, the one `alias` stands for.
     pub fn resolve(
@@ -32,12 +46,7 @@ impl InboundAliases {
         alias: Option<u16>,
     ) -> Result<TopicName, ProtocolError> {
         let Some(alias) = alias else {
-            if topic.is_empty() {
-                return Err(ProtocolError::Violation(
-                    "empty topic without a topic alias",
-                ));
-            }
-            return Ok(topic);
+            return Self::resolve_without(topic, None);
         };
         if alias == 0 || alias > self.max {
             return Err(ProtocolError::TopicAliasInvalid);

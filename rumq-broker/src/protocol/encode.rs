@@ -82,8 +82,9 @@ pub struct Encoder {
     chunks: Vec<Bytes>,
     /// MQTT 5: the client asked for reason strings (request problem information).
     problem_info: bool,
-    /// MQTT 5: topic aliases for what we send.
-    aliases: OutboundAliases,
+    /// MQTT 5: topic aliases for what we send, when the client allows any (boxed:
+    /// most connections have none, and every idle connection carries its encoder).
+    aliases: Option<Box<OutboundAliases>>,
     /// Wall-clock ms, for the message expiry left (set per batch by the connection).
     now_ms: u64,
     props: Writer,
@@ -107,7 +108,7 @@ impl Encoder {
             small: BytesMut::new(),
             chunks: Vec::new(),
             problem_info: true,
-            aliases: OutboundAliases::default(),
+            aliases: None,
             now_ms: 0,
             props: Writer::new(),
         }
@@ -117,7 +118,8 @@ impl Encoder {
     /// and its wish for problem information.
     pub fn set_version(&mut self, version: Version, topic_alias_max: u16, problem_info: bool) {
         self.version = version;
-        self.aliases = OutboundAliases::new(topic_alias_max);
+        self.aliases =
+            (topic_alias_max > 0).then(|| Box::new(OutboundAliases::new(topic_alias_max)));
         self.problem_info = problem_info;
     }
 
@@ -305,7 +307,8 @@ impl Encoder {
             if let Some(left) = m.expiry_left(self.now_ms) {
                 w.u32(id::MESSAGE_EXPIRY, left);
             }
-            if let Some((alias, with_topic)) = self.aliases.alias(&m.topic) {
+            if let Some((alias, with_topic)) = self.aliases.as_mut().and_then(|a| a.alias(&m.topic))
+            {
                 w.u16(id::TOPIC_ALIAS, alias);
                 if !with_topic {
                     topic = &[];
