@@ -38,7 +38,7 @@ pub use event::{
     CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, PubReason, Publication,
     Reply, RetainHandling, SubscribeCode, Subscription, UnsubscribeCode, Will, NEVER_EXPIRES,
 };
-pub use id::{ConnectionId, PacketId, SessionId, TopicId};
+pub use id::{ConnectionId, IdHasher, IdMap, IdSet, PacketId, SessionId, TopicId};
 pub use interner::{TopicInterner, TopicsFull};
 pub use journal::JournalError;
 pub use message::{Message, MessageError, NewMessage, Origin, QoS, FORMAT_VERSION};

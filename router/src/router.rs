@@ -12,7 +12,7 @@
 //! gathered, and only then may the outbox's replies leave: [`Router::drain_outbox`]
 //! flushes first, so no reply can overtake the state it implies.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +24,7 @@ use crate::event::{
     CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, PubReason, Publication,
     Reply, RetainHandling, SubscribeCode, Subscription, UnsubscribeCode, Will, NEVER_EXPIRES,
 };
+use crate::id::{IdMap, IdSet};
 use crate::journal::{self, Journal, JournalError, Op};
 use crate::session::{Inflight, OutState, Queued, Session};
 use crate::shared::{Availability, GroupId, SharedGroups};
@@ -80,19 +81,19 @@ pub struct Router<S: Storage> {
     topics: Arc<TopicInterner>,
     /// Boxed: the map's slots stay small, so its spare capacity (up to half of
     /// it after growing) costs pointers, not whole sessions.
-    sessions: HashMap<SessionId, Box<Session>>,
+    sessions: IdMap<SessionId, Box<Session>>,
     by_client: HashMap<Arc<str>, SessionId>,
-    by_conn: HashMap<ConnectionId, SessionId>,
+    by_conn: IdMap<ConnectionId, SessionId>,
     tree: SubscriptionTree,
     /// Topic → matching sessions and shared groups; cleared whenever a
     /// subscription changes.
-    matches: HashMap<TopicId, Matched>,
+    matches: IdMap<TopicId, Matched>,
     shared: SharedGroups,
-    retained: HashMap<TopicId, Bytes>,
+    retained: IdMap<TopicId, Bytes>,
     staged: Vec<Staged>,
     /// Inbound QoS 2 ids (by session) of the publishes in `staged`: a retransmission
     /// that arrives before the flush is not stored twice.
-    staged_qos2: HashSet<(SessionId, u16)>,
+    staged_qos2: IdSet<(SessionId, u16)>,
     staged_records: Vec<Framed>,
     outbox: Vec<(ConnectionId, Reply)>,
     wake: Vec<SessionId>,
@@ -142,15 +143,15 @@ impl<S: Storage> Router<S> {
             storage,
             journal: Journal::none(),
             topics,
-            sessions: HashMap::new(),
+            sessions: IdMap::default(),
             by_client: HashMap::new(),
-            by_conn: HashMap::new(),
+            by_conn: IdMap::default(),
             tree: SubscriptionTree::default(),
-            matches: HashMap::new(),
+            matches: IdMap::default(),
             shared: SharedGroups::default(),
-            retained: HashMap::new(),
+            retained: IdMap::default(),
             staged: Vec::new(),
-            staged_qos2: HashSet::new(),
+            staged_qos2: IdSet::default(),
             staged_records: Vec::new(),
             outbox: Vec::new(),
             wake: Vec::new(),

@@ -7,14 +7,14 @@
 //! a `cursor`; later it catches up by scanning the log from there. Memory per session is
 //! bounded by `queue_max` offsets and `inflight_max` messages either way.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use commitlog::Offset;
 
 use crate::event::Will;
+use crate::id::{IdMap, IdSet};
 use crate::shared::GroupId;
 use crate::subscriptions::{Grant, SubOptions};
 use crate::{ConnectionId, PacketId, QoS};
@@ -71,36 +71,6 @@ pub struct Inflight {
     pub shared: Option<GroupId>,
 }
 
-/// Hashes packet ids by one multiplication. They are small integers from a window
-/// of at most 65,535 that the broker (outbound) or the client (inbound, bounded by
-/// the receive maximum) picks, so the flooding that SipHash's random keys defend
-/// against cannot grow a table beyond that window; the plain hash is faster and its
-/// maps carry no 16-byte key.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PacketIdHasher(u64);
-
-impl Hasher for PacketIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u16(u16::from(*b) ^ (self.0 as u16).rotate_left(8));
-        }
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        // Fibonacci hashing: the high bits (which hashbrown also uses) mix well.
-        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A map keyed by packet id.
-pub type PacketIdMap<V> = HashMap<u16, V, BuildHasherDefault<PacketIdHasher>>;
-/// A set of packet ids.
-pub type PacketIdSet = HashSet<u16, BuildHasherDefault<PacketIdHasher>>;
-
 /// One session.
 #[derive(Debug)]
 pub struct Session {
@@ -136,10 +106,10 @@ pub struct Session {
     /// Outbound unacknowledged messages by packet id. A hash map rather than a
     /// tree: once grown to the window it takes and frees entries without
     /// allocating (a B-tree allocates a node every few inserts).
-    pub inflight: PacketIdMap<Inflight>,
+    pub inflight: IdMap<u16, Inflight>,
     next_pkid: u16,
     /// Inbound QoS 2 packet ids stored but not yet released.
-    pub incoming_qos2: PacketIdSet,
+    pub incoming_qos2: IdSet<u16>,
     /// The connection asked for data and got none: send as soon as there is some.
     pub awaiting_pull: bool,
     /// The resume point last written to the session journal.
@@ -165,9 +135,9 @@ impl Session {
             queue: VecDeque::new(),
             live: true,
             cursor: head,
-            inflight: PacketIdMap::default(),
+            inflight: IdMap::default(),
             next_pkid: 1,
-            incoming_qos2: PacketIdSet::default(),
+            incoming_qos2: IdSet::default(),
             awaiting_pull: false,
             journaled_resume: head,
             lost: 0,
@@ -330,17 +300,6 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn packet_ids_hash_apart() {
-        use std::hash::BuildHasher;
-        let build = BuildHasherDefault::<PacketIdHasher>::default();
-        let hashes: HashSet<u64> = (0..=u16::MAX).map(|id| build.hash_one(id)).collect();
-        assert_eq!(hashes.len(), 65_536, "every packet id has its own hash");
-        // The top 7 bits pick hashbrown's control byte: sequential ids spread over them.
-        let tops: HashSet<u64> = (0..1024u16).map(|id| build.hash_one(id) >> 57).collect();
-        assert!(tops.len() > 100, "{}", tops.len());
-    }
 
     fn s() -> Session {
         let mut s = Session::new("c".into(), false, Offset(0));

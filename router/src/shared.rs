@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use crate::id::IdMap;
 use crate::subscriptions::{Grant, SubscriptionTree};
 use crate::{topic, SessionId};
 
@@ -40,7 +41,7 @@ pub enum Availability {
 #[derive(Debug, Default)]
 pub struct SharedGroups {
     tree: SubscriptionTree<GroupId>,
-    groups: HashMap<GroupId, Group>,
+    groups: IdMap<GroupId, Group>,
     by_name: HashMap<String, GroupId>,
     next_id: u32,
 }

@@ -18,7 +18,6 @@
 //! while it runs, so its state is not part of the task's size when idle. Buffers
 //! are allocated per read and per write, and MQTT 5's state only for MQTT 5 clients.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use router::{
-    CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, NewMessage, Origin, QoS,
-    Reply, TopicId, TopicInterner,
+    CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, IdSet, NewMessage, Origin,
+    QoS, Reply, TopicId, TopicInterner,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -194,7 +193,7 @@ struct Connection {
     /// `limits.topics_per_connection_max`; allocated with the first publish.
     // Boxed on purpose: 8 bytes in every connection rather than 48.
     #[allow(clippy::box_collection)]
-    published: Option<Box<HashSet<TopicId>>>,
+    published: Option<Box<IdSet<TopicId>>>,
 }
 
 /// What only an MQTT 5 connection keeps.
@@ -204,7 +203,7 @@ struct V5State {
     aliases: InboundAliases,
     /// Packet ids of the client's QoS 1/2 publishes not yet fully acknowledged,
     /// bounded by the receive maximum we announced.
-    quota: HashSet<u16>,
+    quota: IdSet<u16>,
 }
 
 /// What one read decoded, sent to the router as one request.
@@ -292,7 +291,7 @@ impl Connection {
         if v5 {
             self.v5 = Some(Box::new(V5State {
                 aliases: InboundAliases::new(limits.topic_alias_max),
-                quota: HashSet::new(),
+                quota: IdSet::default(),
             }));
         }
 
@@ -872,7 +871,7 @@ impl Connection {
         if let Some(state) = &mut self.v5 {
             if state.quota.is_empty() && state.quota.capacity() > 0 {
                 // An idle connection keeps no table.
-                state.quota = HashSet::new();
+                state.quota = IdSet::default();
             }
         }
         if let Some(end) = self.write_out().await {

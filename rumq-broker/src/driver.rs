@@ -6,11 +6,10 @@
 //! publishes that arrive together are appended together (one write, one fsync under
 //! `fsync = "always"`), and their acknowledgements leave together.
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use commitlog::Log;
-use router::{ConnectionId, Event, Reply, Router};
+use router::{ConnectionId, Event, IdMap, Reply, Router};
 use tokio::sync::mpsc;
 
 use crate::replies::{PushError, ReplySender};
@@ -48,7 +47,7 @@ pub fn run(
     drain_max: usize,
 ) -> Router<Log> {
     let mut conns = Conns::default();
-    let mut batches: HashMap<ConnectionId, Vec<Reply>> = HashMap::new();
+    let mut batches: IdMap<ConnectionId, Vec<Reply>> = IdMap::default();
     while let Some(msg) = rx.blocking_recv() {
         apply(&mut router, &mut conns, msg);
         for _ in 0..drain_max {
@@ -70,7 +69,7 @@ pub fn run(
 /// The connections' reply queues.
 #[derive(Default)]
 struct Conns {
-    queues: HashMap<ConnectionId, ReplyTx>,
+    queues: IdMap<ConnectionId, ReplyTx>,
     /// Shutdown was asked for: a connection that arrives now is told at once.
     shutting_down: bool,
 }
@@ -117,7 +116,7 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
 fn dispatch(
     router: &mut Router<Log>,
     conns: &mut Conns,
-    batches: &mut HashMap<ConnectionId, Vec<Reply>>,
+    batches: &mut IdMap<ConnectionId, Vec<Reply>>,
 ) {
     for (conn, reply) in router.drain_outbox() {
         batches.entry(conn).or_default().push(reply);
