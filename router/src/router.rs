@@ -507,14 +507,16 @@ impl<S: Storage> Router<S> {
         self.matches.clear();
     }
 
-    /// The lowest offset a persistent session still needs; an offline one claims at
-    /// most the newest `offline_bytes_max` of the log.
+    /// The lowest offset a session still needs: any connected session (clean or
+    /// not: a subscriber that lags must not lose what it was promised while it is
+    /// connected), and persistent ones while offline, which claim at most the
+    /// newest `offline_bytes_max` of the log.
     pub fn hold_back(&self) -> Option<Offset> {
         let cap = (self.config.offline_bytes_max > 0)
             .then(|| self.storage.offset_within(self.config.offline_bytes_max));
         self.sessions
             .values()
-            .filter(|s| !s.clean)
+            .filter(|s| s.conn.is_some() || !s.clean)
             .filter_map(|s| {
                 let (inflight, unsent) = s.lowest_needed_parts();
                 // The cap applies to what is not yet sent: in-flight messages are

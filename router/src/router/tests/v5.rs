@@ -332,8 +332,9 @@ fn a_shared_group_spreads_messages_and_hands_back_a_departed_members_share() {
     assert_eq!(h.router.stats().shared_dropped, 0);
 }
 
-#[test]
-fn an_offline_session_holds_back_at_most_offline_bytes_max_and_is_told_what_it_lost() {
+/// A router over a log with 4 KiB segments whose retention removes everything no
+/// session holds back.
+fn tiny_retention(offline_bytes_max: u64) -> Harness {
     use commitlog::RetentionConfig;
     let dir = tempfile::tempdir().unwrap();
     let log_config = LogConfig {
@@ -352,18 +353,19 @@ fn an_offline_session_holds_back_at_most_offline_bytes_max_and_is_told_what_it_l
     let journal = Log::open(dir.path().join("state"), LogConfig::default()).unwrap();
     let topics = Arc::new(TopicInterner::new(100));
     let config = RouterConfig {
-        offline_bytes_max: 16 * 1024,
+        offline_bytes_max,
         retention_interval_ms: 0,
         ..RouterConfig::default()
     };
-    let mut h = Harness {
+    Harness {
         router: Router::open(config, log, journal, topics.clone()).unwrap(),
         topics,
         _dir: dir,
-    };
-    h.connect(C1, "away", false);
-    h.subscribe(C1, "t", QoS::AtLeastOnce);
-    leave(&mut h, C1);
+    }
+}
+
+/// 2000 QoS 1 publishes of 64 bytes to "t" from a clean session on `C2`.
+fn publish_2000(h: &mut Harness) {
     h.connect(C2, "pub", true);
     for i in 0..2000u16 {
         h.publish(C2, "t", QoS::AtLeastOnce, false, i % 1000 + 1, &[7u8; 64]);
@@ -373,6 +375,32 @@ fn an_offline_session_holds_back_at_most_offline_bytes_max_and_is_told_what_it_l
         }
     }
     h.router.flush();
+}
+
+#[test]
+fn an_online_clean_session_holds_back_what_it_has_not_been_sent() {
+    let mut h = tiny_retention(16 * 1024);
+    h.connect(C1, "reader", true);
+    h.subscribe(C1, "t", QoS::AtLeastOnce);
+    publish_2000(&mut h);
+    h.router.tick(at(0));
+    assert_eq!(
+        h.router.storage().earliest(),
+        Offset(0),
+        "a connected subscriber that has not read yet loses nothing to retention"
+    );
+    let d = h.pull(C1);
+    assert_eq!(d[0].lost_before, 0);
+    assert_eq!(h.router.stats().lost_to_retention, 0);
+}
+
+#[test]
+fn an_offline_session_holds_back_at_most_offline_bytes_max_and_is_told_what_it_lost() {
+    let mut h = tiny_retention(16 * 1024);
+    h.connect(C1, "away", false);
+    h.subscribe(C1, "t", QoS::AtLeastOnce);
+    leave(&mut h, C1);
+    publish_2000(&mut h);
     h.router.tick(at(0));
     let earliest = h.router.storage().earliest();
     assert!(
