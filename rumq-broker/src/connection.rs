@@ -11,15 +11,14 @@
 //! the same events from both and its replies are encoded for each (`protocol`).
 //!
 //! Memory: fleets keep tens of thousands of mostly idle connections open, so what an
-//! idle connection holds is kept small. Its task waits on the socket, the reply
-//! queue and the keep-alive timer by polling them (`poll_wake`), which stores no
-//! future for the first two; the work a wake-up starts (decoding a read, writing
+//! idle connection holds is kept small. Its task waits on the socket and the reply
+//! queue (which also brings shutdown and keep-alive expiry) by polling them
+//! (`poll_wake`), which stores no future for either; the work a wake-up starts (decoding a read, writing
 //! replies, the handshake, the goodbye) runs in a boxed future that exists only
 //! while it runs, so its state is not part of the task's size when idle. Buffers
 //! are allocated per read and per write, and MQTT 5's state only for MQTT 5 clients.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -33,7 +32,7 @@ use router::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio::time::{timeout, Instant, Sleep};
+use tokio::time::timeout;
 use tracing::Instrument;
 
 use crate::config::Config;
@@ -154,7 +153,6 @@ pub fn serve(
         read_buf: BytesMut::new(),
         encoder: Encoder::new(),
         inflight_in: 0,
-        keep_alive: None,
         persistent_id: None,
         version: None,
         session_expiry: 0,
@@ -178,7 +176,6 @@ struct Connection {
     read_buf: BytesMut,
     encoder: Encoder,
     inflight_in: usize,
-    keep_alive: Option<Duration>,
     /// The client id when the session is persistent: written into its QoS 2 records
     /// so crash recovery can tell a retransmission from a new message.
     persistent_id: Option<String>,
@@ -220,7 +217,6 @@ struct Decoded {
 enum Wake {
     Received(Received),
     Readable,
-    KeepAliveTimer,
     Io(std::io::Error),
 }
 
@@ -284,7 +280,8 @@ impl Connection {
             // 3.1.1 has no way to say so: its client is held to the limit all the same.
             keep_alive = limits.keep_alive_max_secs;
         }
-        self.keep_alive =
+        // 3.1.1 §3.1.2.10: one and a half times the keep alive without a packet.
+        let keep_alive_limit =
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         self.persistent_id = (connect.session_expiry > 0).then(|| connect.client_id.clone());
         self.session_expiry = connect.session_expiry;
@@ -299,7 +296,10 @@ impl Connection {
         // their PUBCOMPs, PUBRELs for its whole outbound window (a reconnect resends
         // them all at once), one delivery batch, and room for subscription acks.
         let inflight_out = self.shared.config.router.inflight_max;
-        let (tx, rx) = reply_queue(2 * limits.inflight_in_max + 2 * inflight_out + 256);
+        let (tx, rx) = reply_queue(
+            2 * limits.inflight_in_max + 2 * inflight_out + 256,
+            keep_alive_limit,
+        );
         let will = match connect.will.as_ref().map(|w| self.will(w)).transpose() {
             Ok(w) => w,
             Err(()) => {
@@ -485,6 +485,7 @@ impl Connection {
         let first = match rx.recv().await {
             Received::Replies(r) => r,
             Received::Shutdown => return End::Shutdown,
+            Received::KeepAliveExpired => return End::KeepAlive,
             Received::Gone => return End::RouterGone,
         };
         let mut accepted = false;
@@ -514,18 +515,12 @@ impl Connection {
             return end;
         }
         let inflight_in_max = self.shared.config.limits.inflight_in_max;
-        // The keep-alive timer is set once and moved only when it fires (to the last
-        // read plus the keep alive): resetting it on every read would touch the
-        // timer wheel once per packet. Without a keep alive it is never polled.
-        let mut last_read = Instant::now();
-        let timer = tokio::time::sleep(self.keep_alive.unwrap_or(Duration::ZERO));
-        tokio::pin!(timer);
         loop {
             let can_read = self.inflight_in < inflight_in_max;
-            let wake =
-                std::future::poll_fn(|cx| self.poll_wake(cx, rx, can_read, timer.as_mut())).await;
+            let wake = std::future::poll_fn(|cx| self.poll_wake(cx, rx, can_read)).await;
             match wake {
                 Wake::Received(Received::Shutdown) => return End::Shutdown,
+                Wake::Received(Received::KeepAliveExpired) => return End::KeepAlive,
                 Wake::Received(Received::Gone) => return End::RouterGone,
                 Wake::Received(Received::Replies(replies)) => {
                     if let Some(end) = Box::pin(self.write_replies(replies)).await {
@@ -533,33 +528,25 @@ impl Connection {
                     }
                 }
                 Wake::Readable => match Box::pin(self.read_and_forward()).await {
-                    Ok(true) => last_read = Instant::now(),
+                    Ok(true) => rx.touch(),
                     Ok(false) => {}
                     Err(end) => return end,
                 },
-                Wake::KeepAliveTimer => {
-                    let Some(k) = self.keep_alive else { continue };
-                    let deadline = last_read + k;
-                    if Instant::now() >= deadline {
-                        return End::KeepAlive;
-                    }
-                    timer.as_mut().reset(deadline);
-                }
                 Wake::Io(e) => return End::Io(e),
             }
         }
     }
 
-    /// What wakes an idle connection, in order: the server shutting down or the
-    /// router's replies, bytes from the client (while its in-flight publishes are
-    /// under the limit: otherwise it waits, paced by the log), the keep-alive timer.
-    /// Polled rather than `select!`ed so no future is stored for the first two.
+    /// What wakes an idle connection, in order: the reply queue (replies, the
+    /// server shutting down, the keep alive expired: see `replies.rs`), then bytes
+    /// from the client while its in-flight publishes are under the limit (otherwise
+    /// it waits, paced by the log). Polled rather than `select!`ed so that no future
+    /// is stored for either.
     fn poll_wake(
         &self,
         cx: &mut Context<'_>,
         rx: &mut ReplyReceiver,
         can_read: bool,
-        timer: Pin<&mut Sleep>,
     ) -> Poll<Wake> {
         if let Poll::Ready(r) = rx.poll_recv(cx) {
             return Poll::Ready(Wake::Received(r));
@@ -570,9 +557,6 @@ impl Connection {
                 Poll::Ready(Err(e)) => return Poll::Ready(Wake::Io(e)),
                 Poll::Pending => {}
             }
-        }
-        if self.keep_alive.is_some() && timer.poll(cx).is_ready() {
-            return Poll::Ready(Wake::KeepAliveTimer);
         }
         Poll::Pending
     }

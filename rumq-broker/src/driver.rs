@@ -6,7 +6,7 @@
 //! publishes that arrive together are appended together (one write, one fsync under
 //! `fsync = "always"`), and their acknowledgements leave together.
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use commitlog::Log;
 use router::{ConnectionId, Event, IdMap, Reply, Router};
@@ -46,7 +46,11 @@ pub fn run(
     mut rx: mpsc::Receiver<ToRouter>,
     drain_max: usize,
 ) -> Router<Log> {
-    let mut conns = Conns::default();
+    let mut conns = Conns {
+        queues: IdMap::default(),
+        shutting_down: false,
+        swept: Instant::now(),
+    };
     let mut batches: IdMap<ConnectionId, Vec<Reply>> = IdMap::default();
     while let Some(msg) = rx.blocking_recv() {
         apply(&mut router, &mut conns, msg);
@@ -66,12 +70,31 @@ pub fn run(
     router
 }
 
+/// How often the keep alives of all connections are checked: a connection is
+/// closed at most this much later than 1.5 × its keep alive.
+const KEEP_ALIVE_SWEEP: Duration = Duration::from_millis(250);
+
 /// The connections' reply queues.
-#[derive(Default)]
 struct Conns {
     queues: IdMap<ConnectionId, ReplyTx>,
     /// Shutdown was asked for: a connection that arrives now is told at once.
     shutting_down: bool,
+    /// When the keep alives were last checked.
+    swept: Instant,
+}
+
+impl Conns {
+    /// Tell the connections whose clients went quiet for too long to close (one
+    /// pass over all of them, an atomic load each, every `KEEP_ALIVE_SWEEP`).
+    fn sweep_keep_alives(&mut self) {
+        if self.swept.elapsed() < KEEP_ALIVE_SWEEP {
+            return;
+        }
+        self.swept = Instant::now();
+        for tx in self.queues.values() {
+            tx.check_keep_alive();
+        }
+    }
 }
 
 fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
@@ -103,7 +126,10 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
                 apply(router, conns, ToRouter::Event(e));
             }
         }
-        ToRouter::Tick => router.tick(SystemTime::now()),
+        ToRouter::Tick => {
+            router.tick(SystemTime::now());
+            conns.sweep_keep_alives();
+        }
         ToRouter::Shutdown => {
             conns.shutting_down = true;
             for tx in conns.queues.values() {

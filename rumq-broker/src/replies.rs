@@ -7,19 +7,32 @@
 //! replies arrive, and hands them over in one swap. It is bounded all the same: a
 //! connection that stops taking replies is closed rather than buffered for.
 //!
-//! It also carries the server's shutdown to the connection, so that an idle
-//! connection waits on one thing less (see `connection.rs` on why that matters).
+//! It also carries the server's shutdown and the keep-alive verdict to the
+//! connection, so that an idle connection waits on nothing but this queue and its
+//! socket (see `connection.rs` on why that matters): the connection notes when it
+//! last read ([`ReplyReceiver::touch`], an atomic store), and the router thread
+//! sweeps the queues a few times a second ([`ReplySender::check_keep_alive`]) instead
+//! of every connection keeping a timer.
 //! The receiver is polled ([`ReplyReceiver::poll_recv`]) rather than awaited: the
 //! connection's idle wait then stores no future for it at all.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use router::Reply;
 
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
+    /// The origin of `last_read_ms`.
+    created: Instant,
+    /// When the connection last read from its client, in ms after `created`.
+    last_read_ms: AtomicU64,
+    /// The connection is closed after this many ms without a read (1.5 × the keep
+    /// alive); 0: never.
+    keep_alive_ms: u64,
 }
 
 #[derive(Debug)]
@@ -32,6 +45,8 @@ struct State {
     receiver_gone: bool,
     /// The server is shutting down: the connection should say so and close.
     shutdown: bool,
+    /// The client sent nothing for longer than its keep alive allows.
+    keep_alive_expired: bool,
     /// The connection task waiting for any of the above.
     waker: Option<Waker>,
 }
@@ -43,6 +58,8 @@ pub enum Received {
     Replies(Vec<Reply>),
     /// The server is shutting down.
     Shutdown,
+    /// The client sent nothing within 1.5 × its keep alive.
+    KeepAliveExpired,
     /// The router side is gone and nothing is left.
     Gone,
 }
@@ -72,15 +89,23 @@ pub struct ReplySender(Arc<Shared>);
 #[derive(Debug)]
 pub struct ReplyReceiver(Arc<Shared>);
 
-/// A queue holding at most `max` replies not yet taken.
-pub fn reply_queue(max: usize) -> (ReplySender, ReplyReceiver) {
+/// A queue holding at most `max` replies not yet taken, for a connection that is
+/// closed after `keep_alive` without a read (if given).
+pub fn reply_queue(max: usize, keep_alive: Option<Duration>) -> (ReplySender, ReplyReceiver) {
+    let keep_alive_ms = keep_alive.map_or(0, |k| {
+        u64::try_from(k.as_millis()).unwrap_or(u64::MAX).max(1)
+    });
     let shared = Arc::new(Shared {
+        created: Instant::now(),
+        last_read_ms: AtomicU64::new(0),
+        keep_alive_ms,
         state: Mutex::new(State {
             queue: Vec::new(),
             max,
             sender_gone: false,
             receiver_gone: false,
             shutdown: false,
+            keep_alive_expired: false,
             waker: None,
         }),
     });
@@ -117,6 +142,22 @@ impl ReplySender {
         self.update(|state| state.shutdown = true);
     }
 
+    /// Tell the connection to close if its client has sent nothing for longer than
+    /// its keep alive allows; true if so.
+    pub fn check_keep_alive(&self) -> bool {
+        let shared = &self.0;
+        if shared.keep_alive_ms == 0 {
+            return false;
+        }
+        let now = millis_since(shared.created);
+        let last = shared.last_read_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) <= shared.keep_alive_ms {
+            return false;
+        }
+        self.update(|state| state.keep_alive_expired = true);
+        true
+    }
+
     /// Change the state and wake the connection (outside the lock).
     fn update(&self, change: impl FnOnce(&mut State)) {
         let waker = {
@@ -145,6 +186,9 @@ impl ReplyReceiver {
         if state.shutdown {
             return Poll::Ready(Received::Shutdown);
         }
+        if state.keep_alive_expired {
+            return Poll::Ready(Received::KeepAliveExpired);
+        }
         if !state.queue.is_empty() {
             return Poll::Ready(Received::Replies(std::mem::take(&mut state.queue)));
         }
@@ -159,10 +203,20 @@ impl ReplyReceiver {
         Poll::Pending
     }
 
+    /// Note that the connection read from its client now (for the keep alive).
+    pub fn touch(&self) {
+        let now = millis_since(self.0.created);
+        self.0.last_read_ms.store(now, Ordering::Relaxed);
+    }
+
     /// Wait for what [`ReplyReceiver::poll_recv`] gives.
     pub async fn recv(&mut self) -> Received {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
+}
+
+fn millis_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Drop for ReplyReceiver {
@@ -181,7 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn replies_arrive_in_order_and_whole() {
-        let (tx, mut rx) = reply_queue(10);
+        let (tx, mut rx) = reply_queue(10, None);
         tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
         tx.push(&mut vec![
             Reply::PubRel(PacketId(2)),
@@ -208,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_wakes_the_connection_and_comes_before_replies() {
-        let (tx, mut rx) = reply_queue(10);
+        let (tx, mut rx) = reply_queue(10, None);
         let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
         tokio::task::yield_now().await;
         tx.shut_down();
@@ -219,8 +273,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn keep_alive_expires_only_without_reads() {
+        let (tx, mut rx) = reply_queue(10, Some(Duration::from_millis(50)));
+        assert!(!tx.check_keep_alive(), "just made");
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            rx.touch();
+            assert!(!tx.check_keep_alive(), "reads keep it alive");
+        }
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(tx.check_keep_alive());
+        assert_eq!(waiter.await.unwrap(), Received::KeepAliveExpired);
+        let (tx, _rx) = reply_queue(10, None);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(!tx.check_keep_alive(), "no keep alive, never expires");
+    }
+
+    #[tokio::test]
     async fn bounded_and_closed() {
-        let (tx, rx) = reply_queue(2);
+        let (tx, rx) = reply_queue(2, None);
         tx.push(&mut vec![Reply::PubRel(PacketId(1)); 2]).unwrap();
         assert_eq!(
             tx.push(&mut vec![Reply::PubRel(PacketId(2))]),

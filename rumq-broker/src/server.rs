@@ -13,7 +13,6 @@ use router::{Router, TopicInterner};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::accept_rate::AcceptRate;
@@ -68,6 +67,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     let config = Arc::new(config);
     let served = runtime.block_on(serve(config, topics, router_tx));
+    // Cancels connections that outlived the grace period; their ends of the router
+    // channel go with them, which lets the router thread finish.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     // Every sender is gone now: the router thread drains, appends and returns.
     let router = router_thread
         .join()
@@ -122,8 +124,10 @@ async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ticker = tokio::spawn(tick(router_tx.clone(), shutdown_rx.clone()));
     let shared = Arc::new(Shared::new(config.clone(), topics, router_tx));
+    // A connection holds a permit until its task ends: the permits count the
+    // connections, and shutdown waits for all of them to come back. (A `JoinSet`
+    // would keep an entry per connection as well: 56 more bytes each.)
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
-    let mut tasks = JoinSet::new();
     let mut rate = AcceptRate::new(config.limits.connections_per_sec_max, Instant::now());
     let mut last_rate_log: Option<Instant> = None;
 
@@ -160,33 +164,30 @@ async fn serve(
                     Ok(permit) => {
                         // Spawned as it is: wrapping it in another async block
                         // would store the connection's future twice.
-                        tasks.spawn(connection::serve(stream, shared.clone(), permit));
+                        tokio::spawn(connection::serve(stream, shared.clone(), permit));
                     }
                     Err(_) => {
-                        tasks.spawn(refuse(stream, config.limits.connect_timeout_ms));
+                        tokio::spawn(refuse(stream, config.limits.connect_timeout_ms));
                     }
                 }
-                // Reap finished tasks so the set does not grow.
-                while tasks.try_join_next().is_some() {}
             }
         }
     }
-    tracing::info!(connections = tasks.len(), "shutting down");
+    let max = config.limits.max_connections;
+    let open = || max - permits.available_permits();
+    tracing::info!(connections = open(), "shutting down");
     drop(listener);
     let _ = shutdown_tx.send(true);
     // Connections hear of it through their reply queues (see `replies.rs`).
     let _ = shared.router.send(ToRouter::Shutdown).await;
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(all)).await;
     if drained.is_err() {
+        // Dropping the runtime (in `run`) cancels them.
         tracing::warn!(
-            left = tasks.len(),
+            left = open(),
             "connections did not end in time; aborting them"
         );
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
     }
     let _ = ticker.await;
     drop(shared);
