@@ -1665,14 +1665,26 @@ fn scan<S: Storage>(
             return;
         }
         let mut offset = batch.first;
+        // The match of the previous record's topic: runs of records on one topic are
+        // common (a device's stream), and a byte comparison is much cheaper than
+        // checking the topic against every filter of the session.
+        let mut last: Option<(Bytes, Option<Grant>)> = None;
         for record in buf.iter() {
             if s.queue.len() >= config.session_queue_max {
                 break;
             }
             if let Ok(m) = Message::decode(record) {
+                let matched = match &last {
+                    Some((topic, grant)) if *topic == m.topic => *grant,
+                    _ => {
+                        let grant = s.matching(m.topic_str());
+                        last = Some((m.topic.clone(), grant));
+                        grant
+                    }
+                };
                 // No local cannot be honoured here: a record does not say which
                 // session published it (see docs/architecture.md).
-                if let Some(grant) = s.matching(m.topic_str()) {
+                if let Some(grant) = matched {
                     let qos = m.qos.min(grant.qos);
                     if s.conn.is_some() || qos != QoS::AtMostOnce {
                         s.queue.push_back(Queued {

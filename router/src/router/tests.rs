@@ -532,6 +532,45 @@ fn a_slow_subscriber_falls_back_to_the_log_and_loses_nothing() {
 }
 
 #[test]
+fn catching_up_from_the_log_matches_runs_of_one_topic_and_their_ends() {
+    // Scanning remembers the previous record's match: runs of one topic, and the
+    // switches between a wanted and an unwanted topic, must come out exact.
+    let mut h = harness(RouterConfig {
+        session_queue_max: 3,
+        deliver_records_max: 4,
+        scan_records_max: 7,
+        ..RouterConfig::default()
+    });
+    h.connect(C1, "slow", true);
+    h.subscribe(C1, "t/+", QoS::AtMostOnce);
+    h.connect(C2, "pub", true);
+    let mut want = Vec::new();
+    for i in 0..60u8 {
+        let topic = match i % 12 {
+            0..=3 => "t/a",
+            4..=6 => "u/a",
+            7 | 8 => "t/b",
+            9 => "t/a",
+            _ => "t",
+        };
+        h.publish(C2, topic, QoS::AtMostOnce, false, 0, &[i]);
+        if topic.starts_with("t/") {
+            want.push(vec![i]);
+        }
+    }
+    h.router.flush();
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let d = h.pull(C1);
+        if d.is_empty() {
+            break;
+        }
+        got.extend(payloads(&d));
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
 fn unsubscribe_stops_delivery() {
     let mut h = harness(RouterConfig::default());
     h.connect(C1, "sub", true);
