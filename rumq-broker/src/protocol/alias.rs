@@ -84,7 +84,7 @@ impl OutboundAliases {
 
     /// The alias to send `topic` with, and whether the topic must go along (the
     /// first time). `None`: send the topic without an alias.
-    pub fn alias(&mut self, topic: &Bytes) -> Option<(u16, bool)> {
+    pub fn alias(&mut self, topic: &[u8]) -> Option<(u16, bool)> {
         if let Some(a) = self.by_topic.get(topic) {
             return Some((*a, false));
         }

@@ -3,7 +3,7 @@
 //! packets.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use router::{Delivery, Message, PacketId, PubReason, Reply, SubscribeCode, UnsubscribeCode};
+use router::{Delivery, Layout, PacketId, PubReason, Reply, SubscribeCode, UnsubscribeCode};
 
 use super::alias::OutboundAliases;
 use super::properties::{id, put_varint, varint_len, Writer};
@@ -293,28 +293,30 @@ impl Encoder {
     /// A PUBLISH for `d`. A record that does not decode (it never should) is skipped
     /// with an error log rather than sent garbled.
     pub fn publish(&mut self, d: &Delivery) {
-        let m = match Message::decode(&d.record) {
+        // Parsed, not decoded into views: see `Layout` on reference counts.
+        let m = match Layout::parse(&d.record) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(error = %e, "undecodable stored message skipped");
                 return;
             }
         };
+        let record: &[u8] = &d.record;
+        let payload = &record[m.payload.clone()];
         let v5 = self.version == Version::V5;
-        let mut topic: &[u8] = &m.topic;
+        let mut topic: &[u8] = &record[m.topic.clone()];
         if v5 {
             let w = &mut self.props;
             if let Some(left) = m.expiry_left(self.now_ms) {
                 w.u32(id::MESSAGE_EXPIRY, left);
             }
-            if let Some((alias, with_topic)) = self.aliases.as_mut().and_then(|a| a.alias(&m.topic))
-            {
+            if let Some((alias, with_topic)) = self.aliases.as_mut().and_then(|a| a.alias(topic)) {
                 w.u16(id::TOPIC_ALIAS, alias);
                 if !with_topic {
                     topic = &[];
                 }
             }
-            w.raw(&m.properties);
+            w.raw(&record[m.properties.clone()]);
             for sid in &d.subscription_ids {
                 w.varint(id::SUBSCRIPTION_ID, *sid);
             }
@@ -332,7 +334,7 @@ impl Encoder {
             0
         };
         let pkid_len = if d.pkid.is_some() { 2 } else { 0 };
-        let remaining = 2 + topic.len() + pkid_len + props + m.payload.len();
+        let remaining = 2 + topic.len() + pkid_len + props + payload.len();
         let first = 0x30 | (u8::from(d.dup) << 3) | ((d.qos as u8) << 1) | u8::from(d.retain);
         self.small.put_u8(first);
         put_remaining_length(&mut self.small, remaining);
@@ -345,11 +347,11 @@ impl Encoder {
         if v5 {
             self.props.finish(&mut self.small);
         }
-        if m.payload.len() < COPY_PAYLOAD_BELOW {
-            self.small.put_slice(&m.payload);
+        if payload.len() < COPY_PAYLOAD_BELOW {
+            self.small.put_slice(payload);
         } else {
             self.chunks.push(self.small.split().freeze());
-            self.chunks.push(m.payload);
+            self.chunks.push(d.record.slice(m.payload));
         }
     }
 
