@@ -32,7 +32,8 @@ use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
 use crate::storage::Storage;
 use crate::subscriptions::{Grant, SubOptions, SubscriptionTree};
 use crate::{
-    topic, ConnectionId, Message, PacketId, QoS, RouterConfig, SessionId, TopicId, TopicInterner,
+    topic, ConnectionId, Layout, Message, PacketId, QoS, RouterConfig, SessionId, TopicId,
+    TopicInterner,
 };
 
 /// Counters, for logs and metrics.
@@ -921,7 +922,7 @@ impl<S: Storage> Router<S> {
                         continue;
                     };
                     if topic::matches(&filter, &name) {
-                        let msg_qos = Message::decode(record).map_or(QoS::AtMostOnce, |m| m.qos);
+                        let msg_qos = Layout::parse(record).map_or(QoS::AtMostOnce, |m| m.qos);
                         retained.push((record.clone(), msg_qos.min(sub.qos)));
                     }
                 }
@@ -1673,12 +1674,15 @@ fn scan<S: Storage>(
             if s.queue.len() >= config.session_queue_max {
                 break;
             }
-            if let Ok(m) = Message::decode(record) {
+            // Parsed, not decoded: no reference count is touched per record.
+            if let Ok(m) = Layout::parse(record) {
+                let topic = &record[m.topic.clone()];
                 let matched = match &last {
-                    Some((topic, grant)) if *topic == m.topic => *grant,
+                    Some((last_topic, grant)) if last_topic[..] == *topic => *grant,
                     _ => {
-                        let grant = s.matching(m.topic_str());
-                        last = Some((m.topic.clone(), grant));
+                        // `parse` checked the topic is UTF-8.
+                        let grant = s.matching(std::str::from_utf8(topic).unwrap_or(""));
+                        last = Some((record.slice(m.topic), grant));
                         grant
                     }
                 };
