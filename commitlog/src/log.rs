@@ -359,9 +359,14 @@ impl Log {
         Ok(())
     }
 
-    /// Force appended records to stable storage now. A failed fsync poisons the log:
-    /// after one, the kernel may have dropped the dirty pages, so retrying would lie.
+    /// Force appended records to stable storage now (after waiting for a background
+    /// sync in flight). A failed fsync poisons the log: after one, the kernel may
+    /// have dropped the dirty pages, so retrying would lie.
     pub fn sync(&mut self) -> Result<()> {
+        if let Some(syncer) = &self.syncer {
+            syncer.wait_idle();
+        }
+        self.check_background_sync()?;
         if !self.unsynced {
             return Ok(());
         }
@@ -400,10 +405,15 @@ impl Log {
         if syncer.is_busy() {
             return Ok(());
         }
-        let file = seg
-            .data_file()
-            .try_clone()
-            .map_err(|e| Error::io("duplicate the descriptor of", seg.data_path(), e))?;
+        // The records are appended already: from here on, an error must poison the
+        // log (as `sync` does), never merely fail the append.
+        let file = match seg.data_file().try_clone() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand the segment to the sync thread; syncing here");
+                return self.sync();
+            }
+        };
         if syncer.submit(file, seg.data_path().to_path_buf()) {
             self.unsynced = false;
             self.last_sync = Instant::now();
@@ -532,6 +542,11 @@ impl Log {
     /// session journal after a checkpoint — rather than a size or age policy. Returns
     /// how many segments went.
     pub fn remove_before(&mut self, offset: Offset) -> Result<usize> {
+        if self.config.fsync != Fsync::Never {
+            // What supersedes the removed records (a checkpoint) must be on disk
+            // before they are gone, or a power failure could leave neither.
+            self.sync()?;
+        }
         let mut removed = 0;
         while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.next() <= offset) {
             let Some(seg) = self.segments.pop_front() else {

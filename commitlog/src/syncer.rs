@@ -19,7 +19,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::error::Error;
@@ -34,6 +34,9 @@ struct Job {
 struct State {
     /// A job was handed over and has not finished.
     busy: AtomicBool,
+    /// Signalled (under `idle_lock`) when a job finishes.
+    idle: Condvar,
+    idle_lock: Mutex<()>,
     /// Syncs completed (successful or not), for tests and metrics.
     done: AtomicU64,
     /// The first failure not yet reported to the log.
@@ -75,7 +78,12 @@ impl Syncer {
                         failure.get_or_insert(Error::io("fsync", &job.path, e));
                     }
                     worker.done.fetch_add(1, Ordering::Release);
+                    let _guard = worker
+                        .idle_lock
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     worker.busy.store(false, Ordering::Release);
+                    worker.idle.notify_all();
                 }
             })?;
         Ok(Syncer {
@@ -106,6 +114,22 @@ impl Syncer {
             return false;
         }
         true
+    }
+
+    /// Wait until the sync in hand, if any, has finished.
+    pub(crate) fn wait_idle(&self) {
+        let mut guard = self
+            .state
+            .idle_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while self.is_busy() && self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            guard = self
+                .state
+                .idle
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 
     /// A sync that failed since the last call, once.
@@ -142,15 +166,6 @@ impl Drop for Syncer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
-
-    fn wait_idle(s: &Syncer) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while s.is_busy() {
-            assert!(Instant::now() < deadline, "sync never finished");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
 
     #[test]
     fn syncs_one_file_at_a_time_in_the_background() {
@@ -159,7 +174,8 @@ mod tests {
         let f = File::create(&path).unwrap();
         let mut s = Syncer::start("test-sync").unwrap();
         assert!(s.submit(f.try_clone().unwrap(), path.clone()));
-        wait_idle(&s);
+        s.wait_idle();
+        assert!(!s.is_busy());
         assert_eq!(s.completed(), 1);
         assert!(s.submit(f.try_clone().unwrap(), path.clone()));
         s.stop();
@@ -186,7 +202,7 @@ mod tests {
             .unwrap();
         let s = Syncer::start("test-sync").unwrap();
         assert!(s.submit(f, path));
-        wait_idle(&s);
+        s.wait_idle();
         let e = s.take_failure().expect("the failure is reported");
         assert!(e.to_string().contains("fsync"), "{e}");
         assert!(s.take_failure().is_none(), "and only once");
