@@ -347,7 +347,7 @@ impl<S: Storage> Router<S> {
             match self.storage.apply_retention(now, hold_back) {
                 Ok(report) => {
                     if let Some(d) = &report.dropped_needed {
-                        tracing::warn!(dropped = ?d, "retention removed messages persistent sessions still needed");
+                        tracing::warn!(dropped = ?d, "retention removed messages sessions still needed");
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "retention failed"),

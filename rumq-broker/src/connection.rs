@@ -155,6 +155,7 @@ pub fn serve(
         inflight_in: 0,
         persistent_id: None,
         version: None,
+        connacked: false,
         session_expiry: 0,
         v5: None,
         published: None,
@@ -181,6 +182,8 @@ struct Connection {
     persistent_id: Option<String>,
     /// The protocol version, once CONNECT was accepted.
     version: Option<Version>,
+    /// A CONNACK was sent.
+    connacked: bool,
     /// The session expiry interval the client asked for (MQTT 5 DISCONNECT may
     /// change it, but not from 0).
     session_expiry: u32,
@@ -348,8 +351,9 @@ impl Connection {
     /// Say why (MQTT 5), and tell the router the connection is gone.
     async fn goodbye(&mut self, end: End) {
         let v5 = self.version == Some(Version::V5);
-        if let (true, Some(code)) = (v5, end.reason_code()) {
-            // MQTT 5: say why before closing (§4.13.2).
+        if let (true, true, Some(code)) = (v5, self.connacked, end.reason_code()) {
+            // MQTT 5: say why before closing (§4.13.2); not before a CONNACK
+            // (MQTT-3.2.0-1), as when the server shuts down during the handshake.
             self.encoder.disconnect_v5(code, &end.to_string());
             let _ = self.write_out().await;
         }
@@ -520,7 +524,20 @@ impl Connection {
             let wake = std::future::poll_fn(|cx| self.poll_wake(cx, rx, can_read)).await;
             match wake {
                 Wake::Received(Received::Shutdown) => return End::Shutdown,
-                Wake::Received(Received::KeepAliveExpired) => return End::KeepAlive,
+                Wake::Received(Received::KeepAliveExpired) => {
+                    // The sweep saw no read for 1.5 × the keep alive. That is not the
+                    // client's doing if the broker was not reading (paced by the log,
+                    // or a long write): bytes waiting in the socket are a sign of life.
+                    if !can_read {
+                        rx.renew_keep_alive();
+                        continue;
+                    }
+                    match Box::pin(self.read_and_forward()).await {
+                        Ok(true) => rx.renew_keep_alive(),
+                        Ok(false) => return End::KeepAlive,
+                        Err(end) => return end,
+                    }
+                }
                 Wake::Received(Received::Gone) => return End::RouterGone,
                 Wake::Received(Received::Replies(replies)) => {
                     if let Some(end) = Box::pin(self.write_replies(replies)).await {
@@ -636,6 +653,7 @@ impl Connection {
             // An MQTT 5 persistent session under an id the broker assigned.
             self.persistent_id = Some(id.clone());
         }
+        self.connacked = true;
         let limits = &self.shared.config.limits;
         match (self.encoder.version(), accepted) {
             (Version::V5, _) => {

@@ -62,6 +62,9 @@ pub fn run(
         }
         router.flush();
         dispatch(&mut router, &mut conns, &mut batches);
+        // Here rather than on `Tick` alone: under overload the ticker's `try_send`
+        // finds the channel full, and dead clients must still be found.
+        conns.sweep_keep_alives();
     }
     router.flush();
     dispatch(&mut router, &mut conns, &mut batches);
@@ -105,7 +108,10 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
             replies,
         } => {
             if conns.shutting_down {
+                // Too late to connect: no session is opened or taken over; the
+                // connection closes without a CONNACK.
                 replies.shut_down();
+                return;
             }
             conns.queues.insert(conn, replies);
             router.handle(Event::Connect { conn, connect });
@@ -126,10 +132,7 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
                 apply(router, conns, ToRouter::Event(e));
             }
         }
-        ToRouter::Tick => {
-            router.tick(SystemTime::now());
-            conns.sweep_keep_alives();
-        }
+        ToRouter::Tick => router.tick(SystemTime::now()),
         ToRouter::Shutdown => {
             conns.shutting_down = true;
             for tx in conns.queues.values() {

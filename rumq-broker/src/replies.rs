@@ -209,6 +209,13 @@ impl ReplyReceiver {
         self.0.last_read_ms.store(now, Ordering::Relaxed);
     }
 
+    /// The client showed it is alive after the keep alive was found expired: note
+    /// the read and take the verdict back.
+    pub fn renew_keep_alive(&self) {
+        self.touch();
+        self.0.lock().keep_alive_expired = false;
+    }
+
     /// Wait for what [`ReplyReceiver::poll_recv`] gives.
     pub async fn recv(&mut self) -> Received {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
@@ -281,10 +288,18 @@ mod tests {
             rx.touch();
             assert!(!tx.check_keep_alive(), "reads keep it alive");
         }
-        let waiter = tokio::spawn(async move { rx.recv().await });
+        let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(tx.check_keep_alive());
-        assert_eq!(waiter.await.unwrap(), Received::KeepAliveExpired);
+        let (got, mut rx) = waiter.await.unwrap();
+        assert_eq!(got, Received::KeepAliveExpired);
+        rx.renew_keep_alive();
+        assert!(!tx.check_keep_alive(), "renewed");
+        tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
+        assert_eq!(
+            rx.recv().await,
+            Received::Replies(vec![Reply::PubRel(PacketId(1))])
+        );
         let (tx, _rx) = reply_queue(10, None);
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(!tx.check_keep_alive(), "no keep alive, never expires");
