@@ -498,14 +498,33 @@ fn invalid_filter_gets_failure() {
     );
 }
 
-#[test]
-fn a_slow_subscriber_falls_back_to_the_log_and_loses_nothing() {
-    let mut h = harness(RouterConfig {
+/// A router whose sessions leave their queue after 3 messages and catch up from the
+/// log `scan` records at a time.
+fn slow_subscriber_harness(scan: usize) -> Harness {
+    harness(RouterConfig {
         session_queue_max: 3,
         deliver_records_max: 4,
-        scan_records_max: 5,
+        scan_records_max: scan,
         ..RouterConfig::default()
-    });
+    })
+}
+
+/// Pull until a pull brings nothing; the payloads, in order.
+fn pull_until_empty(h: &mut Harness, conn: ConnectionId) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let d = h.pull(conn);
+        if d.is_empty() {
+            break;
+        }
+        got.extend(payloads(&d));
+    }
+    got
+}
+
+#[test]
+fn a_slow_subscriber_falls_back_to_the_log_and_loses_nothing() {
+    let mut h = slow_subscriber_harness(5);
     h.connect(C1, "slow", true);
     h.subscribe(C1, "t/#", QoS::AtMostOnce);
     h.connect(C2, "pub", true);
@@ -515,14 +534,7 @@ fn a_slow_subscriber_falls_back_to_the_log_and_loses_nothing() {
         h.publish(C2, "u/x", QoS::AtMostOnce, false, 0, &[100 + i]);
     }
     h.router.flush();
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        let d = h.pull(C1);
-        if d.is_empty() {
-            break;
-        }
-        got.extend(payloads(&d));
-    }
+    let got = pull_until_empty(&mut h, C1);
     assert_eq!(got, (0..50u8).map(|i| vec![i]).collect::<Vec<_>>());
     assert!(h
         .router
@@ -535,12 +547,7 @@ fn a_slow_subscriber_falls_back_to_the_log_and_loses_nothing() {
 fn catching_up_from_the_log_matches_runs_of_one_topic_and_their_ends() {
     // Scanning remembers the previous record's match: runs of one topic, and the
     // switches between a wanted and an unwanted topic, must come out exact.
-    let mut h = harness(RouterConfig {
-        session_queue_max: 3,
-        deliver_records_max: 4,
-        scan_records_max: 7,
-        ..RouterConfig::default()
-    });
+    let mut h = slow_subscriber_harness(7);
     h.connect(C1, "slow", true);
     h.subscribe(C1, "t/+", QoS::AtMostOnce);
     h.connect(C2, "pub", true);
@@ -559,14 +566,7 @@ fn catching_up_from_the_log_matches_runs_of_one_topic_and_their_ends() {
         }
     }
     h.router.flush();
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        let d = h.pull(C1);
-        if d.is_empty() {
-            break;
-        }
-        got.extend(payloads(&d));
-    }
+    let got = pull_until_empty(&mut h, C1);
     assert_eq!(got, want);
 }
 

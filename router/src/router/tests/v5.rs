@@ -6,6 +6,20 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 
+/// "dev" connects on `conn` with a session expiry of 100 s and a will delayed by
+/// `delay` seconds.
+fn connect_with_delayed_will(h: &mut Harness, conn: ConnectionId, delay: u32) {
+    let will = h.will("w", QoS::AtLeastOnce, b"bye");
+    h.router.handle(Event::Connect {
+        conn,
+        connect: Connect {
+            session_expiry: 100,
+            will_delay: delay,
+            ..Connect::v3("dev", false, Some(will))
+        },
+    });
+}
+
 fn v5_connect(h: &mut Harness, conn: ConnectionId, id: &str, expiry: u32) -> Vec<Reply> {
     h.router.handle(Event::Connect {
         conn,
@@ -95,15 +109,7 @@ fn a_delayed_will_waits_and_a_reconnect_cancels_it() {
     for reconnect in [false, true] {
         let mut h = harness(RouterConfig::default());
         h.router.tick(at(0));
-        let will = h.will("w", QoS::AtLeastOnce, b"bye");
-        h.router.handle(Event::Connect {
-            conn: C1,
-            connect: Connect {
-                session_expiry: 100,
-                will_delay: 5,
-                ..Connect::v3("dev", false, Some(will))
-            },
-        });
+        connect_with_delayed_will(&mut h, C1, 5);
         h.take(C1);
         h.router.handle(Event::Disconnect {
             conn: C1,
@@ -130,15 +136,7 @@ fn a_delayed_will_waits_and_a_reconnect_cancels_it() {
 fn a_takeover_cancels_a_delayed_will_unless_the_session_ends() {
     for clean_start in [false, true] {
         let mut h = harness(RouterConfig::default());
-        let will = h.will("w", QoS::AtLeastOnce, b"bye");
-        h.router.handle(Event::Connect {
-            conn: C1,
-            connect: Connect {
-                session_expiry: 100,
-                will_delay: 30,
-                ..Connect::v3("dev", false, Some(will))
-            },
-        });
+        connect_with_delayed_will(&mut h, C1, 30);
         h.take(C1);
         h.router.handle(Event::Connect {
             conn: C2,
