@@ -5,6 +5,10 @@
 //! It blocks for one request, then drains up to `drain_max` more before flushing, so
 //! publishes that arrive together are appended together (one write, one fsync under
 //! `fsync = "always"`), and their acknowledgements leave together.
+//!
+//! It also owns what concerns every connection at once, through their reply
+//! queues: the keep-alive sweep (every 250 ms) and, on `Shutdown`, telling each
+//! connection to close.
 
 use std::time::{Duration, Instant, SystemTime};
 

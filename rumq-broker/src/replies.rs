@@ -58,7 +58,9 @@ pub enum Received {
     Replies(Vec<Reply>),
     /// The server is shutting down.
     Shutdown,
-    /// The client sent nothing within 1.5 × its keep alive.
+    /// The broker read nothing from the client within 1.5 × its keep alive. The
+    /// connection confirms it (only it sees the socket: bytes may be waiting there
+    /// unread) and either closes or takes it back ([`ReplyReceiver::renew_keep_alive`]).
     KeepAliveExpired,
     /// The router side is gone and nothing is left.
     Gone,
