@@ -41,7 +41,9 @@ pub use event::{
 pub use id::{ConnectionId, IdHasher, IdMap, IdSet, PacketId, SessionId, TopicId};
 pub use interner::{TopicInterner, TopicsFull};
 pub use journal::JournalError;
-pub use message::{Layout, Message, MessageError, NewMessage, Origin, QoS, FORMAT_VERSION};
+pub use message::{
+    varint_len, Layout, Message, MessageError, NewMessage, Origin, QoS, FORMAT_VERSION,
+};
 pub use router::{Router, RouterStats};
 pub use snapshot::{SavedInflight, SavedSession, Snapshot};
 pub use storage::Storage;

@@ -301,14 +301,6 @@ impl Message {
     /// alias (so never below what is sent).
     #[must_use]
     pub fn v5_packet_size(&self, ids: usize) -> usize {
-        fn varint_len(v: usize) -> usize {
-            match v {
-                0..=127 => 1,
-                128..=16_383 => 2,
-                16_384..=2_097_151 => 3,
-                _ => 4,
-            }
-        }
         let props = self.properties.len() + self.expiry_secs.map_or(0, |_| 5) + 3 + 5 * ids;
         let rem = 2 + self.topic.len() + 2 + varint_len(props) + props + self.payload.len();
         1 + varint_len(rem) + rem
@@ -422,6 +414,18 @@ impl Layout {
     #[must_use]
     pub fn expiry_left(&self, now_ms: u64) -> Option<u32> {
         expiry_left(self.expiry_secs, self.time_ms, now_ms)
+    }
+}
+
+/// Bytes an MQTT Variable Byte Integer takes (shared with the broker's encoder, so
+/// the size computed here is the size it writes).
+#[must_use]
+pub fn varint_len(v: usize) -> usize {
+    match v {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
     }
 }
 

@@ -444,11 +444,7 @@ impl<S: Storage> Router<S> {
             s.journaled_resume = s.cursor;
             for (filter, options) in saved.filters {
                 if topic::validate_filter(&filter).is_ok() {
-                    if topic::shared(&filter).is_some() {
-                        self.shared.join(&filter, sid, options.grant());
-                    } else {
-                        self.tree.insert(&filter, sid, options.grant());
-                    }
+                    self.subscribe_filter(&filter, sid, options.grant());
                     s.filters.insert(filter, options);
                 }
             }
@@ -696,6 +692,18 @@ impl<S: Storage> Router<S> {
     }
 
     /// Remove one subscription of `sid` from the tree or its shared group.
+    /// Subscribe `sid` to `filter`: in its shared group or in the tree. True if
+    /// the filter is shared.
+    fn subscribe_filter(&mut self, filter: &str, sid: SessionId, grant: Grant) -> bool {
+        let shared = topic::shared(filter).is_some();
+        if shared {
+            self.shared.join(filter, sid, grant);
+        } else {
+            self.tree.insert(filter, sid, grant);
+        }
+        shared
+    }
+
     fn unsubscribe_filter(&mut self, filter: &str, sid: SessionId) {
         if topic::shared(filter).is_some() {
             self.shared.leave(filter, sid);
@@ -903,12 +911,7 @@ impl<S: Storage> Router<S> {
                 retain_as_published: sub.retain_as_published,
                 id,
             };
-            let is_shared = topic::shared(&filter).is_some();
-            if is_shared {
-                self.shared.join(&filter, sid, options.grant());
-            } else {
-                self.tree.insert(&filter, sid, options.grant());
-            }
+            let is_shared = self.subscribe_filter(&filter, sid, options.grant());
             // Retained messages are not sent for shared subscriptions (§4.8.2).
             let send_retained = !is_shared
                 && match sub.retain_handling {

@@ -247,9 +247,7 @@ impl Connection {
             }
         };
         tracing::Span::current().record("client_id", connect.client_id.as_str());
-        if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::new();
-        }
+        self.release_read_buf();
         let v5 = connect.version == Version::V5;
         if v5 {
             self.encoder.set_version(

@@ -109,16 +109,15 @@ fn read_string(b: &mut Bytes, what: &str) -> Result<String, ProtocolError> {
 
 /// Parse a framed CONNECT packet (fixed header included).
 pub fn parse(mut frame: Bytes) -> Result<ConnectPacket, ProtocolError> {
-    let first = read_u8(&mut frame)?;
-    if first != 0x10 {
+    if frame.first() != Some(&0x10) {
         return Err(malformed("reserved fixed-header flags set"));
     }
-    // Skip the remaining length (already checked by framing).
-    loop {
-        if read_u8(&mut frame)? & 0x80 == 0 {
-            break;
-        }
+    // The remaining length was checked by framing.
+    let header = super::v4::fixed_header_len(&frame);
+    if frame.len() < header {
+        return Err(malformed("truncated"));
     }
+    frame.advance(header);
     let name = read_binary(&mut frame)?;
     let level = read_u8(&mut frame)?;
     let version = match (&name[..], level) {

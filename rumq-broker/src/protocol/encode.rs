@@ -12,7 +12,6 @@ use super::Version;
 /// MQTT 5 reason codes (§2.4) the broker sends.
 pub mod reason {
     pub const SUCCESS: u8 = 0x00;
-    pub const DISCONNECT_WITH_WILL: u8 = 0x04;
     pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
     pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
     pub const UNSPECIFIED_ERROR: u8 = 0x80;
@@ -59,15 +58,6 @@ pub struct ConnAckProperties {
 /// The user property that tells an MQTT 5 subscriber how many messages retention
 /// removed before it could read them (at most; counted in log records).
 pub const LOST_PROPERTY: &str = "rumq-messages-lost";
-
-/// A user property's value part: the count as a length-prefixed string.
-fn lost_value(n: u64) -> Vec<u8> {
-    let s = n.to_string();
-    let mut v = Vec::with_capacity(2 + s.len());
-    v.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    v.extend_from_slice(s.as_bytes());
-    v
-}
 
 /// Payloads at least this large go out as their own iovec instead of being copied.
 const COPY_PAYLOAD_BELOW: usize = 1024;
@@ -323,8 +313,7 @@ impl Encoder {
             if d.lost_before > 0 {
                 // The retention policy's promise: a session is told what it lost
                 // (docs/architecture.md, Retention).
-                w.string(id::USER_PROPERTY, LOST_PROPERTY)
-                    .raw(&lost_value(d.lost_before));
+                w.user_property(LOST_PROPERTY, &d.lost_before.to_string());
             }
         }
         let props = if v5 {

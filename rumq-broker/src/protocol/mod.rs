@@ -203,11 +203,8 @@ pub fn is_v5_connect(buf: &[u8]) -> bool {
     if buf.first() != Some(&0x10) {
         return false;
     }
-    let mut i = 1;
-    while buf.get(i).is_some_and(|b| b & 0x80 != 0) && i < 4 {
-        i += 1;
-    }
-    buf.get(i + 1..i + 8) == Some(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 5][..])
+    let at = v4::fixed_header_len(buf);
+    buf.get(at..at + 7) == Some(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 5][..])
 }
 
 /// Bytes still missing from the packet at the front of `buf`, when its header says.

@@ -126,8 +126,6 @@ pub struct Properties {
     pub max_packet_size: Option<u32>,
     /// Topic alias maximum the client accepts (CONNECT).
     pub topic_alias_max: Option<u16>,
-    /// Request response information (CONNECT).
-    pub request_response_info: Option<bool>,
     /// Request problem information (CONNECT).
     pub request_problem_info: Option<bool>,
     /// Authentication method (CONNECT, AUTH).
@@ -168,15 +166,8 @@ pub fn read_varint(b: &mut Bytes) -> Result<u32, ProtocolError> {
     Err(malformed("variable byte integer longer than 4 bytes"))
 }
 
-/// Bytes a Variable Byte Integer takes.
-pub fn varint_len(v: usize) -> usize {
-    match v {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
-}
+/// Bytes a Variable Byte Integer takes: the router's, which sizes packets with it.
+pub use router::varint_len;
 
 /// Write a Variable Byte Integer (values are at most 268,435,455 by construction).
 pub fn put_varint(b: &mut BytesMut, mut v: usize) {
@@ -301,10 +292,8 @@ pub fn parse(b: &mut Bytes, section: Section) -> Result<Properties, ProtocolErro
             }
             id::WILL_DELAY => p.will_delay = Some(read_u32(&mut props)?),
             id::REQUEST_RESPONSE_INFO => {
-                p.request_response_info = Some(read_flag(
-                    &mut props,
-                    "request response information not 0 or 1",
-                )?)
+                // Checked, not kept: the broker offers no response information.
+                read_flag(&mut props, "request response information not 0 or 1")?;
             }
             id::REASON_STRING | id::SERVER_REFERENCE => {
                 read_string(&mut props)?;
@@ -393,14 +382,27 @@ impl Writer {
 
     /// A string property (cut at 65535 bytes, on a character boundary).
     pub fn string(&mut self, property: u8, v: &str) -> &mut Self {
+        self.body.put_u8(property);
+        self.put_str(v);
+        self
+    }
+
+    /// A user property: a name and a value (each cut as for [`Writer::string`]).
+    pub fn user_property(&mut self, name: &str, value: &str) -> &mut Self {
+        self.string(id::USER_PROPERTY, name);
+        self.put_str(value);
+        self
+    }
+
+    /// A length-prefixed UTF-8 string, cut at 65535 bytes on a character boundary.
+    fn put_str(&mut self, v: &str) {
         let mut end = v.len().min(usize::from(u16::MAX));
         while !v.is_char_boundary(end) {
             end -= 1;
         }
-        self.body.put_u8(property);
+        // end <= 65535 (cut above).
         self.body.put_u16(end as u16);
         self.body.put_slice(&v.as_bytes()[..end]);
-        self
     }
 
     /// Properties already encoded (the forwarded ones of a stored message).

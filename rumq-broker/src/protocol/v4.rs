@@ -9,6 +9,16 @@ use router::{PacketId, QoS, Subscription};
 
 use super::{Inbound, ProtocolError};
 
+/// The bytes of the fixed header at the front of `frame`: the first byte and the
+/// remaining length (at most four bytes; `frame_len` checked it for a framed packet).
+pub fn fixed_header_len(frame: &[u8]) -> usize {
+    let mut i = 1;
+    while i < 4 && frame.get(i).is_some_and(|b| b & 0x80 != 0) {
+        i += 1;
+    }
+    i + 1
+}
+
 /// The length of the packet at the front of `buf` (fixed header included), once its
 /// fixed header is complete.
 pub fn frame_len(buf: &[u8], max_packet_size: usize) -> Result<Option<usize>, ProtocolError> {
@@ -169,13 +179,8 @@ pub fn decode(mut frame: BytesMut) -> Result<Inbound, ProtocolError> {
 /// SUBSCRIBE are reserved and must be 0 (`mqttbytes` ignores them). `frame` is the
 /// whole packet; truncation is left to `mqttbytes` to report.
 fn check_subscribe_options(frame: &[u8]) -> Result<(), ProtocolError> {
-    // Fixed header: the first byte and the remaining length (checked by `frame`).
-    let mut i = 1;
-    while frame.get(i).is_some_and(|b| b & 0x80 != 0) {
-        i += 1;
-    }
-    // The last length byte and the packet id.
-    i += 3;
+    // After the fixed header, the packet id.
+    let mut i = fixed_header_len(frame) + 2;
     while let Some(len) = frame.get(i..i + 2) {
         i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
         match frame.get(i) {

@@ -26,9 +26,9 @@ fn pkid(b: &mut Bytes) -> Result<PacketId, ProtocolError> {
 
 /// The variable header and payload of a framed packet: what follows the fixed header.
 pub fn body(frame: BytesMut) -> Bytes {
+    let header = super::v4::fixed_header_len(&frame).min(frame.len());
     let mut b = frame.freeze();
-    b.advance(1);
-    while b.has_remaining() && b.get_u8() & 0x80 != 0 {}
+    b.advance(header);
     b
 }
 
