@@ -48,6 +48,12 @@ pub struct LogConfig {
     pub record_bytes_max: u32,
     /// Bytes of the most recent records kept in memory for caught-up readers.
     pub tail_bytes_max: usize,
+    /// Keep this many bytes of the active segment's page cache populated ahead of the
+    /// head, from a background thread, so an append copies into pages that already
+    /// exist instead of allocating them (see `warmer`). With a value above 0 a new
+    /// segment's data file is created at `segment_bytes_max` (a sparse file) and
+    /// trimmed to its data when it is sealed. 0: neither.
+    pub warm_ahead_bytes: u64,
     /// Check every record's CRC when reading it back, not only during recovery.
     /// Catches bit rot in sealed segments at roughly twice the CPU cost of a cached
     /// read.
@@ -68,6 +74,7 @@ impl Default for LogConfig {
             index_interval_bytes: 0,
             record_bytes_max: 16 * 1024 * 1024,
             tail_bytes_max: 16 * 1024 * 1024,
+            warm_ahead_bytes: 32 * 1024 * 1024,
             verify_reads: false,
             fsync: Fsync::Interval,
             fsync_interval_ms: 100,
@@ -107,6 +114,15 @@ impl LogConfig {
             return fail("fsync_interval_ms must be > 0 with fsync = \"interval\"".into());
         }
         Ok(())
+    }
+
+    /// The length a new or reopened active segment's data file is created at.
+    pub(crate) fn preallocate(&self) -> u64 {
+        if self.warm_ahead_bytes > 0 {
+            self.segment_bytes_max
+        } else {
+            0
+        }
     }
 
     pub(crate) fn fsync_interval(&self) -> Duration {

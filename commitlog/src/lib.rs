@@ -32,6 +32,7 @@ mod retention;
 mod segment;
 mod syncer;
 mod tail;
+mod warmer;
 
 pub use config::{Fsync, LogConfig, RetentionConfig, SEGMENT_BYTES_LIMIT};
 pub use error::{Error, Result};

@@ -25,6 +25,7 @@ use crate::retention::{self, SegmentInfo};
 use crate::segment::{self, Appendable, FileKind, Segment, WriteScratch};
 use crate::syncer::Syncer;
 use crate::tail::Tail;
+use crate::warmer::Warmer;
 use crate::Offset;
 
 const META_FILE: &str = "log.meta";
@@ -114,6 +115,10 @@ pub struct Log {
     unsynced: bool,
     /// `fsync = "interval"`: the thread that syncs in the background.
     syncer: Option<Syncer>,
+    /// `warm_ahead_bytes > 0`: the thread that fills the page cache ahead of the head.
+    warmer: Option<Warmer>,
+    /// Position in the active segment up to which warming was asked for.
+    warmed_to: u64,
     poisoned: bool,
     _lock: File,
 }
@@ -154,6 +159,7 @@ impl Log {
                 seg_clean,
                 policy,
                 config.index_bytes_max,
+                config.preallocate(),
             )?;
             if let Some(prev) = segments.back().map(Segment::next) {
                 if prev < seg.base() {
@@ -186,6 +192,14 @@ impl Log {
             ),
             Fsync::Always | Fsync::Never => None,
         };
+        let warmer = if config.warm_ahead_bytes > 0 {
+            Some(
+                Warmer::start("rumq-warm")
+                    .map_err(|e| Error::io("start the warm-up thread for", &dir, e))?,
+            )
+        } else {
+            None
+        };
         Ok(Log {
             tail: Tail::new(head, config.tail_bytes_max),
             dir,
@@ -197,6 +211,8 @@ impl Log {
             last_sync: Instant::now(),
             unsynced: false,
             syncer,
+            warmer,
+            warmed_to: 0,
             poisoned: false,
             _lock: lock,
             config,
@@ -309,6 +325,7 @@ impl Log {
                 self.roll()?;
                 continue;
             }
+            self.warm_ahead();
             for r in &rest[..n] {
                 self.tail.push(r.tail());
             }
@@ -335,14 +352,34 @@ impl Log {
                 self.head,
                 self.policy,
                 self.config.index_bytes_max,
+                self.config.preallocate(),
             )?;
             if self.config.fsync != Fsync::Never {
                 sync_dir(&self.dir)?;
             }
             self.segments.push_back(seg);
             self.roll_pending = false;
+            self.warmed_to = 0;
+            self.warm_ahead();
         }
         Ok(())
+    }
+
+    /// Ask the warmer for the active segment's next `warm_ahead_bytes`, in steps of a
+    /// quarter of that so it gets few, large jobs.
+    fn warm_ahead(&mut self) {
+        let (Some(warmer), Some(seg)) = (&self.warmer, self.segments.back()) else {
+            return;
+        };
+        let ahead = self.config.warm_ahead_bytes;
+        let from = self.warmed_to.max(seg.data_len());
+        let to = seg.data_len().saturating_add(ahead).min(seg.file_len());
+        if to > from
+            && (to - from >= ahead / 4 || to == seg.file_len())
+            && warmer.warm(seg.data_file(), from, to)
+        {
+            self.warmed_to = to;
+        }
     }
 
     /// Seal the active segment; the next append starts a new one.

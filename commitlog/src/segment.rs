@@ -4,15 +4,20 @@
 //! Files are named by base offset, zero-padded to 20 digits so they sort:
 //! `00000000000000001234.log` and `00000000000000001234.index`.
 //!
-//! The data file is opened with `O_APPEND`: appends go to the end with `write(2)` /
-//! `writev(2)` and reads use positional `pread(2)` (`read_exact_at`), so readers never
-//! move a file cursor and never need a `seek`. The segment tracks its own data length
-//! and record count; it never probes for end of file.
+//! Appends are positional `pwritev(2)` calls at the end of the data, and reads are
+//! positional `pread(2)` (`read_exact_at`), so nothing moves a file cursor. The
+//! segment tracks its own data length and record count; it never probes for end of
+//! file, because the file may be longer than its data: with `warm_ahead_bytes` set, a
+//! new segment's file is created sparse at its full size (see `warmer`) and trimmed to
+//! its data when sealed. Recovery cuts the zeros after the last record like any torn
+//! tail.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -123,8 +128,11 @@ pub struct WriteFailure {
 pub struct Segment {
     base: Offset,
     data_path: PathBuf,
-    data: File,
+    /// Shared with the warmer thread.
+    data: Arc<File>,
     data_len: u64,
+    /// The file's length: `data_len`, or more while it is preallocated.
+    file_len: u64,
     records: u32,
     index: Index,
     bytes_since_entry: u64,
@@ -133,26 +141,33 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Create the files of a new, empty segment.
+    /// Create the files of a new, empty segment; a `preallocate` above 0 makes the
+    /// data file that long (sparse).
     pub fn create(
         dir: &Path,
         base: Offset,
         policy: Policy,
         index_bytes_max: u64,
+        preallocate: u64,
     ) -> Result<Segment> {
         let data_path = dir.join(data_file_name(base));
         let data = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create_new(true)
             .open(&data_path)
             .map_err(|e| Error::io("create segment", &data_path, e))?;
+        if preallocate > 0 {
+            data.set_len(preallocate)
+                .map_err(|e| Error::io("preallocate segment", &data_path, e))?;
+        }
         let index = Index::create_active(&dir.join(index_file_name(base)), index_bytes_max, &[])?;
         Ok(Segment {
             base,
             data_path,
-            data,
+            data: Arc::new(data),
             data_len: 0,
+            file_len: preallocate,
             records: 0,
             index,
             bytes_since_entry: 0,
@@ -162,7 +177,8 @@ impl Segment {
     }
 
     /// Open an existing segment, running recovery (see [`crate::recovery`]). `active`
-    /// opens its index writable and preallocated; `clean` says it was closed cleanly.
+    /// opens its index writable and preallocated (and its data file to `preallocate`
+    /// bytes, when above 0); `clean` says it was closed cleanly.
     pub fn open(
         dir: &Path,
         base: Offset,
@@ -170,12 +186,13 @@ impl Segment {
         clean: bool,
         policy: Policy,
         index_bytes_max: u64,
+        preallocate: u64,
     ) -> Result<Segment> {
         let data_path = dir.join(data_file_name(base));
         let index_path = dir.join(index_file_name(base));
         let data = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .open(&data_path)
             .map_err(|e| Error::io("open segment", &data_path, e))?;
         let meta = data
@@ -195,6 +212,14 @@ impl Segment {
             data.set_len(r.data_len)
                 .map_err(|e| Error::io("truncate torn tail of", &data_path, e))?;
         }
+        // Cut first, extend after: the bytes past the data must read as zeros.
+        let file_len = if active && preallocate > r.data_len {
+            data.set_len(preallocate)
+                .map_err(|e| Error::io("preallocate segment", &data_path, e))?;
+            preallocate
+        } else {
+            r.data_len
+        };
         let index = match (r.rebuilt_index, found, active) {
             (Some(entries), _, true) => {
                 Index::create_active(&index_path, index_bytes_max, &entries)?
@@ -212,8 +237,9 @@ impl Segment {
         Ok(Segment {
             base,
             data_path,
-            data,
+            data: Arc::new(data),
             data_len: r.data_len,
+            file_len,
             records: r.records,
             index,
             bytes_since_entry: r.bytes_since_entry,
@@ -247,9 +273,19 @@ impl Segment {
         self.modified
     }
 
-    /// The data file (for the background sync).
-    pub fn data_file(&self) -> &File {
+    /// The data file (for the background sync and the warmer).
+    pub fn data_file(&self) -> &Arc<File> {
         &self.data
+    }
+
+    /// Bytes of framed records in the data file.
+    pub fn data_len(&self) -> u64 {
+        self.data_len
+    }
+
+    /// The data file's length: more than [`Segment::data_len`] while preallocated.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
     }
 
     /// The path of the data file.
@@ -275,9 +311,13 @@ impl Segment {
             return Ok(0);
         }
         let batch = &records[..n];
-        if let Err(e) = write_frames(&self.data, batch, scratch) {
+        if let Err(e) = write_frames(&self.data, self.data_len, batch, scratch) {
             let error = Error::io("write", &self.data_path, e);
-            let rolled_back = self.data.set_len(self.data_len).is_ok();
+            // Cut what the failed write left (whole frames among it would otherwise
+            // be found by recovery after a later, shorter append), then restore the
+            // preallocation as zeros.
+            let rolled_back = self.data.set_len(self.data_len).is_ok()
+                && (self.file_len <= self.data_len || self.data.set_len(self.file_len).is_ok());
             return Err(WriteFailure { error, rolled_back });
         }
         for r in batch {
@@ -299,6 +339,7 @@ impl Segment {
             self.data_len += frame;
             self.records += 1;
         }
+        self.file_len = self.file_len.max(self.data_len);
         self.modified = SystemTime::now();
         Ok(n)
     }
@@ -437,8 +478,15 @@ impl Segment {
             .map_err(|e| Error::io("fsync", &self.data_path, e))
     }
 
-    /// Make the segment read-only: trim its index (and, if `durable`, fsync both files).
+    /// Make the segment read-only: trim its data file and index to what they hold
+    /// (and, if `durable`, fsync both files).
     pub fn seal(&mut self, durable: bool) -> Result<()> {
+        if self.file_len > self.data_len {
+            self.data
+                .set_len(self.data_len)
+                .map_err(|e| Error::io("trim preallocated segment", &self.data_path, e))?;
+            self.file_len = self.data_len;
+        }
         if durable {
             self.sync()?;
         }
@@ -469,12 +517,13 @@ pub struct WriteScratch {
     cuts: Vec<(usize, usize)>,
 }
 
-/// Write the frames of `records` to the end of `file` with as few system calls as
+/// Write the frames of `records` to `file` at `pos` with as few system calls as
 /// possible: small records are framed into one buffer, large payloads are written
-/// from their own buffers, and everything goes out in `writev` calls of up to
+/// from their own buffers, and everything goes out in `pwritev` calls of up to
 /// `IOV_MAX` slices.
 fn write_frames<R: Appendable>(
     file: &File,
+    mut pos: u64,
     records: &[R],
     scratch: &mut WriteScratch,
 ) -> io::Result<()> {
@@ -494,17 +543,19 @@ fn write_frames<R: Appendable>(
             (None, false) => record::encode_into(&mut scratch.buf, r.payload()),
         }
         if scratch.buf.len() >= WRITE_BUF_BYTES {
-            flush_frames(file, records, scratch)?;
+            pos = flush_frames(file, pos, records, scratch)?;
         }
     }
-    flush_frames(file, records, scratch)
+    flush_frames(file, pos, records, scratch).map(|_| ())
 }
 
+/// Returns the position after what was written.
 fn flush_frames<R: Appendable>(
     file: &File,
+    mut pos: u64,
     records: &[R],
     scratch: &mut WriteScratch,
-) -> io::Result<()> {
+) -> io::Result<u64> {
     const IOV_MAX: usize = 1024;
     let buf = &scratch.buf;
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * scratch.cuts.len() + 1);
@@ -522,24 +573,51 @@ fn flush_frames<R: Appendable>(
         slices.push(IoSlice::new(&buf[prev..]));
     }
     for chunk in slices.chunks_mut(IOV_MAX) {
-        write_all_vectored(file, chunk)?;
+        pos = write_all_vectored_at(file, pos, chunk)?;
     }
     drop(slices);
     scratch.buf.clear();
     scratch.cuts.clear();
-    Ok(())
+    Ok(pos)
 }
 
-fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+/// `pwritev` all of `slices` at `pos`; returns the position after them.
+fn write_all_vectored_at(
+    file: &File,
+    mut pos: u64,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<u64> {
     while !slices.is_empty() {
-        match file.write_vectored(slices) {
+        let offset =
+            libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
+        // At most IOV_MAX (1024) slices are passed (see flush_frames).
+        let count = libc::c_int::try_from(slices.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix,
+        // the slices borrow buffers that outlive the call, and `count` is at most
+        // their number; the descriptor is open while `file` is borrowed.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                slices.as_ptr().cast::<libc::iovec>(),
+                count,
+                offset,
+            )
+        };
+        match usize::try_from(n) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Ok(n) => {
+                IoSlice::advance_slices(&mut slices, n);
+                pos += n as u64;
+            }
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
         }
     }
-    Ok(())
+    Ok(pos)
 }
 
 #[cfg(test)]
@@ -577,7 +655,7 @@ mod tests {
     #[test]
     fn append_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Segment::create(dir.path(), Offset(100), DENSE, 4096).unwrap();
+        let mut s = Segment::create(dir.path(), Offset(100), DENSE, 4096, 0).unwrap();
         let mut buf = WriteScratch::default();
         assert_eq!(s.append(&recs(10, 5), 1 << 20, &mut buf).unwrap(), 10);
         assert_eq!(s.next(), Offset(110));
@@ -598,13 +676,13 @@ mod tests {
     #[test]
     fn stops_when_full() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Segment::create(dir.path(), Offset(0), DENSE, 4096).unwrap();
+        let mut s = Segment::create(dir.path(), Offset(0), DENSE, 4096, 0).unwrap();
         let mut buf = WriteScratch::default();
         // 18-byte frames in a 50-byte segment: two fit.
         assert_eq!(s.append(&recs(5, 10), 50, &mut buf).unwrap(), 2);
         assert_eq!(s.append(&recs(1, 10), 50, &mut buf).unwrap(), 0);
         // An index of 3 entries stops a dense segment at 3 records.
-        let mut t = Segment::create(dir.path(), Offset(10), DENSE, 24).unwrap();
+        let mut t = Segment::create(dir.path(), Offset(10), DENSE, 24, 0).unwrap();
         assert_eq!(t.append(&recs(5, 1), 1 << 20, &mut buf).unwrap(), 3);
         assert!(t.index_is_full());
     }
@@ -616,7 +694,7 @@ mod tests {
             index_interval_bytes: 100,
             ..DENSE
         };
-        let mut s = Segment::create(dir.path(), Offset(0), policy, 4096).unwrap();
+        let mut s = Segment::create(dir.path(), Offset(0), policy, 4096, 0).unwrap();
         let records = recs(50, 22);
         s.append(&records, 1 << 20, &mut WriteScratch::default())
             .unwrap();
@@ -631,7 +709,7 @@ mod tests {
     #[test]
     fn large_records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Segment::create(dir.path(), Offset(0), DENSE, 4096).unwrap();
+        let mut s = Segment::create(dir.path(), Offset(0), DENSE, 4096, 0).unwrap();
         let records = vec![
             Bytes::from(vec![1u8; 100_000]),
             Bytes::from_static(b"small"),
@@ -647,14 +725,52 @@ mod tests {
     #[test]
     fn reopen_recovers_unclean_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Segment::create(dir.path(), Offset(7), DENSE, 4096).unwrap();
+        let mut s = Segment::create(dir.path(), Offset(7), DENSE, 4096, 0).unwrap();
         s.append(&recs(4, 3), 1 << 20, &mut WriteScratch::default())
             .unwrap();
         drop(s);
-        let s = Segment::open(dir.path(), Offset(7), true, false, DENSE, 4096).unwrap();
+        let s = Segment::open(dir.path(), Offset(7), true, false, DENSE, 4096, 0).unwrap();
         assert_eq!(s.next(), Offset(11));
         let mut out = Vec::new();
         s.read(Offset(9), lim(10, 1 << 20), &mut out).unwrap();
         assert_eq!(out, recs(4, 3)[2..].to_vec());
+    }
+
+    #[test]
+    fn a_preallocated_segment_recovers_its_records_and_is_trimmed_when_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = |s: &Segment| std::fs::metadata(s.data_path()).unwrap().len();
+        let mut s = Segment::create(dir.path(), Offset(7), DENSE, 4096, 1 << 20).unwrap();
+        assert_eq!(len(&s), 1 << 20);
+        let mut scratch = WriteScratch::default();
+        s.append(&recs(4, 3), 1 << 20, &mut scratch).unwrap();
+        // Large records take the other write path (straight from their buffers).
+        s.append(&recs(2, 20_000), 1 << 20, &mut scratch).unwrap();
+        let data_len = s.data_len();
+        assert_eq!(len(&s), 1 << 20);
+        drop(s); // a crash: the zeros after the records are still there
+
+        let mut s =
+            Segment::open(dir.path(), Offset(7), true, false, DENSE, 4096, 1 << 20).unwrap();
+        assert_eq!((s.next(), s.data_len()), (Offset(13), data_len));
+        assert_eq!(
+            len(&s),
+            1 << 20,
+            "the reopened active segment is preallocated again"
+        );
+        s.append(&recs(1, 5), 1 << 20, &mut scratch).unwrap();
+        let mut out = Vec::new();
+        s.read(Offset(7), lim(100, 1 << 20), &mut out).unwrap();
+        let mut want = recs(4, 3);
+        want.extend(recs(2, 20_000));
+        want.extend(recs(1, 5));
+        assert_eq!(out, want);
+
+        s.seal(true).unwrap();
+        assert_eq!(len(&s), s.data_len());
+        drop(s);
+        // Sealed and trimmed: the cheap check (frames end at the end of the file) passes.
+        let s = Segment::open(dir.path(), Offset(7), false, true, DENSE, 4096, 1 << 20).unwrap();
+        assert_eq!((s.next(), len(&s)), (Offset(14), s.data_len()));
     }
 }

@@ -97,6 +97,8 @@ fn journal_config(messages: &LogConfig) -> LogConfig {
         index_interval_bytes: 0,
         record_bytes_max,
         tail_bytes_max: 0,
+        // Small appends: warming pages ahead would cost a thread and gain nothing.
+        warm_ahead_bytes: 0,
         verify_reads: true,
         fsync: messages.fsync,
         fsync_interval_ms: messages.fsync_interval_ms,
