@@ -5,7 +5,7 @@
 //! `00000000000000001234.log` and `00000000000000001234.index`.
 //!
 //! Appends are positional `pwritev(2)` calls at the end of the data, and reads are
-//! positional `pread(2)` (`read_exact_at`), so nothing moves a file cursor. The
+//! positional `pread(2)`, so nothing moves a file cursor. The
 //! segment tracks its own data length and record count; it never probes for end of
 //! file, because the file may be longer than its data: with `warm_ahead_bytes` set, a
 //! new segment's file is created sparse at its full size (see `warmer`) and trimmed to
@@ -15,7 +15,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -464,11 +463,9 @@ impl Segment {
     }
 
     fn read_bytes(&self, pos: u64, len: usize) -> Result<Bytes> {
-        let mut v = vec![0u8; len];
-        self.data
-            .read_exact_at(&mut v, pos)
-            .map_err(|e| Error::io("read", &self.data_path, e))?;
-        Ok(Bytes::from(v))
+        read_exact_uninit(&self.data, pos, len)
+            .map(Bytes::from)
+            .map_err(|e| Error::io("read", &self.data_path, e))
     }
 
     /// `fdatasync` the data file.
@@ -505,6 +502,45 @@ impl Segment {
             Err(e) => Err(Error::io("remove index", &index_path, e)),
         }
     }
+}
+
+/// `len` bytes of `file` from `pos`, read into a fresh buffer that is not zeroed
+/// first (a read of a batch is up to a MiB, all of it about to be overwritten).
+fn read_exact_uninit(file: &File, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let mut filled = 0usize;
+    while filled < len {
+        let at = pos
+            .checked_add(filled as u64)
+            .and_then(|p| libc::off_t::try_from(p).ok())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::FileTooLarge))?;
+        // SAFETY: the destination is the vector's spare capacity past `filled`, at
+        // least `len - filled` bytes, written through a raw pointer (no reference to
+        // uninitialised memory is made); the descriptor is open while `file` is
+        // borrowed.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(filled).cast::<libc::c_void>(),
+                len - filled,
+                at,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    // SAFETY: pread initialised the first `len` bytes (the loop ends only then), and
+    // `len` is the capacity reserved above.
+    unsafe { buf.set_len(len) };
+    Ok(buf)
 }
 
 /// Reusable buffers for framing a batch.
