@@ -343,11 +343,14 @@ impl Connection {
             return;
         };
         let end = self.serve_connected(&mut rx, server_keep_alive).await;
-        Box::pin(self.goodbye(end)).await;
+        if Box::pin(self.goodbye(end)).await {
+            rx.said_goodbye();
+        }
     }
 
-    /// Say why (MQTT 5), and tell the router the connection is gone.
-    async fn goodbye(&mut self, end: End) {
+    /// Say why (MQTT 5), and tell the router the connection is gone; false if the
+    /// router could not be told (it is gone too).
+    async fn goodbye(&mut self, end: End) -> bool {
         let v5 = self.version == Some(Version::V5);
         if let (true, true, Some(code)) = (v5, self.connacked, end.reason_code()) {
             // MQTT 5: say why before closing (§4.13.2); not before a CONNACK
@@ -363,15 +366,15 @@ impl Connection {
             End::ClientDisconnect | End::Eof => tracing::debug!(reason = %end, "connection closed"),
             _ => tracing::info!(reason = %end, "connection closed"),
         }
-        let _ = self
-            .shared
+        self.shared
             .router
             .send(ToRouter::Event(Event::Disconnect {
                 conn: self.id,
                 reason,
                 session_expiry: v5.then_some(self.session_expiry),
             }))
-            .await;
+            .await
+            .is_ok()
     }
 
     /// Read until a CONNECT; `Ok(None)` when the client went away quietly.

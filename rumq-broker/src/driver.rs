@@ -7,13 +7,14 @@
 //! `fsync = "always"`), and their acknowledgements leave together.
 //!
 //! It also owns what concerns every connection at once, through their reply
-//! queues: the keep-alive sweep (every 250 ms) and, on `Shutdown`, telling each
+//! queues: the keep-alive sweep (every 250 ms), ending connections whose task is
+//! gone without a `Disconnect` (same sweep), and, on `Shutdown`, telling each
 //! connection to close.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use commitlog::Log;
-use router::{ConnectionId, Event, IdMap, Reply, Router};
+use router::{ConnectionId, DisconnectReason, Event, IdMap, Reply, Router};
 use tokio::sync::mpsc;
 
 use crate::replies::{PushError, ReplySender};
@@ -68,7 +69,10 @@ pub fn run(
         dispatch(&mut router, &mut conns, &mut batches);
         // Here rather than on `Tick` alone: under overload the ticker's `try_send`
         // finds the channel full, and dead clients must still be found.
-        conns.sweep_keep_alives();
+        if conns.sweep_due() {
+            conns.sweep_keep_alives();
+            end_abandoned(&mut router, &mut conns);
+        }
     }
     router.flush();
     dispatch(&mut router, &mut conns, &mut batches);
@@ -91,17 +95,47 @@ struct Conns {
 }
 
 impl Conns {
-    /// Tell the connections whose clients went quiet for too long to close (one
-    /// pass over all of them, an atomic load each, every `KEEP_ALIVE_SWEEP`).
-    fn sweep_keep_alives(&mut self) {
+    /// True once every `KEEP_ALIVE_SWEEP`: time for the sweeps below.
+    fn sweep_due(&mut self) -> bool {
         if self.swept.elapsed() < KEEP_ALIVE_SWEEP {
-            return;
+            return false;
         }
         self.swept = Instant::now();
+        true
+    }
+
+    /// Tell the connections whose clients went quiet for too long to close (one
+    /// pass over all of them, an atomic load each).
+    fn sweep_keep_alives(&self) {
         for tx in self.queues.values() {
             tx.check_keep_alive();
         }
     }
+}
+
+/// End, as an abrupt disconnect, every connection whose task is gone without having
+/// sent its `Disconnect` (see [`ReplySender::abandoned`]). Their wills are published,
+/// clean sessions end, and nothing holds retention back for them any more.
+fn end_abandoned(router: &mut Router<Log>, conns: &mut Conns) {
+    let abandoned: Vec<ConnectionId> = conns
+        .queues
+        .iter()
+        .filter(|(_, tx)| tx.abandoned())
+        .map(|(conn, _)| *conn)
+        .collect();
+    for conn in abandoned {
+        tracing::warn!(%conn, "connection task ended without a disconnect; ending its session's connection");
+        apply(
+            router,
+            conns,
+            ToRouter::Event(Event::Disconnect {
+                conn,
+                reason: DisconnectReason::Abrupt,
+                session_expiry: None,
+            }),
+        );
+    }
+    router.flush();
 }
 
 fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
@@ -167,10 +201,76 @@ fn dispatch(
                 tracing::error!(%conn, "connection not taking replies; closing it");
                 stuck.push(conn);
             }
-            Err(PushError::Closed) => stuck.push(conn),
+            // Its Disconnect is on the way, or (abandoned) the next sweep sends one:
+            // either way the queue stays until then.
+            Err(PushError::Closed) => {}
         }
     }
     for conn in stuck {
         conns.queues.remove(&conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use commitlog::LogConfig;
+    use router::{Connect, RouterConfig, TopicInterner};
+
+    use super::*;
+    use crate::replies::reply_queue;
+
+    /// A router over real logs in `dir`, run by the driver on its own thread.
+    fn start(
+        dir: &std::path::Path,
+    ) -> (mpsc::Sender<ToRouter>, std::thread::JoinHandle<Router<Log>>) {
+        let config = LogConfig::default();
+        let log = Log::open(dir.join("messages"), config.clone()).unwrap();
+        let journal = Log::open(dir.join("state"), crate::server::journal_config(&config)).unwrap();
+        let topics = Arc::new(TopicInterner::new(1000));
+        let router = Router::open(RouterConfig::default(), log, journal, topics).unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        (tx, std::thread::spawn(move || run(router, rx, 64)))
+    }
+
+    /// Connect a clean session, then end its connection task in one of two ways;
+    /// returns the sessions left once the driver has had a sweep.
+    fn sessions_left(said_goodbye: bool) -> usize {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, thread) = start(dir.path());
+        let (replies, rx) = reply_queue(64, None);
+        let connect = Connect::v3("c", true, None);
+        tx.blocking_send(ToRouter::Connect {
+            conn: ConnectionId(1),
+            connect,
+            replies,
+        })
+        .unwrap();
+        if said_goodbye {
+            rx.said_goodbye();
+        }
+        drop(rx);
+        std::thread::sleep(KEEP_ALIVE_SWEEP + Duration::from_millis(50));
+        tx.blocking_send(ToRouter::Tick).unwrap();
+        drop(tx);
+        let mut router = thread.join().unwrap();
+        let left = router.session_count();
+        router.flush();
+        left
+    }
+
+    #[test]
+    fn a_connection_task_gone_without_a_disconnect_is_ended_by_the_sweep() {
+        // A panicked or cancelled task never sends its Disconnect: the clean session
+        // would stay online (holding retention back) without the sweep.
+        assert_eq!(sessions_left(false), 0);
+    }
+
+    #[test]
+    fn a_connection_that_said_goodbye_is_left_to_its_own_disconnect() {
+        // Its Disconnect (with the reason that decides the will) is on the way; the
+        // driver must not act first.
+        assert_eq!(sessions_left(true), 1);
     }
 }

@@ -43,6 +43,9 @@ struct State {
     sender_gone: bool,
     /// The connection is gone: replies are dropped.
     receiver_gone: bool,
+    /// The connection sent the router its `Disconnect` before going (see
+    /// [`ReplySender::abandoned`]).
+    said_goodbye: bool,
     /// The server is shutting down: the connection should say so and close.
     shutdown: bool,
     /// The client sent nothing for longer than its keep alive allows.
@@ -106,6 +109,7 @@ pub fn reply_queue(max: usize, keep_alive: Option<Duration>) -> (ReplySender, Re
             max,
             sender_gone: false,
             receiver_gone: false,
+            said_goodbye: false,
             shutdown: false,
             keep_alive_expired: false,
             waker: None,
@@ -137,6 +141,17 @@ impl ReplySender {
             w.wake();
         }
         Ok(())
+    }
+
+    /// True when the connection is gone without having sent the router its
+    /// `Disconnect`: its task ended some other way (a panic, or cancelled by the
+    /// runtime) and never will. The router must then end the connection itself, or
+    /// its session would stay online forever (holding retention back). A connection
+    /// that did say goodbye is not abandoned: its `Disconnect` is on the way, and
+    /// acting before it would get the will wrong.
+    pub fn abandoned(&self) -> bool {
+        let state = self.0.lock();
+        state.receiver_gone && !state.said_goodbye
     }
 
     /// Tell the connection the server is shutting down.
@@ -180,6 +195,12 @@ impl Drop for ReplySender {
 }
 
 impl ReplyReceiver {
+    /// The connection has sent the router its `Disconnect` (see
+    /// [`ReplySender::abandoned`]).
+    pub fn said_goodbye(&self) {
+        self.0.lock().said_goodbye = true;
+    }
+
     /// Take everything queued, or learn of shutdown or the router's end; otherwise
     /// remember the task to wake. Shutdown comes first: queued replies are not
     /// written to a connection that is being closed anyway.
@@ -305,6 +326,19 @@ mod tests {
         let (tx, _rx) = reply_queue(10, None);
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(!tx.check_keep_alive(), "no keep alive, never expires");
+    }
+
+    #[test]
+    fn a_receiver_gone_without_saying_goodbye_is_abandoned() {
+        let (tx, rx) = reply_queue(2, None);
+        assert!(!tx.abandoned(), "still there");
+        drop(rx);
+        assert!(tx.abandoned());
+        let (tx, rx) = reply_queue(2, None);
+        rx.said_goodbye();
+        assert!(!tx.abandoned(), "said goodbye, still there");
+        drop(rx);
+        assert!(!tx.abandoned(), "its Disconnect is on the way");
     }
 
     #[tokio::test]

@@ -89,7 +89,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 /// The session journal's log: synced like the message log, small segments (a
 /// checkpoint makes older ones obsolete), records large enough for a retained
 /// message, and no retention (the router removes what a checkpoint supersedes).
-fn journal_config(messages: &LogConfig) -> LogConfig {
+pub(crate) fn journal_config(messages: &LogConfig) -> LogConfig {
     let record_bytes_max = messages.record_bytes_max.saturating_add(2 * 1024 * 1024);
     LogConfig {
         segment_bytes_max: (32 * 1024 * 1024).max(u64::from(record_bytes_max) + 64),
