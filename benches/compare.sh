@@ -21,14 +21,16 @@ if [ "$QUICK" = 1 ]; then M=20000; BIG=200; IDLE=500; LAT_S=1; else M=1000000; B
 source benches/lib.sh
 
 rows=()
+cpu_rows=()
 row() { # LABEL METRIC ARGS...
   local label=$1 metric=$2; shift 2
   echo "== $label" >&2
-  local r m d=n/a
-  r=$(run rumq "$metric" "$@")
-  m=$(run mosquitto "$metric" "$@")
-  if [ -n "$RUMQTTD" ]; then d=$(run rumqttd "$metric" "$@"); fi
+  local r m d=n/a rc mc dc=n/a
+  r=$(run rumq "$metric" "$@"); rc=$(cat "$tmp/cpu")
+  m=$(run mosquitto "$metric" "$@"); mc=$(cat "$tmp/cpu")
+  if [ -n "$RUMQTTD" ]; then d=$(run rumqttd "$metric" "$@"); dc=$(cat "$tmp/cpu"); fi
   rows+=("$label|$metric|$r|$m|$d")
+  if [ "$1" = throughput ]; then cpu_rows+=("${label%, *}|cpu|$rc|$mc|$dc"); fi
 }
 
 row "1 pub -> 1 sub, QoS 0, deliveries/s"          deliveries_per_s throughput --qos 0 --messages $M
@@ -42,11 +44,22 @@ row "RSS per idle connection ($IDLE idle), KiB"    rss_kib_per_conn connections 
 
 echo
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0 || a == "nan" || b == "nan" || b == "n/a") print "n/a"; else printf "%.2f", a / b }'; }
-printf '| %-48s | %12s | %12s | %12s | %10s | %10s |\n' "scenario (64 B payloads unless said)" "rumq" "Mosquitto" "rumqttd" "rumq/Mosq" "rumq/rumqttd"
-printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})"
-for r in "${rows[@]}"; do
-  IFS='|' read -r label metric a b d <<<"$r"
-  printf '| %-48s | %12s | %12s | %12s | %10s | %10s |\n' "$label" "$a" "$b" "$d" "$(ratio "$a" "$b")" "$(ratio "$a" "$d")"
-done
+# table HEADING ROW... : a markdown table of LABEL|METRIC|rumq|Mosquitto|rumqttd rows
+table() {
+  local heading=$1; shift
+  printf '| %-48s | %12s | %12s | %12s | %10s | %10s |\n' "$heading" "rumq" "Mosquitto" "rumqttd" "rumq/Mosq" "rumq/rumqttd"
+  printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})"
+  local r label metric a b d
+  for r in "$@"; do
+    IFS='|' read -r label metric a b d <<<"$r"
+    printf '| %-48s | %12s | %12s | %12s | %10s | %10s |\n' "$label" "$a" "$b" "$d" "$(ratio "$a" "$b")" "$(ratio "$a" "$d")"
+  done
+}
+table "scenario (64 B payloads unless said)" "${rows[@]}"
+echo
+echo "Broker CPU per delivered message, µs (user + system time of all its threads, from"
+echo "/proc; lower is better; steadier than the rates above when the machine is shared):"
+echo
+table "scenario" "${cpu_rows[@]}"
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); mosquitto $("$MOSQUITTO" -h 2>&1 | head -1 | awk '{print $3}'); rumqttd ${RUMQTTD:+$("$RUMQTTD" -V 2>&1 | awk '{print $2}')}; runs per figure: $RUNS (median)"

@@ -82,10 +82,12 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}'; }
 
-# run BROKER METRIC ARGS... -> median of RUNS runs (fresh broker each run)
+# run BROKER METRIC ARGS... -> median of RUNS runs (fresh broker each run). The
+# median broker CPU per delivery of the same runs (throughput scenarios) is left in
+# $tmp/cpu, since this runs in a subshell.
 run() {
   local broker=$1 metric=$2; shift 2
-  local vals=()
+  local vals=() cpus=()
   for _ in $(seq "$RUNS"); do
     case "$broker" in
       rumq) start_rumq; port=$RPORT; pid=$RPID ;;
@@ -97,7 +99,9 @@ run() {
     if [ -z "$line" ]; then echo "  [$broker] failed: $(tail -1 "$tmp/load.err")" >&2; vals+=(nan); continue; fi
     echo "  [$broker] $line" >&2
     vals+=("$(field "$metric" "$line")")
+    cpus+=("$(field broker_cpu_us_per_delivery "$line")")
   done
+  printf '%s\n' "${cpus[@]}" | grep -E '^[0-9.]+$' | median >"$tmp/cpu"
   printf '%s\n' "${vals[@]}" | median
 }
 

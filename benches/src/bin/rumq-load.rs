@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use benches::load::{proc_stats, scenario};
+use benches::load::{proc_cpu_seconds, proc_stats, scenario};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -96,6 +96,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             window,
         } => {
             let before = cli.broker_pid.and_then(proc_stats);
+            let cpu_before = cli.broker_pid.and_then(proc_cpu_seconds);
             let t = scenario::Throughput {
                 pubs: *pubs,
                 subs: *subs,
@@ -109,9 +110,17 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 idle_timeout: Duration::from_secs(10),
             };
             let r = scenario::throughput(&cli.addr, &t).await?;
+            // Broker CPU per delivery: steadier than a rate on a shared machine,
+            // where the broker may simply not be scheduled.
+            let cpu_us = match (cpu_before, cli.broker_pid.and_then(proc_cpu_seconds)) {
+                (Some(a), Some(b)) if r.received > 0 => {
+                    format!("{:.2}", (b - a) * 1e6 / r.received as f64)
+                }
+                _ => "unknown".into(),
+            };
             println!(
                 "scenario=throughput pubs={pubs} subs={subs} qos={qos} payload={payload} messages={messages} topics={topics} \
-                 deliveries_per_s={:.0} mb_per_s={:.1} expected={} received={} missing={} duplicates={} reordered={} acked={} seconds={:.3}",
+                 deliveries_per_s={:.0} mb_per_s={:.1} broker_cpu_us_per_delivery={cpu_us} expected={} received={} missing={} duplicates={} reordered={} acked={} seconds={:.3}",
                 r.deliveries_per_s,
                 r.mb_per_s,
                 r.expected,

@@ -27,3 +27,16 @@ pub fn proc_stats(pid: u32) -> Option<(u64, usize)> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
     Some((rss_kib, fds))
 }
+
+/// CPU time the broker has used so far (user + system, all threads), in seconds,
+/// from /proc. Values in /proc are in USER_HZ ticks, which Linux fixes at 100/s.
+pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After ')' come field 3 (state) onwards; utime and stime are fields 14 and 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
