@@ -21,7 +21,7 @@ pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
 /// | `Always` | every returned append | every returned append (one fsync per append call) |
 ///
 /// A process crash never loses a returned append under any policy: `append` returns
-/// only after `write(2)` put the bytes in the kernel's page cache.
+/// only after `pwritev(2)` put the bytes in the kernel's page cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
@@ -51,8 +51,8 @@ pub struct LogConfig {
     /// Keep this many bytes of the active segment's page cache populated ahead of the
     /// head, from a background thread, so an append copies into pages that already
     /// exist instead of allocating them (see `warmer`). With a value above 0 a new
-    /// segment's data file is created at `segment_bytes_max` (a sparse file) and
-    /// trimmed to its data when it is sealed. 0: neither.
+    /// (or reopened) active segment's data file is extended to `segment_bytes_max`
+    /// (a sparse file) and trimmed to its data when it is sealed. 0: neither.
     pub warm_ahead_bytes: u64,
     /// Check every record's CRC when reading it back, not only during recovery.
     /// Catches bit rot in sealed segments at roughly twice the CPU cost of a cached

@@ -184,6 +184,14 @@ impl Log {
         }
         let head = segments.back().map_or(Offset(0), Segment::next);
         let roll_pending = segments.back().is_none_or(Segment::index_is_full);
+        if roll_pending {
+            // Its index is full: it will never be appended to again, so it is sealed
+            // now (opened as the active one, it was extended to its preallocated
+            // size, and nothing else would trim it).
+            if let Some(seg) = segments.back_mut() {
+                seg.seal(config.fsync != Fsync::Never)?;
+            }
+        }
         tracing::debug!(dir = %dir.display(), segments = segments.len(), %head, clean, "opened log");
         let syncer = match config.fsync {
             Fsync::Interval => Some(
@@ -317,6 +325,8 @@ impl Log {
                     if !f.rolled_back {
                         self.poisoned = true;
                     }
+                    // The rollback cut the warmed pages past the data.
+                    self.warmed_to = 0;
                     tracing::error!(error = %f.error, rolled_back = f.rolled_back, "append failed");
                     return Err(f.error);
                 }

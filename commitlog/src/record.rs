@@ -133,7 +133,10 @@ pub fn decode_with(buf: &[u8], record_bytes_max: u32, verify: bool) -> Frame {
     };
     let crc = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > record_bytes_max {
+    // An all-zero header is never a record (the CRC of a zero length is not zero):
+    // it is a hole or preallocated space, and must not pass as an empty record when
+    // the CRC is not checked.
+    if len > record_bytes_max || (crc == 0 && len == 0) {
         return Frame::Corrupt;
     }
     let len = len as usize;
@@ -157,6 +160,15 @@ mod tests {
         let mut v = encode_header(payload).to_vec();
         v.extend_from_slice(payload);
         v
+    }
+
+    #[test]
+    fn zeros_are_never_a_record_but_an_empty_record_is() {
+        assert_eq!(decode_with(&[0u8; 64], 1024, false), Frame::Corrupt);
+        assert_eq!(decode_with(&[0u8; 64], 1024, true), Frame::Corrupt);
+        let empty = frame(b"");
+        assert_eq!(decode_with(&empty, 1024, false), Frame::Record { len: 0 });
+        assert_eq!(decode_with(&empty, 1024, true), Frame::Record { len: 0 });
     }
 
     #[test]

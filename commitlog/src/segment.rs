@@ -28,9 +28,9 @@ use crate::recovery::{self, Policy};
 use crate::{Offset, ReadLimits};
 
 /// Records at least this large are written straight from the caller's buffer with
-/// `writev` instead of being copied into the write buffer.
+/// `pwritev` instead of being copied into the write buffer.
 const LARGE_RECORD_BYTES: usize = 16 * 1024;
-/// The write buffer is flushed with one `write` when it reaches this size.
+/// The write buffer is flushed with one `pwritev` when it reaches this size.
 const WRITE_BUF_BYTES: usize = 1 << 20;
 
 /// The data file name for a segment with this base offset.
@@ -314,9 +314,14 @@ impl Segment {
             let error = Error::io("write", &self.data_path, e);
             // Cut what the failed write left (whole frames among it would otherwise
             // be found by recovery after a later, shorter append), then restore the
-            // preallocation as zeros.
-            let rolled_back = self.data.set_len(self.data_len).is_ok()
-                && (self.file_len <= self.data_len || self.data.set_len(self.file_len).is_ok());
+            // preallocation as zeros; if that fails the file simply grows by appends.
+            let rolled_back = self.data.set_len(self.data_len).is_ok();
+            if rolled_back
+                && self.file_len > self.data_len
+                && self.data.set_len(self.file_len).is_err()
+            {
+                self.file_len = self.data_len;
+            }
             return Err(WriteFailure { error, rolled_back });
         }
         for r in batch {
@@ -477,14 +482,21 @@ impl Segment {
 
     /// Make the segment read-only: trim its data file and index to what they hold
     /// (and, if `durable`, fsync both files).
+    ///
+    /// A preallocated data file is synced even when not `durable`: its size was set
+    /// by `ftruncate`, which the filesystem journals within seconds, not by the data
+    /// reaching the disk. Without the sync a power loss could leave a sealed segment
+    /// at its full length with holes (zeros) where records were, inside the part the
+    /// cheap check of a sealed segment trusts. Once per segment.
     pub fn seal(&mut self, durable: bool) -> Result<()> {
-        if self.file_len > self.data_len {
+        let trimmed = self.file_len > self.data_len;
+        if trimmed {
             self.data
                 .set_len(self.data_len)
                 .map_err(|e| Error::io("trim preallocated segment", &self.data_path, e))?;
             self.file_len = self.data_len;
         }
-        if durable {
+        if durable || trimmed {
             self.sync()?;
         }
         self.index.seal(durable)

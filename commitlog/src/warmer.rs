@@ -22,6 +22,7 @@
 
 use std::fs::File;
 use std::io;
+#[cfg(target_os = "linux")]
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -29,9 +30,12 @@ use std::thread::JoinHandle;
 
 /// Ranges waiting for the thread; more are asked for again later.
 const QUEUE: usize = 4;
-/// Advice is given in pieces of this size, so a job for a segment that was meanwhile
-/// sealed or removed ends soon (the kernel ignores advice past the end of a file).
-const PIECE: u64 = 2 * 1024 * 1024;
+/// Advice is given in pieces of this size. Linux acts on at most the device's
+/// read-ahead (or I/O) size of a `WILLNEED` call and silently drops the rest; 128 KiB
+/// is the default read-ahead, so every byte asked for is warmed. Small pieces also
+/// let a job for a segment that was meanwhile sealed or removed end soon (the kernel
+/// ignores advice past the end of a file).
+const PIECE: u64 = 128 * 1024;
 
 struct Job {
     file: Arc<File>,
@@ -39,7 +43,8 @@ struct Job {
     to: u64,
 }
 
-/// The handle the log owns; dropping it stops the thread after the job in hand.
+/// The handle the log owns; dropping it lets the thread finish the jobs queued (at
+/// most `QUEUE` more) and joins it.
 pub(crate) struct Warmer {
     jobs: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
@@ -95,6 +100,10 @@ impl Drop for Warmer {
     }
 }
 
+#[cfg(not(target_os = "linux"))]
+fn warm(_job: &Job) {}
+
+#[cfg(target_os = "linux")]
 fn warm(job: &Job) {
     let mut pos = job.from;
     while pos < job.to {

@@ -95,15 +95,20 @@ fn intact_before(ends: &[(u64, u64)], base: u64, cut: u64) -> u64 {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Process killed mid-append: the data file ends part-way through a record.
+    /// Process killed mid-append: the data file ends part-way through a record, or
+    /// (preallocated) the torn record is followed by zeros to the segment's full size.
     #[test]
-    fn torn_tail_of_data_file(n in 1u64..200, cut_frac in 0.0f64..1.0) {
+    fn torn_tail_of_data_file(n in 1u64..200, cut_frac in 0.0f64..1.0, preallocated: bool) {
         let dir = tempfile::tempdir().unwrap();
         let (data, _, ends) = crashed_log(dir.path(), n);
         let base = ends[0].0;
         let len = ends.last().unwrap().1;
         let cut = (len as f64 * cut_frac) as u64;
-        OpenOptions::new().write(true).open(&data).unwrap().set_len(cut).unwrap();
+        let f = OpenOptions::new().write(true).open(&data).unwrap();
+        f.set_len(cut).unwrap();
+        if preallocated {
+            f.set_len(small_config().segment_bytes_max).unwrap();
+        }
         assert_recovers_to(dir.path(), intact_before(&ends, base, cut));
     }
 
@@ -217,6 +222,37 @@ fn a_sealed_segment_still_preallocated_after_a_crash_is_cut_to_its_records() {
         .unwrap();
     assert_recovers_to(dir.path(), 120);
     assert_eq!(std::fs::metadata(&logs[0]).unwrap().len(), data_len);
+}
+
+/// A last segment whose index filled up is opened as the active one (and extended to
+/// its preallocated size) but never appended to again: the open seals it, so it is
+/// not left with zeros that every later open would have to scan past.
+#[test]
+fn a_last_segment_with_a_full_index_is_trimmed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = commitlog::LogConfig {
+        index_bytes_max: 4 * 8, // four records per segment
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    for i in 0..4 {
+        log.append(payload(i)).unwrap();
+    }
+    log.close().unwrap();
+    let data_len: u64 = (0..4)
+        .map(|i| (HEADER_BYTES + payload(i).len()) as u64)
+        .sum();
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    assert_eq!(log.append(payload(4)).unwrap(), Offset(4));
+    log.close().unwrap();
+    let logs = files(dir.path(), "log");
+    assert_eq!(logs.len(), 2);
+    assert_eq!(std::fs::metadata(&logs[0]).unwrap().len(), data_len);
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(
+        read_all(&log, Offset(0)),
+        (0..5).map(payload).collect::<Vec<_>>()
+    );
 }
 
 #[test]
