@@ -71,9 +71,14 @@ pub fn run(
         // finds the channel full, and dead clients must still be found.
         if conns.sweep_due() {
             conns.sweep_keep_alives();
-            end_abandoned(&mut router, &mut conns);
+            if end_abandoned(&mut router, &mut conns) {
+                dispatch(&mut router, &mut conns, &mut batches);
+            }
         }
     }
+    // The runtime cancels the tasks still running after the shutdown grace: their
+    // connections end here, wills published.
+    end_abandoned(&mut router, &mut conns);
     router.flush();
     dispatch(&mut router, &mut conns, &mut batches);
     let stats = router.stats();
@@ -115,27 +120,39 @@ impl Conns {
 
 /// End, as an abrupt disconnect, every connection whose task is gone without having
 /// sent its `Disconnect` (see [`ReplySender::abandoned`]). Their wills are published,
-/// clean sessions end, and nothing holds retention back for them any more.
-fn end_abandoned(router: &mut Router<Log>, conns: &mut Conns) {
+/// clean sessions end, and nothing holds retention back for them any more. True if
+/// there were any (their replies are then in the router's outbox).
+fn end_abandoned(router: &mut Router<Log>, conns: &mut Conns) -> bool {
     let abandoned: Vec<ConnectionId> = conns
         .queues
         .iter()
         .filter(|(_, tx)| tx.abandoned())
         .map(|(conn, _)| *conn)
         .collect();
+    if abandoned.is_empty() {
+        return false;
+    }
     for conn in abandoned {
         tracing::warn!(%conn, "connection task ended without a disconnect; ending its session's connection");
-        apply(
-            router,
-            conns,
-            ToRouter::Event(Event::Disconnect {
-                conn,
-                reason: DisconnectReason::Abrupt,
-                session_expiry: None,
-            }),
-        );
+        end_abruptly(router, conns, conn);
     }
     router.flush();
+    true
+}
+
+/// Disconnect `conn` as if its network connection dropped, and forget its queue (a
+/// `Disconnect` the connection sends later is for a connection the router no longer
+/// knows, and is ignored).
+fn end_abruptly(router: &mut Router<Log>, conns: &mut Conns, conn: ConnectionId) {
+    apply(
+        router,
+        conns,
+        ToRouter::Event(Event::Disconnect {
+            conn,
+            reason: DisconnectReason::Abrupt,
+            session_expiry: None,
+        }),
+    );
 }
 
 fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
@@ -206,9 +223,15 @@ fn dispatch(
             Err(PushError::Closed) => {}
         }
     }
-    for conn in stuck {
-        conns.queues.remove(&conn);
+    if stuck.is_empty() {
+        return;
     }
+    // Ended here rather than when its task notices the queue is gone: that task
+    // might never say so (the case `end_abandoned` covers, which no longer sees it).
+    for conn in stuck {
+        end_abruptly(router, conns, conn);
+    }
+    router.flush();
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //! The receiver is polled ([`ReplyReceiver::poll_recv`]) rather than awaited: the
 //! connection's idle wait then stores no future for it at all.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -33,6 +33,9 @@ struct Shared {
     /// The connection is closed after this many ms without a read (1.5 × the keep
     /// alive); 0: never.
     keep_alive_ms: u64,
+    /// Set when the receiver is dropped without `said_goodbye`: an atomic, so the
+    /// router's sweep reads it without taking the lock.
+    abandoned: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -104,6 +107,7 @@ pub fn reply_queue(max: usize, keep_alive: Option<Duration>) -> (ReplySender, Re
         created: Instant::now(),
         last_read_ms: AtomicU64::new(0),
         keep_alive_ms,
+        abandoned: AtomicBool::new(false),
         state: Mutex::new(State {
             queue: Vec::new(),
             max,
@@ -150,8 +154,7 @@ impl ReplySender {
     /// that did say goodbye is not abandoned: its `Disconnect` is on the way, and
     /// acting before it would get the will wrong.
     pub fn abandoned(&self) -> bool {
-        let state = self.0.lock();
-        state.receiver_gone && !state.said_goodbye
+        self.0.abandoned.load(Ordering::Acquire)
     }
 
     /// Tell the connection the server is shutting down.
@@ -255,6 +258,9 @@ impl Drop for ReplyReceiver {
         state.receiver_gone = true;
         state.queue = Vec::new();
         state.waker = None;
+        if !state.said_goodbye {
+            self.0.abandoned.store(true, Ordering::Release);
+        }
     }
 }
 
