@@ -291,6 +291,37 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_whose_reply_queue_overflows_is_ended_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, thread) = start(dir.path());
+        // Room for the CONNACK only; the connection never reads.
+        let (replies, rx) = reply_queue(1, None);
+        let conn = ConnectionId(1);
+        let connect = Connect::v3("c", true, None);
+        tx.blocking_send(ToRouter::Connect {
+            conn,
+            connect,
+            replies,
+        })
+        .unwrap();
+        tx.blocking_send(ToRouter::Event(Event::Subscribe {
+            conn,
+            pkid: router::PacketId(1),
+            filters: vec![router::Subscription::new("t", router::QoS::AtLeastOnce)],
+            id: None,
+        }))
+        .unwrap();
+        drop(tx);
+        let router = thread.join().unwrap();
+        assert_eq!(
+            router.session_count(),
+            0,
+            "ended without waiting for its task"
+        );
+        drop(rx);
+    }
+
+    #[test]
     fn a_connection_that_said_goodbye_is_left_to_its_own_disconnect() {
         // Its Disconnect (with the reason that decides the will) is on the way; the
         // driver must not act first.
