@@ -310,8 +310,16 @@ pub enum Reply {
     PubRec(PacketId, PubReason),
     /// PUBREL for an outbound QoS 2 delivery.
     PubRel(PacketId),
-    /// PUBCOMP for an inbound QoS 2 release.
-    PubComp(PacketId),
+    /// PUBCOMP for an inbound QoS 2 release; `known` is false when no message was
+    /// awaiting release under that id (MQTT 5 says so with 0x92, "Packet Identifier
+    /// not found": a retransmitted PUBREL whose PUBCOMP was lost, or one for a
+    /// session that did not survive).
+    PubComp {
+        /// The id released.
+        pkid: PacketId,
+        /// A message was awaiting release under it.
+        known: bool,
+    },
     /// SUBACK.
     SubAck {
         /// Packet id.

@@ -816,13 +816,14 @@ impl<S: Storage> Router<S> {
         };
         // Journaled before the PUBCOMP leaves: once the client has it, it may reuse
         // the id for a new message, which must not look like a retransmission.
-        if s.incoming_qos2.remove(&pkid.0) && !s.clean {
+        let known = s.incoming_qos2.remove(&pkid.0);
+        if known && !s.clean {
             self.journal.push(&Op::Qos2Done {
                 sid: sid.0,
                 pkid: pkid.0,
             });
         }
-        self.reply(conn, Reply::PubComp(pkid));
+        self.reply(conn, Reply::PubComp { pkid, known });
     }
 
     fn pubrec(&mut self, conn: ConnectionId, pkid: PacketId) {

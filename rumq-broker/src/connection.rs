@@ -860,9 +860,9 @@ impl Connection {
                         close = close.or(Some(CloseReason::StorageFailure));
                     }
                 }
-                Reply::PubComp(id) => {
+                Reply::PubComp { pkid, .. } => {
                     if let Some(state) = &mut self.v5 {
-                        state.quota.remove(&id.0);
+                        state.quota.remove(&pkid.0);
                     }
                 }
                 Reply::Deliver(_) => delivered = true,

@@ -258,11 +258,40 @@ fn qos2_inbound_is_stored_once() {
         conn: C1,
         pkid: PacketId(9),
     });
-    assert_eq!(h.take(C1), vec![Reply::PubComp(PacketId(9))]);
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::PubComp {
+            pkid: PacketId(9),
+            known: true
+        }]
+    );
     // After release the id is free again: a new message.
     h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"y");
     h.router.flush();
     assert_eq!(h.router.storage().head(), Offset(2));
+}
+
+#[test]
+fn a_pubrel_for_an_id_not_awaiting_release_is_completed_as_unknown() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "pub", true);
+    h.publish(C1, "t", QoS::ExactlyOnce, false, 9, b"x");
+    h.router.flush();
+    h.take(C1);
+    for known in [true, false] {
+        // The second PUBREL is a retransmission whose PUBCOMP the client lost.
+        h.router.handle(Event::PubRel {
+            conn: C1,
+            pkid: PacketId(9),
+        });
+        assert_eq!(
+            h.take(C1),
+            vec![Reply::PubComp {
+                pkid: PacketId(9),
+                known
+            }]
+        );
+    }
 }
 
 #[test]
@@ -293,7 +322,13 @@ fn qos2_retransmission_before_the_append_is_stored_once() {
         conn: C1,
         pkid: PacketId(9),
     });
-    assert_eq!(h.take(C1), vec![Reply::PubComp(PacketId(9))]);
+    assert_eq!(
+        h.take(C1),
+        vec![Reply::PubComp {
+            pkid: PacketId(9),
+            known: true
+        }]
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@ pub mod reason {
     pub const SESSION_TAKEN_OVER: u8 = 0x8e;
     pub const TOPIC_FILTER_INVALID: u8 = 0x8f;
     pub const TOPIC_NAME_INVALID: u8 = 0x90;
+    pub const PACKET_ID_NOT_FOUND: u8 = 0x92;
     pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     pub const PACKET_TOO_LARGE: u8 = 0x95;
@@ -187,13 +188,14 @@ impl Encoder {
 
     /// An ack with an MQTT 5 reason code (left out when it is success, §3.4.2.1),
     /// and for a refusal a reason string if the client wants problem information.
-    fn ack_v5(&mut self, first: u8, pkid: PacketId, code: u8) {
+    /// An MQTT 5 acknowledgement with `code`; for an error, `why` goes with it as the
+    /// reason string (if the client wants problem information).
+    fn ack_v5(&mut self, first: u8, pkid: PacketId, code: u8, why: &str) {
         if code == reason::SUCCESS {
             return self.ack(first, pkid);
         }
         if code >= 0x80 && self.problem_info {
-            self.props
-                .string(id::REASON_STRING, "the message log refused the write");
+            self.props.string(id::REASON_STRING, why);
         }
         let len = self.props.len();
         if len == 0 {
@@ -231,13 +233,18 @@ impl Encoder {
                     0x50
                 };
                 if v5 {
-                    self.ack_v5(first, *id, Self::pub_reason(*r));
+                    let why = "the message log refused the write";
+                    self.ack_v5(first, *id, Self::pub_reason(*r), why);
                 } else if r.is_success() {
                     self.ack(first, *id);
                 }
             }
             Reply::PubRel(id) => self.ack(0x62, *id),
-            Reply::PubComp(id) => self.ack(0x70, *id),
+            Reply::PubComp { pkid, known: false } if v5 => {
+                let why = "no QoS 2 message awaits release under this packet id";
+                self.ack_v5(0x70, *pkid, reason::PACKET_ID_NOT_FOUND, why);
+            }
+            Reply::PubComp { pkid, .. } => self.ack(0x70, *pkid),
             Reply::UnsubAck { pkid, codes } => {
                 if v5 {
                     self.small.put_u8(0xb0);

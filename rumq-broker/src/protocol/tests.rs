@@ -465,3 +465,37 @@ fn v5_publish_carries_what_the_subscriber_should_know() {
     expected.finish(&mut want);
     assert_eq!(&want[1..], &section[..]);
 }
+
+#[test]
+fn a_pubcomp_for_an_unknown_id_says_0x92_in_mqtt_5_only() {
+    let unknown = Reply::PubComp {
+        pkid: PacketId(7),
+        known: false,
+    };
+    let wire = |e: &mut Encoder| {
+        let mut chunks = Vec::new();
+        e.take(&mut chunks);
+        chunks.concat()
+    };
+    let mut e = Encoder::new();
+    e.reply(&unknown);
+    assert_eq!(wire(&mut e), [0x70, 2, 0, 7], "3.1.1 has no reason codes");
+
+    let mut e = Encoder::new();
+    e.set_version(Version::V5, 0, false);
+    e.reply(&unknown);
+    assert_eq!(wire(&mut e), [0x70, 3, 0, 7, 0x92]);
+    e.reply(&Reply::PubComp {
+        pkid: PacketId(7),
+        known: true,
+    });
+    assert_eq!(wire(&mut e), [0x70, 2, 0, 7], "success is the short form");
+
+    // With problem information, the reason says why.
+    let mut e = Encoder::new();
+    e.set_version(Version::V5, 0, true);
+    e.reply(&unknown);
+    let got = wire(&mut e);
+    assert_eq!(&got[..5], [0x70, got[1], 0, 7, 0x92]);
+    assert!(got.windows(8).any(|w| w == b"no QoS 2"));
+}
