@@ -55,6 +55,7 @@ pub fn run(
         queues: IdMap::default(),
         shutting_down: false,
         swept: Instant::now(),
+        ticked: Instant::now(),
     };
     let mut batches: IdMap<ConnectionId, Vec<Reply>> = IdMap::default();
     while let Some(msg) = rx.blocking_recv() {
@@ -75,6 +76,13 @@ pub fn run(
                 dispatch(&mut router, &mut conns, &mut batches);
             }
         }
+        // The ticker's `try_send` finds the channel full when the router is busiest:
+        // timers, the interval fsync and retention must not wait for a quiet moment.
+        if conns.ticked.elapsed() >= TICK_OVERDUE {
+            conns.ticked = Instant::now();
+            router.tick(SystemTime::now());
+            dispatch(&mut router, &mut conns, &mut batches);
+        }
     }
     // The runtime cancels the tasks still running after the shutdown grace: their
     // connections end here, wills published.
@@ -90,13 +98,19 @@ pub fn run(
 /// closed at most this much later than 1.5 × its keep alive.
 const KEEP_ALIVE_SWEEP: Duration = Duration::from_millis(250);
 
-/// The connections' reply queues.
+/// The router ticks by itself when no `Tick` came for this long (they come every
+/// 20 ms unless the channel is full).
+const TICK_OVERDUE: Duration = Duration::from_millis(100);
+
+/// The connections' reply queues, and when the periodic work last ran.
 struct Conns {
     queues: IdMap<ConnectionId, ReplyTx>,
     /// Shutdown was asked for: a connection that arrives now is told at once.
     shutting_down: bool,
     /// When the keep alives were last checked.
     swept: Instant,
+    /// When the router last ticked.
+    ticked: Instant,
 }
 
 impl Conns {
@@ -187,7 +201,10 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
                 apply(router, conns, ToRouter::Event(e));
             }
         }
-        ToRouter::Tick => router.tick(SystemTime::now()),
+        ToRouter::Tick => {
+            conns.ticked = Instant::now();
+            router.tick(SystemTime::now());
+        }
         ToRouter::Shutdown => {
             conns.shutting_down = true;
             for tx in conns.queues.values() {
@@ -248,13 +265,37 @@ mod tests {
     fn start(
         dir: &std::path::Path,
     ) -> (mpsc::Sender<ToRouter>, std::thread::JoinHandle<Router<Log>>) {
+        start_with(dir, Arc::new(TopicInterner::new(1000)))
+    }
+
+    fn start_with(
+        dir: &std::path::Path,
+        topics: Arc<TopicInterner>,
+    ) -> (mpsc::Sender<ToRouter>, std::thread::JoinHandle<Router<Log>>) {
         let config = LogConfig::default();
         let log = Log::open(dir.join("messages"), config.clone()).unwrap();
         let journal = Log::open(dir.join("state"), crate::server::journal_config(&config)).unwrap();
-        let topics = Arc::new(TopicInterner::new(1000));
         let router = Router::open(RouterConfig::default(), log, journal, topics).unwrap();
         let (tx, rx) = mpsc::channel(16);
         (tx, std::thread::spawn(move || run(router, rx, 64)))
+    }
+
+    /// Send a CONNECT for `conn` with a reply queue of `max`; returns the queue's
+    /// connection end.
+    fn send_connect(
+        tx: &mpsc::Sender<ToRouter>,
+        conn: ConnectionId,
+        connect: Connect,
+        max: usize,
+    ) -> crate::replies::ReplyReceiver {
+        let (replies, rx) = reply_queue(max, None);
+        tx.blocking_send(ToRouter::Connect {
+            conn,
+            connect,
+            replies,
+        })
+        .unwrap();
+        rx
     }
 
     /// Connect a clean session, then end its connection task in one of two ways;
@@ -262,14 +303,7 @@ mod tests {
     fn sessions_left(said_goodbye: bool) -> usize {
         let dir = tempfile::tempdir().unwrap();
         let (tx, thread) = start(dir.path());
-        let (replies, rx) = reply_queue(64, None);
-        let connect = Connect::v3("c", true, None);
-        tx.blocking_send(ToRouter::Connect {
-            conn: ConnectionId(1),
-            connect,
-            replies,
-        })
-        .unwrap();
+        let rx = send_connect(&tx, ConnectionId(1), Connect::v3("c", true, None), 64);
         if said_goodbye {
             rx.said_goodbye();
         }
@@ -295,15 +329,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tx, thread) = start(dir.path());
         // Room for the CONNACK only; the connection never reads.
-        let (replies, rx) = reply_queue(1, None);
         let conn = ConnectionId(1);
-        let connect = Connect::v3("c", true, None);
-        tx.blocking_send(ToRouter::Connect {
-            conn,
-            connect,
-            replies,
-        })
-        .unwrap();
+        let rx = send_connect(&tx, conn, Connect::v3("c", true, None), 1);
         tx.blocking_send(ToRouter::Event(Event::Subscribe {
             conn,
             pkid: router::PacketId(1),
@@ -319,6 +346,54 @@ mod tests {
             "ended without waiting for its task"
         );
         drop(rx);
+    }
+
+    #[test]
+    fn the_router_ticks_while_busy_without_tick_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = Arc::new(TopicInterner::new(1000));
+        let (tx, thread) = start_with(dir.path(), topics.clone());
+        // A will delayed by a second: only a tick (its timers) publishes it.
+        let will = router::Publication {
+            topic: topics.intern("w").unwrap(),
+            qos: router::QoS::AtMostOnce,
+            retain: false,
+            record: router::NewMessage::new(router::QoS::AtMostOnce, false, 0, "w", b"bye")
+                .framed(),
+        };
+        let conn = ConnectionId(1);
+        // The session outlives the delay (a session's end would publish it at once).
+        let connect = Connect {
+            will_delay: 1,
+            session_expiry: 60,
+            ..Connect::v3("a", true, Some(will))
+        };
+        let _rx = send_connect(&tx, conn, connect, 1024);
+        tx.blocking_send(ToRouter::Event(Event::Disconnect {
+            conn,
+            reason: DisconnectReason::Abrupt,
+            session_expiry: None,
+        }))
+        .unwrap();
+        // Keep the router busy for 1.5 s with other events and no Tick (as when
+        // the ticker finds the channel full).
+        let other = ConnectionId(2);
+        let _rx2 = send_connect(&tx, other, Connect::v3("b", true, None), 1 << 20);
+        let until = Instant::now() + Duration::from_millis(1500);
+        let mut pkid = 0u16;
+        while Instant::now() < until {
+            pkid = pkid % 60_000 + 1;
+            tx.blocking_send(ToRouter::Event(Event::Unsubscribe {
+                conn: other,
+                pkid: router::PacketId(pkid),
+                filters: vec!["x".into()],
+            }))
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(tx);
+        let router = thread.join().unwrap();
+        assert_eq!(router.stats().appended, 1, "the delayed will was published");
     }
 
     #[test]
