@@ -52,7 +52,8 @@ pub struct LogConfig {
     /// head, from a background thread, so an append copies into pages that already
     /// exist instead of allocating them (see `warmer`). With a value above 0 a new
     /// (or reopened) active segment's data file is extended to `segment_bytes_max`
-    /// (a sparse file) and trimmed to its data when it is sealed. 0: neither.
+    /// (a sparse file) and trimmed to its data when it is sealed. 0: neither. Not
+    /// used with `fsync = "never"` (see `preallocate`).
     pub warm_ahead_bytes: u64,
     /// Check every record's CRC when reading it back, not only during recovery.
     /// Catches bit rot in sealed segments at roughly twice the CPU cost of a cached
@@ -116,13 +117,27 @@ impl LogConfig {
         Ok(())
     }
 
-    /// The length a new or reopened active segment's data file is created at.
+    /// The length a new or reopened active segment's data file is created at (0: as
+    /// long as its data).
+    ///
+    /// Not under `fsync = "never"`: there a sealed segment's trimmed size could reach
+    /// the disk (the filesystem journals it within seconds) long before its data
+    /// (write-back, ~30 s), and a power loss would leave holes of zeros where records
+    /// were. Sealing syncs a preallocated file to rule that out, which `never` is
+    /// configured not to pay for. An extending write never has that problem: the
+    /// filesystem moves the on-disk size only as the data is written back.
     pub(crate) fn preallocate(&self) -> u64 {
-        if self.warm_ahead_bytes > 0 {
+        if self.warms() {
             self.segment_bytes_max
         } else {
             0
         }
+    }
+
+    /// Whether the page cache is warmed ahead of the head (which needs the
+    /// preallocated file: pages past the end of a file cannot be cached).
+    pub(crate) fn warms(&self) -> bool {
+        self.warm_ahead_bytes > 0 && self.fsync != Fsync::Never
     }
 
     pub(crate) fn fsync_interval(&self) -> Duration {

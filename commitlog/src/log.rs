@@ -115,7 +115,8 @@ pub struct Log {
     unsynced: bool,
     /// `fsync = "interval"`: the thread that syncs in the background.
     syncer: Option<Syncer>,
-    /// `warm_ahead_bytes > 0`: the thread that fills the page cache ahead of the head.
+    /// `warm_ahead_bytes > 0` (and not `fsync = "never"`): the thread that fills the
+    /// page cache ahead of the head.
     warmer: Option<Warmer>,
     /// Position in the active segment up to which warming was asked for.
     warmed_to: u64,
@@ -200,7 +201,7 @@ impl Log {
             ),
             Fsync::Always | Fsync::Never => None,
         };
-        let warmer = if config.warm_ahead_bytes > 0 {
+        let warmer = if config.warms() {
             Some(
                 Warmer::start("rumq-warm")
                     .map_err(|e| Error::io("start the warm-up thread for", &dir, e))?,

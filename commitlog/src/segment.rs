@@ -483,11 +483,12 @@ impl Segment {
     /// Make the segment read-only: trim its data file and index to what they hold
     /// (and, if `durable`, fsync both files).
     ///
-    /// A preallocated data file is synced even when not `durable`: its size was set
-    /// by `ftruncate`, which the filesystem journals within seconds, not by the data
+    /// A preallocated data file is synced even when not `durable` (the log does not
+    /// preallocate under `fsync = "never"`, so this is a guard): its size is set by
+    /// `ftruncate`, which the filesystem journals within seconds, not by the data
     /// reaching the disk. Without the sync a power loss could leave a sealed segment
-    /// at its full length with holes (zeros) where records were, inside the part the
-    /// cheap check of a sealed segment trusts. Once per segment.
+    /// with holes (zeros) where records were, inside the part the cheap check of a
+    /// sealed segment trusts.
     pub fn seal(&mut self, durable: bool) -> Result<()> {
         let trimmed = self.file_len > self.data_len;
         if trimmed {

@@ -12,14 +12,23 @@ use std::path::{Path, PathBuf};
 
 use commitlog::record::HEADER_BYTES;
 use commitlog::{Log, Offset};
-use common::{payload, read_all, small_config};
+use common::{payload, read_all};
 use proptest::prelude::*;
+
+/// The shared small config, but with `fsync = "interval"`: under `never` segments are
+/// not preallocated, and the images below include preallocated ones.
+fn config() -> commitlog::LogConfig {
+    commitlog::LogConfig {
+        fsync: commitlog::Fsync::Interval,
+        ..common::small_config()
+    }
+}
 
 /// Write `n` records, drop the log without closing it (an unclean shutdown), and
 /// return the paths of the last segment's data and index files and the offsets and
 /// data-file end positions of its records.
 fn crashed_log(dir: &Path, n: u64) -> (PathBuf, PathBuf, Vec<(u64, u64)>) {
-    let mut log = Log::open(dir, small_config()).unwrap();
+    let mut log = Log::open(dir, config()).unwrap();
     for i in 0..n {
         log.append(payload(i)).unwrap();
     }
@@ -35,7 +44,7 @@ fn crashed_log(dir: &Path, n: u64) -> (PathBuf, PathBuf, Vec<(u64, u64)>) {
     // The active segment was preallocated (sparse, zeros past the data), which
     // recovery must cut like any torn tail; `an_untouched_crash_image_recovers`
     // covers that image. The hand-made images below start from the data alone.
-    let config = small_config();
+    let config = config();
     assert!(config.warm_ahead_bytes > 0);
     assert_eq!(
         std::fs::metadata(&data).unwrap().len(),
@@ -69,7 +78,7 @@ fn last_segment(dir: &Path) -> (PathBuf, PathBuf) {
 /// Reopen and check: exactly records `0..expect` are there, and the next append gets
 /// offset `expect`.
 fn assert_recovers_to(dir: &Path, expect: u64) {
-    let mut log = Log::open(dir, small_config()).unwrap();
+    let mut log = Log::open(dir, config()).unwrap();
     assert_eq!(log.head(), Offset(expect));
     assert_eq!(
         read_all(&log, Offset(0)),
@@ -78,7 +87,7 @@ fn assert_recovers_to(dir: &Path, expect: u64) {
     assert_eq!(log.append(payload(expect)).unwrap(), Offset(expect));
     log.close().unwrap();
     // And once more after a clean close.
-    let log = Log::open(dir, small_config()).unwrap();
+    let log = Log::open(dir, config()).unwrap();
     assert_eq!(log.head(), Offset(expect + 1));
     assert_eq!(read_all(&log, Offset(0)).len() as u64, expect + 1);
 }
@@ -107,7 +116,7 @@ proptest! {
         let f = OpenOptions::new().write(true).open(&data).unwrap();
         f.set_len(cut).unwrap();
         if preallocated {
-            f.set_len(small_config().segment_bytes_max).unwrap();
+            f.set_len(config().segment_bytes_max).unwrap();
         }
         assert_recovers_to(dir.path(), intact_before(&ends, base, cut));
     }
@@ -159,7 +168,7 @@ proptest! {
     #[test]
     fn data_shorter_than_index_says_after_clean_close(n in 2u64..200, cut_frac in 0.0f64..1.0) {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), small_config()).unwrap();
+        let mut log = Log::open(dir.path(), config()).unwrap();
         for i in 0..n {
             log.append(payload(i)).unwrap();
         }
@@ -185,7 +194,7 @@ proptest! {
 #[test]
 fn an_untouched_crash_image_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap();
     for i in 0..120 {
         log.append(payload(i)).unwrap();
     }
@@ -195,13 +204,32 @@ fn an_untouched_crash_image_recovers() {
     assert_recovers_to(dir.path(), 120);
     // Clean close: every data file ends at its data (the cheap check of a clean
     // open would otherwise fail and fall back to a scan).
-    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap();
     log.append(payload(121)).unwrap();
     log.close().unwrap();
     for p in files(dir.path(), "log") {
         let len = std::fs::metadata(&p).unwrap().len();
         assert!(len < 1024, "{} not trimmed", p.display());
     }
+}
+
+/// Under `fsync = "never"` nothing is preallocated: a data file is as long as its
+/// data, so a power loss can only shorten it, never leave holes inside it.
+#[test]
+fn under_fsync_never_segments_are_not_preallocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let never = common::small_config();
+    assert_eq!(never.fsync, commitlog::Fsync::Never);
+    assert!(never.warm_ahead_bytes > 0);
+    let mut log = Log::open(dir.path(), never).unwrap();
+    let mut data_len = 0;
+    for i in 0..3 {
+        log.append(payload(i)).unwrap();
+        data_len += (HEADER_BYTES + payload(i).len()) as u64;
+    }
+    drop(log);
+    let (data, _) = last_segment(dir.path());
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), data_len);
 }
 
 /// A crash in a roll after the next segment was created but before the sealed one's
@@ -232,7 +260,7 @@ fn a_last_segment_with_a_full_index_is_trimmed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let config = commitlog::LogConfig {
         index_bytes_max: 4 * 8, // four records per segment
-        ..small_config()
+        ..config()
     };
     let mut log = Log::open(dir.path(), config.clone()).unwrap();
     for i in 0..4 {
@@ -316,7 +344,7 @@ fn sealed_segment_cut_short_leaves_a_hole_not_a_reuse() {
         .set_len(keep)
         .unwrap();
 
-    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap();
     assert_eq!(log.head(), Offset(120));
     let mut out = Vec::new();
     let limits = commitlog::ReadLimits {
