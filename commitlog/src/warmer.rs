@@ -18,7 +18,8 @@
 //!
 //! Recovery already treats the zeros after the last record as a torn tail, and a
 //! sealed segment is trimmed to its data, so the preallocation is invisible on disk
-//! once a segment is done.
+//! once a segment is done. Under `fsync = "never"` the log neither preallocates nor
+//! warms (see `LogConfig::preallocate`).
 
 use std::fs::File;
 use std::io;
