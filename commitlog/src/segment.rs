@@ -210,6 +210,12 @@ impl Segment {
         if r.data_len < file_len {
             data.set_len(r.data_len)
                 .map_err(|e| Error::io("truncate torn tail of", &data_path, e))?;
+            // Only after an unclean stop. The cut size can reach the disk before the
+            // data the last run left in the page cache; synced, a power loss now cannot
+            // leave holes inside a size a later open trusts (the log may be reopened
+            // under `fsync = "never"`, where sealing does not sync).
+            data.sync_data()
+                .map_err(|e| Error::io("fsync after truncating", &data_path, e))?;
         }
         // Cut first, extend after: the bytes past the data must read as zeros.
         let file_len = if active && preallocate > r.data_len {
