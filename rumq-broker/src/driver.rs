@@ -56,6 +56,7 @@ pub fn run(
         shutting_down: false,
         swept: Instant::now(),
         ticked: Instant::now(),
+        overflowed: Vec::new(),
     };
     let mut batches: IdMap<ConnectionId, Vec<Reply>> = IdMap::default();
     while let Some(msg) = rx.blocking_recv() {
@@ -72,7 +73,7 @@ pub fn run(
         // finds the channel full, and dead clients must still be found.
         if conns.sweep_due() {
             conns.sweep_keep_alives();
-            if end_abandoned(&mut router, &mut conns) {
+            if end_abandoned(&mut router, &mut conns, KEEP_ALIVE_SWEEP) {
                 dispatch(&mut router, &mut conns, &mut batches);
             }
         }
@@ -86,7 +87,7 @@ pub fn run(
     }
     // The runtime cancels the tasks still running after the shutdown grace: their
     // connections end here, wills published.
-    end_abandoned(&mut router, &mut conns);
+    end_abandoned(&mut router, &mut conns, Duration::ZERO);
     router.flush();
     dispatch(&mut router, &mut conns, &mut batches);
     let stats = router.stats();
@@ -111,6 +112,10 @@ struct Conns {
     swept: Instant,
     /// When the router last ticked.
     ticked: Instant,
+    /// Connections whose reply queue overflowed and was dropped, and when: their
+    /// task should notice and send its `Disconnect`; the sweep ends those that have
+    /// not within a sweep interval (see `end_abandoned`).
+    overflowed: Vec<(ConnectionId, Instant)>,
 }
 
 impl Conns {
@@ -134,15 +139,25 @@ impl Conns {
 
 /// End, as an abrupt disconnect, every connection whose task is gone without having
 /// sent its `Disconnect` (see [`ReplySender::abandoned`]). Their wills are published,
-/// clean sessions end, and nothing holds retention back for them any more. True if
-/// there were any (their replies are then in the router's outbox).
-fn end_abandoned(router: &mut Router<Log>, conns: &mut Conns) -> bool {
-    let abandoned: Vec<ConnectionId> = conns
+/// clean sessions end, and nothing holds retention back for them any more. Also ends
+/// the connections whose reply queue overflowed at least `grace` ago and that have
+/// not sent their `Disconnect` since (a task that is alive does so at once; ending
+/// them sooner could get ahead of a client's own DISCONNECT, and publish a will it
+/// discarded). True if there were any (their replies are then in the router's outbox).
+fn end_abandoned(router: &mut Router<Log>, conns: &mut Conns, grace: Duration) -> bool {
+    let mut abandoned: Vec<ConnectionId> = conns
         .queues
         .iter()
         .filter(|(_, tx)| tx.abandoned())
         .map(|(conn, _)| *conn)
         .collect();
+    abandoned.extend(
+        conns
+            .overflowed
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= grace)
+            .map(|(conn, _)| *conn),
+    );
     if abandoned.is_empty() {
         return false;
     }
@@ -194,6 +209,7 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
             if let Some(conn) = gone {
                 // Replies still queued for it are dropped with the sender.
                 conns.queues.remove(&conn);
+                conns.overflowed.retain(|(c, _)| *c != conn);
             }
         }
         ToRouter::Events(events) => {
@@ -240,15 +256,12 @@ fn dispatch(
             Err(PushError::Closed) => {}
         }
     }
-    if stuck.is_empty() {
-        return;
-    }
-    // Ended here rather than when its task notices the queue is gone: that task
-    // might never say so (the case `end_abandoned` covers, which no longer sees it).
+    // Its task sees the queue gone and sends its `Disconnect`; the sweep ends the
+    // connection if it never does (`end_abandoned` would not see it otherwise).
     for conn in stuck {
-        end_abruptly(router, conns, conn);
+        conns.queues.remove(&conn);
+        conns.overflowed.push((conn, Instant::now()));
     }
-    router.flush();
 }
 
 #[cfg(test)]
@@ -259,15 +272,9 @@ mod tests {
     use router::{Connect, RouterConfig, TopicInterner};
 
     use super::*;
-    use crate::replies::reply_queue;
+    use crate::replies::{reply_queue, Received};
 
     /// A router over real logs in `dir`, run by the driver on its own thread.
-    fn start(
-        dir: &std::path::Path,
-    ) -> (mpsc::Sender<ToRouter>, std::thread::JoinHandle<Router<Log>>) {
-        start_with(dir, Arc::new(TopicInterner::new(1000)))
-    }
-
     fn start_with(
         dir: &std::path::Path,
         topics: Arc<TopicInterner>,
@@ -298,54 +305,165 @@ mod tests {
         rx
     }
 
-    /// Connect a clean session, then end its connection task in one of two ways;
-    /// returns the sessions left once the driver has had a sweep.
-    fn sessions_left(said_goodbye: bool) -> usize {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, thread) = start(dir.path());
-        let rx = send_connect(&tx, ConnectionId(1), Connect::v3("c", true, None), 64);
-        if said_goodbye {
-            rx.said_goodbye();
+    /// A will on "w" for connection 1 ("c", reply queue of `c_queue`), and a
+    /// subscriber on "w" (connection 2, pulling). Returns the driver and both
+    /// connection ends of the reply queues.
+    struct WillScenario {
+        tx: mpsc::Sender<ToRouter>,
+        thread: std::thread::JoinHandle<Router<Log>>,
+        sub: crate::replies::ReplyReceiver,
+        c: crate::replies::ReplyReceiver,
+    }
+
+    const C: ConnectionId = ConnectionId(1);
+    const SUB: ConnectionId = ConnectionId(2);
+
+    /// A QoS 0 will on "w".
+    fn will_on_w(topics: &TopicInterner) -> router::Publication {
+        router::Publication {
+            topic: topics.intern("w").unwrap(),
+            qos: router::QoS::AtMostOnce,
+            retain: false,
+            record: router::NewMessage::new(router::QoS::AtMostOnce, false, 0, "w", b"bye")
+                .framed(),
         }
-        drop(rx);
-        std::thread::sleep(KEEP_ALIVE_SWEEP + Duration::from_millis(50));
-        tx.blocking_send(ToRouter::Tick).unwrap();
-        drop(tx);
-        let mut router = thread.join().unwrap();
-        let left = router.session_count();
-        router.flush();
-        left
+    }
+
+    fn will_scenario(dir: &std::path::Path, c_queue: usize) -> WillScenario {
+        let topics = Arc::new(TopicInterner::new(1000));
+        let (tx, thread) = start_with(dir, topics.clone());
+        let sub = send_connect(&tx, SUB, Connect::v3("s", true, None), 1024);
+        tx.blocking_send(ToRouter::Event(Event::Subscribe {
+            conn: SUB,
+            pkid: router::PacketId(1),
+            filters: vec![router::Subscription::new("w", router::QoS::AtMostOnce)],
+            id: None,
+        }))
+        .unwrap();
+        tx.blocking_send(ToRouter::Event(Event::Pull { conn: SUB }))
+            .unwrap();
+        let will = will_on_w(&topics);
+        let c = send_connect(&tx, C, Connect::v3("c", true, Some(will)), c_queue);
+        WillScenario { tx, thread, sub, c }
+    }
+
+    impl WillScenario {
+        /// Let a sweep pass (a `Tick` wakes the driver after it is due).
+        fn sweep(&self) {
+            std::thread::sleep(KEEP_ALIVE_SWEEP + Duration::from_millis(50));
+            self.tx.blocking_send(ToRouter::Tick).unwrap();
+        }
+
+        /// Whether the will reached the subscriber within `wait`, while the driver
+        /// is still running.
+        fn will_delivered(&mut self, wait: Duration) -> bool {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            let sub = &mut self.sub;
+            rt.block_on(async {
+                tokio::time::timeout(wait, async {
+                    loop {
+                        match sub.recv().await {
+                            Received::Replies(r) => {
+                                if r.iter().any(|x| matches!(x, Reply::Deliver(_))) {
+                                    return true;
+                                }
+                            }
+                            _ => return false,
+                        }
+                    }
+                })
+                .await
+                .unwrap_or(false)
+            })
+        }
+
+        fn stop(self) -> Router<Log> {
+            drop(self.tx);
+            self.thread.join().unwrap()
+        }
     }
 
     #[test]
     fn a_connection_task_gone_without_a_disconnect_is_ended_by_the_sweep() {
-        // A panicked or cancelled task never sends its Disconnect: the clean session
-        // would stay online (holding retention back) without the sweep.
-        assert_eq!(sessions_left(false), 0);
+        // A panicked task never sends its Disconnect: without the sweep its clean
+        // session would stay online (holding retention back), its will unsent.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = will_scenario(dir.path(), 64);
+        drop(std::mem::replace(&mut w.c, reply_queue(1, None).1));
+        w.sweep();
+        assert!(w.will_delivered(Duration::from_secs(2)));
+        assert_eq!(w.stop().session_count(), 1, "only the subscriber's");
     }
 
     #[test]
-    fn a_connection_whose_reply_queue_overflows_is_ended_at_once() {
+    fn a_connection_that_said_goodbye_is_left_to_its_own_disconnect() {
+        // Its Disconnect (with the reason that decides the will) is on the way; the
+        // driver must not act first.
         let dir = tempfile::tempdir().unwrap();
-        let (tx, thread) = start(dir.path());
-        // Room for the CONNACK only; the connection never reads.
-        let conn = ConnectionId(1);
-        let rx = send_connect(&tx, conn, Connect::v3("c", true, None), 1);
-        tx.blocking_send(ToRouter::Event(Event::Subscribe {
-            conn,
-            pkid: router::PacketId(1),
-            filters: vec![router::Subscription::new("t", router::QoS::AtLeastOnce)],
-            id: None,
+        let mut w = will_scenario(dir.path(), 64);
+        w.c.said_goodbye();
+        drop(std::mem::replace(&mut w.c, reply_queue(1, None).1));
+        w.sweep();
+        assert!(!w.will_delivered(Duration::from_millis(300)));
+        w.tx.blocking_send(ToRouter::Event(Event::Disconnect {
+            conn: C,
+            reason: DisconnectReason::Normal,
+            session_expiry: None,
         }))
         .unwrap();
+        assert!(
+            !w.will_delivered(Duration::from_millis(300)),
+            "DISCONNECT discards it"
+        );
+        assert_eq!(w.stop().session_count(), 1);
+    }
+
+    #[test]
+    fn connections_whose_tasks_were_cancelled_are_ended_when_the_router_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = will_scenario(dir.path(), 64);
+        // Cancelled at shutdown: gone without a Disconnect, and no sweep comes.
+        let WillScenario { tx, thread, sub, c } = w;
+        drop(c);
         drop(tx);
         let router = thread.join().unwrap();
-        assert_eq!(
-            router.session_count(),
-            0,
-            "ended without waiting for its task"
-        );
-        drop(rx);
+        assert_eq!(router.session_count(), 1, "only the subscriber's");
+        assert_eq!(router.stats().appended, 1, "the will was published");
+        drop(sub);
+    }
+
+    #[test]
+    fn a_connection_whose_reply_queue_overflows_is_ended_unless_it_says_goodbye() {
+        for says_goodbye in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            // Room for the CONNACK only, and the connection does not read.
+            let mut w = will_scenario(dir.path(), 1);
+            w.tx.blocking_send(ToRouter::Event(Event::Subscribe {
+                conn: C,
+                pkid: router::PacketId(1),
+                filters: vec![router::Subscription::new("t", router::QoS::AtLeastOnce)],
+                id: None,
+            }))
+            .unwrap();
+            if says_goodbye {
+                // The client's DISCONNECT was read just as the queue overflowed: the
+                // connection's Disconnect comes, and the will must not go.
+                w.tx.blocking_send(ToRouter::Event(Event::Disconnect {
+                    conn: C,
+                    reason: DisconnectReason::Normal,
+                    session_expiry: None,
+                }))
+                .unwrap();
+            }
+            w.sweep();
+            std::thread::sleep(KEEP_ALIVE_SWEEP);
+            w.sweep();
+            assert_eq!(w.will_delivered(Duration::from_secs(1)), !says_goodbye);
+            assert_eq!(w.stop().session_count(), 1);
+        }
     }
 
     #[test]
@@ -354,13 +472,7 @@ mod tests {
         let topics = Arc::new(TopicInterner::new(1000));
         let (tx, thread) = start_with(dir.path(), topics.clone());
         // A will delayed by a second: only a tick (its timers) publishes it.
-        let will = router::Publication {
-            topic: topics.intern("w").unwrap(),
-            qos: router::QoS::AtMostOnce,
-            retain: false,
-            record: router::NewMessage::new(router::QoS::AtMostOnce, false, 0, "w", b"bye")
-                .framed(),
-        };
+        let will = will_on_w(&topics);
         let conn = ConnectionId(1);
         // The session outlives the delay (a session's end would publish it at once).
         let connect = Connect {
@@ -394,12 +506,5 @@ mod tests {
         drop(tx);
         let router = thread.join().unwrap();
         assert_eq!(router.stats().appended, 1, "the delayed will was published");
-    }
-
-    #[test]
-    fn a_connection_that_said_goodbye_is_left_to_its_own_disconnect() {
-        // Its Disconnect (with the reason that decides the will) is on the way; the
-        // driver must not act first.
-        assert_eq!(sessions_left(true), 1);
     }
 }

@@ -187,9 +187,8 @@ impl Encoder {
     }
 
     /// An ack with an MQTT 5 reason code (left out when it is success, §3.4.2.1),
-    /// and for a refusal a reason string if the client wants problem information.
-    /// An MQTT 5 acknowledgement with `code`; for an error, `why` goes with it as the
-    /// reason string (if the client wants problem information).
+    /// and for a refusal `why` as the reason string if the client wants problem
+    /// information.
     fn ack_v5(&mut self, first: u8, pkid: PacketId, code: u8, why: &str) {
         if code == reason::SUCCESS {
             return self.ack(first, pkid);

@@ -491,11 +491,24 @@ fn a_pubcomp_for_an_unknown_id_says_0x92_in_mqtt_5_only() {
     });
     assert_eq!(wire(&mut e), [0x70, 2, 0, 7], "success is the short form");
 
-    // With problem information, the reason says why.
+    // With problem information, the reason says why: a property section holding
+    // one reason string (0x1F, a two-byte length, the text).
     let mut e = Encoder::new();
     e.set_version(Version::V5, 0, true);
     e.reply(&unknown);
-    let got = wire(&mut e);
-    assert_eq!(&got[..5], [0x70, got[1], 0, 7, 0x92]);
-    assert!(got.windows(8).any(|w| w == b"no QoS 2"));
+    let why = b"no QoS 2 message awaits release under this packet id";
+    let props = 3 + why.len();
+    // Remaining length: packet id 2, reason 1, property length 1, properties.
+    let mut want = vec![
+        0x70,
+        (2 + 1 + 1 + props) as u8,
+        0,
+        7,
+        0x92,
+        props as u8,
+        0x1f,
+    ];
+    want.extend_from_slice(&(why.len() as u16).to_be_bytes());
+    want.extend_from_slice(why);
+    assert_eq!(wire(&mut e), want);
 }
