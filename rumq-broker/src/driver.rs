@@ -56,7 +56,6 @@ pub fn run(
         shutting_down: false,
         swept: Instant::now(),
         ticked: Instant::now(),
-        overflowed: Vec::new(),
     };
     let mut batches: IdMap<ConnectionId, Vec<Reply>> = IdMap::default();
     while let Some(msg) = rx.blocking_recv() {
@@ -73,7 +72,7 @@ pub fn run(
         // finds the channel full, and dead clients must still be found.
         if conns.sweep_due() {
             conns.sweep_keep_alives();
-            if end_abandoned(&mut router, &mut conns, KEEP_ALIVE_SWEEP) {
+            if end_abandoned(&mut router, &mut conns) {
                 dispatch(&mut router, &mut conns, &mut batches);
             }
         }
@@ -87,7 +86,7 @@ pub fn run(
     }
     // The runtime cancels the tasks still running after the shutdown grace: their
     // connections end here, wills published.
-    end_abandoned(&mut router, &mut conns, Duration::ZERO);
+    end_abandoned(&mut router, &mut conns);
     router.flush();
     dispatch(&mut router, &mut conns, &mut batches);
     let stats = router.stats();
@@ -112,10 +111,6 @@ struct Conns {
     swept: Instant,
     /// When the router last ticked.
     ticked: Instant,
-    /// Connections whose reply queue overflowed and was dropped, and when: their
-    /// task should notice and send its `Disconnect`; the sweep ends those that have
-    /// not within a sweep interval (see `end_abandoned`).
-    overflowed: Vec<(ConnectionId, Instant)>,
 }
 
 impl Conns {
@@ -139,25 +134,15 @@ impl Conns {
 
 /// End, as an abrupt disconnect, every connection whose task is gone without having
 /// sent its `Disconnect` (see [`ReplySender::abandoned`]). Their wills are published,
-/// clean sessions end, and nothing holds retention back for them any more. Also ends
-/// the connections whose reply queue overflowed at least `grace` ago and that have
-/// not sent their `Disconnect` since (a task that is alive does so at once; ending
-/// them sooner could get ahead of a client's own DISCONNECT, and publish a will it
-/// discarded). True if there were any (their replies are then in the router's outbox).
-fn end_abandoned(router: &mut Router<Log>, conns: &mut Conns, grace: Duration) -> bool {
-    let mut abandoned: Vec<ConnectionId> = conns
+/// clean sessions end, and nothing holds retention back for them any more. True if
+/// there were any (their replies are then in the router's outbox).
+fn end_abandoned(router: &mut Router<Log>, conns: &mut Conns) -> bool {
+    let abandoned: Vec<ConnectionId> = conns
         .queues
         .iter()
         .filter(|(_, tx)| tx.abandoned())
         .map(|(conn, _)| *conn)
         .collect();
-    abandoned.extend(
-        conns
-            .overflowed
-            .iter()
-            .filter(|(_, at)| at.elapsed() >= grace)
-            .map(|(conn, _)| *conn),
-    );
     if abandoned.is_empty() {
         return false;
     }
@@ -209,7 +194,6 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
             if let Some(conn) = gone {
                 // Replies still queued for it are dropped with the sender.
                 conns.queues.remove(&conn);
-                conns.overflowed.retain(|(c, _)| *c != conn);
             }
         }
         ToRouter::Events(events) => {
@@ -238,7 +222,6 @@ fn dispatch(
     for (conn, reply) in router.drain_outbox() {
         batches.entry(conn).or_default().push(reply);
     }
-    let mut stuck = Vec::new();
     for (conn, mut replies) in batches.drain() {
         let Some(tx) = conns.queues.get(&conn) else {
             continue;
@@ -247,20 +230,16 @@ fn dispatch(
             Ok(()) => {}
             Err(PushError::Full) => {
                 // Its queue is sized so this cannot happen to a connection that
-                // keeps reading; drop it rather than buffer for it.
+                // keeps reading; drop it rather than buffer for it. The connection
+                // closes and sends its Disconnect (or, if its task is gone, the sweep
+                // ends it): the queue stays until then, like a closed one.
                 tracing::error!(%conn, "connection not taking replies; closing it");
-                stuck.push(conn);
+                tx.close();
             }
             // Its Disconnect is on the way, or (abandoned) the next sweep sends one:
             // either way the queue stays until then.
             Err(PushError::Closed) => {}
         }
-    }
-    // Its task sees the queue gone and sends its `Disconnect`; the sweep ends the
-    // connection if it never does (`end_abandoned` would not see it otherwise).
-    for conn in stuck {
-        conns.queues.remove(&conn);
-        conns.overflowed.push((conn, Instant::now()));
     }
 }
 
@@ -457,6 +436,9 @@ mod tests {
                     session_expiry: None,
                 }))
                 .unwrap();
+            } else {
+                // Told to close, its task ends without a Disconnect (a panic).
+                drop(std::mem::replace(&mut w.c, reply_queue(1, None).1));
             }
             w.sweep();
             std::thread::sleep(KEEP_ALIVE_SWEEP);

@@ -127,7 +127,7 @@ impl ReplySender {
     pub fn push(&self, replies: &mut Vec<Reply>) -> Result<(), PushError> {
         let waker = {
             let mut state = self.0.lock();
-            if state.receiver_gone {
+            if state.receiver_gone || state.sender_gone {
                 return Err(PushError::Closed);
             }
             if state.queue.len() + replies.len() > state.max {
@@ -155,6 +155,18 @@ impl ReplySender {
     /// acting before it would get the will wrong.
     pub fn abandoned(&self) -> bool {
         self.0.abandoned.load(Ordering::Acquire)
+    }
+
+    /// Stop queueing for a connection that does not take its replies: what is
+    /// queued is dropped, the connection finds the router side gone and closes
+    /// (sending its `Disconnect`), and later pushes are refused. The sender is kept,
+    /// so [`ReplySender::abandoned`] still notices a task that ends without that
+    /// `Disconnect`.
+    pub fn close(&self) {
+        self.update(|state| {
+            state.sender_gone = true;
+            state.queue = Vec::new();
+        });
     }
 
     /// Tell the connection the server is shutting down.
@@ -360,5 +372,20 @@ mod tests {
             tx.push(&mut vec![Reply::PubRel(PacketId(3))]),
             Err(PushError::Closed)
         );
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_drops_what_it_held_and_takes_no_more() {
+        let (tx, mut rx) = reply_queue(2, None);
+        tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
+        tx.close();
+        assert_eq!(rx.recv().await, Received::Gone);
+        assert_eq!(
+            tx.push(&mut vec![Reply::PubRel(PacketId(2))]),
+            Err(PushError::Closed)
+        );
+        assert!(!tx.abandoned(), "its task is still there");
+        drop(rx);
+        assert!(tx.abandoned(), "and ended without saying goodbye");
     }
 }
