@@ -9,12 +9,14 @@
 //! | module | owns |
 //! |---|---|
 //! | [`log`](crate::Log) | the directory, segment list, head, tail, fsync policy, retention |
-//! | `segment` | one data file + index: append, positional reads, sealing |
+//! | `segment` | one data file + index: append, positional reads, preallocation, sealing |
 //! | `index` | the mmapped offset → position index of a segment |
 //! | `record` | the on-disk frame of a record: length + CRC32C + payload |
 //! | `recovery` | deciding what on disk is intact after a crash |
 //! | `retention` | which old segments go (a pure planner) |
 //! | `syncer` | the background `fdatasync` thread of `fsync = "interval"` |
+//! | `warmer` | the thread that fills the page cache ahead of the head |
+//! | `worker` | the named thread + bounded job queue both of those run on |
 //! | `tail` | the newest records in memory, for caught-up readers |
 //! | `config` | [`LogConfig`], [`Fsync`], [`RetentionConfig`] |
 //!
@@ -33,6 +35,7 @@ mod segment;
 mod syncer;
 mod tail;
 mod warmer;
+mod worker;
 
 pub use config::{Fsync, LogConfig, RetentionConfig, SEGMENT_BYTES_LIMIT};
 pub use error::{Error, Result};

@@ -18,11 +18,10 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::JoinHandle;
 
 use crate::error::Error;
+use crate::worker::Worker;
 
 /// A file to make durable, and its path for the error message.
 struct Job {
@@ -45,9 +44,8 @@ struct State {
 
 /// The handle the log owns; dropping it stops the thread after the job in hand.
 pub(crate) struct Syncer {
-    jobs: Option<SyncSender<Job>>,
+    worker: Worker<Job>,
     state: Arc<State>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -62,35 +60,26 @@ impl std::fmt::Debug for Syncer {
 impl Syncer {
     /// Start the thread.
     pub(crate) fn start(name: &str) -> io::Result<Syncer> {
-        // One slot: the log never hands over a job while one is running.
-        let (tx, rx) = sync_channel::<Job>(1);
         let state = Arc::new(State::default());
-        let worker = state.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    if let Err(e) = job.file.sync_data() {
-                        let mut failure = worker
-                            .failure
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner);
-                        failure.get_or_insert(Error::io("fsync", &job.path, e));
-                    }
-                    worker.done.fetch_add(1, Ordering::Release);
-                    let _guard = worker
-                        .idle_lock
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    worker.busy.store(false, Ordering::Release);
-                    worker.idle.notify_all();
-                }
-            })?;
-        Ok(Syncer {
-            jobs: Some(tx),
-            state,
-            thread: Some(thread),
-        })
+        let shared = state.clone();
+        // One slot: the log never hands over a job while one is running.
+        let worker = Worker::start(name, 1, move |job: Job| {
+            if let Err(e) = job.file.sync_data() {
+                let mut failure = shared
+                    .failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                failure.get_or_insert(Error::io("fsync", &job.path, e));
+            }
+            shared.done.fetch_add(1, Ordering::Release);
+            let _guard = shared
+                .idle_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            shared.busy.store(false, Ordering::Release);
+            shared.idle.notify_all();
+        })?;
+        Ok(Syncer { worker, state })
     }
 
     /// True while a handed-over sync has not finished.
@@ -104,11 +93,8 @@ impl Syncer {
         if self.is_busy() {
             return false;
         }
-        let Some(jobs) = &self.jobs else {
-            return false;
-        };
         self.state.busy.store(true, Ordering::Release);
-        if jobs.try_send(Job { file, path }).is_err() {
+        if !self.worker.try_send(Job { file, path }) {
             // Only a dead thread refuses: the slot is free whenever we are not busy.
             self.state.busy.store(false, Ordering::Release);
             return false;
@@ -123,7 +109,7 @@ impl Syncer {
             .idle_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        while self.is_busy() && self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+        while self.is_busy() && !self.worker.is_finished() {
             guard = self
                 .state
                 .idle
@@ -147,19 +133,9 @@ impl Syncer {
         self.state.done.load(Ordering::Acquire)
     }
 
-    /// Wait for the sync in hand, if any, and stop the thread.
+    /// Wait for the sync in hand, if any, and stop the thread (dropping does too).
     pub(crate) fn stop(&mut self) {
-        self.jobs = None;
-        if let Some(t) = self.thread.take() {
-            // The thread only panics if `sync_data` does; nothing to recover then.
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        self.stop();
+        self.worker.stop();
     }
 }
 

@@ -25,9 +25,9 @@ use std::fs::File;
 use std::io;
 #[cfg(target_os = "linux")]
 use std::os::fd::AsRawFd;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+
+use crate::worker::Worker;
 
 /// Ranges waiting for the thread; more are asked for again later.
 const QUEUE: usize = 4;
@@ -46,10 +46,7 @@ struct Job {
 
 /// The handle the log owns; dropping it lets the thread finish the jobs queued (at
 /// most `QUEUE` more) and joins it.
-pub(crate) struct Warmer {
-    jobs: Option<SyncSender<Job>>,
-    thread: Option<JoinHandle<()>>,
-}
+pub(crate) struct Warmer(Worker<Job>);
 
 impl std::fmt::Debug for Warmer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,44 +57,17 @@ impl std::fmt::Debug for Warmer {
 impl Warmer {
     /// Start the thread.
     pub(crate) fn start(name: &str) -> io::Result<Warmer> {
-        let (tx, rx) = sync_channel::<Job>(QUEUE);
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    warm(&job);
-                }
-            })?;
-        Ok(Warmer {
-            jobs: Some(tx),
-            thread: Some(thread),
-        })
+        Worker::start(name, QUEUE, |job: Job| warm(&job)).map(Warmer)
     }
 
     /// Ask for `from..to` of `file` to be brought into the page cache; false when the
     /// queue is full (ask again later).
     pub(crate) fn warm(&self, file: &Arc<File>, from: u64, to: u64) -> bool {
-        let Some(jobs) = &self.jobs else {
-            return false;
-        };
-        let job = Job {
+        self.0.try_send(Job {
             file: file.clone(),
             from,
             to,
-        };
-        match jobs.try_send(job) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-        }
-    }
-}
-
-impl Drop for Warmer {
-    fn drop(&mut self) {
-        self.jobs = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        })
     }
 }
 
