@@ -255,6 +255,7 @@ impl Connection {
                 connect.topic_alias_max,
                 connect.request_problem_info,
             );
+            self.encoder.set_max_packet_size(connect.max_packet_size);
         }
         if let Some((v3, v5_code, why)) = self.refusal(&connect) {
             if v5 {

@@ -532,6 +532,30 @@ async fn the_broker_keeps_within_the_clients_receive_maximum_and_packet_size() {
     s.expect_silence(Duration::from_millis(300)).await;
 }
 
+/// A reason string the client's Maximum Packet Size has no room for is left out:
+/// a PUBREL for an unknown id gets the bare 0x92 PUBCOMP (MQTT-3.7.2-2); a client
+/// with room gets the reason string too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_keep_within_the_clients_maximum_packet_size() {
+    let broker = Broker::start();
+    let small = u32_prop(MAXIMUM_PACKET_SIZE, 16);
+    let (mut c, ..) = connect(broker.port(), &connect5("small", true, &small)).await;
+    c.send(&ack_packet(0x62, 9)).await;
+    assert_eq!(c.recv().await.bytes(), [0x70, 3, 0, 9, 0x92]);
+
+    let roomy = u32_prop(MAXIMUM_PACKET_SIZE, 1024);
+    let (mut c, ..) = connect(broker.port(), &connect5("roomy", true, &roomy)).await;
+    c.send(&ack_packet(0x62, 9)).await;
+    let ack = c.recv().await;
+    assert_eq!(&ack.bytes()[2..5], [0, 9, 0x92]);
+    let b = body(&ack);
+    let (props, _) = section(&b[3..]);
+    assert!(
+        parse_props(props).iter().any(|(id, _)| *id == 0x1f),
+        "{b:?}"
+    );
+}
+
 #[test]
 fn paho_mqtt_v5_client_round_trip() {
     let broker = Broker::start();

@@ -78,6 +78,11 @@ pub struct Encoder {
     aliases: Option<Box<OutboundAliases>>,
     /// Wall-clock ms, for the message expiry left (set per batch by the connection).
     now_ms: u64,
+    /// MQTT 5: the largest packet the client accepts. The router leaves out messages
+    /// that would not fit; here, what the broker adds of its own (reason strings,
+    /// the lost-messages user property) is left out when it would make a packet too
+    /// large, as §3.1.2.11.4 and each ack's "MUST NOT send this property" ask.
+    max_packet_size: u32,
     props: Writer,
 }
 
@@ -101,6 +106,7 @@ impl Encoder {
             problem_info: true,
             aliases: None,
             now_ms: 0,
+            max_packet_size: u32::MAX,
             props: Writer::new(),
         }
     }
@@ -112,6 +118,18 @@ impl Encoder {
         self.aliases =
             (topic_alias_max > 0).then(|| Box::new(OutboundAliases::new(topic_alias_max)));
         self.problem_info = problem_info;
+    }
+
+    /// The client's Maximum Packet Size (MQTT 5 CONNECT; none is `u32::MAX`).
+    pub fn set_max_packet_size(&mut self, max: u32) {
+        self.max_packet_size = max;
+    }
+
+    /// Whether a packet fits the client's maximum size: `body` bytes of variable
+    /// header and payload besides a property section holding `props` bytes.
+    fn fits(&self, body: usize, props: usize) -> bool {
+        let remaining = body + varint_len(props) + props;
+        1 + varint_len(remaining) + remaining <= self.max_packet_size as usize
     }
 
     /// The version packets are encoded in.
@@ -153,9 +171,12 @@ impl Encoder {
                 );
         }
         if let (Some(r), true) = (&p.reason_string, self.problem_info) {
-            w.string(id::REASON_STRING, r);
+            // MQTT-3.2.2-19: not if it would make the CONNACK too large.
+            if self.fits(2, self.props.len() + Writer::string_size(r)) {
+                self.props.string(id::REASON_STRING, r);
+            }
         }
-        let len = w.len();
+        let len = self.props.len();
         self.small.put_u8(0x20);
         put_remaining_length(&mut self.small, 2 + varint_len(len) + len);
         self.small.put_u8(u8::from(session_present && code == 0));
@@ -166,7 +187,11 @@ impl Encoder {
     /// MQTT 5 DISCONNECT from the broker, with a reason string if the client wants
     /// problem information.
     pub fn disconnect_v5(&mut self, code: u8, reason_string: &str) {
-        if self.problem_info && !reason_string.is_empty() {
+        // MQTT-3.14.2-3: not if it would make the DISCONNECT too large.
+        if self.problem_info
+            && !reason_string.is_empty()
+            && self.fits(1, Writer::string_size(reason_string))
+        {
             self.props.string(id::REASON_STRING, reason_string);
         }
         let len = self.props.len();
@@ -188,12 +213,13 @@ impl Encoder {
 
     /// An ack with an MQTT 5 reason code (left out when it is success, §3.4.2.1),
     /// and for a refusal `why` as the reason string if the client wants problem
-    /// information.
+    /// information and the ack stays within its maximum packet size (MQTT-3.4.2-2,
+    /// 3.5.2-2, 3.7.2-2).
     fn ack_v5(&mut self, first: u8, pkid: PacketId, code: u8, why: &str) {
         if code == reason::SUCCESS {
             return self.ack(first, pkid);
         }
-        if code >= 0x80 && self.problem_info {
+        if code >= 0x80 && self.problem_info && self.fits(3, Writer::string_size(why)) {
             self.props.string(id::REASON_STRING, why);
         }
         let len = self.props.len();
@@ -316,10 +342,24 @@ impl Encoder {
             for sid in &d.subscription_ids {
                 w.varint(id::SUBSCRIPTION_ID, *sid);
             }
-            if d.lost_before > 0 {
-                // The retention policy's promise: a session is told what it lost
-                // (docs/architecture.md, Retention).
-                w.user_property(LOST_PROPERTY, &d.lost_before.to_string());
+        }
+        let pkid_len = if d.pkid.is_some() { 2 } else { 0 };
+        let body = 2 + topic.len() + pkid_len + payload.len();
+        if v5 && d.lost_before > 0 {
+            // The retention policy's promise: a session is told what it lost
+            // (docs/architecture.md, Retention); unless the property would make
+            // the message too large for the client (the router checked the
+            // message without it), which would have to be dropped instead.
+            let lost = d.lost_before.to_string();
+            let size = Writer::string_size(LOST_PROPERTY) + Writer::string_size(&lost) - 1;
+            if self.fits(body, self.props.len() + size) {
+                self.props.user_property(LOST_PROPERTY, &lost);
+            } else {
+                tracing::debug!(
+                    lost = d.lost_before,
+                    max = self.max_packet_size,
+                    "lost-messages property left out: over the client's maximum packet size"
+                );
             }
         }
         let props = if v5 {
@@ -328,8 +368,7 @@ impl Encoder {
         } else {
             0
         };
-        let pkid_len = if d.pkid.is_some() { 2 } else { 0 };
-        let remaining = 2 + topic.len() + pkid_len + props + payload.len();
+        let remaining = body + props;
         let first = 0x30 | (u8::from(d.dup) << 3) | ((d.qos as u8) << 1) | u8::from(d.retain);
         self.small.put_u8(first);
         put_remaining_length(&mut self.small, remaining);

@@ -387,6 +387,13 @@ impl Writer {
         self
     }
 
+    /// At most the bytes [`Writer::string`] writes for `v`: the identifier, the
+    /// length and the text (a cut may end a few bytes earlier, on a character
+    /// boundary).
+    pub fn string_size(v: &str) -> usize {
+        3 + v.len().min(usize::from(u16::MAX))
+    }
+
     /// A user property: a name and a value (each cut as for [`Writer::string`]).
     pub fn user_property(&mut self, name: &str, value: &str) -> &mut Self {
         self.string(id::USER_PROPERTY, name);

@@ -512,3 +512,90 @@ fn a_pubcomp_for_an_unknown_id_says_0x92_in_mqtt_5_only() {
     want.extend_from_slice(why);
     assert_eq!(wire(&mut e), want);
 }
+
+/// What the encoder has gathered, as the bytes of one write.
+fn wire(e: &mut Encoder) -> Vec<u8> {
+    let mut chunks = Vec::new();
+    e.take(&mut chunks);
+    chunks.concat()
+}
+
+/// MQTT 5: what the broker adds of its own (a reason string on an ack, a
+/// DISCONNECT or a CONNACK) is left out when it would take the packet past the
+/// client's Maximum Packet Size (MQTT-3.4.2-2, 3.7.2-2, 3.14.2-3, 3.2.2-19), and is
+/// kept when the packet fits exactly.
+#[test]
+fn reason_strings_stay_within_the_clients_maximum_packet_size() {
+    let short = |e: &mut Encoder| {
+        e.reply(&Reply::PubComp {
+            pkid: PacketId(7),
+            known: false,
+        });
+        wire(e)
+    };
+    let mut e = Encoder::new();
+    e.set_version(Version::V5, 0, true);
+    let full = short(&mut e);
+    assert!(full.len() > 5, "a reason string without a limit: {full:?}");
+    e.set_max_packet_size(full.len() as u32);
+    assert_eq!(short(&mut e), full, "exactly at the limit: kept");
+    e.set_max_packet_size(full.len() as u32 - 1);
+    assert_eq!(
+        short(&mut e),
+        [0x70, 3, 0, 7, 0x92],
+        "one byte over: left out"
+    );
+
+    let mut e = Encoder::new();
+    e.set_version(Version::V5, 0, true);
+    e.disconnect_v5(reason::KEEP_ALIVE_TIMEOUT, "keepalive expired");
+    let full = wire(&mut e);
+    e.set_max_packet_size(full.len() as u32);
+    e.disconnect_v5(reason::KEEP_ALIVE_TIMEOUT, "keepalive expired");
+    assert_eq!(wire(&mut e), full);
+    e.set_max_packet_size(full.len() as u32 - 1);
+    e.disconnect_v5(reason::KEEP_ALIVE_TIMEOUT, "keepalive expired");
+    assert_eq!(wire(&mut e), [0xe0, 2, reason::KEEP_ALIVE_TIMEOUT, 0]);
+
+    let refused = ConnAckProperties {
+        reason_string: Some("server unavailable".into()),
+        ..ConnAckProperties::default()
+    };
+    let mut e = Encoder::new();
+    e.set_version(Version::V5, 0, true);
+    e.connack_v5(false, reason::SERVER_UNAVAILABLE, &refused);
+    let full = wire(&mut e);
+    e.set_max_packet_size(full.len() as u32 - 1);
+    e.connack_v5(false, reason::SERVER_UNAVAILABLE, &refused);
+    assert_eq!(wire(&mut e), [0x20, 3, 0, reason::SERVER_UNAVAILABLE, 0]);
+}
+
+/// The lost-messages user property is the broker's own too: a message that fits
+/// the client's limit without it goes out without it rather than not at all.
+#[test]
+fn the_lost_messages_property_is_left_out_rather_than_the_message() {
+    let deliver = |e: &mut Encoder| {
+        let record = router::NewMessage::new(QoS::AtMostOnce, false, 0, "a", b"xyz").encode();
+        e.reply(&Reply::Deliver(vec![Delivery {
+            record,
+            qos: QoS::AtMostOnce,
+            pkid: None,
+            dup: false,
+            retain: false,
+            subscription_ids: vec![],
+            lost_before: 5,
+        }]));
+        wire(e)
+    };
+    let mut e = Encoder::new();
+    e.set_version(Version::V5, 0, true);
+    let with = deliver(&mut e);
+    // Topic (2 + 1), an empty property section (1) and the payload (3).
+    let without = [0x30, 7, 0, 1, b'a', 0, b'x', b'y', b'z'];
+    assert!(with.len() > without.len(), "{with:?}");
+    assert!(with.windows(18).any(|w| w == b"rumq-messages-lost"));
+    e.set_max_packet_size(with.len() as u32);
+    assert_eq!(deliver(&mut e), with);
+    e.set_max_packet_size(with.len() as u32 - 1);
+    assert_eq!(deliver(&mut e), without);
+}
