@@ -53,12 +53,16 @@ impl Default for Config {
 pub struct ListenerConfig {
     /// TCP address for MQTT.
     pub addr: SocketAddr,
+    /// A connection that read nothing and was sent nothing for this long parks:
+    /// it gives up its task until there is something (`parking.rs`). 0: never.
+    pub park_after_ms: u64,
 }
 
 impl Default for ListenerConfig {
     fn default() -> Self {
         ListenerConfig {
             addr: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            park_after_ms: 1000,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! are allocated per read and per write, and MQTT 5's state only for MQTT 5 clients.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -37,6 +38,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::driver::ToRouter;
+use crate::parking::{Lot, Parkable, Reservation};
 use crate::protocol::alias::InboundAliases;
 use crate::protocol::{
     self, reason, ConnAckProperties, ConnectPacket, Encoder, Inbound, ProtocolError, Version,
@@ -52,6 +54,8 @@ pub struct Shared {
     pub topics: Arc<TopicInterner>,
     /// The router's request channel.
     pub router: mpsc::Sender<ToRouter>,
+    /// Where quiet connections park (none: they keep their tasks).
+    pub lot: Option<Lot<Parked>>,
     next_conn: AtomicU64,
 }
 
@@ -61,11 +65,13 @@ impl Shared {
         config: Arc<Config>,
         topics: Arc<TopicInterner>,
         router: mpsc::Sender<ToRouter>,
+        lot: Option<Lot<Parked>>,
     ) -> Self {
         Shared {
             config,
             topics,
             router,
+            lot,
             next_conn: AtomicU64::new(1),
         }
     }
@@ -146,7 +152,7 @@ pub fn serve(
         tracing::info_span!("conn", id = %id, peer = ?peer, client_id = tracing::field::Empty);
     // Built here rather than inside the task, so the task's future does not hold
     // the socket twice (once as the argument, once in the connection).
-    let mut c = Connection {
+    let c = Connection {
         id,
         stream,
         shared,
@@ -160,17 +166,60 @@ pub fn serve(
         v5: None,
         published: None,
     };
-    async move {
-        c.run().await;
-        drop(permit);
-    }
-    .instrument(span)
+    c.run(permit, None).instrument(span)
 }
 
-/// What one connection holds for its whole life (see the module docs on memory).
-struct Connection {
+/// A connection without a task, waiting in the parking lot (`parking.rs`): all it
+/// holds, with its socket unregistered from tokio.
+#[derive(Debug)]
+pub struct Parked {
+    conn: Connection<std::net::TcpStream>,
+    rx: ReplyReceiver,
+    permit: OwnedSemaphorePermit,
+    span: tracing::Span,
+}
+
+impl Parkable for Parked {
+    fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.conn.stream.as_raw_fd()
+    }
+
+    fn resume(self) {
+        let Parked {
+            conn,
+            rx,
+            permit,
+            span,
+        } = self;
+        // Registered here (the lot runs on the runtime) rather than in the task, so
+        // that the task does not hold the parked form of the connection as well.
+        let (conn, socket) = conn.with_stream(());
+        match TcpStream::from_std(socket) {
+            Ok(stream) => {
+                let conn = conn.with_stream(stream).0;
+                tokio::spawn(conn.run(permit, Some(rx)).instrument(span));
+            }
+            Err(e) => {
+                tokio::spawn(conn.lost(rx, permit, e).instrument(span));
+            }
+        }
+    }
+}
+
+/// How serving a connected client stopped.
+enum Served {
+    End(End),
+    /// Quiet for `listener.park_after_ms`: park if nothing is in hand.
+    Park,
+}
+
+/// What one connection holds for its whole life (see the module docs on memory);
+/// `S` is its socket: tokio's while it has a task, the plain one while parked.
+#[derive(Debug)]
+struct Connection<S = TcpStream> {
     id: ConnectionId,
-    stream: TcpStream,
+    stream: S,
     shared: Arc<Shared>,
     /// Bytes read and not yet decoded (the start of a packet); no allocation when
     /// there are none.
@@ -196,8 +245,66 @@ struct Connection {
     published: Option<Box<IdSet<TopicId>>>,
 }
 
+impl<S> Connection<S> {
+    /// The same connection on another socket, and the socket it had.
+    fn with_stream<T>(self, stream: T) -> (Connection<T>, S) {
+        let Connection {
+            id,
+            stream: old,
+            shared,
+            read_buf,
+            encoder,
+            inflight_in,
+            persistent_id,
+            version,
+            connacked,
+            session_expiry,
+            v5,
+            published,
+        } = self;
+        let conn = Connection {
+            id,
+            stream,
+            shared,
+            read_buf,
+            encoder,
+            inflight_in,
+            persistent_id,
+            version,
+            connacked,
+            session_expiry,
+            v5,
+            published,
+        };
+        (conn, old)
+    }
+
+    /// Tell the router the connection is gone; false if the router is gone too.
+    async fn tell_router(&self, reason: DisconnectReason) -> bool {
+        let v5 = self.version == Some(Version::V5);
+        self.shared
+            .router
+            .send(ToRouter::Event(Event::Disconnect {
+                conn: self.id,
+                reason,
+                session_expiry: v5.then_some(self.session_expiry),
+            }))
+            .await
+            .is_ok()
+    }
+
+    /// The socket was lost while parking or resuming: the connection ends abruptly.
+    async fn lost(self, rx: ReplyReceiver, permit: OwnedSemaphorePermit, e: std::io::Error) {
+        tracing::info!(reason = %End::Io(e), "connection closed");
+        if self.tell_router(DisconnectReason::Abrupt).await {
+            rx.said_goodbye();
+        }
+        drop(permit);
+    }
+}
+
 /// What only an MQTT 5 connection keeps.
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct V5State {
     /// Topic aliases the client set.
     aliases: InboundAliases,
@@ -298,9 +405,12 @@ impl Connection {
         // their PUBCOMPs, PUBRELs for its whole outbound window (a reconnect resends
         // them all at once), one delivery batch, and room for subscription acks.
         let inflight_out = self.shared.config.router.inflight_max;
+        let park_after = self.shared.config.listener.park_after_ms;
         let (tx, rx) = reply_queue(
             2 * limits.inflight_in_max + 2 * inflight_out + 256,
             keep_alive_limit,
+            (park_after > 0 && self.shared.lot.is_some())
+                .then(|| Duration::from_millis(park_after)),
         );
         let will = match connect.will.as_ref().map(|w| self.will(w)).transpose() {
             Ok(w) => w,
@@ -338,15 +448,102 @@ impl Connection {
         Some((rx, (keep_alive != connect.keep_alive).then_some(keep_alive)))
     }
 
-    async fn run(&mut self) {
-        // Boxed, like all the work below: see the module docs on memory.
-        let Some((mut rx, server_keep_alive)) = Box::pin(self.handshake()).await else {
-            return;
-        };
-        let end = self.serve_connected(&mut rx, server_keep_alive).await;
-        if Box::pin(self.goodbye(end)).await {
-            rx.said_goodbye();
+    /// The connection's task: from the CONNECT (or from the parking lot, with its
+    /// reply queue) until it ends or parks. Not an `async fn`: its arguments would
+    /// be stored twice in the future (as arguments and as locals), and every idle
+    /// connection carries this future (see the module docs on memory). The block
+    /// below uses what it captured in place.
+    fn run(
+        self,
+        permit: OwnedSemaphorePermit,
+        resumed: Option<ReplyReceiver>,
+    ) -> impl Future<Output = ()> + Send {
+        let mut conn = self;
+        async move {
+            let mut rx = match resumed {
+                Some(rx) => rx,
+                None => {
+                    // Boxed, like all the work below.
+                    let Some((mut rx, keep_alive)) = Box::pin(conn.handshake()).await else {
+                        return;
+                    };
+                    if let Err(end) = Box::pin(conn.start(&mut rx, keep_alive)).await {
+                        if Box::pin(conn.goodbye(end)).await {
+                            rx.said_goodbye();
+                        }
+                        return;
+                    }
+                    rx
+                }
+            };
+            let end = loop {
+                match conn.serve_connected(&mut rx).await {
+                    Served::End(end) => break end,
+                    Served::Park => {
+                        // Only with nothing in hand: no publish awaiting its ack, no
+                        // partial packet, nothing left to write; and nothing waiting
+                        // in the queue (`park` registers the lot's waker if so).
+                        let Some(lot) = conn.shared.lot.clone() else {
+                            continue;
+                        };
+                        if conn.inflight_in > 0
+                            || !conn.read_buf.is_empty()
+                            || !conn.encoder.is_empty()
+                        {
+                            continue;
+                        }
+                        // A block, so that the reservation (which holds the lot's
+                        // lock) is gone before anything is awaited.
+                        let lost = {
+                            let Some(spot) = lot.reserve() else {
+                                continue;
+                            };
+                            if !rx.park(spot.waker()) {
+                                continue;
+                            }
+                            conn.park(spot, rx, permit)
+                        };
+                        if let Some(lost) = lost {
+                            lost.await;
+                        }
+                        return;
+                    }
+                }
+            };
+            if Box::pin(conn.goodbye(end)).await {
+                rx.said_goodbye();
+            }
         }
+    }
+
+    /// Give up the task and the socket's registration with tokio until the client
+    /// or the router has something (see `parking.rs`); the queue already wakes the
+    /// lot. Gives back what must still run if the socket was lost instead.
+    fn park(
+        self,
+        spot: Reservation<'_, Parked>,
+        rx: ReplyReceiver,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let (conn, stream) = self.with_stream(());
+        let socket = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                drop(spot);
+                return Some(Box::pin(conn.lost(rx, permit, e)));
+            }
+        };
+        let parked = Parked {
+            conn: conn.with_stream(socket).0,
+            rx,
+            permit,
+            span: tracing::Span::current(),
+        };
+        tracing::trace!("parked");
+        if let Err(p) = spot.park(parked) {
+            p.resume();
+        }
+        None
     }
 
     /// Say why (MQTT 5), and tell the router the connection is gone; false if the
@@ -367,15 +564,7 @@ impl Connection {
             End::ClientDisconnect | End::Eof => tracing::debug!(reason = %end, "connection closed"),
             _ => tracing::info!(reason = %end, "connection closed"),
         }
-        self.shared
-            .router
-            .send(ToRouter::Event(Event::Disconnect {
-                conn: self.id,
-                reason,
-                session_expiry: v5.then_some(self.session_expiry),
-            }))
-            .await
-            .is_ok()
+        self.tell_router(reason).await
     }
 
     /// Read until a CONNECT; `Ok(None)` when the client went away quietly.
@@ -482,17 +671,22 @@ impl Connection {
         })
     }
 
-    async fn serve_connected(
+    /// Write the CONNACK and ask for the first deliveries.
+    async fn start(
         &mut self,
         rx: &mut ReplyReceiver,
         server_keep_alive: Option<u16>,
-    ) -> End {
+    ) -> Result<(), End> {
         // The first reply is the CONNACK.
-        let first = match rx.recv().await {
-            Received::Replies(r) => r,
-            Received::Shutdown => return End::Shutdown,
-            Received::KeepAliveExpired => return End::KeepAlive,
-            Received::Gone => return End::RouterGone,
+        let first = loop {
+            match rx.recv().await {
+                Received::Replies(r) => break r,
+                Received::Shutdown => return Err(End::Shutdown),
+                Received::KeepAliveExpired => return Err(End::KeepAlive),
+                Received::Gone => return Err(End::RouterGone),
+                // Not before the CONNACK.
+                Received::Park => {}
+            }
         };
         let mut accepted = false;
         for r in &first {
@@ -512,20 +706,23 @@ impl Connection {
             }
         }
         if let Some(end) = Box::pin(self.write_replies(first)).await {
-            return end;
+            return Err(end);
         }
         if !accepted {
-            return End::Refused;
+            return Err(End::Refused);
         }
-        if let Err(end) = Box::pin(self.send(Event::Pull { conn: self.id })).await {
-            return end;
-        }
+        Box::pin(self.send(Event::Pull { conn: self.id })).await
+    }
+
+    /// Serve until the connection ends or is asked to park.
+    async fn serve_connected(&mut self, rx: &mut ReplyReceiver) -> Served {
         let inflight_in_max = self.shared.config.limits.inflight_in_max;
-        loop {
+        let end = loop {
             let can_read = self.inflight_in < inflight_in_max;
             let wake = std::future::poll_fn(|cx| self.poll_wake(cx, rx, can_read)).await;
             match wake {
-                Wake::Received(Received::Shutdown) => return End::Shutdown,
+                Wake::Received(Received::Park) => return Served::Park,
+                Wake::Received(Received::Shutdown) => break End::Shutdown,
                 Wake::Received(Received::KeepAliveExpired) => {
                     // The sweep saw no read for 1.5 × the keep alive. That is not the
                     // client's doing if the broker was not reading (paced by the log,
@@ -536,24 +733,25 @@ impl Connection {
                     }
                     match Box::pin(self.read_and_forward()).await {
                         Ok(true) => rx.renew_keep_alive(),
-                        Ok(false) => return End::KeepAlive,
-                        Err(end) => return end,
+                        Ok(false) => break End::KeepAlive,
+                        Err(end) => break end,
                     }
                 }
-                Wake::Received(Received::Gone) => return End::RouterGone,
+                Wake::Received(Received::Gone) => break End::RouterGone,
                 Wake::Received(Received::Replies(replies)) => {
                     if let Some(end) = Box::pin(self.write_replies(replies)).await {
-                        return end;
+                        break end;
                     }
                 }
                 Wake::Readable => match Box::pin(self.read_and_forward()).await {
                     Ok(true) => rx.touch(),
                     Ok(false) => {}
-                    Err(end) => return end,
+                    Err(end) => break end,
                 },
-                Wake::Io(e) => return End::Io(e),
+                Wake::Io(e) => break End::Io(e),
             }
-        }
+        };
+        Served::End(end)
     }
 
     /// What wakes an idle connection, in order: the reply queue (replies, the
@@ -948,8 +1146,8 @@ mod tests {
 
     /// Every idle connection is one task holding this future: a field or an await
     /// added carelessly (a `select!` over stored futures, an unboxed `.await` on a
-    /// large one) multiplies across every connection of a fleet. Measured at 472
-    /// bytes when written (the task adds tokio's header).
+    /// large one) multiplies across every connection of a fleet (until it parks).
+    /// Measured at 480 bytes (the task adds tokio's header).
     #[tokio::test]
     async fn an_idle_connection_task_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -961,6 +1159,7 @@ mod tests {
             Arc::new(Config::default()),
             Arc::new(TopicInterner::new(10)),
             router,
+            None,
         ));
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()

@@ -71,7 +71,7 @@ pub fn run(
         // Here rather than on `Tick` alone: under overload the ticker's `try_send`
         // finds the channel full, and dead clients must still be found.
         if conns.sweep_due() {
-            conns.sweep_keep_alives();
+            conns.sweep_queues();
             if end_abandoned(&mut router, &mut conns) {
                 dispatch(&mut router, &mut conns, &mut batches);
             }
@@ -94,8 +94,9 @@ pub fn run(
     router
 }
 
-/// How often the keep alives of all connections are checked: a connection is
-/// closed at most this much later than 1.5 × its keep alive.
+/// How often the keep alives of all connections are checked (a connection is
+/// closed at most this much later than 1.5 × its keep alive), and quiet ones asked
+/// to park.
 const KEEP_ALIVE_SWEEP: Duration = Duration::from_millis(250);
 
 /// The router ticks by itself when no `Tick` came for this long (they come every
@@ -123,11 +124,13 @@ impl Conns {
         true
     }
 
-    /// Tell the connections whose clients went quiet for too long to close (one
-    /// pass over all of them, an atomic load each).
-    fn sweep_keep_alives(&self) {
+    /// Tell the connections whose clients went quiet for too long to close, and
+    /// those quiet for `listener.park_after_ms` to park (one pass over all of them).
+    fn sweep_queues(&self) {
         for tx in self.queues.values() {
-            tx.check_keep_alive();
+            if !tx.check_keep_alive() {
+                tx.check_idle();
+            }
         }
     }
 }
@@ -274,7 +277,7 @@ mod tests {
         connect: Connect,
         max: usize,
     ) -> crate::replies::ReplyReceiver {
-        let (replies, rx) = reply_queue(max, None);
+        let (replies, rx) = reply_queue(max, None, None);
         tx.blocking_send(ToRouter::Connect {
             conn,
             connect,
@@ -371,7 +374,7 @@ mod tests {
         // session would stay online (holding retention back), its will unsent.
         let dir = tempfile::tempdir().unwrap();
         let mut w = will_scenario(dir.path(), 64);
-        drop(std::mem::replace(&mut w.c, reply_queue(1, None).1));
+        drop(std::mem::replace(&mut w.c, reply_queue(1, None, None).1));
         w.sweep();
         assert!(w.will_delivered(Duration::from_secs(2)));
         assert_eq!(w.stop().session_count(), 1, "only the subscriber's");
@@ -384,7 +387,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = will_scenario(dir.path(), 64);
         w.c.said_goodbye();
-        drop(std::mem::replace(&mut w.c, reply_queue(1, None).1));
+        drop(std::mem::replace(&mut w.c, reply_queue(1, None, None).1));
         w.sweep();
         assert!(!w.will_delivered(Duration::from_millis(300)));
         w.tx.blocking_send(ToRouter::Event(Event::Disconnect {
@@ -438,7 +441,7 @@ mod tests {
                 .unwrap();
             } else {
                 // Told to close, its task ends without a Disconnect (a panic).
-                drop(std::mem::replace(&mut w.c, reply_queue(1, None).1));
+                drop(std::mem::replace(&mut w.c, reply_queue(1, None, None).1));
             }
             w.sweep();
             std::thread::sleep(KEEP_ALIVE_SWEEP);

@@ -8,6 +8,7 @@
 //! | `connection` | one client connection's task |
 //! | `driver` | the router thread and its channels |
 //! | `replies` | one connection's queue of replies from the router thread |
+//! | `parking` | quiet connections, waiting without a task |
 //! | `server` | listener, connection limit, shutdown |
 //! | `accept_rate` | the new-connections-per-second limit |
 
@@ -15,6 +16,7 @@ mod accept_rate;
 mod config;
 mod connection;
 mod driver;
+mod parking;
 mod replies;
 mod server;
 

@@ -12,7 +12,10 @@
 //! socket (see `connection.rs` on why that matters): the connection notes when it
 //! last read ([`ReplyReceiver::touch`], an atomic store), and the router thread
 //! sweeps the queues a few times a second ([`ReplySender::check_keep_alive`]) instead
-//! of every connection keeping a timer.
+//! of every connection keeping a timer. The same sweep notices a connection that
+//! has been quiet for a while (nothing read, nothing queued: `park_after`) and asks it
+//! to park ([`Received::Park`]; see `parking.rs`). A parked connection's queue wakes
+//! the parking lot instead of a task, and the sweep does not ask it again.
 //! The receiver is polled ([`ReplyReceiver::poll_recv`]) rather than awaited: the
 //! connection's idle wait then stores no future for it at all.
 
@@ -33,6 +36,9 @@ struct Shared {
     /// The connection is closed after this many ms without a read (1.5 × the keep
     /// alive); 0: never.
     keep_alive_ms: u64,
+    /// The connection is asked to park after this many ms without a read or a
+    /// reply; 0: never.
+    park_after_ms: u64,
     /// Set when the receiver is dropped without `said_goodbye`: an atomic, so the
     /// router's sweep reads it without taking the lock.
     abandoned: AtomicBool,
@@ -53,6 +59,14 @@ struct State {
     shutdown: bool,
     /// The client sent nothing for longer than its keep alive allows.
     keep_alive_expired: bool,
+    /// Replies were pushed since the last sweep (the connection is not quiet).
+    pushed: bool,
+    /// When the sweep last found replies pushed, in ms after `created`.
+    quiet_since_ms: u64,
+    /// The sweep asks the connection to park.
+    park: bool,
+    /// The connection is parked: the waker is the parking lot's.
+    parked: bool,
     /// The connection task waiting for any of the above.
     waker: Option<Waker>,
 }
@@ -70,6 +84,9 @@ pub enum Received {
     KeepAliveExpired,
     /// The router side is gone and nothing is left.
     Gone,
+    /// Nothing was read or queued for `park_after`: the connection may park (give
+    /// up its task until its socket or this queue has something).
+    Park,
 }
 
 impl Shared {
@@ -98,15 +115,23 @@ pub struct ReplySender(Arc<Shared>);
 pub struct ReplyReceiver(Arc<Shared>);
 
 /// A queue holding at most `max` replies not yet taken, for a connection that is
-/// closed after `keep_alive` without a read (if given).
-pub fn reply_queue(max: usize, keep_alive: Option<Duration>) -> (ReplySender, ReplyReceiver) {
-    let keep_alive_ms = keep_alive.map_or(0, |k| {
-        u64::try_from(k.as_millis()).unwrap_or(u64::MAX).max(1)
-    });
+/// closed after `keep_alive` without a read, and asked to park after `park_after`
+/// without a read or a reply (each if given).
+pub fn reply_queue(
+    max: usize,
+    keep_alive: Option<Duration>,
+    park_after: Option<Duration>,
+) -> (ReplySender, ReplyReceiver) {
+    let ms = |d: Option<Duration>| {
+        d.map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        })
+    };
     let shared = Arc::new(Shared {
         created: Instant::now(),
         last_read_ms: AtomicU64::new(0),
-        keep_alive_ms,
+        keep_alive_ms: ms(keep_alive),
+        park_after_ms: ms(park_after),
         abandoned: AtomicBool::new(false),
         state: Mutex::new(State {
             queue: Vec::new(),
@@ -116,6 +141,10 @@ pub fn reply_queue(max: usize, keep_alive: Option<Duration>) -> (ReplySender, Re
             said_goodbye: false,
             shutdown: false,
             keep_alive_expired: false,
+            pushed: false,
+            quiet_since_ms: 0,
+            park: false,
+            parked: false,
             waker: None,
         }),
     });
@@ -133,6 +162,7 @@ impl ReplySender {
             if state.queue.len() + replies.len() > state.max {
                 return Err(PushError::Full);
             }
+            state.pushed = true;
             if state.queue.is_empty() {
                 // Hand the batch over as it is: no copy, no allocation.
                 std::mem::swap(&mut state.queue, replies);
@@ -190,6 +220,38 @@ impl ReplySender {
         true
     }
 
+    /// Ask the connection to park if nothing was read or queued for `park_after`;
+    /// true if so. Not asked again while parked, nor before another `park_after`.
+    pub fn check_idle(&self) -> bool {
+        let shared = &self.0;
+        if shared.park_after_ms == 0 {
+            return false;
+        }
+        let now = millis_since(shared.created);
+        let last_read = shared.last_read_ms.load(Ordering::Relaxed);
+        let waker = {
+            let mut state = self.0.lock();
+            if state.pushed || !state.queue.is_empty() {
+                state.pushed = false;
+                state.quiet_since_ms = now;
+                return false;
+            }
+            let quiet = now.saturating_sub(state.quiet_since_ms.max(last_read));
+            if state.parked || state.park || quiet < shared.park_after_ms {
+                return false;
+            }
+            state.park = true;
+            // Asked once per quiet spell: a connection that cannot park now (work
+            // in hand) is asked again after another `park_after`.
+            state.quiet_since_ms = now;
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
     /// Change the state and wake the connection (outside the lock).
     fn update(&self, change: impl FnOnce(&mut State)) {
         let waker = {
@@ -221,6 +283,7 @@ impl ReplyReceiver {
     /// written to a connection that is being closed anyway.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
         let mut state = self.0.lock();
+        state.parked = false;
         if state.shutdown {
             return Poll::Ready(Received::Shutdown);
         }
@@ -233,12 +296,34 @@ impl ReplyReceiver {
         if state.sender_gone {
             return Poll::Ready(Received::Gone);
         }
+        if state.park {
+            state.park = false;
+            return Poll::Ready(Received::Park);
+        }
         // Checked and registered under the lock: a push cannot slip in between.
         match &mut state.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+
+    /// Park: from now on `lot` is woken instead of the task, and the sweep does
+    /// not ask again. Refused (false, nothing taken) when anything is waiting:
+    /// the connection carries on and finds it.
+    pub fn park(&mut self, lot: &Waker) -> bool {
+        let mut state = self.0.lock();
+        if state.shutdown
+            || state.keep_alive_expired
+            || !state.queue.is_empty()
+            || state.sender_gone
+        {
+            return false;
+        }
+        state.park = false;
+        state.parked = true;
+        state.waker = Some(lot.clone());
+        true
     }
 
     /// Note that the connection read from its client now (for the keep alive).
@@ -283,7 +368,7 @@ mod tests {
 
     #[tokio::test]
     async fn replies_arrive_in_order_and_whole() {
-        let (tx, mut rx) = reply_queue(10, None);
+        let (tx, mut rx) = reply_queue(10, None, None);
         tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
         tx.push(&mut vec![
             Reply::PubRel(PacketId(2)),
@@ -310,7 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_wakes_the_connection_and_comes_before_replies() {
-        let (tx, mut rx) = reply_queue(10, None);
+        let (tx, mut rx) = reply_queue(10, None, None);
         let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
         tokio::task::yield_now().await;
         tx.shut_down();
@@ -322,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn keep_alive_expires_only_without_reads() {
-        let (tx, mut rx) = reply_queue(10, Some(Duration::from_millis(50)));
+        let (tx, mut rx) = reply_queue(10, Some(Duration::from_millis(50)), None);
         assert!(!tx.check_keep_alive(), "just made");
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -341,18 +426,71 @@ mod tests {
             rx.recv().await,
             Received::Replies(vec![Reply::PubRel(PacketId(1))])
         );
-        let (tx, _rx) = reply_queue(10, None);
+        let (tx, _rx) = reply_queue(10, None, None);
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(!tx.check_keep_alive(), "no keep alive, never expires");
     }
 
+    #[tokio::test]
+    async fn a_quiet_connection_is_asked_to_park_once_per_quiet_spell() {
+        let park_after = Some(Duration::from_millis(40));
+        let (tx, mut rx) = reply_queue(10, None, park_after);
+        assert!(!tx.check_idle(), "just made");
+        // Reads and replies keep it busy.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            rx.touch();
+            assert!(!tx.check_idle());
+        }
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
+            assert!(!tx.check_idle(), "replies pushed since the last sweep");
+            assert!(matches!(rx.recv().await, Received::Replies(_)));
+        }
+        let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        assert!(tx.check_idle());
+        let (got, mut rx) = waiter.await.unwrap();
+        assert_eq!(got, Received::Park);
+        assert!(!tx.check_idle(), "asked once per quiet spell");
+
+        // Parked: the lot's waker is woken by a push, and the sweep leaves it alone.
+        let woken = Arc::new(AtomicBool::new(false));
+        assert!(rx.park(&Waker::from(Arc::new(Flag(woken.clone())))));
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        assert!(!tx.check_idle(), "not asked again while parked");
+        assert!(!woken.load(Ordering::SeqCst));
+        tx.push(&mut vec![Reply::PubRel(PacketId(2))]).unwrap();
+        assert!(woken.load(Ordering::SeqCst), "a reply wakes the lot");
+
+        // Something waiting: parking is refused and nothing is taken.
+        assert!(!rx.park(&Waker::from(Arc::new(Flag(woken.clone())))));
+        assert_eq!(
+            rx.recv().await,
+            Received::Replies(vec![Reply::PubRel(PacketId(2))])
+        );
+        let (tx, _rx) = reply_queue(10, None, None);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(!tx.check_idle(), "no park_after, never asked");
+    }
+
+    /// A waker that raises a flag.
+    struct Flag(Arc<AtomicBool>);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
     #[test]
     fn a_receiver_gone_without_saying_goodbye_is_abandoned() {
-        let (tx, rx) = reply_queue(2, None);
+        let (tx, rx) = reply_queue(2, None, None);
         assert!(!tx.abandoned(), "still there");
         drop(rx);
         assert!(tx.abandoned());
-        let (tx, rx) = reply_queue(2, None);
+        let (tx, rx) = reply_queue(2, None, None);
         rx.said_goodbye();
         assert!(!tx.abandoned(), "said goodbye, still there");
         drop(rx);
@@ -361,7 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_and_closed() {
-        let (tx, rx) = reply_queue(2, None);
+        let (tx, rx) = reply_queue(2, None, None);
         tx.push(&mut vec![Reply::PubRel(PacketId(1)); 2]).unwrap();
         assert_eq!(
             tx.push(&mut vec![Reply::PubRel(PacketId(2))]),
@@ -376,7 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_queue_drops_what_it_held_and_takes_no_more() {
-        let (tx, mut rx) = reply_queue(2, None);
+        let (tx, mut rx) = reply_queue(2, None, None);
         tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
         tx.close();
         assert_eq!(rx.recv().await, Received::Gone);

@@ -19,6 +19,7 @@ use crate::accept_rate::AcceptRate;
 use crate::config::Config;
 use crate::connection::{self, Shared};
 use crate::driver::{self, ToRouter};
+use crate::parking::Lot;
 
 /// Requests the router thread drains per flush.
 const ROUTER_DRAIN_MAX: usize = 4096;
@@ -125,7 +126,20 @@ async fn serve(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ticker = tokio::spawn(tick(router_tx.clone(), shutdown_rx.clone()));
-    let shared = Arc::new(Shared::new(config.clone(), topics, router_tx));
+    let lot = match config.listener.park_after_ms {
+        0 => None,
+        _ => match Lot::new() {
+            Ok(lot) => {
+                tokio::spawn(lot.clone().run());
+                Some(lot)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make the parking lot; connections will not park");
+                None
+            }
+        },
+    };
+    let shared = Arc::new(Shared::new(config.clone(), topics, router_tx, lot));
     // A connection holds a permit until its task ends: the permits count the
     // connections, and shutdown waits for all of them to come back. (A `JoinSet`
     // would keep an entry per connection as well: 56 more bytes each.)

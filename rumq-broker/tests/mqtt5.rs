@@ -884,7 +884,18 @@ async fn disconnect_with_will_publishes_it_and_a_normal_one_does_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_timeout_and_server_shutdown_are_said_with_0x8d_and_0x8b() {
-    let mut broker = Broker::start();
+    keep_alive_and_shutdown(Broker::start(), false).await;
+}
+
+/// The same for connections that parked first (`listener.park_after_ms`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_v5_clients_hear_0x8d_and_0x8b_too() {
+    let config = "[listener]\npark_after_ms = 100\n";
+    let broker = Broker::with_config_logging(config, "info,rumq_broker::connection=trace");
+    keep_alive_and_shutdown(broker, true).await;
+}
+
+async fn keep_alive_and_shutdown(mut broker: Broker, parked: bool) {
     let port = broker.port();
     // Keep alive 1 s: silent for 1.5 s, the broker says 0x8D.
     let mut body = Vec::new();
@@ -896,6 +907,9 @@ async fn keep_alive_timeout_and_server_shutdown_are_said_with_0x8d_and_0x8b() {
     string(&mut body, "sleepy");
     let (mut c, code, ..) = connect(port, &packet(0x10, &body)).await;
     assert_eq!(code, 0);
+    if parked {
+        broker.wait_for_log_count("parked", 1, STEP);
+    }
     let p = c
         .recv_within(Duration::from_secs(4))
         .await
@@ -903,6 +917,9 @@ async fn keep_alive_timeout_and_server_shutdown_are_said_with_0x8d_and_0x8b() {
     assert_eq!(disconnect_reason(&p), 0x8d);
     // Shutdown: every v5 client hears 0x8B.
     let (mut c, ..) = connect(port, &connect5("stays", true, &[])).await;
+    if parked {
+        broker.wait_for_log_count("parked", 2, STEP);
+    }
     broker.terminate(STEP);
     let p = c.recv_within(STEP).await.expect("DISCONNECT");
     assert_eq!(disconnect_reason(&p), 0x8b);

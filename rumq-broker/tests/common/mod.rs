@@ -59,20 +59,25 @@ pub struct Broker {
 impl Broker {
     /// A broker with the built-in default configuration and its own data directory.
     pub fn start() -> Broker {
-        Broker::launch(None, None)
+        Broker::launch(None, None, "info")
     }
 
     /// A broker with `config` (TOML) and its own data directory.
     pub fn with_config(config: &str) -> Broker {
-        Broker::launch(None, Some(config))
+        Broker::launch(None, Some(config), "info")
+    }
+
+    /// As [`Broker::with_config`], logging at `level` (a tracing filter).
+    pub fn with_config_logging(config: &str, level: &str) -> Broker {
+        Broker::launch(None, Some(config), level)
     }
 
     /// A broker on the given data directory (to restart on the same data).
     pub fn start_in(data_dir: &Path, config: Option<&str>) -> Broker {
-        Broker::launch(Some(data_dir), config)
+        Broker::launch(Some(data_dir), config, "info")
     }
 
-    fn launch(data_dir: Option<&Path>, config: Option<&str>) -> Broker {
+    fn launch(data_dir: Option<&Path>, config: Option<&str>, level: &str) -> Broker {
         let scratch = tempfile::tempdir().expect("tempdir");
         let data_dir = data_dir.map_or_else(|| scratch.path().join("data"), Path::to_path_buf);
         let mut cmd = Command::new(broker_bin());
@@ -81,7 +86,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--log-level")
-            .arg("info")
+            .arg(level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -142,6 +147,23 @@ impl Broker {
     fn wait_log_change(&self, d: Duration) {
         let text = self.log.text.lock().unwrap();
         let _unused = self.log.changed.wait_timeout(text, d).unwrap();
+    }
+
+    /// Wait until stderr contains `needle` at least `n` times; panics after `within`.
+    pub fn wait_for_log_count(&self, needle: &str, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.stderr().matches(needle).count();
+            if seen >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` {seen} times, not {n}, within {within:?}:\n{}",
+                self.stderr()
+            );
+            self.wait_log_change(Duration::from_millis(50));
+        }
     }
 
     /// Wait until stderr contains `needle`; panics after `within`.

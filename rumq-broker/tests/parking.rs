@@ -1,0 +1,96 @@
+//! Connections that park (quiet for `listener.park_after_ms`: their task and their
+//! socket's registration are freed, see `parking.rs`) behave as any other: they get
+//! their messages, their publishes are taken, keep alive and wills work, and a
+//! session taken over is told. Each test first waits for the broker's own word
+//! that the connections parked (a trace line).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const STEP: Duration = Duration::from_secs(5);
+
+/// Parks after 100 ms of quiet (the sweep runs every 250 ms).
+const CONFIG: &str = "[listener]\npark_after_ms = 100\n";
+
+fn broker() -> Broker {
+    Broker::with_config_logging(CONFIG, "info,rumq_broker::connection=trace")
+}
+
+/// The broker's trace line for one connection parking.
+const PARKED: &str = "parked";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_get_their_messages_and_send_theirs() {
+    let broker = broker();
+    let port = broker.port();
+    let mut sub = Raw::connected(port, &ConnectOpts::new("sub")).await;
+    sub.send(&subscribe_packet(1, &[("p/#", 1)])).await;
+    assert_eq!(sub.recv().await.kind(), 9, "SUBACK");
+    let mut publisher = Raw::connected(port, &ConnectOpts::new("pub")).await;
+    broker.wait_for_log_count(PARKED, 2, STEP);
+
+    for round in 0..3u8 {
+        // The publisher is woken by its socket, the subscriber by the router.
+        publisher
+            .send(&publish_packet("p/x", &[round], 1, false, false, 7))
+            .await;
+        assert_eq!(publisher.recv().await.bytes(), ack_packet(0x40, 7));
+        let p = sub.recv_publish().await;
+        assert_eq!((p.topic.as_str(), p.payload.clone()), ("p/x", vec![round]));
+        sub.send(&ack_packet(0x40, p.pkid)).await;
+        // Both park again, and again come back.
+        broker.wait_for_log_count(PARKED, 4 + 2 * usize::from(round), STEP);
+    }
+    sub.send(&PINGREQ).await;
+    assert_eq!(sub.recv().await.bytes(), PINGRESP);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_client_that_goes_silent_or_away_has_its_will_published() {
+    let broker = broker();
+    let port = broker.port();
+    let mut watcher = Raw::connected(port, &ConnectOpts::new("watcher")).await;
+    watcher.send(&subscribe_packet(1, &[("will/#", 0)])).await;
+    assert_eq!(watcher.recv().await.kind(), 9, "SUBACK");
+    // Keep alive 1 s: closed 1.5 s after its last packet, parked long before.
+    let silent =
+        ConnectOpts::new("silent")
+            .keep_alive(1)
+            .will("will/silent", b"gone quiet", 0, false);
+    let mut silent = Raw::connected(port, &silent).await;
+    let gone = ConnectOpts::new("gone").will("will/gone", b"hung up", 0, false);
+    let gone = Raw::connected(port, &gone).await;
+    broker.wait_for_log_count(PARKED, 3, STEP);
+
+    drop(gone);
+    let p = watcher.recv_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("will/gone", &b"hung up"[..])
+    );
+    silent.expect_closed(STEP).await;
+    let p = watcher.recv_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("will/silent", &b"gone quiet"[..])
+    );
+    broker.wait_for_log("keepalive expired", STEP);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_session_taken_over_or_shut_down_is_closed() {
+    let mut broker = broker();
+    let port = broker.port();
+    let mut first = Raw::connected(port, &ConnectOpts::new("same")).await;
+    broker.wait_for_log_count(PARKED, 1, STEP);
+    let mut second = Raw::connected(port, &ConnectOpts::new("same")).await;
+    first.expect_closed(STEP).await;
+
+    broker.wait_for_log_count(PARKED, 2, STEP);
+    broker.terminate(STEP);
+    second.expect_closed(STEP).await;
+    broker.wait_for_log("server shutting down", STEP);
+}
