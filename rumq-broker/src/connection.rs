@@ -41,7 +41,8 @@ use crate::driver::ToRouter;
 use crate::parking::{Lot, Parkable, Reservation};
 use crate::protocol::alias::InboundAliases;
 use crate::protocol::{
-    self, reason, ConnAckProperties, ConnectPacket, Encoder, Inbound, ProtocolError, Version,
+    self, reason, ConnAckProperties, ConnectPacket, Encoder, IdleEncoder, Inbound, ProtocolError,
+    Version,
 };
 use crate::replies::{reply_queue, Received, ReplyReceiver};
 
@@ -153,27 +154,31 @@ pub fn serve(
     // Built here rather than inside the task, so the task's future does not hold
     // the socket twice (once as the argument, once in the connection).
     let c = Connection {
-        id,
         stream,
-        shared,
         read_buf: BytesMut::new(),
         encoder: Encoder::new(),
         inflight_in: 0,
-        persistent_id: None,
-        version: None,
-        connacked: false,
-        session_expiry: 0,
-        v5: None,
-        published: None,
+        state: ConnState {
+            id,
+            shared,
+            persistent_id: None,
+            version: None,
+            connacked: false,
+            session_expiry: 0,
+            v5: None,
+            published: None,
+        },
     };
     c.run(permit, None).instrument(span)
 }
 
-/// A connection without a task, waiting in the parking lot (`parking.rs`): all it
-/// holds, with its socket unregistered from tokio.
+/// A connection without a task, waiting in the parking lot (`parking.rs`): what it
+/// keeps, its socket (unregistered from tokio), its reply queue and its permit. One
+/// slot of the lot each, so kept small: no buffers (they are empty when it parks).
 #[derive(Debug)]
 pub struct Parked {
-    conn: Connection<std::net::TcpStream>,
+    idle: Idle,
+    socket: std::net::TcpStream,
     rx: ReplyReceiver,
     permit: OwnedSemaphorePermit,
     span: tracing::Span,
@@ -182,28 +187,58 @@ pub struct Parked {
 impl Parkable for Parked {
     fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
-        self.conn.stream.as_raw_fd()
+        self.socket.as_raw_fd()
     }
 
     fn resume(self) {
         let Parked {
-            conn,
+            idle,
+            socket,
             rx,
             permit,
             span,
         } = self;
         // Registered here (the lot runs on the runtime) rather than in the task, so
         // that the task does not hold the parked form of the connection as well.
-        let (conn, socket) = conn.with_stream(());
         match TcpStream::from_std(socket) {
             Ok(stream) => {
-                let conn = conn.with_stream(stream).0;
+                let conn = idle.into_connection(stream);
                 tokio::spawn(conn.run(permit, Some(rx)).instrument(span));
             }
             Err(e) => {
-                tokio::spawn(conn.lost(rx, permit, e).instrument(span));
+                tokio::spawn(idle.lost(rx, permit, e).instrument(span));
             }
         }
+    }
+}
+
+/// What a parked connection keeps of its [`Connection`]: no socket, no buffers (it
+/// parks only with none in use), no publishes in flight.
+#[derive(Debug)]
+struct Idle {
+    state: ConnState,
+    encoder: IdleEncoder,
+}
+
+impl Idle {
+    /// The connection again, on `stream`.
+    fn into_connection(self, stream: TcpStream) -> Connection {
+        Connection {
+            stream,
+            read_buf: BytesMut::new(),
+            encoder: self.encoder.resume(),
+            inflight_in: 0,
+            state: self.state,
+        }
+    }
+
+    /// The socket was lost while parking or resuming: the connection ends abruptly.
+    async fn lost(self, rx: ReplyReceiver, permit: OwnedSemaphorePermit, e: std::io::Error) {
+        tracing::info!(reason = %End::Io(e), "connection closed");
+        if self.state.tell_router(DisconnectReason::Abrupt).await {
+            rx.said_goodbye();
+        }
+        drop(permit);
     }
 }
 
@@ -214,18 +249,24 @@ enum Served {
     Park,
 }
 
-/// What one connection holds for its whole life (see the module docs on memory);
-/// `S` is its socket: tokio's while it has a task, the plain one while parked.
+/// What one connection holds while it has a task (see the module docs on memory;
+/// parked, it keeps an [`Idle`]).
 #[derive(Debug)]
-struct Connection<S = TcpStream> {
-    id: ConnectionId,
-    stream: S,
-    shared: Arc<Shared>,
+struct Connection {
+    stream: TcpStream,
     /// Bytes read and not yet decoded (the start of a packet); no allocation when
     /// there are none.
     read_buf: BytesMut,
     encoder: Encoder,
     inflight_in: usize,
+    state: ConnState,
+}
+
+/// What a connection keeps for its whole life, with a task or parked.
+#[derive(Debug)]
+struct ConnState {
+    id: ConnectionId,
+    shared: Arc<Shared>,
     /// The client id when the session is persistent: written into its QoS 2 records
     /// so crash recovery can tell a retransmission from a new message.
     persistent_id: Option<String>,
@@ -245,41 +286,9 @@ struct Connection<S = TcpStream> {
     published: Option<Box<IdSet<TopicId>>>,
 }
 
-impl<S> Connection<S> {
-    /// The same connection on another socket, and the socket it had.
-    fn with_stream<T>(self, stream: T) -> (Connection<T>, S) {
-        let Connection {
-            id,
-            stream: old,
-            shared,
-            read_buf,
-            encoder,
-            inflight_in,
-            persistent_id,
-            version,
-            connacked,
-            session_expiry,
-            v5,
-            published,
-        } = self;
-        let conn = Connection {
-            id,
-            stream,
-            shared,
-            read_buf,
-            encoder,
-            inflight_in,
-            persistent_id,
-            version,
-            connacked,
-            session_expiry,
-            v5,
-            published,
-        };
-        (conn, old)
-    }
-
-    /// Tell the router the connection is gone; false if the router is gone too.
+impl ConnState {
+    /// Tell the router the connection is gone (MQTT 5: with the session expiry it
+    /// ended with); false if the router is gone too.
     async fn tell_router(&self, reason: DisconnectReason) -> bool {
         let v5 = self.version == Some(Version::V5);
         self.shared
@@ -292,14 +301,17 @@ impl<S> Connection<S> {
             .await
             .is_ok()
     }
+}
 
-    /// The socket was lost while parking or resuming: the connection ends abruptly.
-    async fn lost(self, rx: ReplyReceiver, permit: OwnedSemaphorePermit, e: std::io::Error) {
-        tracing::info!(reason = %End::Io(e), "connection closed");
-        if self.tell_router(DisconnectReason::Abrupt).await {
-            rx.said_goodbye();
-        }
-        drop(permit);
+impl Connection {
+    /// What the connection keeps while parked, and its socket. Only when nothing is
+    /// in use: no partial packet, no publish awaiting its ack, nothing to write.
+    fn into_idle(self) -> (Idle, TcpStream) {
+        let idle = Idle {
+            state: self.state,
+            encoder: self.encoder.idle(),
+        };
+        (idle, self.stream)
     }
 }
 
@@ -335,7 +347,7 @@ impl Connection {
     /// server keep alive to announce when accepted. Kept apart from `run` so that
     /// nothing of the CONNECT stays in the task while the connection is served.
     async fn handshake(&mut self) -> Option<(ReplyReceiver, Option<u16>)> {
-        let limits = self.shared.config.limits.clone();
+        let limits = self.state.shared.config.limits.clone();
         let connect = match timeout(
             Duration::from_millis(limits.connect_timeout_ms),
             self.read_connect(),
@@ -392,10 +404,10 @@ impl Connection {
         // 3.1.1 §3.1.2.10: one and a half times the keep alive without a packet.
         let keep_alive_limit =
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-        self.persistent_id = (connect.session_expiry > 0).then(|| connect.client_id.clone());
-        self.session_expiry = connect.session_expiry;
+        self.state.persistent_id = (connect.session_expiry > 0).then(|| connect.client_id.clone());
+        self.state.session_expiry = connect.session_expiry;
         if v5 {
-            self.v5 = Some(Box::new(V5State {
+            self.state.v5 = Some(Box::new(V5State {
                 aliases: InboundAliases::new(limits.topic_alias_max),
                 quota: IdSet::default(),
             }));
@@ -404,12 +416,12 @@ impl Connection {
         // Replies waiting at once: acks for the publishes it may have in flight and
         // their PUBCOMPs, PUBRELs for its whole outbound window (a reconnect resends
         // them all at once), one delivery batch, and room for subscription acks.
-        let inflight_out = self.shared.config.router.inflight_max;
-        let park_after = self.shared.config.listener.park_after_ms;
+        let inflight_out = self.state.shared.config.router.inflight_max;
+        let park_after = self.state.shared.config.listener.park_after_ms;
         let (tx, rx) = reply_queue(
             2 * limits.inflight_in_max + 2 * inflight_out + 256,
             keep_alive_limit,
-            (park_after > 0 && self.shared.lot.is_some())
+            (park_after > 0 && self.state.shared.lot.is_some())
                 .then(|| Duration::from_millis(park_after)),
         );
         let will = match connect.will.as_ref().map(|w| self.will(w)).transpose() {
@@ -429,7 +441,7 @@ impl Connection {
             }
         };
         let request = ToRouter::Connect {
-            conn: self.id,
+            conn: self.state.id,
             connect: router::Connect {
                 client_id: connect.client_id.clone(),
                 clean_start: connect.clean_session,
@@ -441,10 +453,10 @@ impl Connection {
             },
             replies: tx,
         };
-        if self.shared.router.send(request).await.is_err() {
+        if self.state.shared.router.send(request).await.is_err() {
             return None;
         }
-        self.version = Some(connect.version);
+        self.state.version = Some(connect.version);
         Some((rx, (keep_alive != connect.keep_alive).then_some(keep_alive)))
     }
 
@@ -483,7 +495,7 @@ impl Connection {
                         // Only with nothing in hand: no publish awaiting its ack, no
                         // partial packet, nothing left to write; and nothing waiting
                         // in the queue (`park` registers the lot's waker if so).
-                        let Some(lot) = conn.shared.lot.clone() else {
+                        let Some(lot) = conn.state.shared.lot.clone() else {
                             continue;
                         };
                         if conn.inflight_in > 0
@@ -525,16 +537,17 @@ impl Connection {
         rx: ReplyReceiver,
         permit: OwnedSemaphorePermit,
     ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
-        let (conn, stream) = self.with_stream(());
+        let (idle, stream) = self.into_idle();
         let socket = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
                 drop(spot);
-                return Some(Box::pin(conn.lost(rx, permit, e)));
+                return Some(Box::pin(idle.lost(rx, permit, e)));
             }
         };
         let parked = Parked {
-            conn: conn.with_stream(socket).0,
+            idle,
+            socket,
             rx,
             permit,
             span: tracing::Span::current(),
@@ -549,8 +562,8 @@ impl Connection {
     /// Say why (MQTT 5), and tell the router the connection is gone; false if the
     /// router could not be told (it is gone too).
     async fn goodbye(&mut self, end: End) -> bool {
-        let v5 = self.version == Some(Version::V5);
-        if let (true, true, Some(code)) = (v5, self.connacked, end.reason_code()) {
+        let v5 = self.state.version == Some(Version::V5);
+        if let (true, true, Some(code)) = (v5, self.state.connacked, end.reason_code()) {
             // MQTT 5: say why before closing (§4.13.2); not before a CONNACK
             // (MQTT-3.2.0-1), as when the server shuts down during the handshake.
             self.encoder.disconnect_v5(code, &end.to_string());
@@ -564,7 +577,7 @@ impl Connection {
             End::ClientDisconnect | End::Eof => tracing::debug!(reason = %end, "connection closed"),
             _ => tracing::info!(reason = %end, "connection closed"),
         }
-        self.tell_router(reason).await
+        self.state.tell_router(reason).await
     }
 
     /// Read until a CONNECT; `Ok(None)` when the client went away quietly.
@@ -574,7 +587,7 @@ impl Connection {
             match protocol::decode(
                 &mut self.read_buf,
                 None,
-                self.shared.config.limits.max_packet_size,
+                self.state.shared.config.limits.max_packet_size,
             ) {
                 Ok(Some(Inbound::Connect(c))) => return Ok(Some(c)),
                 Ok(Some(_)) => {
@@ -631,7 +644,7 @@ impl Connection {
                 "an empty client id needs a clean session",
             ));
         }
-        let auth = &self.shared.config.auth;
+        let auth = &self.state.shared.config.auth;
         match (&c.username, &c.password) {
             (None, _) if !auth.allow_anonymous => Some((
                 5,
@@ -655,7 +668,7 @@ impl Connection {
     }
 
     fn will(&self, w: &protocol::LastWill) -> Result<router::Will, ()> {
-        let topic = self.shared.topics.intern(&w.topic).map_err(|e| {
+        let topic = self.state.shared.topics.intern(&w.topic).map_err(|e| {
             tracing::warn!(error = %e, "cannot accept will");
         })?;
         Ok(router::Will {
@@ -711,12 +724,15 @@ impl Connection {
         if !accepted {
             return Err(End::Refused);
         }
-        Box::pin(self.send(Event::Pull { conn: self.id })).await
+        Box::pin(self.send(Event::Pull {
+            conn: self.state.id,
+        }))
+        .await
     }
 
     /// Serve until the connection ends or is asked to park.
     async fn serve_connected(&mut self, rx: &mut ReplyReceiver) -> Served {
-        let inflight_in_max = self.shared.config.limits.inflight_in_max;
+        let inflight_in_max = self.state.shared.config.limits.inflight_in_max;
         let end = loop {
             let can_read = self.inflight_in < inflight_in_max;
             let wake = std::future::poll_fn(|cx| self.poll_wake(cx, rx, can_read)).await;
@@ -782,7 +798,7 @@ impl Connection {
     /// as one request (one channel send, one wake-up), in order; whatever ends the
     /// connection comes after what preceded it. `Ok(false)`: nothing was there.
     async fn read_and_forward(&mut self) -> Result<bool, End> {
-        let max_packet = self.shared.config.limits.max_packet_size;
+        let max_packet = self.state.shared.config.limits.max_packet_size;
         // Room for the rest of a large packet whose header already came, so it
         // arrives in one read rather than in 4 KiB pieces.
         let want = protocol::bytes_missing(&self.read_buf, max_packet).max(READ_BUF_BYTES);
@@ -807,7 +823,7 @@ impl Connection {
         };
         let mut ended = None;
         loop {
-            match protocol::decode(&mut self.read_buf, self.version, max_packet) {
+            match protocol::decode(&mut self.read_buf, self.state.version, max_packet) {
                 Ok(Some(p)) => {
                     if let Some(end) = self.inbound(p, &mut batch) {
                         ended = Some(end);
@@ -849,12 +865,12 @@ impl Connection {
         assigned_client_id: &Option<String>,
         server_keep_alive: Option<u16>,
     ) {
-        if let (Some(id), Some(_)) = (assigned_client_id, &self.persistent_id) {
+        if let (Some(id), Some(_)) = (assigned_client_id, &self.state.persistent_id) {
             // An MQTT 5 persistent session under an id the broker assigned.
-            self.persistent_id = Some(id.clone());
+            self.state.persistent_id = Some(id.clone());
         }
-        self.connacked = true;
-        let limits = &self.shared.config.limits;
+        self.state.connacked = true;
+        let limits = &self.state.shared.config.limits;
         match (self.encoder.version(), accepted) {
             (Version::V5, _) => {
                 let props = ConnAckProperties {
@@ -879,7 +895,8 @@ impl Connection {
     }
 
     async fn send(&self, event: Event) -> Result<(), End> {
-        self.shared
+        self.state
+            .shared
             .router
             .send(ToRouter::Event(event))
             .await
@@ -896,7 +913,8 @@ impl Connection {
             },
             _ => ToRouter::Events(events),
         };
-        self.shared
+        self.state
+            .shared
             .router
             .send(request)
             .await
@@ -905,7 +923,7 @@ impl Connection {
 
     /// Turn a packet into a router event (queued in `batch`), or answer it here.
     fn inbound(&mut self, packet: Inbound, batch: &mut Decoded) -> Option<End> {
-        let conn = self.id;
+        let conn = self.state.id;
         let event = match packet {
             Inbound::Connect(_) => {
                 return Some(End::Protocol(ProtocolError::Violation("second CONNECT")))
@@ -919,7 +937,7 @@ impl Connection {
                 dup: _,
                 properties,
             } => {
-                let resolved = match &mut self.v5 {
+                let resolved = match &mut self.state.v5 {
                     Some(state) => state.aliases.resolve(topic, properties.topic_alias),
                     None => InboundAliases::resolve_without(topic, properties.topic_alias),
                 };
@@ -927,25 +945,25 @@ impl Connection {
                     Ok(t) => t,
                     Err(e) => return Some(End::Protocol(e)),
                 };
-                if let (Some(state), Some(p)) = (&mut self.v5, pkid) {
+                if let (Some(state), Some(p)) = (&mut self.state.v5, pkid) {
                     // MQTT 5 §4.9: past our receive maximum is a protocol breach; a
                     // retransmission of an id in flight is not a new one.
-                    let max = self.shared.config.limits.inflight_in_max;
+                    let max = self.state.shared.config.limits.inflight_in_max;
                     if !state.quota.contains(&p.0) && state.quota.len() >= max {
                         return Some(End::ReceiveMaximumExceeded);
                     }
                     state.quota.insert(p.0);
                 }
-                let tid = match self.shared.topics.intern(topic.as_str()) {
+                let tid = match self.state.shared.topics.intern(topic.as_str()) {
                     Ok(t) => t,
                     Err(e) => {
                         tracing::warn!(error = %e, %topic, "publish refused");
                         return Some(End::TopicLimit);
                     }
                 };
-                let published = self.published.get_or_insert_with(Box::default);
+                let published = self.state.published.get_or_insert_with(Box::default);
                 if !published.contains(&tid) {
-                    let max = self.shared.config.limits.topics_per_connection_max;
+                    let max = self.state.shared.config.limits.topics_per_connection_max;
                     if published.len() >= max {
                         tracing::warn!(
                             %topic,
@@ -967,7 +985,7 @@ impl Connection {
                         qos,
                         retain,
                         record: NewMessage {
-                            origin: match (qos, pkid, &self.persistent_id) {
+                            origin: match (qos, pkid, &self.state.persistent_id) {
                                 (QoS::ExactlyOnce, Some(p), Some(id)) => Some(Origin {
                                     client_id: id,
                                     pkid: p.0,
@@ -1013,14 +1031,14 @@ impl Connection {
                 publish_will,
             } => {
                 if let Some(secs) = session_expiry {
-                    if self.session_expiry == 0 && secs != 0 {
+                    if self.state.session_expiry == 0 && secs != 0 {
                         // §3.14.2.2.2: a session that ends with its connection
                         // cannot be given a life after it.
                         return Some(End::Protocol(ProtocolError::Violation(
                             "DISCONNECT sets a session expiry after CONNECT had 0",
                         )));
                     }
-                    self.session_expiry = secs;
+                    self.state.session_expiry = secs;
                 }
                 return Some(if publish_will {
                     End::ClientDisconnectWithWill
@@ -1050,17 +1068,17 @@ impl Connection {
                 Reply::PubAck(id, reason) | Reply::PubRec(id, reason) => {
                     self.inflight_in = self.inflight_in.saturating_sub(1);
                     let done = matches!(r, Reply::PubAck(..)) || !reason.is_success();
-                    if let (true, Some(state)) = (done, &mut self.v5) {
+                    if let (true, Some(state)) = (done, &mut self.state.v5) {
                         state.quota.remove(&id.0);
                     }
-                    if !reason.is_success() && self.version != Some(Version::V5) {
+                    if !reason.is_success() && self.state.version != Some(Version::V5) {
                         // 3.1.1 cannot refuse a publish: closing tells the client
                         // it was not stored.
                         close = close.or(Some(CloseReason::StorageFailure));
                     }
                 }
                 Reply::PubComp { pkid, .. } => {
-                    if let Some(state) = &mut self.v5 {
+                    if let Some(state) = &mut self.state.v5 {
                         state.quota.remove(&pkid.0);
                     }
                 }
@@ -1070,7 +1088,7 @@ impl Connection {
             }
             self.encoder.reply(r);
         }
-        if let Some(state) = &mut self.v5 {
+        if let Some(state) = &mut self.state.v5 {
             if state.quota.is_empty() && state.quota.capacity() > 0 {
                 // An idle connection keeps no table.
                 state.quota = IdSet::default();
@@ -1083,7 +1101,12 @@ impl Connection {
             return Some(End::Closed(reason));
         }
         if delivered {
-            if let Err(end) = self.send(Event::Pull { conn: self.id }).await {
+            if let Err(end) = self
+                .send(Event::Pull {
+                    conn: self.state.id,
+                })
+                .await
+            {
                 return Some(end);
             }
         }
@@ -1094,7 +1117,7 @@ impl Connection {
     async fn write_out(&mut self) -> Option<End> {
         let mut chunks = Vec::new();
         self.encoder.take(&mut chunks);
-        let limit = Duration::from_millis(self.shared.config.limits.write_timeout_ms);
+        let limit = Duration::from_millis(self.state.shared.config.limits.write_timeout_ms);
         let result = timeout(limit, write_all_chunks(&mut self.stream, &mut chunks)).await;
         self.encoder.shrink();
         match result {

@@ -16,7 +16,7 @@
 //! itself ([`Parkable`]).
 //!
 //! Freed task memory lies between allocations that live on, so glibc keeps those
-//! pages until asked: the lot calls `malloc_trim` (at most once a second, after
+//! pages until asked: the lot calls `malloc_trim` (at most every 250 ms, after
 //! connections parked), which returns the free pages inside the heap to the system.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -27,6 +27,10 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
+
+/// How often the lot returns freed memory, if connections parked meanwhile
+/// (`malloc_trim` took 0.07–0.7 ms with 9,000 connections).
+const TRIM_EVERY: Duration = Duration::from_millis(250);
 
 /// What can wait in the lot.
 pub trait Parkable: Send + 'static {
@@ -233,7 +237,7 @@ impl<P: Parkable> Lot<P> {
         };
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut ready: Vec<u64> = Vec::new();
-        let mut trim = tokio::time::interval(Duration::from_secs(1));
+        let mut trim = tokio::time::interval(TRIM_EVERY);
         trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             std::mem::swap(&mut ready, &mut *self.inner.woken());

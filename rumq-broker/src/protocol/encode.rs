@@ -86,6 +86,29 @@ pub struct Encoder {
     props: Writer,
 }
 
+/// What an encoder keeps while its connection is parked: its settings and the
+/// topic aliases the client knows, without the (empty) buffers.
+#[derive(Debug)]
+pub struct IdleEncoder {
+    version: Version,
+    problem_info: bool,
+    max_packet_size: u32,
+    aliases: Option<Box<OutboundAliases>>,
+}
+
+impl IdleEncoder {
+    /// The encoder again.
+    pub fn resume(self) -> Encoder {
+        Encoder {
+            version: self.version,
+            problem_info: self.problem_info,
+            max_packet_size: self.max_packet_size,
+            aliases: self.aliases,
+            ..Encoder::new()
+        }
+    }
+}
+
 impl Default for Encoder {
     fn default() -> Self {
         Encoder::new()
@@ -399,6 +422,19 @@ impl Encoder {
         out.append(&mut self.chunks);
         if !self.small.is_empty() {
             out.push(self.small.split().freeze());
+        }
+    }
+
+    /// Keep only what outlives the buffers, for a parked connection: only when
+    /// nothing is waiting to be written ([`Encoder::is_empty`]), which the caller
+    /// checks (what is waiting would be dropped).
+    pub fn idle(self) -> IdleEncoder {
+        debug_assert!(self.is_empty(), "parked with bytes to write");
+        IdleEncoder {
+            version: self.version,
+            problem_info: self.problem_info,
+            max_packet_size: self.max_packet_size,
+            aliases: self.aliases,
         }
     }
 
