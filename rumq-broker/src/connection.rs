@@ -198,6 +198,12 @@ impl Parkable for Parked {
             permit,
             span,
         } = self;
+        // Bytes waiting are a sign of life: the lot saw them, but tokio's fresh
+        // registration has not yet, and a keep-alive verdict reached before would
+        // find nothing to read and close a live client.
+        if socket.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0) {
+            rx.renew_keep_alive();
+        }
         // Registered here (the lot runs on the runtime) rather than in the task, so
         // that the task does not hold the parked form of the connection as well.
         match TcpStream::from_std(socket) {
@@ -508,6 +514,8 @@ impl Connection {
                         // lock) is gone before anything is awaited.
                         let lost = {
                             let Some(spot) = lot.reserve() else {
+                                // The lot is gone (its task ended): stop asking.
+                                rx.never_park();
                                 continue;
                             };
                             if !rx.park(spot.waker()) {
@@ -552,9 +560,14 @@ impl Connection {
             permit,
             span: tracing::Span::current(),
         };
-        tracing::trace!("parked");
-        if let Err(p) = spot.park(parked) {
-            p.resume();
+        match spot.park(parked) {
+            // Logged once the lot's lock is released.
+            Ok(()) => tracing::trace!("parked"),
+            Err(p) => {
+                // Its socket cannot be watched: it keeps a task from now on.
+                p.rx.never_park();
+                p.resume();
+            }
         }
         None
     }

@@ -127,9 +127,10 @@ impl Conns {
     /// Tell the connections whose clients went quiet for too long to close, and
     /// those quiet for `listener.park_after_ms` to park (one pass over all of them).
     fn sweep_queues(&self) {
+        let now = Instant::now();
         for tx in self.queues.values() {
-            if !tx.check_keep_alive() {
-                tx.check_idle();
+            if !tx.check_keep_alive(now) {
+                tx.check_idle(now);
             }
         }
     }

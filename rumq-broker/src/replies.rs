@@ -19,7 +19,7 @@
 //! The receiver is polled ([`ReplyReceiver::poll_recv`]) rather than awaited: the
 //! connection's idle wait then stores no future for it at all.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -42,7 +42,17 @@ struct Shared {
     /// Set when the receiver is dropped without `said_goodbye`: an atomic, so the
     /// router's sweep reads it without taking the lock.
     abandoned: AtomicBool,
+    /// `ACTIVE`, `PARKED` or `NEVER_PARK`: read by the sweep without the lock, so
+    /// that parked connections cost it an atomic load.
+    parking: AtomicU8,
 }
+
+/// The connection has a task (it may be asked to park).
+const ACTIVE: u8 = 0;
+/// The connection is parked: the waker is the parking lot's; not asked again.
+const PARKED: u8 = 1;
+/// The connection cannot park (the lot is gone): not asked again.
+const NEVER_PARK: u8 = 2;
 
 #[derive(Debug)]
 struct State {
@@ -65,8 +75,6 @@ struct State {
     quiet_since_ms: u64,
     /// The sweep asks the connection to park.
     park: bool,
-    /// The connection is parked: the waker is the parking lot's.
-    parked: bool,
     /// The connection task waiting for any of the above.
     waker: Option<Waker>,
 }
@@ -133,6 +141,7 @@ pub fn reply_queue(
         keep_alive_ms: ms(keep_alive),
         park_after_ms: ms(park_after),
         abandoned: AtomicBool::new(false),
+        parking: AtomicU8::new(ACTIVE),
         state: Mutex::new(State {
             queue: Vec::new(),
             max,
@@ -144,7 +153,6 @@ pub fn reply_queue(
             pushed: false,
             quiet_since_ms: 0,
             park: false,
-            parked: false,
             waker: None,
         }),
     });
@@ -205,13 +213,13 @@ impl ReplySender {
     }
 
     /// Tell the connection to close if its client has sent nothing for longer than
-    /// its keep alive allows; true if so.
-    pub fn check_keep_alive(&self) -> bool {
+    /// its keep alive allows (as of `now`, read once per sweep); true if so.
+    pub fn check_keep_alive(&self, now: Instant) -> bool {
         let shared = &self.0;
         if shared.keep_alive_ms == 0 {
             return false;
         }
-        let now = millis_since(shared.created);
+        let now = millis_between(shared.created, now);
         let last = shared.last_read_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) <= shared.keep_alive_ms {
             return false;
@@ -220,15 +228,20 @@ impl ReplySender {
         true
     }
 
-    /// Ask the connection to park if nothing was read or queued for `park_after`;
-    /// true if so. Not asked again while parked, nor before another `park_after`.
-    pub fn check_idle(&self) -> bool {
+    /// Ask the connection to park if nothing was read or queued for `park_after`
+    /// (as of `now`); true if so. Not asked again while parked, nor before another
+    /// `park_after`. A parked connection, or one that read recently, costs two
+    /// atomic loads and no lock.
+    pub fn check_idle(&self, now: Instant) -> bool {
         let shared = &self.0;
-        if shared.park_after_ms == 0 {
+        if shared.park_after_ms == 0 || shared.parking.load(Ordering::Relaxed) != ACTIVE {
             return false;
         }
-        let now = millis_since(shared.created);
+        let now = millis_between(shared.created, now);
         let last_read = shared.last_read_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last_read) < shared.park_after_ms {
+            return false;
+        }
         let waker = {
             let mut state = self.0.lock();
             if state.pushed || !state.queue.is_empty() {
@@ -237,7 +250,7 @@ impl ReplySender {
                 return false;
             }
             let quiet = now.saturating_sub(state.quiet_since_ms.max(last_read));
-            if state.parked || state.park || quiet < shared.park_after_ms {
+            if state.park || quiet < shared.park_after_ms {
                 return false;
             }
             state.park = true;
@@ -283,7 +296,15 @@ impl ReplyReceiver {
     /// written to a connection that is being closed anyway.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
         let mut state = self.0.lock();
-        state.parked = false;
+        // Polled by a task: no longer parked (a relaxed load first, the usual case).
+        if self.0.parking.load(Ordering::Relaxed) == PARKED {
+            let _ = self.0.parking.compare_exchange(
+                PARKED,
+                ACTIVE,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
         if state.shutdown {
             return Poll::Ready(Received::Shutdown);
         }
@@ -321,9 +342,19 @@ impl ReplyReceiver {
             return false;
         }
         state.park = false;
-        state.parked = true;
         state.waker = Some(lot.clone());
+        let _ =
+            self.0
+                .parking
+                .compare_exchange(ACTIVE, PARKED, Ordering::Relaxed, Ordering::Relaxed);
         true
+    }
+
+    /// The connection cannot park (the parking lot is gone, or refused its socket):
+    /// the sweep stops asking.
+    pub fn never_park(&self) {
+        self.0.parking.store(NEVER_PARK, Ordering::Relaxed);
+        self.0.lock().park = false;
     }
 
     /// Note that the connection read from its client now (for the keep alive).
@@ -346,7 +377,11 @@ impl ReplyReceiver {
 }
 
 fn millis_since(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+    millis_between(t, Instant::now())
+}
+
+fn millis_between(t: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Drop for ReplyReceiver {
@@ -408,19 +443,19 @@ mod tests {
     #[tokio::test]
     async fn keep_alive_expires_only_without_reads() {
         let (tx, mut rx) = reply_queue(10, Some(Duration::from_millis(50)), None);
-        assert!(!tx.check_keep_alive(), "just made");
+        assert!(!tx.check_keep_alive(Instant::now()), "just made");
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             rx.touch();
-            assert!(!tx.check_keep_alive(), "reads keep it alive");
+            assert!(!tx.check_keep_alive(Instant::now()), "reads keep it alive");
         }
         let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(tx.check_keep_alive());
+        assert!(tx.check_keep_alive(Instant::now()));
         let (got, mut rx) = waiter.await.unwrap();
         assert_eq!(got, Received::KeepAliveExpired);
         rx.renew_keep_alive();
-        assert!(!tx.check_keep_alive(), "renewed");
+        assert!(!tx.check_keep_alive(Instant::now()), "renewed");
         tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
         assert_eq!(
             rx.recv().await,
@@ -428,38 +463,47 @@ mod tests {
         );
         let (tx, _rx) = reply_queue(10, None, None);
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(!tx.check_keep_alive(), "no keep alive, never expires");
+        assert!(
+            !tx.check_keep_alive(Instant::now()),
+            "no keep alive, never expires"
+        );
     }
 
     #[tokio::test]
     async fn a_quiet_connection_is_asked_to_park_once_per_quiet_spell() {
         let park_after = Some(Duration::from_millis(40));
         let (tx, mut rx) = reply_queue(10, None, park_after);
-        assert!(!tx.check_idle(), "just made");
+        assert!(!tx.check_idle(Instant::now()), "just made");
         // Reads and replies keep it busy.
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(25)).await;
             rx.touch();
-            assert!(!tx.check_idle());
+            assert!(!tx.check_idle(Instant::now()));
         }
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(25)).await;
             tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
-            assert!(!tx.check_idle(), "replies pushed since the last sweep");
+            assert!(
+                !tx.check_idle(Instant::now()),
+                "replies pushed since the last sweep"
+            );
             assert!(matches!(rx.recv().await, Received::Replies(_)));
         }
         let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
         tokio::time::sleep(Duration::from_millis(70)).await;
-        assert!(tx.check_idle());
+        assert!(tx.check_idle(Instant::now()));
         let (got, mut rx) = waiter.await.unwrap();
         assert_eq!(got, Received::Park);
-        assert!(!tx.check_idle(), "asked once per quiet spell");
+        assert!(!tx.check_idle(Instant::now()), "asked once per quiet spell");
 
         // Parked: the lot's waker is woken by a push, and the sweep leaves it alone.
         let woken = Arc::new(AtomicBool::new(false));
         assert!(rx.park(&Waker::from(Arc::new(Flag(woken.clone())))));
         tokio::time::sleep(Duration::from_millis(70)).await;
-        assert!(!tx.check_idle(), "not asked again while parked");
+        assert!(
+            !tx.check_idle(Instant::now()),
+            "not asked again while parked"
+        );
         assert!(!woken.load(Ordering::SeqCst));
         tx.push(&mut vec![Reply::PubRel(PacketId(2))]).unwrap();
         assert!(woken.load(Ordering::SeqCst), "a reply wakes the lot");
@@ -472,7 +516,13 @@ mod tests {
         );
         let (tx, _rx) = reply_queue(10, None, None);
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(!tx.check_idle(), "no park_after, never asked");
+        assert!(!tx.check_idle(Instant::now()), "no park_after, never asked");
+
+        // A connection that cannot park (the lot is gone) is not asked again.
+        let (tx, rx) = reply_queue(10, None, park_after);
+        rx.never_park();
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        assert!(!tx.check_idle(Instant::now()), "never asked");
     }
 
     /// A waker that raises a flag.

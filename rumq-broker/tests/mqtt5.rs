@@ -453,6 +453,37 @@ async fn topic_aliases_in_both_directions() {
     p.expect_closed(STEP).await;
 }
 
+/// Topic aliases, both ways, outlive parking: the broker keeps the aliases it set
+/// for the subscriber and those the publisher set for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_aliases_survive_parking() {
+    let broker = parking_broker();
+    let (mut s, ..) = connect(
+        broker.port(),
+        &connect5("park-sub", true, &u16_prop(TOPIC_ALIAS_MAXIMUM, 1)),
+    )
+    .await;
+    s.send(&subscribe5(1, &[], &[("pa/#", 0)])).await;
+    assert_eq!(s.recv().await.kind(), 9);
+    let (mut p, ..) = connect(broker.port(), &connect5("park-pub", true, &[])).await;
+    p.send(&publish5("pa/one", 0, 0, &u16_prop(TOPIC_ALIAS, 3), b"1"))
+        .await;
+    let first = publish_of(&s.recv().await);
+    assert_eq!(first.topic, "pa/one");
+    assert!(first.props.contains(&(TOPIC_ALIAS, vec![0, 1])));
+    broker.wait_for_log(&parked_line("park-sub"), STEP);
+    broker.wait_for_log(&parked_line("park-pub"), STEP);
+    // By alias alone, both ways, after both parked.
+    p.send(&publish5("", 0, 0, &u16_prop(TOPIC_ALIAS, 3), b"2"))
+        .await;
+    let second = publish_of(&s.recv().await);
+    assert_eq!(
+        (second.topic.as_str(), &second.payload[..]),
+        ("", &b"2"[..])
+    );
+    assert!(second.props.contains(&(TOPIC_ALIAS, vec![0, 1])));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_disconnects_carry_reason_codes() {
     let broker = Broker::with_config("[limits]\nmax_packet_size = 256\n");
@@ -890,9 +921,18 @@ async fn keep_alive_timeout_and_server_shutdown_are_said_with_0x8d_and_0x8b() {
 /// The same for connections that parked first (`listener.park_after_ms`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_v5_clients_hear_0x8d_and_0x8b_too() {
+    keep_alive_and_shutdown(parking_broker(), true).await;
+}
+
+/// A broker whose connections park after 100 ms of quiet, and say so.
+fn parking_broker() -> Broker {
     let config = "[listener]\npark_after_ms = 100\n";
-    let broker = Broker::with_config_logging(config, "info,rumq_broker::connection=trace");
-    keep_alive_and_shutdown(broker, true).await;
+    Broker::with_config_logging(config, "info,rumq_broker::connection=trace")
+}
+
+/// The broker's trace line for `client_id` parking.
+fn parked_line(client_id: &str) -> String {
+    format!("client_id=\"{client_id}\"}}: rumq_broker::connection: parked")
 }
 
 async fn keep_alive_and_shutdown(mut broker: Broker, parked: bool) {
@@ -908,7 +948,7 @@ async fn keep_alive_and_shutdown(mut broker: Broker, parked: bool) {
     let (mut c, code, ..) = connect(port, &packet(0x10, &body)).await;
     assert_eq!(code, 0);
     if parked {
-        broker.wait_for_log_count("parked", 1, STEP);
+        broker.wait_for_log(&parked_line("sleepy"), STEP);
     }
     let p = c
         .recv_within(Duration::from_secs(4))
@@ -918,7 +958,7 @@ async fn keep_alive_and_shutdown(mut broker: Broker, parked: bool) {
     // Shutdown: every v5 client hears 0x8B.
     let (mut c, ..) = connect(port, &connect5("stays", true, &[])).await;
     if parked {
-        broker.wait_for_log_count("parked", 2, STEP);
+        broker.wait_for_log(&parked_line("stays"), STEP);
     }
     broker.terminate(STEP);
     let p = c.recv_within(STEP).await.expect("DISCONNECT");

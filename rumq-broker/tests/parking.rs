@@ -2,7 +2,7 @@
 //! socket's registration are freed, see `parking.rs`) behave as any other: they get
 //! their messages, their publishes are taken, keep alive and wills work, and a
 //! session taken over is told. Each test first waits for the broker's own word
-//! that the connections parked (a trace line).
+//! that the connections parked (a trace line per client).
 
 mod common;
 
@@ -19,8 +19,10 @@ fn broker() -> Broker {
     Broker::with_config_logging(CONFIG, "info,rumq_broker::connection=trace")
 }
 
-/// The broker's trace line for one connection parking.
-const PARKED: &str = "parked";
+/// The broker's trace line for `client_id` parking.
+fn parked(client_id: &str) -> String {
+    format!("client_id=\"{client_id}\"}}: rumq_broker::connection: parked")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connections_get_their_messages_and_send_theirs() {
@@ -30,7 +32,8 @@ async fn parked_connections_get_their_messages_and_send_theirs() {
     sub.send(&subscribe_packet(1, &[("p/#", 1)])).await;
     assert_eq!(sub.recv().await.kind(), 9, "SUBACK");
     let mut publisher = Raw::connected(port, &ConnectOpts::new("pub")).await;
-    broker.wait_for_log_count(PARKED, 2, STEP);
+    broker.wait_for_log_count(&parked("sub"), 1, STEP);
+    broker.wait_for_log_count(&parked("pub"), 1, STEP);
 
     for round in 0..3u8 {
         // The publisher is woken by its socket, the subscriber by the router.
@@ -42,7 +45,9 @@ async fn parked_connections_get_their_messages_and_send_theirs() {
         assert_eq!((p.topic.as_str(), p.payload.clone()), ("p/x", vec![round]));
         sub.send(&ack_packet(0x40, p.pkid)).await;
         // Both park again, and again come back.
-        broker.wait_for_log_count(PARKED, 4 + 2 * usize::from(round), STEP);
+        let times = 2 + usize::from(round);
+        broker.wait_for_log_count(&parked("sub"), times, STEP);
+        broker.wait_for_log_count(&parked("pub"), times, STEP);
     }
     sub.send(&PINGREQ).await;
     assert_eq!(sub.recv().await.bytes(), PINGRESP);
@@ -63,7 +68,9 @@ async fn a_parked_client_that_goes_silent_or_away_has_its_will_published() {
     let mut silent = Raw::connected(port, &silent).await;
     let gone = ConnectOpts::new("gone").will("will/gone", b"hung up", 0, false);
     let gone = Raw::connected(port, &gone).await;
-    broker.wait_for_log_count(PARKED, 3, STEP);
+    for id in ["watcher", "silent", "gone"] {
+        broker.wait_for_log(&parked(id), STEP);
+    }
 
     drop(gone);
     let p = watcher.recv_publish().await;
@@ -85,12 +92,33 @@ async fn a_parked_session_taken_over_or_shut_down_is_closed() {
     let mut broker = broker();
     let port = broker.port();
     let mut first = Raw::connected(port, &ConnectOpts::new("same")).await;
-    broker.wait_for_log_count(PARKED, 1, STEP);
+    broker.wait_for_log_count(&parked("same"), 1, STEP);
     let mut second = Raw::connected(port, &ConnectOpts::new("same")).await;
     first.expect_closed(STEP).await;
 
-    broker.wait_for_log_count(PARKED, 2, STEP);
+    broker.wait_for_log_count(&parked("same"), 2, STEP);
     broker.terminate(STEP);
     second.expect_closed(STEP).await;
     broker.wait_for_log("server shutting down", STEP);
+}
+
+/// A connection with something in hand does not park: here, the first bytes of a
+/// PUBLISH whose rest has not come. It parks once the packet is whole and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_with_a_partial_packet_does_not_park() {
+    let broker = broker();
+    let port = broker.port();
+    let mut c = Raw::connected(port, &ConnectOpts::new("half")).await;
+    broker.wait_for_log_count(&parked("half"), 1, STEP);
+    let packet = publish_packet("h/x", b"payload", 1, false, false, 9);
+    c.send(&packet[..5]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        broker.stderr().matches(&parked("half")).count(),
+        1,
+        "parked with a partial packet"
+    );
+    c.send(&packet[5..]).await;
+    assert_eq!(c.recv().await.bytes(), ack_packet(0x40, 9));
+    broker.wait_for_log_count(&parked("half"), 2, STEP);
 }
