@@ -497,6 +497,24 @@ mod tests {
         assert_eq!(lot.parked(), 1, "d is still parked");
     }
 
+    /// A wake-up that comes while the connection is still parking (its queue is
+    /// pushed to between registering the lot's waker and entering the slot) is
+    /// handled once it is in: the reservation holds the lot's lock till then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wake_up_during_parking_is_not_lost() {
+        let lot = Lot::<Sock>::new().unwrap();
+        tokio::spawn(lot.clone().run());
+        let (resumed, rx) = mpsc::channel();
+        let (g, _g_peer) = sock("g", &resumed);
+        let spot = lot.reserve().unwrap();
+        spot.waker().wake_by_ref();
+        // The lot, on another thread, now waits for the slot.
+        std::thread::sleep(Duration::from_millis(50));
+        spot.park(g).unwrap();
+        assert_eq!(next(&rx).await, "g");
+        assert_eq!(lot.parked(), 0);
+    }
+
     /// More sockets ready at once than one `epoll_wait` returns: all are resumed,
     /// each once.
     #[tokio::test]
