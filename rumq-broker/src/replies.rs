@@ -45,6 +45,10 @@ struct Shared {
     /// `ACTIVE`, `PARKED` or `NEVER_PARK`: read by the sweep without the lock, so
     /// that parked connections cost it an atomic load.
     parking: AtomicU8,
+    /// Replies were pushed since the last sweep (the connection is not quiet).
+    pushed: AtomicBool,
+    /// When the sweep last found replies pushed, in ms after `created`.
+    quiet_since_ms: AtomicU64,
 }
 
 /// The connection has a task (it may be asked to park).
@@ -69,10 +73,6 @@ struct State {
     shutdown: bool,
     /// The client sent nothing for longer than its keep alive allows.
     keep_alive_expired: bool,
-    /// Replies were pushed since the last sweep (the connection is not quiet).
-    pushed: bool,
-    /// When the sweep last found replies pushed, in ms after `created`.
-    quiet_since_ms: u64,
     /// The sweep asks the connection to park.
     park: bool,
     /// The connection task waiting for any of the above.
@@ -142,6 +142,8 @@ pub fn reply_queue(
         park_after_ms: ms(park_after),
         abandoned: AtomicBool::new(false),
         parking: AtomicU8::new(ACTIVE),
+        pushed: AtomicBool::new(false),
+        quiet_since_ms: AtomicU64::new(0),
         state: Mutex::new(State {
             queue: Vec::new(),
             max,
@@ -150,8 +152,6 @@ pub fn reply_queue(
             said_goodbye: false,
             shutdown: false,
             keep_alive_expired: false,
-            pushed: false,
-            quiet_since_ms: 0,
             park: false,
             waker: None,
         }),
@@ -170,7 +170,11 @@ impl ReplySender {
             if state.queue.len() + replies.len() > state.max {
                 return Err(PushError::Full);
             }
-            state.pushed = true;
+            // Under the lock already; loaded first so that a busy connection's
+            // pushes do not write the line every time.
+            if !self.0.pushed.load(Ordering::Relaxed) {
+                self.0.pushed.store(true, Ordering::Relaxed);
+            }
             if state.queue.is_empty() {
                 // Hand the batch over as it is: no copy, no allocation.
                 std::mem::swap(&mut state.queue, replies);
@@ -230,33 +234,31 @@ impl ReplySender {
 
     /// Ask the connection to park if nothing was read or queued for `park_after`
     /// (as of `now`); true if so. Not asked again while parked, nor before another
-    /// `park_after`. A parked connection, or one that read recently, costs two
-    /// atomic loads and no lock.
+    /// `park_after`. Atomics only, unless the connection has been quiet that long.
     pub fn check_idle(&self, now: Instant) -> bool {
         let shared = &self.0;
         if shared.park_after_ms == 0 || shared.parking.load(Ordering::Relaxed) != ACTIVE {
             return false;
         }
         let now = millis_between(shared.created, now);
-        let last_read = shared.last_read_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last_read) < shared.park_after_ms {
+        if shared.pushed.swap(false, Ordering::Relaxed) {
+            shared.quiet_since_ms.store(now, Ordering::Relaxed);
             return false;
         }
+        let last_read = shared.last_read_ms.load(Ordering::Relaxed);
+        let quiet_since = shared.quiet_since_ms.load(Ordering::Relaxed).max(last_read);
+        if now.saturating_sub(quiet_since) < shared.park_after_ms {
+            return false;
+        }
+        // Asked once per quiet spell: a connection that cannot park now (work in
+        // hand) is asked again after another `park_after`.
+        shared.quiet_since_ms.store(now, Ordering::Relaxed);
         let waker = {
             let mut state = self.0.lock();
-            if state.pushed || !state.queue.is_empty() {
-                state.pushed = false;
-                state.quiet_since_ms = now;
-                return false;
-            }
-            let quiet = now.saturating_sub(state.quiet_since_ms.max(last_read));
-            if state.park || quiet < shared.park_after_ms {
+            if state.park || !state.queue.is_empty() {
                 return false;
             }
             state.park = true;
-            // Asked once per quiet spell: a connection that cannot park now (work
-            // in hand) is asked again after another `park_after`.
-            state.quiet_since_ms = now;
             state.waker.take()
         };
         if let Some(w) = waker {
@@ -523,6 +525,22 @@ mod tests {
         rx.never_park();
         tokio::time::sleep(Duration::from_millis(70)).await;
         assert!(!tx.check_idle(Instant::now()), "never asked");
+    }
+
+    /// The quiet spell starts at the sweep that saw the last reply (a CONNACK, say),
+    /// not a sweep later: idle connections park `park_after` after going quiet.
+    #[tokio::test]
+    async fn the_quiet_spell_starts_at_the_last_reply() {
+        let (tx, mut rx) = reply_queue(10, None, Some(Duration::from_millis(40)));
+        tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
+        assert!(matches!(rx.recv().await, Received::Replies(_)));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            !tx.check_idle(Instant::now()),
+            "a reply since the last sweep"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(tx.check_idle(Instant::now()), "quiet for 50 ms since");
     }
 
     /// A waker that raises a flag.
