@@ -66,7 +66,7 @@ async fn subscriber(
 ) -> anyhow::Result<SubResult> {
     let mut r = SubResult {
         trackers: vec![Tracker::default(); publishers],
-        latency: record_latency.then(|| Histogram::new(3)).transpose()?,
+        latency: record_latency.then(micros_histogram).transpose()?,
         ..SubResult::default()
     };
     let mut distinct = 0u64;
@@ -409,9 +409,19 @@ pub async fn latency(
     })
 }
 
+/// The longest time a histogram tells apart, µs; longer ones count as this.
+const HISTOGRAM_MAX_US: u64 = 60_000_000;
+
+/// A histogram of microseconds up to a minute, 3 significant digits.
+/// (`Histogram::new` starts tiny and grows only on `record`: `saturating_record`
+/// clamps instead, and once counted every time over 2,047 µs as 2 µs.)
+fn micros_histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {
+    Histogram::new_with_max(HISTOGRAM_MAX_US, 3)
+}
+
 /// Open `n` idle connections; returns (connect time p50 µs, p99 µs, the connections).
 pub async fn idle_connections(addr: &str, n: usize) -> anyhow::Result<(u64, u64, Vec<Conn>)> {
-    let mut h = Histogram::<u64>::new(3)?;
+    let mut h = micros_histogram()?;
     let mut conns = Vec::with_capacity(n);
     let mut pending = tokio::task::JoinSet::new();
     let mut next = 0usize;
@@ -434,4 +444,20 @@ pub async fn idle_connections(addr: &str, n: usize) -> anyhow::Result<(u64, u64,
         conns.push(c?);
     }
     Ok((h.value_at_quantile(0.5), h.value_at_quantile(0.99), conns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_times_are_counted_as_long() {
+        let mut h = micros_histogram().unwrap();
+        for us in [150, 2_500, 2_600, 40_000, 90_000_000] {
+            h.saturating_record(us);
+        }
+        assert_eq!(h.value_at_quantile(0.5), h.highest_equivalent(2_600));
+        assert_eq!(h.max(), h.highest_equivalent(HISTOGRAM_MAX_US));
+        assert_eq!(h.min(), 150);
+    }
 }
