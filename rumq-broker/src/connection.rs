@@ -19,7 +19,6 @@
 //! are allocated per read and per write, and MQTT 5's state only for MQTT 5 clients.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -241,9 +240,7 @@ impl Idle {
     /// The socket was lost while parking or resuming: the connection ends abruptly.
     async fn lost(self, rx: ReplyReceiver, permit: OwnedSemaphorePermit, e: std::io::Error) {
         tracing::info!(reason = %End::Io(e), "connection closed");
-        if self.state.tell_router(DisconnectReason::Abrupt).await {
-            rx.said_goodbye();
-        }
+        self.state.tell_router(DisconnectReason::Abrupt, &rx).await;
         drop(permit);
     }
 }
@@ -294,18 +291,29 @@ struct ConnState {
 
 impl ConnState {
     /// Tell the router the connection is gone (MQTT 5: with the session expiry it
-    /// ended with); false if the router is gone too.
-    async fn tell_router(&self, reason: DisconnectReason) -> bool {
+    /// ended with), and note in the reply queue that it was told (unless the router
+    /// is gone too).
+    async fn tell_router(&self, reason: DisconnectReason, rx: &ReplyReceiver) {
         let v5 = self.version == Some(Version::V5);
-        self.shared
+        let told = self
+            .shared
             .router
             .send(ToRouter::Event(Event::Disconnect {
                 conn: self.id,
                 reason,
                 session_expiry: v5.then_some(self.session_expiry),
             }))
-            .await
-            .is_ok()
+            .await;
+        if told.is_ok() {
+            rx.said_goodbye();
+        }
+    }
+
+    /// How long the connection may be quiet before it is asked to park; none when
+    /// connections do not park.
+    fn park_after(&self) -> Option<Duration> {
+        let ms = self.shared.config.listener.park_after_ms;
+        (ms > 0 && self.shared.lot.is_some()).then(|| Duration::from_millis(ms))
     }
 }
 
@@ -423,12 +431,10 @@ impl Connection {
         // their PUBCOMPs, PUBRELs for its whole outbound window (a reconnect resends
         // them all at once), one delivery batch, and room for subscription acks.
         let inflight_out = self.state.shared.config.router.inflight_max;
-        let park_after = self.state.shared.config.listener.park_after_ms;
         let (tx, rx) = reply_queue(
             2 * limits.inflight_in_max + 2 * inflight_out + 256,
             keep_alive_limit,
-            (park_after > 0 && self.state.shared.lot.is_some())
-                .then(|| Duration::from_millis(park_after)),
+            self.state.park_after(),
         );
         let will = match connect.will.as_ref().map(|w| self.will(w)).transpose() {
             Ok(w) => w,
@@ -486,10 +492,7 @@ impl Connection {
                         return;
                     };
                     if let Err(end) = Box::pin(conn.start(&mut rx, keep_alive)).await {
-                        if Box::pin(conn.goodbye(end)).await {
-                            rx.said_goodbye();
-                        }
-                        return;
+                        return Box::pin(conn.goodbye(end, &rx)).await;
                     }
                     rx
                 }
@@ -498,59 +501,47 @@ impl Connection {
                 match conn.serve_connected(&mut rx).await {
                     Served::End(end) => break end,
                     Served::Park => {
-                        // Only with nothing in hand: no publish awaiting its ack, no
-                        // partial packet, nothing left to write; and nothing waiting
-                        // in the queue (`park` registers the lot's waker if so).
                         let Some(lot) = conn.state.shared.lot.clone() else {
                             continue;
                         };
-                        if conn.inflight_in > 0
-                            || !conn.read_buf.is_empty()
-                            || !conn.encoder.is_empty()
-                        {
+                        if conn.in_hand() {
                             continue;
                         }
-                        // A block, so that the reservation (which holds the lot's
-                        // lock) is gone before anything is awaited.
-                        let lost = {
-                            let Some(spot) = lot.reserve() else {
-                                // The lot is gone (its task ended): stop asking.
-                                rx.never_park();
-                                continue;
-                            };
-                            if !rx.park(spot.waker()) {
-                                continue;
-                            }
-                            conn.park(spot, rx, permit)
+                        let Some(spot) = lot.reserve() else {
+                            // The lot is gone (its task ended): stop asking.
+                            rx.never_park();
+                            continue;
                         };
-                        if let Some(lost) = lost {
-                            lost.await;
+                        // Nothing waiting in the queue either (else it carries on).
+                        if !rx.park(spot.waker()) {
+                            continue;
                         }
-                        return;
+                        return conn.park(spot, rx, permit);
                     }
                 }
             };
-            if Box::pin(conn.goodbye(end)).await {
-                rx.said_goodbye();
-            }
+            Box::pin(conn.goodbye(end, &rx)).await;
         }
+    }
+
+    /// Something is in hand that parking would drop: a publish awaiting its ack, a
+    /// partial packet, bytes not yet written.
+    fn in_hand(&self) -> bool {
+        self.inflight_in > 0 || !self.read_buf.is_empty() || !self.encoder.is_empty()
     }
 
     /// Give up the task and the socket's registration with tokio until the client
     /// or the router has something (see `parking.rs`); the queue already wakes the
-    /// lot. Gives back what must still run if the socket was lost instead.
-    fn park(
-        self,
-        spot: Reservation<'_, Parked>,
-        rx: ReplyReceiver,
-        permit: OwnedSemaphorePermit,
-    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+    /// lot.
+    fn park(self, spot: Reservation<'_, Parked>, rx: ReplyReceiver, permit: OwnedSemaphorePermit) {
         let (idle, stream) = self.into_idle();
         let socket = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
                 drop(spot);
-                return Some(Box::pin(idle.lost(rx, permit, e)));
+                let span = tracing::Span::current();
+                tokio::spawn(idle.lost(rx, permit, e).instrument(span));
+                return;
             }
         };
         let parked = Parked {
@@ -569,12 +560,11 @@ impl Connection {
                 p.resume();
             }
         }
-        None
     }
 
-    /// Say why (MQTT 5), and tell the router the connection is gone; false if the
-    /// router could not be told (it is gone too).
-    async fn goodbye(&mut self, end: End) -> bool {
+    /// Say why (MQTT 5), and tell the router the connection is gone (noting in the
+    /// reply queue that it was told, see `ReplySender::abandoned`).
+    async fn goodbye(&mut self, end: End, rx: &ReplyReceiver) {
         let v5 = self.state.version == Some(Version::V5);
         if let (true, true, Some(code)) = (v5, self.state.connacked, end.reason_code()) {
             // MQTT 5: say why before closing (§4.13.2); not before a CONNACK
@@ -590,7 +580,7 @@ impl Connection {
             End::ClientDisconnect | End::Eof => tracing::debug!(reason = %end, "connection closed"),
             _ => tracing::info!(reason = %end, "connection closed"),
         }
-        self.state.tell_router(reason).await
+        self.state.tell_router(reason, rx).await;
     }
 
     /// Read until a CONNECT; `Ok(None)` when the client went away quietly.

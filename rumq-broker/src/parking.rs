@@ -298,16 +298,21 @@ impl<P: Parkable> Lot<P> {
         let p = {
             let mut slots = self.inner.slots();
             let slot = slots.entries.get_mut(index)?;
-            if slot.generation != generation || !matches!(slot.entry, Entry::Parked(_)) {
+            if slot.generation != generation {
                 return None;
             }
-            let Entry::Parked(p) = std::mem::replace(&mut slot.entry, Entry::Vacant) else {
-                return None;
-            };
-            slot.generation = slot.generation.wrapping_add(1);
-            // `index` came from a u32 token.
-            slots.free.push(index as u32);
-            p
+            match std::mem::replace(&mut slot.entry, Entry::Vacant) {
+                Entry::Parked(p) => {
+                    slots.vacate(index);
+                    p
+                }
+                other => {
+                    // Not parked: cannot happen with this generation (a reservation
+                    // holds the lock until its slot is filled), left as it was.
+                    slot.entry = other;
+                    return None;
+                }
+            }
         };
         // SAFETY: no pointer is read for EPOLL_CTL_DEL; the fd is open (`p` owns it).
         let r = unsafe {
@@ -379,14 +384,22 @@ impl<P: Parkable> Reservation<'_, P> {
 
 impl<P> Drop for Reservation<'_, P> {
     fn drop(&mut self) {
-        if self.filled {
-            return;
+        if !self.filled {
+            self.slots.vacate(self.index as usize);
         }
-        let index = self.index;
-        let slot = &mut self.slots.entries[index as usize];
-        slot.entry = Entry::Vacant;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.slots.free.push(index);
+    }
+}
+
+impl<P> Slots<P> {
+    /// Empty the slot at `index` for the next connection: a new generation, so that
+    /// a late wake-up for the one that left matches nothing.
+    fn vacate(&mut self, index: usize) {
+        if let Some(slot) = self.entries.get_mut(index) {
+            slot.entry = Entry::Vacant;
+            slot.generation = slot.generation.wrapping_add(1);
+            // Indexes come from `u32` tokens (`Lot::reserve`).
+            self.free.push(index as u32);
+        }
     }
 }
 
@@ -452,6 +465,19 @@ mod tests {
         (s, b)
     }
 
+    /// A lot with its task running on the test's runtime, and a channel on which
+    /// its sockets report their resumption.
+    fn running_lot() -> (
+        Lot<Sock>,
+        mpsc::Sender<&'static str>,
+        mpsc::Receiver<&'static str>,
+    ) {
+        let lot = Lot::<Sock>::new().unwrap();
+        tokio::spawn(lot.clone().run());
+        let (resumed, rx) = mpsc::channel();
+        (lot, resumed, rx)
+    }
+
     async fn next(rx: &mpsc::Receiver<&'static str>) -> &'static str {
         for _ in 0..200 {
             if let Ok(name) = rx.try_recv() {
@@ -464,9 +490,7 @@ mod tests {
 
     #[tokio::test]
     async fn parked_sockets_resume_on_bytes_hang_up_or_their_waker() {
-        let lot = Lot::<Sock>::new().unwrap();
-        tokio::spawn(lot.clone().run());
-        let (resumed, rx) = mpsc::channel();
+        let (lot, resumed, rx) = running_lot();
         let (a, mut a_peer) = sock("a", &resumed);
         let (b, b_peer) = sock("b", &resumed);
         let (c, _c_peer) = sock("c", &resumed);
@@ -502,9 +526,7 @@ mod tests {
     /// handled once it is in: the reservation holds the lot's lock till then.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_wake_up_during_parking_is_not_lost() {
-        let lot = Lot::<Sock>::new().unwrap();
-        tokio::spawn(lot.clone().run());
-        let (resumed, rx) = mpsc::channel();
+        let (lot, resumed, rx) = running_lot();
         let (g, _g_peer) = sock("g", &resumed);
         let spot = lot.reserve().unwrap();
         spot.waker().wake_by_ref();
@@ -519,9 +541,7 @@ mod tests {
     /// each once.
     #[tokio::test]
     async fn a_crowd_hanging_up_at_once_is_resumed_whole() {
-        let lot = Lot::<Sock>::new().unwrap();
-        tokio::spawn(lot.clone().run());
-        let (resumed, rx) = mpsc::channel();
+        let (lot, resumed, rx) = running_lot();
         let mut peers = Vec::new();
         for _ in 0..300 {
             let (s, peer) = sock("crowd", &resumed);
@@ -539,9 +559,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_reservation_frees_its_slot_and_its_waker_wakes_nothing() {
-        let lot = Lot::<Sock>::new().unwrap();
-        tokio::spawn(lot.clone().run());
-        let (resumed, rx) = mpsc::channel();
+        let (lot, resumed, rx) = running_lot();
         let waker = {
             let spot = lot.reserve().unwrap();
             spot.waker().clone()

@@ -253,30 +253,37 @@ impl ReplySender {
         // Asked once per quiet spell: a connection that cannot park now (work in
         // hand) is asked again after another `park_after`.
         shared.quiet_since_ms.store(now, Ordering::Relaxed);
-        let waker = {
-            let mut state = self.0.lock();
+        self.update_if(|state| {
             if state.park || !state.queue.is_empty() {
                 return false;
             }
             state.park = true;
+            true
+        })
+    }
+
+    /// Change the state and wake the connection (outside the lock).
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        self.update_if(|state| {
+            change(state);
+            true
+        });
+    }
+
+    /// As [`ReplySender::update`] when `change` says it changed something; that
+    /// answer is returned.
+    fn update_if(&self, change: impl FnOnce(&mut State) -> bool) -> bool {
+        let waker = {
+            let mut state = self.0.lock();
+            if !change(&mut state) {
+                return false;
+            }
             state.waker.take()
         };
         if let Some(w) = waker {
             w.wake();
         }
         true
-    }
-
-    /// Change the state and wake the connection (outside the lock).
-    fn update(&self, change: impl FnOnce(&mut State)) {
-        let waker = {
-            let mut state = self.0.lock();
-            change(&mut state);
-            state.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
     }
 }
 
