@@ -457,7 +457,7 @@ async fn topic_aliases_in_both_directions() {
 /// for the subscriber and those the publisher set for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_aliases_survive_parking() {
-    let broker = parking_broker();
+    let broker = Broker::parking();
     let (mut s, ..) = connect(
         broker.port(),
         &connect5("park-sub", true, &u16_prop(TOPIC_ALIAS_MAXIMUM, 1)),
@@ -921,18 +921,7 @@ async fn keep_alive_timeout_and_server_shutdown_are_said_with_0x8d_and_0x8b() {
 /// The same for connections that parked first (`listener.park_after_ms`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_v5_clients_hear_0x8d_and_0x8b_too() {
-    keep_alive_and_shutdown(parking_broker(), true).await;
-}
-
-/// A broker whose connections park after 100 ms of quiet, and say so.
-fn parking_broker() -> Broker {
-    let config = "[listener]\npark_after_ms = 100\n";
-    Broker::with_config_logging(config, "info,rumq_broker::connection=trace")
-}
-
-/// The broker's trace line for `client_id` parking.
-fn parked_line(client_id: &str) -> String {
-    format!("client_id=\"{client_id}\"}}: rumq_broker::connection: parked")
+    keep_alive_and_shutdown(Broker::parking(), true).await;
 }
 
 async fn keep_alive_and_shutdown(mut broker: Broker, parked: bool) {

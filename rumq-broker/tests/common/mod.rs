@@ -72,6 +72,15 @@ impl Broker {
         Broker::launch(None, Some(config), level)
     }
 
+    /// A broker whose connections park after 100 ms of quiet
+    /// (`listener.park_after_ms`), logging each parking (see [`parked_line`]).
+    pub fn parking() -> Broker {
+        Broker::with_config_logging(
+            "[listener]\npark_after_ms = 100\n",
+            "info,rumq_broker::connection=trace",
+        )
+    }
+
     /// A broker on the given data directory (to restart on the same data).
     pub fn start_in(data_dir: &Path, config: Option<&str>) -> Broker {
         Broker::launch(Some(data_dir), config, "info")
@@ -396,6 +405,11 @@ impl ConnectOpts {
         }
         packet(0x10, &body)
     }
+}
+
+/// The line a [`Broker::parking`] logs when `client_id`'s connection parks.
+pub fn parked_line(client_id: &str) -> String {
+    format!("client_id=\"{client_id}\"}}: rumq_broker::connection: parked")
 }
 
 /// A PUBLISH packet.
