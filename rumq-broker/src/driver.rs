@@ -97,7 +97,7 @@ pub fn run(
 /// How often the keep alives of all connections are checked (a connection is
 /// closed at most this much later than 1.5 × its keep alive), and quiet ones asked
 /// to park.
-const KEEP_ALIVE_SWEEP: Duration = Duration::from_millis(250);
+const QUEUE_SWEEP: Duration = Duration::from_millis(250);
 
 /// The router ticks by itself when no `Tick` came for this long (they come every
 /// 20 ms unless the channel is full).
@@ -108,16 +108,16 @@ struct Conns {
     queues: IdMap<ConnectionId, ReplyTx>,
     /// Shutdown was asked for: a connection that arrives now is told at once.
     shutting_down: bool,
-    /// When the keep alives were last checked.
+    /// When the queues were last swept (keep alives, quiet connections).
     swept: Instant,
     /// When the router last ticked.
     ticked: Instant,
 }
 
 impl Conns {
-    /// True once every `KEEP_ALIVE_SWEEP`: time for the sweeps below.
+    /// True once every `QUEUE_SWEEP`: time for the sweeps below.
     fn sweep_due(&mut self) -> bool {
-        if self.swept.elapsed() < KEEP_ALIVE_SWEEP {
+        if self.swept.elapsed() < QUEUE_SWEEP {
             return false;
         }
         self.swept = Instant::now();
@@ -152,7 +152,12 @@ fn end_abandoned(router: &mut Router<Log>, conns: &mut Conns) -> bool {
     }
     for conn in abandoned {
         tracing::warn!(%conn, "connection task ended without a disconnect; ending its session's connection");
-        end_abruptly(router, conns, conn);
+        let disconnect = Event::Disconnect {
+            conn,
+            reason: DisconnectReason::Abrupt,
+            session_expiry: None,
+        };
+        apply(router, conns, ToRouter::Event(disconnect));
     }
     router.flush();
     true
@@ -161,18 +166,6 @@ fn end_abandoned(router: &mut Router<Log>, conns: &mut Conns) -> bool {
 /// Disconnect `conn` as if its network connection dropped, and forget its queue (a
 /// `Disconnect` the connection sends later is for a connection the router no longer
 /// knows, and is ignored).
-fn end_abruptly(router: &mut Router<Log>, conns: &mut Conns, conn: ConnectionId) {
-    apply(
-        router,
-        conns,
-        ToRouter::Event(Event::Disconnect {
-            conn,
-            reason: DisconnectReason::Abrupt,
-            session_expiry: None,
-        }),
-    );
-}
-
 fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
     match msg {
         ToRouter::Connect {
@@ -333,7 +326,7 @@ mod tests {
     impl WillScenario {
         /// Let a sweep pass (a `Tick` wakes the driver after it is due).
         fn sweep(&self) {
-            std::thread::sleep(KEEP_ALIVE_SWEEP + Duration::from_millis(50));
+            std::thread::sleep(QUEUE_SWEEP + Duration::from_millis(50));
             self.tx.blocking_send(ToRouter::Tick).unwrap();
         }
 
@@ -445,7 +438,7 @@ mod tests {
                 drop(std::mem::replace(&mut w.c, reply_queue(1, None, None).1));
             }
             w.sweep();
-            std::thread::sleep(KEEP_ALIVE_SWEEP);
+            std::thread::sleep(QUEUE_SWEEP);
             w.sweep();
             assert_eq!(w.will_delivered(Duration::from_secs(1)), !says_goodbye);
             assert_eq!(w.stop().session_count(), 1);
