@@ -417,18 +417,26 @@ async fn session_expiry_keeps_then_ends_a_session() {
     assert!(!present, "the session expired");
 }
 
+/// A subscriber to `<prefix>/#` that accepts 1 topic alias from the broker, and a
+/// publisher: `<prefix>-sub` and `<prefix>-pub`.
+async fn alias_pair(port: u16, prefix: &str) -> (Raw, Raw) {
+    let sub_id = format!("{prefix}-sub");
+    let (mut s, ..) = connect(
+        port,
+        &connect5(&sub_id, true, &u16_prop(TOPIC_ALIAS_MAXIMUM, 1)),
+    )
+    .await;
+    s.send(&subscribe5(1, &[], &[(&format!("{prefix}/#"), 0)]))
+        .await;
+    assert_eq!(s.recv().await.kind(), 9);
+    let (p, ..) = connect(port, &connect5(&format!("{prefix}-pub"), true, &[])).await;
+    (s, p)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_aliases_in_both_directions() {
     let broker = Broker::start();
-    // The subscriber accepts 1 alias from the broker.
-    let (mut s, ..) = connect(
-        broker.port(),
-        &connect5("alias-sub", true, &u16_prop(TOPIC_ALIAS_MAXIMUM, 1)),
-    )
-    .await;
-    s.send(&subscribe5(1, &[], &[("al/#", 0)])).await;
-    assert_eq!(s.recv().await.kind(), 9);
-    let (mut p, ..) = connect(broker.port(), &connect5("alias-pub", true, &[])).await;
+    let (mut s, mut p) = alias_pair(broker.port(), "al").await;
     // Set alias 3 = "al/one", then publish by alias alone.
     p.send(&publish5("al/one", 0, 0, &u16_prop(TOPIC_ALIAS, 3), b"1"))
         .await;
@@ -458,21 +466,14 @@ async fn topic_aliases_in_both_directions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_aliases_survive_parking() {
     let broker = Broker::parking();
-    let (mut s, ..) = connect(
-        broker.port(),
-        &connect5("park-sub", true, &u16_prop(TOPIC_ALIAS_MAXIMUM, 1)),
-    )
-    .await;
-    s.send(&subscribe5(1, &[], &[("pa/#", 0)])).await;
-    assert_eq!(s.recv().await.kind(), 9);
-    let (mut p, ..) = connect(broker.port(), &connect5("park-pub", true, &[])).await;
+    let (mut s, mut p) = alias_pair(broker.port(), "pa").await;
     p.send(&publish5("pa/one", 0, 0, &u16_prop(TOPIC_ALIAS, 3), b"1"))
         .await;
     let first = publish_of(&s.recv().await);
     assert_eq!(first.topic, "pa/one");
     assert!(first.props.contains(&(TOPIC_ALIAS, vec![0, 1])));
-    broker.wait_for_log(&parked_line("park-sub"), STEP);
-    broker.wait_for_log(&parked_line("park-pub"), STEP);
+    broker.wait_for_log(&parked_line("pa-sub"), STEP);
+    broker.wait_for_log(&parked_line("pa-pub"), STEP);
     // By alias alone, both ways, after both parked.
     p.send(&publish5("", 0, 0, &u16_prop(TOPIC_ALIAS, 3), b"2"))
         .await;
