@@ -1061,7 +1061,8 @@ impl Connection {
         None
     }
 
-    /// Encode and write a batch of replies; ask for more data after a delivery.
+    /// Encode and write a batch of replies; after a delivery, ask for the next one
+    /// before writing this one.
     async fn write_replies(&mut self, replies: Vec<Reply>) -> Option<End> {
         let mut delivered = false;
         let mut close = None;
@@ -1097,13 +1098,12 @@ impl Connection {
                 state.quota = IdSet::default();
             }
         }
-        if let Some(end) = self.write_out().await {
-            return Some(end);
-        }
-        if let Some(reason) = close {
-            return Some(End::Closed(reason));
-        }
-        if delivered {
+        // Ask for the next batch before writing this one: the router prepares it
+        // while this write is under way, and a message published meanwhile is
+        // queued for us at once instead of waiting for the write and a round trip
+        // through the router. At most one batch waits in the queue behind the one
+        // being written: the router delivers once per `Pull`.
+        if delivered && close.is_none() {
             if let Err(end) = self
                 .send(Event::Pull {
                     conn: self.state.id,
@@ -1113,7 +1113,10 @@ impl Connection {
                 return Some(end);
             }
         }
-        None
+        if let Some(end) = self.write_out().await {
+            return Some(end);
+        }
+        close.map(End::Closed)
     }
 
     /// Write everything encoded, with vectored writes.

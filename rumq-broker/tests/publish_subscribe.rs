@@ -471,3 +471,35 @@ async fn unsubscribe_stops_delivery() {
         .await;
     raw.expect_silence(QUIET).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_misses_nothing_when_it_reads_again() {
+    // Far more than the socket buffers hold: the broker's write to the subscriber
+    // blocks while the publisher's messages keep being appended and acknowledged.
+    // The subscriber's connection asks for its next batch while a write is under
+    // way; it must be neither closed for a full queue nor lose or reorder anything.
+    const N: u32 = 2000;
+    const SIZE: usize = 8 * 1024;
+    let broker = Broker::start();
+    let mut sub = Raw::connected(broker.port(), &ConnectOpts::new("stalled-sub")).await;
+    sub.send(&subscribe_packet(1, &[("stall/t", 0)])).await;
+    assert_eq!(sub.recv().await.kind(), 9, "SUBACK");
+    let mut publisher = Raw::connected(broker.port(), &ConnectOpts::new("stall-pub")).await;
+    let mut out = Vec::new();
+    for i in 0..N {
+        let mut payload = vec![b'x'; SIZE];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        let pkid = u16::try_from(i % 60_000 + 1).unwrap();
+        out.extend(publish_packet("stall/t", &payload, 1, false, false, pkid));
+    }
+    publisher.send(&out).await;
+    for _ in 0..N {
+        assert_eq!(publisher.recv().await.kind(), 4, "PUBACK");
+    }
+    for i in 0..N {
+        let p = sub.recv_publish().await;
+        assert_eq!(p.payload.len(), SIZE);
+        assert_eq!(p.payload[..4], i.to_be_bytes(), "message {i}");
+    }
+    sub.expect_silence(QUIET).await;
+}
