@@ -219,25 +219,42 @@ fn dispatch(
     for (conn, reply) in router.drain_outbox() {
         batches.entry(conn).or_default().push(reply);
     }
-    for (conn, mut replies) in batches.drain() {
-        let Some(tx) = conns.queues.get(&conn) else {
-            continue;
-        };
-        match tx.push(&mut replies) {
-            Ok(()) => {}
-            Err(PushError::Full) => {
-                // Its queue is sized so this cannot happen to a connection that
-                // keeps reading; drop it rather than buffer for it. The connection
-                // closes and sends its Disconnect (or, if its task is gone, the sweep
-                // ends it): the queue stays until then, like a closed one.
-                tracing::error!(%conn, "connection not taking replies; closing it");
-                tx.close();
-            }
-            // Its Disconnect is on the way, or (abandoned) the next sweep sends one:
-            // either way the queue stays until then.
-            Err(PushError::Closed) => {}
+    // Deliveries first, acknowledgements after: each push may wake a task, and the
+    // runtime runs woken tasks in that order, so a subscriber's messages do not wait
+    // behind the PUBACK of the publish that carried them.
+    for (conn, replies) in batches.iter_mut() {
+        if replies.iter().any(|r| matches!(r, Reply::Deliver(_))) {
+            hand_over(conns, *conn, replies);
         }
     }
+    for (conn, mut replies) in batches.drain() {
+        if !replies.is_empty() {
+            hand_over(conns, conn, &mut replies);
+        }
+    }
+}
+
+/// Push one connection's replies to its queue (leaving `replies` empty).
+fn hand_over(conns: &Conns, conn: ConnectionId, replies: &mut Vec<Reply>) {
+    let Some(tx) = conns.queues.get(&conn) else {
+        replies.clear();
+        return;
+    };
+    match tx.push(replies) {
+        Ok(()) => {}
+        Err(PushError::Full) => {
+            // Its queue is sized so this cannot happen to a connection that
+            // keeps reading; drop it rather than buffer for it. The connection
+            // closes and sends its Disconnect (or, if its task is gone, the sweep
+            // ends it): the queue stays until then, like a closed one.
+            tracing::error!(%conn, "connection not taking replies; closing it");
+            tx.close();
+        }
+        // Its Disconnect is on the way, or (abandoned) the next sweep sends one:
+        // either way the queue stays until then.
+        Err(PushError::Closed) => {}
+    }
+    replies.clear();
 }
 
 #[cfg(test)]
@@ -360,6 +377,116 @@ mod tests {
             drop(self.tx);
             self.thread.join().unwrap()
         }
+    }
+
+    /// Records, in order, the names of the queues whose wakers were woken.
+    struct WakeLog {
+        name: u64,
+        woken: Arc<std::sync::Mutex<Vec<u64>>>,
+    }
+
+    impl std::task::Wake for WakeLog {
+        fn wake(self: Arc<Self>) {
+            self.woken.lock().unwrap().push(self.name);
+        }
+    }
+
+    #[test]
+    fn deliveries_are_handed_over_before_acknowledgements() {
+        // One dispatch holds the PUBACKs of several publishers and the deliveries to
+        // several subscribers: every subscriber must be woken before any publisher,
+        // so a woken runtime writes the messages out first.
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default();
+        let log = Log::open(dir.path().join("messages"), config.clone()).unwrap();
+        let journal = Log::open(
+            dir.path().join("state"),
+            crate::server::journal_config(&config),
+        )
+        .unwrap();
+        let topics = Arc::new(TopicInterner::new(1000));
+        let mut router =
+            Router::open(RouterConfig::default(), log, journal, topics.clone()).unwrap();
+        let mut conns = Conns {
+            queues: IdMap::default(),
+            shutting_down: false,
+            swept: Instant::now(),
+            ticked: Instant::now(),
+        };
+        let mut batches = IdMap::default();
+        let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut receivers = Vec::new();
+        let subscribers: Vec<u64> = (1..=8).collect();
+        let publishers: Vec<u64> = (9..=16).collect();
+        for &n in subscribers.iter().chain(&publishers) {
+            let (replies, rx) = reply_queue(1024, None, None);
+            let conn = ConnectionId(n);
+            let connect = Connect::v3(format!("c{n}"), true, None);
+            apply(
+                &mut router,
+                &mut conns,
+                ToRouter::Connect {
+                    conn,
+                    connect,
+                    replies,
+                },
+            );
+            receivers.push((n, rx));
+        }
+        for &n in &subscribers {
+            let conn = ConnectionId(n);
+            let filters = vec![router::Subscription::new("t", router::QoS::AtLeastOnce)];
+            let pkid = router::PacketId(1);
+            let subscribe = Event::Subscribe {
+                conn,
+                pkid,
+                filters,
+                id: None,
+            };
+            apply(&mut router, &mut conns, ToRouter::Event(subscribe));
+            apply(
+                &mut router,
+                &mut conns,
+                ToRouter::Event(Event::Pull { conn }),
+            );
+        }
+        dispatch(&mut router, &mut conns, &mut batches);
+        // Take what the set-up sent, and leave each queue with a waker that logs.
+        for (n, rx) in &mut receivers {
+            let waker = std::task::Waker::from(Arc::new(WakeLog {
+                name: *n,
+                woken: woken.clone(),
+            }));
+            let mut cx = std::task::Context::from_waker(&waker);
+            while rx.poll_recv(&mut cx).is_ready() {}
+        }
+        for &n in &publishers {
+            let message = router::Publication {
+                topic: topics.intern("t").unwrap(),
+                qos: router::QoS::AtLeastOnce,
+                retain: false,
+                record: router::NewMessage::new(router::QoS::AtLeastOnce, false, 0, "t", b"m")
+                    .framed(),
+            };
+            let conn = ConnectionId(n);
+            let publish = Event::Publish {
+                conn,
+                pkid: Some(router::PacketId(1)),
+                message,
+            };
+            apply(&mut router, &mut conns, ToRouter::Event(publish));
+        }
+        dispatch(&mut router, &mut conns, &mut batches);
+        let woken = woken.lock().unwrap().clone();
+        let (first, then) = woken.split_at(subscribers.len().min(woken.len()));
+        assert_eq!(sorted(first), subscribers, "woken in order: {woken:?}");
+        assert_eq!(sorted(then), publishers, "woken in order: {woken:?}");
+    }
+
+    fn sorted(ids: &[u64]) -> Vec<u64> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids
     }
 
     #[test]
