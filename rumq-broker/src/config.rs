@@ -56,6 +56,19 @@ pub struct ListenerConfig {
     /// A connection that read nothing and was sent nothing for this long parks:
     /// it gives up its task until there is something (`parking.rs`). 0: never.
     pub park_after_ms: u64,
+    /// Threads that run the connection tasks. 0: one fewer than the cores (at least
+    /// one), leaving a core to the router thread.
+    pub connection_threads: usize,
+}
+
+impl ListenerConfig {
+    /// The connection threads to start on a machine with `cores` cores.
+    pub fn connection_threads_for(&self, cores: usize) -> usize {
+        match self.connection_threads {
+            0 => cores.saturating_sub(1).max(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for ListenerConfig {
@@ -63,6 +76,7 @@ impl Default for ListenerConfig {
         ListenerConfig {
             addr: SocketAddr::from(([0, 0, 0, 0], 1883)),
             park_after_ms: 1000,
+            connection_threads: 0,
         }
     }
 }
@@ -255,6 +269,16 @@ mod tests {
         let c = Config::from_toml("[listener]\naddr = \"127.0.0.1:1\"\n", "t").unwrap();
         assert_eq!(c.listener.addr.port(), 1);
         assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn connection_threads_leave_a_core_to_the_router_unless_set() {
+        let auto = ListenerConfig::default();
+        assert_eq!(auto.connection_threads_for(1), 1);
+        assert_eq!(auto.connection_threads_for(2), 1);
+        assert_eq!(auto.connection_threads_for(16), 15);
+        let c = Config::from_toml("[listener]\nconnection_threads = 4\n", "t").unwrap();
+        assert_eq!(c.listener.connection_threads_for(2), 4);
     }
 
     #[test]

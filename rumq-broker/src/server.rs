@@ -61,8 +61,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || driver::run(router, router_rx, ROUTER_DRAIN_MAX))
         .context("cannot start the router thread")?;
 
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(config.listener.connection_threads_for(cores))
         .thread_name("rumq-conn")
         .build()
         .context("cannot start the tokio runtime")?;
