@@ -3,6 +3,8 @@
 //! No sockets, no tokio, no clocks: events go in through [`Router::handle`] (and
 //! [`Router::flush`], [`Router::tick`]), replies come out of [`Router::drain_outbox`].
 //! Storage is behind the [`Storage`] trait (implemented by the commitlog's `Log`).
+//! The one thing it shares with the connections is each one's delivery credit, an
+//! atomic word ([`DeliveryCredit`]); a test drives both sides of it by hand.
 //!
 //! | module | owns |
 //! |---|---|
@@ -18,8 +20,10 @@
 //! | `event` | the internal MQTT model: events in, replies out |
 //! | `storage` | the storage trait |
 //! | `config` | limits |
+//! | `credit` | the one delivery batch a connection may have outstanding, handed back without an event when nothing waits |
 
 mod config;
+mod credit;
 mod event;
 mod id;
 mod interner;
@@ -34,6 +38,7 @@ mod subscriptions;
 pub mod topic;
 
 pub use config::RouterConfig;
+pub use credit::DeliveryCredit;
 pub use event::{
     CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, PubReason, Publication,
     Reply, RetainHandling, SubscribeCode, Subscription, UnsubscribeCode, Will, NEVER_EXPIRES,

@@ -295,6 +295,9 @@ impl<S: Storage> Router<S> {
                 if let Some(sid) = self.by_conn.get(&conn).copied() {
                     if let Some(s) = self.sessions.get_mut(&sid) {
                         s.awaiting_pull = true;
+                        if let Some(credit) = &s.credit {
+                            credit.arrived();
+                        }
                     }
                     self.deliver(sid);
                 }
@@ -632,6 +635,7 @@ impl<S: Storage> Router<S> {
             s.will = c.will.map(Box::new);
             s.will_delay_secs = c.will_delay;
             s.awaiting_pull = false;
+            s.credit = Some(c.credit);
             // Resume unacknowledged deliveries in the order they were first sent
             // (§4.4): log order, which packet ids lose once they wrap. Retained
             // messages (no offset) went first.
@@ -740,7 +744,7 @@ impl<S: Storage> Router<S> {
             match picked.and_then(|(other, _)| Some(other).zip(self.sessions.get_mut(&other))) {
                 Some((other, o)) if o.conn.is_some() || q.qos != QoS::AtMostOnce => {
                     o.adopt(q);
-                    if o.awaiting_pull {
+                    if o.ready() {
                         self.wake.push(other);
                     }
                 }
@@ -867,7 +871,7 @@ impl<S: Storage> Router<S> {
                     pkid: pkid.0,
                 });
             }
-            if s.awaiting_pull {
+            if s.has_backlog() && s.ready() {
                 self.deliver(sid);
             }
         }
@@ -956,7 +960,7 @@ impl<S: Storage> Router<S> {
                 }
             }
             s.retained.extend(retained);
-            if s.awaiting_pull && !s.retained.is_empty() {
+            if !s.retained.is_empty() && s.ready() {
                 self.wake.push(sid);
             }
         }
@@ -1007,6 +1011,7 @@ impl<S: Storage> Router<S> {
         };
         s.conn = None;
         s.awaiting_pull = false;
+        s.credit = None;
         if let Some(secs) = session_expiry {
             // MQTT 5 DISCONNECT may change the interval (its connection refuses
             // 0 → non-zero, §3.14.2.2.2).
@@ -1298,7 +1303,7 @@ impl<S: Storage> Router<S> {
                     retain: p.retain && grant.retain_as_published,
                     shared: Some(*gid),
                 };
-                if s.offer(q, self.config.session_queue_max) && s.awaiting_pull {
+                if s.offer(q, self.config.session_queue_max) && s.ready() {
                     self.wake.push(sid);
                 }
             }
@@ -1317,7 +1322,7 @@ impl<S: Storage> Router<S> {
                 retain: p.retain && grant.retain_as_published,
                 shared: None,
             };
-            if s.offer(q, self.config.session_queue_max) && s.awaiting_pull {
+            if s.offer(q, self.config.session_queue_max) && s.ready() {
                 self.wake.push(*sid);
             }
         }
@@ -1526,6 +1531,13 @@ impl<S: Storage> Router<S> {
         }
         stats.delivered += items.len() as u64;
         s.awaiting_pull = false;
+        if s.has_backlog() {
+            // Before the batch leaves: the connection must wake us when it returns
+            // the credit, not park it.
+            if let Some(credit) = &s.credit {
+                credit.want();
+            }
+        }
         outbox.push((conn, Reply::Deliver(items)));
         false
     }

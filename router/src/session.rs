@@ -17,7 +17,7 @@ use crate::event::Will;
 use crate::id::{IdMap, IdSet};
 use crate::shared::GroupId;
 use crate::subscriptions::{Grant, SubOptions};
-use crate::{ConnectionId, PacketId, QoS};
+use crate::{ConnectionId, DeliveryCredit, PacketId, QoS};
 
 /// A matched message waiting to be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +110,11 @@ pub struct Session {
     next_pkid: u16,
     /// Inbound QoS 2 packet ids stored but not yet released.
     pub incoming_qos2: IdSet<u16>,
-    /// The connection asked for data and got none: send as soon as there is some.
+    /// The router holds the connection's delivery credit (it asked for data and
+    /// got none): send as soon as there is some.
     pub awaiting_pull: bool,
+    /// The connection's delivery credit, while one is attached.
+    pub credit: Option<DeliveryCredit>,
     /// The resume point last written to the session journal.
     pub journaled_resume: Offset,
     /// Records retention removed before this session read them, not yet reported.
@@ -139,9 +142,33 @@ impl Session {
             next_pkid: 1,
             incoming_qos2: IdSet::default(),
             awaiting_pull: false,
+            credit: None,
             journaled_resume: head,
             lost: 0,
         }
+    }
+
+    /// Whether a batch may be sent now: the router holds the connection's credit,
+    /// or it was parked and is taken now. Ask only with something to send: without
+    /// the credit, this notes that messages wait, so that it comes back with a
+    /// `Pull`.
+    pub fn ready(&mut self) -> bool {
+        if self.awaiting_pull {
+            return true;
+        }
+        let taken = self.conn.is_some()
+            && self
+                .credit
+                .as_ref()
+                .is_some_and(DeliveryCredit::take_or_want);
+        self.awaiting_pull = taken;
+        taken
+    }
+
+    /// Something waits to be sent: retained messages, queued offsets, or a log
+    /// scan (not live).
+    pub fn has_backlog(&self) -> bool {
+        !self.retained.is_empty() || !self.queue.is_empty() || !self.live
     }
 
     /// Offer a newly appended message. Returns true when it was queued.

@@ -26,8 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use router::{
-    CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, IdSet, NewMessage, Origin,
-    QoS, Reply, TopicId, TopicInterner,
+    CloseReason, ConnectCode, ConnectionId, DeliveryCredit, DisconnectReason, Event, IdSet,
+    NewMessage, Origin, QoS, Reply, TopicId, TopicInterner,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -166,6 +166,7 @@ pub fn serve(
             session_expiry: 0,
             v5: None,
             published: None,
+            credit: DeliveryCredit::new(),
         },
     };
     c.run(permit, None).instrument(span)
@@ -287,6 +288,9 @@ struct ConnState {
     // Boxed on purpose: 8 bytes in every connection rather than 48.
     #[allow(clippy::box_collection)]
     published: Option<Box<IdSet<TopicId>>>,
+    /// The right to the next delivery batch, shared with the router
+    /// (`router::DeliveryCredit`).
+    credit: DeliveryCredit,
 }
 
 impl ConnState {
@@ -462,6 +466,7 @@ impl Connection {
                 max_packet_size: connect.max_packet_size,
                 will,
                 will_delay: connect.will.as_ref().map_or(0, |w| w.delay_secs),
+                credit: self.state.credit.clone(),
             },
             replies: tx,
         };
@@ -1098,12 +1103,13 @@ impl Connection {
                 state.quota = IdSet::default();
             }
         }
-        // Ask for the next batch before writing this one: the router prepares it
-        // while this write is under way, and a message published meanwhile is
-        // queued for us at once instead of waiting for the write and a round trip
-        // through the router. At most one batch waits in the queue behind the one
-        // being written: the router delivers once per `Pull`.
-        if delivered && close.is_none() {
+        // Hand the delivery credit back before writing this batch: the router
+        // prepares the next one while this write is under way, and a message
+        // published meanwhile is queued for us at once instead of waiting for the
+        // write and a round trip through the router. At most one batch waits in the
+        // queue behind the one being written: the router delivers once per credit.
+        // Only when messages wait does the credit need an event to wake the router.
+        if delivered && close.is_none() && self.state.credit.give_back() {
             if let Err(end) = self
                 .send(Event::Pull {
                     conn: self.state.id,

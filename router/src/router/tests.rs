@@ -2,7 +2,7 @@
 //! temporary directory, and assert on the replies.
 
 use super::*;
-use crate::{NewMessage, Origin};
+use crate::{DeliveryCredit, NewMessage, Origin};
 use commitlog::{Log, LogConfig};
 
 struct Harness {
@@ -55,6 +55,15 @@ impl Harness {
             connect: Connect::v3(id, clean, will),
         });
         self.take(conn)
+    }
+
+    /// Connect with a clean session; returns the connection's delivery credit.
+    fn connect_with_credit(&mut self, conn: ConnectionId, id: &str) -> DeliveryCredit {
+        let connect = Connect::v3(id, true, None);
+        let credit = connect.credit.clone();
+        self.router.handle(Event::Connect { conn, connect });
+        self.take(conn);
+        credit
     }
 
     /// A will on `topic` (not retained).
@@ -1207,3 +1216,76 @@ fn a_cleared_retained_message_stays_cleared_after_a_crash() {
 }
 
 mod v5;
+
+#[test]
+fn a_credit_parked_by_the_connection_lets_the_next_message_go_without_a_pull() {
+    let mut h = harness(RouterConfig::default());
+    let credit = h.connect_with_credit(C1, "sub");
+    h.subscribe(C1, "t", QoS::AtMostOnce);
+    h.connect(C2, "pub", true);
+    assert!(
+        h.pull(C1).is_empty(),
+        "the first Pull: the router holds the credit"
+    );
+    h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"1");
+    assert_eq!(payloads(&h.deliveries(C1)), vec![b"1".to_vec()]);
+    // The connection took the batch with nothing waiting: it parks the credit.
+    assert!(!credit.give_back());
+    h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"2");
+    assert_eq!(payloads(&h.deliveries(C1)), vec![b"2".to_vec()], "no Pull");
+    // With the credit still out, the next message waits, and the credit must come
+    // back with a Pull to wake the router.
+    h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"3");
+    assert!(h.deliveries(C1).is_empty());
+    assert!(credit.give_back(), "a message waits");
+    assert_eq!(payloads(&h.pull(C1)), vec![b"3".to_vec()]);
+    assert!(!credit.give_back());
+}
+
+#[test]
+fn a_batch_that_leaves_messages_behind_asks_for_its_credit_back_with_a_pull() {
+    let config = RouterConfig {
+        deliver_records_max: 2,
+        ..RouterConfig::default()
+    };
+    let mut h = harness(config);
+    let credit = h.connect_with_credit(C1, "sub");
+    h.subscribe(C1, "t", QoS::AtMostOnce);
+    h.connect(C2, "pub", true);
+    for i in 0..3u8 {
+        h.publish(C2, "t", QoS::AtMostOnce, false, 0, &[i]);
+    }
+    h.router.flush();
+    assert_eq!(payloads(&h.pull(C1)), vec![vec![0], vec![1]]);
+    assert!(credit.give_back(), "one message left behind");
+    assert_eq!(payloads(&h.pull(C1)), vec![vec![2]]);
+    assert!(!credit.give_back(), "nothing left behind: parked");
+}
+
+#[test]
+fn a_credit_parked_before_a_disconnect_is_not_used_for_the_next_connection() {
+    // The session outlives the connection; the new one starts without a credit
+    // until its own first Pull.
+    let mut h = harness(RouterConfig::default());
+    let connect = Connect::v3("sub", false, None);
+    let old = connect.credit.clone();
+    h.router.handle(Event::Connect { conn: C1, connect });
+    h.take(C1);
+    h.subscribe(C1, "t", QoS::AtLeastOnce);
+    assert!(h.pull(C1).is_empty());
+    h.connect(C2, "pub", true);
+    h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"1");
+    assert_eq!(h.deliveries(C1).len(), 1);
+    assert!(!old.give_back());
+    h.router.handle(Event::Disconnect {
+        conn: C1,
+        reason: DisconnectReason::Normal,
+        session_expiry: None,
+    });
+    let connect = Connect::v3("sub", false, None);
+    h.router.handle(Event::Connect { conn: C3, connect });
+    h.take(C3);
+    h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"2");
+    assert!(h.deliveries(C3).is_empty(), "no credit yet");
+    assert_eq!(payloads(&h.pull(C3)), vec![b"2".to_vec()]);
+}
