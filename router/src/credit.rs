@@ -30,47 +30,67 @@ const PARKED: u8 = 1;
 /// The router has messages waiting for the credit: return it with `Event::Pull`.
 const WANTED: u8 = 2;
 
-/// One connection's delivery credit, shared by the connection and the router.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryCredit(Arc<AtomicU8>);
+/// What holds a connection's credit word. The broker keeps it in the connection's
+/// reply queue, which both sides share already: a separate allocation would live
+/// as long as the connection, and small long-lived allocations keep the memory of
+/// an idle connection's freed buffers from going back to the system.
+pub trait CreditWord: Send + Sync + 'static {
+    /// The word, starting at 0.
+    fn credit_word(&self) -> &AtomicU8;
+}
+
+impl CreditWord for AtomicU8 {
+    fn credit_word(&self) -> &AtomicU8 {
+        self
+    }
+}
+
+/// One connection's delivery credit, as the router holds it.
+#[derive(Clone)]
+pub struct DeliveryCredit(Arc<dyn CreditWord>);
+
+impl std::fmt::Debug for DeliveryCredit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DeliveryCredit")
+            .field(&self.0.credit_word().load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for DeliveryCredit {
+    fn default() -> Self {
+        DeliveryCredit::new()
+    }
+}
 
 impl DeliveryCredit {
-    /// A credit word with nothing parked (the credit starts with the connection's
-    /// first `Event::Pull`).
+    /// A credit word of its own, with nothing parked (the credit starts with the
+    /// connection's first `Event::Pull`).
     #[must_use]
     pub fn new() -> DeliveryCredit {
-        DeliveryCredit::default()
+        DeliveryCredit(Arc::new(AtomicU8::new(0)))
     }
 
-    /// Connection side, after taking a `Deliver` batch: return the credit. True when
-    /// the router has messages waiting: send `Event::Pull` then (the credit travels
-    /// in it); false when it is parked here and no event is needed.
+    /// The credit word inside `owner`.
+    #[must_use]
+    pub fn within(owner: Arc<dyn CreditWord>) -> DeliveryCredit {
+        DeliveryCredit(owner)
+    }
+
+    /// Connection side: see [`DeliveryCredit::give_back_in`].
     pub fn give_back(&self) -> bool {
-        let mut current = self.0.load(Ordering::Acquire);
-        loop {
-            let (next, wake) = if current & WANTED != 0 {
-                (0, true)
-            } else {
-                (PARKED, false)
-            };
-            match self
-                .0
-                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return wake,
-                Err(actual) => current = actual,
-            }
-        }
+        DeliveryCredit::give_back_in(self.0.credit_word())
     }
 
     /// Router side, with messages to send: take the credit if it is parked here;
     /// otherwise note that messages wait, so that it comes back with an event.
     pub(crate) fn take_or_want(&self) -> bool {
-        let before = self.0.fetch_or(WANTED, Ordering::AcqRel);
+        let word = self.0.credit_word();
+        let before = word.fetch_or(WANTED, Ordering::AcqRel);
         if before & PARKED != 0 {
             // The connection holds no credit while one is parked: nothing else
             // writes the word until the next batch reaches it.
-            self.0.store(0, Ordering::Release);
+            word.store(0, Ordering::Release);
             return true;
         }
         false
@@ -79,13 +99,32 @@ impl DeliveryCredit {
     /// Router side, as a batch leaves with messages still waiting behind it: the
     /// credit must come back with an event.
     pub(crate) fn want(&self) {
-        self.0.fetch_or(WANTED, Ordering::AcqRel);
+        self.0.credit_word().fetch_or(WANTED, Ordering::AcqRel);
     }
 
     /// Router side, on `Event::Pull`: the credit came in the event, and whatever
     /// was waiting is about to be sent.
     pub(crate) fn arrived(&self) {
-        self.0.store(0, Ordering::Release);
+        self.0.credit_word().store(0, Ordering::Release);
+    }
+
+    /// Connection side, after taking a `Deliver` batch: return the credit through
+    /// `word`. True when the router has messages waiting: send `Event::Pull` then (the
+    /// credit travels in it); false when it is parked in the word and no event is
+    /// needed.
+    pub fn give_back_in(word: &AtomicU8) -> bool {
+        let mut current = word.load(Ordering::Acquire);
+        loop {
+            let (next, wake) = if current & WANTED != 0 {
+                (0, true)
+            } else {
+                (PARKED, false)
+            };
+            match word.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return wake,
+                Err(actual) => current = actual,
+            }
+        }
     }
 }
 

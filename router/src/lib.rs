@@ -38,7 +38,7 @@ mod subscriptions;
 pub mod topic;
 
 pub use config::RouterConfig;
-pub use credit::DeliveryCredit;
+pub use credit::{CreditWord, DeliveryCredit};
 pub use event::{
     CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, PubReason, Publication,
     Reply, RetainHandling, SubscribeCode, Subscription, UnsubscribeCode, Will, NEVER_EXPIRES,

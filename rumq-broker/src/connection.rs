@@ -26,8 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use router::{
-    CloseReason, ConnectCode, ConnectionId, DeliveryCredit, DisconnectReason, Event, IdSet,
-    NewMessage, Origin, QoS, Reply, TopicId, TopicInterner,
+    CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, IdSet, NewMessage, Origin,
+    QoS, Reply, TopicId, TopicInterner,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -166,7 +166,6 @@ pub fn serve(
             session_expiry: 0,
             v5: None,
             published: None,
-            credit: DeliveryCredit::new(),
         },
     };
     c.run(permit, None).instrument(span)
@@ -288,9 +287,6 @@ struct ConnState {
     // Boxed on purpose: 8 bytes in every connection rather than 48.
     #[allow(clippy::box_collection)]
     published: Option<Box<IdSet<TopicId>>>,
-    /// The right to the next delivery batch, shared with the router
-    /// (`router::DeliveryCredit`).
-    credit: DeliveryCredit,
 }
 
 impl ConnState {
@@ -466,7 +462,7 @@ impl Connection {
                 max_packet_size: connect.max_packet_size,
                 will,
                 will_delay: connect.will.as_ref().map_or(0, |w| w.delay_secs),
-                credit: self.state.credit.clone(),
+                credit: tx.credit(),
             },
             replies: tx,
         };
@@ -726,7 +722,7 @@ impl Connection {
                 );
             }
         }
-        if let Some(end) = Box::pin(self.write_replies(first)).await {
+        if let Some(end) = Box::pin(self.write_replies(first, rx)).await {
             return Err(end);
         }
         if !accepted {
@@ -763,7 +759,7 @@ impl Connection {
                 }
                 Wake::Received(Received::Gone) => break End::RouterGone,
                 Wake::Received(Received::Replies(replies)) => {
-                    if let Some(end) = Box::pin(self.write_replies(replies)).await {
+                    if let Some(end) = Box::pin(self.write_replies(replies, rx)).await {
                         break end;
                     }
                 }
@@ -1068,7 +1064,7 @@ impl Connection {
 
     /// Encode and write a batch of replies; after a delivery, ask for the next one
     /// before writing this one.
-    async fn write_replies(&mut self, replies: Vec<Reply>) -> Option<End> {
+    async fn write_replies(&mut self, replies: Vec<Reply>, rx: &ReplyReceiver) -> Option<End> {
         let mut delivered = false;
         let mut close = None;
         self.encoder.set_now(now_ms());
@@ -1109,7 +1105,7 @@ impl Connection {
         // write and a round trip through the router. At most one batch waits in the
         // queue behind the one being written: the router delivers once per credit.
         // Only when messages wait does the credit need an event to wake the router.
-        if delivered && close.is_none() && self.state.credit.give_back() {
+        if delivered && close.is_none() && rx.give_back_credit() {
             if let Err(end) = self
                 .send(Event::Pull {
                     conn: self.state.id,

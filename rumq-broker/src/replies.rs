@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use router::Reply;
+use router::{CreditWord, DeliveryCredit, Reply};
 
 #[derive(Debug)]
 struct Shared {
@@ -49,6 +49,15 @@ struct Shared {
     pushed: AtomicBool,
     /// When the sweep last found replies pushed, in ms after `created`.
     quiet_since_ms: AtomicU64,
+    /// The connection's delivery credit word (`router::DeliveryCredit`): here
+    /// rather than in an allocation of its own (see `router::CreditWord`).
+    credit: AtomicU8,
+}
+
+impl CreditWord for Shared {
+    fn credit_word(&self) -> &AtomicU8 {
+        &self.credit
+    }
 }
 
 /// The connection has a task (it may be asked to park).
@@ -144,6 +153,7 @@ pub fn reply_queue(
         parking: AtomicU8::new(ACTIVE),
         pushed: AtomicBool::new(false),
         quiet_since_ms: AtomicU64::new(0),
+        credit: AtomicU8::new(0),
         state: Mutex::new(State {
             queue: Vec::new(),
             max,
@@ -160,6 +170,11 @@ pub fn reply_queue(
 }
 
 impl ReplySender {
+    /// The connection's delivery credit, for the router's session.
+    pub fn credit(&self) -> DeliveryCredit {
+        DeliveryCredit::within(self.0.clone())
+    }
+
     /// Queue `replies` (all or none) and wake the connection.
     pub fn push(&self, replies: &mut Vec<Reply>) -> Result<(), PushError> {
         let waker = {
@@ -294,6 +309,12 @@ impl Drop for ReplySender {
 }
 
 impl ReplyReceiver {
+    /// Hand the delivery credit back after taking a `Deliver` batch; true when the
+    /// router must be told with `Event::Pull` (see `router::DeliveryCredit`).
+    pub fn give_back_credit(&self) -> bool {
+        DeliveryCredit::give_back_in(&self.0.credit)
+    }
+
     /// The connection has sent the router its `Disconnect` (see
     /// [`ReplySender::abandoned`]).
     pub fn said_goodbye(&self) {
