@@ -3,7 +3,7 @@
 # installed) on free loopback ports, the same rumq-load scenarios against each, in
 # one run; prints a table with the ratio rumq/Mosquitto (and rumq/rumqttd) for every
 # figure (higher is better for rates, lower for latency and memory). Medians of RUNS
-# runs (default 3).
+# runs (default 3), the brokers taking turns run by run.
 #
 #   benches/compare.sh                 # full run (a few minutes)
 #   QUICK=1 RUNS=1 benches/compare.sh  # small counts, to check that it works
@@ -25,10 +25,12 @@ cpu_rows=()
 row() { # LABEL METRIC ARGS...
   local label=$1 metric=$2; shift 2
   echo "== $label" >&2
-  local r m d=n/a rc mc dc=n/a
-  r=$(run rumq "$metric" "$@"); rc=$(cat "$tmp/cpu")
-  m=$(run mosquitto "$metric" "$@"); mc=$(cat "$tmp/cpu")
-  if [ -n "$RUMQTTD" ]; then d=$(run rumqttd "$metric" "$@"); dc=$(cat "$tmp/cpu"); fi
+  local brokers=(rumq mosquitto) r m d=n/a rc mc dc=n/a
+  if [ -n "$RUMQTTD" ]; then brokers+=(rumqttd); fi
+  interleaved "$metric" "${brokers[@]}" -- "$@"
+  r=$(cat "$tmp/val-rumq"); rc=$(cat "$tmp/cpu-rumq")
+  m=$(cat "$tmp/val-mosquitto"); mc=$(cat "$tmp/cpu-mosquitto")
+  if [ -n "$RUMQTTD" ]; then d=$(cat "$tmp/val-rumqttd"); dc=$(cat "$tmp/cpu-rumqttd"); fi
   rows+=("$label|$metric|$r|$m|$d")
   if [ "$1" = throughput ]; then cpu_rows+=("${label%, *}|cpu|$rc|$mc|$dc"); fi
 }

@@ -18,8 +18,9 @@ for subs in 1 2 4 8 16 32; do
   # The same number of deliveries at every point.
   m=$((TOTAL / subs))
   echo "== $subs subscribers" >&2
-  r=$(run rumq deliveries_per_s throughput --qos 0 --subs "$subs" --messages "$m")
-  q=$(run mosquitto deliveries_per_s throughput --qos 0 --subs "$subs" --messages "$m")
+  interleaved deliveries_per_s rumq mosquitto -- throughput --qos 0 --subs "$subs" --messages "$m"
+  r=$(cat "$tmp/val-rumq")
+  q=$(cat "$tmp/val-mosquitto")
   echo "$subs,$r,$q" >>"$out"
 done
 python3 benches/plot.py "$out" docs/fanout.svg

@@ -82,26 +82,43 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}'; }
 
-# run BROKER METRIC ARGS... -> median of RUNS runs (fresh broker each run). The
-# median broker CPU per delivery of the same runs (throughput scenarios) is left in
-# $tmp/cpu, since this runs in a subshell.
-run() {
+# once BROKER METRIC ARGS... : one run against a fresh broker; appends the METRIC
+# value (nan on failure) to $tmp/vals-BROKER and the broker CPU per delivery
+# (throughput scenarios) to $tmp/cpus-BROKER.
+once() {
   local broker=$1 metric=$2; shift 2
-  local vals=() cpus=()
-  for _ in $(seq "$RUNS"); do
-    case "$broker" in
-      rumq) start_rumq; port=$RPORT; pid=$RPID ;;
-      rumqttd) start_rumqttd; port=$DPORT; pid=$DPID ;;
-      *) start_mosquitto; port=$MPORT; pid=$MPID ;;
-    esac
-    line=$("$LOAD" --addr "127.0.0.1:$port" --broker-pid "$pid" --timeout-s 600 "$@" 2>"$tmp/load.err" | grep '^scenario=' || true)
-    stop "$pid"
-    if [ -z "$line" ]; then echo "  [$broker] failed: $(tail -1 "$tmp/load.err")" >&2; vals+=(nan); continue; fi
-    echo "  [$broker] $line" >&2
-    vals+=("$(field "$metric" "$line")")
-    cpus+=("$(field broker_cpu_us_per_delivery "$line")")
-  done
-  printf '%s\n' "${cpus[@]}" | grep -E '^[0-9.]+$' | median >"$tmp/cpu"
-  printf '%s\n' "${vals[@]}" | median
+  case "$broker" in
+    rumq) start_rumq; port=$RPORT; pid=$RPID ;;
+    rumqttd) start_rumqttd; port=$DPORT; pid=$DPID ;;
+    *) start_mosquitto; port=$MPORT; pid=$MPID ;;
+  esac
+  line=$("$LOAD" --addr "127.0.0.1:$port" --broker-pid "$pid" --timeout-s 600 "$@" 2>"$tmp/load.err" | grep '^scenario=' || true)
+  stop "$pid"
+  if [ -z "$line" ]; then
+    echo "  [$broker] failed: $(tail -1 "$tmp/load.err")" >&2
+    echo nan >>"$tmp/vals-$broker"
+    return
+  fi
+  echo "  [$broker] $line" >&2
+  field "$metric" "$line" >>"$tmp/vals-$broker"
+  field broker_cpu_us_per_delivery "$line" >>"$tmp/cpus-$broker"
 }
 
+# interleaved METRIC BROKER... -- ARGS... : RUNS rounds of one run per broker, in
+# turn, so that a slow spell of the shared machine (they last minutes) falls on every
+# broker alike rather than on whichever ran its runs then. Leaves the median METRIC
+# in $tmp/val-BROKER and the median CPU per delivery in $tmp/cpu-BROKER.
+interleaved() {
+  local metric=$1; shift
+  local brokers=() b
+  while [ "$1" != -- ]; do brokers+=("$1"); shift; done
+  shift
+  for b in "${brokers[@]}"; do rm -f "$tmp/vals-$b" "$tmp/cpus-$b"; touch "$tmp/vals-$b" "$tmp/cpus-$b"; done
+  for _ in $(seq "$RUNS"); do
+    for b in "${brokers[@]}"; do once "$b" "$metric" "$@"; done
+  done
+  for b in "${brokers[@]}"; do
+    median <"$tmp/vals-$b" >"$tmp/val-$b"
+    { grep -E '^[0-9.]+$' "$tmp/cpus-$b" || true; } | median >"$tmp/cpu-$b"
+  done
+}
