@@ -11,6 +11,10 @@
 //! - **In an `Event::Pull`**, when the router has noted that messages are waiting
 //!   ([`DeliveryCredit::give_back`] says so): the router must be woken to send them.
 //!
+//! The one batch sent without the credit is the resent deliveries that follow a
+//! resumed session's CONNACK; the connection returns no credit for it, and the
+//! credit starts with the `Pull` it sends after the CONNACK.
+//!
 //! Exactly one credit exists per connection at any time: held by the router, on its
 //! way in a `Deliver` or a `Pull`, or parked here. So the two sides never touch the
 //! word at the same time except for the router noting `WANTED` while the connection

@@ -669,6 +669,8 @@ impl<S: Storage> Router<S> {
             },
         );
         if !resend.is_empty() {
+            // Outside the delivery credit (which starts with the connection's first
+            // Pull): the connection returns none for this batch.
             self.reply(conn, Reply::Deliver(resend));
         }
         for pkid in rel {

@@ -722,7 +722,7 @@ impl Connection {
                 );
             }
         }
-        if let Some(end) = Box::pin(self.write_replies(first, rx)).await {
+        if let Some(end) = Box::pin(self.write_replies(first, rx, false)).await {
             return Err(end);
         }
         if !accepted {
@@ -759,7 +759,7 @@ impl Connection {
                 }
                 Wake::Received(Received::Gone) => break End::RouterGone,
                 Wake::Received(Received::Replies(replies)) => {
-                    if let Some(end) = Box::pin(self.write_replies(replies, rx)).await {
+                    if let Some(end) = Box::pin(self.write_replies(replies, rx, true)).await {
                         break end;
                     }
                 }
@@ -1062,9 +1062,16 @@ impl Connection {
         None
     }
 
-    /// Encode and write a batch of replies; after a delivery, ask for the next one
-    /// before writing this one.
-    async fn write_replies(&mut self, replies: Vec<Reply>, rx: &ReplyReceiver) -> Option<End> {
+    /// Encode and write a batch of replies; after a delivery, hand the delivery
+    /// credit back before writing it. Not `credited`: the batch with the CONNACK,
+    /// whose delivery (a resumed session's unacknowledged messages) the router sends
+    /// without a credit; the credit starts with the `Pull` that follows it.
+    async fn write_replies(
+        &mut self,
+        replies: Vec<Reply>,
+        rx: &ReplyReceiver,
+        credited: bool,
+    ) -> Option<End> {
         let mut delivered = false;
         let mut close = None;
         self.encoder.set_now(now_ms());
@@ -1105,7 +1112,7 @@ impl Connection {
         // write and a round trip through the router. At most one batch waits in the
         // queue behind the one being written: the router delivers once per credit.
         // Only when messages wait does the credit need an event to wake the router.
-        if delivered && close.is_none() && rx.give_back_credit() {
+        if credited && delivered && close.is_none() && rx.give_back_credit() {
             if let Err(end) = self
                 .send(Event::Pull {
                     conn: self.state.id,
