@@ -51,12 +51,7 @@ pub fn run(
     mut rx: mpsc::Receiver<ToRouter>,
     drain_max: usize,
 ) -> Router<Log> {
-    let mut conns = Conns {
-        queues: IdMap::default(),
-        shutting_down: false,
-        swept: Instant::now(),
-        ticked: Instant::now(),
-    };
+    let mut conns = Conns::new();
     let mut batches: IdMap<ConnectionId, Vec<Reply>> = IdMap::default();
     while let Some(msg) = rx.blocking_recv() {
         apply(&mut router, &mut conns, msg);
@@ -115,6 +110,15 @@ struct Conns {
 }
 
 impl Conns {
+    fn new() -> Conns {
+        Conns {
+            queues: IdMap::default(),
+            shutting_down: false,
+            swept: Instant::now(),
+            ticked: Instant::now(),
+        }
+    }
+
     /// True once every `QUEUE_SWEEP`: time for the sweeps below.
     fn sweep_due(&mut self) -> bool {
         if self.swept.elapsed() < QUEUE_SWEEP {
@@ -267,15 +271,20 @@ mod tests {
     use super::*;
     use crate::replies::{reply_queue, Received};
 
+    /// A router over real logs in `dir` (as the broker opens them).
+    fn open_router(dir: &std::path::Path, topics: Arc<TopicInterner>) -> Router<Log> {
+        let config = LogConfig::default();
+        let log = Log::open(dir.join("messages"), config.clone()).unwrap();
+        let journal = Log::open(dir.join("state"), crate::server::journal_config(&config)).unwrap();
+        Router::open(RouterConfig::default(), log, journal, topics).unwrap()
+    }
+
     /// A router over real logs in `dir`, run by the driver on its own thread.
     fn start_with(
         dir: &std::path::Path,
         topics: Arc<TopicInterner>,
     ) -> (mpsc::Sender<ToRouter>, std::thread::JoinHandle<Router<Log>>) {
-        let config = LogConfig::default();
-        let log = Log::open(dir.join("messages"), config.clone()).unwrap();
-        let journal = Log::open(dir.join("state"), crate::server::journal_config(&config)).unwrap();
-        let router = Router::open(RouterConfig::default(), log, journal, topics).unwrap();
+        let router = open_router(dir, topics);
         let (tx, rx) = mpsc::channel(16);
         (tx, std::thread::spawn(move || run(router, rx, 64)))
     }
@@ -397,22 +406,9 @@ mod tests {
         // several subscribers: every subscriber must be woken before any publisher,
         // so a woken runtime writes the messages out first.
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig::default();
-        let log = Log::open(dir.path().join("messages"), config.clone()).unwrap();
-        let journal = Log::open(
-            dir.path().join("state"),
-            crate::server::journal_config(&config),
-        )
-        .unwrap();
         let topics = Arc::new(TopicInterner::new(1000));
-        let mut router =
-            Router::open(RouterConfig::default(), log, journal, topics.clone()).unwrap();
-        let mut conns = Conns {
-            queues: IdMap::default(),
-            shutting_down: false,
-            swept: Instant::now(),
-            ticked: Instant::now(),
-        };
+        let mut router = open_router(dir.path(), topics.clone());
+        let mut conns = Conns::new();
         let mut batches = IdMap::default();
         let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut receivers = Vec::new();

@@ -1215,8 +1215,6 @@ fn a_cleared_retained_message_stays_cleared_after_a_crash() {
     assert_eq!(payloads(&h.pull(C2)), vec![b"kept".to_vec()]);
 }
 
-mod v5;
-
 #[test]
 fn a_credit_parked_by_the_connection_lets_the_next_message_go_without_a_pull() {
     let mut h = harness(RouterConfig::default());
@@ -1289,3 +1287,5 @@ fn a_credit_parked_before_a_disconnect_is_not_used_for_the_next_connection() {
     assert!(h.deliveries(C3).is_empty(), "no credit yet");
     assert_eq!(payloads(&h.pull(C3)), vec![b"2".to_vec()]);
 }
+
+mod v5;
