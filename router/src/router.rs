@@ -294,7 +294,7 @@ impl<S: Storage> Router<S> {
             Event::Pull { conn } => {
                 if let Some(sid) = self.by_conn.get(&conn).copied() {
                     if let Some(s) = self.sessions.get_mut(&sid) {
-                        s.awaiting_pull = true;
+                        s.has_credit = true;
                         if let Some(credit) = &s.credit {
                             credit.arrived();
                         }
@@ -634,7 +634,7 @@ impl<S: Storage> Router<S> {
             s.max_packet_size = c.max_packet_size;
             s.will = c.will.map(Box::new);
             s.will_delay_secs = c.will_delay;
-            s.awaiting_pull = false;
+            s.has_credit = false;
             s.credit = Some(c.credit);
             // Resume unacknowledged deliveries in the order they were first sent
             // (§4.4): log order, which packet ids lose once they wrap. Retained
@@ -1012,7 +1012,7 @@ impl<S: Storage> Router<S> {
             return;
         };
         s.conn = None;
-        s.awaiting_pull = false;
+        s.has_credit = false;
         s.credit = None;
         if let Some(secs) = session_expiry {
             // MQTT 5 DISCONNECT may change the interval (its connection refuses
@@ -1373,7 +1373,7 @@ impl<S: Storage> Router<S> {
         let Some(conn) = s.conn else {
             return false;
         };
-        if !s.awaiting_pull {
+        if !s.has_credit {
             return false;
         }
         let durable = !s.clean && journal.enabled();
@@ -1532,7 +1532,7 @@ impl<S: Storage> Router<S> {
             return skipped > 0;
         }
         stats.delivered += items.len() as u64;
-        s.awaiting_pull = false;
+        s.has_credit = false;
         if s.has_backlog() {
             // Before the batch leaves: the connection must wake us when it returns
             // the credit, not park it.

@@ -110,9 +110,9 @@ pub struct Session {
     next_pkid: u16,
     /// Inbound QoS 2 packet ids stored but not yet released.
     pub incoming_qos2: IdSet<u16>,
-    /// The router holds the connection's delivery credit (it asked for data and
-    /// got none): send as soon as there is some.
-    pub awaiting_pull: bool,
+    /// The router holds the connection's delivery credit (from a `Pull`, or taken
+    /// where the connection parked it): send a batch as soon as there is data.
+    pub has_credit: bool,
     /// The connection's delivery credit, while one is attached.
     pub credit: Option<DeliveryCredit>,
     /// The resume point last written to the session journal.
@@ -141,7 +141,7 @@ impl Session {
             inflight: IdMap::default(),
             next_pkid: 1,
             incoming_qos2: IdSet::default(),
-            awaiting_pull: false,
+            has_credit: false,
             credit: None,
             journaled_resume: head,
             lost: 0,
@@ -153,7 +153,7 @@ impl Session {
     /// the credit, this notes that messages wait, so that it comes back with a
     /// `Pull`.
     pub fn ready(&mut self) -> bool {
-        if self.awaiting_pull {
+        if self.has_credit {
             return true;
         }
         let taken = self.conn.is_some()
@@ -161,7 +161,7 @@ impl Session {
                 .credit
                 .as_ref()
                 .is_some_and(DeliveryCredit::take_or_want);
-        self.awaiting_pull = taken;
+        self.has_credit = taken;
         taken
     }
 
