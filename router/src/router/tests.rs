@@ -57,9 +57,9 @@ impl Harness {
         self.take(conn)
     }
 
-    /// Connect with a clean session; returns the connection's delivery credit.
-    fn connect_with_credit(&mut self, conn: ConnectionId, id: &str) -> DeliveryCredit {
-        let connect = Connect::v3(id, true, None);
+    /// Connect; returns the connection's delivery credit (its side of it).
+    fn connect_with_credit(&mut self, conn: ConnectionId, id: &str, clean: bool) -> DeliveryCredit {
+        let connect = Connect::v3(id, clean, None);
         let credit = connect.credit.clone();
         self.router.handle(Event::Connect { conn, connect });
         self.take(conn);
@@ -1218,7 +1218,7 @@ fn a_cleared_retained_message_stays_cleared_after_a_crash() {
 #[test]
 fn a_credit_parked_by_the_connection_lets_the_next_message_go_without_a_pull() {
     let mut h = harness(RouterConfig::default());
-    let credit = h.connect_with_credit(C1, "sub");
+    let credit = h.connect_with_credit(C1, "sub", true);
     h.subscribe(C1, "t", QoS::AtMostOnce);
     h.connect(C2, "pub", true);
     assert!(
@@ -1247,7 +1247,7 @@ fn a_batch_that_leaves_messages_behind_asks_for_its_credit_back_with_a_pull() {
         ..RouterConfig::default()
     };
     let mut h = harness(config);
-    let credit = h.connect_with_credit(C1, "sub");
+    let credit = h.connect_with_credit(C1, "sub", true);
     h.subscribe(C1, "t", QoS::AtMostOnce);
     h.connect(C2, "pub", true);
     for i in 0..3u8 {
@@ -1265,10 +1265,7 @@ fn a_credit_parked_before_a_disconnect_is_not_used_for_the_next_connection() {
     // The session outlives the connection; the new one starts without a credit
     // until its own first Pull.
     let mut h = harness(RouterConfig::default());
-    let connect = Connect::v3("sub", false, None);
-    let old = connect.credit.clone();
-    h.router.handle(Event::Connect { conn: C1, connect });
-    h.take(C1);
+    let old = h.connect_with_credit(C1, "sub", false);
     h.subscribe(C1, "t", QoS::AtLeastOnce);
     assert!(h.pull(C1).is_empty());
     h.connect(C2, "pub", true);
@@ -1280,9 +1277,7 @@ fn a_credit_parked_before_a_disconnect_is_not_used_for_the_next_connection() {
         reason: DisconnectReason::Normal,
         session_expiry: None,
     });
-    let connect = Connect::v3("sub", false, None);
-    h.router.handle(Event::Connect { conn: C3, connect });
-    h.take(C3);
+    h.connect_with_credit(C3, "sub", false);
     h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"2");
     assert!(h.deliveries(C3).is_empty(), "no credit yet");
     assert_eq!(payloads(&h.pull(C3)), vec![b"2".to_vec()]);
