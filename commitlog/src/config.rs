@@ -50,11 +50,16 @@ pub struct LogConfig {
     pub tail_bytes_max: usize,
     /// Keep this many bytes of the active segment's page cache populated ahead of the
     /// head, from a background thread, so an append copies into pages that already
-    /// exist instead of allocating them (see `warmer`). With a value above 0 a new
+    /// exist instead of allocating them (see `page_cache`). With a value above 0 a new
     /// (or reopened) active segment's data file is extended to `segment_bytes_max`
     /// (a sparse file) and trimmed to its data when it is sealed. 0: neither. Not
     /// used with `fsync = "never"` (see `preallocate`).
     pub warm_ahead_bytes: u64,
+    /// Let the kernel drop the cached pages of records that are on disk and that
+    /// every reader has passed ([`crate::Log::drop_cache_below`]), so the log's page
+    /// cache holds what readers still need and new pages reuse freed ones (see
+    /// `page_cache`). Not used with `fsync = "never"`, whose pages stay dirty.
+    pub drop_behind: bool,
     /// Check every record's CRC when reading it back, not only during recovery.
     /// Catches bit rot in sealed segments at roughly twice the CPU cost of a cached
     /// read.
@@ -76,6 +81,7 @@ impl Default for LogConfig {
             record_bytes_max: 16 * 1024 * 1024,
             tail_bytes_max: 16 * 1024 * 1024,
             warm_ahead_bytes: 32 * 1024 * 1024,
+            drop_behind: true,
             verify_reads: false,
             fsync: Fsync::Interval,
             fsync_interval_ms: 100,
@@ -138,6 +144,11 @@ impl LogConfig {
     /// preallocated file: pages past the end of a file cannot be cached).
     pub(crate) fn warms(&self) -> bool {
         self.warm_ahead_bytes > 0 && self.fsync != Fsync::Never
+    }
+
+    /// Whether pages behind the readers are dropped (only synced pages can be).
+    pub(crate) fn drops_behind(&self) -> bool {
+        self.drop_behind && self.fsync != Fsync::Never
     }
 
     pub(crate) fn fsync_interval(&self) -> Duration {

@@ -15,7 +15,7 @@
 //! | `recovery` | deciding what on disk is intact after a crash |
 //! | `retention` | which old segments go (a pure planner) |
 //! | `syncer` | the background `fdatasync` thread of `fsync = "interval"` |
-//! | `warmer` | the thread that fills the page cache ahead of the head |
+//! | `page_cache` | the thread that fills the page cache ahead of the head and lets it go behind the readers |
 //! | `worker` | the named thread + bounded job queue both of those run on |
 //! | `tail` | the newest records in memory, for caught-up readers |
 //! | `config` | [`LogConfig`], [`Fsync`], [`RetentionConfig`] |
@@ -28,13 +28,13 @@ mod error;
 mod index;
 mod log;
 mod offset;
+mod page_cache;
 pub mod record;
 mod recovery;
 mod retention;
 mod segment;
 mod syncer;
 mod tail;
-mod warmer;
 mod worker;
 
 pub use config::{Fsync, LogConfig, RetentionConfig, SEGMENT_BYTES_LIMIT};

@@ -20,12 +20,12 @@ use bytes::Bytes;
 
 use crate::config::{Fsync, LogConfig};
 use crate::error::{Error, Result};
+use crate::page_cache::PageCache;
 use crate::recovery::Policy;
 use crate::retention::{self, SegmentInfo};
 use crate::segment::{self, Appendable, FileKind, Segment, WriteScratch};
 use crate::syncer::Syncer;
 use crate::tail::Tail;
-use crate::warmer::Warmer;
 use crate::Offset;
 
 const META_FILE: &str = "log.meta";
@@ -115,11 +115,19 @@ pub struct Log {
     unsynced: bool,
     /// `fsync = "interval"`: the thread that syncs in the background.
     syncer: Option<Syncer>,
-    /// `warm_ahead_bytes > 0` (and not `fsync = "never"`): the thread that fills the
-    /// page cache ahead of the head.
-    warmer: Option<Warmer>,
+    /// `warm_ahead_bytes > 0` or `drop_behind` (and not `fsync = "never"`): the
+    /// thread that fills the page cache ahead of the head and lets it go behind the
+    /// readers.
+    page_cache: Option<PageCache>,
     /// Position in the active segment up to which warming was asked for.
     warmed_to: u64,
+    /// Records below this are on stable storage (their pages are clean).
+    synced_to: Offset,
+    /// The head when the latest background sync was handed over: once that sync is
+    /// done, `synced_to`.
+    sync_started_at: Offset,
+    /// The pages of records below this were handed over to be dropped.
+    dropped_to: Offset,
     poisoned: bool,
     _lock: File,
 }
@@ -201,10 +209,10 @@ impl Log {
             ),
             Fsync::Always | Fsync::Never => None,
         };
-        let warmer = if config.warms() {
+        let page_cache = if config.warms() || config.drops_behind() {
             Some(
-                Warmer::start("rumq-warm")
-                    .map_err(|e| Error::io("start the warm-up thread for", &dir, e))?,
+                PageCache::start("rumq-pagecache")
+                    .map_err(|e| Error::io("start the page-cache thread for", &dir, e))?,
             )
         } else {
             None
@@ -220,8 +228,13 @@ impl Log {
             last_sync: Instant::now(),
             unsynced: false,
             syncer,
-            warmer,
+            page_cache,
             warmed_to: 0,
+            // What recovery kept is on disk (it syncs what it cuts), and nothing of
+            // it is known to be cached.
+            synced_to: head,
+            sync_started_at: head,
+            dropped_to: head,
             poisoned: false,
             _lock: lock,
             config,
@@ -376,18 +389,21 @@ impl Log {
         Ok(())
     }
 
-    /// Ask the warmer for the active segment's next `warm_ahead_bytes`, in steps of a
-    /// quarter of that so it gets few, large jobs.
+    /// Ask the page-cache thread for the active segment's next `warm_ahead_bytes`, in
+    /// steps of a quarter of that so it gets few, large jobs.
     fn warm_ahead(&mut self) {
-        let (Some(warmer), Some(seg)) = (&self.warmer, self.segments.back()) else {
+        let (Some(cache), Some(seg)) = (&self.page_cache, self.segments.back()) else {
             return;
         };
+        if !self.config.warms() {
+            return;
+        }
         let ahead = self.config.warm_ahead_bytes;
         let from = self.warmed_to.max(seg.data_len());
         let to = seg.data_len().saturating_add(ahead).min(seg.file_len());
         if to > from
             && (to - from >= ahead / 4 || to == seg.file_len())
-            && warmer.warm(seg.data_file(), from, to)
+            && cache.warm(seg.data_file(), from, to)
         {
             self.warmed_to = to;
         }
@@ -400,6 +416,9 @@ impl Log {
             if let Err(e) = seg.seal(durable) {
                 self.poisoned = true;
                 return Err(e);
+            }
+            if durable {
+                self.synced_to = self.synced_to.max(seg.next());
             }
             tracing::debug!(segment = %seg.data_path().display(), next = %seg.next(), "rolled segment");
         }
@@ -424,6 +443,7 @@ impl Log {
                 return Err(e);
             }
         }
+        self.synced_to = self.head;
         self.unsynced = false;
         self.last_sync = Instant::now();
         Ok(())
@@ -463,6 +483,7 @@ impl Log {
             }
         };
         if syncer.submit(file, seg.data_path().to_path_buf()) {
+            self.sync_started_at = self.head;
             self.unsynced = false;
             self.last_sync = Instant::now();
             Ok(())
@@ -474,12 +495,56 @@ impl Log {
 
     /// Poison the log if a background sync failed.
     fn check_background_sync(&mut self) -> Result<()> {
-        if let Some(e) = self.syncer.as_ref().and_then(Syncer::take_failure) {
+        let Some(syncer) = &self.syncer else {
+            return Ok(());
+        };
+        // Busy first: a sync records its failure before it stops being busy.
+        let done = !syncer.is_busy();
+        if let Some(e) = syncer.take_failure() {
             self.poisoned = true;
             tracing::error!(error = %e, "background fsync failed; the log is poisoned");
             return Err(e);
         }
+        if done {
+            self.synced_to = self.synced_to.max(self.sync_started_at);
+        }
         Ok(())
+    }
+
+    /// No reader needs the records below `offset` in memory any more: hand the pages
+    /// of those that are on stable storage to the page-cache thread to drop (see
+    /// `page_cache`; with `drop_behind` off or `fsync = "never"`, nothing). On stable
+    /// storage means synced by the last [`Log::sync`], [`Log::tick`] or seal: call it
+    /// after `tick`. A reader that later reads below `offset` reads from disk. Cheap
+    /// when nothing is new: call it as often as the readers move (the broker does on
+    /// every tick).
+    pub fn drop_cache_below(&mut self, offset: Offset) {
+        if !self.config.drops_behind() || self.poisoned {
+            return;
+        }
+        let Some(cache) = &self.page_cache else {
+            return;
+        };
+        let to = offset.min(self.synced_to);
+        if to <= self.dropped_to {
+            return;
+        }
+        let first = self
+            .segments
+            .partition_point(|s| s.next() <= self.dropped_to);
+        for seg in self.segments.range(first..) {
+            if seg.base() >= to {
+                break;
+            }
+            let from = seg.position_below(self.dropped_to);
+            let end = seg.position_below(to);
+            if end > from && !cache.drop_behind(seg.data_file(), from, end) {
+                // The queue is full: the rest is asked for on a later call.
+                return;
+            }
+            self.dropped_to = to.min(seg.next());
+        }
+        self.dropped_to = self.dropped_to.max(to);
     }
 
     /// True when appended records are not yet known to be on stable storage: not

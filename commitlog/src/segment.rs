@@ -8,7 +8,7 @@
 //! positional `pread(2)`, so nothing moves a file cursor. The
 //! segment tracks its own data length and record count; it never probes for end of
 //! file, because the file may be longer than its data: with `warm_ahead_bytes` set, a
-//! new segment's file is created sparse at its full size (see `warmer`) and trimmed to
+//! new segment's file is created sparse at its full size (see `page_cache`) and trimmed to
 //! its data when sealed. Recovery cuts the zeros after the last record like any torn
 //! tail.
 
@@ -127,7 +127,7 @@ pub struct WriteFailure {
 pub struct Segment {
     base: Offset,
     data_path: PathBuf,
-    /// Shared with the warmer thread.
+    /// Shared with the page-cache thread.
     data: Arc<File>,
     data_len: u64,
     /// The file's length: `data_len`, or more while it is preallocated.
@@ -278,7 +278,7 @@ impl Segment {
         self.modified
     }
 
-    /// The data file (for the background sync and the warmer).
+    /// The data file (for the background sync and the page-cache thread).
     pub fn data_file(&self) -> &Arc<File> {
         &self.data
     }
@@ -286,6 +286,21 @@ impl Segment {
     /// Bytes of framed records in the data file.
     pub fn data_len(&self) -> u64 {
         self.data_len
+    }
+
+    /// Where in the data file the records before `offset` end, or an earlier position
+    /// when the index is sparse (0 at or before the base, the data's end from the
+    /// next offset on).
+    pub fn position_below(&self, offset: Offset) -> u64 {
+        if offset >= self.next() {
+            return self.data_len;
+        }
+        if offset <= self.base {
+            return 0;
+        }
+        // base < offset < next, so the distance fits the u32 record count.
+        let rel = u32::try_from(offset.distance_from(self.base)).unwrap_or(u32::MAX);
+        self.index.floor(rel).map_or(0, |e| u64::from(e.pos))
     }
 
     /// The data file's length: more than [`Segment::data_len`] while preallocated.

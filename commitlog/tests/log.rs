@@ -290,3 +290,77 @@ fn verify_reads_catches_bit_rot_in_a_sealed_segment() {
     assert!(log.read(Offset(0), limits, &mut Vec::new()).is_ok());
     assert!(log.read(Offset(2), limits, &mut Vec::new()).is_ok());
 }
+
+/// Pages of `path` in the page cache, by `mincore(2)` over a mapping of the file.
+#[cfg(target_os = "linux")]
+fn resident_pages(path: &std::path::Path) -> usize {
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY (test): the file is not truncated while mapped.
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let page = 4096;
+    let mut vec = vec![0u8; map.len().div_ceil(page)];
+    // SAFETY: `vec` has one byte per page of the mapping.
+    let rc = unsafe { libc::mincore(map.as_ptr() as *mut _, map.len(), vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    vec.iter().filter(|v| **v & 1 == 1).count()
+}
+
+/// Drop-behind lets the kernel drop the pages of synced records no reader needs, and
+/// of nothing else; what was dropped still reads back intact, from disk.
+#[cfg(target_os = "linux")]
+#[test]
+fn pages_behind_the_readers_are_dropped_once_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes_max: 1 << 20,
+        record_bytes_max: 1 << 17,
+        tail_bytes_max: 0,
+        fsync: Fsync::Interval,
+        fsync_interval_ms: 3_600_000,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    let record = |i: u64| Bytes::from(vec![i as u8 + 1; 64 * 1024 - 8]);
+    for i in 0..64 {
+        log.append(record(i)).unwrap();
+    }
+    // 16 records of 64 KiB to a 1 MiB segment: segments at 0, 16, 32 and 48.
+    let seg = |base: u64| dir.path().join(format!("{base:020}.log"));
+    let all = |base: u64| resident_pages(&seg(base)) == 256;
+    assert!(all(0) && all(16) && all(48), "just written, all cached");
+
+    // The newest segment is not synced yet: only the sealed (synced) ones can go.
+    log.drop_cache_below(Offset(64));
+    let gone = |base: u64| resident_pages(&seg(base)) == 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(gone(0) && gone(16) && gone(32)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sealed segments dropped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(all(48), "unsynced pages stay");
+
+    // Once synced, up to the lowest offset needed, whole pages only.
+    log.sync().unwrap();
+    log.drop_cache_below(Offset(56));
+    while resident_pages(&seg(48)) != 128 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "half the active segment dropped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    let mut out = Vec::new();
+    let limits = ReadLimits {
+        records_max: 64,
+        bytes_max: 8 << 20,
+    };
+    let mut at = Offset(0);
+    while at < Offset(64) {
+        at = log.read(at, limits, &mut out).unwrap().next;
+    }
+    assert_eq!(out, (0..64).map(record).collect::<Vec<_>>());
+}

@@ -36,6 +36,10 @@ use crate::{
     TopicInterner,
 };
 
+/// How often the log is told which of its pages no reader needs in memory: the
+/// default `fsync_interval_ms`, since only synced pages can go.
+const DROP_BEHIND_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Counters, for logs and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouterStats {
@@ -101,6 +105,8 @@ pub struct Router<S: Storage> {
     next_session: u32,
     next_assigned_id: u64,
     last_retention: Option<SystemTime>,
+    /// When the log was last told which pages no reader needs in memory.
+    last_drop_behind: Option<SystemTime>,
     read_buf: Vec<Bytes>,
     /// Scratch for `deliver`: the queued messages being read.
     want_buf: Vec<Queued>,
@@ -159,6 +165,7 @@ impl<S: Storage> Router<S> {
             next_session: 0,
             next_assigned_id: 0,
             last_retention: None,
+            last_drop_behind: None,
             read_buf: Vec::new(),
             want_buf: Vec::new(),
             timers: Vec::new(),
@@ -331,6 +338,18 @@ impl<S: Storage> Router<S> {
         if let Some(Err(e)) = self.journal.log_mut().map(Storage::tick) {
             tracing::error!(error = %e, "session journal fsync failed");
             self.stats.storage_errors += 1;
+        }
+        // Pages the readers have passed become droppable once synced: look as often
+        // as the interval fsync makes them so (the lowest offset needed costs a pass
+        // over the sessions), so freed pages are reused while still warm.
+        let due = self.last_drop_behind.is_none_or(|last| {
+            now.duration_since(last)
+                .is_ok_and(|d| d >= DROP_BEHIND_INTERVAL)
+        });
+        if due {
+            self.last_drop_behind = Some(now);
+            let needed = self.hold_back().unwrap_or_else(|| self.storage.head());
+            self.storage.drop_cache_below(needed);
         }
         let due = self.last_retention.is_none_or(|last| {
             now.duration_since(last)

@@ -33,6 +33,9 @@ pub trait Storage {
     fn remove_before(&mut self, offset: Offset) -> commitlog::Result<usize>;
     /// Where the newest `bytes` of the log begin (see [`Log::offset_within`]).
     fn offset_within(&self, bytes: u64) -> Offset;
+    /// No reader needs the records below `offset` in memory (see
+    /// [`Log::drop_cache_below`]).
+    fn drop_cache_below(&mut self, offset: Offset);
 }
 
 /// Visit every record from `from` to the head, in order (what retention removed is
@@ -101,5 +104,8 @@ impl Storage for Log {
     }
     fn offset_within(&self, bytes: u64) -> Offset {
         Log::offset_within(self, bytes)
+    }
+    fn drop_cache_below(&mut self, offset: Offset) {
+        Log::drop_cache_below(self, offset);
     }
 }

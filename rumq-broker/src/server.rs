@@ -102,6 +102,8 @@ pub(crate) fn journal_config(messages: &LogConfig) -> LogConfig {
         tail_bytes_max: 0,
         // Small appends: warming pages ahead would cost a thread and gain nothing.
         warm_ahead_bytes: 0,
+        // Read back only at startup; its pages are few and go with their segments.
+        drop_behind: false,
         verify_reads: true,
         fsync: messages.fsync,
         fsync_interval_ms: messages.fsync_interval_ms,

@@ -1061,6 +1061,9 @@ impl Storage for Faulty {
     fn offset_within(&self, bytes: u64) -> Offset {
         self.log.offset_within(bytes)
     }
+    fn drop_cache_below(&mut self, offset: Offset) {
+        self.log.drop_cache_below(offset);
+    }
 }
 
 use std::cell::Cell;
