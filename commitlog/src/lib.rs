@@ -12,6 +12,7 @@
 //! | `segment` | one data file + index: append, positional reads, preallocation, sealing |
 //! | `index` | the mmapped offset → position index of a segment |
 //! | `record` | the on-disk frame of a record: length + CRC32C + payload |
+//! | `read` | what reads hand out: [`Record`]s, large ones partly as a [`FileRange`] |
 //! | `recovery` | deciding what on disk is intact after a crash |
 //! | `retention` | which old segments go (a pure planner) |
 //! | `syncer` | the background `fdatasync` thread of `fsync = "interval"` |
@@ -29,6 +30,7 @@ mod index;
 mod log;
 mod offset;
 mod page_cache;
+mod read;
 pub mod record;
 mod recovery;
 mod retention;
@@ -41,3 +43,4 @@ pub use config::{Fsync, LogConfig, RetentionConfig, SEGMENT_BYTES_LIMIT};
 pub use error::{Error, Result};
 pub use log::{Log, LogStats, ReadBatch, ReadLimits, RetentionReport};
 pub use offset::Offset;
+pub use read::{ByReference, FileRange, Record};

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use crate::config::{Fsync, LogConfig};
 use crate::error::{Error, Result};
 use crate::page_cache::PageCache;
+use crate::read::{ByReference, Record};
 use crate::recovery::Policy;
 use crate::retention::{self, SegmentInfo};
 use crate::segment::{self, Appendable, FileKind, Segment, WriteScratch};
@@ -563,6 +564,35 @@ impl Log {
         limits: ReadLimits,
         out: &mut Vec<Bytes>,
     ) -> Result<ReadBatch> {
+        self.read_with(from, limits, out, |seg, at, out| seg.read(at, limits, out))
+    }
+
+    /// As [`Log::read`], but records read from a segment that are at least
+    /// `by_ref.min_bytes` long are given by reference: their first
+    /// `by_ref.head_bytes` in memory, the rest as a [`crate::FileRange`] of the
+    /// segment's file, for a reader that sends them on with `sendfile(2)`. Needs an
+    /// index entry per record (`index_interval_bytes = 0`) and `verify_reads` off;
+    /// otherwise, and for records in the tail, records are given whole.
+    pub fn read_records(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        by_ref: ByReference,
+        out: &mut Vec<Record>,
+    ) -> Result<ReadBatch> {
+        self.read_with(from, limits, out, |seg, at, out| {
+            seg.read_by_reference(at, limits, by_ref, out)
+        })
+    }
+
+    /// Read from the tail, or from the segment holding `from` with `from_segment`.
+    fn read_with<R: From<Bytes>>(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        out: &mut Vec<R>,
+        from_segment: impl FnOnce(&Segment, Offset, &mut Vec<R>) -> Result<Offset>,
+    ) -> Result<ReadBatch> {
         let earliest = self.earliest();
         if from < earliest {
             return Err(Error::OffsetOutOfRange {
@@ -589,7 +619,7 @@ impl Log {
             // Skip a hole left by recovery (offsets that never survived a crash).
             let at = from.max(seg.base());
             if at < seg.next() {
-                let next = seg.read(at, limits, out)?;
+                let next = from_segment(seg, at, out)?;
                 return Ok(ReadBatch { first: at, next });
             }
         }

@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
+use crate::read::{ByReference, FileRange, Record};
 use crate::record::{self, Frame, HEADER_BYTES};
 use crate::recovery::{self, Policy};
 use crate::{Offset, ReadLimits};
@@ -396,7 +397,12 @@ impl Segment {
     /// Read records from `offset` (which must lie in `base..next`) into `out`, within
     /// `limits`; returns the offset after the last record given. At least one record is
     /// given even when it alone exceeds `limits.bytes_max`.
-    pub fn read(&self, offset: Offset, limits: ReadLimits, out: &mut Vec<Bytes>) -> Result<Offset> {
+    pub fn read<R: From<Bytes>>(
+        &self,
+        offset: Offset,
+        limits: ReadLimits,
+        out: &mut Vec<R>,
+    ) -> Result<Offset> {
         let next = self.next();
         if offset < self.base || offset >= next || limits.records_max == 0 {
             return Ok(offset);
@@ -447,7 +453,7 @@ impl Segment {
                             if given > 0 && bytes + frame > limits.bytes_max {
                                 return Ok(offset.add(given as u64));
                             }
-                            out.push(buf.slice(i + HEADER_BYTES..i + frame));
+                            out.push(R::from(buf.slice(i + HEADER_BYTES..i + frame)));
                             given += 1;
                             bytes += frame;
                         }
@@ -486,6 +492,112 @@ impl Segment {
                 });
             }
         }
+    }
+
+    /// As [`Segment::read`], but records of at least `by_ref.min_bytes` are given by
+    /// reference: their first `by_ref.head_bytes` read, the rest left in the file
+    /// (see `read`). Runs of smaller records are read as by `read`, one read per run.
+    /// Needs an entry per record in the index (to know each record's size unread) and
+    /// reads whose CRC is not checked; otherwise every record is read whole.
+    pub fn read_by_reference(
+        &self,
+        offset: Offset,
+        limits: ReadLimits,
+        by_ref: ByReference,
+        out: &mut Vec<Record>,
+    ) -> Result<Offset> {
+        if self.policy.verify_reads || self.policy.index_interval_bytes != 0 {
+            return self.read(offset, limits, out);
+        }
+        let mut at = offset;
+        let mut bytes = 0usize;
+        while at < self.next() && at.distance_from(offset) < limits.records_max as u64 {
+            let Some((pos, end)) = self.frame_at(at) else {
+                // An index without an entry per record (written with another
+                // interval): read the rest whole.
+                let left = ReadLimits {
+                    records_max: limits.records_max - at.distance_from(offset) as usize,
+                    bytes_max: limits.bytes_max.saturating_sub(bytes),
+                };
+                return if at > offset && left.bytes_max == 0 {
+                    Ok(at)
+                } else {
+                    self.read(at, left, out)
+                };
+            };
+            let frame = usize::try_from(end - pos).unwrap_or(usize::MAX);
+            if at > offset && bytes.saturating_add(frame) > limits.bytes_max {
+                break;
+            }
+            let len = frame.saturating_sub(HEADER_BYTES);
+            if len < by_ref.min_bytes {
+                // This record and the small ones after it, whole, in one read.
+                let mut run_end = at.add(1);
+                let mut run_bytes = frame;
+                while run_end < self.next()
+                    && run_end.distance_from(offset) < limits.records_max as u64
+                {
+                    let Some((p, e)) = self.frame_at(run_end) else {
+                        break;
+                    };
+                    let f = usize::try_from(e - p).unwrap_or(usize::MAX);
+                    if f - HEADER_BYTES >= by_ref.min_bytes
+                        || bytes.saturating_add(run_bytes + f) > limits.bytes_max
+                    {
+                        break;
+                    }
+                    run_bytes += f;
+                    run_end = run_end.add(1);
+                }
+                let run = ReadLimits {
+                    records_max: run_end.distance_from(at) as usize,
+                    bytes_max: run_bytes,
+                };
+                at = self.read(at, run, out)?;
+                bytes += run_bytes;
+                continue;
+            }
+            let head = by_ref.head_bytes.min(len);
+            let buf = self.read_bytes(pos, HEADER_BYTES + head)?;
+            let intact = match record::decode_with(&buf, self.policy.record_bytes_max, false) {
+                Frame::Record { len: l } => l == len,
+                Frame::Incomplete { needed } => needed == frame,
+                Frame::Corrupt => false,
+            };
+            if !intact {
+                return Err(Error::Corrupt {
+                    offset: at,
+                    path: self.data_path.clone(),
+                });
+            }
+            let rest = FileRange::new(
+                self.data.clone(),
+                pos + (HEADER_BYTES + head) as u64,
+                len - head,
+            );
+            out.push(Record::by_reference(buf.slice(HEADER_BYTES..), rest));
+            bytes += frame;
+            at = at.add(1);
+        }
+        Ok(at)
+    }
+
+    /// Where the frame of record `at` starts and ends, when the index has an entry
+    /// for it and for the record after it (or it is the last).
+    fn frame_at(&self, at: Offset) -> Option<(u64, u64)> {
+        let rel = usize::try_from(at.distance_from(self.base)).ok()?;
+        let start = self.index.get(rel).filter(|e| e.rel as usize == rel)?;
+        let end = if rel + 1 == self.records as usize {
+            self.data_len
+        } else {
+            u64::from(
+                self.index
+                    .get(rel + 1)
+                    .filter(|e| e.rel as usize == rel + 1)?
+                    .pos,
+            )
+        };
+        (end >= u64::from(start.pos) + HEADER_BYTES as u64).then_some((u64::from(start.pos), end))
     }
 
     fn read_bytes(&self, pos: u64, len: usize) -> Result<Bytes> {
@@ -540,7 +652,7 @@ impl Segment {
 
 /// `len` bytes of `file` from `pos`, read into a fresh buffer that is not zeroed
 /// first (a read of a batch is up to a MiB, all of it about to be overwritten).
-fn read_exact_uninit(file: &File, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn read_exact_uninit(file: &File, pos: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut buf: Vec<u8> = Vec::with_capacity(len);
     let mut filled = 0usize;
     while filled < len {
@@ -729,7 +841,7 @@ mod tests {
         let mut buf = WriteScratch::default();
         assert_eq!(s.append(&recs(10, 5), 1 << 20, &mut buf).unwrap(), 10);
         assert_eq!(s.next(), Offset(110));
-        let mut out = Vec::new();
+        let mut out: Vec<Bytes> = Vec::new();
         assert_eq!(
             s.read(Offset(103), lim(4, 1 << 20), &mut out).unwrap(),
             Offset(107)
@@ -769,7 +881,7 @@ mod tests {
         s.append(&records, 1 << 20, &mut WriteScratch::default())
             .unwrap();
         for start in 0..50u64 {
-            let mut out = Vec::new();
+            let mut out: Vec<Bytes> = Vec::new();
             let next = s.read(Offset(start), lim(3, 1 << 20), &mut out).unwrap();
             assert_eq!(next, Offset((start + 3).min(50)));
             assert_eq!(out[..], records[start as usize..next.0 as usize]);
@@ -786,7 +898,7 @@ mod tests {
         ];
         s.append(&records, 1 << 30, &mut WriteScratch::default())
             .unwrap();
-        let mut out = Vec::new();
+        let mut out: Vec<Bytes> = Vec::new();
         // The first record alone is over the byte budget: it still comes.
         assert_eq!(s.read(Offset(0), lim(10, 10), &mut out).unwrap(), Offset(1));
         assert_eq!(out[0], records[0]);
@@ -801,7 +913,7 @@ mod tests {
         drop(s);
         let s = Segment::open(dir.path(), Offset(7), true, false, DENSE, 4096, 0).unwrap();
         assert_eq!(s.next(), Offset(11));
-        let mut out = Vec::new();
+        let mut out: Vec<Bytes> = Vec::new();
         s.read(Offset(9), lim(10, 1 << 20), &mut out).unwrap();
         assert_eq!(out, recs(4, 3)[2..].to_vec());
     }
@@ -829,7 +941,7 @@ mod tests {
             "the reopened active segment is preallocated again"
         );
         s.append(&recs(1, 5), 1 << 20, &mut scratch).unwrap();
-        let mut out = Vec::new();
+        let mut out: Vec<Bytes> = Vec::new();
         s.read(Offset(7), lim(100, 1 << 20), &mut out).unwrap();
         let mut want = recs(4, 3);
         want.extend(recs(2, 20_000));

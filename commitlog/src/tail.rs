@@ -67,7 +67,12 @@ impl Tail {
 
     /// Copy handles to the records from `from` (which must be `>= start`) into `out`,
     /// within `limits`; returns the offset after the last one given.
-    pub fn read(&self, from: Offset, limits: ReadLimits, out: &mut Vec<Bytes>) -> Offset {
+    pub fn read<R: From<Bytes>>(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        out: &mut Vec<R>,
+    ) -> Offset {
         let skip = from.distance_from(self.start) as usize;
         let mut next = from;
         let mut bytes = 0usize;
@@ -77,7 +82,7 @@ impl Tail {
                 break;
             }
             bytes += frame;
-            out.push(r.clone());
+            out.push(R::from(r.clone()));
             next = next.add(1);
         }
         next
@@ -103,7 +108,7 @@ mod tests {
         }
         assert_eq!(t.start(), Offset(12));
         assert_eq!(t.bytes(), 8);
-        let mut out = Vec::new();
+        let mut out: Vec<Bytes> = Vec::new();
         assert_eq!(t.read(Offset(13), lim(10, 1000), &mut out), Offset(14));
         assert_eq!(out.len(), 1);
     }
@@ -114,7 +119,7 @@ mod tests {
         for i in 0..5u8 {
             t.push(Bytes::from(vec![i; 10]));
         }
-        let mut out = Vec::new();
+        let mut out: Vec<Bytes> = Vec::new();
         assert_eq!(t.read(Offset(0), lim(2, 1000), &mut out), Offset(2));
         out.clear();
         // Each frame is 18 bytes: a budget of 40 fits two.

@@ -364,3 +364,90 @@ fn pages_behind_the_readers_are_dropped_once_synced() {
     }
     assert_eq!(out, (0..64).map(record).collect::<Vec<_>>());
 }
+
+/// `read_records` gives large records read from a segment by reference (their head in
+/// memory, the rest as a range of the file) and everything else whole, within the
+/// same limits as `read`, from any offset, across segments.
+#[test]
+fn large_records_are_given_by_reference_from_segments() {
+    use commitlog::{ByReference, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes_max: 256 * 1024,
+        record_bytes_max: 64 * 1024,
+        tail_bytes_max: 100 * 1024,
+        fsync: Fsync::Never,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    // Small and large records mixed, in runs of either kind.
+    let record = |i: u64| {
+        let len = if i % 5 < 2 {
+            100 + i as usize
+        } else {
+            20_000 + 97 * i as usize
+        };
+        Bytes::from(
+            (0..len)
+                .map(|j| (i as usize * 7 + j) as u8)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let n = 60;
+    for i in 0..n {
+        log.append(record(i)).unwrap();
+    }
+    let by_ref = ByReference {
+        min_bytes: 16 * 1024,
+        head_bytes: 50,
+    };
+    // The tail holds the newest records whose payloads fit in its 100 KiB.
+    let mut tail_start = n;
+    let mut in_tail = 0;
+    while tail_start > 0 && in_tail + record(tail_start - 1).len() <= 100 * 1024 {
+        tail_start -= 1;
+        in_tail += record(tail_start).len();
+    }
+    for limits in [
+        ReadLimits {
+            records_max: 1,
+            bytes_max: 1,
+        },
+        ReadLimits {
+            records_max: 3,
+            bytes_max: 1 << 20,
+        },
+        ReadLimits {
+            records_max: 100,
+            bytes_max: 60_000,
+        },
+    ] {
+        for from in 0..n {
+            let mut got: Vec<Record> = Vec::new();
+            let mut whole: Vec<Bytes> = Vec::new();
+            let b = log
+                .read_records(Offset(from), limits, by_ref, &mut got)
+                .unwrap();
+            let w = log.read(Offset(from), limits, &mut whole).unwrap();
+            assert_eq!(
+                b, w,
+                "the same records as `read` from {from} with {limits:?}"
+            );
+            assert_eq!(got.len(), whole.len());
+            for (k, (r, bytes)) in got.iter().zip(&whole).enumerate() {
+                let i = from + k as u64;
+                assert_eq!(r.len(), bytes.len());
+                assert_eq!(r.load().unwrap(), *bytes, "record {i}");
+                let expect_ref = bytes.len() >= by_ref.min_bytes && i < tail_start;
+                match r.rest() {
+                    Some(rest) => {
+                        assert!(expect_ref, "record {i} by reference");
+                        assert_eq!(r.head().len(), by_ref.head_bytes);
+                        assert_eq!(rest.read().unwrap(), bytes.slice(by_ref.head_bytes..));
+                    }
+                    None => assert!(!expect_ref, "record {i} whole"),
+                }
+            }
+        }
+    }
+}

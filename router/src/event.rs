@@ -1,8 +1,8 @@
 //! What goes into the router and what comes out: the one internal model of MQTT that
 //! both protocol versions are translated to and from at the connection's edge.
 
-use bytes::Bytes;
 use commitlog::record::Framed;
+use commitlog::Record;
 
 use crate::{ConnectionId, DeliveryCredit, PacketId, QoS, TopicId};
 
@@ -276,8 +276,10 @@ pub enum CloseReason {
 /// One message going out to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// The stored record (topic, payload, properties).
-    pub record: Bytes,
+    /// The stored record (topic, payload, properties): in memory, or, large and read
+    /// from a segment, its first bytes in memory and the rest in the segment's file
+    /// (for the connection to send with `sendfile`).
+    pub record: Record,
     /// Effective QoS: the minimum of published and subscribed.
     pub qos: QoS,
     /// Packet id for QoS 1 and 2.

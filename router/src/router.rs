@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use commitlog::record::Framed;
-use commitlog::{Offset, ReadLimits};
+use commitlog::{ByReference, FileRange, Offset, ReadLimits, Record};
 
 use crate::event::{
     CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, PubReason, Publication,
@@ -107,7 +107,7 @@ pub struct Router<S: Storage> {
     last_retention: Option<SystemTime>,
     /// When the log was last told which pages no reader needs in memory.
     last_drop_behind: Option<SystemTime>,
-    read_buf: Vec<Bytes>,
+    read_buf: Vec<Record>,
     /// Scratch for `deliver`: the queued messages being read.
     want_buf: Vec<Queued>,
     /// Offline sessions whose expiry or delayed will is pending.
@@ -409,7 +409,9 @@ impl<S: Storage> Router<S> {
                         qos: i.qos,
                         released: i.state == OutState::Released,
                         offset: i.offset,
-                        record: i.record.clone(),
+                        // A record given by reference (from the log: it has an
+                        // offset) is read again on restore, as after a restart.
+                        record: i.record.in_memory().cloned().unwrap_or_default(),
                     })
                     .collect();
                 inflight.sort_unstable_by_key(|i| i.pkid);
@@ -507,7 +509,7 @@ impl<S: Storage> Router<S> {
                 s.inflight.insert(
                     i.pkid,
                     Inflight {
-                        record: i.record,
+                        record: i.record.into(),
                         offset: i.offset,
                         qos: i.qos,
                         state: if i.released {
@@ -1421,13 +1423,14 @@ impl<S: Storage> Router<S> {
             if durable {
                 journal.push(&Op::Taken { sid: sid.0 });
             }
-            if !deliverable(s, &record, now_ms, max_ids) {
+            let whole = Record::from(record.clone());
+            if !deliverable(s, &whole, now_ms, max_ids) {
                 skipped += 1;
                 continue;
             }
-            let subscription_ids = ids_when(with_ids, s, &record);
+            let subscription_ids = ids_when(with_ids, s, &whole);
             let out = Outgoing {
-                record: record.clone(),
+                record: whole,
                 offset: None,
                 qos,
                 retain: true,
@@ -1485,7 +1488,7 @@ impl<S: Storage> Router<S> {
                 records_max: run,
                 bytes_max: config.deliver_bytes_max - bytes,
             };
-            match storage.read(first, limits, read_buf) {
+            match read_messages(storage, first, limits, read_buf) {
                 Ok(b) if b.first == first && !read_buf.is_empty() => {
                     for record in read_buf.drain(..) {
                         let q = want[k];
@@ -1568,7 +1571,7 @@ impl<S: Storage> Router<S> {
 /// in flight with.
 /// The identifiers of `s`'s subscriptions matching `record`, when `s` has any
 /// (`with_ids`, computed once per batch: looking costs a pass over its filters).
-fn ids_when(with_ids: bool, s: &Session, record: &Bytes) -> Vec<u32> {
+fn ids_when(with_ids: bool, s: &Session, record: &Record) -> Vec<u32> {
     if with_ids {
         s.ids_for_record(record)
     } else {
@@ -1590,29 +1593,67 @@ fn availability(s: Option<&Session>, queue_max: usize) -> Availability {
 /// Whether a record may go to this session now: not expired (MQTT 5 message
 /// expiry), and not larger than the client's maximum packet size. A message that
 /// may not is skipped as if delivered (§3.1.2.11.4).
-fn deliverable(s: &Session, record: &Bytes, now_ms: u64, max_ids: usize) -> bool {
+fn deliverable(s: &Session, record: &Record, now_ms: u64, max_ids: usize) -> bool {
     let check_size = s.max_packet_size != u32::MAX
         && Message::packet_size_bound(record.len(), max_ids) > s.max_packet_size as usize;
-    if !check_size && !Message::has_expiry(record) {
+    if !check_size && !Message::has_expiry(record.head()) {
         return true;
     }
-    let Ok(m) = Message::decode(record) else {
+    let Ok(m) = Message::decode(record.head()) else {
         return true;
     };
+    // The payload's part left in the file, for a record given by reference.
+    let unread = record.rest().map_or(0, FileRange::len);
     if m.expiry_left(now_ms) == Some(0) {
         tracing::debug!(client_id = %s.client_id, topic = m.topic_str(), "message expired before delivery");
         return false;
     }
-    if check_size && m.v5_packet_size(s.ids_for_record(record).len()) > s.max_packet_size as usize {
+    if check_size
+        && m.v5_packet_size(s.ids_for_record(record).len()) + unread > s.max_packet_size as usize
+    {
         tracing::debug!(client_id = %s.client_id, topic = m.topic_str(), max = s.max_packet_size, "message larger than the client's maximum packet size; not sent");
         return false;
     }
     true
 }
 
+/// Stored messages of at least this size are read from segments by reference: the
+/// first bytes in memory, the rest sent by the connection with `sendfile` straight
+/// from the page cache (one copy instead of a read into memory and a write out of
+/// it). Below 16 KiB the system calls cost more than the copy saves (the same bound
+/// as the commitlog's for referencing rather than copying payloads on append). The
+/// head holds the fields the router and the encoder look at for any usual topic.
+const BY_REFERENCE: ByReference = ByReference {
+    min_bytes: 16 * 1024,
+    head_bytes: 512,
+};
+
+/// Read stored messages, large ones from segments by reference (`BY_REFERENCE`). A
+/// record whose head is too short for the message's fields (a topic or properties
+/// longer than the head) is read whole, so every record given can be decoded.
+fn read_messages<S: Storage>(
+    storage: &S,
+    from: Offset,
+    limits: ReadLimits,
+    out: &mut Vec<Record>,
+) -> commitlog::Result<commitlog::ReadBatch> {
+    let start = out.len();
+    let batch = storage.read_records(from, limits, BY_REFERENCE, out)?;
+    for record in &mut out[start..] {
+        if record.rest().is_some() && Layout::parse(record.head()).is_err() {
+            match record.load() {
+                Ok(whole) => *record = Record::from(whole),
+                // Left as it is: the record is skipped as undecodable downstream.
+                Err(e) => tracing::error!(error = %e, "cannot read a stored message whole"),
+            }
+        }
+    }
+    Ok(batch)
+}
+
 /// One message on its way to a session.
 struct Outgoing {
-    record: Bytes,
+    record: Record,
     /// Where it is in the log (none for a retained message sent on subscribe).
     offset: Option<Offset>,
     qos: QoS,
@@ -1672,7 +1713,7 @@ fn scan<S: Storage>(
     s: &mut Session,
     storage: &S,
     config: &RouterConfig,
-    buf: &mut Vec<Bytes>,
+    buf: &mut Vec<Record>,
     stats: &mut RouterStats,
 ) {
     let limits = ReadLimits {
@@ -1683,7 +1724,7 @@ fn scan<S: Storage>(
     while !s.live && s.queue.len() < config.session_queue_max && rounds > 0 {
         rounds -= 1;
         buf.clear();
-        let batch = match storage.read(s.cursor, limits, buf) {
+        let batch = match read_messages(storage, s.cursor, limits, buf) {
             Ok(b) => b,
             Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
                 let lost = earliest.distance_from(s.cursor);
@@ -1712,6 +1753,7 @@ fn scan<S: Storage>(
                 break;
             }
             // Parsed, not decoded: no reference count is touched per record.
+            let record = record.head();
             if let Ok(m) = Layout::parse(record) {
                 let topic = &record[m.topic.clone()];
                 let matched = match &last {

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use commitlog::Offset;
+use commitlog::{Offset, Record};
 
 use crate::event::Will;
 use crate::id::{IdMap, IdSet};
@@ -60,7 +60,7 @@ pub enum OutState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inflight {
     /// The stored record (kept for redelivery).
-    pub record: Bytes,
+    pub record: Record,
     /// Its log offset, when it came from the log (not a retained message).
     pub offset: Option<Offset>,
     /// Effective QoS (1 or 2).
@@ -268,11 +268,11 @@ impl Session {
 
     /// The identifiers of the subscriptions matching a stored record's topic (empty,
     /// without decoding, when no filter has one).
-    pub fn ids_for_record(&self, record: &Bytes) -> Vec<u32> {
+    pub fn ids_for_record(&self, record: &Record) -> Vec<u32> {
         if !self.filters.values().any(|o| o.id.is_some()) {
             return Vec::new();
         }
-        crate::Message::decode(record)
+        crate::Message::decode(record.head())
             .map_or_else(|_| Vec::new(), |m| self.subscription_ids(m.topic_str()))
     }
 
@@ -377,7 +377,7 @@ mod tests {
             s.inflight.insert(
                 pkid,
                 Inflight {
-                    record: Bytes::new(),
+                    record: Record::from(Bytes::new()),
                     offset: Some(Offset(u64::from(pkid))),
                     qos,
                     state: OutState::Sent,
@@ -407,7 +407,7 @@ mod tests {
         let mut s = s();
         s.next_pkid = u16::MAX;
         let inflight = Inflight {
-            record: Bytes::new(),
+            record: Record::from(Bytes::new()),
             offset: None,
             qos: QoS::AtLeastOnce,
             state: OutState::Sent,

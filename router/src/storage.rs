@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use commitlog::record::Framed;
-use commitlog::{Log, Offset, ReadBatch, ReadLimits, RetentionReport};
+use commitlog::{ByReference, Log, Offset, ReadBatch, ReadLimits, Record, RetentionReport};
 
 /// What the router needs of a log.
 pub trait Storage {
@@ -18,6 +18,14 @@ pub trait Storage {
         from: Offset,
         limits: ReadLimits,
         out: &mut Vec<Bytes>,
+    ) -> commitlog::Result<ReadBatch>;
+    /// Read records, large ones from segments by reference (see [`Log::read_records`]).
+    fn read_records(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        by_ref: ByReference,
+        out: &mut Vec<Record>,
     ) -> commitlog::Result<ReadBatch>;
     /// The next offset to be written.
     fn head(&self) -> Offset;
@@ -85,6 +93,15 @@ impl Storage for Log {
         out: &mut Vec<Bytes>,
     ) -> commitlog::Result<ReadBatch> {
         Log::read(self, from, limits, out)
+    }
+    fn read_records(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        by_ref: ByReference,
+        out: &mut Vec<Record>,
+    ) -> commitlog::Result<ReadBatch> {
+        Log::read_records(self, from, limits, by_ref, out)
     }
     fn head(&self) -> Offset {
         Log::head(self)

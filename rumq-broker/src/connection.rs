@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use commitlog::FileRange;
 use router::{
     CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, IdSet, NewMessage, Origin,
     QoS, Reply, TopicId, TopicInterner,
@@ -40,8 +41,8 @@ use crate::driver::ToRouter;
 use crate::parking::{Lot, Parkable, Reservation};
 use crate::protocol::alias::InboundAliases;
 use crate::protocol::{
-    self, reason, ConnAckProperties, ConnectPacket, Encoder, IdleEncoder, Inbound, ProtocolError,
-    Version,
+    self, reason, Chunk, ConnAckProperties, ConnectPacket, Encoder, IdleEncoder, Inbound,
+    ProtocolError, Version,
 };
 use crate::replies::{reply_queue, Received, ReplyReceiver};
 
@@ -1133,7 +1134,7 @@ impl Connection {
         let mut chunks = Vec::new();
         self.encoder.take(&mut chunks);
         let limit = Duration::from_millis(self.state.shared.config.limits.write_timeout_ms);
-        let result = timeout(limit, write_all_chunks(&mut self.stream, &mut chunks)).await;
+        let result = timeout(limit, write_all_chunks(&mut self.stream, &chunks)).await;
         self.encoder.shrink();
         match result {
             Ok(Ok(())) => None,
@@ -1143,7 +1144,27 @@ impl Connection {
     }
 }
 
-async fn write_all_chunks(stream: &mut TcpStream, chunks: &mut [Bytes]) -> std::io::Result<()> {
+/// Write `chunks` in order: runs of bytes with vectored writes, file ranges with
+/// `sendfile`.
+async fn write_all_chunks(stream: &mut TcpStream, chunks: &[Chunk]) -> std::io::Result<()> {
+    let mut i = 0;
+    while i < chunks.len() {
+        let end = chunks[i..]
+            .iter()
+            .position(|c| matches!(c, Chunk::File(_)))
+            .map_or(chunks.len(), |p| i + p);
+        write_all_bytes(stream, &chunks[i..end]).await?;
+        if let Some(Chunk::File(range)) = chunks.get(end) {
+            send_file(stream, range).await?;
+        }
+        i = end + 1;
+    }
+    Ok(())
+}
+
+/// Write runs of in-memory chunks (`Chunk::File`s are not expected here) with
+/// vectored writes.
+async fn write_all_bytes(stream: &mut TcpStream, chunks: &[Chunk]) -> std::io::Result<()> {
     // At most this many buffers per writev (IOV_MAX is 1024 on Linux).
     const IOV_MAX: usize = 1024;
     let mut first = 0;
@@ -1151,16 +1172,19 @@ async fn write_all_chunks(stream: &mut TcpStream, chunks: &mut [Bytes]) -> std::
     while first < chunks.len() {
         let end = (first + IOV_MAX).min(chunks.len());
         let mut slices: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(end - first);
-        slices.push(std::io::IoSlice::new(&chunks[first][skip..]));
-        for c in &chunks[first + 1..end] {
-            slices.push(std::io::IoSlice::new(c));
+        for (k, c) in chunks[first..end]
+            .iter()
+            .filter_map(Chunk::in_memory)
+            .enumerate()
+        {
+            slices.push(std::io::IoSlice::new(if k == 0 { &c[skip..] } else { c }));
         }
         let mut n = stream.write_vectored(&slices).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         while first < chunks.len() {
-            let left = chunks[first].len() - skip;
+            let left = chunks[first].in_memory().map_or(0, Bytes::len) - skip;
             if n < left {
                 skip += n;
                 break;
@@ -1171,6 +1195,50 @@ async fn write_all_chunks(stream: &mut TcpStream, chunks: &mut [Bytes]) -> std::
         }
     }
     Ok(())
+}
+
+/// Send a range of a log segment's file with `sendfile(2)`: the kernel copies from
+/// the page cache to the socket, and the bytes never enter our memory.
+#[cfg(target_os = "linux")]
+async fn send_file(stream: &TcpStream, range: &FileRange) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let end = range.pos() + range.len() as u64;
+    let mut pos = range.pos();
+    while pos < end {
+        stream.writable().await?;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            let mut offset = libc::off_t::try_from(pos)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            let count = usize::try_from(end - pos).unwrap_or(usize::MAX);
+            // SAFETY: both descriptors are open for the call (the stream and the
+            // range, which holds its file, are borrowed), and `offset` is a local the
+            // kernel may write.
+            let n = unsafe {
+                libc::sendfile(
+                    stream.as_raw_fd(),
+                    range.file().as_raw_fd(),
+                    &raw mut offset,
+                    count,
+                )
+            };
+            usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+        });
+        match sent {
+            // The file ends before the range does: it was cut (never by the log
+            // while a range is out); the packet cannot be completed.
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => pos += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Elsewhere: read the range and write it.
+#[cfg(not(target_os = "linux"))]
+async fn send_file(stream: &mut TcpStream, range: &FileRange) -> std::io::Result<()> {
+    stream.write_all(&range.read()?).await
 }
 
 fn now_ms() -> u64 {

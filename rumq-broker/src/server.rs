@@ -247,8 +247,9 @@ async fn refuse(mut stream: TcpStream, connect_timeout_ms: u64) {
     }
     let mut out = Vec::new();
     encoder.take(&mut out);
-    for chunk in out {
-        let _ = stream.write_all(&chunk).await;
+    // A CONNACK is all in memory.
+    for chunk in out.iter().filter_map(crate::protocol::Chunk::in_memory) {
+        let _ = stream.write_all(chunk).await;
     }
     let _ = stream.shutdown().await;
 }

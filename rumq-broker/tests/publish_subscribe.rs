@@ -478,28 +478,53 @@ async fn a_subscriber_that_stops_reading_misses_nothing_when_it_reads_again() {
     // blocks while the publisher's messages keep being appended and acknowledged.
     // The subscriber's connection asks for its next batch while a write is under
     // way; it must be neither closed for a full queue nor lose or reorder anything.
-    const N: u32 = 2000;
-    const SIZE: usize = 8 * 1024;
+    stalled_subscriber_gets_everything(2000, 8 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_read_back_from_the_log_arrive_intact() {
+    // 25 MiB behind a subscriber that does not read: more than the log keeps in
+    // memory (16 MiB), so the oldest come back from segment files, by reference, and
+    // go out with sendfile after their PUBLISH headers.
+    stalled_subscriber_gets_everything(400, 64 * 1024).await;
+}
+
+/// `n` QoS 1 messages of `size` bytes published and acknowledged while the subscriber
+/// does not read; then it reads them all, each intact and in order.
+async fn stalled_subscriber_gets_everything(n: u32, size: usize) {
+    let payload = |i: u32| -> Vec<u8> {
+        let mut p: Vec<u8> = (0..size).map(|j| (j as u32 ^ i) as u8).collect();
+        p[..4].copy_from_slice(&i.to_be_bytes());
+        p
+    };
     let broker = Broker::start();
     let mut sub = Raw::connected(broker.port(), &ConnectOpts::new("stalled-sub")).await;
     sub.send(&subscribe_packet(1, &[("stall/t", 0)])).await;
     assert_eq!(sub.recv().await.kind(), 9, "SUBACK");
     let mut publisher = Raw::connected(broker.port(), &ConnectOpts::new("stall-pub")).await;
-    let mut out = Vec::new();
-    for i in 0..N {
-        let mut payload = vec![b'x'; SIZE];
-        payload[..4].copy_from_slice(&i.to_be_bytes());
-        let pkid = u16::try_from(i % 60_000 + 1).unwrap();
-        out.extend(publish_packet("stall/t", &payload, 1, false, false, pkid));
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let mut out = Vec::new();
+        for &i in chunk {
+            let pkid = u16::try_from(i % 60_000 + 1).unwrap();
+            out.extend(publish_packet(
+                "stall/t",
+                &payload(i),
+                1,
+                false,
+                false,
+                pkid,
+            ));
+        }
+        publisher.send(&out).await;
+        for _ in chunk {
+            assert_eq!(publisher.recv().await.kind(), 4, "PUBACK");
+        }
     }
-    publisher.send(&out).await;
-    for _ in 0..N {
-        assert_eq!(publisher.recv().await.kind(), 4, "PUBACK");
-    }
-    for i in 0..N {
+    for i in 0..n {
         let p = sub.recv_publish().await;
-        assert_eq!(p.payload.len(), SIZE);
+        assert_eq!(p.payload.len(), size);
         assert_eq!(p.payload[..4], i.to_be_bytes(), "message {i}");
+        assert!(p.payload[..] == payload(i)[..], "message {i} intact");
     }
     sub.expect_silence(QUIET).await;
 }

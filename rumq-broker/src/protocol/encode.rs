@@ -3,6 +3,7 @@
 //! packets.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use commitlog::FileRange;
 use router::{Delivery, Layout, PacketId, PubReason, Reply, SubscribeCode, UnsubscribeCode};
 
 use super::alias::OutboundAliases;
@@ -63,14 +64,35 @@ pub const LOST_PROPERTY: &str = "rumq-messages-lost";
 /// Payloads at least this large go out as their own iovec instead of being copied.
 const COPY_PAYLOAD_BELOW: usize = 1024;
 
+/// One piece of what is to be written, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// Bytes in memory, for a vectored write.
+    Bytes(Bytes),
+    /// The rest of a large payload the log left in its segment file, to send with
+    /// `sendfile` straight from the page cache.
+    File(FileRange),
+}
+
+impl Chunk {
+    /// The bytes, when in memory.
+    pub fn in_memory(&self) -> Option<&Bytes> {
+        match self {
+            Chunk::Bytes(b) => Some(b),
+            Chunk::File(_) => None,
+        }
+    }
+}
+
 /// Encodes what the broker sends into a list of buffers for one vectored write:
 /// headers and small payloads are gathered in one buffer, large payloads are passed
-/// through as the very `Bytes` read from the log.
+/// through as the very `Bytes` read from the log, or the range of its file the log
+/// left them in.
 #[derive(Debug)]
 pub struct Encoder {
     version: Version,
     small: BytesMut,
-    chunks: Vec<Bytes>,
+    chunks: Vec<Chunk>,
     /// MQTT 5: the client asked for reason strings (request problem information).
     problem_info: bool,
     /// MQTT 5: topic aliases for what we send, when the client allows any (boxed:
@@ -339,15 +361,19 @@ impl Encoder {
     /// with an error log rather than sent garbled.
     pub fn publish(&mut self, d: &Delivery) {
         // Parsed, not decoded into views: see `Layout` on reference counts.
-        let m = match Layout::parse(&d.record) {
+        let head = d.record.head();
+        let m = match Layout::parse(head) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(error = %e, "undecodable stored message skipped");
                 return;
             }
         };
-        let record: &[u8] = &d.record;
+        let record: &[u8] = head;
         let payload = &record[m.payload.clone()];
+        // Of a record given by reference, the payload's part left in the file.
+        let rest = d.record.rest();
+        let payload_len = payload.len() + rest.map_or(0, FileRange::len);
         let v5 = self.version == Version::V5;
         let mut topic: &[u8] = &record[m.topic.clone()];
         if v5 {
@@ -367,7 +393,7 @@ impl Encoder {
             }
         }
         let pkid_len = if d.pkid.is_some() { 2 } else { 0 };
-        let body = 2 + topic.len() + pkid_len + payload.len();
+        let body = 2 + topic.len() + pkid_len + payload_len;
         if v5 && d.lost_before > 0 {
             // The retention policy's promise: a session is told what it lost
             // (docs/architecture.md, Retention); unless the property would make
@@ -404,11 +430,16 @@ impl Encoder {
         if v5 {
             self.props.finish(&mut self.small);
         }
-        if payload.len() < COPY_PAYLOAD_BELOW {
+        if payload_len < COPY_PAYLOAD_BELOW && rest.is_none() {
             self.small.put_slice(payload);
         } else {
-            self.chunks.push(self.small.split().freeze());
-            self.chunks.push(d.record.slice(m.payload));
+            self.chunks.push(Chunk::Bytes(self.small.split().freeze()));
+            if !payload.is_empty() {
+                self.chunks.push(Chunk::Bytes(head.slice(m.payload)));
+            }
+            if let Some(rest) = rest {
+                self.chunks.push(Chunk::File(rest.clone()));
+            }
         }
     }
 
@@ -418,10 +449,10 @@ impl Encoder {
     }
 
     /// Everything encoded so far, as buffers to write in order.
-    pub fn take(&mut self, out: &mut Vec<Bytes>) {
+    pub fn take(&mut self, out: &mut Vec<Chunk>) {
         out.append(&mut self.chunks);
         if !self.small.is_empty() {
-            out.push(self.small.split().freeze());
+            out.push(Chunk::Bytes(self.small.split().freeze()));
         }
     }
 

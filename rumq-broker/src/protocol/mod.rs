@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use router::{PacketId, QoS, Subscription};
 
 pub use connect::{ConnectPacket, LastWill, Version};
-pub use encode::{reason, ConnAckProperties, Encoder, IdleEncoder};
+pub use encode::{reason, Chunk, ConnAckProperties, Encoder, IdleEncoder};
 
 /// A packet from a client, in the broker's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]

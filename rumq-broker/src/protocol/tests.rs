@@ -220,7 +220,7 @@ fn encodes_what_a_stock_client_decodes() {
     let big = vec![7u8; 5000];
     e.reply(&Reply::Deliver(vec![
         Delivery {
-            record: Message::encode(QoS::ExactlyOnce, false, 0, "a/b", &[], b"small"),
+            record: Message::encode(QoS::ExactlyOnce, false, 0, "a/b", &[], b"small").into(),
             qos: QoS::AtLeastOnce,
             pkid: Some(PacketId(3)),
             dup: true,
@@ -229,7 +229,7 @@ fn encodes_what_a_stock_client_decodes() {
             lost_before: 0,
         },
         Delivery {
-            record: Message::encode(QoS::AtMostOnce, false, 0, "big", &[], &big),
+            record: Message::encode(QoS::AtMostOnce, false, 0, "big", &[], &big).into(),
             qos: QoS::AtMostOnce,
             pkid: None,
             dup: false,
@@ -249,10 +249,7 @@ fn encodes_what_a_stock_client_decodes() {
     let mut chunks = Vec::new();
     e.take(&mut chunks);
     assert!(chunks.len() >= 3, "the large payload is its own buffer");
-    let mut wire = BytesMut::new();
-    for c in chunks {
-        wire.put_slice(&c);
-    }
+    let mut wire = BytesMut::from(&wire_of(&chunks)[..]);
     use mqttbytes::v4::{read, Packet};
     match read(&mut wire, 1 << 20).unwrap() {
         Packet::Publish(p) => {
@@ -437,7 +434,7 @@ fn v5_publish_carries_what_the_subscriber_should_know() {
     e.set_version(Version::V5, 0, true);
     e.set_now(1_000_000 + 30_500);
     e.reply(&Reply::Deliver(vec![Delivery {
-        record,
+        record: record.into(),
         qos: QoS::AtLeastOnce,
         pkid: Some(PacketId(1)),
         dup: false,
@@ -447,7 +444,7 @@ fn v5_publish_carries_what_the_subscriber_should_know() {
     }]));
     let mut chunks = Vec::new();
     e.take(&mut chunks);
-    let wire: Vec<u8> = chunks.concat();
+    let wire: Vec<u8> = wire_of(&chunks);
     // Fixed header (2), topic (2 + 3), packet id (2), then the properties.
     let mut rest = bytes::Bytes::copy_from_slice(&wire[9..]);
     let len = p::read_varint(&mut rest).unwrap() as usize;
@@ -475,7 +472,7 @@ fn a_pubcomp_for_an_unknown_id_says_0x92_in_mqtt_5_only() {
     let wire = |e: &mut Encoder| {
         let mut chunks = Vec::new();
         e.take(&mut chunks);
-        chunks.concat()
+        wire_of(&chunks)
     };
     let mut e = Encoder::new();
     e.reply(&unknown);
@@ -517,7 +514,7 @@ fn a_pubcomp_for_an_unknown_id_says_0x92_in_mqtt_5_only() {
 fn wire(e: &mut Encoder) -> Vec<u8> {
     let mut chunks = Vec::new();
     e.take(&mut chunks);
-    chunks.concat()
+    wire_of(&chunks)
 }
 
 /// MQTT 5: what the broker adds of its own (a reason string on an ack, a
@@ -577,7 +574,7 @@ fn the_lost_messages_property_is_left_out_rather_than_the_message() {
     let deliver = |e: &mut Encoder| {
         let record = router::NewMessage::new(QoS::AtMostOnce, false, 0, "a", b"xyz").encode();
         e.reply(&Reply::Deliver(vec![Delivery {
-            record,
+            record: record.into(),
             qos: QoS::AtMostOnce,
             pkid: None,
             dup: false,
@@ -598,4 +595,82 @@ fn the_lost_messages_property_is_left_out_rather_than_the_message() {
     assert_eq!(deliver(&mut e), with);
     e.set_max_packet_size(with.len() as u32 - 1);
     assert_eq!(deliver(&mut e), without);
+}
+
+/// What the chunks put on the wire, file ranges read from their files.
+fn wire_of(chunks: &[Chunk]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for c in chunks {
+        match c {
+            Chunk::Bytes(b) => wire.extend_from_slice(b),
+            Chunk::File(range) => wire.extend_from_slice(&range.read().unwrap()),
+        }
+    }
+    wire
+}
+
+/// A large record the log gave by reference goes out as the PUBLISH header and the
+/// head's part of the payload in memory, then the rest as a range of the segment's
+/// file; together, the same packet as from the whole record.
+#[test]
+fn a_record_given_by_reference_is_sent_from_its_file() {
+    use commitlog::{ByReference, Fsync, Log, LogConfig, Offset, ReadLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        tail_bytes_max: 0,
+        fsync: Fsync::Never,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    let payload: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let whole = Message::encode(QoS::AtLeastOnce, false, 0, "big/one", &[], &payload);
+    log.append(whole.clone()).unwrap();
+    let limits = ReadLimits {
+        records_max: 1,
+        bytes_max: 1 << 20,
+    };
+    let by_ref = ByReference {
+        min_bytes: 16 * 1024,
+        head_bytes: 100,
+    };
+    let mut out = Vec::new();
+    log.read_records(Offset(0), limits, by_ref, &mut out)
+        .unwrap();
+    let record = out.pop().unwrap();
+    assert!(record.rest().is_some(), "given by reference");
+
+    let packet = |record: commitlog::Record, version: Version| {
+        let mut e = Encoder::new();
+        e.set_version(version, 0, false);
+        e.publish(&Delivery {
+            record,
+            qos: QoS::AtLeastOnce,
+            pkid: Some(PacketId(7)),
+            dup: false,
+            retain: false,
+            subscription_ids: Vec::new(),
+            lost_before: 0,
+        });
+        let mut chunks = Vec::new();
+        e.take(&mut chunks);
+        chunks
+    };
+    for version in [Version::V311, Version::V5] {
+        let by_reference = packet(record.clone(), version);
+        assert!(
+            matches!(by_reference.last(), Some(Chunk::File(r)) if r.len() > 30_000),
+            "the payload's rest is a file range"
+        );
+        let in_memory = packet(whole.clone().into(), version);
+        assert_eq!(wire_of(&by_reference), wire_of(&in_memory));
+    }
+    let chunks = packet(record, Version::V311);
+    let mut wire = BytesMut::from(&wire_of(&chunks)[..]);
+    match mqttbytes::v4::read(&mut wire, 1 << 20).unwrap() {
+        mqttbytes::v4::Packet::Publish(p) => {
+            assert_eq!((p.topic.as_str(), p.pkid), ("big/one", 7));
+            assert_eq!(&p.payload[..], &payload[..]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
