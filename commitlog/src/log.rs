@@ -68,6 +68,10 @@ impl ReadBatch {
     }
 }
 
+/// Pages are dropped behind the readers once at least this much (or a quarter
+/// segment) can go.
+const DROP_BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
 /// What one retention pass removed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RetentionReport {
@@ -533,17 +537,32 @@ impl Log {
         let first = self
             .segments
             .partition_point(|s| s.next() <= self.dropped_to);
-        for seg in self.segments.range(first..) {
-            if seg.base() >= to {
-                break;
-            }
-            let from = seg.position_below(self.dropped_to);
-            let end = seg.position_below(to);
+        let dropped_to = self.dropped_to;
+        let ranges: Vec<(&Segment, u64, u64)> = self
+            .segments
+            .range(first..)
+            .take_while(|seg| seg.base() < to)
+            .map(|seg| {
+                let from = seg.position_below(dropped_to);
+                (seg, from, seg.position_below(to).max(from))
+            })
+            .collect();
+        // In batches: a call starts write-back of the range and walks its pages, and
+        // when a page sits in another CPU's LRU cache it drains every CPU's (an
+        // interrupt on each core): a trickle of messages should not pay that every
+        // few kilobytes.
+        let batch = DROP_BATCH_BYTES.min(self.config.segment_bytes_max / 4);
+        if ranges.iter().map(|(_, from, end)| end - from).sum::<u64>() < batch {
+            return;
+        }
+        let mut done = dropped_to;
+        for (seg, from, end) in ranges {
             if end > from && !cache.drop_behind(seg.data_file(), from, end) {
                 // The queue is full: the rest is asked for on a later call.
+                self.dropped_to = done;
                 return;
             }
-            self.dropped_to = to.min(seg.next());
+            done = to.min(seg.next());
         }
         self.dropped_to = self.dropped_to.max(to);
     }
