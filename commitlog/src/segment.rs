@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
@@ -511,6 +511,8 @@ impl Segment {
         }
         let mut at = offset;
         let mut bytes = 0usize;
+        // The heads read share allocations, a few dozen to each.
+        let mut heads = BytesMut::new();
         while at < self.next() && at.distance_from(offset) < limits.records_max as u64 {
             let Some((pos, end)) = self.frame_at(at) else {
                 // An index without an entry per record (written with another
@@ -558,7 +560,11 @@ impl Segment {
                 continue;
             }
             let head = by_ref.head_bytes.min(len);
-            let buf = self.read_bytes(pos, HEADER_BYTES + head)?;
+            if heads.capacity() - heads.len() < HEADER_BYTES + head {
+                heads = BytesMut::with_capacity(32 * (HEADER_BYTES + head));
+            }
+            let buf = read_exact_onto(&self.data, pos, HEADER_BYTES + head, &mut heads)
+                .map_err(|e| Error::io("read", &self.data_path, e))?;
             let intact = match record::decode_with(&buf, self.policy.record_bytes_max, false) {
                 Frame::Record { len: l } => l == len,
                 Frame::Incomplete { needed } => needed == frame,
@@ -654,20 +660,43 @@ impl Segment {
 /// first (a read of a batch is up to a MiB, all of it about to be overwritten).
 pub(crate) fn read_exact_uninit(file: &File, pos: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut buf: Vec<u8> = Vec::with_capacity(len);
+    // SAFETY: the vector's spare capacity is at least `len` bytes.
+    unsafe { pread_exact(file, pos, buf.as_mut_ptr(), len)? };
+    // SAFETY: pread_exact initialised the first `len` bytes, within the capacity.
+    unsafe { buf.set_len(len) };
+    Ok(buf)
+}
+
+/// `len` bytes of `file` from `pos`, appended to `buf` (which grows when it has not
+/// the room): many small reads share one allocation.
+fn read_exact_onto(file: &File, pos: u64, len: usize, buf: &mut BytesMut) -> io::Result<Bytes> {
+    buf.reserve(len);
+    let start = buf.len();
+    // SAFETY: `reserve` made at least `len` bytes of spare capacity after `start`.
+    unsafe { pread_exact(file, pos, buf.as_mut_ptr().add(start), len)? };
+    // SAFETY: pread_exact initialised them.
+    unsafe { buf.set_len(start + len) };
+    Ok(buf.split().freeze())
+}
+
+/// Fill `len` bytes at `dst` from `file` at `pos`.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes.
+unsafe fn pread_exact(file: &File, pos: u64, dst: *mut u8, len: usize) -> io::Result<()> {
     let mut filled = 0usize;
     while filled < len {
         let at = pos
             .checked_add(filled as u64)
             .and_then(|p| libc::off_t::try_from(p).ok())
             .ok_or_else(|| io::Error::from(io::ErrorKind::FileTooLarge))?;
-        // SAFETY: the destination is the vector's spare capacity past `filled`, at
-        // least `len - filled` bytes, written through a raw pointer (no reference to
-        // uninitialised memory is made); the descriptor is open while `file` is
-        // borrowed.
+        // SAFETY: `dst + filled` has `len - filled` writable bytes (the caller's
+        // promise), written through a raw pointer (no reference to uninitialised
+        // memory is made); the descriptor is open while `file` is borrowed.
         let n = unsafe {
             libc::pread(
                 file.as_raw_fd(),
-                buf.as_mut_ptr().add(filled).cast::<libc::c_void>(),
+                dst.add(filled).cast::<libc::c_void>(),
                 len - filled,
                 at,
             )
@@ -683,10 +712,7 @@ pub(crate) fn read_exact_uninit(file: &File, pos: u64, len: usize) -> io::Result
             }
         }
     }
-    // SAFETY: pread initialised the first `len` bytes (the loop ends only then), and
-    // `len` is the capacity reserved above.
-    unsafe { buf.set_len(len) };
-    Ok(buf)
+    Ok(())
 }
 
 /// Reusable buffers for framing a batch.
