@@ -491,15 +491,8 @@ impl<S: Storage> Router<S> {
                 .collect();
             for mut i in saved.inflight {
                 if let Some(offset) = i.offset.filter(|_| i.record.is_empty()) {
-                    let mut one = Vec::with_capacity(1);
-                    let limits = ReadLimits {
-                        records_max: 1,
-                        bytes_max: 1,
-                    };
-                    match self.storage.read(offset, limits, &mut one) {
-                        Ok(b) if b.first == offset && !one.is_empty() => {
-                            i.record = one.swap_remove(0);
-                        }
+                    match read_one(&self.storage, offset) {
+                        Ok(Some(record)) => i.record = record,
                         other => {
                             tracing::warn!(client_id = %client_id, %offset, error = ?other.err(), "in-flight message no longer in the log; dropped");
                             continue;
@@ -657,6 +650,25 @@ impl<S: Storage> Router<S> {
             s.will_delay_secs = c.will_delay;
             s.has_credit = false;
             s.credit = Some(c.credit);
+            // In-flight messages let go at disconnect (see `disconnect`) are read
+            // again; one retention has removed meanwhile is dropped, as on a restart.
+            s.inflight.retain(|_, inf| {
+                // (A released QoS 2 message needs only its PUBREL.)
+                let wanted = inf.state == OutState::Sent && inf.record.is_empty();
+                let Some(offset) = inf.offset.filter(|_| wanted) else {
+                    return true;
+                };
+                match read_one(&self.storage, offset) {
+                    Ok(Some(record)) => {
+                        inf.record = Record::from(record);
+                        true
+                    }
+                    other => {
+                        tracing::warn!(client_id = %client_id, %offset, error = ?other.err(), "in-flight message no longer in the log; dropped");
+                        false
+                    }
+                }
+            });
             // Resume unacknowledged deliveries in the order they were first sent
             // (§4.4): log order, which packet ids lose once they wrap. Retained
             // messages (no offset) went first.
@@ -1049,6 +1061,15 @@ impl<S: Storage> Router<S> {
             // An offline session keeps QoS 1 and 2 messages only.
             s.queue.retain(|q| q.qos != QoS::AtMostOnce);
             s.retained.retain(|(_, q)| *q != QoS::AtMostOnce);
+            // And offsets, not open segment files: an in-flight message read by
+            // reference is read again when the session resumes (as after a
+            // restart), so a segment retention removes meanwhile is not kept open
+            // (nor its disk space taken) for a client that may never come back.
+            for inf in s.inflight.values_mut() {
+                if inf.offset.is_some() && inf.record.rest().is_some() {
+                    inf.record = Record::from(Bytes::new());
+                }
+            }
         }
         let will_delay = s.will_delay_secs;
         let expiry = s.expiry_secs;
@@ -1627,6 +1648,18 @@ const BY_REFERENCE: ByReference = ByReference {
     min_bytes: 16 * 1024,
     head_bytes: 512,
 };
+
+/// The record at `offset`, whole; `None` when the log no longer has it (retention
+/// removed it, or recovery left a hole there).
+fn read_one<S: Storage>(storage: &S, offset: Offset) -> commitlog::Result<Option<Bytes>> {
+    let mut one = Vec::with_capacity(1);
+    let limits = ReadLimits {
+        records_max: 1,
+        bytes_max: 1,
+    };
+    let batch = storage.read(offset, limits, &mut one)?;
+    Ok(one.pop().filter(|_| batch.first == offset))
+}
 
 /// Read stored messages, large ones from segments by reference (`BY_REFERENCE`). A
 /// record whose head is too short for the message's fields (a topic or properties
