@@ -521,8 +521,8 @@ impl Log {
     /// `page_cache`; with `drop_behind` off or `fsync = "never"`, nothing). On stable
     /// storage means synced by the last [`Log::sync`], [`Log::tick`] or seal: call it
     /// after `tick`. A reader that later reads below `offset` reads from disk. Cheap
-    /// when nothing is new: call it as often as the readers move (the broker does on
-    /// every tick).
+    /// when nothing is new: call it as often as the readers move (the router does
+    /// every 100 ms).
     pub fn drop_cache_below(&mut self, offset: Offset) {
         if !self.config.drops_behind() || self.poisoned {
             return;
@@ -555,16 +555,14 @@ impl Log {
         if ranges.iter().map(|(_, from, end)| end - from).sum::<u64>() < batch {
             return;
         }
-        let mut done = dropped_to;
         for (seg, from, end) in ranges {
             if end > from && !cache.drop_behind(seg.data_file(), from, end) {
                 // The queue is full: the rest is asked for on a later call.
-                self.dropped_to = done;
                 return;
             }
-            done = to.min(seg.next());
+            self.dropped_to = to.min(seg.next());
         }
-        self.dropped_to = self.dropped_to.max(to);
+        self.dropped_to = to;
     }
 
     /// True when appended records are not yet known to be on stable storage: not

@@ -410,7 +410,8 @@ impl<S: Storage> Router<S> {
                         released: i.state == OutState::Released,
                         offset: i.offset,
                         // A record given by reference (from the log: it has an
-                        // offset) is read again on restore, as after a restart.
+                        // offset) is saved absent, to be read when the session
+                        // resumes, as after a restart.
                         record: i.record.in_memory().cloned().unwrap_or_default(),
                     })
                     .collect();
@@ -489,16 +490,9 @@ impl<S: Storage> Router<S> {
                 .into_iter()
                 .filter(|(_, q)| *q != QoS::AtMostOnce)
                 .collect();
-            for mut i in saved.inflight {
-                if let Some(offset) = i.offset.filter(|_| i.record.is_empty()) {
-                    match read_one(&self.storage, offset) {
-                        Ok(Some(record)) => i.record = record,
-                        other => {
-                            tracing::warn!(client_id = %client_id, %offset, error = ?other.err(), "in-flight message no longer in the log; dropped");
-                            continue;
-                        }
-                    }
-                }
+            // In-flight messages from the log come back as offsets: their records
+            // are read when the client returns (see `connect`).
+            for i in saved.inflight {
                 s.inflight.insert(
                     i.pkid,
                     Inflight {
@@ -650,8 +644,10 @@ impl<S: Storage> Router<S> {
             s.will_delay_secs = c.will_delay;
             s.has_credit = false;
             s.credit = Some(c.credit);
-            // In-flight messages let go at disconnect (see `disconnect`) are read
-            // again; one retention has removed meanwhile is dropped, as on a restart.
+            // In-flight messages held as offsets (restored after a restart, or let go
+            // at disconnect: see `disconnect`) are read from the log now; one
+            // retention has removed meanwhile (or that power loss took with the
+            // last interval) is dropped.
             s.inflight.retain(|_, inf| {
                 // (A released QoS 2 message needs only its PUBREL.)
                 let wanted = inf.state == OutState::Sent && inf.record.is_empty();
@@ -1062,8 +1058,8 @@ impl<S: Storage> Router<S> {
             s.queue.retain(|q| q.qos != QoS::AtMostOnce);
             s.retained.retain(|(_, q)| *q != QoS::AtMostOnce);
             // And offsets, not open segment files: an in-flight message read by
-            // reference is read again when the session resumes (as after a
-            // restart), so a segment retention removes meanwhile is not kept open
+            // reference is read again when the session resumes (as restored ones
+            // are after a restart), so a segment retention removes meanwhile is not kept open
             // (nor its disk space taken) for a client that may never come back.
             for inf in s.inflight.values_mut() {
                 if inf.offset.is_some() && inf.record.rest().is_some() {

@@ -59,7 +59,9 @@ pub enum OutState {
 /// An unacknowledged outbound message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inflight {
-    /// The stored record (kept for redelivery).
+    /// The stored record (kept for redelivery); empty while its session is offline
+    /// and the record is to be read from the log at `offset` when it resumes (after
+    /// a restart, or when it was read by reference).
     pub record: Record,
     /// Its log offset, when it came from the log (not a retained message).
     pub offset: Option<Offset>,
