@@ -380,11 +380,7 @@ fn persistent_session_gets_what_was_published_while_offline() {
     let mut h = harness(RouterConfig::default());
     h.connect(C1, "dev", false);
     h.subscribe(C1, "cmd/#", QoS::ExactlyOnce);
-    h.router.handle(Event::Disconnect {
-        conn: C1,
-        reason: DisconnectReason::Normal,
-        session_expiry: None,
-    });
+    disconnect_with(&mut h, C1, DisconnectReason::Normal);
     h.connect(C2, "pub", true);
     h.publish(C2, "cmd/1", QoS::AtLeastOnce, false, 1, b"q1");
     h.publish(C2, "cmd/2", QoS::AtMostOnce, false, 0, b"q0 is not kept");
@@ -405,11 +401,7 @@ fn unacked_messages_are_redelivered_with_dup_on_reconnect() {
     h.publish(C2, "t", QoS::AtLeastOnce, false, 1, b"m");
     h.router.flush();
     let first = h.pull(C1);
-    h.router.handle(Event::Disconnect {
-        conn: C1,
-        reason: DisconnectReason::Abrupt,
-        session_expiry: None,
-    });
+    disconnect_with(&mut h, C1, DisconnectReason::Abrupt);
     let replies = h.connect(C3, "dev", false);
     assert_eq!(replies[0], accepted(true));
     match &replies[1] {
@@ -428,17 +420,9 @@ fn clean_session_forgets_everything() {
     let mut h = harness(RouterConfig::default());
     h.connect(C1, "dev", false);
     h.subscribe(C1, "t", QoS::AtLeastOnce);
-    h.router.handle(Event::Disconnect {
-        conn: C1,
-        reason: DisconnectReason::Normal,
-        session_expiry: None,
-    });
+    disconnect_with(&mut h, C1, DisconnectReason::Normal);
     assert_eq!(h.connect(C2, "dev", true), vec![accepted(false)]);
-    h.router.handle(Event::Disconnect {
-        conn: C2,
-        reason: DisconnectReason::Normal,
-        session_expiry: None,
-    });
+    disconnect_with(&mut h, C2, DisconnectReason::Normal);
     assert_eq!(h.router.session_count(), 0);
     assert!(h.router.tree.is_empty());
 }
@@ -459,11 +443,7 @@ fn takeover_closes_the_old_connection_and_fires_its_will() {
     let got: Vec<Delivery> = h.deliveries(C3);
     assert_eq!(payloads(&got), vec![b"gone".to_vec()]);
     // The old connection's late disconnect changes nothing.
-    h.router.handle(Event::Disconnect {
-        conn: C1,
-        reason: DisconnectReason::Abrupt,
-        session_expiry: None,
-    });
+    disconnect_with(&mut h, C1, DisconnectReason::Abrupt);
     assert!(h.router.by_conn.contains_key(&C2));
 }
 
@@ -678,11 +658,7 @@ fn sessions_and_retained_messages_survive_a_restart() {
     h.router.handle(Event::PubAck { conn: C1, pkid: pa });
     h.router.handle(Event::PubRec { conn: C1, pkid: pb });
     assert_eq!(h.take(C1), vec![Reply::PubRel(pb)]);
-    h.router.handle(Event::Disconnect {
-        conn: C1,
-        reason: DisconnectReason::Normal,
-        session_expiry: None,
-    });
+    disconnect_with(&mut h, C1, DisconnectReason::Normal);
     // Published while "dev" is offline.
     h.publish(C2, "t/3", QoS::AtLeastOnce, false, 3, b"c");
     h.publish(C2, "t/r", QoS::AtLeastOnce, true, 4, b"r");
@@ -695,11 +671,7 @@ fn sessions_and_retained_messages_survive_a_restart() {
         h.take(C3),
         vec![Reply::PubRec(PacketId(5), PubReason::NoMatchingSubscribers)]
     );
-    h.router.handle(Event::Disconnect {
-        conn: C3,
-        reason: DisconnectReason::Abrupt,
-        session_expiry: None,
-    });
+    disconnect_with(&mut h, C3, DisconnectReason::Abrupt);
     let head = h.router.storage().head();
 
     // Shut down, restart on the same log with a fresh topic table.
@@ -843,9 +815,13 @@ fn subscriptions_past_the_limit_are_refused_but_replacements_are_not() {
 }
 
 fn disconnect(h: &mut Harness, conn: ConnectionId) {
+    disconnect_with(h, conn, DisconnectReason::Abrupt);
+}
+
+fn disconnect_with(h: &mut Harness, conn: ConnectionId, reason: DisconnectReason) {
     h.router.handle(Event::Disconnect {
         conn,
-        reason: DisconnectReason::Abrupt,
+        reason,
         session_expiry: None,
     });
 }
@@ -1376,11 +1352,7 @@ fn a_credit_parked_before_a_disconnect_is_not_used_for_the_next_connection() {
     h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"1");
     assert_eq!(h.deliveries(C1).len(), 1);
     assert!(!old.give_back());
-    h.router.handle(Event::Disconnect {
-        conn: C1,
-        reason: DisconnectReason::Normal,
-        session_expiry: None,
-    });
+    disconnect_with(&mut h, C1, DisconnectReason::Normal);
     h.connect_with_credit(C3, "sub", false);
     h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"2");
     assert!(h.deliveries(C3).is_empty(), "no credit yet");
