@@ -52,8 +52,8 @@ pub struct LogConfig {
     /// head, from a background thread, so an append copies into pages that already
     /// exist instead of allocating them (see `page_cache`). With a value above 0 a new
     /// (or reopened) active segment's data file is extended to `segment_bytes_max`
-    /// (a sparse file) and trimmed to its data when it is sealed. 0: neither. Not
-    /// used with `fsync = "never"` (see `preallocate`).
+    /// (its blocks allocated, see `segment`) and trimmed to its data when it is
+    /// sealed. 0: neither. Not used with `fsync = "never"` (see `preallocate`).
     pub warm_ahead_bytes: u64,
     /// Let the kernel drop the cached pages of records that are on disk and that
     /// every reader has passed ([`crate::Log::drop_cache_below`]), so the log's page

@@ -8,10 +8,10 @@
 //! fault on the host too: measured on our 2-core VM, writing 1 GB into fresh pages ran
 //! at 0.4-1.4 GB/s, and over pages already cached at 3.8-4.5 GB/s. With 64 KiB
 //! messages that copy was most of the router thread's time. So the active segment's
-//! data file is created at its full size (sparse), and this thread asks for the region
-//! just ahead of the head with `POSIX_FADV_WILLNEED`: the kernel fills holes with clean
-//! zero pages (no disk I/O, nothing to write back), and the append then overwrites
-//! pages that exist. Recovery already treats the zeros after the last record as a torn
+//! data file is created at its full size (allocated, unwritten), and this thread asks
+//! for the region just ahead of the head with `POSIX_FADV_WILLNEED`: the kernel fills
+//! the unwritten blocks (or holes) with clean zero pages (no disk I/O, nothing to
+//! write back), and the append then overwrites pages that exist. Recovery already treats the zeros after the last record as a torn
 //! tail, and a sealed segment is trimmed to its data, so the preallocation is invisible
 //! on disk once a segment is done. Under `fsync = "never"` the log neither preallocates
 //! nor warms (see `LogConfig::preallocate`).

@@ -291,6 +291,38 @@ fn verify_reads_catches_bit_rot_in_a_sealed_segment() {
     assert!(log.read(Offset(2), limits, &mut Vec::new()).is_ok());
 }
 
+/// The active segment's file is allocated at its full size ahead of the appends (so
+/// they need not allocate blocks), the blocks past the data read as nothing, and
+/// sealing gives them back.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_active_segment_is_allocated_ahead_and_trimmed_when_sealed() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes_max: 1 << 20,
+        fsync: Fsync::Interval,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    log.append(payload(0)).unwrap();
+    let data = dir.path().join("00000000000000000000.log");
+    let meta = std::fs::metadata(&data).unwrap();
+    assert_eq!(meta.len(), config.segment_bytes_max);
+    assert!(
+        meta.blocks() * 512 >= config.segment_bytes_max,
+        "{} bytes allocated",
+        meta.blocks() * 512
+    );
+    log.close().unwrap();
+    let frame = (commitlog::record::HEADER_BYTES + payload(0).len()) as u64;
+    let meta = std::fs::metadata(&data).unwrap();
+    assert_eq!(meta.len(), frame);
+    assert!(meta.blocks() * 512 < config.segment_bytes_max);
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(read_all(&log, Offset(0)), vec![payload(0)]);
+}
+
 /// Pages of `path` in the page cache, by `mincore(2)` over a mapping of the file.
 #[cfg(target_os = "linux")]
 fn resident_pages(path: &std::path::Path) -> usize {
