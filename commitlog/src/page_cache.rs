@@ -11,9 +11,10 @@
 //! data file is created at its full size (allocated, unwritten), and this thread asks
 //! for the region just ahead of the head with `POSIX_FADV_WILLNEED`: the kernel fills
 //! the unwritten blocks (or holes) with clean zero pages (no disk I/O, nothing to
-//! write back), and the append then overwrites pages that exist. Recovery already treats the zeros after the last record as a torn
-//! tail, and a sealed segment is trimmed to its data, so the preallocation is invisible
-//! on disk once a segment is done. Under `fsync = "never"` the log neither preallocates
+//! write back), and the append then overwrites pages that exist. Recovery already
+//! treats the zeros after the last record as a torn tail, and a sealed segment is
+//! trimmed to its data, so the preallocation is invisible on disk once a segment is
+//! done. Under `fsync = "never"` the log neither preallocates
 //! nor warms (see `LogConfig::preallocate`).
 //!
 //! **Why drop behind.** Warming moves the cost of fresh pages off the appending thread
