@@ -16,6 +16,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::{Mmap, MmapMut};
 
@@ -45,7 +46,8 @@ enum Map {
 /// The index of one segment.
 pub struct Index {
     path: PathBuf,
-    file: File,
+    /// Shared with the background sync of a seal (see `Segment::seal_unsynced`).
+    file: Arc<File>,
     map: Map,
     len: usize,
 }
@@ -82,7 +84,7 @@ impl Index {
             unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap index", path, e))?;
         let mut index = Index {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             map: Map::Write(map),
             len: 0,
         };
@@ -111,7 +113,7 @@ impl Index {
         let len = (bytes / ENTRY_BYTES as u64) as usize;
         Ok(Index {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             map,
             len,
         })
@@ -159,6 +161,11 @@ impl Index {
     /// The path of the index file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The index file (for a background sync).
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
     }
 
     /// Entry `i`, or `None` past the end.

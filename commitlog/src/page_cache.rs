@@ -91,12 +91,14 @@ impl PageCache {
     }
 
     fn send(&self, file: &Arc<File>, from: u64, to: u64, advice: Advice) -> bool {
-        self.0.try_send(Job {
-            file: file.clone(),
-            from,
-            to,
-            advice,
-        })
+        self.0
+            .try_send(Job {
+                file: file.clone(),
+                from,
+                to,
+                advice,
+            })
+            .is_ok()
     }
 }
 

@@ -26,6 +26,7 @@ use crate::index::{Entry, Index};
 use crate::read::{ByReference, FileRange, Record};
 use crate::record::{self, Frame, HEADER_BYTES};
 use crate::recovery::{self, Policy};
+use crate::syncer::{SyncFile, What};
 use crate::{Offset, ReadLimits};
 
 /// Records at least this large are written straight from the caller's buffer with
@@ -630,16 +631,40 @@ impl Segment {
     /// sealed segment trusts.
     pub fn seal(&mut self, durable: bool) -> Result<()> {
         let trimmed = self.file_len > self.data_len;
-        if trimmed {
+        let [data, index] = self.seal_unsynced()?;
+        if durable || trimmed {
+            data.sync()?;
+        }
+        if durable {
+            index.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Seal like [`Segment::seal`] but without syncing: returns the files that make
+    /// the seal durable once synced, data then index, for the caller to hand to the
+    /// background sync. Until they are, a power loss may leave the trimmed segment
+    /// with zeros where records were (see `Log::roll` for why that is safe).
+    pub(crate) fn seal_unsynced(&mut self) -> Result<[SyncFile; 2]> {
+        if self.file_len > self.data_len {
             self.data
                 .set_len(self.data_len)
                 .map_err(|e| Error::io("trim preallocated segment", &self.data_path, e))?;
             self.file_len = self.data_len;
         }
-        if durable || trimmed {
-            self.sync()?;
-        }
-        self.index.seal(durable)
+        self.index.seal(false)?;
+        Ok([
+            SyncFile {
+                file: self.data.clone(),
+                path: self.data_path.clone(),
+                what: What::Data,
+            },
+            SyncFile {
+                file: self.index.file().clone(),
+                path: self.index.path().to_path_buf(),
+                what: What::All,
+            },
+        ])
     }
 
     /// Delete both files.

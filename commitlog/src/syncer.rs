@@ -1,14 +1,15 @@
-//! The background `fdatasync` of `fsync = "interval"`: one thread per log that makes
-//! the active segment durable while the owner keeps appending.
+//! The background fsyncs of `fsync = "interval"`: one thread per log that makes
+//! records durable while the owner keeps appending.
 //!
 //! Under `interval` an append is acknowledged once it is in the page cache, so a
 //! process crash loses nothing and a power failure loses at most about one interval.
 //! Syncing on the appending thread gave the same guarantee but stalled every append
 //! behind the disk for as long as the sync took: with 64 KiB messages the broker
-//! spent more time waiting in `fdatasync` than writing. Here the owner hands the
-//! segment's file (a duplicate of its descriptor) to this thread and goes on; at
-//! most one sync is outstanding, and a sync still running when the next interval is
-//! due simply makes the next one start later.
+//! spent more time waiting in `fdatasync` than writing. Here the owner hands files
+//! over (the active segment every interval; a segment just sealed, data and index;
+//! the directory after a segment was created) and goes on. Jobs run in order, and
+//! each says which records it makes durable: once it is done, every record below its
+//! `through` offset is on disk ([`Syncer::synced_through`]).
 //!
 //! A failed sync is kept and reported by the next [`Syncer::take_failure`]: the log
 //! then poisons itself exactly as if its own `fdatasync` had failed (after a failed
@@ -16,33 +17,86 @@
 
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crate::error::Error;
 use crate::worker::Worker;
+use crate::Offset;
+
+/// Jobs that may wait behind the one running. The log needs one (a seal behind an
+/// interval sync, see `Log::roll`); more is slack, and a job refused is synced by the
+/// log itself.
+const QUEUE: usize = 2;
 
 /// A file to make durable, and its path for the error message.
+pub(crate) struct SyncFile {
+    pub(crate) file: Arc<File>,
+    pub(crate) path: PathBuf,
+    pub(crate) what: What,
+}
+
+/// What of a file to make durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum What {
+    /// Its data and size (`fdatasync`).
+    Data,
+    /// Data and all metadata (`fsync`).
+    All,
+    /// A directory's entries (`fsync` of the directory; a filesystem that cannot sync
+    /// directories, `EINVAL`, is taken as having nothing to do).
+    Directory,
+}
+
+impl SyncFile {
+    /// The directory `dir`, opened to be synced.
+    pub(crate) fn directory(dir: &Path) -> Result<SyncFile, Error> {
+        let file = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+        Ok(SyncFile {
+            file: Arc::new(file),
+            path: dir.to_path_buf(),
+            what: What::Directory,
+        })
+    }
+
+    /// Sync it here, on the calling thread.
+    pub(crate) fn sync(&self) -> Result<(), Error> {
+        let result = match self.what {
+            What::Data => self.file.sync_data(),
+            What::All => self.file.sync_all(),
+            What::Directory => match self.file.sync_all() {
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+                other => other,
+            },
+        };
+        result.map_err(|e| Error::io("fsync", &self.path, e))
+    }
+}
+
 struct Job {
-    file: File,
-    path: PathBuf,
+    files: Vec<SyncFile>,
+    through: Offset,
 }
 
 #[derive(Default)]
 struct State {
-    /// A job was handed over and has not finished.
-    busy: AtomicBool,
+    /// Jobs handed over that have not finished.
+    pending: AtomicUsize,
     /// Signalled (under `idle_lock`) when a job finishes.
     idle: Condvar,
     idle_lock: Mutex<()>,
-    /// Syncs completed (successful or not), for tests and metrics.
+    /// Records below this offset are durable (the largest `through` of a job whose
+    /// files all synced).
+    synced_through: AtomicU64,
+    /// Jobs completed (successful or not), for tests and metrics.
     done: AtomicU64,
     /// The first failure not yet reported to the log.
     failure: Mutex<Option<Error>>,
 }
 
-/// The handle the log owns; dropping it stops the thread after the job in hand.
+/// The handle the log owns; dropping it lets the thread finish the jobs queued and
+/// joins it.
 pub(crate) struct Syncer {
     worker: Worker<Job>,
     state: Arc<State>,
@@ -51,58 +105,78 @@ pub(crate) struct Syncer {
 impl std::fmt::Debug for Syncer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Syncer")
-            .field("busy", &self.state.busy.load(Ordering::Relaxed))
+            .field("pending", &self.state.pending.load(Ordering::Relaxed))
             .field("done", &self.state.done.load(Ordering::Relaxed))
             .finish()
     }
 }
 
 impl Syncer {
-    /// Start the thread.
-    pub(crate) fn start(name: &str) -> io::Result<Syncer> {
-        let state = Arc::new(State::default());
+    /// Start the thread; records below `synced_through` are durable already.
+    pub(crate) fn start(name: &str, synced_through: Offset) -> io::Result<Syncer> {
+        let state = Arc::new(State {
+            synced_through: AtomicU64::new(synced_through.0),
+            ..State::default()
+        });
         let shared = state.clone();
-        // One slot: the log never hands over a job while one is running.
-        let worker = Worker::start(name, 1, move |job: Job| {
-            if let Err(e) = job.file.sync_data() {
-                let mut failure = shared
-                    .failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                failure.get_or_insert(Error::io("fsync", &job.path, e));
+        // After a failure nothing more is claimed durable: the records of the failed
+        // job may be lost, and later ones are not a prefix without them.
+        let mut failed = false;
+        let worker = Worker::start(name, QUEUE, move |job: Job| {
+            match job.files.iter().try_for_each(SyncFile::sync) {
+                Ok(()) if !failed => {
+                    shared
+                        .synced_through
+                        .fetch_max(job.through.0, Ordering::AcqRel);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    failed = true;
+                    let mut failure = shared
+                        .failure
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    failure.get_or_insert(e);
+                }
             }
             shared.done.fetch_add(1, Ordering::Release);
             let _guard = shared
                 .idle_lock
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            shared.busy.store(false, Ordering::Release);
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
             shared.idle.notify_all();
         })?;
         Ok(Syncer { worker, state })
     }
 
-    /// True while a handed-over sync has not finished.
+    /// True while a handed-over job has not finished.
     pub(crate) fn is_busy(&self) -> bool {
-        self.state.busy.load(Ordering::Acquire)
+        self.state.pending.load(Ordering::Acquire) > 0
     }
 
-    /// Hand `file` over to be synced. Returns false (and does nothing) while the
-    /// previous sync is still running or if the thread is gone.
-    pub(crate) fn submit(&self, file: File, path: PathBuf) -> bool {
-        if self.is_busy() {
-            return false;
-        }
-        self.state.busy.store(true, Ordering::Release);
-        if !self.worker.try_send(Job { file, path }) {
-            // Only a dead thread refuses: the slot is free whenever we are not busy.
-            self.state.busy.store(false, Ordering::Release);
-            return false;
-        }
-        true
+    /// Records below this offset are durable.
+    pub(crate) fn synced_through(&self) -> Offset {
+        Offset(self.state.synced_through.load(Ordering::Acquire))
     }
 
-    /// Wait until the sync in hand, if any, has finished.
+    /// Hand `files` over to be synced in order, after the jobs before them; once all
+    /// are, the records below `through` are durable. The files come back when
+    /// `QUEUE` jobs are waiting already or the thread is gone: the caller syncs them
+    /// itself.
+    pub(crate) fn submit(
+        &self,
+        files: Vec<SyncFile>,
+        through: Offset,
+    ) -> Result<(), Vec<SyncFile>> {
+        self.state.pending.fetch_add(1, Ordering::AcqRel);
+        self.worker.try_send(Job { files, through }).map_err(|job| {
+            self.state.pending.fetch_sub(1, Ordering::AcqRel);
+            job.files
+        })
+    }
+
+    /// Wait until every job handed over has finished.
     pub(crate) fn wait_idle(&self) {
         let mut guard = self
             .state
@@ -127,13 +201,13 @@ impl Syncer {
             .take()
     }
 
-    /// Syncs completed so far.
+    /// Jobs completed so far.
     #[cfg(test)]
     pub(crate) fn completed(&self) -> u64 {
         self.state.done.load(Ordering::Acquire)
     }
 
-    /// Wait for the sync in hand, if any, and stop the thread (dropping does too).
+    /// Let the thread finish the jobs queued, and stop it (dropping does too).
     pub(crate) fn stop(&mut self) {
         self.worker.stop();
     }
@@ -143,25 +217,44 @@ impl Syncer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn syncs_one_file_at_a_time_in_the_background() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let f = File::create(&path).unwrap();
-        let mut s = Syncer::start("test-sync").unwrap();
-        assert!(s.submit(f.try_clone().unwrap(), path.clone()));
-        s.wait_idle();
-        assert!(!s.is_busy());
-        assert_eq!(s.completed(), 1);
-        assert!(s.submit(f.try_clone().unwrap(), path.clone()));
-        s.stop();
-        assert_eq!(s.completed(), 2, "stop waits for the job in hand");
-        assert!(s.take_failure().is_none());
-        assert!(!s.submit(f, path), "a stopped syncer takes nothing");
+    fn data(file: &Arc<File>, path: &std::path::Path) -> Vec<SyncFile> {
+        vec![SyncFile {
+            file: file.clone(),
+            path: path.to_path_buf(),
+            what: What::Data,
+        }]
     }
 
     #[test]
-    fn a_failed_sync_is_reported_once() {
+    fn jobs_run_in_order_and_say_what_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = Arc::new(File::create(&path).unwrap());
+        let mut s = Syncer::start("test-sync", Offset(3)).unwrap();
+        assert_eq!(s.synced_through(), Offset(3));
+        assert!(s.submit(data(&f, &path), Offset(5)).is_ok());
+        s.wait_idle();
+        assert!(!s.is_busy());
+        assert_eq!((s.completed(), s.synced_through()), (1, Offset(5)));
+        // A seal queued behind a running sync: both run, in order.
+        let mut files = data(&f, &path);
+        files.push(SyncFile::directory(dir.path()).unwrap());
+        assert!(s.submit(data(&f, &path), Offset(7)).is_ok());
+        assert!(s.submit(files, Offset(9)).is_ok());
+        s.stop();
+        assert_eq!(s.completed(), 3, "stop waits for the jobs queued");
+        assert_eq!(s.synced_through(), Offset(9));
+        assert!(s.take_failure().is_none());
+        let back = s.submit(data(&f, &path), Offset(10));
+        assert_eq!(
+            back.err().map(|f| f.len()),
+            Some(1),
+            "a stopped syncer gives the files back"
+        );
+    }
+
+    #[test]
+    fn a_failed_sync_is_reported_once_and_makes_nothing_durable() {
         // A read-only descriptor of a FIFO: fdatasync on it fails with EINVAL.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fifo");
@@ -176,11 +269,21 @@ mod tests {
             .write(true)
             .open(&path)
             .unwrap();
-        let s = Syncer::start("test-sync").unwrap();
-        assert!(s.submit(f, path));
+        let s = Syncer::start("test-sync", Offset(0)).unwrap();
+        assert!(s.submit(data(&Arc::new(f), &path), Offset(4)).is_ok());
         s.wait_idle();
         let e = s.take_failure().expect("the failure is reported");
         assert!(e.to_string().contains("fsync"), "{e}");
         assert!(s.take_failure().is_none(), "and only once");
+        assert_eq!(s.synced_through(), Offset(0));
+        let good = dir.path().join("good");
+        let g = Arc::new(File::create(&good).unwrap());
+        assert!(s.submit(data(&g, &good), Offset(8)).is_ok());
+        s.wait_idle();
+        assert_eq!(
+            s.synced_through(),
+            Offset(0),
+            "nothing after a failure either"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! waiting; stopping (or dropping) lets the thread finish the jobs queued and joins it.
 
 use std::io;
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 pub(crate) struct Worker<J> {
@@ -33,12 +33,14 @@ impl<J: Send + 'static> Worker<J> {
         })
     }
 
-    /// Queue `job`; false (and the job dropped) when the queue is full or the thread
-    /// is gone.
-    pub(crate) fn try_send(&self, job: J) -> bool {
-        self.jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.try_send(job).is_ok())
+    /// Queue `job`; it comes back when the queue is full or the thread is gone.
+    pub(crate) fn try_send(&self, job: J) -> Result<(), J> {
+        match &self.jobs {
+            Some(jobs) => jobs.try_send(job).map_err(|e| match e {
+                TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+            }),
+            None => Err(job),
+        }
     }
 }
 
