@@ -21,6 +21,7 @@ use bytes::Bytes;
 use crate::config::{Fsync, LogConfig};
 use crate::error::{Error, Result};
 use crate::page_cache::PageCache;
+use crate::read::Readable;
 use crate::read::{ByReference, Record};
 use crate::recovery::Policy;
 use crate::retention::{self, SegmentInfo};
@@ -358,7 +359,8 @@ impl Log {
             }
             self.warm_ahead();
             for r in &rest[..n] {
-                self.tail.push(r.tail());
+                let (head, rest) = r.tail();
+                self.tail.push(head, rest);
             }
             self.head = self.head.add(n as u64);
             self.unsynced = true;
@@ -657,7 +659,7 @@ impl Log {
     }
 
     /// Read from the tail, or from the segment holding `from` with `from_segment`.
-    fn read_with<R: From<Bytes>>(
+    fn read_with<R: Readable>(
         &self,
         from: Offset,
         limits: ReadLimits,
