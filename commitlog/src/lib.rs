@@ -43,4 +43,4 @@ pub use config::{Fsync, LogConfig, RetentionConfig, SEGMENT_BYTES_LIMIT};
 pub use error::{Error, Result};
 pub use log::{Log, LogStats, ReadBatch, ReadLimits, RetentionReport};
 pub use offset::Offset;
-pub use read::{ByReference, FileRange, Record, Rest};
+pub use read::{ByReference, FileRange, Record};

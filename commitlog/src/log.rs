@@ -21,7 +21,6 @@ use bytes::Bytes;
 use crate::config::{Fsync, LogConfig};
 use crate::error::{Error, Result};
 use crate::page_cache::PageCache;
-use crate::read::Readable;
 use crate::read::{ByReference, Record};
 use crate::recovery::Policy;
 use crate::retention::{self, SegmentInfo};
@@ -359,8 +358,7 @@ impl Log {
             }
             self.warm_ahead();
             for r in &rest[..n] {
-                let (head, rest) = r.tail();
-                self.tail.push(head, rest);
+                self.tail.push(r.tail());
             }
             self.head = self.head.add(n as u64);
             self.unsynced = true;
@@ -659,7 +657,7 @@ impl Log {
     }
 
     /// Read from the tail, or from the segment holding `from` with `from_segment`.
-    fn read_with<R: Readable>(
+    fn read_with<R: From<Bytes>>(
         &self,
         from: Offset,
         limits: ReadLimits,

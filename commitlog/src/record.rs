@@ -48,17 +48,11 @@ fn len_u32(payload: &[u8]) -> u32 {
     u32::try_from(payload.len()).unwrap_or(u32::MAX)
 }
 
-/// A record framed by its producer, ready to be written as is: the frame in one
-/// buffer, or in two when the producer kept a large payload apart instead of copying
-/// it ([`Framed::seal_around`]). Producers on other threads (the broker's connection
-/// tasks) build these so that the checksum is computed off the log's thread.
+/// A record framed by its producer: header and payload in one buffer, ready to be
+/// written as is. Producers on other threads (the broker's connection tasks) build
+/// these so that the checksum is computed off the log's thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Framed {
-    /// The header and the record (or its first part).
-    head: bytes::Bytes,
-    /// The rest of the record; empty for a record in one part.
-    rest: bytes::Bytes,
-}
+pub struct Framed(bytes::Bytes);
 
 impl Framed {
     /// Frame a payload (one allocation, one copy, one checksum pass).
@@ -66,74 +60,40 @@ impl Framed {
     pub fn new(payload: &[u8]) -> Framed {
         let mut v = Vec::with_capacity(HEADER_BYTES + payload.len());
         encode_into(&mut v, payload);
-        Framed {
-            head: bytes::Bytes::from(v),
-            rest: bytes::Bytes::new(),
-        }
+        Framed(bytes::Bytes::from(v))
     }
 
     /// Seal a buffer whose first `HEADER_BYTES` were reserved (any value) and whose
     /// payload follows: the header is filled in. `None` if it is shorter than a header
     /// or its payload is longer than `u32::MAX`.
     #[must_use]
-    pub fn seal(buf: bytes::BytesMut) -> Option<Framed> {
-        Framed::seal_around(buf, bytes::Bytes::new())
-    }
-
-    /// Seal a record in two parts: `buf` holds the reserved header and the record's
-    /// first bytes, `rest` the remainder, which is neither copied nor moved (the log
-    /// writes both parts with one `pwritev`, and the tail keeps them apart). `None`
-    /// as for [`Framed::seal`].
-    #[must_use]
-    pub fn seal_around(mut buf: bytes::BytesMut, rest: bytes::Bytes) -> Option<Framed> {
+    pub fn seal(mut buf: bytes::BytesMut) -> Option<Framed> {
         if buf.len() < HEADER_BYTES {
             return None;
         }
-        let len = u32::try_from(buf.len() - HEADER_BYTES + rest.len()).ok()?;
+        let len = u32::try_from(buf.len() - HEADER_BYTES).ok()?;
         buf[4..8].copy_from_slice(&len.to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[4..]), &rest);
+        let crc = crc32c::crc32c(&buf[4..]);
         buf[..4].copy_from_slice(&crc.to_le_bytes());
-        Some(Framed {
-            head: buf.freeze(),
-            rest,
-        })
+        Some(Framed(buf.freeze()))
     }
 
-    /// The frame: the header and the record's first bytes, and the rest of the
-    /// record (empty unless it was sealed in two parts).
+    /// The whole frame.
     #[must_use]
-    pub fn parts(&self) -> (&[u8], &[u8]) {
-        (&self.head, &self.rest)
+    pub fn frame(&self) -> &[u8] {
+        &self.0
     }
 
-    /// The record without its header, as the tail keeps it: first part and rest.
-    #[must_use]
-    pub fn record_parts(&self) -> (bytes::Bytes, bytes::Bytes) {
-        (self.head.slice(HEADER_BYTES..), self.rest.clone())
-    }
-
-    /// The record without its header, in one buffer: shared for a record in one
-    /// part, copied together for one in two.
+    /// The payload, without copying.
     #[must_use]
     pub fn payload(&self) -> bytes::Bytes {
-        let (head, rest) = self.record_parts();
-        if rest.is_empty() {
-            head
-        } else {
-            crate::read::join(&head, &rest)
-        }
+        self.0.slice(HEADER_BYTES..)
     }
 
     /// Payload length.
     #[must_use]
     pub fn payload_len(&self) -> usize {
-        self.head.len() - HEADER_BYTES + self.rest.len()
-    }
-
-    /// Bytes the frame takes on disk.
-    #[must_use]
-    pub fn frame_len(&self) -> usize {
-        self.head.len() + self.rest.len()
+        self.0.len() - HEADER_BYTES
     }
 }
 
@@ -217,7 +177,7 @@ mod tests {
         b.extend_from_slice(b"payload");
         let sealed = Framed::seal(b).unwrap();
         assert_eq!(sealed, Framed::new(b"payload"));
-        assert_eq!(sealed.parts(), (&frame(b"payload")[..], &b""[..]));
+        assert_eq!(sealed.frame(), &frame(b"payload")[..]);
         assert_eq!(&sealed.payload()[..], b"payload");
         assert!(Framed::seal(bytes::BytesMut::from(&b"short"[..])).is_none());
     }
@@ -264,27 +224,6 @@ mod tests {
         fn round_trip(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
             let f = frame(&payload);
             prop_assert_eq!(decode(&f, 1024), Frame::Record { len: payload.len() });
-        }
-
-        /// A record sealed in two parts, split anywhere, is the same frame on disk
-        /// as the record framed whole.
-        #[test]
-        fn sealed_around_is_the_same_frame(
-            payload in proptest::collection::vec(any::<u8>(), 0..512),
-            split in any::<prop::sample::Index>(),
-        ) {
-            let at = split.index(payload.len() + 1);
-            let mut b = bytes::BytesMut::from(&[0u8; HEADER_BYTES][..]);
-            b.extend_from_slice(&payload[..at]);
-            let rest = bytes::Bytes::copy_from_slice(&payload[at..]);
-            let f = Framed::seal_around(b, rest).unwrap();
-            let (head, rest) = f.parts();
-            prop_assert_eq!([head, rest].concat(), frame(&payload));
-            prop_assert_eq!(f.frame_len(), HEADER_BYTES + payload.len());
-            prop_assert_eq!(f.payload_len(), payload.len());
-            prop_assert_eq!(&f.payload()[..], &payload[..]);
-            let (h, r) = f.record_parts();
-            prop_assert_eq!([&h[..], &r[..]].concat(), payload);
         }
 
         #[test]

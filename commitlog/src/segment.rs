@@ -77,31 +77,26 @@ pub fn parse_file_name(name: &str) -> Option<(Offset, FileKind)> {
 pub trait Appendable {
     /// Payload length.
     fn payload_len(&self) -> usize;
-    /// What there is to write.
-    fn parts(&self) -> Parts<'_>;
-    /// What the in-memory tail keeps, without copying: the record, or its two parts
-    /// (the second empty for a record in one).
-    fn tail(&self) -> (Bytes, Bytes);
-}
-
-/// The bytes of an [`Appendable`].
-pub enum Parts<'a> {
-    /// A payload to frame.
-    Payload(&'a [u8]),
-    /// A frame built by its producer: header and first bytes, and the rest (empty
-    /// for a record in one part).
-    Framed(&'a [u8], &'a [u8]),
+    /// The payload.
+    fn payload(&self) -> &[u8];
+    /// The whole frame, when the producer built it.
+    fn frame(&self) -> Option<&[u8]>;
+    /// What the in-memory tail keeps (the payload, without copying).
+    fn tail(&self) -> Bytes;
 }
 
 impl Appendable for Bytes {
     fn payload_len(&self) -> usize {
         self.len()
     }
-    fn parts(&self) -> Parts<'_> {
-        Parts::Payload(self)
+    fn payload(&self) -> &[u8] {
+        self
     }
-    fn tail(&self) -> (Bytes, Bytes) {
-        (self.clone(), Bytes::new())
+    fn frame(&self) -> Option<&[u8]> {
+        None
+    }
+    fn tail(&self) -> Bytes {
+        self.clone()
     }
 }
 
@@ -109,12 +104,14 @@ impl Appendable for record::Framed {
     fn payload_len(&self) -> usize {
         record::Framed::payload_len(self)
     }
-    fn parts(&self) -> Parts<'_> {
-        let (head, rest) = record::Framed::parts(self);
-        Parts::Framed(head, rest)
+    fn payload(&self) -> &[u8] {
+        &self.frame()[HEADER_BYTES..]
     }
-    fn tail(&self) -> (Bytes, Bytes) {
-        self.record_parts()
+    fn frame(&self) -> Option<&[u8]> {
+        Some(record::Framed::frame(self))
+    }
+    fn tail(&self) -> Bytes {
+        record::Framed::payload(self)
     }
 }
 
@@ -776,23 +773,15 @@ unsafe fn pread_exact(file: &File, pos: u64, dst: *mut u8, len: usize) -> io::Re
 pub struct WriteScratch {
     /// Frames of small records, and headers of large ones.
     buf: Vec<u8>,
-    /// `(end in buf, record index, part)`: after `buf[..end]` comes that part of a
-    /// large record, from its own buffer.
-    cuts: Vec<(usize, usize, Part)>,
-}
-
-/// Which bytes of a record a cut writes: a bare payload, or the first part of a
-/// pre-framed record (its whole frame, for one in one part); or its second part.
-#[derive(Debug, Clone, Copy)]
-enum Part {
-    First,
-    Second,
+    /// `(end in buf, record index)`: after `buf[..end]` comes that large record's
+    /// payload (or, for a pre-framed record, its whole frame).
+    cuts: Vec<(usize, usize)>,
 }
 
 /// Write the frames of `records` to `file` at `pos` with as few system calls as
-/// possible: small records are framed into one buffer, large payloads (or large parts
-/// of a record framed in two) are written from their own buffers, and everything goes
-/// out in `pwritev` calls of up to `IOV_MAX` slices.
+/// possible: small records are framed into one buffer, large payloads are written
+/// from their own buffers, and everything goes out in `pwritev` calls of up to
+/// `IOV_MAX` slices.
 fn write_frames<R: Appendable>(
     file: &File,
     mut pos: u64,
@@ -802,22 +791,17 @@ fn write_frames<R: Appendable>(
     scratch.buf.clear();
     scratch.cuts.clear();
     for (i, r) in records.iter().enumerate() {
-        let (buf, cuts) = (&mut scratch.buf, &mut scratch.cuts);
-        match r.parts() {
-            Parts::Payload(payload) if payload.len() >= LARGE_RECORD_BYTES => {
-                buf.extend_from_slice(&record::encode_header(payload));
-                cuts.push((buf.len(), i, Part::First));
+        let large = r.payload_len() >= LARGE_RECORD_BYTES;
+        match (r.frame(), large) {
+            (Some(_), true) => scratch.cuts.push((scratch.buf.len(), i)),
+            (Some(frame), false) => scratch.buf.extend_from_slice(frame),
+            (None, true) => {
+                scratch
+                    .buf
+                    .extend_from_slice(&record::encode_header(r.payload()));
+                scratch.cuts.push((scratch.buf.len(), i));
             }
-            Parts::Payload(payload) => record::encode_into(buf, payload),
-            Parts::Framed(head, rest) => {
-                for (bytes, part) in [(head, Part::First), (rest, Part::Second)] {
-                    if bytes.len() >= LARGE_RECORD_BYTES {
-                        cuts.push((buf.len(), i, part));
-                    } else {
-                        buf.extend_from_slice(bytes);
-                    }
-                }
-            }
+            (None, false) => record::encode_into(&mut scratch.buf, r.payload()),
         }
         if scratch.buf.len() >= WRITE_BUF_BYTES {
             pos = flush_frames(file, pos, records, scratch)?;
@@ -837,17 +821,12 @@ fn flush_frames<R: Appendable>(
     let buf = &scratch.buf;
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * scratch.cuts.len() + 1);
     let mut prev = 0;
-    for &(end, i, part) in &scratch.cuts {
+    for &(end, i) in &scratch.cuts {
         if end > prev {
             slices.push(IoSlice::new(&buf[prev..end]));
         }
-        let bytes = records.get(i).map(|r| match (r.parts(), part) {
-            (Parts::Payload(payload), _) => payload,
-            (Parts::Framed(head, _), Part::First) => head,
-            (Parts::Framed(_, rest), Part::Second) => rest,
-        });
-        if let Some(bytes) = bytes {
-            slices.push(IoSlice::new(bytes));
+        if let Some(r) = records.get(i) {
+            slices.push(IoSlice::new(r.frame().unwrap_or_else(|| r.payload())));
         }
         prev = end;
     }

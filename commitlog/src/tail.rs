@@ -2,22 +2,19 @@
 //! without a system call.
 //!
 //! It holds the `Bytes` handed to `append` (a reference count, not a copy), bounded by
-//! `tail_bytes_max`; the oldest records fall out first. A record framed in two parts
-//! (`record::Framed` with a large payload kept apart) is kept in its two parts. Invariant: the tail always ends
+//! `tail_bytes_max`; the oldest records fall out first. Invariant: the tail always ends
 //! at the log's head, i.e. `start + len == head`.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::read::Readable;
 use crate::{Offset, ReadLimits};
 
 #[derive(Debug)]
 pub struct Tail {
     start: Offset,
-    /// Each record's head and rest (empty unless the record came in two parts).
-    records: VecDeque<(Bytes, Bytes)>,
+    records: VecDeque<Bytes>,
     bytes: usize,
     bytes_max: usize,
 }
@@ -43,16 +40,15 @@ impl Tail {
         self.bytes
     }
 
-    /// Add the record at the head, `head` then `rest` (empty for a record in one
-    /// part); evicts the oldest records past the byte bound.
-    pub fn push(&mut self, head: Bytes, rest: Bytes) {
-        self.bytes += head.len() + rest.len();
-        self.records.push_back((head, rest));
+    /// Add the record at the head; evicts the oldest records past the byte bound.
+    pub fn push(&mut self, record: Bytes) {
+        self.bytes += record.len();
+        self.records.push_back(record);
         while self.bytes > self.bytes_max {
-            let Some((head, rest)) = self.records.pop_front() else {
+            let Some(old) = self.records.pop_front() else {
                 break;
             };
-            self.bytes -= head.len() + rest.len();
+            self.bytes -= old.len();
             self.start = self.start.add(1);
         }
     }
@@ -60,28 +56,33 @@ impl Tail {
     /// Forget records below `earliest` (retention removed them).
     pub fn trim_front(&mut self, earliest: Offset) {
         while self.start < earliest {
-            let Some((head, rest)) = self.records.pop_front() else {
+            let Some(old) = self.records.pop_front() else {
                 self.start = earliest;
                 break;
             };
-            self.bytes -= head.len() + rest.len();
+            self.bytes -= old.len();
             self.start = self.start.add(1);
         }
     }
 
     /// Copy handles to the records from `from` (which must be `>= start`) into `out`,
     /// within `limits`; returns the offset after the last one given.
-    pub fn read<R: Readable>(&self, from: Offset, limits: ReadLimits, out: &mut Vec<R>) -> Offset {
+    pub fn read<R: From<Bytes>>(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        out: &mut Vec<R>,
+    ) -> Offset {
         let skip = from.distance_from(self.start) as usize;
         let mut next = from;
         let mut bytes = 0usize;
-        for (head, rest) in self.records.iter().skip(skip).take(limits.records_max) {
-            let frame = crate::record::HEADER_BYTES + head.len() + rest.len();
+        for r in self.records.iter().skip(skip).take(limits.records_max) {
+            let frame = crate::record::HEADER_BYTES + r.len();
             if next > from && bytes + frame > limits.bytes_max {
                 break;
             }
             bytes += frame;
-            out.push(R::from_parts(head, rest));
+            out.push(R::from(r.clone()));
             next = next.add(1);
         }
         next
@@ -103,7 +104,7 @@ mod tests {
     fn evicts_oldest_past_bound() {
         let mut t = Tail::new(Offset(10), 10);
         for _ in 0..4 {
-            t.push(Bytes::from_static(b"abcd"), Bytes::new());
+            t.push(Bytes::from_static(b"abcd"));
         }
         assert_eq!(t.start(), Offset(12));
         assert_eq!(t.bytes(), 8);
@@ -116,7 +117,7 @@ mod tests {
     fn limits_bound_a_read_but_one_record_always_goes() {
         let mut t = Tail::new(Offset(0), 1000);
         for i in 0..5u8 {
-            t.push(Bytes::from(vec![i; 10]), Bytes::new());
+            t.push(Bytes::from(vec![i; 10]));
         }
         let mut out: Vec<Bytes> = Vec::new();
         assert_eq!(t.read(Offset(0), lim(2, 1000), &mut out), Offset(2));
@@ -129,28 +130,10 @@ mod tests {
     }
 
     #[test]
-    fn a_record_in_two_parts_is_read_whole_or_in_its_parts() {
-        let mut t = Tail::new(Offset(0), 1000);
-        t.push(Bytes::from_static(b"head-"), Bytes::from_static(b"rest"));
-        assert_eq!(t.bytes(), 9);
-        let mut whole: Vec<Bytes> = Vec::new();
-        t.read(Offset(0), lim(10, 1000), &mut whole);
-        assert_eq!(whole, vec![Bytes::from_static(b"head-rest")]);
-        let mut parts: Vec<crate::Record> = Vec::new();
-        t.read(Offset(0), lim(10, 1000), &mut parts);
-        assert_eq!(parts[0].head().as_ref(), b"head-");
-        assert_eq!(
-            parts[0].rest(),
-            Some(&crate::Rest::Memory(Bytes::from_static(b"rest")))
-        );
-        assert_eq!(parts[0].load().unwrap(), whole[0]);
-    }
-
-    #[test]
     fn trim_front_follows_retention() {
         let mut t = Tail::new(Offset(0), 1000);
         for _ in 0..3 {
-            t.push(Bytes::from_static(b"x"), Bytes::new());
+            t.push(Bytes::from_static(b"x"));
         }
         t.trim_front(Offset(2));
         assert_eq!(t.start(), Offset(2));

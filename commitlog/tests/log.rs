@@ -477,7 +477,7 @@ fn large_records_are_given_by_reference_from_segments() {
                 assert_eq!(r.len(), bytes.len());
                 assert_eq!(r.load().unwrap(), *bytes, "record {i}");
                 let expect_ref = bytes.len() >= by_ref.min_bytes && i < tail_start;
-                match r.file_range() {
+                match r.rest() {
                     Some(rest) => {
                         assert!(expect_ref, "record {i} by reference");
                         assert_eq!(r.head().len(), by_ref.head_bytes);
@@ -488,92 +488,4 @@ fn large_records_are_given_by_reference_from_segments() {
             }
         }
     }
-}
-
-/// Records framed in two parts (a large payload its producer kept apart instead of
-/// copying it) are one frame on disk: `read` gives them whole, `read_records` in
-/// their two parts while they are in the tail and by reference from a segment after,
-/// and a reopened log checks every CRC of them.
-#[test]
-fn records_framed_in_two_parts_read_back_whole_or_in_parts() {
-    use commitlog::record::{Framed, HEADER_BYTES};
-    use commitlog::{ByReference, Record, Rest};
-    let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_bytes_max: 1 << 20,
-        record_bytes_max: 1 << 17,
-        tail_bytes_max: 100 * 1024,
-        fsync: Fsync::Never,
-        ..LogConfig::default()
-    };
-    let parts = |i: u64| {
-        let head = Bytes::from(vec![i as u8; 30]);
-        let rest_len = match i % 4 {
-            0 => 0,
-            1 => 100,
-            _ => 20_000 + 97 * i as usize,
-        };
-        let rest: Vec<u8> = (0..rest_len).map(|j| (i as usize + j) as u8).collect();
-        (head, Bytes::from(rest))
-    };
-    let whole = |i: u64| {
-        let (head, rest) = parts(i);
-        Bytes::from([&head[..], &rest[..]].concat())
-    };
-    let n = 60;
-    let mut log = Log::open(dir.path(), config.clone()).unwrap();
-    for batch in (0..n).collect::<Vec<_>>().chunks(7) {
-        let framed: Vec<Framed> = batch
-            .iter()
-            .map(|&i| {
-                let (head, rest) = parts(i);
-                let mut buf = bytes::BytesMut::from(&[0u8; HEADER_BYTES][..]);
-                buf.extend_from_slice(&head);
-                Framed::seal_around(buf, rest).unwrap()
-            })
-            .collect();
-        log.append_framed(&framed).unwrap();
-    }
-    let by_ref = ByReference {
-        min_bytes: 16 * 1024,
-        head_bytes: 50,
-    };
-    let limits = ReadLimits {
-        records_max: 5,
-        bytes_max: 1 << 20,
-    };
-    let mut in_tail = 0;
-    for from in 0..n {
-        let mut got: Vec<Record> = Vec::new();
-        let mut bytes: Vec<Bytes> = Vec::new();
-        log.read_records(Offset(from), limits, by_ref, &mut got)
-            .unwrap();
-        log.read(Offset(from), limits, &mut bytes).unwrap();
-        let r = &got[0];
-        assert_eq!(bytes[0], whole(from), "record {from} whole");
-        assert_eq!(r.load().unwrap(), whole(from), "record {from} loaded");
-        match r.rest() {
-            Some(Rest::Memory(rest)) => {
-                in_tail += 1;
-                assert_eq!((r.head(), rest), (&parts(from).0, &parts(from).1));
-            }
-            Some(Rest::File(_)) => assert_eq!(r.head().len(), by_ref.head_bytes),
-            None => assert!(r.len() < by_ref.min_bytes || parts(from).1.is_empty()),
-        }
-    }
-    assert!(
-        in_tail > 0,
-        "some records were read from the tail in two parts"
-    );
-    log.close().unwrap();
-
-    let verified = LogConfig {
-        verify_reads: true,
-        ..config
-    };
-    let log = Log::open(dir.path(), verified).unwrap();
-    assert_eq!(
-        read_all(&log, Offset(0)),
-        (0..n).map(whole).collect::<Vec<_>>()
-    );
 }

@@ -581,7 +581,7 @@ impl<S: Storage> Journal<S> {
         let Some(log) = self.log.as_mut() else {
             return Ok(());
         };
-        let bytes: usize = self.sealed.iter().map(|f| f.frame_len()).sum();
+        let bytes: usize = self.sealed.iter().map(|f| f.frame().len()).sum();
         let result = log.append(&self.sealed);
         self.sealed.clear();
         match result {

@@ -116,11 +116,6 @@ pub struct Message {
 /// [`NewMessage::framed_in`]).
 pub const ARENA_RECORD_MAX: usize = 8 * 1024;
 
-/// Payloads at least this large are not copied into their record when the caller
-/// holds them in a buffer of their own (see [`NewMessage::framed_sharing`]): the same
-/// bound above which the commitlog writes a payload from its own buffer.
-pub const SHARED_PAYLOAD_MIN: usize = 16 * 1024;
-
 /// The fields of a record to write; see the module docs for the layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewMessage<'a> {
@@ -216,39 +211,7 @@ impl<'a> NewMessage<'a> {
         }
     }
 
-    /// Like [`NewMessage::framed_in`], for a payload the caller holds in `shared`
-    /// (the buffer `self.payload` borrows from, e.g. the connection's read buffer):
-    /// one of [`SHARED_PAYLOAD_MIN`] bytes or more is not copied but kept by
-    /// reference, and the record is framed in two parts, its head (carved out of
-    /// `arena`) and the payload (`Framed::seal_around`). With 64 KiB messages that
-    /// copy was 6 % of the broker's CPU. Otherwise (a smaller payload, or `shared`
-    /// not holding `self.payload`) this is `framed_in`.
-    #[must_use]
-    pub fn framed_sharing(&self, shared: &Bytes, arena: &mut BytesMut, block: usize) -> Framed {
-        let same = shared.as_ptr() == self.payload.as_ptr() && shared.len() == self.payload.len();
-        if !same || shared.len() < SHARED_PAYLOAD_MIN {
-            return self.framed_in(arena, block);
-        }
-        let need = commitlog::record::HEADER_BYTES + self.len() - shared.len();
-        if arena.capacity() - arena.len() < need {
-            *arena = BytesMut::with_capacity(need.max(block));
-        }
-        arena.put_bytes(0, commitlog::record::HEADER_BYTES);
-        self.put_head(arena);
-        match Framed::seal_around(arena.split(), shared.clone()) {
-            Some(f) => f,
-            // Unreachable, as in `framed`.
-            None => Framed::new(&self.encode()),
-        }
-    }
-
     fn put(&self, b: &mut BytesMut) {
-        self.put_head(b);
-        b.put_slice(self.payload);
-    }
-
-    /// Everything but the payload.
-    fn put_head(&self, b: &mut BytesMut) {
         b.put_u8(FORMAT_VERSION);
         let mut flags = self.qos as u8 | (u8::from(self.retain) << 2);
         if self.origin.is_some() {
@@ -273,6 +236,7 @@ impl<'a> NewMessage<'a> {
         b.put_slice(self.topic.as_bytes());
         b.put_u32(u32::try_from(self.properties.len()).unwrap_or(u32::MAX));
         b.put_slice(self.properties);
+        b.put_slice(self.payload);
     }
 }
 
@@ -514,36 +478,6 @@ mod tests {
         let big = vec![1u8; 1000];
         let c = NewMessage::new(QoS::AtMostOnce, false, 7, "t", &big).framed_in(&mut arena, 256);
         assert_eq!(Message::decode(&c.payload()).unwrap().payload.len(), 1000);
-    }
-
-    #[test]
-    fn a_large_shared_payload_is_referenced_not_copied() {
-        let mut arena = BytesMut::new();
-        let payload = Bytes::from(vec![7u8; SHARED_PAYLOAD_MIN]);
-        let m = NewMessage {
-            properties: b"p",
-            expiry_secs: Some(9),
-            ..NewMessage::new(QoS::AtLeastOnce, true, 5, "a/b", &payload)
-        };
-        let f = m.framed_sharing(&payload, &mut arena, 256);
-        let (head, rest) = f.parts();
-        assert_eq!(rest.as_ptr(), payload.as_ptr(), "the payload is not copied");
-        assert_eq!(
-            [head, rest].concat(),
-            m.framed().parts().0,
-            "the same frame"
-        );
-        // Smaller, or not the buffer the message borrows from: copied as before.
-        let copy = payload.to_vec();
-        let other = m.framed_sharing(&Bytes::from(copy), &mut arena, 256);
-        assert_eq!(other, m.framed_in(&mut arena, 256));
-        let small = Bytes::from(vec![7u8; 100]);
-        let m = NewMessage::new(QoS::AtLeastOnce, true, 5, "a/b", &small);
-        assert!(m
-            .framed_sharing(&small, &mut arena, 256)
-            .parts()
-            .1
-            .is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use commitlog::record::Framed;
-use commitlog::{ByReference, Offset, ReadLimits, Record, Rest};
+use commitlog::{ByReference, FileRange, Offset, ReadLimits, Record};
 
 use crate::event::{
     CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, PubReason, Publication,
@@ -1062,7 +1062,7 @@ impl<S: Storage> Router<S> {
             // are after a restart), so a segment retention removes meanwhile is not kept open
             // (nor its disk space taken) for a client that may never come back.
             for inf in s.inflight.values_mut() {
-                if inf.offset.is_some() && inf.record.file_range().is_some() {
+                if inf.offset.is_some() && inf.record.rest().is_some() {
                     inf.record = Record::from(Bytes::new());
                 }
             }
@@ -1619,8 +1619,8 @@ fn deliverable(s: &Session, record: &Record, now_ms: u64, max_ids: usize) -> boo
     let Ok(m) = Message::decode(record.head()) else {
         return true;
     };
-    // The payload's part not in the head (left in the file, or kept apart in memory).
-    let unread = record.rest().map_or(0, Rest::len);
+    // The payload's part left in the file, for a record given by reference.
+    let unread = record.rest().map_or(0, FileRange::len);
     if m.expiry_left(now_ms) == Some(0) {
         tracing::debug!(client_id = %s.client_id, topic = m.topic_str(), "message expired before delivery");
         return false;

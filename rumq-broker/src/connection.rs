@@ -1001,11 +1001,7 @@ impl Connection {
                             properties: &properties.forward,
                             ..NewMessage::new(qos, retain, now_ms(), topic.as_str(), &payload)
                         }
-                        .framed_sharing(
-                            &payload,
-                            &mut batch.arena,
-                            batch.arena_hint,
-                        ),
+                        .framed_in(&mut batch.arena, batch.arena_hint),
                     },
                 }
             }

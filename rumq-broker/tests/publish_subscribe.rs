@@ -485,8 +485,7 @@ async fn a_subscriber_that_stops_reading_misses_nothing_when_it_reads_again() {
 async fn large_messages_read_back_from_the_log_arrive_intact() {
     // 25 MiB behind a subscriber that does not read: more than the log keeps in
     // memory (16 MiB), so the oldest come back from segment files, by reference, and
-    // go out with sendfile after their PUBLISH headers; the newest come from the tail
-    // in the two parts their connection framed them in (the payload never copied).
+    // go out with sendfile after their PUBLISH headers.
     stalled_subscriber_gets_everything(400, 64 * 1024).await;
 }
 

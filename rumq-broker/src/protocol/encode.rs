@@ -3,7 +3,7 @@
 //! packets.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use commitlog::{FileRange, Rest};
+use commitlog::FileRange;
 use router::{Delivery, Layout, PacketId, PubReason, Reply, SubscribeCode, UnsubscribeCode};
 
 use super::alias::OutboundAliases;
@@ -371,10 +371,9 @@ impl Encoder {
         };
         let record: &[u8] = head;
         let payload = &record[m.payload.clone()];
-        // The payload's part not in the head: left in the file (a record given by
-        // reference) or kept apart in memory (a large payload framed in two parts).
+        // Of a record given by reference, the payload's part left in the file.
         let rest = d.record.rest();
-        let payload_len = payload.len() + rest.map_or(0, Rest::len);
+        let payload_len = payload.len() + rest.map_or(0, FileRange::len);
         let v5 = self.version == Version::V5;
         let mut topic: &[u8] = &record[m.topic.clone()];
         if v5 {
@@ -438,10 +437,8 @@ impl Encoder {
             if !payload.is_empty() {
                 self.chunks.push(Chunk::Bytes(head.slice(m.payload)));
             }
-            match rest {
-                Some(Rest::Memory(bytes)) => self.chunks.push(Chunk::Bytes(bytes.clone())),
-                Some(Rest::File(range)) => self.chunks.push(Chunk::File(range.clone())),
-                None => {}
+            if let Some(rest) = rest {
+                self.chunks.push(Chunk::File(rest.clone()));
             }
         }
     }

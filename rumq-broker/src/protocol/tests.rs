@@ -1,6 +1,6 @@
 //! Decoding and encoding at the protocol edge, on raw bytes.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 use router::{Delivery, Message, PacketId, QoS, Reply, SubscribeCode, Subscription};
 
@@ -612,10 +612,19 @@ fn wire_of(chunks: &[Chunk]) -> Vec<u8> {
 /// A large record the log gave by reference goes out as the PUBLISH header and the
 /// head's part of the payload in memory, then the rest as a range of the segment's
 /// file; together, the same packet as from the whole record.
-/// The log's first record, read as the router reads messages (by reference from a
-/// segment if 16 KiB or more, with 100 bytes of head).
-fn first_record(log: &commitlog::Log) -> commitlog::Record {
-    use commitlog::{ByReference, Offset, ReadLimits};
+#[test]
+fn a_record_given_by_reference_is_sent_from_its_file() {
+    use commitlog::{ByReference, Fsync, Log, LogConfig, Offset, ReadLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        tail_bytes_max: 0,
+        fsync: Fsync::Never,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    let payload: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let whole = Message::encode(QoS::AtLeastOnce, false, 0, "big/one", &[], &payload);
+    log.append(whole.clone()).unwrap();
     let limits = ReadLimits {
         records_max: 1,
         bytes_max: 1 << 20,
@@ -627,76 +636,25 @@ fn first_record(log: &commitlog::Log) -> commitlog::Record {
     let mut out = Vec::new();
     log.read_records(Offset(0), limits, by_ref, &mut out)
         .unwrap();
-    out.pop().unwrap()
-}
-
-/// The buffers of a QoS 1 PUBLISH (packet id 7) of `record`.
-fn publish_chunks(record: commitlog::Record, version: Version) -> Vec<Chunk> {
-    let mut e = Encoder::new();
-    e.set_version(version, 0, false);
-    e.publish(&Delivery {
-        record,
-        qos: QoS::AtLeastOnce,
-        pkid: Some(PacketId(7)),
-        dup: false,
-        retain: false,
-        subscription_ids: Vec::new(),
-        lost_before: 0,
-    });
-    let mut chunks = Vec::new();
-    e.take(&mut chunks);
-    chunks
-}
-
-/// A record read from the tail in the two parts its connection framed it in (a
-/// large payload kept apart, not copied) goes out as those parts: the payload is the
-/// very buffer it arrived in, and the packet is the one the whole record makes.
-#[test]
-fn a_record_in_two_parts_is_sent_as_its_parts() {
-    use commitlog::{Fsync, Log, LogConfig, Rest};
-    let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        fsync: Fsync::Never,
-        ..LogConfig::default()
-    };
-    let mut log = Log::open(dir.path(), config).unwrap();
-    let payload: Bytes = (0..40_000u32).map(|i| (i % 251) as u8).collect();
-    let m = router::NewMessage::new(QoS::AtLeastOnce, false, 0, "big/two", &payload);
-    let framed = m.framed_sharing(&payload, &mut BytesMut::new(), 256);
-    log.append_framed(&[framed]).unwrap();
-    let record = first_record(&log);
-    assert!(matches!(record.rest(), Some(Rest::Memory(_))), "{record:?}");
-    let whole = Message::encode(QoS::AtLeastOnce, false, 0, "big/two", &[], &payload);
-    for version in [Version::V311, Version::V5] {
-        let parts = publish_chunks(record.clone(), version);
-        assert!(
-            matches!(parts.last(), Some(Chunk::Bytes(b)) if b.as_ptr() == payload.as_ptr()),
-            "the payload is its own buffer"
-        );
-        assert_eq!(
-            wire_of(&parts),
-            wire_of(&publish_chunks(whole.clone().into(), version))
-        );
-    }
-}
-
-#[test]
-fn a_record_given_by_reference_is_sent_from_its_file() {
-    use commitlog::{Fsync, Log, LogConfig};
-    let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        tail_bytes_max: 0,
-        fsync: Fsync::Never,
-        ..LogConfig::default()
-    };
-    let mut log = Log::open(dir.path(), config).unwrap();
-    let payload: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
-    let whole = Message::encode(QoS::AtLeastOnce, false, 0, "big/one", &[], &payload);
-    log.append(whole.clone()).unwrap();
-    let record = first_record(&log);
+    let record = out.pop().unwrap();
     assert!(record.rest().is_some(), "given by reference");
 
-    let packet = publish_chunks;
+    let packet = |record: commitlog::Record, version: Version| {
+        let mut e = Encoder::new();
+        e.set_version(version, 0, false);
+        e.publish(&Delivery {
+            record,
+            qos: QoS::AtLeastOnce,
+            pkid: Some(PacketId(7)),
+            dup: false,
+            retain: false,
+            subscription_ids: Vec::new(),
+            lost_before: 0,
+        });
+        let mut chunks = Vec::new();
+        e.take(&mut chunks);
+        chunks
+    };
     for version in [Version::V311, Version::V5] {
         let by_reference = packet(record.clone(), version);
         assert!(
