@@ -450,6 +450,9 @@ impl Log {
     fn seal_in_background(&mut self) -> Result<()> {
         if let Some(syncer) = &self.syncer {
             if syncer.synced_through() < self.sealing_through {
+                // Then the previous seal is synced, or failed (and the check below
+                // poisons the log): the thread only ends when the log drops it, and
+                // its jobs do not panic.
                 syncer.wait_idle();
             }
         }

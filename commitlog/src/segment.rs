@@ -691,10 +691,13 @@ impl Segment {
 /// only copies. Measured with 64 KiB messages: the router stopped waiting on that
 /// lock (7-12 % of its time) and broker CPU per message fell about 5 %.
 fn allocate(file: &File, from: u64, len: u64) -> io::Result<()> {
+    if len <= from {
+        return Ok(());
+    }
     #[cfg(target_os = "linux")]
     if let (Ok(offset), Ok(more)) = (
         libc::off_t::try_from(from),
-        libc::off_t::try_from(len.saturating_sub(from)),
+        libc::off_t::try_from(len - from),
     ) {
         // SAFETY: fallocate reads only its integer arguments; the descriptor is open
         // for the duration of the call.
