@@ -25,9 +25,9 @@ use crate::error::Error;
 use crate::worker::Worker;
 use crate::Offset;
 
-/// Jobs that may wait behind the one running. The log needs one (a seal behind an
-/// interval sync, see `Log::roll`); more is slack, and a job refused is synced by the
-/// log itself.
+/// Jobs that may wait behind the one running. The log needs two: a roll's seal, and
+/// the directory after the next segment is created, behind an interval sync (see
+/// `Log::roll`); a job refused is synced by the log itself.
 const QUEUE: usize = 2;
 
 /// A file to make durable, and its path for the error message.

@@ -1,6 +1,6 @@
 //! A named background thread fed through a bounded queue: the plumbing shared by the
-//! log's helpers that take work off the appending thread (`syncer`: the interval
-//! fsync; `page_cache`: page-cache advice). The owner hands jobs over without
+//! log's helpers that take work off the appending thread (`syncer`: the background
+//! fsyncs; `page_cache`: page-cache advice). The owner hands jobs over without
 //! waiting; stopping (or dropping) lets the thread finish the jobs queued and joins it.
 
 use std::io;
