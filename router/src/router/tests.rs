@@ -189,6 +189,16 @@ fn delivered(replies: Vec<Reply>) -> Vec<Delivery> {
         .collect()
 }
 
+/// `resent` are retransmissions (DUP) of exactly the messages `want` holds.
+fn assert_resent(resent: &[Delivery], want: &[Vec<u8>]) {
+    assert!(resent.iter().all(|d| d.dup), "resent");
+    assert!(
+        payloads(resent) == want,
+        "{} resent, not what was published",
+        resent.len()
+    );
+}
+
 fn payloads(d: &[Delivery]) -> Vec<Vec<u8>> {
     d.iter()
         .map(|d| {
@@ -1064,24 +1074,14 @@ fn large_messages_read_back_from_segments_come_by_reference() {
         .unwrap();
     assert!(session.inflight.values().all(|i| i.record.rest().is_none()));
     let resent = delivered(h.connect(C1, "sub", false));
-    assert!(resent.iter().all(|d| d.dup), "resent");
-    assert!(
-        payloads(&resent) == want,
-        "{} resent, not what was published",
-        resent.len()
-    );
+    assert_resent(&resent, &want);
 
     // Unacknowledged: resent after a restart (read again from the log).
     let dir = h._dir;
     drop(h.router);
     let mut h = open_with_log(RouterConfig::default(), log_config(), dir);
     let again = delivered(h.connect(C1, "sub", false));
-    assert!(again.iter().all(|d| d.dup), "resent");
-    assert!(
-        payloads(&again) == want,
-        "{} resent, not what was published",
-        again.len()
-    );
+    assert_resent(&again, &want);
 }
 
 /// A log whose appends fail while `full` is set, as on a full disk.
