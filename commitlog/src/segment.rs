@@ -32,8 +32,21 @@ use crate::{Offset, ReadLimits};
 /// Records at least this large are written straight from the caller's buffer with
 /// `pwritev` instead of being copied into the write buffer.
 const LARGE_RECORD_BYTES: usize = 16 * 1024;
-/// The write buffer is flushed with one `pwritev` when it reaches this size.
-const WRITE_BUF_BYTES: usize = 1 << 20;
+/// The most one `pwritev` writes; the write buffer is flushed when it reaches it.
+///
+/// Why a limit: Linux sizes the page-cache folios of a buffered write by the write
+/// (up to 2 MiB), and the allocator carves large folios out of large free blocks,
+/// which on a virtual machine that reports free memory to its host are memory the
+/// host has taken back, so every page of them faults on the host while the write
+/// copies. Measured on our 2-core VM: 1 GB written in 64 KiB or 128 KiB calls cost
+/// 16-18 µs of CPU per 64 KiB; in 1 MiB calls 28-42; in 4 MiB calls 51-73. In the
+/// broker, batches of 64 KiB records used to go out in one call of up to 1024
+/// records; capped at 1 MiB, the 64 KiB relay took 100-110 µs of broker CPU per
+/// message instead of 135-160 (see docs/performance.md). Smaller caps measured no
+/// better in the broker, and cost more calls for small records.
+const WRITE_BYTES_MAX: usize = 1 << 20;
+/// Slices per `pwritev` at most (`IOV_MAX` on Linux).
+const IOV_MAX: usize = 1024;
 
 /// The data file name for a segment with this base offset.
 #[must_use]
@@ -781,10 +794,10 @@ pub struct WriteScratch {
     cuts: Vec<(usize, usize)>,
 }
 
-/// Write the frames of `records` to `file` at `pos` with as few system calls as
-/// possible: small records are framed into one buffer, large payloads are written
-/// from their own buffers, and everything goes out in `pwritev` calls of up to
-/// `IOV_MAX` slices.
+/// Write the frames of `records` to `file` at `pos` with few system calls: small
+/// records are framed into one buffer, large payloads are written from their own
+/// buffers, and everything goes out in `pwritev` calls of up to `IOV_MAX` slices and
+/// `WRITE_BYTES_MAX` bytes.
 fn write_frames<R: Appendable>(
     file: &File,
     mut pos: u64,
@@ -806,7 +819,7 @@ fn write_frames<R: Appendable>(
             }
             (None, false) => record::encode_into(&mut scratch.buf, r.payload()),
         }
-        if scratch.buf.len() >= WRITE_BUF_BYTES {
+        if scratch.buf.len() >= WRITE_BYTES_MAX {
             pos = flush_frames(file, pos, records, scratch)?;
         }
     }
@@ -820,7 +833,6 @@ fn flush_frames<R: Appendable>(
     records: &[R],
     scratch: &mut WriteScratch,
 ) -> io::Result<u64> {
-    const IOV_MAX: usize = 1024;
     let buf = &scratch.buf;
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * scratch.cuts.len() + 1);
     let mut prev = 0;
@@ -836,26 +848,55 @@ fn flush_frames<R: Appendable>(
     if prev < buf.len() {
         slices.push(IoSlice::new(&buf[prev..]));
     }
-    for chunk in slices.chunks_mut(IOV_MAX) {
-        pos = write_all_vectored_at(file, pos, chunk)?;
-    }
+    pos = write_all_vectored_at(file, pos, &mut slices)?;
     drop(slices);
     scratch.buf.clear();
     scratch.cuts.clear();
     Ok(pos)
 }
 
-/// `pwritev` all of `slices` at `pos`; returns the position after them.
+/// `pwritev` all of `slices` at `pos`, in calls of at most `IOV_MAX` slices and
+/// `WRITE_BYTES_MAX` bytes; returns the position after them.
 fn write_all_vectored_at(
     file: &File,
     mut pos: u64,
     mut slices: &mut [IoSlice<'_>],
 ) -> io::Result<u64> {
-    while !slices.is_empty() {
-        let offset =
-            libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
-        // At most IOV_MAX (1024) slices are passed (see flush_frames).
-        let count = libc::c_int::try_from(slices.len()).unwrap_or(libc::c_int::MAX);
+    while let Some(first) = slices.first() {
+        let n = match slices_per_call(slices) {
+            // The first slice alone is over the limit: its first part.
+            0 => pwritev_at(file, pos, &[IoSlice::new(&first[..WRITE_BYTES_MAX])])?,
+            count => pwritev_at(file, pos, &slices[..count])?,
+        };
+        IoSlice::advance_slices(&mut slices, n);
+        pos += n as u64;
+    }
+    Ok(pos)
+}
+
+/// How many whole slices from the start of `slices` one `pwritev` takes: as many
+/// as fit in `WRITE_BYTES_MAX` bytes, at most `IOV_MAX`. 0 when the first alone is
+/// larger (it is written in parts).
+fn slices_per_call(slices: &[IoSlice<'_>]) -> usize {
+    let mut bytes = 0;
+    slices
+        .iter()
+        .take(IOV_MAX)
+        .take_while(|s| {
+            bytes += s.len();
+            bytes <= WRITE_BYTES_MAX
+        })
+        .count()
+}
+
+/// One `pwritev` of `slices` (at most `IOV_MAX`) at `pos`, retried when
+/// interrupted; returns the bytes written (at least 1).
+fn pwritev_at(file: &File, pos: u64, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    let offset =
+        libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
+    // Callers pass at most IOV_MAX (1024) slices.
+    let count = libc::c_int::try_from(slices.len()).unwrap_or(libc::c_int::MAX);
+    loop {
         // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix,
         // the slices borrow buffers that outlive the call, and `count` is at most
         // their number; the descriptor is open while `file` is borrowed.
@@ -869,10 +910,7 @@ fn write_all_vectored_at(
         };
         match usize::try_from(n) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                IoSlice::advance_slices(&mut slices, n);
-                pos += n as u64;
-            }
+            Ok(n) => return Ok(n),
             Err(_) => {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -881,7 +919,6 @@ fn write_all_vectored_at(
             }
         }
     }
-    Ok(pos)
 }
 
 #[cfg(test)]
@@ -935,6 +972,47 @@ mod tests {
             s.read(Offset(100), lim(100, 30), &mut out).unwrap(),
             Offset(102)
         );
+    }
+
+    #[test]
+    fn a_call_takes_whole_slices_up_to_the_byte_and_slice_limits() {
+        let kib = |n: usize| vec![0u8; n * 1024];
+        let (a, b) = (kib(600), kib(500));
+        // 600 + 500 KiB is over 1 MiB: one slice per call.
+        assert_eq!(slices_per_call(&[IoSlice::new(&a), IoSlice::new(&b)]), 1);
+        let quarter = kib(256);
+        assert_eq!(slices_per_call(&[IoSlice::new(&quarter); 5]), 4);
+        // Larger than the limit alone: written in parts.
+        let big = kib(1025);
+        assert_eq!(slices_per_call(&[IoSlice::new(&big)]), 0);
+        let tiny = [1u8];
+        assert_eq!(slices_per_call(&[IoSlice::new(&tiny); 2000]), IOV_MAX);
+    }
+
+    #[test]
+    fn batches_and_records_larger_than_one_write_read_back_whole() {
+        // 40 records of 100 KiB (4 MB in calls of at most 1 MiB) and one of 2.5 MiB
+        // (written in parts), among small ones framed into the write buffer.
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy {
+            record_bytes_max: 4 << 20,
+            ..DENSE
+        };
+        let mut s = Segment::create(dir.path(), Offset(0), policy, 1 << 16, 0).unwrap();
+        let mut records = recs(40, 100 * 1024);
+        records.insert(7, Bytes::from(vec![7u8; 5]));
+        records.insert(
+            20,
+            Bytes::from((0..2_621_440u32).map(|i| i as u8).collect::<Vec<u8>>()),
+        );
+        records.push(Bytes::from(vec![9u8; 3]));
+        let n = records.len();
+        let mut buf = WriteScratch::default();
+        assert_eq!(s.append(&records, 64 << 20, &mut buf).unwrap(), n);
+        let mut out: Vec<Bytes> = Vec::new();
+        let next = s.read(Offset(0), lim(n, 64 << 20), &mut out).unwrap();
+        assert_eq!(next, Offset(n as u64));
+        assert_eq!(out, records);
     }
 
     #[test]
