@@ -48,13 +48,12 @@ pub struct LogConfig {
     pub record_bytes_max: u32,
     /// Bytes of the most recent records kept in memory for caught-up readers.
     pub tail_bytes_max: usize,
-    /// Keep this many bytes of the active segment's page cache populated ahead of the
-    /// head, from a background thread, so an append copies into pages that already
-    /// exist instead of allocating them (see `page_cache`). With a value above 0 a new
-    /// (or reopened) active segment's data file is extended to `segment_bytes_max`
-    /// (its blocks allocated, see `segment`) and trimmed to its data when it is
-    /// sealed. 0: neither. Not used with `fsync = "never"` (see `preallocate`).
-    pub warm_ahead_bytes: u64,
+    /// Create a new (or reopened) active segment's data file at `segment_bytes_max`,
+    /// its blocks allocated but unwritten (see `segment::allocate`), and trim it to
+    /// its data when it is sealed: appends then neither reserve blocks nor wait for
+    /// the sync thread's block allocation. Not used with `fsync = "never"` (see
+    /// `preallocation`).
+    pub preallocate: bool,
     /// Let the kernel drop the cached pages of records that are on disk and that
     /// every reader has passed ([`crate::Log::drop_cache_below`]), so the log's page
     /// cache holds what readers still need and new pages reuse freed ones (see
@@ -80,7 +79,7 @@ impl Default for LogConfig {
             index_interval_bytes: 0,
             record_bytes_max: 16 * 1024 * 1024,
             tail_bytes_max: 16 * 1024 * 1024,
-            warm_ahead_bytes: 32 * 1024 * 1024,
+            preallocate: true,
             drop_behind: true,
             verify_reads: false,
             fsync: Fsync::Interval,
@@ -132,18 +131,12 @@ impl LogConfig {
     /// were. Sealing syncs a preallocated file to rule that out, which `never` is
     /// configured not to pay for. An extending write never has that problem: the
     /// filesystem moves the on-disk size only as the data is written back.
-    pub(crate) fn preallocate(&self) -> u64 {
-        if self.warms() {
+    pub(crate) fn preallocation(&self) -> u64 {
+        if self.preallocate && self.fsync != Fsync::Never {
             self.segment_bytes_max
         } else {
             0
         }
-    }
-
-    /// Whether the page cache is warmed ahead of the head (which needs the
-    /// preallocated file: pages past the end of a file cannot be cached).
-    pub(crate) fn warms(&self) -> bool {
-        self.warm_ahead_bytes > 0 && self.fsync != Fsync::Never
     }
 
     /// Whether pages behind the readers are dropped (only synced pages can be).

@@ -120,12 +120,9 @@ pub struct Log {
     unsynced: bool,
     /// `fsync = "interval"`: the thread that syncs in the background.
     syncer: Option<Syncer>,
-    /// `warm_ahead_bytes > 0` or `drop_behind` (and not `fsync = "never"`): the
-    /// thread that fills the page cache ahead of the head and lets it go behind the
-    /// readers.
+    /// `drop_behind` (and not `fsync = "never"`): the thread that lets the page
+    /// cache go behind the readers.
     page_cache: Option<PageCache>,
-    /// Position in the active segment up to which warming was asked for.
-    warmed_to: u64,
     /// Records below this are on stable storage (their pages are clean).
     synced_to: Offset,
     /// The end of the last segment whose seal was handed to the sync thread: the next
@@ -175,7 +172,7 @@ impl Log {
                 seg_clean,
                 policy,
                 config.index_bytes_max,
-                config.preallocate(),
+                config.preallocation(),
             )?;
             if let Some(prev) = segments.back().map(Segment::next) {
                 if prev < seg.base() {
@@ -216,7 +213,7 @@ impl Log {
             ),
             Fsync::Always | Fsync::Never => None,
         };
-        let page_cache = if config.warms() || config.drops_behind() {
+        let page_cache = if config.drops_behind() {
             Some(
                 PageCache::start("rumq-pagecache")
                     .map_err(|e| Error::io("start the page-cache thread for", &dir, e))?,
@@ -236,7 +233,6 @@ impl Log {
             unsynced: false,
             syncer,
             page_cache,
-            warmed_to: 0,
             // What recovery kept is on disk (it syncs what it cuts), and nothing of
             // it is known to be cached.
             synced_to: head,
@@ -346,8 +342,6 @@ impl Log {
                     if !f.rolled_back {
                         self.poisoned = true;
                     }
-                    // The rollback cut the warmed pages past the data.
-                    self.warmed_to = 0;
                     tracing::error!(error = %f.error, rolled_back = f.rolled_back, "append failed");
                     return Err(f.error);
                 }
@@ -356,7 +350,6 @@ impl Log {
                 self.roll()?;
                 continue;
             }
-            self.warm_ahead();
             for r in &rest[..n] {
                 self.tail.push(r.tail());
             }
@@ -383,37 +376,15 @@ impl Log {
                 self.head,
                 self.policy,
                 self.config.index_bytes_max,
-                self.config.preallocate(),
+                self.config.preallocation(),
             )?;
             if self.config.fsync != Fsync::Never {
                 self.sync_dir_soon()?;
             }
             self.segments.push_back(seg);
             self.roll_pending = false;
-            self.warmed_to = 0;
-            self.warm_ahead();
         }
         Ok(())
-    }
-
-    /// Ask the page-cache thread for the active segment's next `warm_ahead_bytes`, in
-    /// steps of a quarter of that so it gets few, large jobs.
-    fn warm_ahead(&mut self) {
-        let (Some(cache), Some(seg)) = (&self.page_cache, self.segments.back()) else {
-            return;
-        };
-        if !self.config.warms() {
-            return;
-        }
-        let ahead = self.config.warm_ahead_bytes;
-        let from = self.warmed_to.max(seg.data_len());
-        let to = seg.data_len().saturating_add(ahead).min(seg.file_len());
-        if to > from
-            && (to - from >= ahead / 4 || to == seg.file_len())
-            && cache.warm(seg.data_file(), from, to)
-        {
-            self.warmed_to = to;
-        }
     }
 
     /// Seal the active segment; the next append starts a new one.

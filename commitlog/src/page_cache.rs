@@ -1,31 +1,24 @@
-//! Page-cache advice, on one thread per log: filling the active segment's pages ahead
-//! of the head (*warming*) and letting the kernel drop the pages behind every reader
-//! (*dropping behind*). Both are `posix_fadvise` calls; neither changes what is on disk.
+//! Page-cache advice, on one thread per log: letting the kernel drop the pages of
+//! records that are on disk and behind every reader (*dropping behind*), with
+//! `posix_fadvise(POSIX_FADV_DONTNEED)`. It changes nothing on disk.
 //!
-//! **Why warm.** A buffered write into a file region that has no page cache yet must
-//! allocate and map each page while copying. On a virtual machine whose free memory is
-//! handed back to the host (virtio-balloon free page reporting), every such page is a
-//! fault on the host too: measured on our 2-core VM, writing 1 GB into fresh pages ran
-//! at 0.4-1.4 GB/s, and over pages already cached at 3.8-4.5 GB/s. With 64 KiB
-//! messages that copy was most of the router thread's time. So the active segment's
-//! data file is created at its full size (allocated, unwritten), and this thread asks
-//! for the region just ahead of the head with `POSIX_FADV_WILLNEED`: the kernel fills
-//! the unwritten blocks (or holes) with clean zero pages (no disk I/O, nothing to
-//! write back), and the append then overwrites pages that exist. Recovery already
-//! treats the zeros after the last record as a torn tail, and a sealed segment is
-//! trimmed to its data, so the preallocation is invisible on disk once a segment is
-//! done. Under `fsync = "never"` the log neither preallocates
-//! nor warms (see `LogConfig::preallocate`).
+//! **Why.** As long as the log's page cache only grows, every page an append writes
+//! into is one the kernel has to find in free memory, and on a virtual machine whose
+//! free memory is handed back to the host (virtio-balloon free page reporting) the
+//! first touch of such a page faults on the host too. Given back behind the readers,
+//! the pages are freed while still backed, and the kernel hands recently freed pages
+//! out first, so the next appends reuse them. Measured on our 2-core VM with 6.5 GB
+//! of 64 KiB messages relayed: 439 MB/s dropping behind, 287 without. A reader that
+//! goes back that far (a resumed session, a new reader) reads from disk. The log asks
+//! only for synced ranges: the kernel does not drop dirty pages (it would start their
+//! write-back instead).
 //!
-//! **Why drop behind.** Warming moves the cost of fresh pages off the appending thread
-//! but does not remove it: as long as the page cache only grows, every page of the log
-//! is a fresh one (in the 64 KiB benchmark the warm-up was 29 % of the broker's CPU).
-//! Pages of records that every reader has passed and that are on disk already are
-//! given back with `POSIX_FADV_DONTNEED`; the kernel hands the most recently freed
-//! pages out first, so the next appends and warm-ups reuse them while they are still
-//! backed by the host. A reader that goes back that far (a resumed session, a new
-//! reader) reads from disk. The log asks only for synced ranges: the kernel does not
-//! drop dirty pages (it would start their write-back instead).
+//! It used to warm pages ahead of the head too (`POSIX_FADV_WILLNEED` over the
+//! preallocated file, so appends found pages in place). That only paid while appends
+//! were written in calls of many megabytes, whose large folios came from memory the
+//! host had taken back; with writes capped at 1 MiB (see `segment`), warming cost
+//! more than it saved (64 KiB relay: 230 vs 439 MB/s over 6.5 GB; see
+//! docs/performance.md), so it is gone.
 //!
 //! The owner hands over ranges and never waits; a range that cannot be handed over (the
 //! queue is full) is asked for again later. Failures are logged at debug level.
@@ -40,26 +33,11 @@ use crate::worker::Worker;
 
 /// Ranges waiting for the thread; more are asked for again later.
 const QUEUE: usize = 4;
-/// Warm-ups are asked for in pieces of this size. Linux acts on at most the device's
-/// read-ahead (or I/O) size of a `WILLNEED` call and silently drops the rest; 128 KiB
-/// is the default read-ahead, so every byte asked for is warmed. Small pieces also
-/// let a job for a segment that was meanwhile sealed or removed end soon (the kernel
-/// ignores advice past the end of a file).
-const PIECE: u64 = 128 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Advice {
-    /// Fill the range with pages.
-    Warm,
-    /// The range's clean pages may go.
-    Drop,
-}
 
 struct Job {
     file: Arc<File>,
     from: u64,
     to: u64,
-    advice: Advice,
 }
 
 /// The handle the log owns; dropping it lets the thread finish the jobs queued (at
@@ -78,25 +56,14 @@ impl PageCache {
         Worker::start(name, QUEUE, |job: Job| advise(&job)).map(PageCache)
     }
 
-    /// Ask for `from..to` of `file` to be brought into the page cache; false when the
-    /// queue is full (ask again later).
-    pub(crate) fn warm(&self, file: &Arc<File>, from: u64, to: u64) -> bool {
-        self.send(file, from, to, Advice::Warm)
-    }
-
     /// Let the kernel drop the clean pages wholly inside `from..to` of `file`; false
     /// when the queue is full (ask again later).
     pub(crate) fn drop_behind(&self, file: &Arc<File>, from: u64, to: u64) -> bool {
-        self.send(file, from, to, Advice::Drop)
-    }
-
-    fn send(&self, file: &Arc<File>, from: u64, to: u64, advice: Advice) -> bool {
         self.0
             .try_send(Job {
                 file: file.clone(),
                 from,
                 to,
-                advice,
             })
             .is_ok()
     }
@@ -107,26 +74,23 @@ fn advise(_job: &Job) {}
 
 #[cfg(target_os = "linux")]
 fn advise(job: &Job) {
-    let (piece, advice) = match job.advice {
-        Advice::Warm => (PIECE, libc::POSIX_FADV_WILLNEED),
-        // One call: the kernel drops any length at once.
-        Advice::Drop => (u64::MAX, libc::POSIX_FADV_DONTNEED),
+    if job.to <= job.from {
+        // A length of 0 would mean "to the end of the file".
+        return;
+    }
+    let (Ok(offset), Ok(len)) = (
+        libc::off_t::try_from(job.from),
+        libc::off_t::try_from(job.to.saturating_sub(job.from)),
+    ) else {
+        return;
     };
-    let mut pos = job.from;
-    while pos < job.to {
-        let len = piece.min(job.to - pos);
-        let (Ok(offset), Ok(len_arg)) = (libc::off_t::try_from(pos), libc::off_t::try_from(len))
-        else {
-            return;
-        };
-        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is
-        // open for as long as `job.file` lives, which outlasts the call.
-        let rc = unsafe { libc::posix_fadvise(job.file.as_raw_fd(), offset, len_arg, advice) };
-        if rc != 0 {
-            tracing::debug!(error = %io::Error::from_raw_os_error(rc), advice = ?job.advice, "page cache advice failed");
-            return;
-        }
-        pos += len;
+    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open
+    // for as long as `job.file` lives, which outlasts the call.
+    let rc = unsafe {
+        libc::posix_fadvise(job.file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED)
+    };
+    if rc != 0 {
+        tracing::debug!(error = %io::Error::from_raw_os_error(rc), "page cache advice failed");
     }
 }
 
@@ -135,21 +99,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn warming_a_sparse_file_leaves_it_reading_zeros_and_unchanged_in_size() {
+    fn dropping_a_range_changes_nothing_that_reads_back() {
         use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let file = File::create_new(&path).unwrap();
-        file.write_all_at(b"data", 0).unwrap();
-        file.set_len(8 << 20).unwrap();
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| i as u8).collect();
+        file.write_all_at(&data, 0).unwrap();
+        file.sync_all().unwrap();
         let file = Arc::new(file);
-        let w = PageCache::start("test-cache").unwrap();
-        assert!(w.warm(&file, 0, 8 << 20));
-        drop(w); // joins after the job
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8 << 20);
-        let mut buf = vec![1u8; 8];
-        let f = File::open(&path).unwrap();
-        f.read_exact_at(&mut buf, 0).unwrap();
-        assert_eq!(&buf, b"data\0\0\0\0");
+        let cache = PageCache::start("test-cache").unwrap();
+        assert!(cache.drop_behind(&file, 0, 1 << 20));
+        drop(cache); // joins after the job
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+        let mut back = vec![0u8; 1 << 20];
+        File::open(&path)
+            .unwrap()
+            .read_exact_at(&mut back, 0)
+            .unwrap();
+        assert_eq!(back, data);
     }
 }

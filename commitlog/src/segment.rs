@@ -7,10 +7,10 @@
 //! Appends are positional `pwritev(2)` calls at the end of the data, and reads are
 //! positional `pread(2)`, so nothing moves a file cursor. The segment tracks its own
 //! data length and record count; it never probes for end of file, because the file may
-//! be longer than its data: with `warm_ahead_bytes` set, a new segment's file is
-//! created at its full size, its blocks allocated but unwritten (see `allocate` and
-//! `page_cache`), and trimmed to its data when sealed. Recovery cuts the zeros after
-//! the last record like any torn tail.
+//! be longer than its data: with `preallocate` set, a new segment's file is created
+//! at its full size, its blocks allocated but unwritten (see `allocate`), and trimmed
+//! to its data when sealed. Recovery cuts the zeros after the last record like any
+//! torn tail.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
@@ -299,6 +299,7 @@ impl Segment {
     }
 
     /// Bytes of framed records in the data file.
+    #[cfg(test)]
     pub fn data_len(&self) -> u64 {
         self.data_len
     }
@@ -316,11 +317,6 @@ impl Segment {
         // base < offset < next, so the distance fits the u32 record count.
         let rel = u32::try_from(offset.distance_from(self.base)).unwrap_or(u32::MAX);
         self.index.floor(rel).map_or(0, |e| u64::from(e.pos))
-    }
-
-    /// The data file's length: more than [`Segment::data_len`] while preallocated.
-    pub fn file_len(&self) -> u64 {
-        self.file_len
     }
 
     /// The path of the data file.

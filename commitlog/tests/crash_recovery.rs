@@ -45,7 +45,7 @@ fn crashed_log(dir: &Path, n: u64) -> (PathBuf, PathBuf, Vec<(u64, u64)>) {
     // recovery must cut like any torn tail; `an_untouched_crash_image_recovers`
     // covers that image. The hand-made images below start from the data alone.
     let config = config();
-    assert!(config.warm_ahead_bytes > 0);
+    assert!(config.preallocate);
     assert_eq!(
         std::fs::metadata(&data).unwrap().len(),
         config.segment_bytes_max
@@ -220,7 +220,7 @@ fn under_fsync_never_segments_are_not_preallocated() {
     let dir = tempfile::tempdir().unwrap();
     let never = common::small_config();
     assert_eq!(never.fsync, commitlog::Fsync::Never);
-    assert!(never.warm_ahead_bytes > 0);
+    assert!(never.preallocate);
     let mut log = Log::open(dir.path(), never).unwrap();
     let mut data_len = 0;
     for i in 0..3 {

@@ -100,8 +100,8 @@ pub(crate) fn journal_config(messages: &LogConfig) -> LogConfig {
         index_interval_bytes: 0,
         record_bytes_max,
         tail_bytes_max: 0,
-        // Small appends: warming pages ahead would cost a thread and gain nothing.
-        warm_ahead_bytes: 0,
+        // Small appends, read back only at startup: files as long as their data.
+        preallocate: false,
         // Read back only at startup; its pages are few and go with their segments.
         drop_behind: false,
         verify_reads: true,
