@@ -765,7 +765,17 @@ impl Connection {
                     }
                 }
                 Wake::Readable => match Box::pin(self.read_and_forward()).await {
-                    Ok(true) => rx.touch(),
+                    Ok(true) => {
+                        rx.touch();
+                        // Let the other connections on this thread have a turn before
+                        // reading again. A client that keeps its socket full is
+                        // otherwise read for tokio's whole budget (128 reads) at a
+                        // time, while the subscribers on this thread wait with their
+                        // deliveries: relaying 64 KiB messages, the subscriber fell
+                        // up to 3 GB behind the publisher, and its reads kept that
+                        // much page cache from being dropped (docs/performance.md).
+                        tokio::task::yield_now().await;
+                    }
                     Ok(false) => {}
                     Err(end) => break end,
                 },
