@@ -34,16 +34,16 @@ use crate::{Offset, ReadLimits};
 const LARGE_RECORD_BYTES: usize = 16 * 1024;
 /// The most one `pwritev` writes; the write buffer is flushed when it reaches it.
 ///
-/// Why a limit: Linux sizes the page-cache folios of a buffered write by the write
-/// (up to 2 MiB), and the allocator carves large folios out of large free blocks,
-/// which on a virtual machine that reports free memory to its host are memory the
-/// host has taken back, so every page of them faults on the host while the write
-/// copies. Measured on our 2-core VM: 1 GB written in 64 KiB or 128 KiB calls cost
-/// 16-18 µs of CPU per 64 KiB; in 1 MiB calls 28-42; in 4 MiB calls 51-73. In the
-/// broker, batches of 64 KiB records used to go out in one call of up to 1024
-/// records; capped at 1 MiB, the 64 KiB relay took 100-110 µs of broker CPU per
-/// message instead of 135-160 (see docs/performance.md). Smaller caps measured no
-/// better in the broker, and cost more calls for small records.
+/// Why a limit: the larger the write, the more each byte of it costs. Measured on
+/// our 2-core VM, 1 GB written in 64 KiB or 128 KiB calls cost 16-18 µs of CPU per
+/// 64 KiB; in 1 MiB calls 28-42; in 4 MiB calls 51-73. Our reading of why: Linux
+/// sizes the page-cache folios of a buffered write by the write (up to 2 MiB), and
+/// large folios are carved out of large free blocks, which on a VM that reports free
+/// memory to its host is memory the host has taken back, faulted in page by page
+/// while the write copies. In the broker, batches of 64 KiB records used to go out
+/// in one call of up to 1024 records; capped at 1 MiB, the 64 KiB relay took
+/// 99-111 µs of broker CPU per message instead of 135-160 (docs/performance.md).
+/// Smaller caps measured no better in the broker, and cost more calls.
 const WRITE_BYTES_MAX: usize = 1 << 20;
 /// Slices per `pwritev` at most (`IOV_MAX` on Linux).
 const IOV_MAX: usize = 1024;
