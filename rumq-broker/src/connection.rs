@@ -583,6 +583,9 @@ impl Connection {
             _ => tracing::info!(reason = %end, "connection closed"),
         }
         self.state.tell_router(reason, rx).await;
+        if let Some(lot) = &self.state.shared.lot {
+            lot.note_ended();
+        }
     }
 
     /// Read until a CONNECT; `Ok(None)` when the client went away quietly.

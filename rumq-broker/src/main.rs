@@ -11,11 +11,13 @@
 //! | `parking` | quiet connections, waiting without a task |
 //! | `server` | listener, connection limit, shutdown |
 //! | `accept_rate` | the new-connections-per-second limit |
+//! | `heap` | how much freed memory the allocator keeps |
 
 mod accept_rate;
 mod config;
 mod connection;
 mod driver;
+mod heap;
 mod parking;
 mod replies;
 mod server;
@@ -86,6 +88,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if !heap::keep_freed_memory() {
+        tracing::debug!("allocator thresholds not set");
+    }
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -16,8 +16,10 @@
 //! itself ([`Parkable`]).
 //!
 //! Freed task memory lies between allocations that live on, so glibc keeps those
-//! pages until asked: the lot calls `malloc_trim` (at most every 250 ms, after
-//! connections parked), which returns the free pages inside the heap to the system.
+//! pages until asked, and it keeps up to 64 MiB at the top of each heap on purpose
+//! (see `heap`): the lot calls `malloc_trim` (at most every 250 ms, after
+//! connections parked or ended), which returns the free pages inside the heap to the
+//! system.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -73,7 +75,7 @@ struct Slots<P> {
     entries: Vec<Slot<P>>,
     /// Indexes of vacant entries.
     free: Vec<u32>,
-    /// Connections parked since the last `malloc_trim`.
+    /// Connections parked or ended since the last `malloc_trim`.
     parked_since_trim: usize,
     /// The lot's task is gone: nothing parks any more.
     closed: bool,
@@ -330,7 +332,13 @@ impl<P: Parkable> Lot<P> {
         Some(p)
     }
 
-    /// Return the memory freed by connections that parked to the system.
+    /// A connection ended: the memory it and its messages used can go back to the
+    /// system at the next trim.
+    pub fn note_ended(&self) {
+        self.inner.slots().parked_since_trim += 1;
+    }
+
+    /// Return the memory freed by connections that parked or ended to the system.
     fn trim(&self) {
         let parked = std::mem::take(&mut self.inner.slots().parked_since_trim);
         if parked == 0 {
