@@ -860,7 +860,8 @@ fn write_all_vectored_at(
 ) -> io::Result<u64> {
     while let Some(first) = slices.first() {
         let n = match slices_per_call(slices) {
-            // The first slice alone is over the limit: its first part.
+            // The first slice alone is over the limit (so longer than
+            // WRITE_BYTES_MAX: the range is in bounds): its first part.
             0 => pwritev_at(file, pos, &[IoSlice::new(&first[..WRITE_BYTES_MAX])])?,
             count => pwritev_at(file, pos, &slices[..count])?,
         };
