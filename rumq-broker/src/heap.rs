@@ -25,15 +25,17 @@ const TRIM_THRESHOLD: libc::c_int = 64 * 1024 * 1024;
 const MMAP_THRESHOLD: libc::c_int = 4 * 1024 * 1024;
 
 /// Set the thresholds; call once at startup, before other threads allocate. False
-/// when the allocator refused them (or is not glibc's), which only costs speed.
+/// when the allocator refused them, which only costs speed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn keep_freed_memory() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt takes no pointers and is safe to call at any time.
-        let set = |param, value| unsafe { libc::mallopt(param, value) } == 1;
-        set(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) && set(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    // SAFETY: mallopt takes no pointers and is safe to call at any time.
+    let set = |param, value| unsafe { libc::mallopt(param, value) } == 1;
+    set(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) && set(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+}
+
+/// Not glibc: nothing to set.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn keep_freed_memory() -> bool {
     false
 }
 
