@@ -341,7 +341,7 @@ impl<S: Storage> Router<S> {
         }
         // Pages the readers have passed become droppable once synced: look as often
         // as the interval fsync makes them so (the lowest offset needed costs a pass
-        // over the sessions), so freed pages are reused while still warm.
+        // over the sessions), so freed pages are reused while the host still backs them.
         let due = self.last_drop_behind.is_none_or(|last| {
             now.duration_since(last)
                 .is_ok_and(|d| d >= DROP_BEHIND_INTERVAL)
@@ -1584,8 +1584,6 @@ impl<S: Storage> Router<S> {
     }
 }
 
-/// Add a delivery to the batch; for QoS 1 and 2, returns the packet id and QoS it is
-/// in flight with.
 /// The identifiers of `s`'s subscriptions matching `record`, when `s` has any
 /// (`with_ids`, computed once per batch: looking costs a pass over its filters).
 fn ids_when(with_ids: bool, s: &Session, record: &Record) -> Vec<u32> {
@@ -1691,6 +1689,8 @@ struct Outgoing {
     subscription_ids: Vec<u32>,
 }
 
+/// Add a delivery to the batch; for QoS 1 and 2, returns the packet id and QoS it is
+/// in flight with.
 fn push_delivery(
     s: &mut Session,
     items: &mut Vec<Delivery>,
