@@ -80,7 +80,8 @@ fn advise(job: &Job) {
     }
     let (Ok(offset), Ok(len)) = (
         libc::off_t::try_from(job.from),
-        libc::off_t::try_from(job.to.saturating_sub(job.from)),
+        // Cannot underflow: `to > from` was checked above.
+        libc::off_t::try_from(job.to - job.from),
     ) else {
         return;
     };
