@@ -59,6 +59,9 @@ pub struct ListenerConfig {
     /// Threads that run the connection tasks. 0: one fewer than the cores (at least
     /// one), leaving a core to the router thread.
     pub connection_threads: usize,
+    /// While the router thread sleeps, a connection applies its small requests
+    /// itself rather than wake it (`driver.rs`). Off under `fsync = "always"`.
+    pub inline_router: bool,
 }
 
 impl ListenerConfig {
@@ -77,6 +80,7 @@ impl Default for ListenerConfig {
             addr: SocketAddr::from(([0, 0, 0, 0], 1883)),
             park_after_ms: 1000,
             connection_threads: 0,
+            inline_router: true,
         }
     }
 }

@@ -32,12 +32,12 @@ use router::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::driver::ToRouter;
+use crate::driver::{RouterTx, ToRouter};
 use crate::parking::{Lot, Parkable, Reservation};
 use crate::protocol::alias::InboundAliases;
 use crate::protocol::{
@@ -54,7 +54,7 @@ pub struct Shared {
     /// Topic interning, shared with the router.
     pub topics: Arc<TopicInterner>,
     /// The router's request channel.
-    pub router: mpsc::Sender<ToRouter>,
+    pub router: RouterTx,
     /// Where quiet connections park (none: they keep their tasks).
     pub lot: Option<Lot<Parked>>,
     next_conn: AtomicU64,
@@ -65,7 +65,7 @@ impl Shared {
     pub fn new(
         config: Arc<Config>,
         topics: Arc<TopicInterner>,
-        router: mpsc::Sender<ToRouter>,
+        router: RouterTx,
         lot: Option<Lot<Parked>>,
     ) -> Self {
         Shared {
@@ -1273,13 +1273,16 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (router, _rx) = mpsc::channel(1);
-        let shared = Arc::new(Shared::new(
-            Arc::new(Config::default()),
-            Arc::new(TopicInterner::new(10)),
-            router,
-            None,
-        ));
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::default();
+        let topics = Arc::new(TopicInterner::new(10));
+        let log = commitlog::Log::open(dir.path().join("m"), config.storage.clone()).unwrap();
+        let journal = crate::server::journal_config(&config.storage);
+        let journal = commitlog::Log::open(dir.path().join("s"), journal).unwrap();
+        let router =
+            router::Router::open(config.router.clone(), log, journal, topics.clone()).unwrap();
+        let (router, _thread) = crate::driver::channel(router, 1, 1, true);
+        let shared = Arc::new(Shared::new(Arc::new(config), topics, router, None));
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();

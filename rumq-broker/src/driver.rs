@@ -1,16 +1,21 @@
-//! The router thread: owns the [`Router`] (and through it the commitlog), takes
+//! The router's driver: owns the [`Router`] (and through it the commitlog), takes
 //! requests from the connections over one bounded channel, and hands each connection
 //! its replies through that connection's own bounded queue (`replies`).
 //!
-//! It blocks for one request, then drains up to `drain_max` more before flushing, so
-//! publishes that arrive together are appended together (one write, one fsync under
-//! `fsync = "always"`), and their acknowledgements leave together.
+//! The router thread takes the requests waiting, up to `drain_max + 1`, before
+//! flushing, so publishes that arrive together are appended together (one write, one
+//! fsync under `fsync = "always"`), and their acknowledgements leave together. When
+//! none wait it parks, and a connection that then sends a light request applies it
+//! itself, on its own thread, rather than pay for two cross-core wake-ups (see
+//! [`Driver`]). Either way one thread at a time runs the router.
 //!
 //! It also owns what concerns every connection at once, through their reply
 //! queues: the keep-alive sweep (every 250 ms), ending connections whose task is
 //! gone without a `Disconnect` (same sweep), and, on `Shutdown`, telling each
 //! connection to close.
 
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use commitlog::Log;
@@ -44,31 +49,81 @@ pub enum ToRouter {
     Shutdown,
 }
 
-/// Run the router until every sender is gone; returns it (for a clean close of the
-/// message log and the session journal).
-pub fn run(
-    mut router: Router<Log>,
-    mut rx: mpsc::Receiver<ToRouter>,
-    drain_max: usize,
-) -> Router<Log> {
-    let mut conns = Conns::new();
-    let mut batches: IdMap<ConnectionId, Vec<Reply>> = IdMap::default();
-    while let Some(msg) = rx.blocking_recv() {
-        apply(&mut router, &mut conns, msg);
-        for _ in 0..drain_max {
-            match rx.try_recv() {
-                Ok(msg) => apply(&mut router, &mut conns, msg),
-                Err(_) => break,
+/// Requests a connection applies itself, at most, when it finds the router thread
+/// asleep; more than that and it wakes the thread instead.
+const INLINE_REQUESTS_MAX: usize = 64;
+/// The most events one light request carries (see [`ToRouter::is_light`]).
+const LIGHT_EVENTS_MAX: usize = 8;
+/// The most record bytes one light request carries.
+const LIGHT_BYTES_MAX: usize = 16 * 1024;
+
+impl ToRouter {
+    /// Whether a connection may apply this request itself when the router thread is
+    /// asleep: a few events with small messages. A large batch is work for the router
+    /// thread, whose core is the one the connections are not using; the periodic work
+    /// (`Tick`) and `Shutdown` are the router thread's alone.
+    fn is_light(&self) -> bool {
+        let weight = |e: &Event| match e {
+            Event::Publish { message, .. } => message.record.frame().len(),
+            _ => 0,
+        };
+        match self {
+            ToRouter::Connect { .. } => true,
+            ToRouter::Event(e) => weight(e) <= LIGHT_BYTES_MAX,
+            ToRouter::Events(es) => {
+                es.len() <= LIGHT_EVENTS_MAX
+                    && es.iter().map(weight).sum::<usize>() <= LIGHT_BYTES_MAX
             }
+            ToRouter::Tick | ToRouter::Shutdown => false,
         }
-        router.flush();
-        dispatch(&mut router, &mut conns, &mut batches);
+    }
+}
+
+/// The router and what its iterations use, owned by whoever holds the lock: the
+/// router thread, or a connection that found it asleep.
+struct Core {
+    router: Router<Log>,
+    conns: Conns,
+    batches: IdMap<ConnectionId, Vec<Reply>>,
+    rx: mpsc::Receiver<ToRouter>,
+}
+
+impl Core {
+    /// Apply up to `max` waiting requests, append what they brought, and hand out
+    /// the replies. How many were applied; `None` once every sender is gone and
+    /// nothing is left.
+    fn iterate(&mut self, max: usize) -> Option<usize> {
+        let mut applied = 0;
+        while applied < max {
+            match self.rx.try_recv() {
+                Ok(msg) => apply(&mut self.router, &mut self.conns, msg),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) if applied == 0 => return None,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+            applied += 1;
+        }
+        if applied > 0 {
+            self.router.flush();
+            dispatch(&mut self.router, &mut self.conns, &mut self.batches);
+        }
+        Some(applied)
+    }
+
+    /// The periodic work, done by the router thread only.
+    fn periodic(&mut self) {
+        let Core {
+            router,
+            conns,
+            batches,
+            ..
+        } = self;
         // Here rather than on `Tick` alone: under overload the ticker's `try_send`
         // finds the channel full, and dead clients must still be found.
         if conns.sweep_due() {
             conns.sweep_queues();
-            if end_abandoned(&mut router, &mut conns) {
-                dispatch(&mut router, &mut conns, &mut batches);
+            if end_abandoned(router, conns) {
+                dispatch(router, conns, batches);
             }
         }
         // The ticker's `try_send` finds the channel full when the router is busiest:
@@ -76,17 +131,193 @@ pub fn run(
         if conns.ticked.elapsed() >= TICK_OVERDUE {
             conns.ticked = Instant::now();
             router.tick(SystemTime::now());
-            dispatch(&mut router, &mut conns, &mut batches);
+            dispatch(router, conns, batches);
         }
     }
-    // The runtime cancels the tasks still running after the shutdown grace: their
-    // connections end here, wills published.
-    end_abandoned(&mut router, &mut conns);
-    router.flush();
-    dispatch(&mut router, &mut conns, &mut batches);
-    let stats = router.stats();
-    tracing::info!(?stats, "router stopped");
-    router
+}
+
+/// What the router thread and the connections share: the router behind a lock, and
+/// whether the router thread sleeps.
+///
+/// Why a connection may run the router itself: handing a request to a sleeping
+/// thread on another core, and the replies back, costs two wake-ups of an idle
+/// core. On a virtual machine whose idle cores halt, each is about 50 µs, against
+/// about 2 µs for a wake-up on the same core (docs/performance.md), and it is most
+/// of a lightly loaded broker's latency. So a connection that sends a light request
+/// (`ToRouter::is_light`) and finds the router thread asleep takes the lock and
+/// applies what waits, on its own thread, where the replies' wake-ups are local
+/// too. Under load the router thread is awake, requests are larger, and it does
+/// the work on its own core as before; the router is still run by one thread at a
+/// time, and it still does no network I/O.
+struct Driver {
+    core: Mutex<Option<Core>>,
+    /// The router thread found nothing to do and parks (or is about to).
+    asleep: AtomicBool,
+    /// The router thread, to unpark.
+    thread: OnceLock<std::thread::Thread>,
+    /// Connections may apply light requests themselves.
+    inline: bool,
+    drain_max: usize,
+}
+
+impl Driver {
+    /// After a request was queued: nothing if the router thread is awake (it takes
+    /// it); if asleep, apply it here when it is light and the lock is free, else
+    /// wake the thread.
+    fn sent(&self, light: bool) {
+        // Pairs with the fence in `RouterThread::run` (between announcing sleep and
+        // looking at the channel a last time): either that look sees this request,
+        // or this load sees `asleep`.
+        fence(Ordering::SeqCst);
+        if !self.asleep.load(Ordering::Relaxed) {
+            return;
+        }
+        if light && self.inline {
+            if let Ok(mut guard) = self.core.try_lock() {
+                if let Some(core) = guard.as_mut() {
+                    core.iterate(INLINE_REQUESTS_MAX);
+                    if core.rx.is_empty() {
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// The router's request channel, sending side; cloned into every connection.
+#[derive(Clone)]
+pub struct RouterTx {
+    tx: mpsc::Sender<ToRouter>,
+    driver: Arc<Driver>,
+}
+
+impl std::fmt::Debug for RouterTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterTx")
+            .field("capacity", &self.tx.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterTx {
+    /// Queue a request (waiting while the channel is full); see [`Driver`] for who
+    /// applies it. An error once the router is gone.
+    pub async fn send(&self, msg: ToRouter) -> Result<(), mpsc::error::SendError<ToRouter>> {
+        let light = msg.is_light();
+        self.tx.send(msg).await?;
+        self.driver.sent(light);
+        Ok(())
+    }
+
+    /// Queue a request if there is room, for the router thread to apply.
+    pub fn try_send(&self, msg: ToRouter) -> Result<(), mpsc::error::TrySendError<ToRouter>> {
+        self.tx.try_send(msg)?;
+        self.driver.sent(false);
+        Ok(())
+    }
+
+    /// Queue a request from a thread outside the runtime, for the router thread to
+    /// apply.
+    #[cfg(test)]
+    pub fn blocking_send(&self, msg: ToRouter) -> Result<(), mpsc::error::SendError<ToRouter>> {
+        self.tx.blocking_send(msg)?;
+        self.driver.sent(false);
+        Ok(())
+    }
+}
+
+/// The router thread's side: see [`RouterThread::run`].
+pub struct RouterThread(Arc<Driver>);
+
+/// The router's request channel (room for `capacity` requests) and the thread side
+/// that serves it. The router thread applies up to `drain_max` requests per
+/// iteration; with `inline`, connections apply light requests themselves while it
+/// sleeps (see [`Driver`]).
+pub fn channel(
+    router: Router<Log>,
+    capacity: usize,
+    drain_max: usize,
+    inline: bool,
+) -> (RouterTx, RouterThread) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let core = Core {
+        router,
+        conns: Conns::new(),
+        batches: IdMap::default(),
+        rx,
+    };
+    let driver = Arc::new(Driver {
+        core: Mutex::new(Some(core)),
+        asleep: AtomicBool::new(false),
+        thread: OnceLock::new(),
+        inline,
+        drain_max,
+    });
+    (
+        RouterTx {
+            tx,
+            driver: driver.clone(),
+        },
+        RouterThread(driver),
+    )
+}
+
+impl RouterThread {
+    /// Run the router until every sender is gone; returns it (for a clean close of
+    /// the message log and the session journal), or `None` if it panicked on a
+    /// connection's thread. It takes up to `drain_max + 1`
+    /// requests, appends them together (one write, one fsync under `fsync =
+    /// "always"`, their acknowledgements leaving together), and parks when none wait.
+    pub fn run(self) -> Option<Router<Log>> {
+        let driver = self.0;
+        let _ = driver.thread.set(std::thread::current());
+        loop {
+            // A connection that panicked while it held the lock left the router in
+            // an unknown state: stop as if the router thread had panicked there.
+            let Ok(mut guard) = driver.core.lock() else {
+                tracing::error!("the router panicked on a connection thread; stopping it");
+                break;
+            };
+            let Some(core) = guard.as_mut() else { break };
+            match core.iterate(driver.drain_max + 1) {
+                None => break,
+                Some(0) => {
+                    core.periodic();
+                    driver.asleep.store(true, Ordering::Relaxed);
+                    fence(Ordering::SeqCst);
+                    if core.rx.is_empty() {
+                        drop(guard);
+                        // Unparked by the next request a connection does not apply
+                        // itself, the ticker's among them; the timeout is a backstop.
+                        std::thread::park_timeout(TICK_OVERDUE);
+                    }
+                    driver.asleep.store(false, Ordering::Relaxed);
+                }
+                Some(_) => core.periodic(),
+            }
+        }
+        // Poisoned: the router is not closed cleanly; the logs recover at the next
+        // start, as after a crash.
+        let Core {
+            mut router,
+            mut conns,
+            mut batches,
+            rx,
+        } = driver.core.lock().ok().and_then(|mut guard| guard.take())?;
+        drop(rx);
+        // The runtime cancels the tasks still running after the shutdown grace:
+        // their connections end here, wills published.
+        end_abandoned(&mut router, &mut conns);
+        router.flush();
+        dispatch(&mut router, &mut conns, &mut batches);
+        let stats = router.stats();
+        tracing::info!(?stats, "router stopped");
+        Some(router)
+    }
 }
 
 /// How often the keep alives of all connections are checked (a connection is
@@ -283,16 +514,16 @@ mod tests {
     fn start_with(
         dir: &std::path::Path,
         topics: Arc<TopicInterner>,
-    ) -> (mpsc::Sender<ToRouter>, std::thread::JoinHandle<Router<Log>>) {
+    ) -> (RouterTx, std::thread::JoinHandle<Option<Router<Log>>>) {
         let router = open_router(dir, topics);
-        let (tx, rx) = mpsc::channel(16);
-        (tx, std::thread::spawn(move || run(router, rx, 64)))
+        let (tx, thread) = channel(router, 16, 64, true);
+        (tx, std::thread::spawn(move || thread.run()))
     }
 
     /// Send a CONNECT for `conn` with a reply queue of `max`; returns the queue's
     /// connection end.
     fn send_connect(
-        tx: &mpsc::Sender<ToRouter>,
+        tx: &RouterTx,
         conn: ConnectionId,
         connect: Connect,
         max: usize,
@@ -311,8 +542,8 @@ mod tests {
     /// subscriber on "w" (connection 2, pulling). Returns the driver and both
     /// connection ends of the reply queues.
     struct WillScenario {
-        tx: mpsc::Sender<ToRouter>,
-        thread: std::thread::JoinHandle<Router<Log>>,
+        tx: RouterTx,
+        thread: std::thread::JoinHandle<Option<Router<Log>>>,
         sub: crate::replies::ReplyReceiver,
         c: crate::replies::ReplyReceiver,
     }
@@ -384,7 +615,7 @@ mod tests {
 
         fn stop(self) -> Router<Log> {
             drop(self.tx);
-            self.thread.join().unwrap()
+            self.thread.join().unwrap().unwrap()
         }
     }
 
@@ -528,7 +759,7 @@ mod tests {
         let WillScenario { tx, thread, sub, c } = w;
         drop(c);
         drop(tx);
-        let router = thread.join().unwrap();
+        let router = thread.join().unwrap().unwrap();
         assert_eq!(router.session_count(), 1, "only the subscriber's");
         assert_eq!(router.stats().appended, 1, "the will was published");
         drop(sub);
@@ -566,6 +797,136 @@ mod tests {
             assert_eq!(w.will_delivered(Duration::from_secs(1)), !says_goodbye);
             assert_eq!(w.stop().session_count(), 1);
         }
+    }
+
+    /// Records the thread each wake-up of a reply queue came from.
+    struct WakeThreads(std::sync::Mutex<Vec<std::thread::ThreadId>>);
+
+    impl std::task::Wake for WakeThreads {
+        fn wake(self: Arc<Self>) {
+            self.0.lock().unwrap().push(std::thread::current().id());
+        }
+    }
+
+    /// Poll `rx` once with a waker that records where it is woken from; true if
+    /// replies were there.
+    fn replies_there(rx: &mut crate::replies::ReplyReceiver, woken: &Arc<WakeThreads>) -> bool {
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        matches!(
+            rx.poll_recv(&mut cx),
+            std::task::Poll::Ready(Received::Replies(_))
+        )
+    }
+
+    /// Nine subscriptions in one request: more events than a light one carries.
+    fn heavy_subscribe(conn: ConnectionId) -> ToRouter {
+        let subscribe = |n: u16| Event::Subscribe {
+            conn,
+            pkid: router::PacketId(n),
+            filters: vec![router::Subscription::new("t", router::QoS::AtMostOnce)],
+            id: None,
+        };
+        ToRouter::Events((1..=LIGHT_EVENTS_MAX as u16 + 1).map(subscribe).collect())
+    }
+
+    /// A router whose thread is not started yet, marked asleep as its thread leaves
+    /// it when it parks (so nothing but the sender can apply a request), and a
+    /// runtime to send from; then connection `C`'s CONNECT, sent. Returns the reply
+    /// queue's connection end with a waker that records where it was woken from.
+    struct Sleeping {
+        tx: RouterTx,
+        thread: RouterThread,
+        rt: tokio::runtime::Runtime,
+        rx: crate::replies::ReplyReceiver,
+        woken: Arc<WakeThreads>,
+    }
+
+    fn sleeping_router_and_a_connect(dir: &std::path::Path, inline: bool) -> Sleeping {
+        let topics = Arc::new(TopicInterner::new(1000));
+        let (tx, thread) = channel(open_router(dir, topics), 16, 64, inline);
+        tx.driver.asleep.store(true, Ordering::SeqCst);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (replies, mut rx) = reply_queue(1024, None, None);
+        let woken = Arc::new(WakeThreads(std::sync::Mutex::new(Vec::new())));
+        assert!(!replies_there(&mut rx, &woken));
+        let connect = Connect::v3("c", true, None);
+        rt.block_on(tx.send(ToRouter::Connect {
+            conn: C,
+            connect,
+            replies,
+        }))
+        .unwrap();
+        Sleeping {
+            tx,
+            thread,
+            rt,
+            rx,
+            woken,
+        }
+    }
+
+    impl Sleeping {
+        /// Start the router thread; wait until `rx` was woken `times` in all;
+        /// stop the router. Returns the reply queue's end and its wake-ups.
+        fn run_until_woken(
+            self,
+            times: usize,
+        ) -> (crate::replies::ReplyReceiver, Arc<WakeThreads>) {
+            let Sleeping {
+                tx,
+                thread,
+                rx,
+                woken,
+                ..
+            } = self;
+            let thread = std::thread::spawn(move || thread.run());
+            let until = Instant::now() + Duration::from_secs(5);
+            while woken.0.lock().unwrap().len() < times {
+                assert!(Instant::now() < until, "the router thread applied it");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(tx);
+            thread.thread().unpark();
+            assert_eq!(thread.join().unwrap().unwrap().session_count(), 1);
+            (rx, woken)
+        }
+    }
+
+    #[test]
+    fn a_light_request_is_applied_by_its_sender_while_the_router_thread_sleeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sleeping_router_and_a_connect(dir.path(), true);
+        let here = std::thread::current().id();
+        assert_eq!(*s.woken.0.lock().unwrap(), [here], "applied by the sender");
+        assert!(
+            replies_there(&mut s.rx, &s.woken),
+            "the CONNACK came with `send`"
+        );
+        // A heavy request waits for the router thread, which applies it.
+        s.rt.block_on(s.tx.send(heavy_subscribe(C))).unwrap();
+        assert!(
+            !replies_there(&mut s.rx, &s.woken),
+            "not applied by the sender"
+        );
+        let (mut rx, woken) = s.run_until_woken(2);
+        assert_ne!(woken.0.lock().unwrap()[1], here, "on the router thread");
+        assert!(replies_there(&mut rx, &woken), "the SUBACKs");
+    }
+
+    #[test]
+    fn without_inline_a_light_request_waits_for_the_router_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sleeping_router_and_a_connect(dir.path(), false);
+        assert!(
+            !replies_there(&mut s.rx, &s.woken),
+            "not applied by the sender"
+        );
+        let (mut rx, woken) = s.run_until_woken(1);
+        assert_ne!(woken.0.lock().unwrap()[0], std::thread::current().id());
+        assert!(replies_there(&mut rx, &woken), "the CONNACK");
     }
 
     #[test]
@@ -606,7 +967,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         drop(tx);
-        let router = thread.join().unwrap();
+        let router = thread.join().unwrap().unwrap();
         assert_eq!(router.stats().appended, 1, "the delayed will was published");
     }
 }

@@ -12,13 +12,13 @@ use commitlog::{Log, LogConfig, RetentionConfig};
 use router::{Router, TopicInterner};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::accept_rate::AcceptRate;
 use crate::config::Config;
 use crate::connection::{self, Shared};
-use crate::driver::{self, ToRouter};
+use crate::driver::{self, RouterTx, ToRouter};
 use crate::parking::Lot;
 
 /// Requests the router thread drains per flush.
@@ -55,10 +55,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             "restored persistent sessions and retained messages"
         );
     }
-    let (router_tx, router_rx) = mpsc::channel(ROUTER_CHANNEL);
+    // With `fsync = "always"` every flush waits for the disk: never on a
+    // connection's thread.
+    let inline = config.listener.inline_router && config.storage.fsync != commitlog::Fsync::Always;
+    let (router_tx, router) = driver::channel(router, ROUTER_CHANNEL, ROUTER_DRAIN_MAX, inline);
     let router_thread = std::thread::Builder::new()
         .name("rumq-router".into())
-        .spawn(move || driver::run(router, router_rx, ROUTER_DRAIN_MAX))
+        .spawn(move || router.run())
         .context("cannot start the router thread")?;
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -73,10 +76,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Cancels connections that outlived the grace period; their ends of the router
     // channel go with them, which lets the router thread finish.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    // Every sender is gone now: the router thread drains, appends and returns.
+    // Every sender is gone now: the router thread drains, appends and returns (woken
+    // here rather than at its next timeout).
+    router_thread.thread().unpark();
     let router = router_thread
         .join()
-        .map_err(|_| anyhow::anyhow!("the router thread panicked"))?;
+        .ok()
+        .flatten()
+        .ok_or_else(|| anyhow::anyhow!("the router panicked"))?;
     let (log, journal) = router.into_storage();
     log.close()
         .context("cannot close the message log cleanly")?;
@@ -119,7 +126,7 @@ pub(crate) fn journal_config(messages: &LogConfig) -> LogConfig {
 async fn serve(
     config: Arc<Config>,
     topics: Arc<TopicInterner>,
-    router_tx: mpsc::Sender<ToRouter>,
+    router_tx: RouterTx,
 ) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let listener = TcpListener::bind(config.listener.addr)
@@ -254,7 +261,7 @@ async fn refuse(mut stream: TcpStream, connect_timeout_ms: u64) {
     let _ = stream.shutdown().await;
 }
 
-async fn tick(router: mpsc::Sender<ToRouter>, mut shutdown: watch::Receiver<bool>) {
+async fn tick(router: RouterTx, mut shutdown: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(Duration::from_millis(TICK_MS));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
