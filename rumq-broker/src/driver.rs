@@ -90,18 +90,24 @@ struct Core {
 
 impl Core {
     /// Apply up to `max` waiting requests, append what they brought, and hand out
-    /// the replies. How many were applied; `None` once every sender is gone and
-    /// nothing is left.
-    fn iterate(&mut self, max: usize) -> Option<usize> {
+    /// the replies; with `light_only`, stop after the first request that is not
+    /// light (applied: the order is kept). How many were applied; `None` once every
+    /// sender is gone and nothing is left.
+    fn iterate(&mut self, max: usize, light_only: bool) -> Option<usize> {
         let mut applied = 0;
         while applied < max {
-            match self.rx.try_recv() {
-                Ok(msg) => apply(&mut self.router, &mut self.conns, msg),
+            let msg = match self.rx.try_recv() {
+                Ok(msg) => msg,
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) if applied == 0 => return None,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-            }
+            };
+            let last = light_only && !msg.is_light();
+            apply(&mut self.router, &mut self.conns, msg);
             applied += 1;
+            if last {
+                break;
+            }
         }
         if applied > 0 {
             self.router.flush();
@@ -162,8 +168,8 @@ struct Driver {
 
 impl Driver {
     /// After a request was queued: nothing if the router thread is awake (it takes
-    /// it); if asleep, apply it here when it is light and the lock is free, else
-    /// wake the thread.
+    /// it); if asleep, apply what waits here when this request is light and the lock
+    /// is free (up to the first heavy request), else wake the thread.
     fn sent(&self, light: bool) {
         // Pairs with the fence in `RouterThread::run` (between announcing sleep and
         // looking at the channel a last time): either that look sees this request,
@@ -175,13 +181,18 @@ impl Driver {
         if light && self.inline {
             if let Ok(mut guard) = self.core.try_lock() {
                 if let Some(core) = guard.as_mut() {
-                    core.iterate(INLINE_REQUESTS_MAX);
+                    core.iterate(INLINE_REQUESTS_MAX, true);
                     if core.rx.is_empty() {
                         return;
                     }
                 }
             }
         }
+        // Awake from now on, as far as the light requests sent meanwhile are
+        // concerned: they are left to it, heavy ones above all (relaying 64 KiB
+        // messages, a connection that found the thread asleep took the copies of a
+        // batch the publisher had just queued, on the busier core).
+        self.asleep.store(false, Ordering::Relaxed);
         if let Some(thread) = self.thread.get() {
             thread.unpark();
         }
@@ -283,7 +294,7 @@ impl RouterThread {
                 break;
             };
             let Some(core) = guard.as_mut() else { break };
-            match core.iterate(driver.drain_max + 1) {
+            match core.iterate(driver.drain_max + 1, false) {
                 None => break,
                 Some(0) => {
                     core.periodic();
