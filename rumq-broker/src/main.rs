@@ -6,7 +6,7 @@
 //! | `config` | the TOML configuration and its validation |
 //! | `protocol` | MQTT bytes ↔ the broker's internal model |
 //! | `connection` | one client connection's task |
-//! | `driver` | the router thread and its channels |
+//! | `driver` | the router behind its lock, the router thread, the request channel |
 //! | `replies` | one connection's queue of replies from the router thread |
 //! | `parking` | quiet connections, waiting without a task |
 //! | `server` | listener, connection limit, shutdown |
