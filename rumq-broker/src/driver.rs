@@ -27,7 +27,7 @@ use crate::replies::{PushError, ReplySender};
 /// A connection's reply queue, router side.
 pub type ReplyTx = ReplySender;
 
-/// What connections (and the ticker) send to the router thread.
+/// What connections (and the server, at shutdown) send to the router.
 #[derive(Debug)]
 pub enum ToRouter {
     /// A new client connection, with the channel for its replies.
@@ -43,8 +43,6 @@ pub enum ToRouter {
     Event(Event),
     /// Several events from one connection's read, in order.
     Events(Vec<Event>),
-    /// Periodic work (fsync interval, retention).
-    Tick,
     /// The server is shutting down: tell every connection, now and from now on.
     Shutdown,
 }
@@ -60,8 +58,8 @@ const LIGHT_BYTES_MAX: usize = 16 * 1024;
 impl ToRouter {
     /// Whether a connection may apply this request itself when the router thread is
     /// asleep: a few events with small messages. A large batch is work for the router
-    /// thread, whose core is the one the connections are not using; the periodic work
-    /// (`Tick`) and `Shutdown` are the router thread's alone.
+    /// thread, whose core is the one the connections are not using; `Shutdown` is the
+    /// router thread's alone.
     fn is_light(&self) -> bool {
         let weight = |e: &Event| match e {
             Event::Publish { message, .. } => message.record.frame().len(),
@@ -74,7 +72,7 @@ impl ToRouter {
                 es.len() <= LIGHT_EVENTS_MAX
                     && es.iter().map(weight).sum::<usize>() <= LIGHT_BYTES_MAX
             }
-            ToRouter::Tick | ToRouter::Shutdown => false,
+            ToRouter::Shutdown => false,
         }
     }
 }
@@ -124,17 +122,15 @@ impl Core {
             batches,
             ..
         } = self;
-        // Here rather than on `Tick` alone: under overload the ticker's `try_send`
-        // finds the channel full, and dead clients must still be found.
         if conns.sweep_due() {
             conns.sweep_queues();
             if end_abandoned(router, conns) {
                 dispatch(router, conns, batches);
             }
         }
-        // The ticker's `try_send` finds the channel full when the router is busiest:
-        // timers, the interval fsync and retention must not wait for a quiet moment.
-        if conns.ticked.elapsed() >= TICK_OVERDUE {
+        // By the clock, busy or not: timers, the interval fsync and retention must not
+        // wait for a quiet moment.
+        if conns.ticked.elapsed() >= TICK {
             conns.ticked = Instant::now();
             router.tick(SystemTime::now());
             dispatch(router, conns, batches);
@@ -224,13 +220,6 @@ impl RouterTx {
         Ok(())
     }
 
-    /// Queue a request if there is room, for the router thread to apply.
-    pub fn try_send(&self, msg: ToRouter) -> Result<(), mpsc::error::TrySendError<ToRouter>> {
-        self.tx.try_send(msg)?;
-        self.driver.sent(false);
-        Ok(())
-    }
-
     /// Queue a request from a thread outside the runtime, for the router thread to
     /// apply.
     #[cfg(test)]
@@ -301,10 +290,11 @@ impl RouterThread {
                     driver.asleep.store(true, Ordering::Relaxed);
                     fence(Ordering::SeqCst);
                     if core.rx.is_empty() {
+                        let next_tick = TICK.saturating_sub(core.conns.ticked.elapsed());
                         drop(guard);
                         // Unparked by the next request a connection does not apply
-                        // itself, the ticker's among them; the timeout is a backstop.
-                        std::thread::park_timeout(TICK_OVERDUE);
+                        // itself; by itself for the next tick.
+                        std::thread::park_timeout(next_tick);
                     }
                     driver.asleep.store(false, Ordering::Relaxed);
                 }
@@ -336,9 +326,12 @@ impl RouterThread {
 /// to park.
 const QUEUE_SWEEP: Duration = Duration::from_millis(250);
 
-/// The router ticks by itself when no `Tick` came for this long (they come every
-/// 20 ms unless the channel is full).
-const TICK_OVERDUE: Duration = Duration::from_millis(100);
+/// How often the router ticks (`Router::tick`: timers, the interval fsync,
+/// retention). The router thread keeps this time itself, busy or not, waking from
+/// its park for it. (A ticker task used to send a `Tick` through the channel: a
+/// wake-up of the connection thread every 20 ms, and a request that marked the
+/// router thread awake, leaving it the light requests sent until it was.)
+const TICK: Duration = Duration::from_millis(20);
 
 /// The connections' reply queues, and when the periodic work last ran.
 struct Conns {
@@ -443,10 +436,6 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
             for e in events {
                 apply(router, conns, ToRouter::Event(e));
             }
-        }
-        ToRouter::Tick => {
-            conns.ticked = Instant::now();
-            router.tick(SystemTime::now());
         }
         ToRouter::Shutdown => {
             conns.shutting_down = true;
@@ -592,10 +581,10 @@ mod tests {
     }
 
     impl WillScenario {
-        /// Let a sweep pass (a `Tick` wakes the driver after it is due).
+        /// Let a sweep pass (the router thread wakes for its ticks, and sweeps
+        /// when one is due).
         fn sweep(&self) {
-            std::thread::sleep(QUEUE_SWEEP + Duration::from_millis(50));
-            self.tx.blocking_send(ToRouter::Tick).unwrap();
+            std::thread::sleep(QUEUE_SWEEP + TICK * 3);
         }
 
         /// Whether the will reached the subscriber within `wait`, while the driver
@@ -941,7 +930,7 @@ mod tests {
     }
 
     #[test]
-    fn the_router_ticks_while_busy_without_tick_messages() {
+    fn the_router_ticks_while_busy() {
         let dir = tempfile::tempdir().unwrap();
         let topics = Arc::new(TopicInterner::new(1000));
         let (tx, thread) = start_with(dir.path(), topics.clone());
@@ -961,8 +950,8 @@ mod tests {
             session_expiry: None,
         }))
         .unwrap();
-        // Keep the router busy for 1.5 s with other events and no Tick (as when
-        // the ticker finds the channel full).
+        // Keep the router busy for 1.5 s with other events: it ticks by the clock
+        // all the same.
         let other = ConnectionId(2);
         let _rx2 = send_connect(&tx, other, Connect::v3("b", true, None), 1 << 20);
         let until = Instant::now() + Duration::from_millis(1500);

@@ -12,7 +12,7 @@ use commitlog::{Log, LogConfig, RetentionConfig};
 use router::{Router, TopicInterner};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::accept_rate::AcceptRate;
@@ -25,8 +25,6 @@ use crate::parking::Lot;
 const ROUTER_DRAIN_MAX: usize = 4096;
 /// The router's request channel.
 const ROUTER_CHANNEL: usize = 8192;
-/// How often the router gets a tick (fsync interval, retention).
-const TICK_MS: u64 = 20;
 /// How long shutdown waits for connections to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The message log, in the data directory.
@@ -135,8 +133,6 @@ async fn serve(
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(addr = %local, "listening");
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let ticker = tokio::spawn(tick(router_tx.clone(), shutdown_rx.clone()));
     let lot = match config.listener.park_after_ms {
         0 => None,
         _ => match Lot::new() {
@@ -204,7 +200,6 @@ async fn serve(
     let open = || max - permits.available_permits();
     tracing::info!(connections = open(), "shutting down");
     drop(listener);
-    let _ = shutdown_tx.send(true);
     // Connections hear of it through their reply queues (see `replies.rs`).
     let _ = shared.router.send(ToRouter::Shutdown).await;
     let all = u32::try_from(max).unwrap_or(u32::MAX);
@@ -216,7 +211,6 @@ async fn serve(
             "connections did not end in time; aborting them"
         );
     }
-    let _ = ticker.await;
     drop(shared);
     Ok(())
 }
@@ -259,20 +253,6 @@ async fn refuse(mut stream: TcpStream, connect_timeout_ms: u64) {
         let _ = stream.write_all(chunk).await;
     }
     let _ = stream.shutdown().await;
-}
-
-async fn tick(router: RouterTx, mut shutdown: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(TICK_MS));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = interval.tick() => {
-                // A full channel means the router is busy anyway; skip this tick.
-                let _ = router.try_send(ToRouter::Tick);
-            }
-        }
-    }
 }
 
 /// Install the SIGTERM and SIGINT handlers now (before the broker says it is
