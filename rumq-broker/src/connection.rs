@@ -1274,13 +1274,12 @@ mod tests {
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::default();
+        let config = Config {
+            data_dir: dir.path().into(),
+            ..Config::default()
+        };
         let topics = Arc::new(TopicInterner::new(10));
-        let log = commitlog::Log::open(dir.path().join("m"), config.storage.clone()).unwrap();
-        let journal = crate::server::journal_config(&config.storage);
-        let journal = commitlog::Log::open(dir.path().join("s"), journal).unwrap();
-        let router =
-            router::Router::open(config.router.clone(), log, journal, topics.clone()).unwrap();
+        let router = crate::server::open_router(&config, topics.clone()).unwrap();
         let (router, _thread) = crate::driver::channel(router, 1, 1, true);
         let shared = Arc::new(Shared::new(Arc::new(config), topics, router, None));
         let permit = Arc::new(tokio::sync::Semaphore::new(1))

@@ -496,18 +496,18 @@ fn hand_over(conns: &Conns, conn: ConnectionId, replies: &mut Vec<Reply>) {
 mod tests {
     use std::sync::Arc;
 
-    use commitlog::LogConfig;
-    use router::{Connect, RouterConfig, TopicInterner};
+    use router::{Connect, TopicInterner};
 
     use super::*;
     use crate::replies::{reply_queue, Received};
 
     /// A router over real logs in `dir` (as the broker opens them).
     fn open_router(dir: &std::path::Path, topics: Arc<TopicInterner>) -> Router<Log> {
-        let config = LogConfig::default();
-        let log = Log::open(dir.join("messages"), config.clone()).unwrap();
-        let journal = Log::open(dir.join("state"), crate::server::journal_config(&config)).unwrap();
-        Router::open(RouterConfig::default(), log, journal, topics).unwrap()
+        let config = crate::config::Config {
+            data_dir: dir.into(),
+            ..crate::config::Config::default()
+        };
+        crate::server::open_router(&config, topics).unwrap()
     }
 
     /// A router over real logs in `dir`, run by the driver on its own thread.

@@ -33,17 +33,26 @@ const MESSAGES_DIR: &str = "messages";
 /// directory.
 const STATE_DIR: &str = "state";
 
-/// Run the broker until a shutdown signal.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Open the message log and the session journal in `config.data_dir`, and the
+/// router over them (replaying the journal).
+pub(crate) fn open_router(
+    config: &Config,
+    topics: Arc<TopicInterner>,
+) -> anyhow::Result<Router<Log>> {
     let log_dir = config.data_dir.join(MESSAGES_DIR);
     let log = Log::open(&log_dir, config.storage.clone())
         .with_context(|| format!("cannot open the message log in {}", log_dir.display()))?;
     let state_dir = config.data_dir.join(STATE_DIR);
     let journal = Log::open(&state_dir, journal_config(&config.storage))
         .with_context(|| format!("cannot open the session journal in {}", state_dir.display()))?;
+    Router::open(config.router.clone(), log, journal, topics)
+        .with_context(|| format!("cannot restore the sessions from {}", state_dir.display()))
+}
+
+/// Run the broker until a shutdown signal.
+pub fn run(config: Config) -> anyhow::Result<()> {
     let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
-    let router = Router::open(config.router.clone(), log, journal, topics.clone())
-        .with_context(|| format!("cannot restore the sessions from {}", state_dir.display()))?;
+    let router = open_router(&config, topics.clone())?;
     // Before any connection, every session held is a restored persistent one.
     let (sessions, retained) = (router.session_count(), router.retained_count());
     if sessions + retained > 0 {
