@@ -283,23 +283,23 @@ impl RouterThread {
                 break;
             };
             let Some(core) = guard.as_mut() else { break };
-            match core.iterate(driver.drain_max + 1, false) {
-                None => break,
-                Some(0) => {
-                    core.periodic();
-                    driver.asleep.store(true, Ordering::Relaxed);
-                    fence(Ordering::SeqCst);
-                    if core.rx.is_empty() {
-                        let next_tick = TICK.saturating_sub(core.conns.ticked.elapsed());
-                        drop(guard);
-                        // Unparked by the next request a connection does not apply
-                        // itself; by itself for the next tick.
-                        std::thread::park_timeout(next_tick);
-                    }
-                    driver.asleep.store(false, Ordering::Relaxed);
-                }
-                Some(_) => core.periodic(),
+            let Some(applied) = core.iterate(driver.drain_max + 1, false) else {
+                break;
+            };
+            core.periodic();
+            if applied > 0 {
+                continue;
             }
+            driver.asleep.store(true, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if core.rx.is_empty() {
+                let next_tick = TICK.saturating_sub(core.conns.ticked.elapsed());
+                drop(guard);
+                // Unparked by the next request a connection does not apply itself;
+                // by itself for the next tick.
+                std::thread::park_timeout(next_tick);
+            }
+            driver.asleep.store(false, Ordering::Relaxed);
         }
         // Poisoned: the router is not closed cleanly; the logs recover at the next
         // start, as after a crash.
