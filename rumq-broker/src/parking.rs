@@ -76,7 +76,7 @@ struct Slots<P> {
     /// Indexes of vacant entries.
     free: Vec<u32>,
     /// Connections parked or ended since the last `malloc_trim`.
-    parked_since_trim: usize,
+    left_since_trim: usize,
     /// The lot's task is gone: nothing parks any more.
     closed: bool,
 }
@@ -173,7 +173,7 @@ impl<P: Parkable> Lot<P> {
                 slots: Mutex::new(Slots {
                     entries: Vec::new(),
                     free: Vec::new(),
-                    parked_since_trim: 0,
+                    left_since_trim: 0,
                     closed: false,
                 }),
                 woken: Mutex::new(Vec::new()),
@@ -335,13 +335,13 @@ impl<P: Parkable> Lot<P> {
     /// A connection ended: the memory it and its messages used can go back to the
     /// system at the next trim.
     pub fn note_ended(&self) {
-        self.inner.slots().parked_since_trim += 1;
+        self.inner.slots().left_since_trim += 1;
     }
 
     /// Return the memory freed by connections that parked or ended to the system.
     fn trim(&self) {
-        let parked = std::mem::take(&mut self.inner.slots().parked_since_trim);
-        if parked == 0 {
+        let left = std::mem::take(&mut self.inner.slots().left_since_trim);
+        if left == 0 {
             return;
         }
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -384,7 +384,7 @@ impl<P: Parkable> Reservation<'_, P> {
             return Err(p);
         }
         self.slots.entries[index].entry = Entry::Parked(p);
-        self.slots.parked_since_trim += 1;
+        self.slots.left_since_trim += 1;
         self.filled = true;
         Ok(())
     }
