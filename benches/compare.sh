@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 QUICK=${QUICK:-0}
-if [ "$QUICK" = 1 ]; then M=20000; BIG=200; IDLE=500; LAT_S=1; else M=1000000; BIG=20000; IDLE=10000; LAT_S=5; fi
+if [ "$QUICK" = 1 ]; then M=20000; BIG=200; IDLE=500; LAT_S=1; PROBE=2000; else M=1000000; BIG=20000; IDLE=10000; LAT_S=5; PROBE=10000; fi
 
 source benches/lib.sh
 
@@ -42,6 +42,8 @@ row "1 pub -> 8 subs, QoS 0, deliveries/s"         deliveries_per_s throughput -
 row "1 pub -> 1 sub, 64 KiB, QoS 1, MB/s"          mb_per_s         throughput --qos 1 --payload 65536 --messages $BIG
 row "latency at 10k msg/s QoS 1, p50 us"           p50_us           latency --rate 10000 --seconds $LAT_S --qos 1
 row "latency at 10k msg/s QoS 1, p99 us"           p99_us           latency --rate 10000 --seconds $LAT_S --qos 1
+row "closed loop, 1 in flight, QoS 1, p50 us"      p50_us           probe --messages $PROBE --period-us 100 --payload 64
+row "closed loop, 1 in flight, QoS 1, p99 us"      p99_us           probe --messages $PROBE --period-us 100 --payload 64
 row "RSS per idle connection ($IDLE idle), KiB"    rss_kib_per_conn connections --count $IDLE --hold-s 2
 
 echo

@@ -63,6 +63,16 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         payload: usize,
     },
+    /// One QoS 1 message in flight at a time, one every `period_us`: closed-loop
+    /// latency percentiles from one thread with blocking sockets.
+    Probe {
+        #[arg(long, default_value_t = 10_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 100)]
+        period_us: u64,
+        #[arg(long, default_value_t = 16)]
+        payload: usize,
+    },
     /// N idle connections: connect time and broker RSS per connection.
     Connections {
         #[arg(long, default_value_t = 10_000)]
@@ -154,6 +164,23 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             println!(
                 "scenario=latency rate={rate} qos={qos} p50_us={} p99_us={} p999_us={} max_us={} sent={} received={}",
                 r.p50_us, r.p99_us, r.p999_us, r.max_us, r.sent, r.received
+            );
+        }
+        Cmd::Probe {
+            messages,
+            period_us,
+            payload,
+        } => {
+            let (addr, count, size) = (cli.addr.clone(), *messages, *payload);
+            let period = Duration::from_micros(*period_us);
+            // Blocking sockets: off the runtime.
+            let r = tokio::task::spawn_blocking(move || {
+                benches::load::probe::probe(&addr, count, period, size)
+            })
+            .await??;
+            println!(
+                "scenario=probe messages={} period_us={period_us} payload={payload} p50_us={} p90_us={} p99_us={} p999_us={} max_us={}",
+                r.count, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us
             );
         }
         Cmd::Connections { count, hold_s } => {

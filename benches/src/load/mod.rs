@@ -8,9 +8,11 @@
 //! | `payload` | the numbered, timestamped payload |
 //! | `tracker` | per-publisher sequence accounting at a subscriber |
 //! | `scenario` | throughput, latency, connections, topics |
+//! | `probe` | closed-loop latency: one message in flight, blocking sockets |
 
 pub mod client;
 pub mod payload;
+pub mod probe;
 pub mod scenario;
 pub mod tracker;
 

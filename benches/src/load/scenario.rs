@@ -468,7 +468,7 @@ const HISTOGRAM_MAX_US: u64 = 60_000_000;
 /// A histogram of microseconds up to a minute, 3 significant digits.
 /// (`Histogram::new` starts tiny and grows only on `record`: `saturating_record`
 /// clamps instead, and once counted every time over 2,047 µs as 2 µs.)
-fn micros_histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {
+pub(crate) fn micros_histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {
     Histogram::new_with_max(HISTOGRAM_MAX_US, 3)
 }
 
