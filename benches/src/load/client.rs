@@ -34,6 +34,51 @@ pub fn qos(n: u8) -> anyhow::Result<QoS> {
     mqttbytes::qos(n).map_err(|e| anyhow::anyhow!("{e:?}"))
 }
 
+/// An `mqttbytes` encoding result as ours.
+pub fn enc<E: std::fmt::Debug>(r: Result<usize, E>) -> anyhow::Result<()> {
+    r.map(|_| ()).map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+/// Append the CONNECT a load client sends (keep alive 120 s).
+pub fn encode_connect(id: &str, clean: bool, out: &mut BytesMut) -> anyhow::Result<()> {
+    let mut connect = Connect::new(id);
+    connect.keep_alive = 120;
+    connect.clean_session = clean;
+    enc(connect.write(out))
+}
+
+/// Append a SUBSCRIBE to `filter` (packet id 1).
+pub fn encode_subscribe(filter: &str, qos: QoS, out: &mut BytesMut) -> anyhow::Result<()> {
+    let mut s = Subscribe::new(filter, qos);
+    s.pkid = 1;
+    enc(s.write(out))
+}
+
+/// The first whole packet in `buf` (taken out of it), if there is one.
+pub fn decode(buf: &mut BytesMut) -> anyhow::Result<Option<Packet>> {
+    match v4::read(buf, MAX_PACKET) {
+        Ok(p) => Ok(Some(p)),
+        Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+        Err(e) => bail!("bad packet from the broker: {e:?}"),
+    }
+}
+
+/// The broker's answer to a CONNECT, accepted.
+pub fn expect_connack(p: Packet) -> anyhow::Result<()> {
+    match p {
+        Packet::ConnAck(a) if a.code == v4::ConnectReturnCode::Success => Ok(()),
+        other => bail!("expected a successful CONNACK, got {other:?}"),
+    }
+}
+
+/// The broker's answer to a SUBSCRIBE.
+pub fn expect_suback(p: Packet) -> anyhow::Result<()> {
+    match p {
+        Packet::SubAck(_) => Ok(()),
+        other => bail!("expected SUBACK, got {other:?}"),
+    }
+}
+
 /// Connect and wait for a successful CONNACK.
 pub async fn connect(addr: &str, id: &str, clean: bool) -> anyhow::Result<Conn> {
     let s = TcpStream::connect(addr)
@@ -48,43 +93,29 @@ pub async fn connect(addr: &str, id: &str, clean: bool) -> anyhow::Result<Conn> 
         },
         wr,
     };
-    let mut connect = Connect::new(id);
-    connect.keep_alive = 120;
-    connect.clean_session = clean;
     let mut out = BytesMut::new();
-    connect
-        .write(&mut out)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    encode_connect(id, clean, &mut out)?;
     c.wr.write_all(&out).await?;
-    match c.reader.next().await? {
-        Packet::ConnAck(a) if a.code == v4::ConnectReturnCode::Success => Ok(c),
-        other => bail!("expected a successful CONNACK, got {other:?}"),
-    }
+    expect_connack(c.reader.next().await?)?;
+    Ok(c)
 }
 
 impl Reader {
     /// The next packet from the broker.
     pub async fn next(&mut self) -> anyhow::Result<Packet> {
         loop {
-            match v4::read(&mut self.buf, MAX_PACKET) {
-                Ok(p) => return Ok(p),
-                Err(mqttbytes::Error::InsufficientBytes(_)) => {
-                    if self.rd.read_buf(&mut self.buf).await? == 0 {
-                        bail!("connection closed by the broker");
-                    }
-                }
-                Err(e) => bail!("bad packet from the broker: {e:?}"),
+            if let Some(p) = decode(&mut self.buf)? {
+                return Ok(p);
+            }
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
+                bail!("connection closed by the broker");
             }
         }
     }
 
     /// A packet already buffered, without reading.
     pub fn try_next(&mut self) -> anyhow::Result<Option<Packet>> {
-        match v4::read(&mut self.buf, MAX_PACKET) {
-            Ok(p) => Ok(Some(p)),
-            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
-            Err(e) => bail!("bad packet from the broker: {e:?}"),
-        }
+        decode(&mut self.buf)
     }
 
     /// Read more bytes; false when the broker closed the connection.
@@ -96,14 +127,9 @@ impl Reader {
 impl Conn {
     /// Subscribe and wait for the SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
-        let mut s = Subscribe::new(filter, qos);
-        s.pkid = 1;
         let mut out = BytesMut::new();
-        s.write(&mut out).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        encode_subscribe(filter, qos, &mut out)?;
         self.wr.write_all(&out).await?;
-        match self.reader.next().await? {
-            Packet::SubAck(_) => Ok(()),
-            other => bail!("expected SUBACK, got {other:?}"),
-        }
+        expect_suback(self.reader.next().await?)
     }
 }

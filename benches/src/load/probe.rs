@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
-use mqttbytes::v4::{self, Connect, Packet, PubAck, Publish, Subscribe};
+use mqttbytes::v4::{Packet, PubAck, Publish};
 use mqttbytes::QoS;
 
-use super::client::MAX_PACKET;
+use super::client::{decode, enc, encode_connect, encode_subscribe, expect_connack, expect_suback};
 use super::scenario::micros_histogram;
 
 const TOPIC: &str = "bench/probe";
@@ -49,16 +49,10 @@ impl Blocking {
             buf: BytesMut::with_capacity(4096),
             out: BytesMut::with_capacity(256),
         };
-        let mut connect = Connect::new(id);
-        connect.keep_alive = 120;
-        connect
-            .write(&mut c.out)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        encode_connect(id, true, &mut c.out)?;
         c.flush()?;
-        match c.next()? {
-            Packet::ConnAck(a) if a.code == v4::ConnectReturnCode::Success => Ok(c),
-            other => bail!("expected a successful CONNACK, got {other:?}"),
-        }
+        expect_connack(c.next()?)?;
+        Ok(c)
     }
 
     /// Write what was encoded into `out`.
@@ -72,17 +66,14 @@ impl Blocking {
     fn next(&mut self) -> anyhow::Result<Packet> {
         let mut chunk = [0u8; 4096];
         loop {
-            match v4::read(&mut self.buf, MAX_PACKET) {
-                Ok(p) => return Ok(p),
-                Err(mqttbytes::Error::InsufficientBytes(_)) => {
-                    let n = self.socket.read(&mut chunk)?;
-                    if n == 0 {
-                        bail!("connection closed by the broker");
-                    }
-                    self.buf.extend_from_slice(&chunk[..n]);
-                }
-                Err(e) => bail!("bad packet from the broker: {e:?}"),
+            if let Some(p) = decode(&mut self.buf)? {
+                return Ok(p);
             }
+            let n = self.socket.read(&mut chunk)?;
+            if n == 0 {
+                bail!("connection closed by the broker");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 }
@@ -96,15 +87,9 @@ pub fn probe(
     payload: usize,
 ) -> anyhow::Result<ProbeResult> {
     let mut sub = Blocking::connect(addr, "bench-probe-sub")?;
-    let mut s = Subscribe::new(TOPIC, QoS::AtLeastOnce);
-    s.pkid = 1;
-    s.write(&mut sub.out)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    encode_subscribe(TOPIC, QoS::AtLeastOnce, &mut sub.out)?;
     sub.flush()?;
-    match sub.next()? {
-        Packet::SubAck(_) => {}
-        other => bail!("expected SUBACK, got {other:?}"),
-    }
+    expect_suback(sub.next()?)?;
     let mut publisher = Blocking::connect(addr, "bench-probe-pub")?;
     let body = Bytes::from(vec![b'x'; payload]);
     let mut h = micros_histogram()?;
@@ -119,8 +104,7 @@ pub fn probe(
         let pkid = u16::try_from(i % 65_535 + 1).unwrap_or(1);
         let mut p = Publish::from_bytes(TOPIC, QoS::AtLeastOnce, body.clone());
         p.pkid = pkid;
-        p.write(&mut publisher.out)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        enc(p.write(&mut publisher.out))?;
         let sent = Instant::now();
         publisher.flush()?;
         let delivered = match sub.next()? {
@@ -128,9 +112,7 @@ pub fn probe(
             other => bail!("expected the PUBLISH, got {other:?}"),
         };
         h.saturating_record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
-        PubAck::new(delivered.pkid)
-            .write(&mut sub.out)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        enc(PubAck::new(delivered.pkid).write(&mut sub.out))?;
         sub.flush()?;
         match publisher.next()? {
             Packet::PubAck(a) if a.pkid == pkid => {}

@@ -11,7 +11,7 @@ use mqttbytes::QoS;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::client::{self, Conn};
+use super::client::{self, enc, Conn};
 use super::payload;
 use super::tracker::Tracker;
 
@@ -48,10 +48,6 @@ struct SubResult {
     deliveries: u64,
     last: Option<Instant>,
     latency: Option<Histogram<u64>>,
-}
-
-fn enc<E: std::fmt::Debug>(r: Result<usize, E>) -> anyhow::Result<()> {
-    r.map(|_| ()).map_err(|e| anyhow::anyhow!("{e:?}"))
 }
 
 /// Read publishes until `expected` distinct messages arrived (or the broker went
