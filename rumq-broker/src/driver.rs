@@ -234,7 +234,7 @@ impl RouterTx {
 pub struct RouterThread(Arc<Driver>);
 
 /// The router's request channel (room for `capacity` requests) and the thread side
-/// that serves it. The router thread applies up to `drain_max` requests per
+/// that serves it. The router thread applies up to `drain_max + 1` requests per
 /// iteration; with `inline`, connections apply light requests themselves while it
 /// sleeps (see [`Driver`]).
 pub fn channel(
@@ -269,9 +269,9 @@ pub fn channel(
 impl RouterThread {
     /// Run the router until every sender is gone; returns it (for a clean close of
     /// the message log and the session journal), or `None` if it panicked on a
-    /// connection's thread. It takes up to `drain_max + 1`
-    /// requests, appends them together (one write, one fsync under `fsync =
-    /// "always"`, their acknowledgements leaving together), and parks when none wait.
+    /// connection's thread. It takes up to `drain_max + 1` requests, appends them
+    /// together (one write, one fsync under `fsync = "always"`, their
+    /// acknowledgements leaving together), and parks when none wait.
     pub fn run(self) -> Option<Router<Log>> {
         let driver = self.0;
         let _ = driver.thread.set(std::thread::current());

@@ -21,7 +21,7 @@ use crate::connection::{self, Shared};
 use crate::driver::{self, RouterTx, ToRouter};
 use crate::parking::Lot;
 
-/// Requests the router thread drains per flush.
+/// Requests the router thread drains per flush after the first (see `driver::channel`).
 const ROUTER_DRAIN_MAX: usize = 4096;
 /// The router's request channel.
 const ROUTER_CHANNEL: usize = 8192;
