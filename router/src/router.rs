@@ -409,10 +409,15 @@ impl<S: Storage> Router<S> {
                         qos: i.qos,
                         released: i.state == OutState::Released,
                         offset: i.offset,
-                        // A record given by reference (from the log: it has an
-                        // offset) is saved absent, to be read when the session
-                        // resumes, as after a restart.
-                        record: i.record.in_memory().cloned().unwrap_or_default(),
+                        // A record from the log (it has an offset) is saved absent,
+                        // whether or not it is in memory now, to be read back when the
+                        // session resumes: the journal's checkpoint and replay keep
+                        // only its offset, and a snapshot says the same. A retained
+                        // message (no offset) is always held in memory.
+                        record: match i.offset {
+                            Some(_) => Bytes::new(),
+                            None => i.record.in_memory().cloned().unwrap_or_default(),
+                        },
                     })
                     .collect();
                 inflight.sort_unstable_by_key(|i| i.pkid);
