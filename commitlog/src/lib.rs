@@ -12,7 +12,8 @@
 //! | `segment` | one data file + index: append, positional reads, preallocation, sealing |
 //! | `index` | the mmapped offset → position index of a segment |
 //! | `record` | the on-disk frame of a record: length + CRC32C + payload |
-//! | `read` | what reads hand out: [`Record`]s, large ones partly as a [`FileRange`] |
+//! | `read` | what reads take and hand out: [`ReadLimits`], [`ReadBatch`], [`Record`]s, large ones partly as a [`FileRange`] |
+//! | `file_io` | positional `pread`/`pwritev`/`fallocate` on a segment's files |
 //! | `recovery` | deciding what on disk is intact after a crash |
 //! | `retention` | which old segments go (a pure planner) |
 //! | `syncer` | the background `fdatasync` thread of `fsync = "interval"` |
@@ -26,6 +27,7 @@
 
 mod config;
 mod error;
+mod file_io;
 mod index;
 mod log;
 mod offset;
@@ -41,6 +43,6 @@ mod worker;
 
 pub use config::{Fsync, LogConfig, RetentionConfig, SEGMENT_BYTES_LIMIT};
 pub use error::{Error, Result};
-pub use log::{Log, LogStats, ReadBatch, ReadLimits, RetentionReport};
+pub use log::{Log, LogStats, RetentionReport};
 pub use offset::Offset;
-pub use read::{ByReference, FileRange, Record};
+pub use read::{ByReference, FileRange, ReadBatch, ReadLimits, Record};

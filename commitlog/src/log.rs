@@ -21,7 +21,7 @@ use bytes::Bytes;
 use crate::config::{Fsync, LogConfig};
 use crate::error::{Error, Result};
 use crate::page_cache::PageCache;
-use crate::read::{ByReference, Record};
+use crate::read::{ByReference, ReadBatch, ReadLimits, Record};
 use crate::recovery::Policy;
 use crate::retention::{self, SegmentInfo};
 use crate::segment::{self, Appendable, FileKind, Segment, WriteScratch};
@@ -33,40 +33,6 @@ const META_FILE: &str = "log.meta";
 const META_CONTENT: &[u8] = b"rumq-commitlog 1\n";
 const LOCK_FILE: &str = "LOCK";
 const CLEAN_FILE: &str = "clean-shutdown";
-
-/// Bounds on one read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadLimits {
-    /// At most this many records.
-    pub records_max: usize,
-    /// At most this many bytes (payloads plus their 8-byte headers); the first record is
-    /// given even when it alone is larger.
-    pub bytes_max: usize,
-}
-
-/// What a read returned: records `first..next` were pushed to the output, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadBatch {
-    /// The offset of the first record given. Equal to the requested offset except
-    /// after a hole that recovery left (see `docs/architecture.md`).
-    pub first: Offset,
-    /// The offset to read from next. `first == next` means the reader is at the head.
-    pub next: Offset,
-}
-
-impl ReadBatch {
-    /// Records in the batch.
-    #[must_use]
-    pub fn len(&self) -> u64 {
-        self.next.distance_from(self.first)
-    }
-
-    /// True when the reader was at the head: nothing new yet.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.first == self.next
-    }
-}
 
 /// Pages are dropped behind the readers once at least this much (or a quarter
 /// segment) can go.

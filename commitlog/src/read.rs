@@ -1,4 +1,5 @@
-//! What a read hands out: records in memory, or large ones partly left in their file.
+//! What a read takes and hands out: its limits, the batch it returns, and records in
+//! memory or, large ones, partly left in their file.
 //!
 //! A reader that only passes a record's bytes on (the broker writing a message to a
 //! subscriber's socket) gains nothing from copying them into memory first: for records
@@ -12,6 +13,8 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::Offset;
 
 /// Bytes of a segment's data file, handed out instead of read. Holding one keeps the
 /// file open: a segment that retention removes stays readable through it until the
@@ -54,7 +57,7 @@ impl FileRange {
 
     /// Read the bytes into memory (for a reader that needs them after all).
     pub fn read(&self) -> io::Result<Bytes> {
-        crate::segment::read_exact_uninit(&self.file, self.pos, self.len).map(Bytes::from)
+        crate::file_io::read_exact_uninit(&self.file, self.pos, self.len).map(Bytes::from)
     }
 }
 
@@ -140,4 +143,38 @@ pub struct ByReference {
     /// ...with this many of their first bytes read into memory (what the reader
     /// needs to look at; it can [`Record::load`] the whole when that was too few).
     pub head_bytes: usize,
+}
+
+/// Bounds on one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// At most this many records.
+    pub records_max: usize,
+    /// At most this many bytes (payloads plus their 8-byte headers); the first record is
+    /// given even when it alone is larger.
+    pub bytes_max: usize,
+}
+
+/// What a read returned: records `first..next` were pushed to the output, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadBatch {
+    /// The offset of the first record given. Equal to the requested offset except
+    /// after a hole that recovery left (see `docs/architecture.md`).
+    pub first: Offset,
+    /// The offset to read from next. `first == next` means the reader is at the head.
+    pub next: Offset,
+}
+
+impl ReadBatch {
+    /// Records in the batch.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.next.distance_from(self.first)
+    }
+
+    /// True when the reader was at the head: nothing new yet.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.first == self.next
+    }
 }

@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::{Offset, ReadLimits};
+use crate::read::ReadLimits;
+use crate::Offset;
 
 #[derive(Debug)]
 pub struct Tail {
