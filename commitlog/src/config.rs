@@ -49,7 +49,7 @@ pub struct LogConfig {
     /// Bytes of the most recent records kept in memory for caught-up readers.
     pub tail_bytes_max: usize,
     /// Create a new (or reopened) active segment's data file at `segment_bytes_max`,
-    /// its blocks allocated but unwritten (see `segment::allocate`), and trim it to
+    /// its blocks allocated but unwritten (see `file_io::allocate`), and trim it to
     /// its data when it is sealed: appends then neither reserve blocks nor wait for
     /// the sync thread's block allocation. Not used with `fsync = "never"` (see
     /// `preallocation`).
