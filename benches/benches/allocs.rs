@@ -23,8 +23,9 @@ use bytes::{BufMut, BytesMut};
 use commitlog::{Log, LogConfig};
 use router::{
     Connect, ConnectionId, Event, NewMessage, PacketId, Publication, QoS, Reply, Router,
-    RouterConfig, Subscription, TopicInterner,
+    RouterConfig, Subscription,
 };
+use rumq_broker::interner::TopicInterner;
 use rumq_broker::protocol::{self, Encoder, Inbound, Version};
 
 struct Counting;
@@ -194,7 +195,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Log::open(dir.path(), LogConfig::default()).expect("log");
     let topics = Arc::new(TopicInterner::new(1000));
-    let mut router = Router::new(RouterConfig::default(), log, topics.clone());
+    let mut router = Router::new(RouterConfig::default(), log);
     router.handle(Event::Connect {
         conn: PUB,
         connect: Connect::v3("pub", true, None),

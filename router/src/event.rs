@@ -4,7 +4,7 @@
 use commitlog::record::Framed;
 use commitlog::Record;
 
-use crate::{ConnectionId, DeliveryCredit, PacketId, QoS, TopicId};
+use crate::{ConnectionId, PacketId, QoS, TopicId};
 
 /// A request from a connection (or the driver) to the router.
 #[derive(Debug, Clone)]
@@ -165,8 +165,6 @@ pub struct Connect {
     /// Seconds to wait after an abrupt disconnect before publishing the will (MQTT 5);
     /// a reconnect within it cancels the will.
     pub will_delay: u32,
-    /// The connection's delivery credit (shared with the connection).
-    pub credit: DeliveryCredit,
 }
 
 impl Connect {
@@ -181,7 +179,6 @@ impl Connect {
             max_packet_size: u32::MAX,
             will,
             will_delay: 0,
-            credit: DeliveryCredit::new(),
         }
     }
 }

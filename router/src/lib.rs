@@ -1,10 +1,11 @@
 //! rumq's router: the broker's state, as a single-threaded state machine.
 //!
-//! No sockets, no tokio, no clocks: events go in through [`Router::handle`] (and
-//! [`Router::flush`], [`Router::tick`]), replies come out of [`Router::drain_outbox`].
-//! Storage is behind the [`Storage`] trait (implemented by the commitlog's `Log`).
-//! The one thing it shares with the connections is each one's delivery credit, an
-//! atomic word ([`DeliveryCredit`]); a test drives both sides of it by hand.
+//! No sockets, no tokio, no clocks, no memory shared with other threads: events go
+//! in through [`Router::handle`] (and [`Router::flush`], [`Router::tick`], which is
+//! handed the time), replies come out of [`Router::drain_outbox`], and requests for
+//! connections' delivery credit out of [`Router::drain_credit_wanted`]. Storage is
+//! behind the [`Storage`] trait, implemented by the commitlog's `Log`. So the same
+//! router can run in the broker, in tests and in a simulation from its events alone.
 //!
 //! | module | owns |
 //! |---|---|
@@ -16,17 +17,13 @@
 //! | `journal` | the session journal: persistent state as ops in a second log, checkpoints, replay |
 //! | `snapshot` | the persistent state as plain data (checkpoint and replay) |
 //! | `topic` | topic name/filter validation and matching |
-//! | `interner` | topic name ↔ `TopicId`, shared with connections |
 //! | `event` | the internal MQTT model: events in, replies out |
 //! | `storage` | the storage trait |
 //! | `config` | limits |
-//! | `credit` | the one delivery batch a connection may have outstanding, handed back without an event when nothing waits |
 
 mod config;
-mod credit;
 mod event;
 mod id;
-mod interner;
 mod journal;
 mod message;
 mod router;
@@ -38,13 +35,11 @@ mod subscriptions;
 pub mod topic;
 
 pub use config::RouterConfig;
-pub use credit::{CreditWord, DeliveryCredit};
 pub use event::{
     CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Event, PubReason, Publication,
     Reply, RetainHandling, SubscribeCode, Subscription, UnsubscribeCode, Will, NEVER_EXPIRES,
 };
 pub use id::{ConnectionId, IdHasher, IdMap, IdSet, PacketId, SessionId, TopicId};
-pub use interner::{TopicInterner, TopicsFull};
 pub use journal::JournalError;
 pub use message::{
     varint_len, Layout, Message, MessageError, NewMessage, Origin, QoS, FORMAT_VERSION,

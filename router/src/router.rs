@@ -13,7 +13,6 @@
 //! flushes first, so no reply can overtake the state it implies.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -33,7 +32,6 @@ use crate::storage::Storage;
 use crate::subscriptions::{Grant, SubOptions, SubscriptionTree};
 use crate::{
     topic, ConnectionId, Layout, Message, PacketId, QoS, RouterConfig, SessionId, TopicId,
-    TopicInterner,
 };
 
 /// How often the log is told which of its pages no reader needs in memory: the
@@ -83,24 +81,28 @@ pub struct Router<S: Storage> {
     config: RouterConfig,
     storage: S,
     journal: Journal<S>,
-    topics: Arc<TopicInterner>,
     /// Boxed: the map's slots stay small, so its spare capacity (up to half of
     /// it after growing) costs pointers, not whole sessions.
     sessions: IdMap<SessionId, Box<Session>>,
-    by_client: HashMap<Arc<str>, SessionId>,
+    by_client: HashMap<Box<str>, SessionId>,
     by_conn: IdMap<ConnectionId, SessionId>,
     tree: SubscriptionTree,
     /// Topic → matching sessions and shared groups; cleared whenever a
-    /// subscription changes.
+    /// subscription changes. Keyed by the id the connection interned the topic as;
+    /// the name itself is read from the record on a miss.
     matches: IdMap<TopicId, Matched>,
     shared: SharedGroups,
-    retained: IdMap<TopicId, Bytes>,
+    /// Retained messages by topic name.
+    retained: HashMap<Box<str>, Bytes>,
     staged: Vec<Staged>,
     /// Inbound QoS 2 ids (by session) of the publishes in `staged`: a retransmission
     /// that arrives before the flush is not stored twice.
     staged_qos2: IdSet<(SessionId, u16)>,
     staged_records: Vec<Framed>,
     outbox: Vec<(ConnectionId, Reply)>,
+    /// Connections whose delivery credit the router asks for (see
+    /// [`Router::drain_credit_wanted`]).
+    credit_wanted: Vec<ConnectionId>,
     wake: Vec<SessionId>,
     next_session: u32,
     next_assigned_id: u64,
@@ -143,24 +145,24 @@ enum TimerKind {
 }
 
 impl<S: Storage> Router<S> {
-    /// A router over `storage`, sharing `topics` with the connections.
-    pub fn new(config: RouterConfig, storage: S, topics: Arc<TopicInterner>) -> Self {
+    /// A router over `storage`.
+    pub fn new(config: RouterConfig, storage: S) -> Self {
         Router {
             config,
             storage,
             journal: Journal::none(),
-            topics,
             sessions: IdMap::default(),
             by_client: HashMap::new(),
             by_conn: IdMap::default(),
             tree: SubscriptionTree::default(),
             matches: IdMap::default(),
             shared: SharedGroups::default(),
-            retained: IdMap::default(),
+            retained: HashMap::new(),
             staged: Vec::new(),
             staged_qos2: IdSet::default(),
             staged_records: Vec::new(),
             outbox: Vec::new(),
+            credit_wanted: Vec::new(),
             wake: Vec::new(),
             next_session: 0,
             next_assigned_id: 0,
@@ -178,14 +180,9 @@ impl<S: Storage> Router<S> {
     /// state as of the last committed flush: sessions, subscriptions, delivery
     /// progress, in-flight messages, QoS 2 ids, retained messages), recovers what the
     /// message log holds beyond it, and writes a fresh checkpoint.
-    pub fn open(
-        config: RouterConfig,
-        storage: S,
-        journal: S,
-        topics: Arc<TopicInterner>,
-    ) -> Result<Self, JournalError> {
+    pub fn open(config: RouterConfig, storage: S, journal: S) -> Result<Self, JournalError> {
         let (snapshot, journal_head) = journal::replay(&journal)?;
-        let mut router = Router::new(config, storage, topics);
+        let mut router = Router::new(config, storage);
         router.restore(snapshot);
         if let Some(from) = journal_head {
             router.recover_inbound_qos2(from);
@@ -273,6 +270,19 @@ impl<S: Storage> Router<S> {
         self.outbox.drain(..)
     }
 
+    /// The connections whose delivery credit the router asks for, since the last
+    /// call: it has messages for them, or a batch it sent left some behind. The
+    /// credit is the right to send a connection its next `Deliver` batch; it comes
+    /// back with an `Event::Pull`. Whoever runs the router hands it in as soon as
+    /// the connection returned it (the broker's connections can return it without
+    /// an event, and the driver then turns it into a `Pull`), or makes sure the
+    /// connection sends its `Pull` when it does. Drain it together with
+    /// [`Router::drain_outbox`], before the replies are handed out: a batch that
+    /// left messages behind asks before it leaves.
+    pub fn drain_credit_wanted(&mut self) -> std::vec::Drain<'_, ConnectionId> {
+        self.credit_wanted.drain(..)
+    }
+
     /// Feed one event.
     pub fn handle(&mut self, event: Event) {
         match event {
@@ -302,9 +312,7 @@ impl<S: Storage> Router<S> {
                 if let Some(sid) = self.by_conn.get(&conn).copied() {
                     if let Some(s) = self.sessions.get_mut(&sid) {
                         s.has_credit = true;
-                        if let Some(credit) = &s.credit {
-                            credit.arrived();
-                        }
+                        s.credit_asked = false;
                     }
                     self.deliver(sid);
                 }
@@ -382,8 +390,11 @@ impl<S: Storage> Router<S> {
     /// just dropped).
     pub fn snapshot(&self) -> Snapshot {
         let head = self.storage.head();
-        let mut retained: Vec<(TopicId, Bytes)> =
-            self.retained.iter().map(|(t, r)| (*t, r.clone())).collect();
+        let mut retained: Vec<(&str, Bytes)> = self
+            .retained
+            .iter()
+            .map(|(t, r)| (&**t, r.clone()))
+            .collect();
         retained.sort_unstable_by_key(|(t, _)| *t);
         let mut sessions: Vec<(&SessionId, &Session)> = self
             .sessions
@@ -442,24 +453,19 @@ impl<S: Storage> Router<S> {
     /// Put back what [`Router::snapshot`] saved (or journal replay rebuilt), at
     /// startup before any connection: the sessions come back offline, keep their ids,
     /// and catch up from the log when their clients reconnect. In-flight messages
-    /// saved by offset are read back from the log. Retained messages whose topic no
-    /// longer fits `topics_max` are dropped with a warning.
+    /// saved by offset are read back from the log.
     pub fn restore(&mut self, snapshot: Snapshot) {
         for record in snapshot.retained {
             let Ok(m) = Message::decode(&record) else {
                 tracing::warn!("undecodable retained message in the snapshot; dropped");
                 continue;
             };
-            match self.topics.intern(m.topic_str()) {
-                Ok(tid) => {
-                    self.retained.insert(tid, record);
-                }
-                Err(e) => tracing::warn!(error = %e, "retained message dropped"),
-            }
+            let topic: Box<str> = m.topic_str().into();
+            self.retained.insert(topic, record);
         }
         let head = self.storage.head();
         for saved in snapshot.sessions {
-            let client_id: Arc<str> = Arc::from(saved.client_id.as_str());
+            let client_id: Box<str> = saved.client_id.as_str().into();
             if let Some(old) = self.by_client.get(&client_id).copied() {
                 self.remove_session(old);
             }
@@ -561,7 +567,7 @@ impl<S: Storage> Router<S> {
         let persistent = c.session_expiry > 0;
         // An empty id gets one assigned (3.1.1 allows that for clean sessions only;
         // its connection refuses the others before they get here).
-        let client_id: Arc<str> = if c.client_id.is_empty() {
+        let client_id: Box<str> = if c.client_id.is_empty() {
             let id = loop {
                 self.next_assigned_id += 1;
                 let id = format!("rumq-{}", self.next_assigned_id);
@@ -570,9 +576,9 @@ impl<S: Storage> Router<S> {
                 }
             };
             assigned = Some(id.clone());
-            Arc::from(id)
+            id.into()
         } else {
-            Arc::from(c.client_id.as_str())
+            c.client_id.as_str().into()
         };
 
         let mut session_present = false;
@@ -648,7 +654,7 @@ impl<S: Storage> Router<S> {
             s.will = c.will.map(Box::new);
             s.will_delay_secs = c.will_delay;
             s.has_credit = false;
-            s.credit = Some(c.credit);
+            s.credit_asked = false;
             // In-flight messages held as offsets (restored after a restart, or let go
             // at disconnect: see `disconnect`) are read from the log now; one
             // retention has removed meanwhile (or that power loss took with the
@@ -780,7 +786,7 @@ impl<S: Storage> Router<S> {
             match picked.and_then(|(other, _)| Some(other).zip(self.sessions.get_mut(&other))) {
                 Some((other, o)) if o.conn.is_some() || q.qos != QoS::AtMostOnce => {
                     o.adopt(q);
-                    if o.ready() {
+                    if o.ready(&mut self.credit_wanted) {
                         self.wake.push(other);
                     }
                 }
@@ -907,7 +913,7 @@ impl<S: Storage> Router<S> {
                     pkid: pkid.0,
                 });
             }
-            if s.has_backlog() && s.ready() {
+            if s.has_backlog() && s.ready(&mut self.credit_wanted) {
                 self.deliver(sid);
             }
         }
@@ -961,11 +967,8 @@ impl<S: Storage> Router<S> {
                     RetainHandling::Never => false,
                 };
             if send_retained {
-                for (tid, record) in &self.retained {
-                    let Some(name) = self.topics.name(*tid) else {
-                        continue;
-                    };
-                    if topic::matches(&filter, &name) {
+                for (name, record) in &self.retained {
+                    if topic::matches(&filter, name) {
                         let msg_qos = Layout::parse(record).map_or(QoS::AtMostOnce, |m| m.qos);
                         retained.push((record.clone(), msg_qos.min(sub.qos)));
                     }
@@ -996,7 +999,7 @@ impl<S: Storage> Router<S> {
                 }
             }
             s.retained.extend(retained);
-            if !s.retained.is_empty() && s.ready() {
+            if !s.retained.is_empty() && s.ready(&mut self.credit_wanted) {
                 self.wake.push(sid);
             }
         }
@@ -1047,7 +1050,7 @@ impl<S: Storage> Router<S> {
         };
         s.conn = None;
         s.has_credit = false;
-        s.credit = None;
+        s.credit_asked = false;
         if let Some(secs) = session_expiry {
             // MQTT 5 DISCONNECT may change the interval (its connection refuses
             // 0 → non-zero, §3.14.2.2.2).
@@ -1304,7 +1307,7 @@ impl<S: Storage> Router<S> {
             // name, and the record is what replay sees.
             if let Ok(m) = Message::decode(&record) {
                 if m.payload.is_empty() {
-                    if self.retained.remove(&p.topic).is_some() {
+                    if self.retained.remove(m.topic_str()).is_some() {
                         self.journal.push(&Op::Unretain {
                             topic: m.topic_str().to_owned(),
                         });
@@ -1313,15 +1316,18 @@ impl<S: Storage> Router<S> {
                     self.journal.push(&Op::Retain {
                         record: record.clone(),
                     });
-                    self.retained.insert(p.topic, record);
+                    self.retained.insert(m.topic_str().into(), record);
                 }
             }
         }
         if !self.matches.contains_key(&p.topic) {
             let mut found = Matched::default();
-            if let Some(name) = self.topics.name(p.topic) {
-                self.tree.matches(&name, &mut found.sessions);
-                self.shared.matches(&name, &mut found.groups);
+            // The name as the record holds it (the connection interned it as
+            // `p.topic`).
+            let record = p.record.payload();
+            if let Ok(m) = Message::decode(&record) {
+                self.tree.matches(m.topic_str(), &mut found.sessions);
+                self.shared.matches(m.topic_str(), &mut found.groups);
             }
             self.matches.insert(p.topic, found);
         }
@@ -1348,7 +1354,7 @@ impl<S: Storage> Router<S> {
                     retain: p.retain && grant.retain_as_published,
                     shared: Some(*gid),
                 };
-                if s.offer(q, self.config.session_queue_max) && s.ready() {
+                if s.offer(q, self.config.session_queue_max) && s.ready(&mut self.credit_wanted) {
                     self.wake.push(sid);
                 }
             }
@@ -1367,7 +1373,7 @@ impl<S: Storage> Router<S> {
                 retain: p.retain && grant.retain_as_published,
                 shared: None,
             };
-            if s.offer(q, self.config.session_queue_max) && s.ready() {
+            if s.offer(q, self.config.session_queue_max) && s.ready(&mut self.credit_wanted) {
                 self.wake.push(*sid);
             }
         }
@@ -1401,6 +1407,7 @@ impl<S: Storage> Router<S> {
             journal,
             config,
             outbox,
+            credit_wanted,
             read_buf,
             want_buf,
             stats,
@@ -1578,11 +1585,10 @@ impl<S: Storage> Router<S> {
         stats.delivered += items.len() as u64;
         s.has_credit = false;
         if s.has_backlog() {
-            // Before the batch leaves: the connection must wake us when it returns
-            // the credit, not park it.
-            if let Some(credit) = &s.credit {
-                credit.want();
-            }
+            // Asked for before the batch leaves: the connection must return the
+            // credit with a `Pull`, not park it.
+            s.credit_asked = true;
+            credit_wanted.push(conn);
         }
         outbox.push((conn, Reply::Deliver(items)));
         false

@@ -8,7 +8,6 @@
 //! bounded by `queue_max` offsets and `inflight_max` messages either way.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use commitlog::{Offset, Record};
@@ -17,7 +16,7 @@ use crate::event::Will;
 use crate::id::{IdMap, IdSet};
 use crate::shared::GroupId;
 use crate::subscriptions::{Grant, SubOptions};
-use crate::{ConnectionId, DeliveryCredit, PacketId, QoS};
+use crate::{ConnectionId, PacketId, QoS};
 
 /// A matched message waiting to be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +76,7 @@ pub struct Inflight {
 #[derive(Debug)]
 pub struct Session {
     /// The client id.
-    pub client_id: Arc<str>,
+    pub client_id: Box<str>,
     /// The connection it is attached to, if online.
     pub conn: Option<ConnectionId>,
     /// Clean session: dropped when the connection ends.
@@ -112,11 +111,12 @@ pub struct Session {
     next_pkid: u16,
     /// Inbound QoS 2 packet ids stored but not yet released.
     pub incoming_qos2: IdSet<u16>,
-    /// The router holds the connection's delivery credit (from a `Pull`, or taken
-    /// where the connection parked it): send a batch as soon as there is data.
+    /// The router holds the connection's delivery credit (it came with a `Pull`):
+    /// send a batch as soon as there is data.
     pub has_credit: bool,
-    /// The connection's delivery credit, while one is attached.
-    pub credit: Option<DeliveryCredit>,
+    /// The router asked for the credit (see `Router::drain_credit_wanted`) and it
+    /// has not come back yet: do not ask twice.
+    pub credit_asked: bool,
     /// The resume point last written to the session journal.
     pub journaled_resume: Offset,
     /// Records retention removed before this session read them, not yet reported.
@@ -125,7 +125,7 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session that is live from `head`.
-    pub fn new(client_id: Arc<str>, clean: bool, head: Offset) -> Session {
+    pub fn new(client_id: Box<str>, clean: bool, head: Offset) -> Session {
         Session {
             client_id,
             conn: None,
@@ -144,27 +144,24 @@ impl Session {
             next_pkid: 1,
             incoming_qos2: IdSet::default(),
             has_credit: false,
-            credit: None,
+            credit_asked: false,
             journaled_resume: head,
             lost: 0,
         }
     }
 
-    /// Whether a batch may be sent now: the router holds the connection's credit,
-    /// or it was parked and is taken now. Ask only with something to send: without
-    /// the credit, this notes that messages wait, so that it comes back with a
-    /// `Pull`.
-    pub fn ready(&mut self) -> bool {
+    /// Whether a batch may be sent now: the router holds the connection's credit.
+    /// Ask only with something to send: without the credit, this asks for it (once,
+    /// in `wanted`), so that it comes back with a `Pull`.
+    pub fn ready(&mut self, wanted: &mut Vec<ConnectionId>) -> bool {
         if self.has_credit {
             return true;
         }
-        let taken = self.conn.is_some()
-            && self
-                .credit
-                .as_ref()
-                .is_some_and(DeliveryCredit::take_or_want);
-        self.has_credit = taken;
-        taken
+        if let (Some(conn), false) = (self.conn, self.credit_asked) {
+            self.credit_asked = true;
+            wanted.push(conn);
+        }
+        false
     }
 
     /// Something waits to be sent: retained messages, queued offsets, or a log

@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use commitlog::FileRange;
 use router::{
     CloseReason, ConnectCode, ConnectionId, DisconnectReason, Event, IdSet, NewMessage, Origin,
-    QoS, Reply, TopicId, TopicInterner,
+    QoS, Reply, TopicId,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -45,6 +45,7 @@ use crate::protocol::{
     ProtocolError, Version,
 };
 use crate::replies::{reply_queue, Received, ReplyReceiver};
+use rumq_broker::interner::TopicInterner;
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -463,7 +464,6 @@ impl Connection {
                 max_packet_size: connect.max_packet_size,
                 will,
                 will_delay: connect.will.as_ref().map_or(0, |w| w.delay_secs),
-                credit: tx.credit(),
             },
             replies: tx,
         };
@@ -1279,7 +1279,7 @@ mod tests {
             ..Config::default()
         };
         let topics = Arc::new(TopicInterner::new(10));
-        let router = crate::server::open_router(&config, topics.clone()).unwrap();
+        let router = crate::server::open_router(&config).unwrap();
         let (router, _thread) = crate::driver::channel(router, 1, 1, true);
         let shared = Arc::new(Shared::new(Arc::new(config), topics, router, None));
         let permit = Arc::new(tokio::sync::Semaphore::new(1))

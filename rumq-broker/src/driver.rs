@@ -424,6 +424,14 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
         ToRouter::Event(event) => {
             let gone = match &event {
                 Event::Disconnect { conn, .. } => Some(*conn),
+                Event::Pull { conn } => {
+                    // The credit came in the event: whatever the router asked for
+                    // it is about to be sent.
+                    if let Some(tx) = conns.queues.get(conn) {
+                        tx.credit_arrived();
+                    }
+                    None
+                }
                 _ => None,
             };
             router.handle(event);
@@ -446,13 +454,49 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
     }
 }
 
+/// Rounds of handing parked credits back to the router within one dispatch. One
+/// suffices: a credit is parked only while the router had nothing for its connection,
+/// and a batch that leaves messages behind asks for its credit before it leaves (so
+/// it comes back with a `Pull`). The bound guards against a broken invariant.
+const CREDIT_ROUNDS_MAX: usize = 4;
+
+/// Hand the router's replies to the connections. First the credits the router asked
+/// for: those the connections parked go back into the router as `Pull`s (their
+/// batches join this dispatch), the others are marked wanted, so their connections
+/// return them with a `Pull`; both before any batch is handed over.
 fn dispatch(
     router: &mut Router<Log>,
     conns: &mut Conns,
     batches: &mut IdMap<ConnectionId, Vec<Reply>>,
 ) {
-    for (conn, reply) in router.drain_outbox() {
-        batches.entry(conn).or_default().push(reply);
+    for round in 0.. {
+        for (conn, reply) in router.drain_outbox() {
+            batches.entry(conn).or_default().push(reply);
+        }
+        let taken: Vec<ConnectionId> = router
+            .drain_credit_wanted()
+            .filter(|conn| {
+                conns
+                    .queues
+                    .get(conn)
+                    .is_some_and(ReplySender::take_or_want_credit)
+            })
+            .collect();
+        if taken.is_empty() {
+            break;
+        }
+        for conn in taken {
+            router.handle(Event::Pull { conn });
+        }
+        if round + 1 == CREDIT_ROUNDS_MAX {
+            // Their batches leave with the next dispatch (at the latest the next tick's).
+            tracing::error!("delivery credits parked again while dispatching; leaving the rest to the next dispatch");
+            debug_assert!(
+                false,
+                "a delivery credit was parked while its batch was asked for"
+            );
+            break;
+        }
     }
     // Deliveries first, acknowledgements after: each push may wake a task, and the
     // runtime runs woken tasks in that order, so a subscriber's messages do not wait
@@ -496,26 +540,26 @@ fn hand_over(conns: &Conns, conn: ConnectionId, replies: &mut Vec<Reply>) {
 mod tests {
     use std::sync::Arc;
 
-    use router::{Connect, TopicInterner};
+    use router::Connect;
 
     use super::*;
     use crate::replies::{reply_queue, Received};
+    use rumq_broker::interner::TopicInterner;
 
     /// A router over real logs in `dir` (as the broker opens them).
-    fn open_router(dir: &std::path::Path, topics: Arc<TopicInterner>) -> Router<Log> {
+    fn open_router(dir: &std::path::Path) -> Router<Log> {
         let config = crate::config::Config {
             data_dir: dir.into(),
             ..crate::config::Config::default()
         };
-        crate::server::open_router(&config, topics).unwrap()
+        crate::server::open_router(&config).unwrap()
     }
 
     /// A router over real logs in `dir`, run by the driver on its own thread.
     fn start_with(
         dir: &std::path::Path,
-        topics: Arc<TopicInterner>,
     ) -> (RouterTx, std::thread::JoinHandle<Option<Router<Log>>>) {
-        let router = open_router(dir, topics);
+        let router = open_router(dir);
         let (tx, thread) = channel(router, 16, 64, true);
         (tx, std::thread::spawn(move || thread.run()))
     }
@@ -564,7 +608,7 @@ mod tests {
 
     fn will_scenario(dir: &std::path::Path, c_queue: usize) -> WillScenario {
         let topics = Arc::new(TopicInterner::new(1000));
-        let (tx, thread) = start_with(dir, topics.clone());
+        let (tx, thread) = start_with(dir);
         let sub = send_connect(&tx, SUB, Connect::v3("s", true, None), 1024);
         tx.blocking_send(ToRouter::Event(Event::Subscribe {
             conn: SUB,
@@ -638,7 +682,7 @@ mod tests {
         // so a woken runtime writes the messages out first.
         let dir = tempfile::tempdir().unwrap();
         let topics = Arc::new(TopicInterner::new(1000));
-        let mut router = open_router(dir.path(), topics.clone());
+        let mut router = open_router(dir.path());
         let mut conns = Conns::new();
         let mut batches = IdMap::default();
         let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -843,8 +887,7 @@ mod tests {
     }
 
     fn sleeping_router_and_a_connect(dir: &std::path::Path, inline: bool) -> Sleeping {
-        let topics = Arc::new(TopicInterner::new(1000));
-        let (tx, thread) = channel(open_router(dir, topics), 16, 64, inline);
+        let (tx, thread) = channel(open_router(dir), 16, 64, inline);
         tx.driver.asleep.store(true, Ordering::SeqCst);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -933,7 +976,7 @@ mod tests {
     fn the_router_ticks_while_busy() {
         let dir = tempfile::tempdir().unwrap();
         let topics = Arc::new(TopicInterner::new(1000));
-        let (tx, thread) = start_with(dir.path(), topics.clone());
+        let (tx, thread) = start_with(dir.path());
         // A will delayed by a second: only a tick (its timers) publishes it.
         let will = will_on_w(&topics);
         let conn = ConnectionId(1);

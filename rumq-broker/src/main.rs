@@ -8,6 +8,8 @@
 //! | `connection` | one client connection's task |
 //! | `driver` | the router behind its lock, the router thread, the request channel |
 //! | `replies` | one connection's queue of replies from the router thread |
+//! | `credit` | the word through which a connection returns its delivery credit, without an event when nothing waits |
+//! | `interner` | topic name ↔ `TopicId`, shared by the connections (the router reads names from records) |
 //! | `parking` | quiet connections, waiting without a task |
 //! | `server` | listener, connection limit, shutdown |
 //! | `accept_rate` | the new-connections-per-second limit |
@@ -16,6 +18,7 @@
 mod accept_rate;
 mod config;
 mod connection;
+mod credit;
 mod driver;
 mod heap;
 mod parking;

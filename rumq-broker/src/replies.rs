@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use router::{CreditWord, DeliveryCredit, Reply};
+use router::Reply;
+
+use crate::credit::CreditWord;
 
 #[derive(Debug)]
 struct Shared {
@@ -49,15 +51,9 @@ struct Shared {
     pushed: AtomicBool,
     /// When the sweep last found replies pushed, in ms after `created`.
     quiet_since_ms: AtomicU64,
-    /// The connection's delivery credit word (`router::DeliveryCredit`): here
-    /// rather than in an allocation of its own (see `router::CreditWord`).
-    credit: AtomicU8,
-}
-
-impl CreditWord for Shared {
-    fn credit_word(&self) -> &AtomicU8 {
-        &self.credit
-    }
+    /// The connection's delivery credit word (see `credit`): here rather than in
+    /// an allocation of its own.
+    credit: CreditWord,
 }
 
 /// The connection has a task (it may be asked to park).
@@ -153,7 +149,7 @@ pub fn reply_queue(
         parking: AtomicU8::new(ACTIVE),
         pushed: AtomicBool::new(false),
         quiet_since_ms: AtomicU64::new(0),
-        credit: AtomicU8::new(0),
+        credit: CreditWord::default(),
         state: Mutex::new(State {
             queue: Vec::new(),
             max,
@@ -170,9 +166,16 @@ pub fn reply_queue(
 }
 
 impl ReplySender {
-    /// The connection's delivery credit, for the router's session.
-    pub fn credit(&self) -> DeliveryCredit {
-        DeliveryCredit::within(self.0.clone())
+    /// The router asked for the connection's delivery credit: take it if the
+    /// connection parked it (true: hand it to the router as an `Event::Pull`), or
+    /// have the connection return it with a `Pull` (see `credit`).
+    pub fn take_or_want_credit(&self) -> bool {
+        self.0.credit.take_or_want()
+    }
+
+    /// The connection's `Event::Pull` brought the credit (see `credit`).
+    pub fn credit_arrived(&self) {
+        self.0.credit.arrived();
     }
 
     /// Queue `replies` (all or none) and wake the connection.
@@ -310,9 +313,9 @@ impl Drop for ReplySender {
 
 impl ReplyReceiver {
     /// Hand the delivery credit back after taking a `Deliver` batch; true when the
-    /// router must be told with `Event::Pull` (see `router::DeliveryCredit`).
+    /// router must be told with `Event::Pull` (see `credit`).
     pub fn give_back_credit(&self) -> bool {
-        DeliveryCredit::give_back_in(&self.0.credit)
+        self.0.credit.give_back()
     }
 
     /// The connection has sent the router its `Disconnect` (see

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use commitlog::{Log, LogConfig, RetentionConfig};
-use router::{Router, TopicInterner};
+use router::Router;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::connection::{self, Shared};
 use crate::driver::{self, RouterTx, ToRouter};
 use crate::parking::Lot;
+use rumq_broker::interner::TopicInterner;
 
 /// Requests the router thread drains per flush after the first (see `driver::channel`).
 const ROUTER_DRAIN_MAX: usize = 4096;
@@ -35,24 +36,21 @@ const STATE_DIR: &str = "state";
 
 /// Open the message log and the session journal in `config.data_dir`, and the
 /// router over them (replaying the journal).
-pub(crate) fn open_router(
-    config: &Config,
-    topics: Arc<TopicInterner>,
-) -> anyhow::Result<Router<Log>> {
+pub(crate) fn open_router(config: &Config) -> anyhow::Result<Router<Log>> {
     let log_dir = config.data_dir.join(MESSAGES_DIR);
     let log = Log::open(&log_dir, config.storage.clone())
         .with_context(|| format!("cannot open the message log in {}", log_dir.display()))?;
     let state_dir = config.data_dir.join(STATE_DIR);
     let journal = Log::open(&state_dir, journal_config(&config.storage))
         .with_context(|| format!("cannot open the session journal in {}", state_dir.display()))?;
-    Router::open(config.router.clone(), log, journal, topics)
+    Router::open(config.router.clone(), log, journal)
         .with_context(|| format!("cannot restore the sessions from {}", state_dir.display()))
 }
 
 /// Run the broker until a shutdown signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
-    let router = open_router(&config, topics.clone())?;
+    let router = open_router(&config)?;
     // Before any connection, every session held is a restored persistent one.
     let (sessions, retained) = (router.session_count(), router.retained_count());
     if sessions + retained > 0 {

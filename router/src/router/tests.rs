@@ -1,14 +1,29 @@
 //! Scenario tests: drive the state machine with events, over a real commitlog in a
 //! temporary directory, and assert on the replies.
 
+use std::cell::RefCell;
+
 use super::*;
-use crate::{DeliveryCredit, NewMessage, Origin};
+use crate::{NewMessage, Origin};
 use commitlog::{Log, LogConfig};
 
 struct Harness {
     router: Router<Log>,
-    topics: Arc<TopicInterner>,
+    topics: Topics,
     _dir: tempfile::TempDir,
+}
+
+/// Topic ids as the broker's connections intern them: the router keys its match
+/// cache by them and reads names from the records.
+#[derive(Debug, Default)]
+pub(super) struct Topics(RefCell<HashMap<String, TopicId>>);
+
+impl Topics {
+    pub(super) fn intern(&self, name: &str) -> Option<TopicId> {
+        let mut ids = self.0.borrow_mut();
+        let next = TopicId(u32::try_from(ids.len()).ok()?);
+        Some(*ids.entry(name.to_owned()).or_insert(next))
+    }
 }
 
 const C1: ConnectionId = ConnectionId(1);
@@ -35,10 +50,9 @@ fn open_with_log(config: RouterConfig, log_config: LogConfig, dir: tempfile::Tem
         ..LogConfig::default()
     };
     let journal = Log::open(dir.path().join("state"), journal_config).unwrap();
-    let topics = Arc::new(TopicInterner::new(1000));
     Harness {
-        router: Router::open(config, log, journal, topics.clone()).unwrap(),
-        topics,
+        router: Router::open(config, log, journal).unwrap(),
+        topics: Topics::default(),
         _dir: dir,
     }
 }
@@ -62,13 +76,10 @@ impl Harness {
         self.take(conn)
     }
 
-    /// Connect; returns the connection's delivery credit (its side of it).
-    fn connect_with_credit(&mut self, conn: ConnectionId, id: &str, clean: bool) -> DeliveryCredit {
-        let connect = Connect::v3(id, clean, None);
-        let credit = connect.credit.clone();
-        self.router.handle(Event::Connect { conn, connect });
-        self.take(conn);
-        credit
+    /// The connections whose delivery credit the router asked for since last time.
+    fn credit_wanted(&mut self) -> Vec<ConnectionId> {
+        self.router.flush();
+        self.router.drain_credit_wanted().collect()
     }
 
     /// A will on `topic` (not retained).
@@ -1150,7 +1161,7 @@ use std::rc::Rc;
 type Switch = Rc<Cell<bool>>;
 
 /// A router over a message log and a journal that can each be made "full".
-fn faulty(dir: &std::path::Path) -> (Router<Faulty>, Arc<TopicInterner>, Switch, Switch) {
+fn faulty(dir: &std::path::Path) -> (Router<Faulty>, Topics, Switch, Switch) {
     let (log_full, journal_full) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
     let log = Faulty {
         log: Log::open(dir.join("messages"), LogConfig::default()).unwrap(),
@@ -1160,12 +1171,11 @@ fn faulty(dir: &std::path::Path) -> (Router<Faulty>, Arc<TopicInterner>, Switch,
         log: Log::open(dir.join("state"), LogConfig::default()).unwrap(),
         full: journal_full.clone(),
     };
-    let topics = Arc::new(TopicInterner::new(100));
-    let router = Router::open(RouterConfig::default(), log, journal, topics.clone()).unwrap();
-    (router, topics, log_full, journal_full)
+    let router = Router::open(RouterConfig::default(), log, journal).unwrap();
+    (router, Topics::default(), log_full, journal_full)
 }
 
-fn publish_event(topics: &TopicInterner, conn: ConnectionId, pkid: u16, payload: &[u8]) -> Event {
+fn publish_event(topics: &Topics, conn: ConnectionId, pkid: u16, payload: &[u8]) -> Event {
     Event::Publish {
         conn,
         pkid: Some(PacketId(pkid)),
@@ -1296,9 +1306,9 @@ fn a_cleared_retained_message_stays_cleared_after_a_crash() {
 }
 
 #[test]
-fn a_credit_parked_by_the_connection_lets_the_next_message_go_without_a_pull() {
+fn a_message_for_a_connection_without_its_credit_asks_for_the_credit_once() {
     let mut h = harness(RouterConfig::default());
-    let credit = h.connect_with_credit(C1, "sub", true);
+    h.connect(C1, "sub", true);
     h.subscribe(C1, "t", QoS::AtMostOnce);
     h.connect(C2, "pub", true);
     assert!(
@@ -1307,55 +1317,54 @@ fn a_credit_parked_by_the_connection_lets_the_next_message_go_without_a_pull() {
     );
     h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"1");
     assert_eq!(payloads(&h.deliveries(C1)), vec![b"1".to_vec()]);
-    // The connection took the batch with nothing waiting: it parks the credit.
-    assert!(!credit.give_back());
+    assert!(h.credit_wanted().is_empty(), "nothing waits");
+    // The credit is out with that batch: the next message asks for it, once.
     h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"2");
-    assert_eq!(payloads(&h.deliveries(C1)), vec![b"2".to_vec()], "no Pull");
-    // With the credit still out, the next message waits, and the credit must come
-    // back with a Pull to wake the router.
-    h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"3");
     assert!(h.deliveries(C1).is_empty());
-    assert!(credit.give_back(), "a message waits");
-    assert_eq!(payloads(&h.pull(C1)), vec![b"3".to_vec()]);
-    assert!(!credit.give_back());
+    assert_eq!(h.credit_wanted(), vec![C1]);
+    h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"3");
+    assert!(h.credit_wanted().is_empty(), "asked already");
+    // The credit comes back (the driver takes it where the connection parked it).
+    assert_eq!(payloads(&h.pull(C1)), vec![b"2".to_vec(), b"3".to_vec()]);
+    assert!(h.credit_wanted().is_empty());
 }
 
 #[test]
-fn a_batch_that_leaves_messages_behind_asks_for_its_credit_back_with_a_pull() {
+fn a_batch_that_leaves_messages_behind_asks_for_its_credit_back_before_it_leaves() {
     let config = RouterConfig {
         deliver_records_max: 2,
         ..RouterConfig::default()
     };
     let mut h = harness(config);
-    let credit = h.connect_with_credit(C1, "sub", true);
+    h.connect(C1, "sub", true);
     h.subscribe(C1, "t", QoS::AtMostOnce);
     h.connect(C2, "pub", true);
     for i in 0..3u8 {
         h.publish(C2, "t", QoS::AtMostOnce, false, 0, &[i]);
     }
-    h.router.flush();
+    assert_eq!(h.credit_wanted(), vec![C1], "before the first Pull");
     assert_eq!(payloads(&h.pull(C1)), vec![vec![0], vec![1]]);
-    assert!(credit.give_back(), "one message left behind");
+    assert_eq!(h.credit_wanted(), vec![C1], "one message left behind");
     assert_eq!(payloads(&h.pull(C1)), vec![vec![2]]);
-    assert!(!credit.give_back(), "nothing left behind: parked");
+    assert!(h.credit_wanted().is_empty(), "nothing left behind");
 }
 
 #[test]
-fn a_credit_parked_before_a_disconnect_is_not_used_for_the_next_connection() {
+fn a_new_connection_of_a_session_starts_without_the_old_ones_credit() {
     // The session outlives the connection; the new one starts without a credit
-    // until its own first Pull.
+    // until its own first Pull, and the router asks the new connection for it.
     let mut h = harness(RouterConfig::default());
-    let old = h.connect_with_credit(C1, "sub", false);
+    h.connect(C1, "sub", false);
     h.subscribe(C1, "t", QoS::AtLeastOnce);
     assert!(h.pull(C1).is_empty());
     h.connect(C2, "pub", true);
     h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"1");
     assert_eq!(h.deliveries(C1).len(), 1);
-    assert!(!old.give_back());
     disconnect_with(&mut h, C1, DisconnectReason::Normal);
-    h.connect_with_credit(C3, "sub", false);
+    h.connect(C3, "sub", false);
     h.publish(C2, "t", QoS::AtMostOnce, false, 0, b"2");
     assert!(h.deliveries(C3).is_empty(), "no credit yet");
+    assert_eq!(h.credit_wanted(), vec![C3]);
     assert_eq!(payloads(&h.pull(C3)), vec![b"2".to_vec()]);
 }
 

@@ -349,15 +349,14 @@ fn tiny_retention(offline_bytes_max: u64) -> Harness {
     };
     let log = Log::open(dir.path().join("messages"), log_config).unwrap();
     let journal = Log::open(dir.path().join("state"), LogConfig::default()).unwrap();
-    let topics = Arc::new(TopicInterner::new(100));
     let config = RouterConfig {
         offline_bytes_max,
         retention_interval_ms: 0,
         ..RouterConfig::default()
     };
     Harness {
-        router: Router::open(config, log, journal, topics.clone()).unwrap(),
-        topics,
+        router: Router::open(config, log, journal).unwrap(),
+        topics: Topics::default(),
         _dir: dir,
     }
 }

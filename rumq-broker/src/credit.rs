@@ -1,15 +1,21 @@
-//! The delivery credit: a connection has at most one delivery batch outstanding, and
-//! this is how it hands the right to the next one back to the router.
+//! The delivery credit word: a connection has at most one delivery batch
+//! outstanding, and this is how it hands the right to the next one back.
 //!
 //! The router sends a `Deliver` batch only while it holds its connection's credit;
 //! the batch carries the credit to the connection, which returns it once it has taken
 //! the batch (before writing it). It returns it one of two ways:
 //!
 //! - **Parked here**, when the router has nothing waiting for it: no event, no
-//!   wake-up of the router thread. The router takes it from here the moment it has
-//!   something to send ([`DeliveryCredit::take_or_want`]).
-//! - **In an `Event::Pull`**, when the router has noted that messages are waiting
-//!   ([`DeliveryCredit::give_back`] says so): the router must be woken to send them.
+//!   wake-up of the router thread. When the router then asks for the credit
+//!   (`router::Router::drain_credit_wanted`), the driver takes it from here
+//!   ([`CreditWord::take_or_want`]) and hands it in as an `Event::Pull`, on the
+//!   router's thread, within the same iteration.
+//! - **In an `Event::Pull`**, when the router has asked for it meanwhile
+//!   ([`CreditWord::give_back`] says so): the router must be woken to send.
+//!
+//! The router itself holds no part of this: it knows only whether it holds the
+//! credit, and asks for it. The word lives in the connection's reply queue, shared
+//! by the connection and whoever runs the router.
 //!
 //! The one batch sent without the credit is the resent deliveries that follow a
 //! resumed session's CONNACK; the connection returns no credit for it, and the
@@ -27,96 +33,25 @@
 //! event: the router notes them waiting while the previous batch is on its way.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 
 /// The connection returned the credit without an event.
 const PARKED: u8 = 1;
 /// The router has messages waiting for the credit: return it with `Event::Pull`.
 const WANTED: u8 = 2;
 
-/// What holds a connection's credit word. The broker keeps it in the connection's
-/// reply queue, which both sides share already: a separate allocation would live
-/// as long as the connection, and small long-lived allocations keep the memory of
-/// an idle connection's freed buffers from going back to the system.
-pub trait CreditWord: Send + Sync + 'static {
-    /// The word, starting at 0.
-    fn credit_word(&self) -> &AtomicU8;
-}
+/// One connection's delivery credit word. The broker keeps it in the connection's
+/// reply queue, which both sides share already: a separate allocation would live as
+/// long as the connection, and small long-lived allocations keep the memory of an
+/// idle connection's freed buffers from going back to the system.
+#[derive(Debug, Default)]
+pub struct CreditWord(AtomicU8);
 
-impl CreditWord for AtomicU8 {
-    fn credit_word(&self) -> &AtomicU8 {
-        self
-    }
-}
-
-/// One connection's delivery credit, as the router holds it.
-#[derive(Clone)]
-pub struct DeliveryCredit(Arc<dyn CreditWord>);
-
-impl std::fmt::Debug for DeliveryCredit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("DeliveryCredit")
-            .field(&self.0.credit_word().load(Ordering::Relaxed))
-            .finish()
-    }
-}
-
-impl Default for DeliveryCredit {
-    fn default() -> Self {
-        DeliveryCredit::new()
-    }
-}
-
-impl DeliveryCredit {
-    /// A credit word of its own, with nothing parked (the credit starts with the
-    /// connection's first `Event::Pull`).
-    #[must_use]
-    pub fn new() -> DeliveryCredit {
-        DeliveryCredit(Arc::new(AtomicU8::new(0)))
-    }
-
-    /// The credit word inside `owner`.
-    #[must_use]
-    pub fn within(owner: Arc<dyn CreditWord>) -> DeliveryCredit {
-        DeliveryCredit(owner)
-    }
-
-    /// Connection side: see [`DeliveryCredit::give_back_in`].
+impl CreditWord {
+    /// Connection side, after taking a `Deliver` batch: return the credit. True when
+    /// the router asked for it: send `Event::Pull` then (the credit travels in it);
+    /// false when it is parked here and no event is needed.
     pub fn give_back(&self) -> bool {
-        DeliveryCredit::give_back_in(self.0.credit_word())
-    }
-
-    /// Router side, with messages to send: take the credit if it is parked here;
-    /// otherwise note that messages wait, so that it comes back with an event.
-    pub(crate) fn take_or_want(&self) -> bool {
-        let word = self.0.credit_word();
-        let before = word.fetch_or(WANTED, Ordering::AcqRel);
-        if before & PARKED != 0 {
-            // The connection holds no credit while one is parked: nothing else
-            // writes the word until the next batch reaches it.
-            word.store(0, Ordering::Release);
-            return true;
-        }
-        false
-    }
-
-    /// Router side, as a batch leaves with messages still waiting behind it: the
-    /// credit must come back with an event.
-    pub(crate) fn want(&self) {
-        self.0.credit_word().fetch_or(WANTED, Ordering::AcqRel);
-    }
-
-    /// Router side, on `Event::Pull`: the credit came in the event, and whatever
-    /// was waiting is about to be sent.
-    pub(crate) fn arrived(&self) {
-        self.0.credit_word().store(0, Ordering::Release);
-    }
-
-    /// Connection side, after taking a `Deliver` batch: return the credit through
-    /// `word`. True when the router has messages waiting: send `Event::Pull` then (the
-    /// credit travels in it); false when it is parked in the word and no event is
-    /// needed.
-    pub fn give_back_in(word: &AtomicU8) -> bool {
+        let word = &self.0;
         let mut current = word.load(Ordering::Acquire);
         loop {
             let (next, wake) = if current & WANTED != 0 {
@@ -130,15 +65,38 @@ impl DeliveryCredit {
             }
         }
     }
+
+    /// Router side (the driver, for a connection the router asked the credit of):
+    /// take the credit if it is parked here (true: hand it to the router as a
+    /// `Pull`); otherwise note that it is wanted, so that it comes back with an
+    /// event.
+    pub fn take_or_want(&self) -> bool {
+        let before = self.0.fetch_or(WANTED, Ordering::AcqRel);
+        if before & PARKED != 0 {
+            // The connection holds no credit while one is parked: nothing else
+            // writes the word until the next batch reaches it.
+            self.0.store(0, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// Router side, on the connection's `Event::Pull`: the credit came in the event,
+    /// and whatever was waiting is about to be sent.
+    pub fn arrived(&self) {
+        self.0.store(0, Ordering::Release);
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
     fn a_credit_returned_while_nothing_waits_is_parked_without_an_event() {
-        let c = DeliveryCredit::new();
+        let c = CreditWord::default();
         assert!(!c.give_back(), "nothing waits: parked");
         assert!(c.take_or_want(), "taken when there is something to send");
         assert!(!c.take_or_want(), "and only once");
@@ -146,7 +104,7 @@ mod tests {
 
     #[test]
     fn a_credit_returned_while_messages_wait_asks_for_an_event() {
-        let c = DeliveryCredit::new();
+        let c = CreditWord::default();
         assert!(!c.take_or_want(), "the connection holds the credit");
         assert!(c.give_back(), "messages wait: return it with Pull");
         c.arrived();
@@ -162,7 +120,7 @@ mod tests {
         // flight and check they never exceed one.
         use std::sync::atomic::AtomicUsize;
         use std::sync::mpsc;
-        let credit = DeliveryCredit::new();
+        let credit = Arc::new(CreditWord::default());
         let in_flight = Arc::new(AtomicUsize::new(0));
         let (batch_tx, batch_rx) = mpsc::channel::<()>();
         let (pull_tx, pull_rx) = mpsc::channel::<()>();
@@ -192,8 +150,9 @@ mod tests {
             }
             if holding {
                 if sent % 3 == 0 {
-                    // This batch leaves messages behind.
-                    credit.want();
+                    // This batch leaves messages behind: the router asks for the
+                    // credit before it leaves (not parked: it is in this batch).
+                    assert!(!credit.take_or_want());
                 }
                 assert_eq!(in_flight.fetch_add(1, Ordering::SeqCst), 0);
                 batch_tx.send(()).unwrap();
