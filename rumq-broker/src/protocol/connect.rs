@@ -6,6 +6,7 @@
 use bytes::{Buf, Bytes};
 use router::{QoS, NEVER_EXPIRES};
 
+use super::framing::{self, packet};
 use super::properties::{self, Properties, Section};
 use super::ProtocolError;
 
@@ -107,82 +108,48 @@ fn read_string(b: &mut Bytes, what: &str) -> Result<String, ProtocolError> {
     Ok(s)
 }
 
+/// Connect flags (§3.1.2.3).
+mod flag {
+    pub const RESERVED: u8 = 0x01;
+    pub const CLEAN_SESSION: u8 = 0x02;
+    pub const WILL: u8 = 0x04;
+    pub const WILL_QOS_SHIFT: u8 = 3;
+    pub const WILL_RETAIN: u8 = 0x20;
+    pub const PASSWORD: u8 = 0x40;
+    pub const USER_NAME: u8 = 0x80;
+}
+
+/// What the connect flags byte says, checked.
+#[derive(Debug, Clone, Copy)]
+struct Flags {
+    clean_session: bool,
+    will: bool,
+    will_qos: QoS,
+    will_retain: bool,
+    password: bool,
+    username: bool,
+}
+
 /// Parse a framed CONNECT packet (fixed header included).
 pub fn parse(mut frame: Bytes) -> Result<ConnectPacket, ProtocolError> {
-    if frame.first() != Some(&0x10) {
-        return Err(malformed("reserved fixed-header flags set"));
-    }
-    // The remaining length was checked by framing.
-    let header = super::v4::fixed_header_len(&frame);
-    if frame.len() < header {
-        return Err(malformed("truncated"));
-    }
-    frame.advance(header);
-    let name = read_binary(&mut frame)?;
-    let level = read_u8(&mut frame)?;
-    let version = match (&name[..], level) {
-        (b"MQTT", 4) => Version::V311,
-        (b"MQTT", 5) => Version::V5,
-        (b"MQIsdp", 3) => Version::V31,
-        (b"MQTT", other) => return Err(ProtocolError::UnsupportedVersion(other)),
-        (b"MQIsdp", other) => return Err(ProtocolError::UnsupportedVersion(other)),
-        _ => return Err(malformed("unknown protocol name")),
-    };
-    let flags = read_u8(&mut frame)?;
-    if flags & 0x01 != 0 {
-        return Err(malformed("reserved connect flag set"));
-    }
-    let clean_session = flags & 0x02 != 0;
-    let will_flag = flags & 0x04 != 0;
-    let will_qos = (flags >> 3) & 0x03;
-    let will_retain = flags & 0x20 != 0;
-    let password_flag = flags & 0x40 != 0;
-    let username_flag = flags & 0x80 != 0;
-    if !will_flag && (will_qos != 0 || will_retain) {
-        return Err(malformed("will QoS or retain set without a will"));
-    }
-    let will_qos = QoS::from_u8(will_qos).ok_or_else(|| malformed("will QoS 3"))?;
-    if version == Version::V311 && password_flag && !username_flag {
-        return Err(malformed("password without user name"));
-    }
+    skip_fixed_header(&mut frame)?;
+    let version = read_protocol(&mut frame)?;
+    let flags = read_flags(&mut frame, version)?;
     let keep_alive = read_u16(&mut frame)?;
     let v5 = version == Version::V5;
-    let props = if v5 {
-        properties::parse(&mut frame, Section::Connect)?
-    } else {
-        Properties::default()
-    };
+    let props = read_properties(&mut frame, v5, Section::Connect)?;
     let client_id = read_string(&mut frame, "client id")?;
-    let will = if will_flag {
-        let will_props = if v5 {
-            properties::parse(&mut frame, Section::Will)?
-        } else {
-            Properties::default()
-        };
-        let topic = read_string(&mut frame, "will topic")?;
-        router::topic::validate_name(&topic).map_err(|e| malformed(&format!("will topic {e}")))?;
-        let payload = read_binary(&mut frame)?;
-        if will_props.payload_is_utf8 && std::str::from_utf8(&payload).is_err() {
-            return Err(ProtocolError::PayloadFormatInvalid);
-        }
-        Some(LastWill {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: will_retain,
-            delay_secs: will_props.will_delay.unwrap_or(0),
-            expiry_secs: will_props.message_expiry,
-            properties: will_props.forward,
-        })
+    let will = if flags.will {
+        Some(read_will(&mut frame, v5, flags)?)
     } else {
         None
     };
-    let username = if username_flag {
+    let username = if flags.username {
         Some(read_string(&mut frame, "user name")?)
     } else {
         None
     };
-    let password = if password_flag {
+    let password = if flags.password {
         Some(read_binary(&mut frame)?)
     } else {
         None
@@ -190,14 +157,14 @@ pub fn parse(mut frame: Bytes) -> Result<ConnectPacket, ProtocolError> {
     if frame.has_remaining() {
         return Err(malformed("bytes after the payload"));
     }
-    let session_expiry = match (v5, clean_session) {
+    let session_expiry = match (v5, flags.clean_session) {
         (true, _) => props.session_expiry.unwrap_or(0),
         (false, true) => 0,
         (false, false) => NEVER_EXPIRES,
     };
     Ok(ConnectPacket {
         version,
-        clean_session,
+        clean_session: flags.clean_session,
         session_expiry,
         receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
         max_packet_size: props.max_packet_size.unwrap_or(u32::MAX),
@@ -209,5 +176,90 @@ pub fn parse(mut frame: Bytes) -> Result<ConnectPacket, ProtocolError> {
         will,
         username,
         password,
+    })
+}
+
+/// Check the first byte and step past the fixed header.
+fn skip_fixed_header(frame: &mut Bytes) -> Result<(), ProtocolError> {
+    if frame.first() != Some(&framing::first_byte(packet::CONNECT)) {
+        return Err(malformed("reserved fixed-header flags set"));
+    }
+    // The remaining length was checked by framing.
+    let header = framing::fixed_header_len(frame);
+    if frame.len() < header {
+        return Err(malformed("truncated"));
+    }
+    frame.advance(header);
+    Ok(())
+}
+
+/// Protocol name and level: the version, or the level this broker does not speak.
+fn read_protocol(b: &mut Bytes) -> Result<Version, ProtocolError> {
+    let name = read_binary(b)?;
+    let level = read_u8(b)?;
+    match (&name[..], level) {
+        (b"MQTT", 4) => Ok(Version::V311),
+        (b"MQTT", 5) => Ok(Version::V5),
+        (b"MQIsdp", 3) => Ok(Version::V31),
+        (b"MQTT", other) => Err(ProtocolError::UnsupportedVersion(other)),
+        (b"MQIsdp", other) => Err(ProtocolError::UnsupportedVersion(other)),
+        _ => Err(malformed("unknown protocol name")),
+    }
+}
+
+/// The connect flags, with the combinations the spec forbids refused.
+fn read_flags(b: &mut Bytes, version: Version) -> Result<Flags, ProtocolError> {
+    let bits = read_u8(b)?;
+    if bits & flag::RESERVED != 0 {
+        return Err(malformed("reserved connect flag set"));
+    }
+    let will = bits & flag::WILL != 0;
+    let will_qos = (bits >> flag::WILL_QOS_SHIFT) & 0x03;
+    let will_retain = bits & flag::WILL_RETAIN != 0;
+    let password = bits & flag::PASSWORD != 0;
+    let username = bits & flag::USER_NAME != 0;
+    if !will && (will_qos != 0 || will_retain) {
+        return Err(malformed("will QoS or retain set without a will"));
+    }
+    let will_qos = QoS::from_u8(will_qos).ok_or_else(|| malformed("will QoS 3"))?;
+    if version == Version::V311 && password && !username {
+        return Err(malformed("password without user name"));
+    }
+    Ok(Flags {
+        clean_session: bits & flag::CLEAN_SESSION != 0,
+        will,
+        will_qos,
+        will_retain,
+        password,
+        username,
+    })
+}
+
+/// MQTT 5's property section; none (defaults) before MQTT 5.
+fn read_properties(b: &mut Bytes, v5: bool, section: Section) -> Result<Properties, ProtocolError> {
+    if v5 {
+        properties::parse(b, section)
+    } else {
+        Ok(Properties::default())
+    }
+}
+
+/// The will in the payload: its properties (MQTT 5), topic and payload.
+fn read_will(b: &mut Bytes, v5: bool, flags: Flags) -> Result<LastWill, ProtocolError> {
+    let will_props = read_properties(b, v5, Section::Will)?;
+    let topic = read_string(b, "will topic")?;
+    router::topic::validate_name(&topic).map_err(|e| malformed(&format!("will topic {e}")))?;
+    let payload = read_binary(b)?;
+    if will_props.payload_is_utf8 && std::str::from_utf8(&payload).is_err() {
+        return Err(ProtocolError::PayloadFormatInvalid);
+    }
+    Ok(LastWill {
+        topic,
+        payload,
+        qos: flags.will_qos,
+        retain: flags.will_retain,
+        delay_secs: will_props.will_delay.unwrap_or(0),
+        expiry_secs: will_props.message_expiry,
+        properties: will_props.forward,
     })
 }

@@ -7,35 +7,10 @@ use commitlog::FileRange;
 use router::{Delivery, Layout, PacketId, PubReason, Reply, SubscribeCode, UnsubscribeCode};
 
 use super::alias::OutboundAliases;
-use super::properties::{id, put_varint, varint_len, Writer};
+use super::framing::{first_byte, packet, publish_first_byte, put_fixed_header, varint_len};
+use super::properties::{id, Writer};
+use super::reason::{self, return_code};
 use super::Version;
-
-/// MQTT 5 reason codes (§2.4) the broker sends.
-pub mod reason {
-    pub const SUCCESS: u8 = 0x00;
-    pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
-    pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
-    pub const UNSPECIFIED_ERROR: u8 = 0x80;
-    pub const MALFORMED_PACKET: u8 = 0x81;
-    pub const PROTOCOL_ERROR: u8 = 0x82;
-    pub const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x84;
-    pub const CLIENT_ID_NOT_VALID: u8 = 0x85;
-    pub const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
-    pub const NOT_AUTHORIZED: u8 = 0x87;
-    pub const SERVER_UNAVAILABLE: u8 = 0x88;
-    pub const SERVER_SHUTTING_DOWN: u8 = 0x8b;
-    pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8c;
-    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8d;
-    pub const SESSION_TAKEN_OVER: u8 = 0x8e;
-    pub const TOPIC_FILTER_INVALID: u8 = 0x8f;
-    pub const TOPIC_NAME_INVALID: u8 = 0x90;
-    pub const PACKET_ID_NOT_FOUND: u8 = 0x92;
-    pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
-    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
-    pub const PACKET_TOO_LARGE: u8 = 0x95;
-    pub const QUOTA_EXCEEDED: u8 = 0x97;
-    pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
-}
 
 /// What an MQTT 5 CONNACK tells the client about the broker (§3.2.2.3).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,6 +35,9 @@ pub struct ConnAckProperties {
 /// The user property that tells an MQTT 5 subscriber how many messages retention
 /// removed before it could read them (at most; counted in log records).
 pub const LOST_PROPERTY: &str = "rumq-messages-lost";
+
+/// An empty MQTT 5 property section: its length, 0.
+const NO_PROPERTIES: u8 = 0;
 
 /// Payloads at least this large go out as their own iovec instead of being copied.
 const COPY_PAYLOAD_BELOW: usize = 1024;
@@ -137,10 +115,6 @@ impl Default for Encoder {
     }
 }
 
-fn put_remaining_length(b: &mut BytesMut, len: usize) {
-    put_varint(b, len);
-}
-
 impl Encoder {
     /// An encoder for a connection whose version is not known yet (3.1.1 packets).
     pub fn new() -> Self {
@@ -189,8 +163,12 @@ impl Encoder {
 
     /// CONNACK with a 3.1.1 return code (0..=5).
     pub fn connack(&mut self, session_present: bool, code: u8) {
-        self.small
-            .put_slice(&[0x20, 0x02, u8::from(session_present), code]);
+        self.small.put_slice(&[
+            first_byte(packet::CONNACK),
+            0x02,
+            u8::from(session_present),
+            code,
+        ]);
     }
 
     /// MQTT 5 CONNACK with a reason code and the broker's properties.
@@ -222,9 +200,13 @@ impl Encoder {
             }
         }
         let len = self.props.len();
-        self.small.put_u8(0x20);
-        put_remaining_length(&mut self.small, 2 + varint_len(len) + len);
-        self.small.put_u8(u8::from(session_present && code == 0));
+        put_fixed_header(
+            &mut self.small,
+            first_byte(packet::CONNACK),
+            2 + varint_len(len) + len,
+        );
+        self.small
+            .put_u8(u8::from(session_present && code == reason::SUCCESS));
         self.small.put_u8(code);
         self.props.finish(&mut self.small);
     }
@@ -240,19 +222,23 @@ impl Encoder {
             self.props.string(id::REASON_STRING, reason_string);
         }
         let len = self.props.len();
-        self.small.put_u8(0xe0);
-        put_remaining_length(&mut self.small, 1 + varint_len(len) + len);
+        put_fixed_header(
+            &mut self.small,
+            first_byte(packet::DISCONNECT),
+            1 + varint_len(len) + len,
+        );
         self.small.put_u8(code);
         self.props.finish(&mut self.small);
     }
 
     /// PINGRESP.
     pub fn pingresp(&mut self) {
-        self.small.put_slice(&[0xd0, 0x00]);
+        self.small.put_slice(&[first_byte(packet::PINGRESP), 0x00]);
     }
 
-    fn ack(&mut self, first: u8, id: PacketId) {
-        self.small.put_slice(&[first, 0x02]);
+    /// An ack of `kind`: the packet id alone.
+    fn ack(&mut self, kind: u8, id: PacketId) {
+        self.small.put_slice(&[first_byte(kind), 0x02]);
         self.small.put_u16(id.0);
     }
 
@@ -260,22 +246,21 @@ impl Encoder {
     /// and for a refusal `why` as the reason string if the client wants problem
     /// information and the ack stays within its maximum packet size (MQTT-3.4.2-2,
     /// 3.5.2-2, 3.7.2-2).
-    fn ack_v5(&mut self, first: u8, pkid: PacketId, code: u8, why: &str) {
+    fn ack_v5(&mut self, kind: u8, pkid: PacketId, code: u8, why: &str) {
         if code == reason::SUCCESS {
-            return self.ack(first, pkid);
+            return self.ack(kind, pkid);
         }
-        if code >= 0x80 && self.problem_info && self.fits(3, Writer::string_size(why)) {
+        if reason::is_error(code) && self.problem_info && self.fits(3, Writer::string_size(why)) {
             self.props.string(id::REASON_STRING, why);
         }
         let len = self.props.len();
         if len == 0 {
-            self.small.put_slice(&[first, 0x03]);
+            self.small.put_slice(&[first_byte(kind), 0x03]);
             self.small.put_u16(pkid.0);
             self.small.put_u8(code);
             return;
         }
-        self.small.put_u8(first);
-        put_remaining_length(&mut self.small, 3 + varint_len(len) + len);
+        put_fixed_header(&mut self.small, first_byte(kind), 3 + varint_len(len) + len);
         self.small.put_u16(pkid.0);
         self.small.put_u8(code);
         self.props.finish(&mut self.small);
@@ -297,63 +282,71 @@ impl Encoder {
         match reply {
             Reply::ConnAck { .. } | Reply::Close(_) => {}
             Reply::PubAck(id, r) | Reply::PubRec(id, r) => {
-                let first = if matches!(reply, Reply::PubAck(..)) {
-                    0x40
+                let kind = if matches!(reply, Reply::PubAck(..)) {
+                    packet::PUBACK
                 } else {
-                    0x50
+                    packet::PUBREC
                 };
                 if v5 {
                     let why = "the message log refused the write";
-                    self.ack_v5(first, *id, Self::pub_reason(*r), why);
+                    self.ack_v5(kind, *id, Self::pub_reason(*r), why);
                 } else if r.is_success() {
-                    self.ack(first, *id);
+                    self.ack(kind, *id);
                 }
             }
-            Reply::PubRel(id) => self.ack(0x62, *id),
+            Reply::PubRel(id) => self.ack(packet::PUBREL, *id),
             Reply::PubComp { pkid, known: false } if v5 => {
                 let why = "no QoS 2 message awaits release under this packet id";
-                self.ack_v5(0x70, *pkid, reason::PACKET_ID_NOT_FOUND, why);
+                self.ack_v5(packet::PUBCOMP, *pkid, reason::PACKET_ID_NOT_FOUND, why);
             }
-            Reply::PubComp { pkid, .. } => self.ack(0x70, *pkid),
-            Reply::UnsubAck { pkid, codes } => {
-                if v5 {
-                    self.small.put_u8(0xb0);
-                    put_remaining_length(&mut self.small, 3 + codes.len());
-                    self.small.put_u16(pkid.0);
-                    self.small.put_u8(0);
-                    for c in codes {
-                        self.small.put_u8(match c {
-                            UnsubscribeCode::Success => reason::SUCCESS,
-                            UnsubscribeCode::NoSubscriptionExisted => {
-                                reason::NO_SUBSCRIPTION_EXISTED
-                            }
-                        });
-                    }
-                } else {
-                    self.ack(0xb0, *pkid);
-                }
-            }
-            Reply::SubAck { pkid, codes } => {
-                self.small.put_u8(0x90);
-                put_remaining_length(&mut self.small, 2 + usize::from(v5) + codes.len());
-                self.small.put_u16(pkid.0);
-                if v5 {
-                    self.small.put_u8(0);
-                }
-                for c in codes {
-                    self.small.put_u8(match (c, v5) {
-                        (SubscribeCode::Granted(q), _) => *q as u8,
-                        (SubscribeCode::InvalidFilter, true) => reason::TOPIC_FILTER_INVALID,
-                        (SubscribeCode::QuotaExceeded, true) => reason::QUOTA_EXCEEDED,
-                        (_, false) => 0x80,
-                    });
-                }
-            }
+            Reply::PubComp { pkid, .. } => self.ack(packet::PUBCOMP, *pkid),
+            Reply::UnsubAck { pkid, codes } if v5 => self.unsuback_v5(*pkid, codes),
+            Reply::UnsubAck { pkid, .. } => self.ack(packet::UNSUBACK, *pkid),
+            Reply::SubAck { pkid, codes } => self.suback(*pkid, codes),
             Reply::Deliver(items) => {
                 for d in items {
                     self.publish(d);
                 }
             }
+        }
+    }
+
+    /// MQTT 5 UNSUBACK: a reason code per filter (3.1.1's has none).
+    fn unsuback_v5(&mut self, pkid: PacketId, codes: &[UnsubscribeCode]) {
+        put_fixed_header(
+            &mut self.small,
+            first_byte(packet::UNSUBACK),
+            3 + codes.len(),
+        );
+        self.small.put_u16(pkid.0);
+        self.small.put_u8(NO_PROPERTIES);
+        for c in codes {
+            self.small.put_u8(match c {
+                UnsubscribeCode::Success => reason::SUCCESS,
+                UnsubscribeCode::NoSubscriptionExisted => reason::NO_SUBSCRIPTION_EXISTED,
+            });
+        }
+    }
+
+    /// SUBACK: a code per filter, MQTT 5 saying why one was refused.
+    fn suback(&mut self, pkid: PacketId, codes: &[SubscribeCode]) {
+        let v5 = self.version == Version::V5;
+        put_fixed_header(
+            &mut self.small,
+            first_byte(packet::SUBACK),
+            2 + usize::from(v5) + codes.len(),
+        );
+        self.small.put_u16(pkid.0);
+        if v5 {
+            self.small.put_u8(NO_PROPERTIES);
+        }
+        for c in codes {
+            self.small.put_u8(match (c, v5) {
+                (SubscribeCode::Granted(q), _) => *q as u8,
+                (SubscribeCode::InvalidFilter, true) => reason::TOPIC_FILTER_INVALID,
+                (SubscribeCode::QuotaExceeded, true) => reason::QUOTA_EXCEEDED,
+                (_, false) => return_code::SUBSCRIBE_FAILURE,
+            });
         }
     }
 
@@ -418,9 +411,8 @@ impl Encoder {
             0
         };
         let remaining = body + props;
-        let first = 0x30 | (u8::from(d.dup) << 3) | ((d.qos as u8) << 1) | u8::from(d.retain);
-        self.small.put_u8(first);
-        put_remaining_length(&mut self.small, remaining);
+        let first = publish_first_byte(d.dup, d.qos, d.retain);
+        put_fixed_header(&mut self.small, first, remaining);
         // Topics are at most 65535 bytes (validated on publish).
         self.small.put_u16(topic.len() as u16);
         self.small.put_slice(topic);

@@ -6,17 +6,39 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | `framing` | packet types, the Variable Byte Integer, fixed headers (read, checked, written), packet ids |
+//! | `reason` | MQTT 5 reason codes; 3.1.1 CONNACK and SUBACK return codes |
 //! | `connect` | CONNECT parsing for MQTT 3.1, 3.1.1 and 5.0 |
-//! | `v4` | framing and fixed-header checks; the other packets of 3.1/3.1.1 (decoded with `mqttbytes`) |
+//! | `publish` | PUBLISH from a client, either version, without copying |
+//! | `v4` | the other packets of 3.1/3.1.1 a client sends (through `mqttbytes`) |
 //! | `v5` | the other packets of MQTT 5 a client sends, AUTH included |
 //! | `properties` | MQTT 5 property sections: checks on read, a writer |
 //! | `alias` | MQTT 5 topic aliases, both directions |
 //! | `encode` | everything the broker sends, in either version |
+//!
+//! The modules import downwards only: `framing` and `reason` import no sibling;
+//! `properties` imports `framing`; the decoders and the encoder import those.
+//!
+//! ## What is ours and what is `mqttbytes`'
+//!
+//! Ours: framing, every encoder, CONNECT, PUBLISH and all of MQTT 5. CONNECT
+//! because `mqttbytes` refuses MQTT 3.1 (`MQIsdp`) and skips the flag checks;
+//! PUBLISH because it is the hot path and ours decodes it without copying or
+//! allocating; MQTT 5 because `mqttbytes` 0.6's v5 reader refuses a bodiless
+//! DISCONNECT, has no AUTH, and loses the order of user properties; encoders
+//! because a large payload goes out as its own buffer or file range, never copied.
+//! `mqttbytes` decodes the remaining 3.1.1 packets a client sends (acks, SUBSCRIBE,
+//! UNSUBSCRIBE, PINGREQ, DISCONNECT): rare, simple, and well covered there, once
+//! our framing has cut the packet and checked its fixed header (and SUBSCRIBE's
+//! reserved bits, which it ignores).
 
 pub mod alias;
 mod connect;
 mod encode;
+pub mod framing;
 pub mod properties;
+mod publish;
+pub mod reason;
 mod v4;
 mod v5;
 
@@ -24,7 +46,8 @@ use bytes::{Bytes, BytesMut};
 use router::{PacketId, QoS, Subscription};
 
 pub use connect::{ConnectPacket, LastWill, Version};
-pub use encode::{reason, Chunk, ConnAckProperties, Encoder, IdleEncoder};
+pub use encode::{Chunk, ConnAckProperties, Encoder, IdleEncoder};
+pub use reason::return_code;
 
 /// A packet from a client, in the broker's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,17 +223,18 @@ impl ProtocolError {
 /// Whether the bytes at the front of `buf` begin an MQTT 5 CONNECT (so a CONNECT
 /// that fails to parse can still be answered in MQTT 5's terms).
 pub fn is_v5_connect(buf: &[u8]) -> bool {
-    if buf.first() != Some(&0x10) {
+    if buf.first() != Some(&framing::first_byte(framing::packet::CONNECT)) {
         return false;
     }
-    let at = v4::fixed_header_len(buf);
+    let at = framing::fixed_header_len(buf);
+    // Protocol name "MQTT" (length-prefixed), then protocol level 5.
     buf.get(at..at + 7) == Some(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 5][..])
 }
 
 /// Bytes still missing from the packet at the front of `buf`, when its header says.
 /// Lets a reader ask for a large packet's rest in one read instead of many.
 pub fn bytes_missing(buf: &[u8], max_packet_size: usize) -> usize {
-    match v4::frame_len(buf, max_packet_size) {
+    match framing::frame_len(buf, max_packet_size) {
         Ok(Some(total)) => total.saturating_sub(buf.len()),
         _ => 0,
     }
@@ -224,11 +248,11 @@ pub fn decode(
     connected: Option<Version>,
     max_packet_size: usize,
 ) -> Result<Option<Inbound>, ProtocolError> {
-    let Some(frame) = v4::frame(buf, max_packet_size)? else {
+    let Some(frame) = framing::frame(buf, max_packet_size)? else {
         return Ok(None);
     };
     let first = frame.first().copied().unwrap_or(0);
-    let is_connect = first >> 4 == 1;
+    let is_connect = framing::packet_type(first) == framing::packet::CONNECT;
     match (connected, is_connect) {
         (None, true) => connect::parse(frame.freeze()).map(|c| Some(Inbound::Connect(c))),
         (None, false) => Err(ProtocolError::Violation("first packet is not CONNECT")),

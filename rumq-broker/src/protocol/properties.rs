@@ -11,6 +11,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::framing::{decode_varint, put_varint, Varint};
 use super::ProtocolError;
 
 /// Property identifiers (§2.2.2.2).
@@ -150,37 +151,16 @@ fn malformed(what: &str) -> ProtocolError {
     ProtocolError::Malformed(format!("properties: {what}"))
 }
 
-/// A Variable Byte Integer (§1.5.5): at most four bytes.
+/// A Variable Byte Integer (§1.5.5) inside a property section: [`decode_varint`]
+/// on the section's bytes, consumed.
 pub fn read_varint(b: &mut Bytes) -> Result<u32, ProtocolError> {
-    let mut value = 0u32;
-    for i in 0..4 {
-        if !b.has_remaining() {
-            return Err(malformed("truncated variable byte integer"));
+    match decode_varint(b) {
+        Varint::Value { value, len } => {
+            b.advance(len);
+            Ok(value)
         }
-        let byte = b.get_u8();
-        value |= u32::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(malformed("variable byte integer longer than 4 bytes"))
-}
-
-/// Bytes a Variable Byte Integer takes: the router's, which sizes packets with it.
-pub use router::varint_len;
-
-/// Write a Variable Byte Integer (values are at most 268,435,455 by construction).
-pub fn put_varint(b: &mut BytesMut, mut v: usize) {
-    loop {
-        let mut byte = (v % 128) as u8;
-        v /= 128;
-        if v > 0 {
-            byte |= 0x80;
-        }
-        b.put_u8(byte);
-        if v == 0 {
-            break;
-        }
+        Varint::Incomplete => Err(malformed("truncated variable byte integer")),
+        Varint::TooLong => Err(malformed("variable byte integer longer than 4 bytes")),
     }
 }
 
@@ -234,102 +214,14 @@ pub fn parse(b: &mut Bytes, section: Section) -> Result<Properties, ProtocolErro
     while props.has_remaining() {
         let start = props.clone();
         let property = props.get_u8();
-        if !section.allows(property) {
-            return Err(malformed(&format!(
-                "property {property:#04x} is not allowed in this packet"
-            )));
-        }
-        if property != id::USER_PROPERTY {
-            // Every identifier allowed here is below 64.
-            let bit = 1u64 << property;
-            if seen & bit != 0 {
-                return Err(ProtocolError::Violation("a property appears twice"));
-            }
-            seen |= bit;
-        }
-        let mut keep = false;
-        match property {
-            id::PAYLOAD_FORMAT => {
-                p.payload_is_utf8 = read_flag(&mut props, "payload format indicator not 0 or 1")?;
-                keep = true;
-            }
-            id::MESSAGE_EXPIRY => p.message_expiry = Some(read_u32(&mut props)?),
-            id::CONTENT_TYPE | id::RESPONSE_TOPIC => {
-                let s = read_string(&mut props)?;
-                if property == id::RESPONSE_TOPIC && router::topic::validate_name(&s).is_err() {
-                    return Err(ProtocolError::Violation(
-                        "response topic is not a topic name",
-                    ));
-                }
-                keep = true;
-            }
-            id::CORRELATION_DATA => {
-                read_binary(&mut props)?;
-                keep = true;
-            }
-            id::SUBSCRIPTION_ID => {
-                if section == Section::Publish {
-                    return Err(ProtocolError::Violation(
-                        "subscription identifier in a client's PUBLISH",
-                    ));
-                }
-                let v = read_varint(&mut props)?;
-                if v == 0 {
-                    return Err(ProtocolError::Violation("subscription identifier 0"));
-                }
-                p.subscription_id = Some(v);
-            }
-            id::SESSION_EXPIRY => p.session_expiry = Some(read_u32(&mut props)?),
-            id::AUTH_METHOD => p.auth_method = Some(read_string(&mut props)?),
-            id::AUTH_DATA => {
-                read_binary(&mut props)?;
-            }
-            id::REQUEST_PROBLEM_INFO => {
-                p.request_problem_info = Some(read_flag(
-                    &mut props,
-                    "request problem information not 0 or 1",
-                )?)
-            }
-            id::WILL_DELAY => p.will_delay = Some(read_u32(&mut props)?),
-            id::REQUEST_RESPONSE_INFO => {
-                // Checked, not kept: the broker offers no response information.
-                read_flag(&mut props, "request response information not 0 or 1")?;
-            }
-            id::REASON_STRING | id::SERVER_REFERENCE => {
-                read_string(&mut props)?;
-            }
-            id::RECEIVE_MAXIMUM => {
-                let v = read_u16(&mut props)?;
-                if v == 0 {
-                    return Err(ProtocolError::Violation("receive maximum 0"));
-                }
-                p.receive_maximum = Some(v);
-            }
-            id::TOPIC_ALIAS_MAXIMUM => p.topic_alias_max = Some(read_u16(&mut props)?),
-            id::TOPIC_ALIAS => {
-                let v = read_u16(&mut props)?;
-                if v == 0 {
-                    return Err(ProtocolError::TopicAliasInvalid);
-                }
-                p.topic_alias = Some(v);
-            }
-            id::USER_PROPERTY => {
-                read_string(&mut props)?;
-                read_string(&mut props)?;
-                keep = true;
-            }
-            id::MAXIMUM_PACKET_SIZE => {
-                let v = read_u32(&mut props)?;
-                if v == 0 {
-                    return Err(ProtocolError::Violation("maximum packet size 0"));
-                }
-                p.max_packet_size = Some(v);
-            }
-            // `allows` let through only the identifiers above.
-            other => {
-                return Err(malformed(&format!("property {other:#04x}")));
-            }
-        }
+        check_allowed_once(section, property, &mut seen)?;
+        let keep = if is_forwarded(property) {
+            read_forwarded(&mut props, property, &mut p)?;
+            true
+        } else {
+            read_acted_on(&mut props, property, section, &mut p)?;
+            false
+        };
         if keep && matches!(section, Section::Publish | Section::Will) {
             let used = start.len() - props.len();
             forward.put_slice(&start[..used]);
@@ -337,6 +229,140 @@ pub fn parse(b: &mut Bytes, section: Section) -> Result<Properties, ProtocolErro
     }
     p.forward = forward.freeze();
     Ok(p)
+}
+
+/// A property may appear in `section`, and (but for user properties) not twice:
+/// `seen` holds a bit for each identifier read so far.
+fn check_allowed_once(section: Section, property: u8, seen: &mut u64) -> Result<(), ProtocolError> {
+    if !section.allows(property) {
+        return Err(malformed(&format!(
+            "property {property:#04x} is not allowed in this packet"
+        )));
+    }
+    if property != id::USER_PROPERTY {
+        // Every identifier allowed here is below 64.
+        let bit = 1u64 << property;
+        if *seen & bit != 0 {
+            return Err(ProtocolError::Violation("a property appears twice"));
+        }
+        *seen |= bit;
+    }
+    Ok(())
+}
+
+/// The properties that travel with a message to its subscribers (§3.3.2.3).
+fn is_forwarded(property: u8) -> bool {
+    matches!(
+        property,
+        id::PAYLOAD_FORMAT
+            | id::CONTENT_TYPE
+            | id::RESPONSE_TOPIC
+            | id::CORRELATION_DATA
+            | id::USER_PROPERTY
+    )
+}
+
+/// Check the value of a property that travels with the message ([`is_forwarded`]).
+fn read_forwarded(
+    props: &mut Bytes,
+    property: u8,
+    p: &mut Properties,
+) -> Result<(), ProtocolError> {
+    match property {
+        id::PAYLOAD_FORMAT => {
+            p.payload_is_utf8 = read_flag(props, "payload format indicator not 0 or 1")?;
+        }
+        id::CONTENT_TYPE | id::RESPONSE_TOPIC => {
+            let s = read_string(props)?;
+            if property == id::RESPONSE_TOPIC && router::topic::validate_name(&s).is_err() {
+                return Err(ProtocolError::Violation(
+                    "response topic is not a topic name",
+                ));
+            }
+        }
+        id::CORRELATION_DATA => {
+            read_binary(props)?;
+        }
+        _ => {
+            // id::USER_PROPERTY: a name and a value.
+            read_string(props)?;
+            read_string(props)?;
+        }
+    }
+    Ok(())
+}
+
+/// Read the value of a property the broker acts on (or only checks) into `p`.
+fn read_acted_on(
+    props: &mut Bytes,
+    property: u8,
+    section: Section,
+    p: &mut Properties,
+) -> Result<(), ProtocolError> {
+    match property {
+        id::MESSAGE_EXPIRY => p.message_expiry = Some(read_u32(props)?),
+        id::SUBSCRIPTION_ID => p.subscription_id = Some(read_subscription_id(props, section)?),
+        id::SESSION_EXPIRY => p.session_expiry = Some(read_u32(props)?),
+        id::AUTH_METHOD => p.auth_method = Some(read_string(props)?),
+        id::AUTH_DATA => {
+            read_binary(props)?;
+        }
+        id::REQUEST_PROBLEM_INFO => {
+            p.request_problem_info =
+                Some(read_flag(props, "request problem information not 0 or 1")?)
+        }
+        id::WILL_DELAY => p.will_delay = Some(read_u32(props)?),
+        id::REQUEST_RESPONSE_INFO => {
+            // Checked, not kept: the broker offers no response information.
+            read_flag(props, "request response information not 0 or 1")?;
+        }
+        id::REASON_STRING | id::SERVER_REFERENCE => {
+            read_string(props)?;
+        }
+        id::RECEIVE_MAXIMUM => {
+            p.receive_maximum = Some(read_nonzero_u16(props, "receive maximum 0")?);
+        }
+        id::TOPIC_ALIAS_MAXIMUM => p.topic_alias_max = Some(read_u16(props)?),
+        id::TOPIC_ALIAS => {
+            let v = read_u16(props)?;
+            if v == 0 {
+                return Err(ProtocolError::TopicAliasInvalid);
+            }
+            p.topic_alias = Some(v);
+        }
+        id::MAXIMUM_PACKET_SIZE => {
+            let v = read_u32(props)?;
+            if v == 0 {
+                return Err(ProtocolError::Violation("maximum packet size 0"));
+            }
+            p.max_packet_size = Some(v);
+        }
+        // `allows` let through only the identifiers above and the forwarded ones.
+        other => {
+            return Err(malformed(&format!("property {other:#04x}")));
+        }
+    }
+    Ok(())
+}
+
+/// A subscription identifier: never 0, and never in a client's PUBLISH.
+fn read_subscription_id(props: &mut Bytes, section: Section) -> Result<u32, ProtocolError> {
+    if section == Section::Publish {
+        return Err(ProtocolError::Violation(
+            "subscription identifier in a client's PUBLISH",
+        ));
+    }
+    match read_varint(props)? {
+        0 => Err(ProtocolError::Violation("subscription identifier 0")),
+        v => Ok(v),
+    }
+}
+
+fn read_nonzero_u16(props: &mut Bytes, zero: &'static str) -> Result<u16, ProtocolError> {
+    match read_u16(props)? {
+        0 => Err(ProtocolError::Violation(zero)),
+        v => Ok(v),
+    }
 }
 
 /// Writes a property section: properties go into `body`, and `finish` prefixes the
@@ -526,24 +552,15 @@ mod tests {
     }
 
     #[test]
-    fn varints_round_trip() {
-        for v in [
-            0usize,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            2_097_151,
-            2_097_152,
-            268_435_455,
-        ] {
-            let mut b = BytesMut::new();
-            put_varint(&mut b, v);
-            assert_eq!(b.len(), varint_len(v));
-            assert_eq!(read_varint(&mut b.freeze()).unwrap() as usize, v);
-        }
+    fn varints_are_read_and_consumed() {
+        let mut b = BytesMut::new();
+        put_varint(&mut b, 16_384);
+        b.put_u8(7);
+        let mut b = b.freeze();
+        assert_eq!(read_varint(&mut b).unwrap(), 16_384);
+        assert_eq!(&b[..], [7]);
         assert!(read_varint(&mut Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x01])).is_err());
+        assert!(read_varint(&mut Bytes::from_static(&[0xff])).is_err());
     }
 
     proptest! {
