@@ -160,7 +160,9 @@ fn slices_per_call(slices: &[IoSlice<'_>]) -> usize {
 fn pwritev_at(file: &File, pos: u64, slices: &[IoSlice<'_>]) -> io::Result<usize> {
     let offset =
         libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
-    // Callers pass at most IOV_MAX (1024) slices.
+    // Callers pass at most IOV_MAX (1024) slices; were there more, the count would
+    // still not exceed them (fewer would be written, and the caller writes the rest).
+    debug_assert!(slices.len() <= IOV_MAX, "{} slices", slices.len());
     let count = libc::c_int::try_from(slices.len()).unwrap_or(libc::c_int::MAX);
     loop {
         // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix,

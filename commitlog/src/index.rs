@@ -90,7 +90,11 @@ impl Index {
         };
         for e in entries {
             // Capacity was sized for `entries` above.
-            index.push(*e);
+            let pushed = index.push(*e);
+            if !pushed {
+                tracing::error!(index = %path.display(), "rebuilt index entry left out: no room");
+            }
+            debug_assert!(pushed, "index sized for its entries");
         }
         Ok(index)
     }

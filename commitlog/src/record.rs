@@ -42,10 +42,21 @@ pub fn encode_into(buf: &mut Vec<u8>, payload: &[u8]) {
     buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Payload lengths are checked against `record_bytes_max` (a `u32`) before any record
-/// is framed, so this conversion cannot saturate for a payload that reaches the disk.
+/// Payload lengths are checked against `record_bytes_max` (a `u32`) before the log
+/// frames a record, so this fails only for a payload no log takes (a [`Framed::new`]
+/// of 4 GiB or more, which `Log::append_framed` refuses by its real length): loud in
+/// debug builds; in release that frame says `u32::MAX`, as no function here can
+/// return an error.
 fn len_u32(payload: &[u8]) -> u32 {
-    u32::try_from(payload.len()).unwrap_or(u32::MAX)
+    let len = u32::try_from(payload.len());
+    if len.is_err() {
+        tracing::error!(
+            len = payload.len(),
+            "payload too long for a frame's u32 length; the log refuses it"
+        );
+    }
+    debug_assert!(len.is_ok(), "payload of {} bytes framed", payload.len());
+    len.unwrap_or(u32::MAX)
 }
 
 /// A record framed by its producer: header and payload in one buffer, ready to be

@@ -90,10 +90,21 @@ pub fn scan(file: &File, path: &Path, from: Entry, data_len: u64, policy: Policy
             match record::decode(&buf[i..], policy.record_bytes_max) {
                 Frame::Record { len } => {
                     if first || policy.wants_entry(rel, since) {
-                        // Positions fit u32: segments are at most u32::MAX bytes.
+                        // Segments we write are at most u32::MAX bytes: a record
+                        // further on is in a file we did not write.
+                        let at = pos + i as u64;
+                        let Ok(entry_pos) = u32::try_from(at) else {
+                            return Err(Error::NotALog {
+                                path: path.to_path_buf(),
+                                reason: format!(
+                                    "a record starts at byte {at}, beyond the {} bytes a segment index can address",
+                                    u32::MAX
+                                ),
+                            });
+                        };
                         entries.push(Entry {
                             rel,
-                            pos: (pos + i as u64) as u32,
+                            pos: entry_pos,
                         });
                         since = 0;
                         first = false;

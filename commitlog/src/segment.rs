@@ -146,7 +146,10 @@ impl Segment {
             .metadata()
             .map_err(|e| Error::io("stat segment", &data_path, e))?;
         let file_len = meta.len();
-        let modified = meta.modified().unwrap_or_else(|_| SystemTime::now());
+        let modified = meta.modified().unwrap_or_else(|e| {
+            tracing::warn!(segment = %data_path.display(), error = %e, "no modification time; retention ages the segment from now");
+            SystemTime::now()
+        });
 
         let found = if index_path.exists() {
             Some(Index::open_sealed(&index_path)?)
@@ -244,12 +247,21 @@ impl Segment {
         if offset >= self.next() {
             return self.data_len;
         }
-        if offset <= self.base {
-            return 0;
+        // Below the base there is nothing before it.
+        self.rel_of(offset)
+            .and_then(|rel| self.index.floor(rel))
+            .map_or(0, |e| u64::from(e.pos))
+    }
+
+    /// `offset` relative to the base, for a record this segment holds (`None`
+    /// outside `base..next`); it fits a `u32` because the record count does.
+    pub(crate) fn rel_of(&self, offset: Offset) -> Option<u32> {
+        if offset < self.base {
+            return None;
         }
-        // base < offset < next, so the distance fits the u32 record count.
-        let rel = u32::try_from(offset.distance_from(self.base)).unwrap_or(u32::MAX);
-        self.index.floor(rel).map_or(0, |e| u64::from(e.pos))
+        u32::try_from(offset.distance_from(self.base))
+            .ok()
+            .filter(|rel| *rel < self.records)
     }
 
     /// The path of the data file.

@@ -103,14 +103,7 @@ impl Segment {
                 .policy
                 .wants_entry(self.records, self.bytes_since_entry)
             {
-                // how_many_fit reserved an index slot for this entry, and positions fit
-                // u32 because segment_bytes_max <= u32::MAX (LogConfig::validate).
-                let pushed = self.index.push(Entry {
-                    rel: self.records,
-                    pos: self.data_len as u32,
-                });
-                debug_assert!(pushed, "index slot was reserved");
-                self.bytes_since_entry = 0;
+                self.push_entry();
             }
             let frame = (HEADER_BYTES + r.payload_len()) as u64;
             self.bytes_since_entry += frame;
@@ -120,6 +113,31 @@ impl Segment {
         self.file_len = self.file_len.max(self.data_len);
         self.modified = SystemTime::now();
         Ok(n)
+    }
+
+    /// Index the record about to be appended at the end of the data.
+    ///
+    /// `how_many_fit` reserved the slot, and the position fits a `u32` because
+    /// `segment_bytes_max <= u32::MAX` (`LogConfig::validate`): a failure is a bug,
+    /// loud in debug builds. In release the entry is left out, never written with a
+    /// wrong position: the index is sparser there, which reads and recovery handle.
+    fn push_entry(&mut self) {
+        let pushed = u32::try_from(self.data_len).is_ok_and(|pos| {
+            self.index.push(Entry {
+                rel: self.records,
+                pos,
+            })
+        });
+        if !pushed {
+            tracing::error!(
+                segment = %self.data_path.display(),
+                records = self.records,
+                data_len = self.data_len,
+                "index entry left out: no slot reserved, or its position does not fit u32"
+            );
+        }
+        debug_assert!(pushed, "index slot reserved and position within u32");
+        self.bytes_since_entry = 0;
     }
 
     fn how_many_fit<R: Appendable>(&self, records: &[R], segment_bytes_max: u64) -> usize {

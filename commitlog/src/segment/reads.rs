@@ -21,12 +21,12 @@ impl Segment {
         limits: ReadLimits,
         out: &mut Vec<R>,
     ) -> Result<Offset> {
-        let next = self.next();
-        if offset < self.base || offset >= next || limits.records_max == 0 {
+        let Some(rel) = self.rel_of(offset) else {
+            return Ok(offset);
+        };
+        if limits.records_max == 0 {
             return Ok(offset);
         }
-        // offset - base < records <= u32::MAX.
-        let rel = offset.distance_from(self.base) as u32;
         let FirstRead {
             mut pos,
             mut cur,
