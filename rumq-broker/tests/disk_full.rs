@@ -3,8 +3,9 @@
 //! subscribers keep receiving what was stored, and once space returns publishing
 //! works again without a restart.
 //!
-//! Mounting needs root (CAP_SYS_ADMIN), as CI has; elsewhere the test says so and
-//! does nothing.
+//! Mounting needs root (CAP_SYS_ADMIN), as CI has. Where the tmpfs cannot be set
+//! up the test fails, naming what it could not do: a test that cannot run must not
+//! pass.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -18,20 +19,51 @@ use rumqttc::QoS;
 
 const STEP: Duration = Duration::from_secs(5);
 
-/// A tmpfs of `mib` MiB, unmounted on drop.
+/// A tmpfs mounted on a fresh temporary directory, unmounted on drop (a failing
+/// test included: drop runs as the panic unwinds).
 struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    fn mount(mib: u32) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+    /// Mount a tmpfs of `mib` MiB, or panic saying what could not be set up.
+    fn mount(mib: u32) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("cannot create a directory to mount a tmpfs on");
+        let size = format!("size={mib}m");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
             .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tmpfs { dir })
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `mount` for the disk-full tmpfs: {e}"));
+        assert!(
+            out.status.success(),
+            "cannot mount a {mib} MiB tmpfs on {} (`mount -t tmpfs -o {size} tmpfs DIR`: {}; {}); \
+             this test needs root (CAP_SYS_ADMIN), as CI has",
+            dir.path().display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        // From here on, drop unmounts, whatever fails next.
+        let fs = Tmpfs { dir };
+        assert!(
+            fs.is_mounted(),
+            "mount reported success, but {} is not a tmpfs mount point",
+            fs.path().display()
+        );
+        fs
+    }
+
+    /// Whether the directory is a tmpfs mount point (per /proc/self/mountinfo).
+    fn is_mounted(&self) -> bool {
+        let info = std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("cannot read /proc/self/mountinfo to check the tmpfs");
+        let dir = std::fs::canonicalize(self.dir.path()).expect("the tmpfs directory is gone");
+        let dir = dir.to_string_lossy();
+        info.lines().any(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let fs_type = line.split(" - ").nth(1).and_then(|s| s.split(' ').next());
+            fields.get(4) == Some(&&*dir) && fs_type == Some("tmpfs")
+        })
     }
 
     fn path(&self) -> &Path {
@@ -41,10 +73,18 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount")
+        // Lazy: a broker still holding files there cannot keep the mount alive.
+        let status = Command::new("umount")
             .arg("-l")
             .arg(self.dir.path())
             .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            // Not a panic: drop may run while a failed test unwinds.
+            eprintln!(
+                "disk_full: could not unmount the tmpfs on {}: {status:?}",
+                self.dir.path().display()
+            );
+        }
     }
 }
 
@@ -87,10 +127,7 @@ fn publish5(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_publishes_serves_subscribers_and_recovers() {
-    let Some(fs) = Tmpfs::mount(24) else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-        return;
-    };
+    let fs = Tmpfs::mount(24);
     // Ballast to free later: space comes back without touching the broker's files.
     let ballast: PathBuf = fs.path().join("ballast");
     std::fs::write(&ballast, vec![1u8; 6 << 20]).unwrap();
