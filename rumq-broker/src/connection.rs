@@ -41,8 +41,8 @@ use crate::driver::{RouterTx, ToRouter};
 use crate::parking::{Lot, Parkable, Reservation};
 use crate::protocol::alias::InboundAliases;
 use crate::protocol::{
-    self, reason, Chunk, ConnAckProperties, ConnectPacket, Encoder, IdleEncoder, Inbound,
-    ProtocolError, Version,
+    self, reason, return_code, Chunk, ConnAckProperties, ConnectPacket, Encoder, IdleEncoder,
+    Inbound, ProtocolError, Version,
 };
 use crate::replies::{reply_queue, Received, ReplyReceiver};
 use rumq_broker::interner::TopicInterner;
@@ -448,7 +448,7 @@ impl Connection {
                         &ConnAckProperties::default(),
                     );
                 } else {
-                    self.encoder.connack(false, 3);
+                    self.encoder.connack(false, return_code::SERVER_UNAVAILABLE);
                 }
                 let _ = self.write_out().await;
                 return None;
@@ -606,7 +606,8 @@ impl Connection {
                 Ok(None) => {}
                 Err(ProtocolError::UnsupportedVersion(level)) => {
                     // 3.1.1 §3.1.2.2: answer 0x01 and close.
-                    self.encoder.connack(false, 1);
+                    self.encoder
+                        .connack(false, return_code::UNACCEPTABLE_PROTOCOL_VERSION);
                     let _ = self.write_out().await;
                     return Err(End::Protocol(ProtocolError::UnsupportedVersion(level)));
                 }
@@ -639,7 +640,7 @@ impl Connection {
         if c.auth_method.is_some() {
             // No enhanced authentication method is configured (MQTT 5 §4.12).
             return Some((
-                4,
+                return_code::BAD_USER_NAME_OR_PASSWORD,
                 reason::BAD_AUTHENTICATION_METHOD,
                 "no enhanced authentication method is configured",
             ));
@@ -647,7 +648,7 @@ impl Connection {
         if c.version != Version::V5 && c.client_id.is_empty() && !c.clean_session {
             // 3.1.1 §3.1.3-8: an empty client id needs a clean session.
             return Some((
-                2,
+                return_code::IDENTIFIER_REJECTED,
                 reason::CLIENT_ID_NOT_VALID,
                 "an empty client id needs a clean session",
             ));
@@ -655,7 +656,7 @@ impl Connection {
         let auth = &self.state.shared.config.auth;
         match (&c.username, &c.password) {
             (None, _) if !auth.allow_anonymous => Some((
-                5,
+                return_code::NOT_AUTHORIZED,
                 reason::NOT_AUTHORIZED,
                 "anonymous clients are not allowed",
             )),
@@ -667,7 +668,7 @@ impl Connection {
                     .get(user)
                     .is_some_and(|p| password.as_deref() == Some(p.as_bytes()));
                 (!ok).then_some((
-                    4,
+                    return_code::BAD_USER_NAME_OR_PASSWORD,
                     reason::BAD_USER_NAME_OR_PASSWORD,
                     "bad user name or password",
                 ))
@@ -907,8 +908,8 @@ impl Connection {
                 };
                 self.encoder.connack_v5(session_present, code, &props);
             }
-            (_, true) => self.encoder.connack(session_present, 0),
-            (_, false) => self.encoder.connack(false, 3),
+            (_, true) => self.encoder.connack(session_present, return_code::ACCEPTED),
+            (_, false) => self.encoder.connack(false, return_code::SERVER_UNAVAILABLE),
         }
     }
 

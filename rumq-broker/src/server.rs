@@ -251,7 +251,7 @@ async fn refuse(mut stream: TcpStream, connect_timeout_ms: u64) {
         };
         encoder.connack_v5(false, crate::protocol::reason::QUOTA_EXCEEDED, &props);
     } else {
-        encoder.connack(false, 3);
+        encoder.connack(false, crate::protocol::return_code::SERVER_UNAVAILABLE);
     }
     let mut out = Vec::new();
     encoder.take(&mut out);

@@ -161,7 +161,7 @@ impl Encoder {
         self.now_ms = now_ms;
     }
 
-    /// CONNACK with a 3.1.1 return code (0..=5).
+    /// CONNACK with a 3.1.1 return code ([`super::return_code`]).
     pub fn connack(&mut self, session_present: bool, code: u8) {
         self.small.put_slice(&[
             first_byte(packet::CONNACK),
