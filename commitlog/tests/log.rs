@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use commitlog::{Error, Fsync, Log, LogConfig, Offset, ReadLimits};
 use common::{payload, read_all, small_config};
@@ -192,6 +194,9 @@ fn an_unwritable_directory_gives_a_clear_error() {
     );
 }
 
+/// `always` syncs every append; under `interval` no call of the owner syncs: `tick`,
+/// once the interval has passed, hands the active segment to the background thread,
+/// and its sync alone brings the synced offset up to the head.
 #[test]
 fn fsync_always_and_interval_work() {
     for fsync in [Fsync::Always, Fsync::Interval] {
@@ -206,16 +211,35 @@ fn fsync_always_and_interval_work() {
             .unwrap();
         if fsync == Fsync::Always {
             assert!(!log.has_unsynced());
+            assert_eq!(log.synced_to(), log.head());
         } else {
-            // The tick hands the sync to the background thread; `sync` waits for it.
-            std::thread::sleep(std::time::Duration::from_millis(2));
-            log.tick().unwrap();
-            log.sync().unwrap();
+            wait_for_background_sync(&mut log);
             assert!(!log.has_unsynced());
         }
         drop(log);
         let log = Log::open(dir.path(), config).unwrap();
         assert_eq!(log.head(), Offset(50));
+    }
+}
+
+/// Tick `log` (never `sync`) until the background sync has reached its head; fails
+/// after 10 s or 10,000 ticks.
+fn wait_for_background_sync(log: &mut Log) {
+    let head = log.head();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ticks = 0;
+    loop {
+        log.tick().unwrap();
+        if log.synced_to() == head && !log.has_unsynced() {
+            return;
+        }
+        ticks += 1;
+        assert!(
+            ticks < 10_000 && Instant::now() < deadline,
+            "the background sync never reached the head ({head}): synced to {} after {ticks} ticks",
+            log.synced_to()
+        );
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -107,4 +107,12 @@ impl Log {
     pub fn has_unsynced(&self) -> bool {
         self.unsynced || self.syncer.as_ref().is_some_and(Syncer::is_busy)
     }
+
+    /// Records below this offset are known to be on stable storage: synced by
+    /// [`Log::sync`], by an append under `fsync = "always"` or by a seal, or by the
+    /// background sync of `fsync = "interval"` as of the last append or [`Log::tick`]
+    /// (which note what that thread has finished). Read-only, for tests and metrics.
+    pub fn synced_to(&self) -> Offset {
+        self.synced_to
+    }
 }
