@@ -3,9 +3,14 @@
 
 use std::cell::RefCell;
 
+use commitlog::{Log, LogConfig, Offset, ReadLimits};
+
 use super::*;
-use crate::{NewMessage, Origin};
-use commitlog::{Log, LogConfig};
+use crate::event::{
+    CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, PubReason, RetainHandling,
+    SubscribeCode, Subscription, UnsubscribeCode, Will, NEVER_EXPIRES,
+};
+use crate::{Message, NewMessage, Origin, PacketId, SubOptions};
 
 struct Harness {
     router: Router<Log>,

@@ -1,0 +1,581 @@
+//! Delivery batches: what a session's connection is sent when the router holds its
+//! credit, from retained messages first, then its queue of matched offsets (read from
+//! the log in runs), or a scan of the log for a session that fell behind.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use commitlog::{ByReference, FileRange, Offset, ReadLimits, Record};
+
+use super::{Router, RouterStats};
+use crate::event::{Delivery, Reply};
+use crate::journal::{Journal, Op};
+use crate::session::{Inflight, OutState, Queued, Session};
+use crate::shared::{Availability, GroupId};
+use crate::storage::Storage;
+use crate::subscriptions::Grant;
+use crate::{Layout, Message, PacketId, QoS, RouterConfig, SessionId};
+
+impl<S: Storage> Router<S> {
+    pub(super) fn deliver_woken(&mut self) {
+        let mut wake = std::mem::take(&mut self.wake);
+        for sid in wake.drain(..) {
+            self.deliver(sid);
+        }
+        self.wake = wake;
+    }
+
+    /// Send the session's connection a batch if it is waiting for one. A batch whose
+    /// every message turned out to be gone (removed by retention, expired, too
+    /// large) sends nothing: try the next, a bounded number of times.
+    pub(super) fn deliver(&mut self, sid: SessionId) {
+        for _ in 0..64 {
+            if !self.deliver_once(sid) {
+                break;
+            }
+        }
+    }
+
+    /// One delivery batch; true when it skipped messages and sent none (try again).
+    pub(super) fn deliver_once(&mut self, sid: SessionId) -> bool {
+        let Router {
+            sessions,
+            storage,
+            journal,
+            config,
+            outbox,
+            credit_wanted,
+            read_buf,
+            want_buf,
+            stats,
+            now,
+            ..
+        } = self;
+        let Some(s) = sessions.get_mut(&sid) else {
+            return false;
+        };
+        let Some(conn) = s.conn else {
+            return false;
+        };
+        if !s.has_credit {
+            return false;
+        }
+        let mut b = Batch::new(sid, s, journal.enabled(), *now, config);
+        b.add_retained(s, journal, config);
+        // Take what the window allows off the queue, then read it in runs of
+        // consecutive offsets: one storage read per run, not per message (a lagging
+        // subscriber is served from disk, and a syscall per message would dominate).
+        let mut want = std::mem::take(want_buf);
+        want.clear();
+        let mut log = LogReader {
+            storage,
+            config,
+            buf: read_buf,
+            stats,
+        };
+        b.take_queued(s, &mut log, &mut want);
+        let read = b.add_queued(s, journal, &mut log, &want);
+        // What the byte budget left over goes back to the front, in order.
+        for q in want.drain(read..).rev() {
+            s.queue.push_front(q);
+        }
+        *want_buf = want;
+        b.journal_resume(s, storage.head(), journal);
+        if let (Some(first), true) = (b.items.first_mut(), s.lost > 0) {
+            first.lost_before = std::mem::take(&mut s.lost);
+        }
+        if b.items.is_empty() {
+            return b.skipped > 0;
+        }
+        stats.delivered += b.items.len() as u64;
+        s.has_credit = false;
+        if s.has_backlog() {
+            // Asked for before the batch leaves: the connection must return the
+            // credit with a `Pull`, not park it.
+            s.credit_asked = true;
+            credit_wanted.push(conn);
+        }
+        outbox.push((conn, Reply::Deliver(b.items)));
+        false
+    }
+}
+
+/// What reading a session's messages from the log uses.
+struct LogReader<'a, S> {
+    storage: &'a S,
+    config: &'a RouterConfig,
+    buf: &'a mut Vec<Record>,
+    stats: &'a mut RouterStats,
+}
+
+/// A delivery batch being put together for one session.
+struct Batch {
+    sid: SessionId,
+    items: Vec<Delivery>,
+    /// Record bytes taken so far (a batch stops at `deliver_bytes_max`).
+    bytes: usize,
+    /// Messages passed over: expired, too large, removed by retention, unreadable.
+    skipped: usize,
+    /// A persistent session with a journal: what is sent is journaled.
+    durable: bool,
+    /// QoS 1/2 messages the session may have in flight.
+    inflight_max: usize,
+    /// The session's subscriptions with an identifier (0: none to look up).
+    max_ids: usize,
+    /// Wall-clock time in ms since the epoch (message expiry).
+    now_ms: u64,
+}
+
+impl Batch {
+    fn new(
+        sid: SessionId,
+        s: &Session,
+        journal: bool,
+        now: SystemTime,
+        config: &RouterConfig,
+    ) -> Batch {
+        let inflight_max = s.window(config.inflight_max);
+        let now_ms = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Batch {
+            sid,
+            // Sized once: a batch grows by no reallocation.
+            items: Vec::with_capacity(
+                (s.queue.len() + s.retained.len())
+                    .clamp(1, config.deliver_records_max)
+                    .min(inflight_max.max(1) + s.retained.len()),
+            ),
+            bytes: 0,
+            skipped: 0,
+            durable: !s.clean && journal,
+            inflight_max,
+            max_ids: s.filters.values().filter(|o| o.id.is_some()).count(),
+            now_ms,
+        }
+    }
+
+    /// Add one message, unless it may not go (see `deliverable`); returns the
+    /// packet id and QoS it is in flight with (QoS 1 and 2).
+    fn add(&mut self, s: &mut Session, out: Outgoing) -> Option<(PacketId, QoS)> {
+        if !deliverable(s, &out.record, self.now_ms, self.max_ids) {
+            self.skipped += 1;
+            return None;
+        }
+        let subscription_ids = ids_when(self.max_ids > 0, s, &out.record);
+        push_delivery(
+            s,
+            &mut self.items,
+            Outgoing {
+                subscription_ids,
+                ..out
+            },
+        )
+    }
+
+    /// The retained messages the session's new subscriptions matched, first.
+    fn add_retained<S: Storage>(
+        &mut self,
+        s: &mut Session,
+        journal: &mut Journal<S>,
+        config: &RouterConfig,
+    ) {
+        while self.items.len() < config.deliver_records_max && self.bytes < config.deliver_bytes_max
+        {
+            let Some((_, qos)) = s.retained.front() else {
+                break;
+            };
+            if *qos != QoS::AtMostOnce && s.inflight.len() >= self.inflight_max {
+                break;
+            }
+            let Some((record, qos)) = s.retained.pop_front() else {
+                break;
+            };
+            self.bytes += record.len();
+            if self.durable {
+                journal.push(&Op::Taken { sid: self.sid.0 });
+            }
+            let out = Outgoing {
+                record: Record::from(record.clone()),
+                offset: None,
+                qos,
+                retain: true,
+                shared: None,
+                subscription_ids: Vec::new(),
+            };
+            if let (true, Some((pkid, qos))) = (self.durable, self.add(s, out)) {
+                journal.push(&Op::SentRecord {
+                    sid: self.sid.0,
+                    pkid: pkid.0,
+                    qos,
+                    record,
+                });
+            }
+        }
+    }
+
+    /// Take off the session's queue (scanning the log for it when it is not live)
+    /// what the batch and the in-flight window leave room for, into `want`.
+    fn take_queued<S: Storage>(
+        &self,
+        s: &mut Session,
+        log: &mut LogReader<'_, S>,
+        want: &mut Vec<Queued>,
+    ) {
+        let mut window = self.inflight_max.saturating_sub(s.inflight.len());
+        while self.items.len() + want.len() < log.config.deliver_records_max {
+            if s.queue.is_empty() {
+                if s.live {
+                    break;
+                }
+                scan(s, log.storage, log.config, log.buf, log.stats);
+                if s.queue.is_empty() {
+                    break;
+                }
+            }
+            let Some(q) = s.queue.front().copied() else {
+                break;
+            };
+            if q.qos != QoS::AtMostOnce {
+                if window == 0 {
+                    break;
+                }
+                window -= 1;
+            }
+            s.queue.pop_front();
+            want.push(q);
+        }
+    }
+
+    /// Read the messages in `want` from the log, a run of consecutive offsets per
+    /// read, and add them until the byte budget is spent. How many of `want` were
+    /// taken (the rest go back to the queue).
+    fn add_queued<S: Storage>(
+        &mut self,
+        s: &mut Session,
+        journal: &mut Journal<S>,
+        log: &mut LogReader<'_, S>,
+        want: &[Queued],
+    ) -> usize {
+        let LogReader {
+            storage,
+            config,
+            buf: read_buf,
+            stats,
+        } = log;
+        let mut k = 0;
+        while k < want.len() && self.bytes < config.deliver_bytes_max {
+            let first = want[k].offset;
+            let run = 1 + want[k + 1..]
+                .iter()
+                .zip(&want[k..])
+                .take_while(|(next, prev)| next.offset == prev.offset.add(1))
+                .count();
+            read_buf.clear();
+            let limits = ReadLimits {
+                records_max: run,
+                bytes_max: config.deliver_bytes_max - self.bytes,
+            };
+            match read_messages(*storage, first, limits, read_buf) {
+                Ok(b) if b.first == first && !read_buf.is_empty() => {
+                    for record in read_buf.drain(..) {
+                        let q = want[k];
+                        k += 1;
+                        self.bytes += record.len();
+                        self.add_from_log(s, journal, q, record);
+                    }
+                }
+                Ok(_) | Err(commitlog::Error::OffsetOutOfRange { .. }) => {
+                    stats.lost_to_retention += 1;
+                    s.lost += 1;
+                    self.skipped += 1;
+                    tracing::warn!(client_id = %s.client_id, offset = %first, "message removed by retention before delivery");
+                    k += 1;
+                }
+                Err(e) => {
+                    tracing::error!(client_id = %s.client_id, offset = %first, error = %e, "cannot read message; skipping it");
+                    self.skipped += 1;
+                    k += 1;
+                }
+            }
+        }
+        k
+    }
+
+    /// Add the queued message `q`, read from the log as `record`.
+    fn add_from_log<S: Storage>(
+        &mut self,
+        s: &mut Session,
+        journal: &mut Journal<S>,
+        q: Queued,
+        record: Record,
+    ) {
+        let out = Outgoing {
+            record,
+            offset: Some(q.offset),
+            qos: q.qos,
+            retain: q.retain,
+            shared: q.shared,
+            subscription_ids: Vec::new(),
+        };
+        if let (true, Some((pkid, qos))) = (self.durable, self.add(s, out)) {
+            journal.push(&Op::Sent {
+                sid: self.sid.0,
+                pkid: pkid.0,
+                qos,
+                offset: q.offset,
+            });
+        }
+    }
+
+    /// Journal the session's new resume point, if it moved.
+    fn journal_resume<S: Storage>(&self, s: &mut Session, head: Offset, journal: &mut Journal<S>) {
+        if !self.durable {
+            return;
+        }
+        let resume = s.resume(head);
+        if resume != s.journaled_resume {
+            s.journaled_resume = resume;
+            journal.push(&Op::Resume {
+                sid: self.sid.0,
+                offset: resume,
+            });
+        }
+    }
+}
+
+/// The identifiers of `s`'s subscriptions matching `record`, when `s` has any
+/// (`with_ids`, computed once per batch: looking costs a pass over its filters).
+fn ids_when(with_ids: bool, s: &Session, record: &Record) -> Vec<u32> {
+    if with_ids {
+        s.ids_for_record(record)
+    } else {
+        Vec::new()
+    }
+}
+
+/// How a shared group member stands for taking a message now: it must be keeping up
+/// (live, with room in its queue), since a member that reads from the log does not
+/// see shared messages there.
+pub(super) fn availability(s: Option<&Session>, queue_max: usize) -> Availability {
+    match s {
+        Some(s) if s.live && s.queue.len() < queue_max && s.conn.is_some() => Availability::Online,
+        Some(s) if s.live && s.queue.len() < queue_max && !s.clean => Availability::Offline,
+        _ => Availability::No,
+    }
+}
+
+/// Whether a record may go to this session now: not expired (MQTT 5 message
+/// expiry), and not larger than the client's maximum packet size. A message that
+/// may not is skipped as if delivered (§3.1.2.11.4).
+fn deliverable(s: &Session, record: &Record, now_ms: u64, max_ids: usize) -> bool {
+    let check_size = s.max_packet_size != u32::MAX
+        && Message::packet_size_bound(record.len(), max_ids) > s.max_packet_size as usize;
+    if !check_size && !Message::has_expiry(record.head()) {
+        return true;
+    }
+    let Ok(m) = Message::decode(record.head()) else {
+        return true;
+    };
+    // The payload's part left in the file, for a record given by reference.
+    let unread = record.rest().map_or(0, FileRange::len);
+    if m.expiry_left(now_ms) == Some(0) {
+        tracing::debug!(client_id = %s.client_id, topic = m.topic_str(), "message expired before delivery");
+        return false;
+    }
+    if check_size
+        && m.v5_packet_size(s.ids_for_record(record).len()) + unread > s.max_packet_size as usize
+    {
+        tracing::debug!(client_id = %s.client_id, topic = m.topic_str(), max = s.max_packet_size, "message larger than the client's maximum packet size; not sent");
+        return false;
+    }
+    true
+}
+
+/// Stored messages of at least this size are read from segments by reference: the
+/// first bytes in memory, the rest sent by the connection with `sendfile` straight
+/// from the page cache (one copy instead of a read into memory and a write out of
+/// it). Below 16 KiB the system calls cost more than the copy saves (the same bound
+/// as the commitlog's for referencing rather than copying payloads on append). The
+/// head holds the fields the router and the encoder look at for any usual topic.
+const BY_REFERENCE: ByReference = ByReference {
+    min_bytes: 16 * 1024,
+    head_bytes: 512,
+};
+
+/// The record at `offset`, whole; `None` when the log no longer has it (retention
+/// removed it, or recovery left a hole there).
+pub(super) fn read_one<S: Storage>(
+    storage: &S,
+    offset: Offset,
+) -> commitlog::Result<Option<Bytes>> {
+    let mut one = Vec::with_capacity(1);
+    let limits = ReadLimits {
+        records_max: 1,
+        bytes_max: 1,
+    };
+    let batch = storage.read(offset, limits, &mut one)?;
+    Ok(one.pop().filter(|_| batch.first == offset))
+}
+
+/// Read stored messages, large ones from segments by reference (`BY_REFERENCE`). A
+/// record whose head is too short for the message's fields (a topic or properties
+/// longer than the head) is read whole, so every record given can be decoded.
+fn read_messages<S: Storage>(
+    storage: &S,
+    from: Offset,
+    limits: ReadLimits,
+    out: &mut Vec<Record>,
+) -> commitlog::Result<commitlog::ReadBatch> {
+    let start = out.len();
+    let batch = storage.read_records(from, limits, BY_REFERENCE, out)?;
+    for record in &mut out[start..] {
+        if record.rest().is_some() && Layout::parse(record.head()).is_err() {
+            match record.load() {
+                Ok(whole) => *record = Record::from(whole),
+                // Left as it is: the record is skipped as undecodable downstream.
+                Err(e) => tracing::error!(error = %e, "cannot read a stored message whole"),
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// One message on its way to a session.
+struct Outgoing {
+    record: Record,
+    /// Where it is in the log (none for a retained message sent on subscribe).
+    offset: Option<Offset>,
+    qos: QoS,
+    retain: bool,
+    shared: Option<GroupId>,
+    subscription_ids: Vec<u32>,
+}
+
+/// Add a delivery to the batch; for QoS 1 and 2, returns the packet id and QoS it is
+/// in flight with.
+fn push_delivery(
+    s: &mut Session,
+    items: &mut Vec<Delivery>,
+    out: Outgoing,
+) -> Option<(PacketId, QoS)> {
+    let Outgoing {
+        record,
+        offset,
+        qos,
+        retain,
+        shared,
+        subscription_ids,
+    } = out;
+    let pkid = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        // inflight_max < 65535 keeps an id free; if not, send at QoS 0 rather than stall.
+        s.next_packet_id()
+    };
+    let qos = if pkid.is_none() { QoS::AtMostOnce } else { qos };
+    if let Some(p) = pkid {
+        s.inflight.insert(
+            p.0,
+            Inflight {
+                record: record.clone(),
+                offset,
+                qos,
+                state: OutState::Sent,
+                shared,
+            },
+        );
+    }
+    items.push(Delivery {
+        record,
+        qos,
+        pkid,
+        dup: false,
+        retain,
+        subscription_ids,
+        lost_before: 0,
+    });
+    pkid.map(|p| (p, qos))
+}
+
+/// Catch a session that is not live up from the log: read from its cursor and queue
+/// what its filters match, until the queue is full, the read budget is spent, or the
+/// head is reached (then it is live again).
+fn scan<S: Storage>(
+    s: &mut Session,
+    storage: &S,
+    config: &RouterConfig,
+    buf: &mut Vec<Record>,
+    stats: &mut RouterStats,
+) {
+    let limits = ReadLimits {
+        records_max: config.scan_records_max,
+        bytes_max: 4 * 1024 * 1024,
+    };
+    let mut rounds = 4;
+    while !s.live && s.queue.len() < config.session_queue_max && rounds > 0 {
+        rounds -= 1;
+        buf.clear();
+        let batch = match read_messages(storage, s.cursor, limits, buf) {
+            Ok(b) => b,
+            Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
+                let lost = earliest.distance_from(s.cursor);
+                stats.lost_to_retention += lost;
+                s.lost += lost;
+                tracing::warn!(client_id = %s.client_id, from = %s.cursor, to = %earliest, "retention removed messages before this session read them");
+                s.cursor = earliest;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(client_id = %s.client_id, error = %e, "cannot read the log for a session");
+                return;
+            }
+        };
+        if batch.is_empty() {
+            s.live = true;
+            return;
+        }
+        let mut offset = batch.first;
+        // The match of the previous record's topic: runs of records on one topic are
+        // common (a device's stream), and a byte comparison is much cheaper than
+        // checking the topic against every filter of the session.
+        let mut last: Option<(Bytes, Option<Grant>)> = None;
+        for record in buf.iter() {
+            if s.queue.len() >= config.session_queue_max {
+                break;
+            }
+            // Parsed, not decoded: no reference count is touched per record.
+            let record = record.head();
+            if let Ok(m) = Layout::parse(record) {
+                let topic = &record[m.topic.clone()];
+                let matched = match &last {
+                    Some((last_topic, grant)) if last_topic[..] == *topic => *grant,
+                    _ => {
+                        // `parse` checked the topic is UTF-8.
+                        let grant = s.matching(std::str::from_utf8(topic).unwrap_or(""));
+                        last = Some((record.slice(m.topic), grant));
+                        grant
+                    }
+                };
+                // No local cannot be honoured here: a record does not say which
+                // session published it (see docs/architecture.md).
+                if let Some(grant) = matched {
+                    let qos = m.qos.min(grant.qos);
+                    if s.conn.is_some() || qos != QoS::AtMostOnce {
+                        s.queue.push_back(Queued {
+                            offset,
+                            qos,
+                            retain: m.retain && grant.retain_as_published,
+                            shared: None,
+                        });
+                    }
+                }
+            }
+            offset = offset.add(1);
+        }
+        s.cursor = offset;
+        if offset == storage.head() {
+            s.live = true;
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! PUBLISH and the acknowledgements: staging publishes, appending them as one batch,
+//! acknowledging them after the append, and offering each appended message to the
+//! sessions whose filters match it.
+
+use commitlog::Offset;
+
+use super::deliver::availability;
+use super::{Matched, Router, Staged, StagedPublish};
+use crate::event::{CloseReason, PubReason, Publication, Reply};
+use crate::journal::Op;
+use crate::session::{OutState, Queued};
+use crate::storage::Storage;
+use crate::{ConnectionId, Message, PacketId, QoS};
+
+impl<S: Storage> Router<S> {
+    pub(super) fn publish(
+        &mut self,
+        conn: ConnectionId,
+        pkid: Option<PacketId>,
+        message: Publication,
+    ) {
+        let qos = message.qos;
+        let Some(sid) = self.by_conn.get(&conn).copied() else {
+            return;
+        };
+        let (reply, qos2) = match (qos, pkid) {
+            (QoS::AtMostOnce, _) => (None, None),
+            (QoS::AtLeastOnce, Some(p)) => {
+                (Some((conn, Reply::PubAck(p, PubReason::Success))), None)
+            }
+            (QoS::ExactlyOnce, Some(p)) => {
+                let seen = self
+                    .sessions
+                    .get(&sid)
+                    .is_some_and(|s| s.incoming_qos2.contains(&p.0))
+                    || self.staged_qos2.contains(&(sid, p.0));
+                if seen {
+                    // A retransmission of a publish we stored (or staged, not yet
+                    // appended): acknowledge after it, store nothing (exactly once).
+                    self.reply(conn, Reply::PubRec(p, PubReason::Success));
+                    return;
+                }
+                self.staged_qos2.insert((sid, p.0));
+                (
+                    Some((conn, Reply::PubRec(p, PubReason::Success))),
+                    Some((sid, p.0)),
+                )
+            }
+            (_, None) => {
+                self.outbox
+                    .push((conn, Reply::Close(CloseReason::ProtocolError)));
+                return;
+            }
+        };
+        self.staged.push(Staged {
+            publish: Some(StagedPublish {
+                message,
+                from: Some(conn),
+            }),
+            reply,
+            qos2,
+        });
+    }
+
+    pub(super) fn pubrel(&mut self, conn: ConnectionId, pkid: PacketId) {
+        let Some(sid) = self.by_conn.get(&conn).copied() else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        // Journaled before the PUBCOMP leaves: once the client has it, it may reuse
+        // the id for a new message, which must not look like a retransmission.
+        let known = s.incoming_qos2.remove(&pkid.0);
+        if known && !s.clean {
+            self.journal.push(&Op::Qos2Done {
+                sid: sid.0,
+                pkid: pkid.0,
+            });
+        }
+        self.reply(conn, Reply::PubComp { pkid, known });
+    }
+
+    pub(super) fn pubrec(&mut self, conn: ConnectionId, pkid: PacketId) {
+        let Some(sid) = self.by_conn.get(&conn).copied() else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if let Some(inf) = s.inflight.get_mut(&pkid.0) {
+            if inf.qos == QoS::ExactlyOnce && inf.state == OutState::Sent {
+                inf.state = OutState::Released;
+                // Journaled before the PUBREL leaves: after a restart the session
+                // resends the PUBREL, never the message (the client may have
+                // completed it and forgotten the id).
+                if !s.clean {
+                    self.journal.push(&Op::Released {
+                        sid: sid.0,
+                        pkid: pkid.0,
+                    });
+                }
+            }
+        }
+        // PUBREL also for an id we no longer know: the client wants to finish it.
+        self.reply(conn, Reply::PubRel(pkid));
+    }
+
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) frees an in-flight slot.
+    pub(super) fn outbound_ack(&mut self, conn: ConnectionId, pkid: PacketId, qos: QoS) {
+        let Some(sid) = self.by_conn.get(&conn).copied() else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.inflight.get(&pkid.0).is_some_and(|i| i.qos == qos) {
+            s.inflight.remove(&pkid.0);
+            if !s.clean {
+                self.journal.push(&Op::Acked {
+                    sid: sid.0,
+                    pkid: pkid.0,
+                });
+            }
+            if s.has_backlog() && s.ready(&mut self.credit_wanted) {
+                self.deliver(sid);
+            }
+        }
+    }
+
+    pub(super) fn append_staged(&mut self) {
+        self.staged_records.clear();
+        self.staged_records.extend(
+            self.staged
+                .iter()
+                .filter_map(|s| s.publish.as_ref().map(|p| p.message.record.clone())),
+        );
+        let result = if self.staged_records.is_empty() {
+            Ok(self.storage.head()..self.storage.head())
+        } else {
+            self.storage.append(&self.staged_records)
+        };
+        let mut staged = std::mem::take(&mut self.staged);
+        self.staged_qos2.clear();
+        match result {
+            Ok(range) => {
+                self.stats.appended += range.end.distance_from(range.start);
+                self.stats.append_batches += 1;
+                let mut offset = range.start;
+                for mut st in staged.drain(..) {
+                    if let Some(p) = st.publish {
+                        let matched = self.fan_out(offset, &p.message, p.from);
+                        offset = offset.add(1);
+                        if let Some((_, Reply::PubAck(_, reason) | Reply::PubRec(_, reason))) =
+                            st.reply.as_mut()
+                        {
+                            if !matched {
+                                *reason = PubReason::NoMatchingSubscribers;
+                            }
+                        }
+                    }
+                    if let Some((sid, id)) = st.qos2 {
+                        if let Some(s) = self.sessions.get_mut(&sid) {
+                            s.incoming_qos2.insert(id);
+                            if !s.clean {
+                                self.journal.push(&Op::Qos2In {
+                                    sid: sid.0,
+                                    pkid: id,
+                                });
+                            }
+                        }
+                    }
+                    if let Some(r) = st.reply {
+                        self.outbox.push(r);
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats.storage_errors += 1;
+                tracing::error!(error = %e, records = self.staged_records.len(), "append failed; publishes refused");
+                // QoS 1/2 publishers get a refusal (MQTT 5: 0x97; a 3.1.1
+                // connection closes on it); QoS 0 publishers have no ack to carry
+                // one and are closed. Replies of other kinds still go.
+                let mut closed = Vec::new();
+                for st in staged.drain(..) {
+                    match (st.publish.and_then(|p| p.from), st.reply) {
+                        (Some(_), Some((to, Reply::PubAck(p, _)))) => {
+                            self.outbox
+                                .push((to, Reply::PubAck(p, PubReason::StorageFailure)));
+                        }
+                        (Some(_), Some((to, Reply::PubRec(p, _)))) => {
+                            self.outbox
+                                .push((to, Reply::PubRec(p, PubReason::StorageFailure)));
+                        }
+                        (Some(conn), _) => {
+                            if !closed.contains(&conn) {
+                                closed.push(conn);
+                                self.outbox
+                                    .push((conn, Reply::Close(CloseReason::StorageFailure)));
+                            }
+                        }
+                        (None, Some(r)) => self.outbox.push(r),
+                        (None, None) => {}
+                    }
+                }
+            }
+        }
+        // Hand the (now empty) buffer back to avoid reallocating it.
+        self.staged = staged;
+    }
+
+    /// Offer an appended message to the sessions it matches; false when no
+    /// subscription matched (MQTT 5 acks say so).
+    pub(super) fn fan_out(
+        &mut self,
+        offset: Offset,
+        p: &Publication,
+        from: Option<ConnectionId>,
+    ) -> bool {
+        if p.retain {
+            let record = p.record.payload();
+            // The topic as the record has it: the journal keys retained messages by
+            // name, and the record is what replay sees.
+            if let Ok(m) = Message::decode(&record) {
+                if m.payload.is_empty() {
+                    if self.retained.remove(m.topic_str()).is_some() {
+                        self.journal.push(&Op::Unretain {
+                            topic: m.topic_str().to_owned(),
+                        });
+                    }
+                } else {
+                    self.journal.push(&Op::Retain {
+                        record: record.clone(),
+                    });
+                    self.retained.insert(m.topic_str().into(), record);
+                }
+            }
+        }
+        if !self.matches.contains_key(&p.topic) {
+            let mut found = Matched::default();
+            // The name as the record holds it (the connection interned it as
+            // `p.topic`).
+            let record = p.record.payload();
+            if let Ok(m) = Message::decode(&record) {
+                self.tree.matches(m.topic_str(), &mut found.sessions);
+                self.shared.matches(m.topic_str(), &mut found.groups);
+            }
+            self.matches.insert(p.topic, found);
+        }
+        let Some(matched) = self.matches.get(&p.topic) else {
+            return false;
+        };
+        let publisher = from.and_then(|c| self.by_conn.get(&c)).copied();
+        let mut any = !matched.groups.is_empty();
+        for gid in &matched.groups {
+            let sessions = &self.sessions;
+            let queue_max = self.config.session_queue_max;
+            let picked = self.shared.pick(*gid, None, |sid| {
+                availability(sessions.get(&sid).map(|s| &**s), queue_max)
+            });
+            let Some((sid, grant)) = picked else {
+                self.stats.shared_dropped += 1;
+                tracing::warn!(topic = ?p.topic, "no member of a shared subscription group can take a message; dropped");
+                continue;
+            };
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                let q = Queued {
+                    offset,
+                    qos: p.qos.min(grant.qos),
+                    retain: p.retain && grant.retain_as_published,
+                    shared: Some(*gid),
+                };
+                if s.offer(q, self.config.session_queue_max) && s.ready(&mut self.credit_wanted) {
+                    self.wake.push(sid);
+                }
+            }
+        }
+        for (sid, grant) in &matched.sessions {
+            if grant.no_local && Some(*sid) == publisher {
+                continue;
+            }
+            any = true;
+            let Some(s) = self.sessions.get_mut(sid) else {
+                continue;
+            };
+            let q = Queued {
+                offset,
+                qos: p.qos.min(grant.qos),
+                retain: p.retain && grant.retain_as_published,
+                shared: None,
+            };
+            if s.offer(q, self.config.session_queue_max) && s.ready(&mut self.credit_wanted) {
+                self.wake.push(*sid);
+            }
+        }
+        any
+    }
+}
