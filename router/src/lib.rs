@@ -25,6 +25,7 @@ mod config;
 mod event;
 mod id;
 mod journal;
+mod length_prefix;
 mod message;
 mod router;
 mod session;

@@ -1,0 +1,293 @@
+//! Replay: the journal's ops, read back in order, rebuilt into a [`Snapshot`].
+//!
+//! Ops of a checkpoint are gathered apart and replace the state only at its `End`,
+//! so a checkpoint torn by a crash leaves the previous state in force.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Buf, Bytes};
+use commitlog::Offset;
+
+use super::{JournalError, Op};
+use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
+use crate::storage::Storage;
+use crate::{Message, QoS, SubOptions, NEVER_EXPIRES};
+
+/// A session as replay rebuilds it.
+#[derive(Debug, Default)]
+struct Rebuilt {
+    client_id: String,
+    filters: BTreeMap<String, SubOptions>,
+    expiry: Option<u32>,
+    resume: Offset,
+    pending: VecDeque<(Bytes, QoS)>,
+    inflight: BTreeMap<u16, SavedInflight>,
+    qos2: BTreeSet<u16>,
+}
+
+impl Rebuilt {
+    /// Apply an op about this session.
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Subscribe {
+                filter, options, ..
+            } => {
+                self.filters.insert(filter, options);
+            }
+            Op::Unsubscribe { filter, .. } => {
+                self.filters.remove(&filter);
+            }
+            Op::Expiry { secs, .. } => self.expiry = Some(secs),
+            Op::Pending { qos, record, .. } => self.pending.push_back((record, qos)),
+            Op::Taken { .. } => {
+                self.pending.pop_front();
+            }
+            Op::Sent {
+                pkid, qos, offset, ..
+            } => self.sent(pkid, qos, Some(offset), Bytes::new()),
+            Op::SentRecord {
+                pkid, qos, record, ..
+            } => self.sent(pkid, qos, None, record),
+            Op::Released { pkid, .. } => {
+                if let Some(i) = self.inflight.get_mut(&pkid) {
+                    i.released = true;
+                }
+            }
+            Op::Acked { pkid, .. } => {
+                self.inflight.remove(&pkid);
+            }
+            Op::Resume { offset, .. } => self.resume = self.resume.max(offset),
+            Op::Qos2In { pkid, .. } => {
+                self.qos2.insert(pkid);
+            }
+            Op::Qos2Done { pkid, .. } => {
+                self.qos2.remove(&pkid);
+            }
+            // Not about one session's state: `State::apply` takes these.
+            Op::Head(_)
+            | Op::Open { .. }
+            | Op::Remove { .. }
+            | Op::Retain { .. }
+            | Op::Unretain { .. }
+            | Op::Begin
+            | Op::End => {}
+        }
+    }
+
+    /// A delivery now in flight: a message from the log at `offset`, or a retained
+    /// `record`.
+    fn sent(&mut self, pkid: u16, qos: QoS, offset: Option<Offset>, record: Bytes) {
+        if let Some(offset) = offset {
+            // Deliveries leave in log order: everything below was handled.
+            self.resume = self.resume.max(offset.add(1));
+        }
+        self.inflight.insert(
+            pkid,
+            SavedInflight {
+                pkid,
+                qos,
+                released: false,
+                offset,
+                record,
+            },
+        );
+    }
+
+    fn into_saved(self, id: u32) -> SavedSession {
+        SavedSession {
+            id,
+            client_id: self.client_id,
+            filters: self.filters.into_iter().collect(),
+            expiry_secs: self.expiry.unwrap_or(NEVER_EXPIRES),
+            resume: self.resume,
+            retained: self.pending.into_iter().collect(),
+            inflight: self.inflight.into_values().collect(),
+            incoming_qos2: self.qos2.into_iter().collect(),
+        }
+    }
+}
+
+/// The whole persistent state as replay rebuilds it.
+#[derive(Debug, Default)]
+struct State {
+    retained: BTreeMap<String, Bytes>,
+    sessions: BTreeMap<u32, Rebuilt>,
+}
+
+impl State {
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Head(_) | Op::Begin | Op::End => {}
+            Op::Open { sid, client_id } => self.open(sid, client_id),
+            Op::Remove { sid } => {
+                self.sessions.remove(&sid);
+            }
+            Op::Retain { record } => self.retain(record),
+            Op::Unretain { topic } => {
+                self.retained.remove(&topic);
+            }
+            // An op about a session replay does not know (it was removed, or opened
+            // before the journal's first record) changes nothing.
+            op => {
+                if let Some(s) = op.sid().and_then(|sid| self.sessions.get_mut(&sid)) {
+                    s.apply(op);
+                }
+            }
+        }
+    }
+
+    /// A new session for `client_id`, replacing any it had.
+    fn open(&mut self, sid: u32, client_id: String) {
+        self.sessions.retain(|_, s| s.client_id != client_id);
+        self.sessions.insert(
+            sid,
+            Rebuilt {
+                client_id,
+                ..Rebuilt::default()
+            },
+        );
+    }
+
+    /// Keep `record` as its topic's retained message (one that does not decode is
+    /// skipped).
+    fn retain(&mut self, record: Bytes) {
+        if let Ok(m) = Message::decode(&record) {
+            let topic = m.topic_str().to_owned();
+            self.retained.insert(topic, record);
+        }
+    }
+
+    fn into_snapshot(self) -> Snapshot {
+        Snapshot {
+            retained: self.retained.into_values().collect(),
+            sessions: self
+                .sessions
+                .into_iter()
+                .map(|(id, s)| s.into_saved(id))
+                .collect(),
+        }
+    }
+}
+
+/// Rebuilds the state from ops, honouring checkpoints.
+#[derive(Debug, Default)]
+pub struct Replay {
+    current: State,
+    /// A checkpoint being read: it replaces `current` at its `End`.
+    checkpoint: Option<State>,
+    head: Option<Offset>,
+}
+
+impl Replay {
+    /// Apply one op.
+    pub fn apply(&mut self, op: Op) {
+        match op {
+            Op::Begin => self.checkpoint = Some(State::default()),
+            Op::End => {
+                if let Some(c) = self.checkpoint.take() {
+                    self.current = c;
+                }
+            }
+            Op::Head(h) => self.head = Some(h),
+            op => self
+                .checkpoint
+                .as_mut()
+                .unwrap_or(&mut self.current)
+                .apply(op),
+        }
+    }
+
+    /// The state, and the message-log head the last batch was committed at.
+    pub fn finish(self) -> (Snapshot, Option<Offset>) {
+        (self.current.into_snapshot(), self.head)
+    }
+}
+
+/// Read the whole journal in `log` and rebuild the state it describes.
+pub fn replay<S: Storage>(log: &S) -> Result<(Snapshot, Option<Offset>), JournalError> {
+    let mut replay = Replay::default();
+    crate::storage::visit_records(log, Offset(0), |offset, mut record| {
+        while record.has_remaining() {
+            let op = Op::decode(&mut record)
+                .map_err(|reason| JournalError::Malformed { offset, reason })?;
+            replay.apply(op);
+        }
+        Ok::<(), JournalError>(())
+    })?;
+    Ok(replay.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sent_moves_the_resume_point_and_acks_clear_inflight() {
+        let mut r = Replay::default();
+        r.apply(Op::Open {
+            sid: 4,
+            client_id: "c".into(),
+        });
+        r.apply(Op::Sent {
+            sid: 4,
+            pkid: 1,
+            qos: QoS::AtLeastOnce,
+            offset: Offset(10),
+        });
+        r.apply(Op::Sent {
+            sid: 4,
+            pkid: 2,
+            qos: QoS::ExactlyOnce,
+            offset: Offset(12),
+        });
+        r.apply(Op::Acked { sid: 4, pkid: 1 });
+        r.apply(Op::Released { sid: 4, pkid: 2 });
+        r.apply(Op::Resume {
+            sid: 4,
+            offset: Offset(5),
+        });
+        let (snap, _) = r.finish();
+        let s = &snap.sessions[0];
+        assert_eq!((s.id, s.resume), (4, Offset(13)), "Resume never moves back");
+        assert_eq!(s.inflight.len(), 1);
+        assert!(s.inflight[0].released);
+    }
+
+    #[test]
+    fn a_checkpoint_counts_only_once_complete() {
+        let open = |sid, id: &str| Op::Open {
+            sid,
+            client_id: id.into(),
+        };
+        let mut r = Replay::default();
+        r.apply(open(1, "old"));
+        r.apply(Op::Begin);
+        r.apply(open(2, "new"));
+        // Torn here: the old state stands.
+        let (snap, _) = r.finish();
+        assert_eq!(snap.sessions[0].client_id, "old");
+
+        let mut r = Replay::default();
+        r.apply(open(1, "old"));
+        r.apply(Op::Begin);
+        r.apply(open(2, "new"));
+        r.apply(Op::End);
+        r.apply(Op::Head(Offset(3)));
+        let (snap, head) = r.finish();
+        assert_eq!(snap.sessions.len(), 1);
+        assert_eq!(snap.sessions[0].client_id, "new");
+        assert_eq!(head, Some(Offset(3)));
+    }
+
+    #[test]
+    fn reopening_a_client_id_replaces_its_session() {
+        let mut r = Replay::default();
+        for sid in [1, 2] {
+            r.apply(Op::Open {
+                sid,
+                client_id: "same".into(),
+            });
+        }
+        assert_eq!(r.finish().0.sessions.len(), 1);
+    }
+}
