@@ -32,11 +32,17 @@
 //! crash between appending such a message and recording its packet id in the session
 //! journal, recovery finds the id here, so the publisher's retransmission is
 //! recognised and the message is not stored twice (exactly once).
+//!
+//! A field longer than its length prefix can say (a topic or client id over 65535
+//! bytes) is refused ([`NewMessage::try_encode`]), never written with a clamped
+//! length; a decoded topic and client id are [`Utf8Bytes`], text by construction.
 
-use std::ops::Range;
+use std::ops::{Deref, Range};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use commitlog::record::Framed;
+use commitlog::record::{Framed, HEADER_BYTES};
+
+use crate::length_prefix::{u16_len, u32_len, FieldTooLong};
 
 /// The format version written by this code.
 pub const FORMAT_VERSION: u8 = 1;
@@ -102,14 +108,53 @@ pub struct Message {
     pub time_ms: u64,
     /// Message expiry interval in seconds, as published (MQTT 5).
     pub expiry_secs: Option<u32>,
-    /// Topic name (valid UTF-8).
-    pub topic: Bytes,
+    /// Topic name.
+    pub topic: Utf8Bytes,
     /// MQTT 5 properties as on the wire (empty for 3.1.1).
     pub properties: Bytes,
     /// Payload.
     pub payload: Bytes,
     /// Publisher's client id and packet id (QoS 2 from persistent sessions only).
-    pub origin: Option<(Bytes, u16)>,
+    pub origin: Option<(Utf8Bytes, u16)>,
+}
+
+/// A view into a record that [`Layout::parse`] checked is UTF-8. Only this module
+/// makes one, and only from such a range, so [`Utf8Bytes::as_str`] cannot fail (it
+/// checks again, as safe code must, and treats a failure as the bug it would be).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Utf8Bytes(Bytes);
+
+impl Utf8Bytes {
+    /// A range `Layout::parse` checked.
+    fn parsed(bytes: Bytes) -> Utf8Bytes {
+        debug_assert!(
+            std::str::from_utf8(&bytes).is_ok(),
+            "{bytes:?} is not UTF-8"
+        );
+        Utf8Bytes(bytes)
+    }
+
+    /// The text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match std::str::from_utf8(&self.0) {
+            Ok(s) => s,
+            Err(e) => {
+                // Unreachable: `parsed` is the only way in, and its bytes were checked.
+                debug_assert!(false, "Utf8Bytes holds non-UTF-8: {e}");
+                tracing::error!(error = %e, bytes = ?self.0, "a checked record field is not UTF-8; read as empty");
+                ""
+            }
+        }
+    }
+}
+
+impl Deref for Utf8Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// Records at least this large are not built in an arena (see
@@ -117,6 +162,11 @@ pub struct Message {
 pub const ARENA_RECORD_MAX: usize = 8 * 1024;
 
 /// The fields of a record to write; see the module docs for the layout.
+///
+/// The topic and the origin's client id must fit a `u16` length (the connection
+/// reads both as MQTT strings, which do). [`NewMessage::try_encode`] and
+/// [`NewMessage::try_framed`] say when they do not; the infallible forms treat it as
+/// the caller's bug (see [`NewMessage::framed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewMessage<'a> {
     /// QoS as published.
@@ -129,7 +179,7 @@ pub struct NewMessage<'a> {
     pub expiry_secs: Option<u32>,
     /// The publisher's identity, for QoS 2 from persistent sessions.
     pub origin: Option<Origin<'a>>,
-    /// Topic name; at most 65535 bytes (validated by the caller).
+    /// Topic name; at most 65535 bytes.
     pub topic: &'a str,
     /// MQTT 5 properties that travel with the message, as on the wire.
     pub properties: &'a [u8],
@@ -162,28 +212,44 @@ impl<'a> NewMessage<'a> {
             + self.payload.len()
     }
 
-    /// The record.
-    #[must_use]
-    pub fn encode(&self) -> Bytes {
+    /// The record, or which field does not fit its length prefix.
+    pub fn try_encode(&self) -> Result<Bytes, FieldTooLong> {
+        let prefixes = self.prefixes()?;
         let mut b = BytesMut::with_capacity(self.len());
-        self.put(&mut b);
-        b.freeze()
+        self.put(&mut b, &prefixes);
+        Ok(b.freeze())
     }
 
     /// The record framed for the commitlog, in one buffer: what a connection hands
-    /// the router, so the log writes it without copying or checksumming.
+    /// the router, so the log writes it without copying or checksumming. Or which
+    /// field does not fit its length prefix (the whole record's included).
+    pub fn try_framed(&self) -> Result<Framed, FieldTooLong> {
+        let prefixes = self.prefixes()?;
+        let mut b = BytesMut::with_capacity(HEADER_BYTES + self.len());
+        b.put_bytes(0, HEADER_BYTES);
+        self.put(&mut b, &prefixes);
+        seal(b, self.len())
+    }
+
+    /// The record (see [`NewMessage::try_encode`]); empty if it cannot be written,
+    /// as for [`NewMessage::framed`].
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        self.try_encode().unwrap_or_else(|e| {
+            refused(&e);
+            Bytes::new()
+        })
+    }
+
+    /// The record framed for the commitlog (see [`NewMessage::try_framed`]).
+    ///
+    /// A field too long for its length prefix is a bug of the caller, which
+    /// validates topics and client ids: debug builds panic; release builds log an
+    /// error and return an empty record, which every reader skips as undecodable, so
+    /// the message is dropped rather than stored with a wrong length.
     #[must_use]
     pub fn framed(&self) -> Framed {
-        let header = commitlog::record::HEADER_BYTES;
-        let mut b = BytesMut::with_capacity(header + self.len());
-        b.put_bytes(0, header);
-        self.put(&mut b);
-        match Framed::seal(b) {
-            Some(f) => f,
-            // Unreachable: the buffer holds the header, and no record from a packet
-            // (256 MiB at most) exceeds u32::MAX bytes.
-            None => Framed::new(&self.encode()),
-        }
+        or_empty(self.try_framed())
     }
 
     /// Like [`NewMessage::framed`], but carved out of `arena`: records built one
@@ -194,24 +260,39 @@ impl<'a> NewMessage<'a> {
     /// more get an allocation of their own (no slack is kept alive with them).
     #[must_use]
     pub fn framed_in(&self, arena: &mut BytesMut, block: usize) -> Framed {
-        let header = commitlog::record::HEADER_BYTES;
-        let need = header + self.len();
+        let need = HEADER_BYTES + self.len();
         if need >= ARENA_RECORD_MAX {
             return self.framed();
         }
-        if arena.capacity() - arena.len() < need {
-            *arena = BytesMut::with_capacity(need.max(block));
-        }
-        arena.put_bytes(0, header);
-        self.put(arena);
-        match Framed::seal(arena.split()) {
-            Some(f) => f,
-            // Unreachable, as in `framed`.
-            None => Framed::new(&self.encode()),
-        }
+        or_empty(self.try_framed_in(arena, need.max(block)))
     }
 
-    fn put(&self, b: &mut BytesMut) {
+    /// [`NewMessage::framed_in`] for a record below [`ARENA_RECORD_MAX`]; a fresh
+    /// block has `block` bytes.
+    fn try_framed_in(&self, arena: &mut BytesMut, block: usize) -> Result<Framed, FieldTooLong> {
+        let prefixes = self.prefixes()?;
+        if arena.capacity() - arena.len() < HEADER_BYTES + self.len() {
+            *arena = BytesMut::with_capacity(block);
+        }
+        arena.put_bytes(0, HEADER_BYTES);
+        self.put(arena, &prefixes);
+        seal(arena.split(), self.len())
+    }
+
+    /// The length prefixes of the variable fields, each checked to fit.
+    fn prefixes(&self) -> Result<Prefixes, FieldTooLong> {
+        Ok(Prefixes {
+            client_id: match self.origin {
+                Some(o) => u16_len("client id", o.client_id.len())?,
+                None => 0,
+            },
+            topic: u16_len("topic", self.topic.len())?,
+            properties: u32_len("properties", self.properties.len())?,
+        })
+    }
+
+    /// Write the fields with their checked `prefixes` (so none is written half).
+    fn put(&self, b: &mut BytesMut, prefixes: &Prefixes) {
         b.put_u8(FORMAT_VERSION);
         let mut flags = self.qos as u8 | (u8::from(self.retain) << 2);
         if self.origin.is_some() {
@@ -227,17 +308,47 @@ impl<'a> NewMessage<'a> {
         }
         if let Some(o) = self.origin {
             b.put_u16(o.pkid);
-            // Client ids come off the wire as MQTT strings: at most 65535 bytes.
-            b.put_u16(u16::try_from(o.client_id.len()).unwrap_or(u16::MAX));
+            b.put_u16(prefixes.client_id);
             b.put_slice(o.client_id.as_bytes());
         }
-        // Topic names are validated to fit u16 before they get here.
-        b.put_u16(u16::try_from(self.topic.len()).unwrap_or(u16::MAX));
+        b.put_u16(prefixes.topic);
         b.put_slice(self.topic.as_bytes());
-        b.put_u32(u32::try_from(self.properties.len()).unwrap_or(u32::MAX));
+        b.put_u32(prefixes.properties);
         b.put_slice(self.properties);
         b.put_slice(self.payload);
     }
+}
+
+/// The checked length prefixes of a record's variable fields.
+#[derive(Debug)]
+struct Prefixes {
+    /// Of the origin's client id (0 without an origin).
+    client_id: u16,
+    topic: u16,
+    properties: u32,
+}
+
+/// Fill in the frame header of `b` (header space, then a record of `len` bytes).
+fn seal(b: BytesMut, len: usize) -> Result<Framed, FieldTooLong> {
+    // With the header space there, `seal` refuses only a record whose length does
+    // not fit the frame's u32.
+    Framed::seal(b).ok_or_else(|| FieldTooLong::u32("record", len))
+}
+
+/// The framed record, or, for one that cannot be written, an empty one (see
+/// [`NewMessage::framed`]).
+fn or_empty(framed: Result<Framed, FieldTooLong>) -> Framed {
+    framed.unwrap_or_else(|e| {
+        refused(&e);
+        Framed::new(&[])
+    })
+}
+
+/// A record that cannot be written: loud in debug builds, an error in the log in
+/// release builds.
+fn refused(e: &FieldTooLong) {
+    debug_assert!(false, "message record not written: {e}");
+    tracing::error!(error = %e, "message record not written (a field does not fit its length prefix): the message is dropped");
 }
 
 impl Message {
@@ -266,10 +377,12 @@ impl Message {
             retain: l.retain,
             time_ms: l.time_ms,
             expiry_secs: l.expiry_secs,
-            topic: record.slice(l.topic),
+            topic: Utf8Bytes::parsed(record.slice(l.topic)),
             properties: record.slice(l.properties),
             payload: record.slice(l.payload),
-            origin: l.origin.map(|(id, pkid)| (record.slice(id), pkid)),
+            origin: l
+                .origin
+                .map(|(id, pkid)| (Utf8Bytes::parsed(record.slice(id)), pkid)),
         })
     }
 
@@ -277,7 +390,7 @@ impl Message {
     #[must_use]
     pub fn origin(&self) -> Option<(&str, u16)> {
         let (id, pkid) = self.origin.as_ref()?;
-        Some((std::str::from_utf8(id).unwrap_or(""), *pkid))
+        Some((id.as_str(), *pkid))
     }
 
     /// Whether a record carries a message expiry interval (without decoding it).
@@ -313,10 +426,10 @@ impl Message {
         expiry_left(self.expiry_secs, self.time_ms, now_ms)
     }
 
-    /// The topic as text (validated UTF-8 by `decode`).
+    /// The topic as text.
     #[must_use]
     pub fn topic_str(&self) -> &str {
-        std::str::from_utf8(&self.topic).unwrap_or("")
+        self.topic.as_str()
     }
 }
 
@@ -520,6 +633,57 @@ mod tests {
             b"x",
         ));
         assert_eq!(plain.unwrap().origin(), None);
+    }
+
+    #[test]
+    fn a_field_longer_than_its_length_prefix_is_refused_not_written_clamped() {
+        let long = "x".repeat(usize::from(u16::MAX) + 1);
+        let e = NewMessage::new(QoS::AtLeastOnce, false, 5, &long, b"x")
+            .try_framed()
+            .unwrap_err();
+        assert_eq!((e.field, e.len, e.max), ("topic", 65_536, 65_535));
+        let e = NewMessage {
+            origin: Some(Origin {
+                client_id: &long,
+                pkid: 1,
+            }),
+            ..NewMessage::new(QoS::ExactlyOnce, false, 5, "t", b"x")
+        }
+        .try_encode()
+        .unwrap_err();
+        assert_eq!((e.field, e.len), ("client id", 65_536));
+    }
+
+    #[test]
+    fn a_topic_of_exactly_u16_max_bytes_round_trips() {
+        let topic = "x".repeat(usize::from(u16::MAX));
+        let f = NewMessage::new(QoS::AtLeastOnce, false, 5, &topic, b"x")
+            .try_framed()
+            .unwrap();
+        assert_eq!(Message::decode(&f.payload()).unwrap().topic_str(), topic);
+    }
+
+    /// Debug builds stop at the broken invariant; release builds write an empty
+    /// record, which no reader takes for a message.
+    #[test]
+    #[cfg_attr(
+        debug_assertions,
+        should_panic(expected = "message record not written")
+    )]
+    fn framed_refuses_an_oversized_topic_with_an_empty_record() {
+        let long = "x".repeat(usize::from(u16::MAX) + 1);
+        let f = NewMessage::new(QoS::AtLeastOnce, false, 5, &long, b"x").framed();
+        assert_eq!(f.payload_len(), 0);
+        assert_eq!(Message::decode(&f.payload()), Err(MessageError::Truncated));
+    }
+
+    #[test]
+    fn a_record_whose_topic_is_not_utf8_does_not_decode() {
+        let mut r =
+            BytesMut::from(&Message::encode(QoS::AtMostOnce, false, 0, "ab", b"", b"x")[..]);
+        let at = r.iter().position(|&c| c == b'a').unwrap();
+        r[at] = 0xff;
+        assert_eq!(Message::decode(&r.freeze()), Err(MessageError::Malformed));
     }
 
     proptest! {
