@@ -4,8 +4,9 @@
 //! in through [`Router::handle`] (and [`Router::flush`], [`Router::tick`], which is
 //! handed the time), replies come out of [`Router::drain_outbox`], and requests for
 //! connections' delivery credit out of [`Router::drain_credit_wanted`]. Storage is
-//! behind the [`Storage`] trait, implemented by the commitlog's `Log`. So the same
-//! router can run in the broker, in tests and in a simulation from its events alone.
+//! behind the [`Storage`] trait, implemented by the commitlog's `Log` and by
+//! [`MemStorage`]. So the same router runs in the broker, in scenario scripts
+//! (`router/tests/scenarios/`) and in a simulation, from its events alone.
 //!
 //! | module | owns |
 //! |---|---|
@@ -19,6 +20,7 @@
 //! | `topic` | topic name/filter validation and matching |
 //! | `event` | the internal MQTT model: events in, replies out |
 //! | `storage` | the storage trait |
+//! | `mem_storage` | storage in memory, for scenarios and simulations |
 //! | `config` | limits |
 
 mod config;
@@ -26,6 +28,7 @@ mod event;
 mod id;
 mod journal;
 mod length_prefix;
+mod mem_storage;
 mod message;
 mod router;
 mod session;
@@ -42,6 +45,7 @@ pub use event::{
 };
 pub use id::{ConnectionId, IdHasher, IdMap, IdSet, PacketId, SessionId, TopicId};
 pub use journal::JournalError;
+pub use mem_storage::MemStorage;
 pub use message::{
     varint_len, Layout, Message, MessageError, NewMessage, Origin, QoS, FORMAT_VERSION,
 };
