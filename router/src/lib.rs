@@ -21,6 +21,7 @@
 //! | `event` | the internal MQTT model: events in, replies out |
 //! | `storage` | the storage trait |
 //! | `mem_storage` | storage in memory, for scenarios and simulations |
+//! | `length_prefix` | u16/u32 length-prefixed fields of the stored formats, refused when too long |
 //! | `config` | limits |
 
 mod config;
@@ -45,9 +46,10 @@ pub use event::{
 };
 pub use id::{ConnectionId, IdHasher, IdMap, IdSet, PacketId, SessionId, TopicId};
 pub use journal::JournalError;
+pub use length_prefix::FieldTooLong;
 pub use mem_storage::MemStorage;
 pub use message::{
-    varint_len, Layout, Message, MessageError, NewMessage, Origin, QoS, FORMAT_VERSION,
+    varint_len, Layout, Message, MessageError, NewMessage, Origin, QoS, Utf8Bytes, FORMAT_VERSION,
 };
 pub use router::{Router, RouterStats};
 pub use snapshot::{SavedInflight, SavedSession, Snapshot};

@@ -114,25 +114,25 @@ impl Core {
         Some(applied)
     }
 
-    /// The periodic work, done by the router thread only.
-    fn periodic(&mut self) {
+    /// The periodic work due at `now`, done by the router thread only.
+    fn periodic(&mut self, now: Now) {
         let Core {
             router,
             conns,
             batches,
             ..
         } = self;
-        if conns.sweep_due() {
-            conns.sweep_queues();
+        if conns.sweep_due(now.mono) {
+            conns.sweep_queues(now.mono);
             if end_abandoned(router, conns) {
                 dispatch(router, conns, batches);
             }
         }
         // By the clock, busy or not: timers, the interval fsync and retention must not
         // wait for a quiet moment.
-        if conns.ticked.elapsed() >= TICK {
-            conns.ticked = Instant::now();
-            router.tick(SystemTime::now());
+        if now.mono.saturating_duration_since(conns.ticked) >= TICK {
+            conns.ticked = now.mono;
+            router.tick(now.wall);
             dispatch(router, conns, batches);
         }
     }
@@ -246,7 +246,7 @@ pub fn channel(
     let (tx, rx) = mpsc::channel(capacity);
     let core = Core {
         router,
-        conns: Conns::new(),
+        conns: Conns::new(Instant::now()),
         batches: IdMap::default(),
         rx,
     };
@@ -286,14 +286,18 @@ impl RouterThread {
             let Some(applied) = core.iterate(driver.drain_max + 1, false) else {
                 break;
             };
-            core.periodic();
+            // The clock is read here, at the edge, once per iteration; what runs
+            // on it is handed the time.
+            let now = Now::read();
+            core.periodic(now);
             if applied > 0 {
                 continue;
             }
             driver.asleep.store(true, Ordering::Relaxed);
             fence(Ordering::SeqCst);
             if core.rx.is_empty() {
-                let next_tick = TICK.saturating_sub(core.conns.ticked.elapsed());
+                let next_tick =
+                    TICK.saturating_sub(now.mono.saturating_duration_since(core.conns.ticked));
                 drop(guard);
                 // Unparked by the next request a connection does not apply itself;
                 // by itself for the next tick.
@@ -333,6 +337,24 @@ const QUEUE_SWEEP: Duration = Duration::from_millis(250);
 /// router thread awake, leaving it the light requests sent until it was.)
 const TICK: Duration = Duration::from_millis(20);
 
+/// The time, read once per iteration of the router thread: monotonic for the
+/// driver's own periods, wall-clock for the router (message expiry, session timers,
+/// retention by age).
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    mono: Instant,
+    wall: SystemTime,
+}
+
+impl Now {
+    fn read() -> Now {
+        Now {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
 /// The connections' reply queues, and when the periodic work last ran.
 struct Conns {
     queues: IdMap<ConnectionId, ReplyTx>,
@@ -345,28 +367,27 @@ struct Conns {
 }
 
 impl Conns {
-    fn new() -> Conns {
+    fn new(now: Instant) -> Conns {
         Conns {
             queues: IdMap::default(),
             shutting_down: false,
-            swept: Instant::now(),
-            ticked: Instant::now(),
+            swept: now,
+            ticked: now,
         }
     }
 
     /// True once every `QUEUE_SWEEP`: time for the sweeps below.
-    fn sweep_due(&mut self) -> bool {
-        if self.swept.elapsed() < QUEUE_SWEEP {
+    fn sweep_due(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.swept) < QUEUE_SWEEP {
             return false;
         }
-        self.swept = Instant::now();
+        self.swept = now;
         true
     }
 
     /// Tell the connections whose clients went quiet for too long to close, and
     /// those quiet for `listener.park_after_ms` to park (one pass over all of them).
-    fn sweep_queues(&self) {
-        let now = Instant::now();
+    fn sweep_queues(&self, now: Instant) {
         for tx in self.queues.values() {
             if !tx.check_keep_alive(now) {
                 tx.check_idle(now);
@@ -676,6 +697,58 @@ mod tests {
     }
 
     #[test]
+    fn the_router_ticks_on_the_time_the_driver_is_handed() {
+        // A session that expires 60 s after its connection drops: the driver's
+        // periodic work, given times rather than reading a clock, ticks the router
+        // with them, and the session ends exactly when that time says so.
+        let dir = tempfile::tempdir().unwrap();
+        let (_tx, rx) = mpsc::channel(1);
+        let t0 = Now::read();
+        let mut core = Core {
+            router: open_router(dir.path()),
+            conns: Conns::new(t0.mono),
+            batches: IdMap::default(),
+            rx,
+        };
+        let (replies, _rx) = reply_queue(16, None, None);
+        let conn = ConnectionId(1);
+        let mut connect = Connect::v3("dev", false, None);
+        connect.session_expiry = 60;
+        apply(
+            &mut core.router,
+            &mut core.conns,
+            ToRouter::Connect {
+                conn,
+                connect,
+                replies,
+            },
+        );
+        let disconnect = Event::Disconnect {
+            conn,
+            reason: DisconnectReason::Normal,
+            session_expiry: None,
+        };
+        apply(
+            &mut core.router,
+            &mut core.conns,
+            ToRouter::Event(disconnect),
+        );
+        let at = |ms: u64| Now {
+            mono: t0.mono + Duration::from_millis(ms),
+            wall: t0.wall + Duration::from_millis(ms),
+        };
+        // Not a tick yet: less than TICK since the last one.
+        core.periodic(at(1));
+        assert_eq!(core.router.session_count(), 1);
+        // The first tick arms the session's expiry at its wall time.
+        core.periodic(at(100));
+        core.periodic(at(200 + 59_000));
+        assert_eq!(core.router.session_count(), 1, "59 s after: still there");
+        core.periodic(at(200 + 60_100));
+        assert_eq!(core.router.session_count(), 0, "60 s after: expired");
+    }
+
+    #[test]
     fn deliveries_are_handed_over_before_acknowledgements() {
         // One dispatch holds the PUBACKs of several publishers and the deliveries to
         // several subscribers: every subscriber must be woken before any publisher,
@@ -683,7 +756,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let topics = Arc::new(TopicInterner::new(1000));
         let mut router = open_router(dir.path());
-        let mut conns = Conns::new();
+        let mut conns = Conns::new(Instant::now());
         let mut batches = IdMap::default();
         let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut receivers = Vec::new();

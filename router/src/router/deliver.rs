@@ -551,8 +551,14 @@ fn scan<S: Storage>(
                 let matched = match &last {
                     Some((last_topic, grant)) if last_topic[..] == *topic => *grant,
                     _ => {
-                        // `parse` checked the topic is UTF-8.
-                        let grant = s.matching(std::str::from_utf8(topic).unwrap_or(""));
+                        let grant = match std::str::from_utf8(topic) {
+                            Ok(name) => s.matching(name),
+                            Err(_) => {
+                                debug_assert!(false, "Layout::parse checks the topic is UTF-8");
+                                tracing::error!(%offset, "stored topic is not UTF-8; not matched");
+                                None
+                            }
+                        };
                         last = Some((record.slice(m.topic), grant));
                         grant
                     }
