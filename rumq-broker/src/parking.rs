@@ -444,14 +444,18 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixStream;
-    use std::sync::mpsc;
+    use std::time::Instant;
+    use tokio::sync::mpsc;
+
+    type Resumed = mpsc::UnboundedSender<&'static str>;
+    type ResumedRx = mpsc::UnboundedReceiver<&'static str>;
 
     /// A socket that reports its resumption.
     #[derive(Debug)]
     struct Sock {
         stream: UnixStream,
         name: &'static str,
-        resumed: mpsc::Sender<&'static str>,
+        resumed: Resumed,
     }
 
     impl Parkable for Sock {
@@ -463,7 +467,7 @@ mod tests {
         }
     }
 
-    fn sock(name: &'static str, resumed: &mpsc::Sender<&'static str>) -> (Sock, UnixStream) {
+    fn sock(name: &'static str, resumed: &Resumed) -> (Sock, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         let s = Sock {
             stream: a,
@@ -475,30 +479,38 @@ mod tests {
 
     /// A lot with its task running on the test's runtime, and a channel on which
     /// its sockets report their resumption.
-    fn running_lot() -> (
-        Lot<Sock>,
-        mpsc::Sender<&'static str>,
-        mpsc::Receiver<&'static str>,
-    ) {
+    fn running_lot() -> (Lot<Sock>, Resumed, ResumedRx) {
         let lot = Lot::<Sock>::new().unwrap();
         tokio::spawn(lot.clone().run());
-        let (resumed, rx) = mpsc::channel();
+        let (resumed, rx) = mpsc::unbounded_channel();
         (lot, resumed, rx)
     }
 
-    async fn next(rx: &mpsc::Receiver<&'static str>) -> &'static str {
-        for _ in 0..200 {
-            if let Ok(name) = rx.try_recv() {
-                return name;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("nothing resumed within 2 s");
+    /// The next socket resumed, within 2 s.
+    async fn next(rx: &mut ResumedRx) -> &'static str {
+        tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("nothing resumed within 2 s")
+            .expect("the test keeps a sender")
+    }
+
+    /// Wait until the lot has been through its loop once more: park a marker, wake
+    /// it and wait for it to resume. The pass that resumes it also looks at every
+    /// socket parked and every wake-up made before, and on the tests'
+    /// single-threaded runtime nothing else runs until that pass is over: whatever
+    /// it was going to resume besides the marker is in the channel by then.
+    async fn a_pass_of_the_lot(lot: &Lot<Sock>, resumed: &Resumed, rx: &mut ResumedRx) {
+        let (marker, _peer) = sock("marker", resumed);
+        let spot = lot.reserve().unwrap();
+        let waker = spot.waker().clone();
+        spot.park(marker).unwrap();
+        waker.wake();
+        assert_eq!(next(rx).await, "marker", "the lot took its turn");
     }
 
     #[tokio::test]
     async fn parked_sockets_resume_on_bytes_hang_up_or_their_waker() {
-        let (lot, resumed, rx) = running_lot();
+        let (lot, resumed, mut rx) = running_lot();
         let (a, mut a_peer) = sock("a", &resumed);
         let (b, b_peer) = sock("b", &resumed);
         let (c, _c_peer) = sock("c", &resumed);
@@ -508,15 +520,16 @@ mod tests {
         let c_waker = spot.waker().clone();
         spot.park(c).unwrap();
         assert_eq!(lot.parked(), 3);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        a_pass_of_the_lot(&lot, &resumed, &mut rx).await;
         assert!(rx.try_recv().is_err(), "nothing to resume for");
+        assert_eq!(lot.parked(), 3);
 
         a_peer.write_all(b"x").unwrap();
-        assert_eq!(next(&rx).await, "a");
+        assert_eq!(next(&mut rx).await, "a");
         drop(b_peer);
-        assert_eq!(next(&rx).await, "b");
+        assert_eq!(next(&mut rx).await, "b");
         c_waker.wake_by_ref();
-        assert_eq!(next(&rx).await, "c");
+        assert_eq!(next(&mut rx).await, "c");
         assert_eq!(lot.parked(), 0);
 
         // Each is resumed once: a second wake-up finds its slot vacated (or
@@ -524,7 +537,7 @@ mod tests {
         let (d, _d_peer) = sock("d", &resumed);
         lot.reserve().unwrap().park(d).unwrap();
         c_waker.wake();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        a_pass_of_the_lot(&lot, &resumed, &mut rx).await;
         assert!(rx.try_recv().is_err(), "stale wake-ups resume nothing");
         assert_eq!(lot.parked(), 1, "d is still parked");
     }
@@ -534,14 +547,19 @@ mod tests {
     /// handled once it is in: the reservation holds the lot's lock till then.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_wake_up_during_parking_is_not_lost() {
-        let (lot, resumed, rx) = running_lot();
+        let (lot, resumed, mut rx) = running_lot();
         let (g, _g_peer) = sock("g", &resumed);
         let spot = lot.reserve().unwrap();
         spot.waker().wake_by_ref();
-        // The lot, on another thread, now waits for the slot.
-        std::thread::sleep(Duration::from_millis(50));
+        // The lot, on another thread, takes the wake-up from its list and then
+        // waits for the slot, which the reservation holds: park only after that.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !lot.inner.woken().is_empty() {
+            assert!(Instant::now() < deadline, "the lot took no wake-up in 2 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         spot.park(g).unwrap();
-        assert_eq!(next(&rx).await, "g");
+        assert_eq!(next(&mut rx).await, "g");
         assert_eq!(lot.parked(), 0);
     }
 
@@ -549,7 +567,7 @@ mod tests {
     /// each once.
     #[tokio::test]
     async fn a_crowd_hanging_up_at_once_is_resumed_whole() {
-        let (lot, resumed, rx) = running_lot();
+        let (lot, resumed, mut rx) = running_lot();
         let mut peers = Vec::new();
         for _ in 0..300 {
             let (s, peer) = sock("crowd", &resumed);
@@ -558,16 +576,16 @@ mod tests {
         }
         drop(peers);
         for _ in 0..300 {
-            next(&rx).await;
+            assert_eq!(next(&mut rx).await, "crowd");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        a_pass_of_the_lot(&lot, &resumed, &mut rx).await;
         assert!(rx.try_recv().is_err(), "each once");
         assert_eq!(lot.parked(), 0);
     }
 
     #[tokio::test]
     async fn a_dropped_reservation_frees_its_slot_and_its_waker_wakes_nothing() {
-        let (lot, resumed, rx) = running_lot();
+        let (lot, resumed, mut rx) = running_lot();
         let waker = {
             let spot = lot.reserve().unwrap();
             spot.waker().clone()
@@ -575,14 +593,14 @@ mod tests {
         let (e, _e_peer) = sock("e", &resumed);
         lot.reserve().unwrap().park(e).unwrap();
         waker.wake();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        a_pass_of_the_lot(&lot, &resumed, &mut rx).await;
         assert!(rx.try_recv().is_err());
         assert_eq!(lot.parked(), 1);
     }
 
     #[test]
     fn when_the_lots_task_is_gone_nothing_parks_and_the_parked_are_dropped() {
-        let (resumed, rx) = mpsc::channel();
+        let (resumed, mut rx) = mpsc::unbounded_channel();
         let (f, f_peer) = sock("f", &resumed);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -590,8 +608,9 @@ mod tests {
             .unwrap();
         let lot = Lot::<Sock>::new().unwrap();
         runtime.spawn(lot.clone().run());
-        // Let the lot's task start, then drop the runtime (and the task with it).
-        runtime.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+        // Wait for the lot's task to run (a task dropped before it first ran would
+        // not close the lot), then drop the runtime and the task with it.
+        runtime.block_on(a_pass_of_the_lot(&lot, &resumed, &mut rx));
         lot.reserve().unwrap().park(f).unwrap();
         drop(runtime);
         assert!(lot.reserve().is_none(), "the lot is closed");

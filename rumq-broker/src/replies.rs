@@ -434,6 +434,18 @@ mod tests {
     use super::*;
     use router::PacketId;
 
+    /// Wait (yielding to it, at most 100 times) until a task waits on the queue:
+    /// it polled the receiver and left its waker.
+    async fn until_a_task_waits(tx: &ReplySender) {
+        for _ in 0..100 {
+            if tx.0.lock().waker.is_some() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("no task waits on the queue");
+    }
+
     #[tokio::test]
     async fn replies_arrive_in_order_and_whole() {
         let (tx, mut rx) = reply_queue(10, None, None);
@@ -453,7 +465,7 @@ mod tests {
         );
         // A waiting receiver is woken by a later push.
         let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
-        tokio::task::yield_now().await;
+        until_a_task_waits(&tx).await;
         tx.push(&mut vec![Reply::PubRel(PacketId(4))]).unwrap();
         let (got, mut rx) = waiter.await.unwrap();
         assert_eq!(got, Received::Replies(vec![Reply::PubRel(PacketId(4))]));
@@ -465,7 +477,7 @@ mod tests {
     async fn shutdown_wakes_the_connection_and_comes_before_replies() {
         let (tx, mut rx) = reply_queue(10, None, None);
         let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
-        tokio::task::yield_now().await;
+        until_a_task_waits(&tx).await;
         tx.shut_down();
         let (got, mut rx) = waiter.await.unwrap();
         assert_eq!(got, Received::Shutdown);
@@ -473,18 +485,31 @@ mod tests {
         assert_eq!(rx.recv().await, Received::Shutdown);
     }
 
+    /// The sweep's clock is an argument: the checks below pass the instant they
+    /// mean rather than sleeping until it. Only the reads (`touch`) take the time
+    /// themselves, so where reads are the behaviour under test, time passes for
+    /// real between them.
     #[tokio::test]
     async fn keep_alive_expires_only_without_reads() {
-        let (tx, mut rx) = reply_queue(10, Some(Duration::from_millis(50)), None);
+        let keep_alive = Duration::from_millis(50);
+        let (tx, mut rx) = reply_queue(10, Some(keep_alive), None);
+        let made = Instant::now();
         assert!(!tx.check_keep_alive(Instant::now()), "just made");
+        // Reads 20 ms apart for longer than the keep alive (the pauses are the
+        // behaviour under test): each is checked by a sweep right after it.
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             rx.touch();
             assert!(!tx.check_keep_alive(Instant::now()), "reads keep it alive");
         }
+        assert!(
+            made.elapsed() > keep_alive,
+            "reads went on past the keep alive"
+        );
         let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(tx.check_keep_alive(Instant::now()));
+        until_a_task_waits(&tx).await;
+        // A sweep 80 ms after the last read.
+        assert!(tx.check_keep_alive(Instant::now() + Duration::from_millis(80)));
         let (got, mut rx) = waiter.await.unwrap();
         assert_eq!(got, Received::KeepAliveExpired);
         rx.renew_keep_alive();
@@ -495,48 +520,49 @@ mod tests {
             Received::Replies(vec![Reply::PubRel(PacketId(1))])
         );
         let (tx, _rx) = reply_queue(10, None, None);
-        tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(
-            !tx.check_keep_alive(Instant::now()),
+            !tx.check_keep_alive(Instant::now() + Duration::from_secs(3600)),
             "no keep alive, never expires"
         );
     }
 
+    /// As above, the sweeps pass the instant they mean (`now`, moved on by hand);
+    /// time passes for real only between reads.
     #[tokio::test]
     async fn a_quiet_connection_is_asked_to_park_once_per_quiet_spell() {
-        let park_after = Some(Duration::from_millis(40));
-        let (tx, mut rx) = reply_queue(10, None, park_after);
+        let park_after = Duration::from_millis(40);
+        let (tx, mut rx) = reply_queue(10, None, Some(park_after));
+        let made = Instant::now();
         assert!(!tx.check_idle(Instant::now()), "just made");
-        // Reads and replies keep it busy.
+        // Reads and replies keep it busy. Reads 25 ms apart, for longer than
+        // `park_after` (the pauses are the behaviour under test).
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(25)).await;
             rx.touch();
             assert!(!tx.check_idle(Instant::now()));
         }
+        assert!(made.elapsed() > park_after, "reads went on past park_after");
+        // Replies, with sweeps 25 ms apart.
+        let mut now = Instant::now();
         for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            now += Duration::from_millis(25);
             tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
-            assert!(
-                !tx.check_idle(Instant::now()),
-                "replies pushed since the last sweep"
-            );
+            assert!(!tx.check_idle(now), "replies pushed since the last sweep");
             assert!(matches!(rx.recv().await, Received::Replies(_)));
         }
         let waiter = tokio::spawn(async move { (rx.recv().await, rx) });
-        tokio::time::sleep(Duration::from_millis(70)).await;
-        assert!(tx.check_idle(Instant::now()));
+        until_a_task_waits(&tx).await;
+        now += Duration::from_millis(70);
+        assert!(tx.check_idle(now));
         let (got, mut rx) = waiter.await.unwrap();
         assert_eq!(got, Received::Park);
-        assert!(!tx.check_idle(Instant::now()), "asked once per quiet spell");
+        assert!(!tx.check_idle(now), "asked once per quiet spell");
 
         // Parked: the lot's waker is woken by a push, and the sweep leaves it alone.
         let woken = Arc::new(AtomicBool::new(false));
         assert!(rx.park(&Waker::from(Arc::new(Flag(woken.clone())))));
-        tokio::time::sleep(Duration::from_millis(70)).await;
-        assert!(
-            !tx.check_idle(Instant::now()),
-            "not asked again while parked"
-        );
+        now += Duration::from_millis(70);
+        assert!(!tx.check_idle(now), "not asked again while parked");
         assert!(!woken.load(Ordering::SeqCst));
         tx.push(&mut vec![Reply::PubRel(PacketId(2))]).unwrap();
         assert!(woken.load(Ordering::SeqCst), "a reply wakes the lot");
@@ -548,14 +574,18 @@ mod tests {
             Received::Replies(vec![Reply::PubRel(PacketId(2))])
         );
         let (tx, _rx) = reply_queue(10, None, None);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(!tx.check_idle(Instant::now()), "no park_after, never asked");
+        assert!(
+            !tx.check_idle(Instant::now() + Duration::from_secs(3600)),
+            "no park_after, never asked"
+        );
 
         // A connection that cannot park (the lot is gone) is not asked again.
-        let (tx, rx) = reply_queue(10, None, park_after);
+        let (tx, rx) = reply_queue(10, None, Some(park_after));
         rx.never_park();
-        tokio::time::sleep(Duration::from_millis(70)).await;
-        assert!(!tx.check_idle(Instant::now()), "never asked");
+        assert!(
+            !tx.check_idle(Instant::now() + Duration::from_millis(70)),
+            "never asked"
+        );
     }
 
     /// The quiet spell starts at the sweep that saw the last reply (a CONNACK, say),
@@ -565,15 +595,16 @@ mod tests {
         let (tx, mut rx) = reply_queue(10, None, Some(Duration::from_millis(40)));
         tx.push(&mut vec![Reply::PubRel(PacketId(1))]).unwrap();
         assert!(matches!(rx.recv().await, Received::Replies(_)));
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let now = Instant::now();
         assert!(
-            !tx.check_idle(Instant::now()),
+            !tx.check_idle(now + Duration::from_millis(30)),
             "a reply since the last sweep"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(tx.check_idle(Instant::now()), "quiet for 50 ms since");
+        assert!(
+            tx.check_idle(now + Duration::from_millis(80)),
+            "quiet for 50 ms since"
+        );
     }
-
     /// A waker that raises a flag.
     struct Flag(Arc<AtomicBool>);
 
