@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use rumq_broker::protocol::framing::{decode_varint, Varint};
 use rumqttc::QoS;
 
 const STEP: Duration = Duration::from_secs(5);
@@ -116,7 +117,7 @@ fn parse_props(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
             0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2a => 1,
             0x13 | 0x21 | 0x22 | 0x23 => 2,
             0x02 | 0x11 | 0x18 | 0x27 => 4,
-            0x0b => rest.iter().position(|x| x & 0x80 == 0).unwrap() + 1,
+            SUBSCRIPTION_ID => varint_at(rest).0,
             0x26 => {
                 let k = 2 + u16::from_be_bytes([rest[0], rest[1]]) as usize;
                 k + 2 + u16::from_be_bytes([rest[k], rest[k + 1]]) as usize
@@ -129,35 +130,25 @@ fn parse_props(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
     out
 }
 
-/// The body after a varint length prefix: (section, rest).
-fn section(b: &[u8]) -> (&[u8], &[u8]) {
-    let mut len = 0usize;
-    let mut i = 0;
-    loop {
-        len |= usize::from(b[i] & 0x7f) << (7 * i);
-        i += 1;
-        if b[i - 1] & 0x80 == 0 {
-            break;
-        }
+/// The bytes a varint at the front of `b` takes, and its value.
+fn varint_at(b: &[u8]) -> (usize, usize) {
+    match decode_varint(b) {
+        Varint::Value { value, len } => (len, usize::try_from(value).unwrap()),
+        other => panic!("no varint at the front of {b:x?}: {other:?}"),
     }
-    (&b[i..i + len], &b[i + len..])
 }
 
-/// The variable header + payload of a raw packet.
-fn body(p: &RawPacket) -> Vec<u8> {
-    let bytes = p.bytes();
-    let mut i = 1;
-    while bytes[i] & 0x80 != 0 {
-        i += 1;
-    }
-    bytes[i + 1..].to_vec()
+/// The body after a varint length prefix: (section, rest).
+fn section(b: &[u8]) -> (&[u8], &[u8]) {
+    let (i, len) = varint_at(b);
+    (&b[i..i + len], &b[i + len..])
 }
 
 /// The reason code of a DISCONNECT from the broker (which also carries a reason
 /// string: the client did not turn problem information off).
 fn disconnect_reason(p: &RawPacket) -> u8 {
     assert_eq!(p.kind(), 14, "DISCONNECT expected, got {:x?}", p.bytes());
-    let b = body(p);
+    let b = p.body.clone();
     let (props, _) = section(&b[1..]);
     assert!(
         parse_props(props).iter().any(|(id, _)| *id == 0x1f),
@@ -173,7 +164,7 @@ async fn connect(port: u16, packet: &[u8]) -> (Raw, u8, bool, Vec<(u8, Vec<u8>)>
     raw.send(packet).await;
     let ack = raw.recv().await;
     assert_eq!(ack.kind(), 2, "CONNACK expected");
-    let b = body(&ack);
+    let b = ack.body.clone();
     let (p, _) = section(&b[2..]);
     (raw, b[1], b[0] & 1 == 1, parse_props(p))
 }
@@ -189,7 +180,7 @@ struct Pub5 {
 fn publish_of(p: &RawPacket) -> Pub5 {
     assert_eq!(p.kind(), 3, "PUBLISH expected, got {:?}", p.bytes());
     let first = p.bytes()[0];
-    let b = body(p);
+    let b = p.body.clone();
     let tl = u16::from_be_bytes([b[0], b[1]]) as usize;
     let topic = String::from_utf8(b[2..2 + tl].to_vec()).unwrap();
     let mut at = 2 + tl;
@@ -580,7 +571,7 @@ async fn acks_keep_within_the_clients_maximum_packet_size() {
     c.send(&ack_packet(0x62, 9)).await;
     let ack = c.recv().await;
     assert_eq!(&ack.bytes()[2..5], [0, 9, 0x92]);
-    let b = body(&ack);
+    let b = ack.body.clone();
     let (props, _) = section(&b[3..]);
     assert!(
         parse_props(props).iter().any(|(id, _)| *id == 0x1f),

@@ -14,6 +14,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use rumq_broker::protocol::framing::{decode_varint, put_varint, Varint};
 use rumqttc::{
     AsyncClient, ConnAck, ConnectionError, Event, Incoming, MqttOptions, Outgoing, Publish, QoS,
     SubscribeReasonCode,
@@ -287,19 +289,12 @@ fn parse_listening(text: &str) -> Option<SocketAddr> {
 // Raw MQTT over a socket
 // ---------------------------------------------------------------------------------
 
-/// Append MQTT's variable-length "remaining length".
-pub fn put_remaining_length(out: &mut Vec<u8>, mut len: usize) {
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
+/// Append MQTT's variable-length "remaining length" (the broker's own varint
+/// writer).
+pub fn put_remaining_length(out: &mut Vec<u8>, len: usize) {
+    let mut varint = BytesMut::new();
+    put_varint(&mut varint, len);
+    out.extend_from_slice(&varint);
 }
 
 fn put_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -528,17 +523,11 @@ impl RawPacket {
 
 /// Take one whole packet off the front of `buf`, if it holds one.
 pub fn take_packet(buf: &mut Vec<u8>) -> Option<RawPacket> {
-    let mut len = 0usize;
-    let mut i = 1;
-    loop {
-        let b = *buf.get(i)?;
-        len |= usize::from(b & 0x7f) << (7 * (i - 1));
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        assert!(i <= 4, "broker sent a bad remaining length");
-    }
+    let (len, i) = match decode_varint(buf.get(1..)?) {
+        Varint::Value { value, len } => (usize::try_from(value).unwrap(), 1 + len),
+        Varint::Incomplete => return None,
+        Varint::TooLong => panic!("broker sent a bad remaining length"),
+    };
     if buf.len() < i + len {
         return None;
     }
