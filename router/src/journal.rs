@@ -110,6 +110,11 @@ impl<S: Storage> Journal<S> {
         self.log.as_mut()
     }
 
+    /// The log, if there is one.
+    pub fn log(&self) -> Option<&S> {
+        self.log.as_ref()
+    }
+
     /// Take the log back (shutdown).
     pub fn into_log(self) -> Option<S> {
         self.log

@@ -6,7 +6,10 @@
 //! connections' delivery credit out of [`Router::drain_credit_wanted`]. Storage is
 //! behind the [`Storage`] trait, implemented by the commitlog's `Log` and by
 //! [`MemStorage`]. So the same router runs in the broker, in scenario scripts
-//! (`router/tests/scenarios/`) and in a simulation, from its events alone.
+//! (`router/tests/scenarios/`) and in a simulation, from its events alone. It is
+//! deterministic: the same events give the same replies in the same order (maps
+//! keyed by strings are ordered, those keyed by ids use a fixed hasher).
+//! The router's tests read no private field: they drive it as the driver does.
 //!
 //! | module | owns |
 //! |---|---|

@@ -27,7 +27,7 @@ mod persist;
 mod publish;
 mod subscribe;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -93,7 +93,7 @@ pub struct Router<S: Storage> {
     /// Boxed: the map's slots stay small, so its spare capacity (up to half of
     /// it after growing) costs pointers, not whole sessions.
     sessions: IdMap<SessionId, Box<Session>>,
-    by_client: HashMap<Box<str>, SessionId>,
+    by_client: BTreeMap<Box<str>, SessionId>,
     by_conn: IdMap<ConnectionId, SessionId>,
     tree: SubscriptionTree,
     /// Topic → matching sessions and shared groups; cleared whenever a
@@ -102,7 +102,7 @@ pub struct Router<S: Storage> {
     matches: IdMap<TopicId, Matched>,
     shared: SharedGroups,
     /// Retained messages by topic name.
-    retained: HashMap<Box<str>, Bytes>,
+    retained: BTreeMap<Box<str>, Bytes>,
     staged: Vec<Staged>,
     /// Inbound QoS 2 ids (by session) of the publishes in `staged`: a retransmission
     /// that arrives before the flush is not stored twice.
@@ -161,12 +161,12 @@ impl<S: Storage> Router<S> {
             storage,
             journal: Journal::none(),
             sessions: IdMap::default(),
-            by_client: HashMap::new(),
+            by_client: BTreeMap::new(),
             by_conn: IdMap::default(),
             tree: SubscriptionTree::default(),
             matches: IdMap::default(),
             shared: SharedGroups::default(),
-            retained: HashMap::new(),
+            retained: BTreeMap::new(),
             staged: Vec::new(),
             staged_qos2: IdSet::default(),
             staged_records: Vec::new(),
@@ -209,6 +209,11 @@ impl<S: Storage> Router<S> {
     /// The storage (for the driver's shutdown).
     pub fn storage(&self) -> &S {
         &self.storage
+    }
+
+    /// The session journal's storage, if the router has one (see [`Router::open`]).
+    pub fn journal_storage(&self) -> Option<&S> {
+        self.journal.log()
     }
 
     /// Take the message log and the session journal back (shutdown: flush first).

@@ -7,7 +7,7 @@
 //! a `cursor`; later it catches up by scanning the log from there. Memory per session is
 //! bounded by `queue_max` offsets and `inflight_max` messages either way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use commitlog::{Offset, Record};
@@ -82,7 +82,7 @@ pub struct Session {
     /// Clean session: dropped when the connection ends.
     pub clean: bool,
     /// Filter → its options.
-    pub filters: HashMap<String, SubOptions>,
+    pub filters: BTreeMap<String, SubOptions>,
     /// Seconds the session outlives its connection (0: it ends with it; see
     /// [`crate::NEVER_EXPIRES`]).
     pub expiry_secs: u32,
@@ -130,7 +130,7 @@ impl Session {
             client_id,
             conn: None,
             clean,
-            filters: HashMap::new(),
+            filters: BTreeMap::new(),
             expiry_secs: if clean { 0 } else { crate::NEVER_EXPIRES },
             inflight_limit: usize::from(u16::MAX),
             max_packet_size: u32::MAX,

@@ -7,7 +7,7 @@
 //! Members keep the full `$share/…` string among their own filters, so the journal
 //! and a restart rebuild groups from the sessions.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::id::IdMap;
 use crate::subscriptions::{Grant, SubscriptionTree};
@@ -42,7 +42,7 @@ pub enum Availability {
 pub struct SharedGroups {
     tree: SubscriptionTree<GroupId>,
     groups: IdMap<GroupId, Group>,
-    by_name: HashMap<String, GroupId>,
+    by_name: BTreeMap<String, GroupId>,
     next_id: u32,
 }
 

@@ -2,7 +2,7 @@
 //! at each. Matching a topic name walks only the branches that can match (its literal
 //! levels, `+` and `#`), so cost grows with topic depth, not with the number of filters.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use crate::{QoS, SessionId};
@@ -80,15 +80,15 @@ impl Grant {
 
 #[derive(Debug)]
 struct Node<K> {
-    children: HashMap<Box<str>, Node<K>>,
-    subscribers: HashMap<K, Grant>,
+    children: BTreeMap<Box<str>, Node<K>>,
+    subscribers: BTreeMap<K, Grant>,
 }
 
 impl<K> Default for Node<K> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
-            subscribers: HashMap::new(),
+            children: BTreeMap::new(),
+            subscribers: BTreeMap::new(),
         }
     }
 }
@@ -170,7 +170,7 @@ impl<K: Copy + Eq + Ord + Hash> SubscriptionTree<K> {
     }
 }
 
-fn remove_rec<K: Eq + Hash>(node: &mut Node<K>, levels: &[&str], session: K) -> bool {
+fn remove_rec<K: Ord>(node: &mut Node<K>, levels: &[&str], session: K) -> bool {
     let Some((first, rest)) = levels.split_first() else {
         return node.subscribers.remove(&session).is_some();
     };

@@ -445,3 +445,18 @@ fn every_script_is_run() {
     listed.sort();
     assert_eq!(found, listed, "scripts in {dir} and the scenarios! list");
 }
+
+#[test]
+fn every_script_gives_the_same_output_twice() {
+    // The router is deterministic (no hash map with a random seed, no clock of its
+    // own): what a simulation of the mesh will rely on.
+    for name in SCRIPTS {
+        let path = format!("{}/tests/scenarios/{name}", env!("CARGO_MANIFEST_DIR"));
+        let input = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut outputs = (0..2).map(|_| {
+            goldenscript::generate(&mut Scenario::new(RouterConfig::default()), &input)
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+        });
+        assert_eq!(outputs.next(), outputs.next(), "{name}");
+    }
+}

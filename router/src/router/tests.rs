@@ -2,6 +2,7 @@
 //! temporary directory, and assert on the replies.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use commitlog::{Log, LogConfig, Offset, ReadLimits};
 
@@ -14,7 +15,10 @@ use crate::{Message, NewMessage, Origin, PacketId, SubOptions};
 
 struct Harness {
     router: Router<Log>,
+    config: RouterConfig,
     topics: Topics,
+    /// Replies drained from the router and not taken yet (see `take`).
+    pending: Vec<(ConnectionId, Reply)>,
     _dir: tempfile::TempDir,
 }
 
@@ -56,8 +60,10 @@ fn open_with_log(config: RouterConfig, log_config: LogConfig, dir: tempfile::Tem
     };
     let journal = Log::open(dir.path().join("state"), journal_config).unwrap();
     Harness {
-        router: Router::open(config, log, journal).unwrap(),
+        router: Router::open(config.clone(), log, journal).unwrap(),
+        config,
         topics: Topics::default(),
+        pending: Vec::new(),
         _dir: dir,
     }
 }
@@ -148,15 +154,15 @@ impl Harness {
 
     /// Replies to `conn` (others are kept).
     fn take(&mut self, conn: ConnectionId) -> Vec<Reply> {
-        let all: Vec<_> = self.router.drain_outbox().collect();
+        self.pending.extend(self.router.drain_outbox());
         let mut mine = Vec::new();
-        for (c, r) in all {
-            if c == conn {
-                mine.push(r);
-            } else {
-                self.router.outbox.push((c, r));
+        self.pending.retain(|(c, r)| {
+            let is_mine = *c == conn;
+            if is_mine {
+                mine.push(r.clone());
             }
-        }
+            !is_mine
+        });
         mine
     }
 
@@ -175,8 +181,12 @@ impl Harness {
     /// Drop everything without closing, as a killed process would leave the files,
     /// and reopen: recovery. Replies not drained before are lost with the process.
     fn crash(self) -> Harness {
-        let config = self.router.config.clone();
-        let Harness { router, _dir, .. } = self;
+        let Harness {
+            router,
+            config,
+            _dir,
+            ..
+        } = self;
         drop(router);
         open(config, _dir)
     }
@@ -263,7 +273,7 @@ fn puback_only_after_the_append() {
     let mut h = harness(RouterConfig::default());
     h.connect(C1, "pub", true);
     h.publish(C1, "t", QoS::AtLeastOnce, false, 7, b"x");
-    assert!(h.router.outbox.is_empty(), "nothing before the flush");
+    assert_eq!(h.router.storage().head(), Offset(0), "not appended yet");
     h.router.flush();
     assert_eq!(
         h.take(C1),
@@ -364,7 +374,7 @@ fn qos2_retransmission_before_the_append_is_stored_once() {
 #[test]
 fn outbound_qos2_flow() {
     let mut h = harness(RouterConfig::default());
-    h.connect(C1, "sub", true);
+    h.connect(C1, "sub", false);
     h.subscribe(C1, "t", QoS::ExactlyOnce);
     h.connect(C2, "pub", true);
     h.publish(C2, "t", QoS::ExactlyOnce, false, 1, b"x");
@@ -374,7 +384,8 @@ fn outbound_qos2_flow() {
     h.router.handle(Event::PubRec { conn: C1, pkid });
     assert_eq!(h.take(C1), vec![Reply::PubRel(pkid)]);
     h.router.handle(Event::PubComp { conn: C1, pkid });
-    assert!(h.router.sessions.values().all(|s| s.inflight.is_empty()));
+    let saved = h.router.snapshot();
+    assert!(saved.sessions.iter().all(|s| s.inflight.is_empty()));
 }
 
 #[test]
@@ -450,7 +461,7 @@ fn clean_session_forgets_everything() {
     assert_eq!(h.connect(C2, "dev", true), vec![accepted(false)]);
     disconnect_with(&mut h, C2, DisconnectReason::Normal);
     assert_eq!(h.router.session_count(), 0);
-    assert!(h.router.tree.is_empty());
+    assert_eq!(h.router.subscription_count(), 0);
 }
 
 #[test]
@@ -470,7 +481,11 @@ fn takeover_closes_the_old_connection_and_fires_its_will() {
     assert_eq!(payloads(&got), vec![b"gone".to_vec()]);
     // The old connection's late disconnect changes nothing.
     disconnect_with(&mut h, C1, DisconnectReason::Abrupt);
-    assert!(h.router.by_conn.contains_key(&C2));
+    let still = h.subscribe(C2, "x", QoS::AtMostOnce);
+    assert!(
+        matches!(still[..], [Reply::SubAck { .. }]),
+        "C2 still connected"
+    );
 }
 
 #[test]
@@ -936,44 +951,52 @@ fn after_a_crash_outbound_qos2_resumes_without_a_second_copy() {
 
 #[test]
 fn after_a_crash_inbound_qos2_ids_survive_even_between_append_and_journal() {
-    let mut h = harness(RouterConfig::default());
-    h.connect(C1, "pub", false);
-    let origin = |pkid| Origin {
-        client_id: "pub",
-        pkid,
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::default();
+    let publish = |pkid: u16, payload: &[u8]| Event::Publish {
+        conn: C1,
+        pkid: Some(PacketId(pkid)),
+        message: Publication {
+            topic: topics.intern("q").unwrap(),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            record: NewMessage {
+                origin: Some(Origin {
+                    client_id: "pub",
+                    pkid,
+                }),
+                ..NewMessage::new(QoS::ExactlyOnce, false, 0, "q", payload)
+            }
+            .framed(),
+        },
     };
-    let publish = |h: &mut Harness, pkid: u16, payload: &[u8]| {
-        let tid = h.topics.intern("q").unwrap();
-        h.router.handle(Event::Publish {
-            conn: C1,
-            pkid: Some(PacketId(pkid)),
-            message: Publication {
-                topic: tid,
-                qos: QoS::ExactlyOnce,
-                retain: false,
-                record: NewMessage {
-                    origin: Some(origin(pkid)),
-                    ..NewMessage::new(QoS::ExactlyOnce, false, 0, "q", payload)
-                }
-                .framed(),
-            },
-        });
-    };
-    // Stored and PUBREC'd normally.
-    publish(&mut h, 1, b"one");
-    assert_eq!(
-        h.take(C1),
-        vec![Reply::PubRec(PacketId(1), PubReason::NoMatchingSubscribers)]
-    );
-    // Appended, but the process dies before the journal commit (no PUBREC left).
-    publish(&mut h, 2, b"two");
-    h.router.append_staged();
-    assert_eq!(h.router.storage().head(), Offset(2));
-    let mut h = h.crash();
+    {
+        let (mut r, _, _, journal_full) = faulty(dir.path());
+        r.handle(connect_event(C1, "pub", false));
+        // Stored and PUBREC'd normally.
+        r.handle(publish(1, b"one"));
+        let replies: Vec<_> = r.drain_outbox().collect();
+        let pubrec = Reply::PubRec(PacketId(1), PubReason::NoMatchingSubscribers);
+        assert!(replies.contains(&(C1, pubrec)), "{replies:?}");
+        // Appended, but the journal does not take the commit (no PUBREC leaves),
+        // and the process dies before it is repaired.
+        journal_full.set(true);
+        r.handle(publish(2, b"two"));
+        let replies: Vec<_> = r.drain_outbox().collect();
+        assert!(
+            !replies
+                .iter()
+                .any(|(_, r)| matches!(r, Reply::PubRec(PacketId(2), _))),
+            "{replies:?}"
+        );
+        assert_eq!(r.storage().head(), Offset(2));
+    }
+    let mut h = open(RouterConfig::default(), dir);
+    h.topics = topics;
     assert_eq!(h.connect(C1, "pub", false), vec![accepted(true)]);
     // Both retransmissions are recognised: PUBREC, nothing stored again.
-    publish(&mut h, 1, b"one");
-    publish(&mut h, 2, b"two");
+    h.router.handle(publish_qos2(&h.topics, 1, b"one"));
+    h.router.handle(publish_qos2(&h.topics, 2, b"two"));
     assert_eq!(
         h.take(C1),
         vec![
@@ -990,9 +1013,30 @@ fn after_a_crash_inbound_qos2_ids_survive_even_between_append_and_journal() {
     h.take(C1);
     let mut h = h.crash();
     h.connect(C1, "pub", false);
-    publish(&mut h, 2, b"new");
+    h.router.handle(publish_qos2(&h.topics, 2, b"new"));
     h.take(C1);
     assert_eq!(h.router.storage().head(), Offset(3));
+}
+
+/// A QoS 2 PUBLISH to "q" from `C1`, client "pub", whose record names its origin.
+fn publish_qos2(topics: &Topics, pkid: u16, payload: &[u8]) -> Event {
+    Event::Publish {
+        conn: C1,
+        pkid: Some(PacketId(pkid)),
+        message: Publication {
+            topic: topics.intern("q").unwrap(),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            record: NewMessage {
+                origin: Some(Origin {
+                    client_id: "pub",
+                    pkid,
+                }),
+                ..NewMessage::new(QoS::ExactlyOnce, false, 0, "q", payload)
+            }
+            .framed(),
+        },
+    }
 }
 
 #[test]
@@ -1017,7 +1061,7 @@ fn checkpoints_compact_the_journal_and_lose_nothing() {
     }
     h.take(C1);
     assert!(h.router.stats().checkpoints > 2, "{:?}", h.router.stats());
-    let journal_bytes = h.router.journal.log_mut().unwrap().stats().bytes;
+    let journal_bytes = h.router.journal_storage().unwrap().stats().bytes;
     assert!(
         journal_bytes < 200 * 1024,
         "journal not compacted: {journal_bytes} bytes"

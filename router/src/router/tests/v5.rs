@@ -355,8 +355,10 @@ fn tiny_retention(offline_bytes_max: u64) -> Harness {
         ..RouterConfig::default()
     };
     Harness {
-        router: Router::open(config, log, journal).unwrap(),
+        router: Router::open(config.clone(), log, journal).unwrap(),
+        config,
         topics: Topics::default(),
+        pending: Vec::new(),
         _dir: dir,
     }
 }
