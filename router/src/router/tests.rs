@@ -953,35 +953,18 @@ fn after_a_crash_outbound_qos2_resumes_without_a_second_copy() {
 fn after_a_crash_inbound_qos2_ids_survive_even_between_append_and_journal() {
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::default();
-    let publish = |pkid: u16, payload: &[u8]| Event::Publish {
-        conn: C1,
-        pkid: Some(PacketId(pkid)),
-        message: Publication {
-            topic: topics.intern("q").unwrap(),
-            qos: QoS::ExactlyOnce,
-            retain: false,
-            record: NewMessage {
-                origin: Some(Origin {
-                    client_id: "pub",
-                    pkid,
-                }),
-                ..NewMessage::new(QoS::ExactlyOnce, false, 0, "q", payload)
-            }
-            .framed(),
-        },
-    };
     {
         let (mut r, _, _, journal_full) = faulty(dir.path());
         r.handle(connect_event(C1, "pub", false));
         // Stored and PUBREC'd normally.
-        r.handle(publish(1, b"one"));
+        r.handle(publish_qos2(&topics, 1, b"one"));
         let replies: Vec<_> = r.drain_outbox().collect();
         let pubrec = Reply::PubRec(PacketId(1), PubReason::NoMatchingSubscribers);
         assert!(replies.contains(&(C1, pubrec)), "{replies:?}");
         // Appended, but the journal does not take the commit (no PUBREC leaves),
         // and the process dies before it is repaired.
         journal_full.set(true);
-        r.handle(publish(2, b"two"));
+        r.handle(publish_qos2(&topics, 2, b"two"));
         let replies: Vec<_> = r.drain_outbox().collect();
         assert!(
             !replies
