@@ -108,19 +108,7 @@ impl Runner for Scenario {
                 *self = Scenario::new(config);
             }
             "connect" => self.connect(&mut args)?,
-            "publish" => {
-                let conn = args.conn()?;
-                let (topic, payload) = (args.pos("topic")?, args.pos("payload")?);
-                let qos = args.qos()?;
-                let pkid = (qos != QoS::AtMostOnce).then_some(PacketId(args.num("pkid", 1)?));
-                let retain = args.flag("retain")?;
-                let message = self.publication(topic, payload, qos, retain);
-                self.router.handle(Event::Publish {
-                    conn,
-                    pkid,
-                    message,
-                });
-            }
+            "publish" => self.publish(&mut args)?,
             "subscribe" => self.subscribe(&mut args)?,
             "unsubscribe" => {
                 let conn = args.conn()?;
@@ -132,48 +120,18 @@ impl Runner for Scenario {
                     filters,
                 });
             }
-            "puback" | "pubrec" | "pubrel" | "pubcomp" => {
-                let conn = args.conn()?;
-                let pkid = PacketId(args.pos("pkid")?.parse()?);
-                self.router.handle(match command.name.as_str() {
-                    "puback" => Event::PubAck { conn, pkid },
-                    "pubrec" => Event::PubRec { conn, pkid },
-                    "pubrel" => Event::PubRel { conn, pkid },
-                    _ => Event::PubComp { conn, pkid },
-                });
-            }
+            "puback" | "pubrec" | "pubrel" | "pubcomp" => self.ack(&command.name, &mut args)?,
             "pull" => {
                 let conn = args.conn()?;
                 self.router.handle(Event::Pull { conn });
             }
-            "disconnect" => {
-                let conn = args.conn()?;
-                let reason = if args.flag("abrupt")? {
-                    DisconnectReason::Abrupt
-                } else {
-                    DisconnectReason::Normal
-                };
-                let session_expiry = args.all.take_key("expiry").map(str::parse).transpose()?;
-                self.router.handle(Event::Disconnect {
-                    conn,
-                    reason,
-                    session_expiry,
-                });
-            }
+            "disconnect" => self.disconnect(&mut args)?,
             "tick" => {
                 let secs: u64 = args.pos("seconds")?.parse()?;
                 self.now += Duration::from_secs(secs);
                 self.router.tick(self.now);
             }
-            "crash" => {
-                let router = std::mem::replace(
-                    &mut self.router,
-                    Router::new(self.config.clone(), MemStorage::new()),
-                );
-                let (log, journal) = router.into_storage();
-                let journal = journal.ok_or("no journal")?;
-                self.router = Router::open(self.config.clone(), log, journal)?;
-            }
+            "crash" => self.crash()?,
             "state" => {
                 args.all.reject_next()?;
                 return Ok(state(&self.router));
@@ -190,6 +148,62 @@ impl Runner for Scenario {
 }
 
 impl Scenario {
+    fn publish(&mut self, args: &mut Args<'_>) -> Result<()> {
+        let conn = args.conn()?;
+        let (topic, payload) = (args.pos("topic")?, args.pos("payload")?);
+        let qos = args.qos()?;
+        let pkid = (qos != QoS::AtMostOnce).then_some(PacketId(args.num("pkid", 1)?));
+        let retain = args.flag("retain")?;
+        let message = self.publication(topic, payload, qos, retain);
+        self.router.handle(Event::Publish {
+            conn,
+            pkid,
+            message,
+        });
+        Ok(())
+    }
+
+    fn ack(&mut self, name: &str, args: &mut Args<'_>) -> Result<()> {
+        let conn = args.conn()?;
+        let pkid = PacketId(args.pos("pkid")?.parse()?);
+        self.router.handle(match name {
+            "puback" => Event::PubAck { conn, pkid },
+            "pubrec" => Event::PubRec { conn, pkid },
+            "pubrel" => Event::PubRel { conn, pkid },
+            _ => Event::PubComp { conn, pkid },
+        });
+        Ok(())
+    }
+
+    fn disconnect(&mut self, args: &mut Args<'_>) -> Result<()> {
+        let conn = args.conn()?;
+        let reason = if args.flag("abrupt")? {
+            DisconnectReason::Abrupt
+        } else {
+            DisconnectReason::Normal
+        };
+        let session_expiry = args.all.take_key("expiry").map(str::parse).transpose()?;
+        self.router.handle(Event::Disconnect {
+            conn,
+            reason,
+            session_expiry,
+        });
+        Ok(())
+    }
+
+    /// The process dies: the router is dropped unflushed, and opened again on what
+    /// its storage holds.
+    fn crash(&mut self) -> Result<()> {
+        let router = std::mem::replace(
+            &mut self.router,
+            Router::new(self.config.clone(), MemStorage::new()),
+        );
+        let (log, journal) = router.into_storage();
+        let journal = journal.ok_or("no journal")?;
+        self.router = Router::open(self.config.clone(), log, journal)?;
+        Ok(())
+    }
+
     fn connect(&mut self, args: &mut Args<'_>) -> Result<()> {
         let conn = args.conn()?;
         let client = args.all.take_key("client").unwrap_or("");
