@@ -152,12 +152,16 @@ impl Broker {
 
     /// Everything it wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.log.text.lock().unwrap().clone()
+        self.log.lock().clone()
     }
 
     fn wait_log_change(&self, d: Duration) {
-        let text = self.log.text.lock().unwrap();
-        let _unused = self.log.changed.wait_timeout(text, d).unwrap();
+        let text = self.log.lock();
+        let _unused = self
+            .log
+            .changed
+            .wait_timeout(text, d)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
 
     /// Wait until stderr contains `needle` at least `n` times; panics after `within`.
@@ -254,7 +258,7 @@ fn collect_lines(r: impl Read + Send + 'static) -> Arc<LogBuf> {
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
-            let mut text = writer.text.lock().unwrap();
+            let mut text = writer.lock();
             text.push_str(&line);
             text.push('\n');
             writer.changed.notify_all();
@@ -264,16 +268,30 @@ fn collect_lines(r: impl Read + Send + 'static) -> Arc<LogBuf> {
 }
 
 impl LogBuf {
+    /// The text, even after a panic while it was held (a failed wait asserts with
+    /// it locked): a `Broker` dropped while its test unwinds still prints its log,
+    /// rather than panicking again, which would abort the test binary and leave
+    /// other brokers running.
+    fn lock(&self) -> std::sync::MutexGuard<'_, String> {
+        self.text
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn wait_for(&self, needle: &str, within: Duration, what: &str) {
         let deadline = Instant::now() + within;
-        let mut text = self.text.lock().unwrap();
+        let mut text = self.lock();
         while !text.contains(needle) {
             let now = Instant::now();
             assert!(
                 now < deadline,
                 "{what} has no {needle:?} after {within:?}:\n{text}"
             );
-            text = self.changed.wait_timeout(text, deadline - now).unwrap().0;
+            text = self
+                .changed
+                .wait_timeout(text, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
     }
 }
@@ -970,8 +988,8 @@ impl MosquittoSub {
             assert!(
                 Instant::now() < deadline,
                 "mosquitto_sub did not exit within {within:?}; stdout:\n{}\nstderr:\n{}",
-                self.out.text.lock().unwrap(),
-                self.err.text.lock().unwrap()
+                self.out.lock(),
+                self.err.lock()
             );
             std::thread::sleep(Duration::from_millis(10));
         };
