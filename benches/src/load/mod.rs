@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `client` | a minimal pipelining MQTT client (connect, publish window, acks) |
 //! | `payload` | the numbered, timestamped payload |
+//! | `publisher` | the numbered publisher: window, pacing, QoS 2 releases |
 //! | `tracker` | per-publisher sequence accounting at a subscriber |
 //! | `scenario` | throughput, latency, connections, topics |
 //! | `probe` | closed-loop latency: one message in flight, blocking sockets |
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod payload;
 pub mod probe;
+mod publisher;
 pub mod scenario;
 pub mod tracker;
 

@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
-use mqttbytes::v4::{Packet, PubAck, PubComp, PubRec, PubRel, Publish};
+use mqttbytes::v4::{Packet, PubAck, PubComp, PubRec};
 use mqttbytes::QoS;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
 
 use super::client::{self, enc, Conn};
 use super::payload;
+use super::publisher;
 use super::tracker::Tracker;
 
 /// How a throughput run is shaped.
@@ -111,141 +112,6 @@ async fn subscriber(
     Ok(r)
 }
 
-/// Publish `count` numbered messages to `topic` with at most `window` unacknowledged.
-/// With `rate` set, messages are scheduled at that rate (open loop: the schedule does
-/// not wait for deliveries) and each carries the time it was written. Returns the
-/// number acknowledged (all of them at QoS 0).
-#[allow(clippy::too_many_arguments)]
-async fn publisher(
-    c: Conn,
-    id: u32,
-    topics: Arc<Vec<String>>,
-    qos: QoS,
-    count: u64,
-    size: usize,
-    window: usize,
-    rate: Option<f64>,
-    epoch: Instant,
-) -> anyhow::Result<u64> {
-    let Conn { mut reader, mut wr } = c;
-    let window = window.clamp(1, 65_000);
-    let permits = Arc::new(Semaphore::new(window));
-    let (rel_tx, mut rel_rx) = mpsc::channel::<u16>(window);
-    let acks = permits.clone();
-    let ack_task = tokio::spawn(async move {
-        let mut acked = 0u64;
-        while acked < count && qos != QoS::AtMostOnce {
-            match reader.next().await? {
-                Packet::PubAck(_) => {
-                    acked += 1;
-                    acks.add_permits(1);
-                }
-                Packet::PubRec(r) => {
-                    // The writer sends the PUBREL; it is gone only when the run ended.
-                    let sent = rel_tx.send(r.pkid).await;
-                    if sent.is_err() {
-                        break;
-                    }
-                }
-                Packet::PubComp(_) => {
-                    acked += 1;
-                    acks.add_permits(1);
-                }
-                _ => {}
-            }
-        }
-        anyhow::Ok(acked)
-    });
-
-    let mut body = vec![b'x'; size.max(payload::HEADER)];
-    let mut out = BytesMut::with_capacity(256 * 1024);
-    let mut seq = 0u64;
-    let start = Instant::now();
-    while seq < count {
-        // Release QoS 2 publishes the broker has received.
-        while let Ok(pkid) = rel_rx.try_recv() {
-            enc(PubRel::new(pkid).write(&mut out))?;
-        }
-        let mut k = (count - seq).min(256) as usize;
-        if let Some(r) = rate {
-            let due = start + Duration::from_secs_f64(seq as f64 / r);
-            let now = Instant::now();
-            if due > now {
-                if !out.is_empty() {
-                    wr.write_all(&out).await?;
-                    out.clear();
-                }
-                pace_until(due).await;
-            }
-            k = 1;
-        }
-        if qos != QoS::AtMostOnce {
-            // Before waiting for the window, send what is pending (PUBRELs above all:
-            // the window only reopens when they are answered).
-            if !out.is_empty() {
-                wr.write_all(&out).await?;
-                out.clear();
-            }
-            let want = k.min(window).min(permits.available_permits().max(1));
-            let want = u32::try_from(want).unwrap_or(1);
-            let got = tokio::select! {
-                p = permits.clone().acquire_many_owned(want) => p.context("window closed")?,
-                pkid = rel_rx.recv() => {
-                    if let Some(pkid) = pkid {
-                        enc(PubRel::new(pkid).write(&mut out))?;
-                    }
-                    continue;
-                }
-            };
-            got.forget();
-            k = want as usize;
-        }
-        for _ in 0..k {
-            // The time it leaves: tokio's timer wakes with millisecond granularity,
-            // so the scheduled time would charge the broker for the load
-            // generator's own wake-up lateness. The schedule still paces the sends
-            // (open loop), and a write that blocks on the broker delays the stamp
-            // of the messages behind it, not their schedule.
-            payload::stamp(&mut body, id, seq, payload::since(epoch));
-            let topic = &topics[(seq % topics.len() as u64) as usize];
-            let mut p = Publish::new(topic.as_str(), qos, body.clone());
-            p.pkid = (seq % 65_000) as u16 + 1;
-            enc(p.write(&mut out))?;
-            seq += 1;
-        }
-        if out.len() >= 64 * 1024 || rate.is_some() || qos != QoS::AtMostOnce {
-            wr.write_all(&out).await?;
-            out.clear();
-        }
-    }
-    wr.write_all(&out).await?;
-    // QoS 2: keep releasing until every PUBCOMP came back.
-    if qos == QoS::ExactlyOnce {
-        while !ack_task.is_finished() {
-            match tokio::time::timeout(Duration::from_millis(50), rel_rx.recv()).await {
-                Ok(Some(pkid)) => {
-                    out.clear();
-                    enc(PubRel::new(pkid).write(&mut out))?;
-                    wr.write_all(&out).await?;
-                }
-                Ok(None) => break,
-                Err(_) => {}
-            }
-        }
-    }
-    let acked = if qos == QoS::AtMostOnce {
-        ack_task.abort();
-        count
-    } else {
-        tokio::time::timeout(Duration::from_secs(60), ack_task)
-            .await
-            .context("publisher: acknowledgements never came")???
-    };
-    // Keep the connection until the broker has read everything (QoS 0 has no acks).
-    let _ = wr.shutdown().await;
-    Ok(acked)
-}
-
 /// The outcome of a throughput run.
 #[derive(Debug)]
 pub struct ThroughputResult {
@@ -271,51 +137,11 @@ pub struct ThroughputResult {
 pub async fn throughput(addr: &str, t: &Throughput) -> anyhow::Result<ThroughputResult> {
     let qos = client::qos(t.qos)?;
     let epoch = Instant::now();
-    let filter = if t.distinct_topics || t.wildcard || t.topics > 1 {
-        "bench/+"
-    } else {
-        "bench/t"
-    };
     let expected_each = t.messages * t.pubs as u64;
-    let mut subs = Vec::new();
-    for i in 0..t.subs {
-        let mut c = client::connect(addr, &format!("bench-sub-{i}"), true).await?;
-        c.subscribe(filter, qos).await?;
-        subs.push(tokio::spawn(subscriber(
-            c,
-            t.pubs,
-            expected_each,
-            t.idle_timeout,
-            epoch,
-            false,
-        )));
-    }
-    let mut pubs = Vec::new();
-    let mut conns = Vec::new();
-    for i in 0..t.pubs {
-        conns.push(client::connect(addr, &format!("bench-pub-{i}"), true).await?);
-    }
+    let subs = start_subscribers(addr, t, qos, expected_each, epoch).await?;
+    let conns = connect_publishers(addr, t.pubs).await?;
     let start = Instant::now();
-    for (i, c) in conns.into_iter().enumerate() {
-        let topics: Vec<String> = if t.topics > 1 {
-            (0..t.topics).map(|k| format!("bench/p{i}-{k}")).collect()
-        } else if t.distinct_topics {
-            vec![format!("bench/p{i}")]
-        } else {
-            vec!["bench/t".to_string()]
-        };
-        pubs.push(tokio::spawn(publisher(
-            c,
-            i as u32,
-            Arc::new(topics),
-            qos,
-            t.messages,
-            t.payload,
-            t.window,
-            None,
-            epoch,
-        )));
-    }
+    let pubs = start_publishers(conns, t, qos, epoch);
     let mut acked = 0;
     for p in pubs {
         acked += p.await??;
@@ -330,6 +156,103 @@ pub async fn throughput(addr: &str, t: &Throughput) -> anyhow::Result<Throughput
         acked,
         seconds: 0.0,
     };
+    let (deliveries, last) = tally_subscribers(subs, start, &mut r).await?;
+    r.seconds = (last - start).as_secs_f64().max(1e-9);
+    r.deliveries_per_s = deliveries as f64 / r.seconds;
+    r.mb_per_s = deliveries as f64 * t.payload as f64 / r.seconds / 1e6;
+    Ok(r)
+}
+
+/// The subscribers' filter: the wildcard when there is more than one topic or it
+/// was asked for.
+fn subscription_filter(t: &Throughput) -> &'static str {
+    if t.distinct_topics || t.wildcard || t.topics > 1 {
+        "bench/+"
+    } else {
+        "bench/t"
+    }
+}
+
+/// Connect and subscribe `t.subs` subscribers, each then reading on a task of its
+/// own until it has `expected_each` distinct messages.
+async fn start_subscribers(
+    addr: &str,
+    t: &Throughput,
+    qos: QoS,
+    expected_each: u64,
+    epoch: Instant,
+) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<SubResult>>>> {
+    let filter = subscription_filter(t);
+    let mut subs = Vec::new();
+    for i in 0..t.subs {
+        let mut c = client::connect(addr, &format!("bench-sub-{i}"), true).await?;
+        c.subscribe(filter, qos).await?;
+        subs.push(tokio::spawn(subscriber(
+            c,
+            t.pubs,
+            expected_each,
+            t.idle_timeout,
+            epoch,
+            false,
+        )));
+    }
+    Ok(subs)
+}
+
+/// Connect `n` publishers (before any starts, so that none waits on another's
+/// handshake).
+async fn connect_publishers(addr: &str, n: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::new();
+    for i in 0..n {
+        conns.push(client::connect(addr, &format!("bench-pub-{i}"), true).await?);
+    }
+    Ok(conns)
+}
+
+/// The topics publisher `i` spreads its messages over.
+fn publisher_topics(t: &Throughput, i: usize) -> Vec<String> {
+    if t.topics > 1 {
+        (0..t.topics).map(|k| format!("bench/p{i}-{k}")).collect()
+    } else if t.distinct_topics {
+        vec![format!("bench/p{i}")]
+    } else {
+        vec!["bench/t".to_string()]
+    }
+}
+
+/// Start a publisher task on each connection, as fast as its window allows.
+fn start_publishers(
+    conns: Vec<Conn>,
+    t: &Throughput,
+    qos: QoS,
+    epoch: Instant,
+) -> Vec<JoinHandle<anyhow::Result<u64>>> {
+    conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let plan = publisher::Plan {
+                id: i as u32,
+                topics: Arc::new(publisher_topics(t, i)),
+                qos,
+                count: t.messages,
+                size: t.payload,
+                window: t.window,
+                rate: None,
+                epoch,
+            };
+            tokio::spawn(publisher::publisher(c, plan))
+        })
+        .collect()
+}
+
+/// Wait for every subscriber and add up what they saw into `r`; returns the
+/// deliveries and the time of the last one (`start` if none).
+async fn tally_subscribers(
+    subs: Vec<JoinHandle<anyhow::Result<SubResult>>>,
+    start: Instant,
+    r: &mut ThroughputResult,
+) -> anyhow::Result<(u64, Instant)> {
     let mut last = start;
     let mut deliveries = 0u64;
     for s in subs {
@@ -344,10 +267,7 @@ pub async fn throughput(addr: &str, t: &Throughput) -> anyhow::Result<Throughput
             r.reordered += tr.reordered();
         }
     }
-    r.seconds = (last - start).as_secs_f64().max(1e-9);
-    r.deliveries_per_s = deliveries as f64 / r.seconds;
-    r.mb_per_s = deliveries as f64 * t.payload as f64 / r.seconds / 1e6;
-    Ok(r)
+    Ok((deliveries, last))
 }
 
 /// Latency percentiles in microseconds.
@@ -401,8 +321,17 @@ pub async fn latency(
     let pub_addr = addr.to_string();
     let p = on_own_thread(move || async move {
         let c = client::connect(&pub_addr, "bench-lat-pub", true).await?;
-        let topics = Arc::new(vec!["bench/lat".to_string()]);
-        publisher(c, 0, topics, q, count, size, 1000, Some(rate), epoch).await
+        let plan = publisher::Plan {
+            id: 0,
+            topics: Arc::new(vec!["bench/lat".to_string()]),
+            qos: q,
+            count,
+            size,
+            window: 1000,
+            rate: Some(rate),
+            epoch,
+        };
+        publisher::publisher(c, plan).await
     })?;
     p.await?;
     let r = s.await?;
@@ -441,21 +370,6 @@ where
         })
         .context("cannot start a client thread")?;
     Ok(async move { done.await.context("a client thread panicked")? })
-}
-
-/// Wait until `due`, to within the system's timer slack rather than tokio's
-/// millisecond: at 10,000 messages/s a millisecond timer lets them leave in bursts
-/// of ten, and the later ones in a burst measure the burst. The last stretch is a
-/// blocking sleep, so a paced publisher runs on a thread of its own (`latency`).
-async fn pace_until(due: Instant) {
-    let coarse = due.checked_sub(Duration::from_millis(2));
-    if let Some(coarse) = coarse.filter(|c| *c > Instant::now()) {
-        tokio::time::sleep_until(coarse.into()).await;
-    }
-    let left = due.saturating_duration_since(Instant::now());
-    if !left.is_zero() {
-        std::thread::sleep(left);
-    }
 }
 
 /// The longest time a histogram tells apart, µs; longer ones count as this.
