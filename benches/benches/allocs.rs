@@ -80,6 +80,8 @@ struct Counts {
     encode: f64,
 }
 
+/// One measured round of every stage over `n` messages, each stage fed by the one
+/// before.
 fn round(
     router: &mut Router<Log>,
     topics: &TopicInterner,
@@ -87,7 +89,26 @@ fn round(
     n: usize,
 ) -> Counts {
     let per = |a: u64| a as f64 / n as f64;
-    // decode
+    let (packets, decode) = decode_stage(n);
+    let (mut events, record) = record_stage(&packets, topics, n);
+    let append = append_stage(router, &mut events);
+    // The acks go to the publisher; set them aside uncounted (the vector, kept,
+    // then holds the deliveries without growing while they are counted).
+    let mut out: Vec<(ConnectionId, Reply)> = router.drain_outbox().collect();
+    out.clear();
+    let deliver = deliver_stage(router, n, &mut out);
+    let encode = encode_stage(encoder, &out);
+    Counts {
+        decode: per(decode),
+        record: per(record),
+        append: per(append),
+        deliver: per(deliver),
+        encode: per(encode),
+    }
+}
+
+/// decode: `n` PUBLISH packets out of one buffer; the packets and the allocations.
+fn decode_stage(n: usize) -> (Vec<Inbound>, u64) {
     let mut wire = BytesMut::new();
     for i in 0..n {
         wire.put_slice(&publish_packet(
@@ -101,13 +122,17 @@ fn round(
     while let Ok(Some(p)) = protocol::decode(&mut wire, Some(Version::V311), 1 << 20) {
         packets.push(p);
     }
-    let decode = per(allocs() - a0);
-    // record
+    (packets, allocs() - a0)
+}
+
+/// record: the stored record and the router event a connection builds for each
+/// PUBLISH; the events and the allocations.
+fn record_stage(packets: &[Inbound], topics: &TopicInterner, n: usize) -> (Vec<Event>, u64) {
     let mut events = Vec::with_capacity(n);
     // As a connection does for one read: an arena sized to what it read.
     let mut arena = BytesMut::new();
     let a0 = allocs();
-    for p in &packets {
+    for p in packets {
         if let Inbound::Publish {
             topic,
             qos,
@@ -134,18 +159,22 @@ fn round(
             });
         }
     }
-    let record = per(allocs() - a0);
-    // append
+    (events, allocs() - a0)
+}
+
+/// append: the router takes every publish and flushes; the allocations.
+fn append_stage(router: &mut Router<Log>, events: &mut Vec<Event>) -> u64 {
     let a0 = allocs();
     for e in events.drain(..) {
         router.handle(e);
     }
     router.flush();
-    let append = per(allocs() - a0);
-    // The acks go to the publisher; set them aside uncounted.
-    let mut out: Vec<(ConnectionId, Reply)> = router.drain_outbox().collect();
-    out.clear();
-    // deliver
+    allocs() - a0
+}
+
+/// deliver: the subscriber pulls, and acknowledges, until it has `n` deliveries;
+/// every reply goes to `out`. The allocations.
+fn deliver_stage(router: &mut Router<Log>, n: usize, out: &mut Vec<(ConnectionId, Reply)>) -> u64 {
     let mut deliveries = Vec::new();
     let a0 = allocs();
     let mut got = 0;
@@ -170,23 +199,19 @@ fn round(
             });
         }
     }
-    let deliver = per(allocs() - a0);
-    // encode
+    allocs() - a0
+}
+
+/// encode: the bytes of every reply in `out`; the allocations.
+fn encode_stage(encoder: &mut Encoder, out: &[(ConnectionId, Reply)]) -> u64 {
     let mut chunks = Vec::new();
     let a0 = allocs();
-    for (_, r) in &out {
+    for (_, r) in out {
         encoder.reply(r);
         encoder.take(&mut chunks);
         chunks.clear();
     }
-    let encode = per(allocs() - a0);
-    Counts {
-        decode,
-        record,
-        append,
-        deliver,
-        encode,
-    }
+    allocs() - a0
 }
 
 fn main() {
