@@ -79,38 +79,46 @@ fuzz_target!(|data: &[u8]| {
     let mut live: Vec<ConnectionId> = Vec::new();
     let mut next_conn = 1u64;
     let mut in_flight: HashMap<ConnectionId, HashSet<u16>> = HashMap::new();
+    // What the driver does with the router's output: replies to the connections, and
+    // the delivery credits it asks for handed back in as `Pull`s (as for credits the
+    // connections parked; random `Pull`s stand for the others), round after round
+    // until nothing is left; then a flush, so the journal holds all that memory does.
     let drain = |router: &mut Router<Log>,
                  live: &mut Vec<ConnectionId>,
                  in_flight: &mut HashMap<ConnectionId, HashSet<u16>>| {
-        let out: Vec<_> = router.drain_outbox().collect();
-        // The credits the router asks for come back, as the driver hands in those
-        // the connections parked (random `Pull`s stand for the others).
-        let wanted: Vec<_> = router.drain_credit_wanted().collect();
-        for conn in wanted {
-            router.handle(Event::Pull { conn });
-        }
-        for (conn, reply) in out {
-            match reply {
-                Reply::Close(_) => {
-                    live.retain(|c| *c != conn);
-                    in_flight.remove(&conn);
-                    router.handle(Event::Disconnect {
-                        conn,
-                        reason: DisconnectReason::Abrupt,
-                        session_expiry: None,
-                    });
-                }
-                Reply::Deliver(items) => {
-                    let ids = in_flight.entry(conn).or_default();
-                    for d in items {
-                        if let Some(p) = d.pkid {
-                            assert!(d.dup || ids.insert(p.0), "packet id {} reused while in flight", p.0);
+        for _ in 0..8 {
+            let out: Vec<_> = router.drain_outbox().collect();
+            let wanted: Vec<_> = router.drain_credit_wanted().collect();
+            if out.is_empty() && wanted.is_empty() {
+                break;
+            }
+            for conn in wanted {
+                router.handle(Event::Pull { conn });
+            }
+            for (conn, reply) in out {
+                match reply {
+                    Reply::Close(_) => {
+                        live.retain(|c| *c != conn);
+                        in_flight.remove(&conn);
+                        router.handle(Event::Disconnect {
+                            conn,
+                            reason: DisconnectReason::Abrupt,
+                            session_expiry: None,
+                        });
+                    }
+                    Reply::Deliver(items) => {
+                        let ids = in_flight.entry(conn).or_default();
+                        for d in items {
+                            if let Some(p) = d.pkid {
+                                assert!(d.dup || ids.insert(p.0), "packet id {} reused while in flight", p.0);
+                            }
                         }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
         }
+        router.flush();
     };
     for chunk in data.chunks_exact(3) {
         let (op, x, y) = (chunk[0] % 12, chunk[1], chunk[2]);
