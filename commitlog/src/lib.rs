@@ -8,7 +8,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`log`](crate::Log) | the directory, segment list, head, tail, fsync policy, retention |
+//! | [`log`](crate::Log) | the directory, segment list, head, tail, fsync policy, retention (`log/open`, `append`, `sync`, `reads`, `removal`, `drop_behind`) |
 //! | `segment` | one data file + index: append, positional reads, preallocation, sealing |
 //! | `index` | the mmapped offset → position index of a segment |
 //! | `record` | the on-disk frame of a record: length + CRC32C + payload |
@@ -17,7 +17,7 @@
 //! | `recovery` | deciding what on disk is intact after a crash |
 //! | `retention` | which old segments go (a pure planner) |
 //! | `syncer` | the background `fdatasync` thread of `fsync = "interval"` |
-//! | `page_cache` | the thread that fills the page cache ahead of the head and lets it go behind the readers |
+//! | `page_cache` | the thread that lets the page cache go behind the readers (dropping behind) |
 //! | `worker` | the named thread + bounded job queue both of those run on |
 //! | `tail` | the newest records in memory, for caught-up readers |
 //! | `config` | [`LogConfig`], [`Fsync`], [`RetentionConfig`] |
