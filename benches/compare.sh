@@ -8,6 +8,15 @@
 #   benches/compare.sh                 # full run (a few minutes)
 #   QUICK=1 RUNS=1 benches/compare.sh  # small counts, to check that it works
 #
+# Before/after figures for a change: BASE names an older rumq-broker binary, which
+# then runs as a fourth broker, rumq-base, in the same rotation (right after rumq),
+# with rumq's config and a data dir and port of its own; both tables gain its column
+# and a rumq/base ratio. Without BASE the output is as before. A baseline from an
+# older commit:
+#
+#   git worktree add /tmp/base <commit> && (cd /tmp/base && cargo build --release -p rumq-broker)
+#   BASE=/tmp/base/target/release/rumq-broker benches/compare.sh
+#
 # Mosquitto is installed from Debian if missing. Its settings follow the issue:
 # set_tcp_nodelay true, max_inflight_messages 100, max_queued_messages 1000000,
 # persistence false. rumq runs its default config (fsync = "interval").
@@ -25,14 +34,17 @@ cpu_rows=()
 row() { # LABEL METRIC ARGS...
   local label=$1 metric=$2; shift 2
   echo "== $label" >&2
-  local brokers=(rumq mosquitto) r m d=n/a rc mc dc=n/a
+  local brokers=(rumq) r m d=n/a b=n/a rc mc dc=n/a bc=n/a
+  if [ -n "$BASE" ]; then brokers+=(rumq-base); fi
+  brokers+=(mosquitto)
   if [ -n "$RUMQTTD" ]; then brokers+=(rumqttd); fi
   interleaved "$metric" "${brokers[@]}" -- "$@"
   r=$(cat "$tmp/val-rumq"); rc=$(cat "$tmp/cpu-rumq")
   m=$(cat "$tmp/val-mosquitto"); mc=$(cat "$tmp/cpu-mosquitto")
   if [ -n "$RUMQTTD" ]; then d=$(cat "$tmp/val-rumqttd"); dc=$(cat "$tmp/cpu-rumqttd"); fi
-  rows+=("$label|$metric|$r|$m|$d")
-  if [ "$1" = throughput ]; then cpu_rows+=("${label%, *}|cpu|$rc|$mc|$dc"); fi
+  if [ -n "$BASE" ]; then b=$(cat "$tmp/val-rumq-base"); bc=$(cat "$tmp/cpu-rumq-base"); fi
+  rows+=("$label|$metric|$r|$m|$d|$b")
+  if [ "$1" = throughput ]; then cpu_rows+=("${label%, *}|cpu|$rc|$mc|$dc|$bc"); fi
 }
 
 row "1 pub -> 1 sub, QoS 0, deliveries/s"          deliveries_per_s throughput --qos 0 --messages $M
@@ -48,15 +60,22 @@ row "RSS per idle connection ($IDLE idle), KiB"    rss_kib_per_conn connections 
 
 echo
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0 || a == "nan" || b == "nan" || b == "n/a") print "n/a"; else printf "%.2f", a / b }'; }
-# table HEADING ROW... : a markdown table of LABEL|METRIC|rumq|Mosquitto|rumqttd rows
+# table HEADING ROW... : a markdown table of LABEL|METRIC|rumq|Mosquitto|rumqttd|base
+# rows; the baseline's columns (its value, rumq/base) only with BASE.
 table() {
   local heading=$1; shift
-  printf '| %-48s | %12s | %12s | %12s | %10s | %10s |\n' "$heading" "rumq" "Mosquitto" "rumqttd" "rumq/Mosq" "rumq/rumqttd"
-  printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})"
-  local r label metric a b d
+  printf '| %-48s | %12s | %12s | %12s | %10s | %10s |' "$heading" "rumq" "Mosquitto" "rumqttd" "rumq/Mosq" "rumq/rumqttd"
+  if [ -n "$BASE" ]; then printf ' %12s | %10s |' "rumq-base" "rumq/base"; fi
+  echo
+  printf '|%s|%s|%s|%s|%s|%s|' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})"
+  if [ -n "$BASE" ]; then printf '%s|%s|' "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})"; fi
+  echo
+  local r label metric a b d base
   for r in "$@"; do
-    IFS='|' read -r label metric a b d <<<"$r"
-    printf '| %-48s | %12s | %12s | %12s | %10s | %10s |\n' "$label" "$a" "$b" "$d" "$(ratio "$a" "$b")" "$(ratio "$a" "$d")"
+    IFS='|' read -r label metric a b d base <<<"$r"
+    printf '| %-48s | %12s | %12s | %12s | %10s | %10s |' "$label" "$a" "$b" "$d" "$(ratio "$a" "$b")" "$(ratio "$a" "$d")"
+    if [ -n "$BASE" ]; then printf ' %12s | %10s |' "$base" "$(ratio "$a" "$base")"; fi
+    echo
   done
 }
 table "scenario (64 B payloads unless said)" "${rows[@]}"
@@ -66,4 +85,4 @@ echo "/proc; lower is better; steadier than the rates above when the machine is 
 echo
 table "scenario" "${cpu_rows[@]}"
 echo
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); mosquitto $("$MOSQUITTO" -h 2>&1 | head -1 | awk '{print $3}'); rumqttd ${RUMQTTD:+$("$RUMQTTD" -V 2>&1 | awk '{print $2}')}; runs per figure: $RUNS (median)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); mosquitto $("$MOSQUITTO" -h 2>&1 | head -1 | awk '{print $3}'); rumqttd ${RUMQTTD:+$("$RUMQTTD" -V 2>&1 | awk '{print $2}')}; runs per figure: $RUNS (median)${BASE:+; rumq-base: $BASE}"

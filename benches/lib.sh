@@ -1,5 +1,6 @@
 # Shared by compare.sh and fanout.sh: build, install Mosquitto if missing, start
-# either broker on a free loopback port, run one rumq-load scenario against it.
+# a broker (rumq, an older rumq from BASE, Mosquitto, rumqttd) on a free loopback
+# port, run one rumq-load scenario against it.
 # Sourced, not run; expects to be in the repository root with RUNS set.
 
 if ! command -v mosquitto >/dev/null 2>&1; then
@@ -11,6 +12,13 @@ MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 # 0.20.0`, without --locked) or RUMQTTD names its binary; it is not installed here
 # because building it takes minutes.
 RUMQTTD=${RUMQTTD:-$(command -v rumqttd || { [ -x "$HOME/.cargo/bin/rumqttd" ] && echo "$HOME/.cargo/bin/rumqttd"; } || true)}
+# BASE names an older rumq-broker binary, measured as the broker `rumq-base` (same
+# config as rumq) where a script asks for it (compare.sh does).
+BASE=${BASE:-}
+if [ -n "$BASE" ] && [ ! -x "$BASE" ]; then
+  echo "BASE=$BASE is not an executable rumq-broker" >&2
+  exit 1
+fi
 
 cargo build --release -q -p rumq-broker -p benches
 LOAD=target/release/rumq-load
@@ -24,17 +32,20 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
+# start_rumq [BINARY NAME]: the rumq just built, or BINARY, with the data dir and
+# log of NAME (rumq by default).
 start_rumq() {
+  local bin=${1:-target/release/rumq-broker} name=${2:-rumq}
   RPORT=$(free_port)
-  rm -rf "$tmp/rumq-data"
+  rm -rf "$tmp/$name-data"
   # Limits raised so they do not cap the test (as for Mosquitto below).
   cat >"$tmp/rumq.toml" <<CONF
 [limits]
 max_connections = 100000
 connections_per_sec_max = 0
 CONF
-  target/release/rumq-broker --config "$tmp/rumq.toml" --listen "127.0.0.1:$RPORT" --data-dir "$tmp/rumq-data" --log-level warn 2>"$tmp/rumq.log" &
-  RPID=$!; pids+=("$RPID"); wait_port "$RPORT"
+  "$bin" --config "$tmp/rumq.toml" --listen "127.0.0.1:$RPORT" --data-dir "$tmp/$name-data" --log-level warn 2>"$tmp/$name.log" &
+  RPID=$!; pids+=("$RPID"); wait_port "$RPORT" || { cat "$tmp/$name.log" >&2; return 1; }
 }
 start_mosquitto() {
   MPORT=$(free_port)
@@ -89,6 +100,7 @@ once() {
   local broker=$1 metric=$2; shift 2
   case "$broker" in
     rumq) start_rumq; port=$RPORT; pid=$RPID ;;
+    rumq-base) start_rumq "$BASE" rumq-base; port=$RPORT; pid=$RPID ;;
     rumqttd) start_rumqttd; port=$DPORT; pid=$DPID ;;
     *) start_mosquitto; port=$MPORT; pid=$MPID ;;
   esac
