@@ -364,6 +364,8 @@ struct Conns {
     swept: Instant,
     /// When the router last ticked.
     ticked: Instant,
+    /// Scratch for `dispatch`: the parked credits taken for the router.
+    credits_taken: Vec<ConnectionId>,
 }
 
 impl Conns {
@@ -373,6 +375,7 @@ impl Conns {
             shutting_down: false,
             swept: now,
             ticked: now,
+            credits_taken: Vec::new(),
         }
     }
 
@@ -494,20 +497,21 @@ fn dispatch(
         for (conn, reply) in router.drain_outbox() {
             batches.entry(conn).or_default().push(reply);
         }
-        let taken: Vec<ConnectionId> = router
-            .drain_credit_wanted()
-            .filter(|conn| {
-                conns
-                    .queues
-                    .get(conn)
-                    .is_some_and(ReplySender::take_or_want_credit)
-            })
-            .collect();
-        if taken.is_empty() {
-            break;
-        }
-        for conn in taken {
+        // A scratch list kept with the queues: no allocation per dispatch.
+        let mut taken = std::mem::take(&mut conns.credits_taken);
+        taken.extend(router.drain_credit_wanted().filter(|conn| {
+            conns
+                .queues
+                .get(conn)
+                .is_some_and(ReplySender::take_or_want_credit)
+        }));
+        let none = taken.is_empty();
+        for conn in taken.drain(..) {
             router.handle(Event::Pull { conn });
+        }
+        conns.credits_taken = taken;
+        if none {
+            break;
         }
         if round + 1 == CREDIT_ROUNDS_MAX {
             // Their batches leave with the next dispatch (at the latest the next tick's).
