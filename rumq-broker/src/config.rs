@@ -105,6 +105,11 @@ pub struct Limits {
     pub inflight_in_max: usize,
     /// Time a blocked socket write may take.
     pub write_timeout_ms: u64,
+    /// After a DISCONNECT from the broker: how long it reads what the client still
+    /// sends before closing (see `connection::Connection::linger`).
+    pub disconnect_linger_ms: u64,
+    /// ... and how many bytes at most.
+    pub disconnect_linger_bytes: usize,
     /// Longest keep alive a client may use, seconds (0: no limit). An MQTT 5 client
     /// asking for more (or for none) is told this value as the server keep alive.
     pub keep_alive_max_secs: u16,
@@ -123,6 +128,8 @@ impl Default for Limits {
             topics_max: 1_000_000,
             inflight_in_max: 1024,
             write_timeout_ms: 60_000,
+            disconnect_linger_ms: 1000,
+            disconnect_linger_bytes: 64 * 1024,
             keep_alive_max_secs: 0,
             topic_alias_max: 64,
         }

@@ -41,6 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use router::{ConnectionId, DisconnectReason, Event, IdSet, TopicId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -275,7 +276,9 @@ impl Connection {
             // MQTT 5: say why before closing (§4.13.2); not before a CONNACK
             // (MQTT-3.2.0-1), as when the server shuts down during the handshake.
             self.encoder.disconnect_v5(code, &end.to_string());
-            let _ = self.write_out().await;
+            if self.write_out().await.is_none() {
+                self.linger().await;
+            }
         }
         let reason = match end {
             End::ClientDisconnect => DisconnectReason::Normal,
@@ -289,6 +292,32 @@ impl Connection {
         if let Some(lot) = &self.state.shared.lot {
             lot.note_ended();
         }
+    }
+
+    /// After the broker's DISCONNECT: close the sending side (the client's stack gets
+    /// a FIN after the DISCONNECT) and read and drop what the client still sends, until
+    /// it closes too, or for at most `limits.disconnect_linger_ms` and
+    /// `disconnect_linger_bytes`. Closing a socket with unread bytes sends a reset
+    /// instead, and a client that writes on (a PUBREL, a PINGREQ) before it reads
+    /// would then fail on its write without having read why it was disconnected.
+    async fn linger(&mut self) {
+        let limits = &self.state.shared.config.limits;
+        let until =
+            tokio::time::Instant::now() + Duration::from_millis(limits.disconnect_linger_ms);
+        let mut left = limits.disconnect_linger_bytes;
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        while left > 0 {
+            self.read_buf.clear();
+            self.read_buf.reserve(4096);
+            let read = tokio::time::timeout_at(until, self.stream.read_buf(&mut self.read_buf));
+            match read.await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+        self.read_buf = BytesMut::new();
     }
 
     /// Serve until the connection ends or is asked to park.

@@ -516,6 +516,46 @@ async fn server_disconnects_carry_reason_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_writing_reads_the_disconnect_that_ends_it() {
+    // One QoS 2 publish more than the receive maximum, one write each, then the
+    // client answers each PUBREC with a PUBREL as it reads them, as paho does. The
+    // broker ends the connection with DISCONNECT 0x93 after the PUBRECs; if it closed
+    // its socket at once, the first PUBREL would be answered with a reset and the next
+    // write would fail before the client reached the DISCONNECT. It must half-close
+    // and read on, so every write goes through and the DISCONNECT is read.
+    let broker = Broker::with_config("[limits]\ninflight_in_max = 4\n");
+    let (mut c, ..) = connect(broker.port(), &connect5("greedy", true, &[])).await;
+    for pkid in 1..=5u16 {
+        c.send(&publish5("q", 2, pkid, &[], b"m")).await;
+        // Apart, so that each is read (and PUBREC'd) on its own, as over a network.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let p = c.recv().await;
+        seen.push(p.kind());
+        match p.kind() {
+            5 => {
+                // A client busy elsewhere answers a little later: long enough for a
+                // reset from a closed socket to have come back.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let pubrel = packet(0x62, &p.bytes()[2..4]);
+                if let Err(e) = c.try_send(&pubrel).await {
+                    panic!("PUBREL after {seen:?} failed ({e}): the connection was reset");
+                }
+            }
+            14 => {
+                assert_eq!(disconnect_reason(&p), 0x93, "{seen:?}");
+                c.expect_closed(STEP).await;
+                return;
+            }
+            other => panic!("unexpected packet {other} after {seen:?}"),
+        }
+    }
+    panic!("no DISCONNECT after {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auth_method_without_enhanced_auth_is_refused_with_0x8c() {
     let broker = Broker::start();
     let (mut c, code, ..) = connect(

@@ -641,6 +641,13 @@ impl Raw {
         }
     }
 
+    /// Write bytes; the error if the write fails (the connection was reset).
+    pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        tokio::time::timeout(STEP, self.stream.write_all(bytes))
+            .await
+            .expect("write timed out")
+    }
+
     /// Wait until the broker closes the connection (EOF or reset) and return how long
     /// that took. Panics if it stays open for `within` or if a packet arrives.
     pub async fn expect_closed(&mut self, within: Duration) -> Duration {
