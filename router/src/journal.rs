@@ -76,6 +76,8 @@ pub struct Journal<S> {
     last_head: Option<Offset>,
     /// A write failed: the journal no longer matches memory until a checkpoint.
     pub needs_checkpoint: bool,
+    /// A change that ops cannot express was made: checkpoint at the next commit.
+    checkpoint_wanted: bool,
 }
 
 impl<S: Storage> Journal<S> {
@@ -89,6 +91,7 @@ impl<S: Storage> Journal<S> {
             checkpoint_bytes: 0,
             last_head: None,
             needs_checkpoint: false,
+            checkpoint_wanted: false,
         }
     }
 
@@ -200,10 +203,18 @@ impl<S: Storage> Journal<S> {
         }
     }
 
-    /// Time for a checkpoint: the ops since the last one outgrew it.
+    /// Time for a checkpoint: the ops since the last one outgrew it, or one is
+    /// wanted.
     pub fn checkpoint_due(&self, min_bytes: u64) -> bool {
         self.needs_checkpoint
-            || (self.enabled() && self.since_checkpoint > min_bytes.max(2 * self.checkpoint_bytes))
+            || (self.enabled()
+                && (self.checkpoint_wanted
+                    || self.since_checkpoint > min_bytes.max(2 * self.checkpoint_bytes)))
+    }
+
+    /// Checkpoint at the next commit: memory changed in a way no op expresses.
+    pub fn want_checkpoint(&mut self) {
+        self.checkpoint_wanted = true;
     }
 
     /// Write `state` as a checkpoint and remove what it supersedes.
@@ -227,6 +238,7 @@ impl<S: Storage> Journal<S> {
         self.checkpoint_bytes = self.since_checkpoint - before;
         self.since_checkpoint = 0;
         self.needs_checkpoint = false;
+        self.checkpoint_wanted = false;
         if let Some(log) = self.log.as_mut() {
             log.remove_before(begin)?;
         }

@@ -19,7 +19,7 @@
 //! | `disconnect c1 [abrupt=true] [expiry=S]` | the connection ends |
 //! | `tick SECONDS` | the clock moves on; the router ticks |
 //! | `crash` | the process dies: the router is dropped unflushed and opened again on the same storage |
-//! | `state` | the persistent state (what a checkpoint holds) |
+//! | `state` | the persistent state (what a checkpoint holds): retained messages, sessions with their filters, pending retained messages, in-flight messages, inbound QoS 2 ids |
 //! | `log` | the message log's records |
 //!
 //! Output: each reply as `c1 ← ...`, in order, then `c1: credit wanted` for each
@@ -383,6 +383,14 @@ fn state(router: &Router<MemStorage>) -> String {
         );
         for (filter, o) in &s.filters {
             let _ = writeln!(out, "  filter {filter} qos={}", o.qos as u8);
+        }
+        for (record, qos) in &s.retained {
+            let _ = writeln!(
+                out,
+                "  pending retained {} at qos={}",
+                message_text(record),
+                *qos as u8
+            );
         }
         for i in &s.inflight {
             let at = i.offset.map_or("retained".to_string(), |o| format!("@{o}"));

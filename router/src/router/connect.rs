@@ -256,7 +256,15 @@ impl<S: Storage> Router<S> {
         if !ends {
             // An offline session keeps QoS 1 and 2 messages only.
             s.queue.retain(|q| q.qos != QoS::AtMostOnce);
+            let pending = s.retained.len();
             s.retained.retain(|(_, q)| *q != QoS::AtMostOnce);
+            if !s.clean && s.retained.len() != pending {
+                // The journal lists the pending retained messages as `Pending` ops
+                // and takes them off the front with `Taken`: with QoS 0 ones gone
+                // from the middle, replay would take the wrong ones. A checkpoint
+                // writes the list as it now is.
+                self.journal.want_checkpoint();
+            }
             // And offsets, not open segment files: an in-flight message read by
             // reference is read again when the session resumes (as restored ones
             // are after a restart), so a segment retention removes meanwhile is not kept open
