@@ -53,7 +53,8 @@ use crate::protocol::alias::InboundAliases;
 use crate::protocol::{Encoder, Version};
 use crate::replies::{Received, ReplyReceiver};
 use end::End;
-use parked::Parked;
+use parked::FirstStep;
+pub use parked::Parked;
 use rumq_broker::interner::TopicInterner;
 
 /// The target of every log line about a connection, the submodules' too: the one
@@ -70,8 +71,9 @@ pub struct Shared {
     pub topics: Arc<TopicInterner>,
     /// The router's request channel.
     pub router: RouterTx,
-    /// Where quiet connections park (none: they keep their tasks).
-    pub lot: Option<Lot<Parked>>,
+    /// Where quiet connections park, by connection thread (none: they keep their
+    /// tasks); see `conn_threads`.
+    pub lots: Vec<Option<Lot<Parked>>>,
     next_conn: AtomicU64,
 }
 
@@ -81,13 +83,13 @@ impl Shared {
         config: Arc<Config>,
         topics: Arc<TopicInterner>,
         router: RouterTx,
-        lot: Option<Lot<Parked>>,
+        lots: Vec<Option<Lot<Parked>>>,
     ) -> Self {
         Shared {
             config,
             topics,
             router,
-            lot,
+            lots,
             next_conn: AtomicU64::new(1),
         }
     }
@@ -95,11 +97,13 @@ impl Shared {
 
 /// Serve one accepted socket until it closes (or the server shuts down: the router
 /// says so through the reply queue). `permit` counts it against `max_connections`
-/// until then.
+/// until then. `thread` is the connection thread it runs on (`conn_threads`), whose
+/// parking lot it uses.
 pub fn serve(
     stream: TcpStream,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
+    thread: u16,
 ) -> impl Future<Output = ()> {
     let id = ConnectionId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let peer = stream.peer_addr().ok();
@@ -115,6 +119,7 @@ pub fn serve(
         state: ConnState {
             id,
             shared,
+            thread,
             persistent_id: None,
             version: None,
             connacked: false,
@@ -151,6 +156,8 @@ struct Connection {
 struct ConnState {
     id: ConnectionId,
     shared: Arc<Shared>,
+    /// The connection thread it runs on, for good (`conn_threads`).
+    thread: u16,
     /// The client id when the session is persistent: written into its QoS 2 records
     /// so crash recovery can tell a retransmission from a new message.
     persistent_id: Option<String>,
@@ -194,7 +201,15 @@ impl ConnState {
     /// connections do not park.
     fn park_after(&self) -> Option<Duration> {
         let ms = self.shared.config.listener.park_after_ms;
-        (ms > 0 && self.shared.lot.is_some()).then(|| Duration::from_millis(ms))
+        (ms > 0 && self.lot().is_some()).then(|| Duration::from_millis(ms))
+    }
+
+    /// The parking lot of the connection's thread, if connections park.
+    fn lot(&self) -> Option<&Lot<Parked>> {
+        self.shared
+            .lots
+            .get(usize::from(self.thread))
+            .and_then(Option::as_ref)
     }
 }
 
@@ -224,12 +239,17 @@ impl Connection {
     fn run(
         self,
         permit: OwnedSemaphorePermit,
-        resumed: Option<ReplyReceiver>,
+        resumed: Option<(ReplyReceiver, Option<Box<FirstStep>>)>,
     ) -> impl Future<Output = ()> + Send {
         let mut conn = self;
         async move {
             let mut rx = match resumed {
-                Some(rx) => rx,
+                Some((rx, first)) => {
+                    if let Err(end) = Box::pin(conn.finish_resume(first)).await {
+                        return Box::pin(conn.goodbye(end, &rx)).await;
+                    }
+                    rx
+                }
                 None => {
                     // Boxed, like all the work below.
                     let Some((mut rx, keep_alive)) = Box::pin(conn.handshake()).await else {
@@ -245,7 +265,7 @@ impl Connection {
                 match conn.serve_connected(&mut rx).await {
                     Served::End(end) => break end,
                     Served::Park => {
-                        let Some(lot) = conn.state.shared.lot.clone() else {
+                        let Some(lot) = conn.state.lot().cloned() else {
                             continue;
                         };
                         if conn.in_hand() {
@@ -289,7 +309,7 @@ impl Connection {
             _ => tracing::info!(reason = %end, "connection closed"),
         }
         self.state.tell_router(reason, rx).await;
-        if let Some(lot) = &self.state.shared.lot {
+        if let Some(lot) = self.state.lot() {
             lot.note_ended();
         }
     }
@@ -435,11 +455,11 @@ mod tests {
         let topics = Arc::new(TopicInterner::new(10));
         let router = crate::server::open_router(&config).unwrap();
         let (router, _thread) = crate::driver::channel(router, 1, 1, true);
-        let shared = Arc::new(Shared::new(Arc::new(config), topics, router, None));
+        let shared = Arc::new(Shared::new(Arc::new(config), topics, router, vec![]));
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();
-        let task = serve(stream, shared, permit);
+        let task = serve(stream, shared, permit, 0);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 768, "connection task future is {size} bytes");
     }

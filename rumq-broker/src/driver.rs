@@ -220,6 +220,15 @@ impl RouterTx {
         Ok(())
     }
 
+    /// Queue a request if the channel has room (see [`RouterTx::send`]); the request
+    /// back if it has none.
+    pub fn try_send(&self, msg: ToRouter) -> Result<(), mpsc::error::TrySendError<ToRouter>> {
+        let light = msg.is_light();
+        self.tx.try_send(msg)?;
+        self.driver.sent(light);
+        Ok(())
+    }
+
     /// Queue a request from a thread outside the runtime, for the router thread to
     /// apply.
     #[cfg(test)]

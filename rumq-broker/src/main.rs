@@ -17,6 +17,7 @@
 
 mod accept_rate;
 mod config;
+mod conn_threads;
 mod connection;
 mod credit;
 mod driver;

@@ -17,9 +17,9 @@ use tokio::time::Instant;
 
 use crate::accept_rate::AcceptRate;
 use crate::config::Config;
-use crate::connection::{self, Shared};
+use crate::conn_threads::ConnThreads;
+use crate::connection::Shared;
 use crate::driver::{self, RouterTx, ToRouter};
-use crate::parking::Lot;
 use rumq_broker::interner::TopicInterner;
 
 /// Requests the router thread drains per flush after the first (see `driver::channel`).
@@ -70,16 +70,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the router thread")?;
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let threads = config.listener.connection_threads_for(cores);
+    let conn_threads = ConnThreads::start(threads, config.listener.park_after_ms > 0)?;
+    // The accept loop and the signals: a runtime of their own, on this thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .worker_threads(config.listener.connection_threads_for(cores))
-        .thread_name("rumq-conn")
         .build()
         .context("cannot start the tokio runtime")?;
     let config = Arc::new(config);
-    let served = runtime.block_on(serve(config, topics, router_tx));
-    // Cancels connections that outlived the grace period; their ends of the router
-    // channel go with them, which lets the router thread finish.
+    let served = runtime.block_on(serve(config, topics, router_tx, conn_threads));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // Every sender is gone now: the router thread drains, appends and returns (woken
     // here rather than at its next timeout).
@@ -132,6 +131,7 @@ async fn serve(
     config: Arc<Config>,
     topics: Arc<TopicInterner>,
     router_tx: RouterTx,
+    mut conn_threads: ConnThreads,
 ) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let listener = TcpListener::bind(config.listener.addr)
@@ -140,20 +140,8 @@ async fn serve(
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(addr = %local, "listening");
 
-    let lot = match config.listener.park_after_ms {
-        0 => None,
-        _ => match Lot::new() {
-            Ok(lot) => {
-                tokio::spawn(lot.clone().run());
-                Some(lot)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot make the parking lot; connections will not park");
-                None
-            }
-        },
-    };
-    let shared = Arc::new(Shared::new(config.clone(), topics, router_tx, lot));
+    let lots = conn_threads.lots();
+    let shared = Arc::new(Shared::new(config.clone(), topics, router_tx, lots));
     // A connection holds a permit until its task ends: the permits count the
     // connections, and shutdown waits for all of them to come back. (A `JoinSet`
     // would keep an entry per connection as well: 56 more bytes each.)
@@ -192,9 +180,9 @@ async fn serve(
                 let _ = stream.set_nodelay(true);
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        // Spawned as it is: wrapping it in another async block
-                        // would store the connection's future twice.
-                        tokio::spawn(connection::serve(stream, shared.clone(), permit));
+                        if let Err(e) = conn_threads.spawn(stream, &shared, permit) {
+                            tracing::warn!(error = %e, "cannot hand a connection to its thread");
+                        }
                     }
                     Err(_) => {
                         tokio::spawn(refuse(stream, config.limits.connect_timeout_ms));
@@ -212,13 +200,16 @@ async fn serve(
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(all)).await;
     if drained.is_err() {
-        // Dropping the runtime (in `run`) cancels them.
+        // Stopping their threads (below) cancels them.
         tracing::warn!(
             left = open(),
             "connections did not end in time; aborting them"
         );
     }
     drop(shared);
+    // Cancels connections that outlived the grace period; their ends of the router
+    // channel go with them, which lets the router thread finish.
+    conn_threads.stop();
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 use bytes::BytesMut;
 use router::{Event, NewMessage, Origin, PacketId, QoS, TopicId};
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::{now_ms, ConnState, Connection, End, ToRouter, LOG_TARGET};
 use crate::protocol::alias::InboundAliases;
@@ -15,6 +16,15 @@ use crate::protocol::{self, Inbound, ProtocolError, TopicName};
 /// readable and dropped once everything in it was decoded, so an idle connection
 /// holds no buffer: fleets keep thousands of mostly idle connections open.
 pub(super) const READ_BUF_BYTES: usize = 4096;
+
+/// Events decoded from one read as one request to the router; none for none.
+fn one_request(mut events: Vec<Event>) -> Option<ToRouter> {
+    match events.len() {
+        0 => None,
+        1 => events.pop().map(ToRouter::Event),
+        _ => Some(ToRouter::Events(events)),
+    }
+}
 
 /// What one read decoded, sent to the router as one request.
 struct Decoded {
@@ -47,6 +57,31 @@ impl Connection {
             }
             Err(e) => return Err(End::Io(e)),
         }
+        let (events, ended) = self.decode_read();
+        self.send_events(events).await?;
+        self.after_forward(ended).await?;
+        Ok(true)
+    }
+
+    /// What follows sending a read's events: the end the read brought, else the
+    /// answers decoding queued (PINGRESP), written.
+    pub(super) async fn after_forward(&mut self, ended: Option<End>) -> Result<(), End> {
+        if let Some(end) = ended {
+            return Err(end);
+        }
+        if !self.encoder.is_empty() {
+            if let Some(end) = self.write_out().await {
+                return Err(end);
+            }
+        }
+        self.release_read_buf();
+        Ok(())
+    }
+
+    /// Decode the whole packets in the read buffer into events, in order, stopping at
+    /// the first packet that ends the connection (returned after them).
+    pub(super) fn decode_read(&mut self) -> (Vec<Event>, Option<End>) {
+        let max_packet = self.state.shared.config.limits.max_packet_size;
         // Records are a little larger than their packets (~20 bytes each): room
         // for a read full of small publishes.
         let mut batch = Decoded {
@@ -70,17 +105,7 @@ impl Connection {
                 }
             }
         }
-        self.send_events(batch.events).await?;
-        if let Some(end) = ended {
-            return Err(end);
-        }
-        if !self.encoder.is_empty() {
-            if let Some(end) = self.write_out().await {
-                return Err(end);
-            }
-        }
-        self.release_read_buf();
-        Ok(true)
+        (batch.events, ended)
     }
 
     /// An idle connection holds no read buffer (see the note on READ_BUF_BYTES).
@@ -91,14 +116,9 @@ impl Connection {
     }
 
     /// Send the events decoded from one read: one request for all of them.
-    async fn send_events(&mut self, mut events: Vec<Event>) -> Result<(), End> {
-        let request = match events.len() {
-            0 => return Ok(()),
-            1 => match events.pop() {
-                Some(e) => ToRouter::Event(e),
-                None => return Ok(()),
-            },
-            _ => ToRouter::Events(events),
+    async fn send_events(&mut self, events: Vec<Event>) -> Result<(), End> {
+        let Some(request) = one_request(events) else {
+            return Ok(());
         };
         self.state
             .shared
@@ -106,6 +126,19 @@ impl Connection {
             .send(request)
             .await
             .map_err(|_| End::RouterGone)
+    }
+
+    /// As `send_events`, without waiting: `Ok(Some(request))` if the router's
+    /// channel is full (for the task to send, first).
+    pub(super) fn try_send_events(&mut self, events: Vec<Event>) -> Result<Option<ToRouter>, End> {
+        let Some(request) = one_request(events) else {
+            return Ok(None);
+        };
+        match self.state.shared.router.try_send(request) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(request)) => Ok(Some(request)),
+            Err(TrySendError::Closed(_)) => Err(End::RouterGone),
+        }
     }
 
     /// Turn a packet into a router event (queued in `batch`), or answer it here;
