@@ -83,7 +83,7 @@ fn mosquitto_persistent_session_gets_what_was_published_offline() {
     let port = broker.port();
     // -c: clean session off; -E: exit once subscribed.
     let out = run_with_timeout(
-        std::process::Command::new("mosquitto_sub").args([
+        StockClient::Mosquitto.command("mosquitto_sub").args([
             "-h",
             "127.0.0.1",
             "-p",

@@ -671,15 +671,15 @@ print("ok")
 "#,
         port = broker.port()
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3");
+    let out = run_with_timeout(
+        StockClient::Paho.command("python3").args(["-c", &script]),
+        Duration::from_secs(20),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stdout.trim() == "ok",
-        "paho-mqtt v5 client failed (pip install paho-mqtt):\n{stdout}\n{stderr}"
+        "paho-mqtt v5 client failed:\n{stdout}\n{stderr}"
     );
 }
 

@@ -1,6 +1,7 @@
 //! Shared helpers for the black-box tests: start the real `rumq-broker` binary on a
 //! free loopback port with a fresh data directory, talk to it with raw bytes over a
-//! socket, with `rumqttc`, or with the mosquitto command-line clients.
+//! socket, with `rumqttc`, or with the mosquitto command-line clients; `stock` says
+//! whether a stock client is installed.
 //!
 //! Every wait has a timeout, so a hang fails the test instead of blocking it.
 
@@ -24,6 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+mod stock;
+pub use stock::*;
 
 /// How long to wait for something that is expected to happen promptly.
 pub const STEP: Duration = Duration::from_secs(3);
@@ -958,6 +962,7 @@ pub const MOSQ_FORMAT: &str = "MSG|%q|%r|%t|%x";
 impl MosquittoSub {
     /// Start `mosquitto_sub -h 127.0.0.1 -p PORT -d -F ... ARGS` and wait for its SUBACK.
     pub fn start(port: u16, args: &[&str]) -> MosquittoSub {
+        StockClient::Mosquitto.require();
         // Line-buffered stdout, so that the debug lines arrive as they are printed.
         let mut child = Command::new("stdbuf")
             .args(["-oL", "mosquitto_sub"])
@@ -1029,7 +1034,8 @@ impl Drop for MosquittoSub {
 /// Run `mosquitto_pub -h 127.0.0.1 -p PORT ARGS` and assert it succeeded.
 pub fn mosquitto_pub(port: u16, args: &[&str]) {
     let out = run_with_timeout(
-        Command::new("mosquitto_pub")
+        StockClient::Mosquitto
+            .command("mosquitto_pub")
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
             .args(args),
         STEP,
