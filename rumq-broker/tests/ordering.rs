@@ -15,7 +15,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -129,7 +129,8 @@ fn paho_trials(broker: &Broker, version: u8, parked: bool) -> Vec<usize> {
 
 fn paho_batch(broker: &Broker, version: u8, parked: bool, first: usize) -> Vec<usize> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/order_trials.py");
-    let mut child = Command::new("python3")
+    let mut child = StockClient::Paho
+        .command("python3")
         .arg(script)
         .args([broker.port().to_string(), first.to_string()])
         .args([PAHO_BATCH.to_string(), version.to_string()])
@@ -137,7 +138,7 @@ fn paho_batch(broker: &Broker, version: u8, parked: bool, first: usize) -> Vec<u
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("python3 (paho-mqtt: see scripts/test)");
+        .expect("python3");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let connected = lines.next().and_then(Result::ok).unwrap_or_default();
     assert_eq!(
