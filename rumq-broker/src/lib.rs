@@ -1,8 +1,10 @@
 //! The parts of `rumq-broker` that are useful outside the binary: the MQTT protocol
 //! edge (bytes ↔ the broker's internal model), exposed so that it can be fuzzed
 //! directly (`fuzz/fuzz_targets/broker_decode.rs`), and the connections' topic
-//! interner (the allocation benchmark interns as a connection does). Everything else
+//! interner (the allocation benchmark interns as a connection does); and the mesh's
+//! peer links (tested on their own in `tests/peer_link.rs`). Everything else
 //! lives in the binary (`main.rs`).
 
 pub mod interner;
+pub mod peer_link;
 pub mod protocol;

@@ -1,0 +1,189 @@
+//! One link to a peer node: a TCP connection on which both ends proved they hold the
+//! cluster's secret (`mesh::Dialer` / `mesh::Listener`), then carrying peer frames
+//! (`mesh::Frame`) in both directions.
+//!
+//! The handshake has `handshake_timeout` to finish, so a connection that never
+//! speaks (or speaks slowly) costs one socket for that long. A frame the decoder
+//! refuses, a stranger, or a failed proof ends the link: the other end is told why
+//! in a `Goodbye` when it can be (best effort, never waited for), and the error says
+//! it for this end's log. Nothing a link received before its handshake completed, or
+//! that failed to decode, goes anywhere.
+//!
+//! Owns: the socket, its read buffer (bounded by the frame limit) and write buffer.
+//! Which nodes to link with, and what the frames mean, are the callers'.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mesh::{AuthError, Dialer, Frame, FrameError, Listener, NodeId, Nonce, Secret};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What every link of a node shares.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// This node.
+    pub me: NodeId,
+    /// `cluster.secret`.
+    pub secret: Secret,
+    /// The largest frame accepted (`cluster.peer_frame_bytes_max`).
+    pub frame_bytes_max: usize,
+    /// How long the handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+/// Why a link could not be made, or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The socket failed.
+    #[error("peer link: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer sent a frame that does not decode.
+    #[error("peer link: {0}")]
+    Frame(#[from] FrameError),
+    /// The handshake failed.
+    #[error("peer link: {0}")]
+    Auth(#[from] AuthError),
+    /// The handshake did not finish in time.
+    #[error("peer link: no handshake within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The peer closed the link, saying why if it did.
+    #[error("peer link closed by the peer{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Closed(Option<String>),
+    /// No random bytes for a nonce.
+    #[error("peer link: no random bytes for a nonce: {0}")]
+    Random(String),
+}
+
+/// An authenticated link to one peer.
+#[derive(Debug)]
+pub struct Link {
+    stream: TcpStream,
+    peer: NodeId,
+    frame_bytes_max: usize,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+}
+
+impl Link {
+    /// Connect to node `them` at `addr` and prove who we are.
+    pub async fn dial(
+        addr: SocketAddr,
+        them: NodeId,
+        config: &LinkConfig,
+    ) -> Result<Link, LinkError> {
+        let timeout = config.handshake_timeout;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
+        stream.set_nodelay(true)?;
+        let mut link = Link::new(stream, them, config.frame_bytes_max);
+        let nonce = nonce()?;
+        let handshake = async {
+            let (dialer, hello) = Dialer::start(config.secret.clone(), config.me, them, nonce);
+            link.send(&hello).await?;
+            let challenge = link.recv().await?;
+            match dialer.on_challenge(challenge) {
+                Ok(proof) => link.send(&proof).await,
+                Err(e) => Err(link.refuse(e).await),
+            }
+        };
+        tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
+        Ok(link)
+    }
+
+    /// Take an accepted connection through the handshake: the link, with the node at
+    /// the other end, if it is one `is_peer` names and it proves the secret.
+    pub async fn accept(
+        stream: TcpStream,
+        is_peer: impl Fn(NodeId) -> bool,
+        config: &LinkConfig,
+    ) -> Result<Link, LinkError> {
+        let timeout = config.handshake_timeout;
+        stream.set_nodelay(true)?;
+        // Not yet known: no frame is addressed by it before the handshake ends.
+        let mut link = Link::new(stream, config.me, config.frame_bytes_max);
+        let listener = Listener::new(config.secret.clone(), config.me);
+        let nonce = nonce()?;
+        let handshake = async {
+            let hello = link.recv().await?;
+            let (awaiting, challenge) = match listener.on_hello(hello, is_peer, nonce) {
+                Ok(answer) => answer,
+                Err(e) => return Err(link.refuse(e).await),
+            };
+            link.send(&challenge).await?;
+            let proof = link.recv().await?;
+            match awaiting.on_proof(proof) {
+                Ok(peer) => Ok(peer),
+                Err(e) => Err(link.refuse(e).await),
+            }
+        };
+        let peer = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
+        link.peer = peer;
+        Ok(link)
+    }
+
+    fn new(stream: TcpStream, peer: NodeId, frame_bytes_max: usize) -> Link {
+        Link {
+            stream,
+            peer,
+            frame_bytes_max,
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+        }
+    }
+
+    /// The node at the other end.
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// Write one frame.
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        self.write_buf.clear();
+        mesh::encode(frame, &mut self.write_buf);
+        self.stream.write_all(&self.write_buf).await?;
+        Ok(())
+    }
+
+    /// The next frame. A `Goodbye` ends the link ([`LinkError::Closed`] with its
+    /// reason), as does the peer closing its side; a frame that does not decode ends it
+    /// with the decoder's error, after telling the peer.
+    pub async fn recv(&mut self) -> Result<Frame, LinkError> {
+        loop {
+            match mesh::decode(&mut self.read_buf, self.frame_bytes_max) {
+                Ok(Some(Frame::Goodbye { reason })) => return Err(LinkError::Closed(Some(reason))),
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => return Err(self.refuse(e).await),
+            }
+            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                return Err(LinkError::Closed(None));
+            }
+        }
+    }
+
+    /// Tell the peer why the link ends (best effort: a peer that does not read is not
+    /// waited for), and return the error for this end.
+    async fn refuse(&mut self, e: impl Into<LinkError>) -> LinkError {
+        let e = e.into();
+        let goodbye = Frame::Goodbye {
+            reason: e.to_string(),
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.send(&goodbye)).await;
+        let _ = self.stream.shutdown().await;
+        e
+    }
+}
+
+/// A fresh nonce from the operating system's random source.
+fn nonce() -> Result<Nonce, LinkError> {
+    let mut n = Nonce::default();
+    getrandom::getrandom(&mut n).map_err(|e| LinkError::Random(e.to_string()))?;
+    Ok(n)
+}

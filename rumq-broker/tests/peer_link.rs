@@ -1,0 +1,168 @@
+//! Peer links on loopback: two ends with the same secret link and exchange frames;
+//! a wrong secret, a stranger, garbage, an oversize frame and silence are refused,
+//! each ending only that link, with a reason.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use commitlog::Offset;
+use mesh::{Frame, Incarnation, LogId, NodeId, Secret};
+use rumq_broker::peer_link::{Link, LinkConfig, LinkError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const A: NodeId = NodeId(1);
+const B: NodeId = NodeId(2);
+const SECRET: &str = "the cluster's shared secret";
+
+fn config(me: NodeId, secret: &str) -> LinkConfig {
+    LinkConfig {
+        me,
+        secret: Secret::new(secret.as_bytes()).unwrap(),
+        frame_bytes_max: 64 * 1024,
+        handshake_timeout: Duration::from_secs(2),
+    }
+}
+
+/// A listener for node B; accepts one connection and runs the handshake.
+async fn listen_b(
+    secret: &'static str,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<Link, LinkError>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        Link::accept(stream, |n| n == A, &config(B, secret)).await
+    });
+    (addr, task)
+}
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), f)
+        .await
+        .expect("timed out")
+}
+
+#[tokio::test]
+async fn nodes_with_the_same_secret_link_and_exchange_frames() {
+    let (addr, accepted) = listen_b(SECRET).await;
+    let mut a = within(Link::dial(addr, B, &config(A, SECRET)))
+        .await
+        .unwrap();
+    let mut b = within(accepted).await.unwrap().unwrap();
+    assert_eq!((a.peer(), b.peer()), (B, A));
+
+    let log = LogId {
+        node: B,
+        incarnation: Incarnation(3),
+    };
+    let fetch = Frame::Fetch {
+        log,
+        from: Offset(10),
+        bytes_max: 1 << 20,
+        wait_ms: 500,
+    };
+    a.send(&fetch).await.unwrap();
+    assert_eq!(within(b.recv()).await.unwrap(), fetch);
+    let records = Frame::Records {
+        log,
+        base: Offset(10),
+        commit: Offset(10),
+        records: Bytes::from_static(b"as stored"),
+    };
+    b.send(&records).await.unwrap();
+    assert_eq!(within(a.recv()).await.unwrap(), records);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_on_both_ends_with_a_reason() {
+    let (addr, accepted) = listen_b(SECRET).await;
+    let dialed = within(Link::dial(
+        addr,
+        B,
+        &config(A, "another secret, same length"),
+    ))
+    .await;
+    // The dialer checks the listener's proof first: it finds B cannot prove *its*
+    // secret, and says so to B.
+    assert!(
+        matches!(dialed, Err(LinkError::Auth(mesh::AuthError::BadProof(n))) if n == B),
+        "{dialed:?}"
+    );
+    let accepted = within(accepted).await.unwrap();
+    let Err(LinkError::Closed(Some(reason))) = accepted else {
+        panic!("listener: {accepted:?}");
+    };
+    assert!(
+        reason.contains("failed to prove the cluster secret"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_stranger_is_refused_and_told_why() {
+    let (addr, accepted) = listen_b(SECRET).await;
+    let stranger = within(Link::dial(addr, B, &config(NodeId(7), SECRET))).await;
+    let Err(LinkError::Closed(Some(reason))) = stranger else {
+        panic!("stranger: {stranger:?}");
+    };
+    assert!(reason.contains("node 7 is not a peer"), "{reason}");
+    let accepted = within(accepted).await.unwrap();
+    assert!(
+        matches!(accepted, Err(LinkError::Auth(mesh::AuthError::WrongNode(n))) if n == NodeId(7)),
+        "{accepted:?}"
+    );
+}
+
+/// What the listener concludes from `bytes` written by a raw client, and what the
+/// client then reads before the listener closes.
+async fn raw_client(bytes: &[u8]) -> (Result<Link, LinkError>, Vec<u8>) {
+    let (addr, accepted) = listen_b(SECRET).await;
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(bytes).await.unwrap();
+    let accepted = within(accepted).await.unwrap();
+    let mut read = Vec::new();
+    let _ = within(raw.read_to_end(&mut read)).await;
+    (accepted, read)
+}
+
+#[tokio::test]
+async fn garbage_and_oversize_frames_end_the_link_with_the_decoders_reason() {
+    let (accepted, read) = raw_client(b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(matches!(accepted, Err(LinkError::Frame(_))), "{accepted:?}");
+    assert!(
+        String::from_utf8_lossy(&read).contains("over the limit"),
+        "{read:?}"
+    );
+
+    let (accepted, _) = raw_client(&[0, 0, 0, 2, 1, 99]).await;
+    assert!(
+        matches!(
+            accepted,
+            Err(LinkError::Frame(mesh::FrameError::UnknownKind(99)))
+        ),
+        "{accepted:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_dropped_after_the_handshake_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut c = config(B, SECRET);
+    c.handshake_timeout = Duration::from_millis(200);
+    let started = tokio::time::Instant::now();
+    let accepted = within(Link::accept(stream, |n| n == A, &c)).await;
+    assert!(
+        matches!(accepted, Err(LinkError::HandshakeTimeout(_))),
+        "{accepted:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
