@@ -2,9 +2,11 @@
 //! edge (bytes ↔ the broker's internal model), exposed so that it can be fuzzed
 //! directly (`fuzz/fuzz_targets/broker_decode.rs`), and the connections' topic
 //! interner (the allocation benchmark interns as a connection does); and the mesh's
-//! peer links (tested on their own in `tests/peer_link.rs`). Everything else
+//! peer links and the loops that keep them up (tested on their own in
+//! `tests/peer_link.rs`, `tests/peers.rs`). Everything else
 //! lives in the binary (`main.rs`).
 
 pub mod interner;
 pub mod peer_link;
+pub mod peers;
 pub mod protocol;
