@@ -3,14 +3,14 @@
 //!
 //! ```text
 //! dialer                                   listener
-//!   Hello { from: A, to: B, nonce: na }  ─▶
+//!   Hello { from: A, to: B, channel, nonce: na }  ─▶
 //!                                        ◀─  Challenge { from: B, nonce: nb,
 //!                                                        proof: mac(L, A, B, na, nb) }
 //!   Proof { proof: mac(D, A, B, na, nb) } ─▶
 //! ```
 //!
 //! `mac` is HMAC-SHA256 keyed by the secret over a domain tag, the role of the prover
-//! (`L`istener or `D`ialer), both node ids and both nonces. The roles keep a proof from
+//! (`L`istener or `D`ialer), both node ids, the channel and both nonces. The roles keep a proof from
 //! being reflected back as the other side's, and the nonces (fresh per link, from the
 //! caller) keep an old handshake from being replayed. Proofs are compared in constant
 //! time (`Mac::verify_slice`). This proves who is at the other end when the link
@@ -21,7 +21,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::frame::Frame;
-use crate::ids::NodeId;
+use crate::ids::{Channel, NodeId};
 
 /// The fewest bytes a cluster secret may have.
 pub const SECRET_MIN_BYTES: usize = 16;
@@ -31,6 +31,9 @@ const DOMAIN: &[u8] = b"rumq-peer-v1";
 /// The prover roles.
 const DIALER: u8 = b'D';
 const LISTENER: u8 = b'L';
+
+/// What a proof binds of the link: the dialer, the listener, the channel.
+type Link = (NodeId, NodeId, Channel);
 
 /// A link's nonce: 32 random bytes, fresh per link.
 pub type Nonce = [u8; 32];
@@ -60,30 +63,24 @@ impl Secret {
     fn mac(
         &self,
         role: u8,
-        (dialer, listener): (NodeId, NodeId),
+        (dialer, listener, channel): Link,
         (na, nb): (&Nonce, &Nonce),
     ) -> Option<Hmac<Sha256>> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).ok()?;
         mac.update(DOMAIN);
-        mac.update(&[role, dialer.0, listener.0]);
+        mac.update(&[role, dialer.0, listener.0, channel.to_byte()]);
         mac.update(na);
         mac.update(nb);
         Some(mac)
     }
 
-    fn proof(&self, role: u8, ids: (NodeId, NodeId), nonces: (&Nonce, &Nonce)) -> [u8; 32] {
+    fn proof(&self, role: u8, ids: Link, nonces: (&Nonce, &Nonce)) -> [u8; 32] {
         self.mac(role, ids, nonces)
             .map(|m| m.finalize().into_bytes().into())
             .unwrap_or_default()
     }
 
-    fn verify(
-        &self,
-        role: u8,
-        ids: (NodeId, NodeId),
-        nonces: (&Nonce, &Nonce),
-        proof: &[u8; 32],
-    ) -> bool {
+    fn verify(&self, role: u8, ids: Link, nonces: (&Nonce, &Nonce), proof: &[u8; 32]) -> bool {
         self.mac(role, ids, nonces)
             .is_some_and(|m| m.verify_slice(proof).is_ok())
     }
@@ -118,26 +115,33 @@ pub struct Dialer {
     secret: Secret,
     me: NodeId,
     them: NodeId,
+    channel: Channel,
     nonce: Nonce,
 }
 
 impl Dialer {
-    /// Start a handshake with `them`: the `Hello` to send first.
-    pub fn start(secret: Secret, me: NodeId, them: NodeId, nonce: Nonce) -> (Dialer, Frame) {
+    /// Start a handshake with `them` for a link carrying `channel`: the `Hello` to
+    /// send first.
+    pub fn start(
+        secret: Secret,
+        (me, them): (NodeId, NodeId),
+        channel: Channel,
+        nonce: Nonce,
+    ) -> (Dialer, Frame) {
         let hello = Frame::Hello {
             from: me,
             to: them,
+            channel,
             nonce,
         };
-        (
-            Dialer {
-                secret,
-                me,
-                them,
-                nonce,
-            },
-            hello,
-        )
+        let dialer = Dialer {
+            secret,
+            me,
+            them,
+            channel,
+            nonce,
+        };
+        (dialer, hello)
     }
 
     /// The listener's `Challenge`: checked, and answered with the `Proof` to send,
@@ -149,7 +153,7 @@ impl Dialer {
         if from != self.them {
             return Err(AuthError::WrongNode(from));
         }
-        let ids = (self.me, self.them);
+        let ids = (self.me, self.them, self.channel);
         if !self
             .secret
             .verify(LISTENER, ids, (&self.nonce, &nonce), &proof)
@@ -174,6 +178,7 @@ pub struct AwaitingProof {
     secret: Secret,
     me: NodeId,
     them: NodeId,
+    channel: Channel,
     nonces: (Nonce, Nonce),
 }
 
@@ -194,6 +199,7 @@ impl Listener {
         let Frame::Hello {
             from,
             to,
+            channel,
             nonce: na,
         } = frame
         else {
@@ -205,7 +211,9 @@ impl Listener {
         if from == self.me || !is_peer(from) {
             return Err(AuthError::WrongNode(from));
         }
-        let proof = self.secret.proof(LISTENER, (from, self.me), (&na, &nonce));
+        let proof = self
+            .secret
+            .proof(LISTENER, (from, self.me, channel), (&na, &nonce));
         let challenge = Frame::Challenge {
             from: self.me,
             nonce,
@@ -215,6 +223,7 @@ impl Listener {
             secret: self.secret.clone(),
             me: self.me,
             them: from,
+            channel,
             nonces: (na, nonce),
         };
         Ok((awaiting, challenge))
@@ -222,19 +231,18 @@ impl Listener {
 }
 
 impl AwaitingProof {
-    /// The dialer's `Proof`: the node at the other end once it verifies.
-    pub fn on_proof(self, frame: Frame) -> Result<NodeId, AuthError> {
+    /// The dialer's `Proof`: the node at the other end, and what the link carries,
+    /// once it verifies.
+    pub fn on_proof(self, frame: Frame) -> Result<(NodeId, Channel), AuthError> {
         let Frame::Proof { proof } = frame else {
             return Err(unexpected("Proof", &frame));
         };
         let (na, nb) = &self.nonces;
-        if !self
-            .secret
-            .verify(DIALER, (self.them, self.me), (na, nb), &proof)
-        {
+        let ids = (self.them, self.me, self.channel);
+        if !self.secret.verify(DIALER, ids, (na, nb), &proof) {
             return Err(AuthError::BadProof(self.them));
         }
-        Ok(self.them)
+        Ok((self.them, self.channel))
     }
 }
 

@@ -14,7 +14,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use commitlog::Offset;
 
-use crate::ids::{Incarnation, LogId, NodeId};
+use crate::ids::{Channel, Incarnation, LogId, NodeId};
 
 /// The version byte of every frame; a peer speaking another is refused.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -28,12 +28,14 @@ const TOKEN_BYTES: usize = 32;
 /// One message of the peer protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// The dialing node's first frame: who it is, whom it means, its nonce.
+    /// The dialing node's first frame: who it is, whom it means, for what, its nonce.
     Hello {
         /// The dialing node.
         from: NodeId,
         /// The node it means to reach.
         to: NodeId,
+        /// What the link will carry.
+        channel: Channel,
         /// Fresh for this link.
         nonce: [u8; TOKEN_BYTES],
     },
@@ -74,6 +76,21 @@ pub enum Frame {
         /// Records framed as stored, back to back.
         records: Bytes,
     },
+    /// A request of the metadata group (its encoding is the group's), answered by a
+    /// `MetaReply` with the same id.
+    MetaRequest {
+        /// Chosen by the sender, unique among its requests in flight on the link.
+        id: u64,
+        /// The request.
+        payload: Bytes,
+    },
+    /// The answer to the `MetaRequest` with the same id.
+    MetaReply {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        payload: Bytes,
+    },
     /// The sender closes the link, and says why.
     Goodbye {
         /// Why, for the other side's log.
@@ -87,6 +104,8 @@ const PROOF: u8 = 3;
 const FETCH: u8 = 4;
 const RECORDS: u8 = 5;
 const GOODBYE: u8 = 6;
+const META_REQUEST: u8 = 7;
+const META_REPLY: u8 = 8;
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,6 +138,9 @@ pub enum FrameError {
         /// How many.
         extra: usize,
     },
+    /// A channel byte that names no channel.
+    #[error("unknown channel {0} in a Hello frame")]
+    UnknownChannel(u8),
     /// Node id 0, which no node has.
     #[error("node id 0 in a {0} frame")]
     NodeZero(&'static str),
@@ -133,10 +155,16 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
     out.put_u32(0);
     out.put_u8(PROTOCOL_VERSION);
     match frame {
-        Frame::Hello { from, to, nonce } => {
+        Frame::Hello {
+            from,
+            to,
+            channel,
+            nonce,
+        } => {
             out.put_u8(HELLO);
             out.put_u8(from.0);
             out.put_u8(to.0);
+            out.put_u8(channel.to_byte());
             out.put_slice(nonce);
         }
         Frame::Challenge { from, nonce, proof } => {
@@ -172,6 +200,16 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             out.put_u64(base.0);
             out.put_u64(commit.0);
             out.put_slice(records);
+        }
+        Frame::MetaRequest { id, payload } => {
+            out.put_u8(META_REQUEST);
+            out.put_u64(*id);
+            out.put_slice(payload);
+        }
+        Frame::MetaReply { id, payload } => {
+            out.put_u8(META_REPLY);
+            out.put_u64(*id);
+            out.put_slice(payload);
         }
         Frame::Goodbye { reason } => {
             out.put_u8(GOODBYE);
@@ -226,6 +264,16 @@ pub fn decode(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Frame>, Fra
         FETCH => decode_fetch(&mut body)?,
         RECORDS => decode_records(&mut body)?,
         GOODBYE => decode_goodbye(&mut body)?,
+        META_REQUEST => {
+            let id = u64_field(&mut body, "MetaRequest")?;
+            let payload = body.split_off(0);
+            Frame::MetaRequest { id, payload }
+        }
+        META_REPLY => {
+            let id = u64_field(&mut body, "MetaReply")?;
+            let payload = body.split_off(0);
+            Frame::MetaReply { id, payload }
+        }
         other => return Err(FrameError::UnknownKind(other)),
     };
     if !body.is_empty() {
@@ -246,6 +294,8 @@ impl Frame {
             Frame::Proof { .. } => "Proof",
             Frame::Fetch { .. } => "Fetch",
             Frame::Records { .. } => "Records",
+            Frame::MetaRequest { .. } => "MetaRequest",
+            Frame::MetaReply { .. } => "MetaReply",
             Frame::Goodbye { .. } => "Goodbye",
         }
     }
@@ -254,8 +304,17 @@ impl Frame {
 fn decode_hello(body: &mut Bytes) -> Result<Frame, FrameError> {
     let from = node(body, "Hello")?;
     let to = node(body, "Hello")?;
+    let byte = body
+        .try_get_u8()
+        .map_err(|_| FrameError::Truncated("Hello"))?;
+    let channel = Channel::from_byte(byte).ok_or(FrameError::UnknownChannel(byte))?;
     let nonce = token(body, "Hello")?;
-    Ok(Frame::Hello { from, to, nonce })
+    Ok(Frame::Hello {
+        from,
+        to,
+        channel,
+        nonce,
+    })
 }
 
 fn decode_challenge(body: &mut Bytes) -> Result<Frame, FrameError> {

@@ -31,3 +31,44 @@ impl fmt::Display for LogId {
         write!(f, "{}.{}", self.node.0, self.incarnation.0)
     }
 }
+
+/// What a link between two nodes carries. Two links per pair of nodes, so that a
+/// large batch of records never delays the metadata group's heartbeats behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Channel {
+    /// The metadata group's messages (Raft): small, and late ones cost elections.
+    Meta,
+    /// Replication: fetches and records.
+    Data,
+}
+
+impl Channel {
+    /// Both channels.
+    pub const ALL: [Channel; 2] = [Channel::Meta, Channel::Data];
+
+    /// Its byte on the wire.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Channel::Meta => 1,
+            Channel::Data => 2,
+        }
+    }
+
+    /// The channel a byte names, if any.
+    pub fn from_byte(b: u8) -> Option<Channel> {
+        match b {
+            1 => Some(Channel::Meta),
+            2 => Some(Channel::Data),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Channel::Meta => "meta",
+            Channel::Data => "data",
+        })
+    }
+}

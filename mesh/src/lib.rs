@@ -12,7 +12,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `ids` | [`NodeId`], [`Incarnation`], [`LogId`] |
+//! | `ids` | [`NodeId`], [`Incarnation`], [`LogId`], [`Channel`] |
 //! | `frame` | the peer protocol's frames: encoding, and decoding that refuses what is malformed or too large |
 //! | `auth` | the link handshake: a challenge and response on the shared secret, never the secret itself |
 //! | `commit` | a writer's view of its followers, and the commit offset they make |
@@ -25,4 +25,4 @@ mod ids;
 pub use auth::{AuthError, AwaitingProof, Dialer, Listener, Nonce, Secret, SECRET_MIN_BYTES};
 pub use commit::CommitTracker;
 pub use frame::{decode, encode, Frame, FrameError, FRAME_HEADER_BYTES, PROTOCOL_VERSION};
-pub use ids::{Incarnation, LogId, NodeId};
+pub use ids::{Channel, Incarnation, LogId, NodeId};

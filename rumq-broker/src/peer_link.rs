@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mesh::{AuthError, Dialer, Frame, FrameError, Listener, NodeId, Nonce, Secret};
+use mesh::{AuthError, Channel, Dialer, Frame, FrameError, Listener, NodeId, Nonce, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -61,16 +61,18 @@ pub enum LinkError {
 pub struct Link {
     stream: TcpStream,
     peer: NodeId,
+    channel: Channel,
     frame_bytes_max: usize,
     read_buf: BytesMut,
     write_buf: BytesMut,
 }
 
 impl Link {
-    /// Connect to node `them` at `addr` and prove who we are.
+    /// Connect to node `them` at `addr` for a link carrying `channel`, and prove who
+    /// we are.
     pub async fn dial(
         addr: SocketAddr,
-        them: NodeId,
+        (them, channel): (NodeId, Channel),
         config: &LinkConfig,
     ) -> Result<Link, LinkError> {
         let timeout = config.handshake_timeout;
@@ -78,10 +80,11 @@ impl Link {
             .await
             .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
         stream.set_nodelay(true)?;
-        let mut link = Link::new(stream, them, config.frame_bytes_max);
+        let mut link = Link::new(stream, (them, channel), config.frame_bytes_max);
         let nonce = nonce()?;
         let handshake = async {
-            let (dialer, hello) = Dialer::start(config.secret.clone(), config.me, them, nonce);
+            let secret = config.secret.clone();
+            let (dialer, hello) = Dialer::start(secret, (config.me, them), channel, nonce);
             link.send(&hello).await?;
             let challenge = link.recv().await?;
             match dialer.on_challenge(challenge) {
@@ -96,7 +99,8 @@ impl Link {
     }
 
     /// Take an accepted connection through the handshake: the link, with the node at
-    /// the other end, if it is one `is_peer` names and it proves the secret.
+    /// the other end and the channel it asked for, if it is one `is_peer` names and it
+    /// proves the secret.
     pub async fn accept(
         stream: TcpStream,
         is_peer: impl Fn(NodeId) -> bool,
@@ -105,7 +109,7 @@ impl Link {
         let timeout = config.handshake_timeout;
         stream.set_nodelay(true)?;
         // Not yet known: no frame is addressed by it before the handshake ends.
-        let mut link = Link::new(stream, config.me, config.frame_bytes_max);
+        let mut link = Link::new(stream, (config.me, Channel::Data), config.frame_bytes_max);
         let listener = Listener::new(config.secret.clone(), config.me);
         let nonce = nonce()?;
         let handshake = async {
@@ -121,17 +125,19 @@ impl Link {
                 Err(e) => Err(link.refuse(e).await),
             }
         };
-        let peer = tokio::time::timeout(timeout, handshake)
+        let (peer, channel) = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
         link.peer = peer;
+        link.channel = channel;
         Ok(link)
     }
 
-    fn new(stream: TcpStream, peer: NodeId, frame_bytes_max: usize) -> Link {
+    fn new(stream: TcpStream, (peer, channel): (NodeId, Channel), frame_bytes_max: usize) -> Link {
         Link {
             stream,
             peer,
+            channel,
             frame_bytes_max,
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
@@ -141,6 +147,11 @@ impl Link {
     /// The node at the other end.
     pub fn peer(&self) -> NodeId {
         self.peer
+    }
+
+    /// What the link carries.
+    pub fn channel(&self) -> Channel {
+        self.channel
     }
 
     /// Write one frame.

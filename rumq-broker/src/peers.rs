@@ -1,7 +1,8 @@
-//! The mesh's links: one authenticated [`Link`] per pair of nodes, kept up.
+//! The mesh's links: authenticated [`Link`]s between every pair of nodes, kept up.
 //!
-//! Of each pair, the node with the lower id dials and the other accepts, so two nodes
-//! never race to make two links. A dialer that fails (or whose link ends) tries
+//! Two links per pair of nodes, one per [`Channel`] (the metadata group's messages
+//! never wait behind a batch of records). Of each pair, the node with the lower id
+//! dials and the other accepts, so two nodes never race to make the same link. A dialer that fails (or whose link ends) tries
 //! again after a backoff that doubles from 50 ms up to `backoff_max`. An accepting
 //! node takes links only from its peers with lower ids; a node restarting dials
 //! again, and its new link replaces the old one at the owner's.
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh::NodeId;
+use mesh::{Channel, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -88,7 +89,10 @@ impl Peers {
         let me = self.set.link.me;
         let mut dialers = tokio::task::JoinSet::new();
         for &(node, addr) in self.set.peers.iter().filter(|(n, _)| *n > me) {
-            dialers.spawn(dial_loop(self.set.clone(), node, addr, up.clone()));
+            for channel in Channel::ALL {
+                let to = (node, channel, addr);
+                dialers.spawn(dial_loop(self.set.clone(), to, up.clone()));
+            }
         }
         tokio::select! {
             () = accept_loop(self.listener, self.set.clone(), up.clone()) => {}
@@ -116,7 +120,8 @@ async fn accept_loop(listener: TcpListener, set: Arc<PeerSet>, up: mpsc::Sender<
             let is_peer = |n: NodeId| n < me && set.peers.iter().any(|(p, _)| *p == n);
             match Link::accept(stream, is_peer, &set.link).await {
                 Ok(link) => {
-                    tracing::info!(peer = %link.peer(), %from, "peer link accepted");
+                    let (peer, channel) = (link.peer(), link.channel());
+                    tracing::info!(%peer, %channel, %from, "peer link accepted");
                     let (ended, _gone) = LinkEnded::new();
                     let _ = up.send(LinkUp { link, ended }).await;
                 }
@@ -126,13 +131,17 @@ async fn accept_loop(listener: TcpListener, set: Arc<PeerSet>, up: mpsc::Sender<
     }
 }
 
-async fn dial_loop(set: Arc<PeerSet>, node: NodeId, addr: SocketAddr, up: mpsc::Sender<LinkUp>) {
+async fn dial_loop(
+    set: Arc<PeerSet>,
+    (node, channel, addr): (NodeId, Channel, SocketAddr),
+    up: mpsc::Sender<LinkUp>,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u32;
     loop {
-        match Link::dial(addr, node, &set.link).await {
+        match Link::dial(addr, (node, channel), &set.link).await {
             Ok(link) => {
-                tracing::info!(peer = %node, %addr, "peer link dialed");
+                tracing::info!(peer = %node, %channel, %addr, "peer link dialed");
                 backoff = BACKOFF_MIN;
                 failures = 0;
                 let (ended, gone) = LinkEnded::new();
@@ -141,15 +150,15 @@ async fn dial_loop(set: Arc<PeerSet>, node: NodeId, addr: SocketAddr, up: mpsc::
                 }
                 // Until the owner is done with it (or gone).
                 let _ = gone.await;
-                tracing::info!(peer = %node, "peer link ended");
+                tracing::info!(peer = %node, %channel, "peer link ended");
             }
             Err(e) => {
                 failures += 1;
                 // Said once per outage, then quietly retried.
                 if failures == 1 {
-                    tracing::warn!(peer = %node, %addr, error = %e, "cannot link to peer; retrying");
+                    tracing::warn!(peer = %node, %channel, %addr, error = %e, "cannot link to peer; retrying");
                 } else {
-                    tracing::debug!(peer = %node, %addr, error = %e, failures, "cannot link to peer");
+                    tracing::debug!(peer = %node, %channel, %addr, error = %e, failures, "cannot link to peer");
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use commitlog::Offset;
-use mesh::{Frame, Incarnation, LogId, NodeId, Secret};
+use mesh::{Channel, Frame, Incarnation, LogId, NodeId, Secret};
 use rumq_broker::peer_link::{Link, LinkConfig, LinkError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,11 +51,12 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 #[tokio::test]
 async fn nodes_with_the_same_secret_link_and_exchange_frames() {
     let (addr, accepted) = listen_b(SECRET).await;
-    let mut a = within(Link::dial(addr, B, &config(A, SECRET)))
+    let mut a = within(Link::dial(addr, (B, Channel::Data), &config(A, SECRET)))
         .await
         .unwrap();
     let mut b = within(accepted).await.unwrap().unwrap();
     assert_eq!((a.peer(), b.peer()), (B, A));
+    assert_eq!((a.channel(), b.channel()), (Channel::Data, Channel::Data));
 
     let log = LogId {
         node: B,
@@ -84,7 +85,7 @@ async fn a_wrong_secret_is_refused_on_both_ends_with_a_reason() {
     let (addr, accepted) = listen_b(SECRET).await;
     let dialed = within(Link::dial(
         addr,
-        B,
+        (B, Channel::Meta),
         &config(A, "another secret, same length"),
     ))
     .await;
@@ -107,7 +108,12 @@ async fn a_wrong_secret_is_refused_on_both_ends_with_a_reason() {
 #[tokio::test]
 async fn a_stranger_is_refused_and_told_why() {
     let (addr, accepted) = listen_b(SECRET).await;
-    let stranger = within(Link::dial(addr, B, &config(NodeId(7), SECRET))).await;
+    let stranger = within(Link::dial(
+        addr,
+        (B, Channel::Data),
+        &config(NodeId(7), SECRET),
+    ))
+    .await;
     let Err(LinkError::Closed(Some(reason))) = stranger else {
         panic!("stranger: {stranger:?}");
     };

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mesh::{NodeId, Secret};
+use mesh::{Channel, NodeId, Secret};
 use rumq_broker::peer_link::LinkConfig;
 use rumq_broker::peers::{LinkUp, PeerSet, Peers};
 use tokio::net::TcpListener;
@@ -72,26 +72,33 @@ async fn every_pair_links_once_and_a_dropped_link_is_dialed_again() {
         rxs.push(rx);
         tasks.push(task);
     }
-    // Node 1 dials 2 and 3, node 2 dials 3: each node sees both others once.
+    // Node 1 dials 2 and 3, node 2 dials 3, a link per channel: each node sees each
+    // other node once per channel.
     let mut held = Vec::new();
     for (i, rx) in rxs.iter_mut().enumerate() {
         let mut seen = BTreeSet::new();
-        for _ in 0..2 {
+        for _ in 0..4 {
             let up = next_up(rx).await;
-            seen.insert(up.link.peer().0);
+            assert!(seen.insert((up.link.peer().0, up.link.channel())), "twice");
             held.push((i + 1, up));
         }
-        let want: BTreeSet<u8> = (1..=3).filter(|n| *n != i as u8 + 1).collect();
+        let others = (1..=3u8).filter(|n| *n != i as u8 + 1);
+        let want: BTreeSet<_> = others.flat_map(|n| Channel::ALL.map(|c| (n, c))).collect();
         assert_eq!(seen, want, "node {}", i + 1);
     }
-    // Node 1's owner drops its link to node 3: node 1 dials 3 again, and both get it.
+    // Node 1's owner drops its data link to node 3: node 1 dials it again, and both
+    // get it.
     let at = held
         .iter()
-        .position(|(owner, up)| *owner == 1 && up.link.peer() == NodeId(3))
+        .position(|(owner, up)| {
+            *owner == 1 && up.link.peer() == NodeId(3) && up.link.channel() == Channel::Data
+        })
         .unwrap();
     drop(held.remove(at));
-    assert_eq!(next_up(&mut rxs[0]).await.link.peer(), NodeId(3));
-    assert_eq!(next_up(&mut rxs[2]).await.link.peer(), NodeId(1));
+    let again = next_up(&mut rxs[0]).await.link;
+    assert_eq!((again.peer(), again.channel()), (NodeId(3), Channel::Data));
+    let again = next_up(&mut rxs[2]).await.link;
+    assert_eq!((again.peer(), again.channel()), (NodeId(1), Channel::Data));
     for t in tasks {
         t.abort();
     }
@@ -103,8 +110,8 @@ async fn a_node_that_is_not_there_yet_is_dialed_until_it_is() {
     let squatter = ls.pop().unwrap();
     let (mut rx1, t1) = start(1, ls.pop().unwrap(), &addrs[..2]);
     // Node 2's port answers and hangs up, as a node does while it starts: node 1's
-    // handshakes fail, and it dials again, twice at least.
-    for attempt in 0..2 {
+    // handshakes fail, and it dials again (each channel twice at least).
+    for attempt in 0..4 {
         let (stream, _) = tokio::time::timeout(WAIT, squatter.accept())
             .await
             .unwrap_or_else(|_| panic!("no dial attempt {attempt}"))
@@ -114,8 +121,10 @@ async fn a_node_that_is_not_there_yet_is_dialed_until_it_is() {
     drop(squatter);
     let relisten = TcpListener::bind(addrs[1]).await.unwrap();
     let (mut rx2, t2) = start(2, relisten, &addrs[..2]);
-    assert_eq!(next_up(&mut rx1).await.link.peer(), NodeId(2));
-    assert_eq!(next_up(&mut rx2).await.link.peer(), NodeId(1));
+    for _ in Channel::ALL {
+        assert_eq!(next_up(&mut rx1).await.link.peer(), NodeId(2));
+        assert_eq!(next_up(&mut rx2).await.link.peer(), NodeId(1));
+    }
     t1.abort();
     t2.abort();
 }

@@ -14,8 +14,10 @@ fn peers(n: NodeId) -> bool {
 
 /// Run a handshake of dialer `a` (secret `sa`) to listener `b` (secret `sb`): what
 /// each side concluded.
-fn handshake(sa: &str, sb: &str) -> (Result<Frame, AuthError>, Option<Result<NodeId, AuthError>>) {
-    let (dialer, hello) = Dialer::start(secret(sa), A, B, [1; 32]);
+type Accepted = Option<Result<(NodeId, Channel), AuthError>>;
+
+fn handshake(sa: &str, sb: &str) -> (Result<Frame, AuthError>, Accepted) {
+    let (dialer, hello) = Dialer::start(secret(sa), (A, B), Channel::Data, [1; 32]);
     let listener = Listener::new(secret(sb), B);
     let (awaiting, challenge) = listener.on_hello(hello, peers, [2; 32]).unwrap();
     let proof = dialer.on_challenge(challenge);
@@ -27,7 +29,7 @@ fn handshake(sa: &str, sb: &str) -> (Result<Frame, AuthError>, Option<Result<Nod
 fn two_nodes_with_the_same_secret_connect() {
     let (proof, accepted) = handshake("a secret of the cluster", "a secret of the cluster");
     assert!(matches!(proof, Ok(Frame::Proof { .. })));
-    assert_eq!(accepted, Some(Ok(A)));
+    assert_eq!(accepted, Some(Ok((A, Channel::Data))));
 }
 
 #[test]
@@ -40,7 +42,12 @@ fn a_listener_without_the_secret_is_refused_by_the_dialer() {
 #[test]
 fn a_dialer_without_the_secret_is_refused_by_the_listener() {
     let listener = Listener::new(secret("a secret of the cluster"), B);
-    let (_, hello) = Dialer::start(secret("not the secret at all"), A, B, [1; 32]);
+    let (_, hello) = Dialer::start(
+        secret("not the secret at all"),
+        (A, B),
+        Channel::Data,
+        [1; 32],
+    );
     let (awaiting, _) = listener.on_hello(hello, peers, [2; 32]).unwrap();
     // The impostor cannot compute the proof; a guess, or the listener's own proof
     // reflected back, fails.
@@ -54,6 +61,7 @@ fn the_listeners_proof_reflected_back_does_not_pass_as_the_dialers() {
     let hello = Frame::Hello {
         from: A,
         to: B,
+        channel: Channel::Data,
         nonce: [1; 32],
     };
     let (awaiting, challenge) = listener.on_hello(hello, peers, [2; 32]).unwrap();
@@ -76,6 +84,7 @@ fn a_proof_from_another_link_does_not_replay() {
     let hello = Frame::Hello {
         from: A,
         to: B,
+        channel: Channel::Data,
         nonce: [1; 32],
     };
     let (awaiting, _) = listener.on_hello(hello, peers, [9; 32]).unwrap();
@@ -91,6 +100,7 @@ fn strangers_wrong_targets_and_out_of_order_frames_are_refused() {
     let hello = |from, to| Frame::Hello {
         from,
         to,
+        channel: Channel::Meta,
         nonce: [1; 32],
     };
     let refused = |f| {
@@ -113,7 +123,12 @@ fn strangers_wrong_targets_and_out_of_order_frames_are_refused() {
         }
     );
     // The dialer meant B; C answering is refused.
-    let (dialer, _) = Dialer::start(secret("a secret of the cluster"), A, B, [1; 32]);
+    let (dialer, _) = Dialer::start(
+        secret("a secret of the cluster"),
+        (A, B),
+        Channel::Data,
+        [1; 32],
+    );
     let from_c = Frame::Challenge {
         from: C,
         nonce: [2; 32],
@@ -130,4 +145,29 @@ fn a_short_secret_is_refused_and_a_secret_is_never_printed() {
     );
     let s = secret("sixteen bytes!!!");
     assert_eq!(format!("{s:?}"), "Secret(16 bytes)");
+}
+
+#[test]
+fn a_proof_for_one_channel_does_not_open_the_other() {
+    let s = "a secret of the cluster";
+    // A dialer proves itself for a meta link; its proof replayed on a data link with
+    // the same nonces fails.
+    let (dialer, _) = Dialer::start(secret(s), (A, B), Channel::Meta, [1; 32]);
+    let listener = Listener::new(secret(s), B);
+    let meta_hello = Frame::Hello {
+        from: A,
+        to: B,
+        channel: Channel::Meta,
+        nonce: [1; 32],
+    };
+    let (_, challenge) = listener.on_hello(meta_hello, peers, [2; 32]).unwrap();
+    let meta_proof = dialer.on_challenge(challenge).unwrap();
+    let data_hello = Frame::Hello {
+        from: A,
+        to: B,
+        channel: Channel::Data,
+        nonce: [1; 32],
+    };
+    let (awaiting, _) = listener.on_hello(data_hello, peers, [2; 32]).unwrap();
+    assert_eq!(awaiting.on_proof(meta_proof), Err(AuthError::BadProof(A)));
 }

@@ -21,11 +21,27 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
     let node = 1u8..=255;
     let token = any::<[u8; 32]>();
     prop_oneof![
-        (node.clone(), node.clone(), token).prop_map(|(f, t, nonce)| Frame::Hello {
-            from: NodeId(f),
-            to: NodeId(t),
-            nonce
+        (node.clone(), node.clone(), any::<bool>(), token).prop_map(|(f, t, meta, nonce)| {
+            Frame::Hello {
+                from: NodeId(f),
+                to: NodeId(t),
+                channel: if meta { Channel::Meta } else { Channel::Data },
+                nonce,
+            }
         }),
+        (
+            any::<u64>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..100)
+        )
+            .prop_map(|(id, reply, payload)| {
+                let payload = Bytes::from(payload);
+                if reply {
+                    Frame::MetaReply { id, payload }
+                } else {
+                    Frame::MetaRequest { id, payload }
+                }
+            }),
         (node.clone(), token, token).prop_map(|(f, nonce, proof)| Frame::Challenge {
             from: NodeId(f),
             nonce,
@@ -129,6 +145,7 @@ fn malformed_frames_are_named() {
     let hello = encoded(&Frame::Hello {
         from: NodeId(1),
         to: NodeId(2),
+        channel: Channel::Data,
         nonce: [0; 32],
     });
     let cases: Vec<(Vec<u8>, FrameError)> = vec![
@@ -148,6 +165,10 @@ fn malformed_frames_are_named() {
         (
             vec![0, 0, 0, 4, PROTOCOL_VERSION, HELLO, 0, 2],
             FrameError::NodeZero("Hello"),
+        ),
+        (
+            vec![0, 0, 0, 5, PROTOCOL_VERSION, HELLO, 1, 2, 9],
+            FrameError::UnknownChannel(9),
         ),
         (
             vec![0, 0, 0, 6, PROTOCOL_VERSION, GOODBYE, 0, 2, 0xff, 0xfe],
