@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mesh::{AuthError, Channel, Dialer, Frame, FrameError, Listener, NodeId, Nonce, Secret};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// What every link of a node shares.
@@ -166,17 +167,28 @@ impl Link {
     /// reason), as does the peer closing its side; a frame that does not decode ends it
     /// with the decoder's error, after telling the peer.
     pub async fn recv(&mut self) -> Result<Frame, LinkError> {
-        loop {
-            match mesh::decode(&mut self.read_buf, self.frame_bytes_max) {
-                Ok(Some(Frame::Goodbye { reason })) => return Err(LinkError::Closed(Some(reason))),
-                Ok(Some(frame)) => return Ok(frame),
-                Ok(None) => {}
-                Err(e) => return Err(self.refuse(e).await),
-            }
-            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
-                return Err(LinkError::Closed(None));
-            }
+        match next_frame(&mut self.stream, &mut self.read_buf, self.frame_bytes_max).await {
+            Err(LinkError::Frame(e)) => Err(self.refuse(e).await),
+            other => other,
         }
+    }
+
+    /// The link as a half that reads and a half that writes, for a link that carries
+    /// requests both ways (each node fetches the other's log on the same data link).
+    pub fn into_split(self) -> (LinkReader, LinkWriter) {
+        let (read, write) = self.stream.into_split();
+        let reader = LinkReader {
+            half: read,
+            peer: self.peer,
+            frame_bytes_max: self.frame_bytes_max,
+            read_buf: self.read_buf,
+        };
+        let writer = LinkWriter {
+            half: write,
+            peer: self.peer,
+            write_buf: self.write_buf,
+        };
+        (reader, writer)
     }
 
     /// Tell the peer why the link ends (best effort: a peer that does not read is not
@@ -189,6 +201,78 @@ impl Link {
         let _ = tokio::time::timeout(Duration::from_millis(100), self.send(&goodbye)).await;
         let _ = self.stream.shutdown().await;
         e
+    }
+}
+
+/// The reading half of a [`Link`] (see [`Link::into_split`]).
+#[derive(Debug)]
+pub struct LinkReader {
+    half: OwnedReadHalf,
+    peer: NodeId,
+    frame_bytes_max: usize,
+    read_buf: BytesMut,
+}
+
+impl LinkReader {
+    /// The node at the other end.
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// The next frame, as [`Link::recv`], except that a frame that does not decode is
+    /// only returned: telling the peer is the writing half's ([`LinkWriter::goodbye`]).
+    pub async fn recv(&mut self) -> Result<Frame, LinkError> {
+        next_frame(&mut self.half, &mut self.read_buf, self.frame_bytes_max).await
+    }
+}
+
+/// The writing half of a [`Link`] (see [`Link::into_split`]).
+#[derive(Debug)]
+pub struct LinkWriter {
+    half: OwnedWriteHalf,
+    peer: NodeId,
+    write_buf: BytesMut,
+}
+
+impl LinkWriter {
+    /// The node at the other end.
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// Write one frame.
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        self.write_buf.clear();
+        mesh::encode(frame, &mut self.write_buf);
+        self.half.write_all(&self.write_buf).await?;
+        Ok(())
+    }
+
+    /// End the link, telling the peer why (best effort, as [`Link`] does).
+    pub async fn goodbye(mut self, reason: &str) {
+        let goodbye = Frame::Goodbye {
+            reason: reason.to_owned(),
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.send(&goodbye)).await;
+        let _ = self.half.shutdown().await;
+    }
+}
+
+/// Read until `buf` holds a whole frame, and take it off.
+async fn next_frame(
+    read: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    frame_bytes_max: usize,
+) -> Result<Frame, LinkError> {
+    loop {
+        match mesh::decode(buf, frame_bytes_max)? {
+            Some(Frame::Goodbye { reason }) => return Err(LinkError::Closed(Some(reason))),
+            Some(frame) => return Ok(frame),
+            None => {}
+        }
+        if read.read_buf(buf).await? == 0 {
+            return Err(LinkError::Closed(None));
+        }
     }
 }
 

@@ -172,3 +172,36 @@ async fn a_silent_connection_is_dropped_after_the_handshake_timeout() {
     );
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
+
+#[tokio::test]
+async fn split_halves_carry_requests_both_ways_at_once() {
+    let (addr, accepted) = listen_b(SECRET).await;
+    let a = within(Link::dial(addr, (B, Channel::Data), &config(A, SECRET)))
+        .await
+        .unwrap();
+    let b = within(accepted).await.unwrap().unwrap();
+    let (mut a_read, mut a_write) = a.into_split();
+    let (mut b_read, mut b_write) = b.into_split();
+    let fetch = |node| Frame::Fetch {
+        log: LogId {
+            node,
+            incarnation: Incarnation(1),
+        },
+        from: Offset(0),
+        bytes_max: 4096,
+        wait_ms: 100,
+    };
+    // Both write before either reads: neither waits for the other.
+    a_write.send(&fetch(B)).await.unwrap();
+    b_write.send(&fetch(A)).await.unwrap();
+    assert_eq!(within(b_read.recv()).await.unwrap(), fetch(B));
+    assert_eq!(within(a_read.recv()).await.unwrap(), fetch(A));
+    // A goodbye from one writer ends the other's reader with its reason.
+    a_write.goodbye("shutting down").await;
+    let ended = within(b_read.recv()).await;
+    assert!(
+        matches!(&ended, Err(LinkError::Closed(Some(r))) if r == "shutting down"),
+        "{ended:?}"
+    );
+    assert_eq!((a_read.peer(), b_write.peer()), (B, A));
+}
