@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mesh::{AuthError, Channel, Dialer, Frame, FrameError, Listener, NodeId, Nonce, Secret};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -157,10 +157,7 @@ impl Link {
 
     /// Write one frame.
     pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
-        self.write_buf.clear();
-        mesh::encode(frame, &mut self.write_buf);
-        self.stream.write_all(&self.write_buf).await?;
-        Ok(())
+        send_frame(&mut self.stream, &mut self.write_buf, frame).await
     }
 
     /// The next frame. A `Goodbye` ends the link ([`LinkError::Closed`] with its
@@ -242,10 +239,7 @@ impl LinkWriter {
 
     /// Write one frame.
     pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
-        self.write_buf.clear();
-        mesh::encode(frame, &mut self.write_buf);
-        self.half.write_all(&self.write_buf).await?;
-        Ok(())
+        send_frame(&mut self.half, &mut self.write_buf, frame).await
     }
 
     /// End the link, telling the peer why (best effort, as [`Link`] does).
@@ -256,6 +250,18 @@ impl LinkWriter {
         let _ = tokio::time::timeout(Duration::from_millis(100), self.send(&goodbye)).await;
         let _ = self.half.shutdown().await;
     }
+}
+
+/// Encode `frame` into `buf` and write it.
+async fn send_frame(
+    write: &mut (impl AsyncWrite + Unpin),
+    buf: &mut BytesMut,
+    frame: &Frame,
+) -> Result<(), LinkError> {
+    buf.clear();
+    mesh::encode(frame, buf);
+    write.write_all(buf).await?;
+    Ok(())
 }
 
 /// Read until `buf` holds a whole frame, and take it off.
