@@ -1,6 +1,9 @@
 //! The broker's configuration: `config/rumq.toml` is compiled in as the default, and a
 //! file given with `--config` replaces it (keys it leaves out keep their defaults).
 //! Unknown keys and wrong types are errors that name the key and the line.
+//! `[cluster]` and its command-line overrides are in `cluster`.
+
+pub mod cluster;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,6 +12,8 @@ use std::path::{Path, PathBuf};
 use commitlog::LogConfig;
 use router::RouterConfig;
 use serde::Deserialize;
+
+use self::cluster::{ClusterConfig, ClusterOverrides, ClusterSection};
 
 /// The documented default configuration, as shipped in `config/rumq.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../../config/rumq.toml");
@@ -31,6 +36,8 @@ pub struct Config {
     pub storage: LogConfig,
     /// Logging.
     pub log: LogSettings,
+    /// `[cluster]` as written; absent: a single node (see `Config::cluster_config`).
+    pub cluster: Option<ClusterSection>,
 }
 
 impl Default for Config {
@@ -43,6 +50,7 @@ impl Default for Config {
             router: RouterConfig::default(),
             storage: LogConfig::default(),
             log: LogSettings::default(),
+            cluster: None,
         }
     }
 }
@@ -215,15 +223,29 @@ impl Config {
     /// Load `path`, or the built-in default when `None`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {
-            None => Config::from_toml(DEFAULT_TOML, "(built-in default)"),
+            None => Config::from_toml(DEFAULT_TOML, &origin(None)),
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                     path: p.to_path_buf(),
                     source,
                 })?;
-                Config::from_toml(&text, &p.display().to_string())
+                Config::from_toml(&text, &origin(Some(p)))
             }
         }
+    }
+
+    /// The cluster this node is in: `[cluster]` with the command line's `overrides`
+    /// applied, checked. `None`: a single node (no section, no overrides). `path` is
+    /// the file the section came from, for the error.
+    pub fn cluster_config(
+        &self,
+        overrides: &ClusterOverrides,
+        path: Option<&Path>,
+    ) -> Result<Option<ClusterConfig>, ConfigError> {
+        cluster::resolve(self.cluster.clone(), overrides).map_err(|message| ConfigError::Invalid {
+            origin: origin(path),
+            message,
+        })
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
@@ -263,6 +285,11 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// How errors name the configuration that came from `path`.
+fn origin(path: Option<&Path>) -> String {
+    path.map_or_else(|| "(built-in default)".into(), |p| p.display().to_string())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `config` | the TOML configuration and its validation |
+//! | `config` | the TOML configuration and its validation; `[cluster]` and its command-line overrides |
 //! | `protocol` | MQTT bytes ↔ the broker's internal model |
 //! | `connection` | one client connection's task |
 //! | `driver` | the router behind its lock, the router thread, the request channel |
@@ -35,6 +35,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::config::cluster::{ClusterConfig, ClusterOverrides, NodeId, Peer};
 use crate::config::Config;
 
 /// An MQTT broker whose every publish lands in a commitlog on disk.
@@ -56,21 +57,45 @@ struct Cli {
     /// Print the default configuration file and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// This node's id in the cluster, 1 to 255 (overrides [cluster] node_id).
+    #[arg(long, value_name = "N")]
+    node_id: Option<NodeId>,
+    /// Listen for the cluster's other nodes here (overrides [cluster] listen).
+    #[arg(long, value_name = "ADDR")]
+    cluster_listen: Option<SocketAddr>,
+    /// Another node of the cluster, e.g. 2=127.0.0.1:7102; once per node. Given, they
+    /// replace [cluster] peers.
+    #[arg(long = "peer", value_name = "ID=ADDR")]
+    peers: Vec<Peer>,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if cli.print_default_config {
-        print!("{}", config::DEFAULT_TOML);
-        return ExitCode::SUCCESS;
-    }
-    let mut config = match Config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rumq-broker: {e}");
-            return ExitCode::from(2);
+impl Cli {
+    fn cluster_overrides(&self) -> ClusterOverrides {
+        ClusterOverrides {
+            node_id: self.node_id,
+            listen: self.cluster_listen,
+            peers: self.peers.clone(),
         }
-    };
+    }
+}
+
+/// What `run_cluster_node` says until the mesh is built.
+const CLUSTER_UNAVAILABLE: &str = "[cluster]: this build cannot run a cluster yet (the mesh \
+    is in progress, issue 22); remove the [cluster] section to run a single node";
+
+/// Runs this node as a member of `cluster`. The mesh (issue 22) is not built yet, so
+/// it refuses to start: a node told it has peers must not run alone, acknowledging
+/// messages that no other node holds. The mesh work replaces this function.
+fn run_cluster_node(_config: Config, _cluster: ClusterConfig) -> ExitCode {
+    eprintln!("rumq-broker: {CLUSTER_UNAVAILABLE}");
+    ExitCode::from(2)
+}
+
+/// The configuration file with the command line's overrides, and the cluster they
+/// describe (`None`: a single node).
+fn load_config(cli: Cli) -> Result<(Config, Option<ClusterConfig>), config::ConfigError> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    let cluster = config.cluster_config(&cli.cluster_overrides(), cli.config.as_deref())?;
     if let Some(addr) = cli.listen {
         config.listener.addr = addr;
     }
@@ -80,6 +105,23 @@ fn main() -> ExitCode {
     if let Some(level) = cli.log_level {
         config.log.level = level;
     }
+    Ok((config, cluster))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", config::DEFAULT_TOML);
+        return ExitCode::SUCCESS;
+    }
+    let config = match load_config(cli) {
+        Ok((config, None)) => config,
+        Ok((config, Some(cluster))) => return run_cluster_node(config, cluster),
+        Err(e) => {
+            eprintln!("rumq-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         Ok(f) => f,
         Err(e) => {
