@@ -242,9 +242,12 @@ impl Config {
         overrides: &ClusterOverrides,
         path: Option<&Path>,
     ) -> Result<Option<ClusterConfig>, ConfigError> {
-        cluster::resolve(self.cluster.clone(), overrides).map_err(|message| ConfigError::Invalid {
-            origin: origin(path),
-            message,
+        let record_bytes_max = self.storage.record_bytes_max;
+        cluster::resolve(self.cluster.clone(), overrides, record_bytes_max).map_err(|message| {
+            ConfigError::Invalid {
+                origin: origin(path),
+                message,
+            }
         })
     }
 

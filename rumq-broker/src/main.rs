@@ -35,7 +35,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::config::cluster::{ClusterConfig, ClusterOverrides, NodeId, Peer};
+use mesh::NodeId;
+
+use crate::config::cluster::{self, ClusterConfig, ClusterOverrides, Peer};
 use crate::config::Config;
 
 /// An MQTT broker whose every publish lands in a commitlog on disk.
@@ -58,7 +60,7 @@ struct Cli {
     #[arg(long)]
     print_default_config: bool,
     /// This node's id in the cluster, 1 to 255 (overrides [cluster] node_id).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = cluster::parse_node_id)]
     node_id: Option<NodeId>,
     /// Listen for the cluster's other nodes here (overrides [cluster] listen).
     #[arg(long, value_name = "ADDR")]

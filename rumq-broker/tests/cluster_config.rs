@@ -129,7 +129,7 @@ fn a_short_or_missing_secret_exits_2_naming_it() {
     let short = &SECRET[..15];
     let stderr = refused(&node_1_file("").replace(SECRET, short), &[]);
     assert!(
-        stderr.contains("[cluster] secret must be at least 16 bytes, got 15"),
+        stderr.contains("[cluster] secret: the cluster secret has 15 bytes; it needs at least 16"),
         "{stderr}"
     );
     assert!(!stderr.contains(short), "the secret is not shown: {stderr}");

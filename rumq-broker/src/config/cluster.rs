@@ -8,47 +8,43 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use serde::Deserialize;
+use mesh::{NodeId, Secret};
+use serde::{Deserialize, Deserializer};
 
 /// Default `failure_timeout_ms`.
 const FAILURE_TIMEOUT_MS_DEFAULT: u64 = 3000;
 /// Default `peer_inflight_bytes_max`: 8 MiB.
 const PEER_INFLIGHT_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
-/// The shortest `secret` accepted, in bytes.
-pub const SECRET_BYTES_MIN: usize = 16;
+/// Default `peer_frame_bytes_max`: 17 MiB, the default `[storage] record_bytes_max`
+/// (16 MiB) and room.
+const PEER_FRAME_BYTES_MAX_DEFAULT: usize = 17 * 1024 * 1024;
+/// How much larger than `[storage] record_bytes_max` a peer frame may be at least:
+/// a `Records` frame carries a whole stored record (its 8-byte header included) after
+/// its own fields (31 bytes in protocol version 1), with room to spare.
+const PEER_FRAME_ROOM_BYTES: usize = 1024;
 
-/// A node's id in the cluster, 1..=255 (0 is never an id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(try_from = "i64")]
-pub struct NodeId(u8);
-
-impl TryFrom<i64> for NodeId {
-    type Error = String;
-
-    fn try_from(n: i64) -> Result<NodeId, String> {
-        match u8::try_from(n) {
-            Ok(id) if id > 0 => Ok(NodeId(id)),
-            _ => Err(format!("a node id is between 1 and 255, not {n}")),
-        }
+/// A node id as written (`node_id`, `--node-id`, the ID of a peer): 1 to 255.
+fn node_id(n: i64) -> Result<NodeId, String> {
+    match u8::try_from(n) {
+        Ok(id) if id > 0 => Ok(NodeId(id)),
+        _ => Err(format!("a node id is between 1 and 255, not {n}")),
     }
 }
 
-impl FromStr for NodeId {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<NodeId, String> {
-        let n: i64 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("a node id is a number between 1 and 255, not {s:?}"))?;
-        NodeId::try_from(n)
-    }
+/// `--node-id N`, and the ID of `ID=ADDR`.
+pub fn parse_node_id(s: &str) -> Result<NodeId, String> {
+    let n = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("a node id is a number between 1 and 255, not {s:?}"))?;
+    node_id(n)
 }
 
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
+/// `node_id = N` in the file.
+fn deserialize_node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NodeId>, D::Error> {
+    node_id(i64::deserialize(d)?)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Another node: its id and the address of its peer listener. Written `ID=ADDR`.
@@ -67,7 +63,7 @@ impl FromStr for Peer {
     fn from_str(s: &str) -> Result<Peer, String> {
         let form = || format!("a peer is ID=ADDR (e.g. 2=127.0.0.1:7102), not {s:?}");
         let (id, addr) = s.split_once('=').ok_or_else(form)?;
-        let id = id.parse().map_err(|e| format!("{}: {e}", form()))?;
+        let id = parse_node_id(id).map_err(|e| format!("{}: {e}", form()))?;
         let addr = addr
             .trim()
             .parse()
@@ -84,21 +80,15 @@ impl TryFrom<String> for Peer {
     }
 }
 
-/// The secret the nodes share. Never printed: `Debug` shows only its length.
+/// `secret` as written, before it is checked into a `mesh::Secret`. Its `Debug`
+/// shows only its length.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct SecretText(String);
 
-impl Secret {
-    /// The secret's bytes (what the peers' challenge and response are keyed with).
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Debug for Secret {
+impl fmt::Debug for SecretText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
+        write!(f, "SecretText({} bytes)", self.0.len())
     }
 }
 
@@ -107,6 +97,7 @@ impl fmt::Debug for Secret {
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSection {
     /// This node's id.
+    #[serde(deserialize_with = "deserialize_node_id")]
     pub node_id: Option<NodeId>,
     /// Where this node listens for its peers.
     pub listen: Option<SocketAddr>,
@@ -115,11 +106,13 @@ pub struct ClusterSection {
     /// Nodes that hold a message before it is acknowledged; `None`: a majority.
     pub ack_copies: Option<usize>,
     /// Shared by the nodes.
-    pub secret: Option<Secret>,
+    pub secret: Option<SecretText>,
     /// A peer not heard from for this long is taken as failed.
     pub failure_timeout_ms: u64,
     /// Bytes in flight on one peer link.
     pub peer_inflight_bytes_max: usize,
+    /// The largest peer frame accepted.
+    pub peer_frame_bytes_max: usize,
 }
 
 impl Default for ClusterSection {
@@ -132,6 +125,7 @@ impl Default for ClusterSection {
             secret: None,
             failure_timeout_ms: FAILURE_TIMEOUT_MS_DEFAULT,
             peer_inflight_bytes_max: PEER_INFLIGHT_BYTES_MAX_DEFAULT,
+            peer_frame_bytes_max: PEER_FRAME_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -155,7 +149,14 @@ impl ClusterOverrides {
 }
 
 /// A checked cluster configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the mesh reads it; until it runs, run_cluster_node refuses (issue 22)"
+    )
+)]
 pub struct ClusterConfig {
     /// This node's id; no peer has it.
     pub node_id: NodeId,
@@ -166,19 +167,24 @@ pub struct ClusterConfig {
     /// Nodes (this one included) that hold a message before it is acknowledged:
     /// 1..=`node_count()`.
     pub ack_copies: usize,
-    /// Shared by the nodes; at least `SECRET_BYTES_MIN` bytes.
+    /// Shared by the nodes; at least `mesh::SECRET_MIN_BYTES` bytes.
     pub secret: Secret,
     /// A peer not heard from for this long is taken as failed; > 0.
     pub failure_timeout_ms: u64,
     /// Bytes in flight on one peer link; > 0.
     pub peer_inflight_bytes_max: usize,
+    /// The largest peer frame accepted (after its length prefix): room for the
+    /// largest stored record, `[storage] record_bytes_max`.
+    pub peer_frame_bytes_max: usize,
 }
 
 /// The cluster configuration `section` and `overrides` make together: `None` when
-/// neither says anything (a single node), else checked.
+/// neither says anything (a single node), else checked; the log's records are at
+/// most `record_bytes_max`.
 pub fn resolve(
     section: Option<ClusterSection>,
     overrides: &ClusterOverrides,
+    record_bytes_max: u32,
 ) -> Result<Option<ClusterConfig>, String> {
     if section.is_none() && overrides.is_empty() {
         return Ok(None);
@@ -193,12 +199,12 @@ pub fn resolve(
     if !overrides.peers.is_empty() {
         section.peers.clone_from(&overrides.peers);
     }
-    section.check().map(Some)
+    section.check(record_bytes_max).map(Some)
 }
 
 impl ClusterSection {
     /// Every rule of the section, each error naming its key (and the flag that sets it).
-    fn check(self) -> Result<ClusterConfig, String> {
+    fn check(self, record_bytes_max: u32) -> Result<ClusterConfig, String> {
         let node_id = self
             .node_id
             .ok_or("[cluster] node_id is missing: give every node its own (or --node-id N)")?;
@@ -224,6 +230,7 @@ impl ClusterSection {
         if self.peer_inflight_bytes_max == 0 {
             return Err("[cluster] peer_inflight_bytes_max must be > 0".into());
         }
+        check_frame_bytes(self.peer_frame_bytes_max, record_bytes_max)?;
         Ok(ClusterConfig {
             node_id,
             listen,
@@ -232,6 +239,7 @@ impl ClusterSection {
             secret,
             failure_timeout_ms: self.failure_timeout_ms,
             peer_inflight_bytes_max: self.peer_inflight_bytes_max,
+            peer_frame_bytes_max: self.peer_frame_bytes_max,
         })
     }
 }
@@ -263,18 +271,25 @@ fn check_peers(node_id: NodeId, peers: &[Peer]) -> Result<(), String> {
     Ok(())
 }
 
-fn check_secret(secret: Option<Secret>) -> Result<Secret, String> {
-    let secret = secret.ok_or(
+fn check_secret(secret: Option<SecretText>) -> Result<Secret, String> {
+    let SecretText(text) = secret.ok_or(
         "[cluster] secret is missing: the nodes share it, and a peer link is accepted \
          only from a node that proves it holds it",
     )?;
-    if secret.as_bytes().len() < SECRET_BYTES_MIN {
+    Secret::new(text).map_err(|e| format!("[cluster] secret: {e}"))
+}
+
+/// A frame must carry the largest record, or that record could never be replicated.
+fn check_frame_bytes(frame_bytes_max: usize, record_bytes_max: u32) -> Result<(), String> {
+    let least = record_bytes_max as usize + PEER_FRAME_ROOM_BYTES;
+    if frame_bytes_max < least {
         return Err(format!(
-            "[cluster] secret must be at least {SECRET_BYTES_MIN} bytes, got {}",
-            secret.as_bytes().len()
+            "[cluster] peer_frame_bytes_max ({frame_bytes_max}) must be at least \
+             [storage] record_bytes_max ({record_bytes_max}) + {PEER_FRAME_ROOM_BYTES}: \
+             a peer frame carries a whole record"
         ));
     }
-    Ok(secret)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -314,7 +329,7 @@ mod tests {
     }
 
     fn id(n: i64) -> NodeId {
-        NodeId::try_from(n).expect("an id")
+        node_id(n).expect("an id")
     }
 
     #[test]
@@ -322,7 +337,7 @@ mod tests {
         let config = Config::from_toml(DEFAULT_TOML, "default").expect("default");
         assert_eq!(config.cluster, None);
         let cluster = config.cluster_config(&ClusterOverrides::default(), None);
-        assert_eq!(cluster.expect("valid"), None);
+        assert!(cluster.expect("valid").is_none());
     }
 
     #[test]
@@ -335,9 +350,10 @@ mod tests {
             [peer("2=127.0.0.1:7102"), peer("3=127.0.0.1:7103")]
         );
         assert_eq!(c.ack_copies, 2, "a majority of 3");
-        assert_eq!(c.secret.as_bytes(), SECRET.as_bytes());
+        assert_eq!(format!("{:?}", c.secret), "Secret(16 bytes)");
         assert_eq!(c.failure_timeout_ms, 3000);
         assert_eq!(c.peer_inflight_bytes_max, 8 * 1024 * 1024);
+        assert_eq!(c.peer_frame_bytes_max, 17 * 1024 * 1024);
     }
 
     #[test]
@@ -374,13 +390,15 @@ mod tests {
                 c.node_id,
                 c.ack_copies,
                 c.failure_timeout_ms,
-                c.peer_inflight_bytes_max
+                c.peer_inflight_bytes_max,
+                c.peer_frame_bytes_max,
             ),
             (
                 id(1),
                 2,
                 defaults.failure_timeout_ms,
-                defaults.peer_inflight_bytes_max
+                defaults.peer_inflight_bytes_max,
+                defaults.peer_frame_bytes_max,
             ),
             "the shipped comments show the defaults"
         );
@@ -393,9 +411,9 @@ mod tests {
             assert!(err.contains("node_id") && err.contains("line 2"), "{err}");
             assert!(err.contains("between 1 and 255"), "{err}");
         }
-        assert!("0".parse::<NodeId>().is_err());
-        assert!("x".parse::<NodeId>().is_err());
-        assert_eq!("255".parse::<NodeId>(), Ok(id(255)));
+        assert!(parse_node_id("0").is_err());
+        assert!(parse_node_id("x").is_err());
+        assert_eq!(parse_node_id("255"), Ok(id(255)));
     }
 
     #[test]
@@ -469,12 +487,35 @@ mod tests {
         let short = &SECRET[..15];
         let err = error(&section("").replace(SECRET, short));
         assert!(
-            err.contains("[cluster] secret") && err.contains("16 bytes, got 15"),
+            err.contains("[cluster] secret") && err.contains("has 15 bytes"),
             "{err}"
         );
         assert!(!err.contains(short), "{err}");
         let c = cluster(&section("")).expect("16 bytes is enough");
         assert!(!format!("{c:?}").contains(SECRET), "{c:?}");
+        let as_written = Config::from_toml(&section(""), "c.toml").expect("parses");
+        assert!(
+            !format!("{as_written:?}").contains(SECRET),
+            "{as_written:?}"
+        );
+    }
+
+    #[test]
+    fn a_peer_frame_must_hold_the_largest_record() {
+        let err = error(&section("peer_frame_bytes_max = 16778239"));
+        assert!(
+            err.contains("[cluster] peer_frame_bytes_max (16778239)")
+                && err.contains("[storage] record_bytes_max (16777216) + 1024"),
+            "{err}"
+        );
+        let c = cluster(&section("peer_frame_bytes_max = 16778240")).expect("enough");
+        assert_eq!(c.peer_frame_bytes_max, 16_778_240);
+        let smaller_records = format!(
+            "{}[storage]\nrecord_bytes_max = 1024\n[limits]\nmax_packet_size = 1024\n",
+            section("")
+        );
+        let toml = smaller_records.replace("secret =", "peer_frame_bytes_max = 2048\nsecret =");
+        assert_eq!(cluster(&toml).expect("enough").peer_frame_bytes_max, 2048);
     }
 
     #[test]
