@@ -150,7 +150,13 @@ impl Default for Limits {
 pub struct AuthConfig {
     /// Accept clients without a user name.
     pub allow_anonymous: bool,
-    /// User name → password.
+    /// Users and their argon2id password hashes (`passwords.rs`); none: user names
+    /// are not checked.
+    pub password_file: Option<PathBuf>,
+    /// Password checks running at once (each holds 19 MiB while it runs).
+    pub password_checks_max: usize,
+    /// Plain-text passwords, no longer accepted: read only to refuse them with a
+    /// message saying how to convert.
     pub users: BTreeMap<String, String>,
 }
 
@@ -158,6 +164,8 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             allow_anonymous: true,
+            password_file: None,
+            password_checks_max: 2,
             users: BTreeMap::new(),
         }
     }
@@ -280,6 +288,17 @@ impl Config {
             return Err(invalid(
                 "[router] inflight_max must be between 1 and 65534".into(),
             ));
+        }
+        if !self.auth.users.is_empty() {
+            return Err(invalid(
+                "[auth.users]: passwords in the config file are no longer accepted (they were \
+                 kept in clear text). For each user run `rumq-broker passwd FILE USER`, set \
+                 [auth] password_file = \"FILE\", and remove [auth.users]"
+                    .into(),
+            ));
+        }
+        if self.auth.password_checks_max == 0 {
+            return Err(invalid("[auth] password_checks_max must be > 0".into()));
         }
         if self.router.deliver_records_max == 0 || self.router.append_batch_max == 0 {
             return Err(invalid(

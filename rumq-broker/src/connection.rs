@@ -49,6 +49,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::driver::{RouterTx, ToRouter};
 use crate::parking::Lot;
+use crate::passwords::Checker;
 use crate::protocol::alias::InboundAliases;
 use crate::protocol::{Encoder, Version};
 use crate::replies::{Received, ReplyReceiver};
@@ -74,6 +75,8 @@ pub struct Shared {
     /// Where quiet connections park, by connection thread (none: they keep their
     /// tasks); see `conn_threads`.
     pub lots: Vec<Option<Lot<Parked>>>,
+    /// The password file's checks (none: user names are not checked).
+    pub passwords: Option<Arc<Checker>>,
     next_conn: AtomicU64,
 }
 
@@ -90,6 +93,7 @@ impl Shared {
             topics,
             router,
             lots,
+            passwords: None,
             next_conn: AtomicU64::new(1),
         }
     }

@@ -13,6 +13,8 @@
 //! | `parking` | quiet connections, waiting without a task |
 //! | `server` | listener, connection limit, shutdown |
 //! | `accept_rate` | the new-connections-per-second limit |
+//! | `passwords` | the password file: argon2id hashes, the checks off the connection threads |
+//! | `passwd_cmd` | `rumq-broker passwd FILE USER`: adding, changing, removing users |
 //! | `heap` | how much freed memory the allocator keeps |
 
 mod accept_rate;
@@ -23,6 +25,8 @@ mod credit;
 mod driver;
 mod heap;
 mod parking;
+mod passwd_cmd;
+mod passwords;
 mod replies;
 mod server;
 
@@ -44,6 +48,9 @@ use crate::config::Config;
 #[derive(Debug, Parser)]
 #[command(name = "rumq-broker", version)]
 struct Cli {
+    /// Instead of running the broker.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Configuration file (TOML). Without it the built-in default is used.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -69,6 +76,14 @@ struct Cli {
     /// replace [cluster] peers.
     #[arg(long = "peer", value_name = "ID=ADDR")]
     peers: Vec<Peer>,
+}
+
+/// What the binary can do besides running the broker.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Add a user to a password file (auth.password_file), change their password, or
+    /// remove them.
+    Passwd(passwd_cmd::PasswdArgs),
 }
 
 impl Cli {
@@ -112,6 +127,9 @@ fn load_config(cli: Cli) -> Result<(Config, Option<ClusterConfig>), config::Conf
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Passwd(args)) = &cli.command {
+        return passwd_cmd::run(args);
+    }
     if cli.print_default_config {
         print!("{}", config::DEFAULT_TOML);
         return ExitCode::SUCCESS;
@@ -139,7 +157,17 @@ fn main() -> ExitCode {
     if !heap::keep_freed_memory() {
         tracing::debug!("allocator thresholds not set");
     }
-    match server::run(config) {
+    let passwords = match &config.auth.password_file {
+        None => None,
+        Some(path) => match passwords::Passwords::load(path) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("rumq-broker: [auth] password_file: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match server::run(config, passwords) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

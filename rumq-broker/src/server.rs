@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::conn_threads::ConnThreads;
 use crate::connection::Shared;
 use crate::driver::{self, RouterTx, ToRouter};
+use crate::passwords::{Checker, Passwords};
 use rumq_broker::interner::TopicInterner;
 
 /// Requests the router thread drains per flush after the first (see `driver::channel`).
@@ -48,7 +49,7 @@ pub(crate) fn open_router(config: &Config) -> anyhow::Result<Router<Log>> {
 }
 
 /// Run the broker until a shutdown signal.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config, passwords: Option<Passwords>) -> anyhow::Result<()> {
     let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
     let router = open_router(&config)?;
     // Before any connection, every session held is a restored persistent one.
@@ -78,7 +79,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     let config = Arc::new(config);
-    let served = runtime.block_on(serve(config, topics, router_tx, conn_threads));
+    let checker = passwords.map(|p| {
+        tracing::info!(users = p.len(), "password file loaded");
+        Arc::new(Checker::new(p, config.auth.password_checks_max))
+    });
+    let served = runtime.block_on(serve(config, topics, router_tx, conn_threads, checker));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // Every sender is gone now: the router thread drains, appends and returns (woken
     // here rather than at its next timeout).
@@ -132,6 +137,7 @@ async fn serve(
     topics: Arc<TopicInterner>,
     router_tx: RouterTx,
     mut conn_threads: ConnThreads,
+    passwords: Option<Arc<Checker>>,
 ) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let listener = TcpListener::bind(config.listener.addr)
@@ -141,7 +147,9 @@ async fn serve(
     tracing::info!(addr = %local, "listening");
 
     let lots = conn_threads.lots();
-    let shared = Arc::new(Shared::new(config.clone(), topics, router_tx, lots));
+    let mut shared = Shared::new(config.clone(), topics, router_tx, lots);
+    shared.passwords = passwords;
+    let shared = Arc::new(shared);
     // A connection holds a permit until its task ends: the permits count the
     // connections, and shutdown waits for all of them to come back. (A `JoinSet`
     // would keep an entry per connection as well: 56 more bytes each.)

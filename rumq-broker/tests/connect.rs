@@ -10,7 +10,15 @@ use std::time::Duration;
 use common::*;
 use rumqttc::{ConnectReturnCode, ConnectionError, QoS};
 
-const AUTH: &str = "[auth]\nallow_anonymous = false\n[auth.users]\nalice = \"secret\"\n";
+/// A broker that lets in only alice (password "secret"), from a password file in
+/// `dir`.
+fn auth_broker(dir: &std::path::Path) -> Broker {
+    let file = password_file(dir, &[("alice", "secret")]);
+    Broker::with_config(&format!(
+        "[auth]\nallow_anonymous = false\npassword_file = {:?}\n",
+        file.display().to_string()
+    ))
+}
 
 /// A round trip through the broker proves a client works: it subscribes to `topic`
 /// and receives what it publishes there.
@@ -123,7 +131,8 @@ async fn connack_3_server_unavailable_over_max_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connack_4_bad_user_name_or_password() {
-    let broker = Broker::with_config(AUTH);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = auth_broker(dir.path());
     for (user, pass) in [("alice", "wrong"), ("bob", "secret"), ("alice", "")] {
         let mut o = options(broker.port(), "auth");
         o.set_credentials(user, pass);
@@ -154,7 +163,8 @@ async fn connack_4_bad_user_name_or_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connack_5_not_authorized_without_user_name() {
-    let broker = Broker::with_config(AUTH);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = auth_broker(dir.path());
     match Mqtt::try_connect(options(broker.port(), "anonymous")).await {
         Err(ConnectionError::ConnectionRefused(code)) => {
             assert_eq!(code, ConnectReturnCode::NotAuthorized)

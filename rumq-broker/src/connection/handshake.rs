@@ -28,7 +28,11 @@ impl Connection {
         self.release_read_buf();
         let v5 = connect.version == Version::V5;
         self.encode_for(&connect);
-        if let Some((v3, v5_code, why)) = self.refusal(&connect) {
+        let refused = match self.refusal(&connect) {
+            Some(r) => Some(r),
+            None => self.authenticate(&connect).await,
+        };
+        if let Some((v3, v5_code, why)) = refused {
             self.refuse(v3, v5_code, Some(why.into())).await;
             tracing::info!(
                 target: LOG_TARGET,
@@ -174,27 +178,34 @@ impl Connection {
                 "an empty client id needs a clean session",
             ));
         }
-        let auth = &self.state.shared.config.auth;
-        match (&c.username, &c.password) {
-            (None, _) if !auth.allow_anonymous => Some((
-                return_code::NOT_AUTHORIZED,
-                reason::NOT_AUTHORIZED,
-                "anonymous clients are not allowed",
-            )),
-            (None, _) => None,
-            (Some(_), _) if auth.users.is_empty() => None,
-            (Some(user), password) => {
-                let ok = auth
-                    .users
-                    .get(user)
-                    .is_some_and(|p| password.as_deref() == Some(p.as_bytes()));
-                (!ok).then_some((
-                    return_code::BAD_USER_NAME_OR_PASSWORD,
-                    reason::BAD_USER_NAME_OR_PASSWORD,
-                    "bad user name or password",
+        None
+    }
+
+    /// Whether the user name and password let the client in: anonymous clients if
+    /// `auth.allow_anonymous`; with a password file, a user of it with their password
+    /// (checked off this thread, `passwords.rs`); without one, any user name. As
+    /// [`Self::refusal`].
+    async fn authenticate(&self, c: &ConnectPacket) -> Option<(u8, u8, &'static str)> {
+        let shared = &self.state.shared;
+        let checked = match (&c.username, &shared.passwords) {
+            (None, _) if !shared.config.auth.allow_anonymous => {
+                return Some((
+                    return_code::NOT_AUTHORIZED,
+                    reason::NOT_AUTHORIZED,
+                    "anonymous clients are not allowed",
                 ))
             }
-        }
+            (None, _) | (Some(_), None) => return None,
+            (Some(user), Some(checker)) => {
+                let password = c.password.as_deref().unwrap_or_default();
+                checker.check(user, password).await
+            }
+        };
+        (!checked).then_some((
+            return_code::BAD_USER_NAME_OR_PASSWORD,
+            reason::BAD_USER_NAME_OR_PASSWORD,
+            "bad user name or password",
+        ))
     }
 
     /// The keep alive the client is held to: the one it asked for, within

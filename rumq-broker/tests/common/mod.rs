@@ -1048,6 +1048,46 @@ pub fn mosquitto_pub(port: u16, args: &[&str]) {
     );
 }
 
+/// Run `rumq-broker passwd FILE USER --password-stdin [extra...]` with `password` on
+/// its standard input; its output (it must end within [`STEP`] × 3).
+pub fn passwd(file: &Path, user: &str, password: &str, extra: &[&str]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(broker_bin())
+        .arg("passwd")
+        .arg(file)
+        .arg(user)
+        .arg("--password-stdin")
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rumq-broker passwd");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+    drop(stdin);
+    let deadline = Instant::now() + STEP * 3;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "rumq-broker passwd did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A password file in `dir` with `users` and their passwords, made by the binary.
+pub fn password_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let file = dir.join("passwd");
+    for (user, password) in users {
+        let out = passwd(&file, user, password, &[]);
+        assert!(
+            out.status.success(),
+            "passwd {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    file
+}
+
 /// A client that is subscribed to `healthy/#` and publishes there itself.
 pub struct Healthy {
     m: Mqtt,
