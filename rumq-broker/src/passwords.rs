@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::Semaphore;
 
@@ -171,7 +171,9 @@ impl Passwords {
 /// (each takes 19 MiB while it runs; the others wait their turn).
 #[derive(Debug)]
 pub struct Checker {
-    passwords: Arc<Passwords>,
+    /// Replaced whole by [`Checker::reload`]; a check in progress keeps the file it
+    /// started with.
+    passwords: RwLock<Arc<Passwords>>,
     permits: Arc<Semaphore>,
 }
 
@@ -179,9 +181,21 @@ impl Checker {
     /// Checks against `passwords`, `max` at a time (at least one).
     pub fn new(passwords: Passwords, max: usize) -> Checker {
         Checker {
-            passwords: Arc::new(passwords),
+            passwords: RwLock::new(Arc::new(passwords)),
             permits: Arc::new(Semaphore::new(max.max(1))),
         }
+    }
+
+    /// Read the file at `path` again and check against it from now on; a file that
+    /// does not load leaves the one in use (the error says why). How many users.
+    pub fn reload(&self, path: &Path) -> Result<usize, PasswordFileError> {
+        let fresh = Passwords::load(path)?;
+        let users = fresh.len();
+        *self
+            .passwords
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+        Ok(users)
     }
 
     /// Whether `password` is `user`'s (see [`Passwords::check`]).
@@ -189,7 +203,11 @@ impl Checker {
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return false;
         };
-        let passwords = self.passwords.clone();
+        let passwords = self
+            .passwords
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let (user, password) = (user.to_owned(), password.to_vec());
         tokio::task::spawn_blocking(move || {
             let ok = passwords.check(&user, &password);

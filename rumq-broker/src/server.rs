@@ -140,6 +140,13 @@ async fn serve(
     passwords: Option<Arc<Checker>>,
 ) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
+    if let (Some(checker), Some(path)) = (&passwords, &config.auth.password_file) {
+        // Installed before the broker says it listens: a SIGHUP after that line never
+        // meets the default action (which ends the process).
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
+        tokio::spawn(reload_on_sighup(hup, checker.clone(), path.clone()));
+    }
     let listener = TcpListener::bind(config.listener.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listener.addr))?;
@@ -259,6 +266,23 @@ async fn refuse(mut stream: TcpStream, connect_timeout_ms: u64) {
         let _ = stream.write_all(chunk).await;
     }
     let _ = stream.shutdown().await;
+}
+
+/// On every SIGHUP, read the password file again (a file that does not load is
+/// logged, and the one in use kept). Connections stay; new logins use the new file.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    checker: Arc<Checker>,
+    path: std::path::PathBuf,
+) {
+    while hup.recv().await.is_some() {
+        match checker.reload(&path) {
+            Ok(users) => tracing::info!(users, "password file reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "password file not reloaded; the old one stays in use")
+            }
+        }
+    }
 }
 
 /// Install the SIGTERM and SIGINT handlers now (before the broker says it is

@@ -162,3 +162,52 @@ fn passwords_in_the_config_are_refused_with_the_way_to_convert() {
     let e = stderr(&out);
     assert!(e.contains("password_file") && e.contains("nope"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_password_file_and_keeps_the_old_one_if_the_new_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = password_file(dir.path(), &[("alice", "wonderland")]);
+    let broker = Broker::with_config(&format!(
+        "[auth]\npassword_file = {:?}\n",
+        file.display().to_string()
+    ));
+    let port = broker.port();
+    let login = |user: &'static str, password: &'static str| async move {
+        let mut opts = ConnectOpts::new(&format!("c-{user}"));
+        opts.username = Some(user.into());
+        opts.password = Some(password.as_bytes().to_vec());
+        Raw::connect(port, &opts).await
+    };
+    // alice stays connected through both reloads.
+    let (mut alice, connack) = login("alice", "wonderland").await;
+    assert_eq!(connack, CONNACK_OK);
+    assert_eq!(login("bob", "builder").await.1, [0x20, 0x02, 0x00, 4]);
+
+    assert!(passwd(&file, "bob", "builder", &[]).status.success());
+    let hup = |n| {
+        let status = Command::new("kill")
+            .args(["-HUP", &broker.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        broker.wait_for_log_count("password file", n, STEP);
+    };
+    hup(2); // "loaded" at start, "reloaded" now
+    assert!(broker.stderr().contains("password file reloaded users=2"));
+    assert_eq!(login("bob", "builder").await.1, CONNACK_OK);
+
+    std::fs::write(&file, "not a password file\n").unwrap();
+    hup(3);
+    assert!(
+        broker.stderr().contains("password file not reloaded"),
+        "{}",
+        broker.stderr()
+    );
+    assert_eq!(
+        login("bob", "builder").await.1,
+        CONNACK_OK,
+        "the old file stays"
+    );
+    alice.send(&PINGREQ).await;
+    assert_eq!(alice.recv().await.bytes(), PINGRESP);
+}
