@@ -13,6 +13,10 @@ use serde::{Deserialize, Deserializer};
 
 /// Default `failure_timeout_ms`.
 const FAILURE_TIMEOUT_MS_DEFAULT: u64 = 3000;
+/// Default `handshake_timeout_ms`.
+const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 5000;
+/// Default `reconnect_backoff_max_ms`.
+const RECONNECT_BACKOFF_MAX_MS_DEFAULT: u64 = 2000;
 /// Default `peer_inflight_bytes_max`: 8 MiB.
 const PEER_INFLIGHT_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
 /// Default `peer_frame_bytes_max`: 17 MiB, the default `[storage] record_bytes_max`
@@ -109,6 +113,10 @@ pub struct ClusterSection {
     pub secret: Option<SecretText>,
     /// A peer not heard from for this long is taken as failed.
     pub failure_timeout_ms: u64,
+    /// How long a peer link's handshake may take.
+    pub handshake_timeout_ms: u64,
+    /// The longest wait between two attempts to link to a peer.
+    pub reconnect_backoff_max_ms: u64,
     /// Bytes in flight on one peer link.
     pub peer_inflight_bytes_max: usize,
     /// The largest peer frame accepted.
@@ -124,6 +132,8 @@ impl Default for ClusterSection {
             ack_copies: None,
             secret: None,
             failure_timeout_ms: FAILURE_TIMEOUT_MS_DEFAULT,
+            handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            reconnect_backoff_max_ms: RECONNECT_BACKOFF_MAX_MS_DEFAULT,
             peer_inflight_bytes_max: PEER_INFLIGHT_BYTES_MAX_DEFAULT,
             peer_frame_bytes_max: PEER_FRAME_BYTES_MAX_DEFAULT,
         }
@@ -171,6 +181,10 @@ pub struct ClusterConfig {
     pub secret: Secret,
     /// A peer not heard from for this long is taken as failed; > 0.
     pub failure_timeout_ms: u64,
+    /// How long a peer link's handshake may take; > 0.
+    pub handshake_timeout_ms: u64,
+    /// The longest wait between two attempts to link to a peer; > 0.
+    pub reconnect_backoff_max_ms: u64,
     /// Bytes in flight on one peer link; > 0.
     pub peer_inflight_bytes_max: usize,
     /// The largest peer frame accepted (after its length prefix): room for the
@@ -224,8 +238,14 @@ impl ClusterSection {
             ));
         }
         let secret = check_secret(self.secret)?;
-        if self.failure_timeout_ms == 0 {
-            return Err("[cluster] failure_timeout_ms must be > 0".into());
+        for (key, ms) in [
+            ("failure_timeout_ms", self.failure_timeout_ms),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("reconnect_backoff_max_ms", self.reconnect_backoff_max_ms),
+        ] {
+            if ms == 0 {
+                return Err(format!("[cluster] {key} must be > 0"));
+            }
         }
         if self.peer_inflight_bytes_max == 0 {
             return Err("[cluster] peer_inflight_bytes_max must be > 0".into());
@@ -238,6 +258,8 @@ impl ClusterSection {
             ack_copies,
             secret,
             failure_timeout_ms: self.failure_timeout_ms,
+            handshake_timeout_ms: self.handshake_timeout_ms,
+            reconnect_backoff_max_ms: self.reconnect_backoff_max_ms,
             peer_inflight_bytes_max: self.peer_inflight_bytes_max,
             peer_frame_bytes_max: self.peer_frame_bytes_max,
         })
@@ -352,6 +374,10 @@ mod tests {
         assert_eq!(c.ack_copies, 2, "a majority of 3");
         assert_eq!(format!("{:?}", c.secret), "Secret(16 bytes)");
         assert_eq!(c.failure_timeout_ms, 3000);
+        assert_eq!(
+            (c.handshake_timeout_ms, c.reconnect_backoff_max_ms),
+            (5000, 2000)
+        );
         assert_eq!(c.peer_inflight_bytes_max, 8 * 1024 * 1024);
         assert_eq!(c.peer_frame_bytes_max, 17 * 1024 * 1024);
     }
@@ -390,6 +416,8 @@ mod tests {
                 c.node_id,
                 c.ack_copies,
                 c.failure_timeout_ms,
+                c.handshake_timeout_ms,
+                c.reconnect_backoff_max_ms,
                 c.peer_inflight_bytes_max,
                 c.peer_frame_bytes_max,
             ),
@@ -397,6 +425,8 @@ mod tests {
                 id(1),
                 2,
                 defaults.failure_timeout_ms,
+                defaults.handshake_timeout_ms,
+                defaults.reconnect_backoff_max_ms,
                 defaults.peer_inflight_bytes_max,
                 defaults.peer_frame_bytes_max,
             ),
