@@ -12,6 +12,7 @@
 //! | `segment` | one data file + index: append, positional reads, preallocation, sealing |
 //! | `index` | the mmapped offset → position index of a segment |
 //! | `record` | the on-disk frame of a record: length + CRC32C + payload |
+//! | `inspect` | reading a log directory read-only: segments, records, how each ends |
 //! | `read` | what reads take and hand out: [`ReadLimits`], [`ReadBatch`], [`Record`]s, large ones partly as a [`FileRange`] |
 //! | `file_io` | positional `pread`/`pwritev`/`fallocate` on a segment's files |
 //! | `recovery` | deciding what on disk is intact after a crash |
@@ -29,6 +30,7 @@ mod config;
 mod error;
 mod file_io;
 mod index;
+pub mod inspect;
 mod log;
 mod offset;
 mod page_cache;

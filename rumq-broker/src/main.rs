@@ -15,6 +15,7 @@
 //! | `accept_rate` | the new-connections-per-second limit |
 //! | `passwords` | the password file: argon2id hashes, the checks off the connection threads |
 //! | `passwd_cmd` | `rumq-broker passwd FILE USER`: adding, changing, removing users |
+//! | `log_cmd` | `rumq-broker log inspect|tail DIR`: a log read without the broker |
 //! | `heap` | how much freed memory the allocator keeps |
 
 mod accept_rate;
@@ -24,6 +25,7 @@ mod connection;
 mod credit;
 mod driver;
 mod heap;
+mod log_cmd;
 mod parking;
 mod passwd_cmd;
 mod passwords;
@@ -84,6 +86,9 @@ enum Command {
     /// Add a user to a password file (auth.password_file), change their password, or
     /// remove them.
     Passwd(passwd_cmd::PasswdArgs),
+    /// Read a log directory without starting the broker or changing it.
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
 }
 
 impl Cli {
@@ -127,8 +132,10 @@ fn load_config(cli: Cli) -> Result<(Config, Option<ClusterConfig>), config::Conf
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Passwd(args)) = &cli.command {
-        return passwd_cmd::run(args);
+    match &cli.command {
+        Some(Command::Passwd(args)) => return passwd_cmd::run(args),
+        Some(Command::Log(cmd)) => return log_cmd::run(cmd),
+        None => {}
     }
     if cli.print_default_config {
         print!("{}", config::DEFAULT_TOML);
