@@ -1,0 +1,22 @@
+//! rumq's cluster metadata, replicated with openraft 0.9 among the cluster's nodes:
+//! which logs exist (each node incarnation writes one, open or sealed at an end),
+//! which node owns each client id's session, and who is in each shared subscription
+//! group. It carries kB/s, never messages: those travel on the mesh's log replication.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `command` | [`MetaCommand`] (what a node proposes) and [`MetaResponse`] (what applying it answered) |
+//! | `state` | [`MetaState`]: the pure, deterministic state machine, and its JSON image |
+//! | `types` | the openraft type configuration, and mesh node id ↔ Raft node id |
+//! | `wire` | serde for the `mesh` ids, which carry none of their own |
+
+mod command;
+mod state;
+mod types;
+mod wire;
+
+pub use command::{MetaCommand, MetaResponse, Refusal};
+pub use state::{LogStatus, MetaState};
+pub use types::{
+    mesh_node, raft_id, Entry, EntryId, Member, Membership, MetaRaft, RaftNodeId, TypeConfig,
+};
