@@ -6,16 +6,26 @@
 //! | module | owns |
 //! |---|---|
 //! | `command` | [`MetaCommand`] (what a node proposes) and [`MetaResponse`] (what applying it answered) |
+//! | `log_store` | [`LogStore`]: the Raft log and vote in files, fsynced before openraft is told |
+//! | `log_file` | the log file's records (length, CRC, JSON) and the torn tail a crash leaves |
+//! | `durable` | small files replaced whole: temporary, fsync, rename, fsync the directory |
+//! | `error` | [`StoreError`], [`MetaError`] |
 //! | `state` | [`MetaState`]: the pure, deterministic state machine, and its JSON image |
 //! | `types` | the openraft type configuration, and mesh node id ↔ Raft node id |
 //! | `wire` | serde for the `mesh` ids, which carry none of their own |
 
 mod command;
+mod durable;
+mod error;
+mod log_file;
+mod log_store;
 mod state;
 mod types;
 mod wire;
 
 pub use command::{MetaCommand, MetaResponse, Refusal};
+pub use error::{MetaError, StoreError};
+pub use log_store::LogStore;
 pub use state::{LogStatus, MetaState};
 pub use types::{
     mesh_node, raft_id, Entry, EntryId, Member, Membership, MetaRaft, RaftNodeId, TypeConfig,
