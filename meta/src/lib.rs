@@ -11,8 +11,13 @@
 //! | `durable` | small files replaced whole: temporary, fsync, rename, fsync the directory |
 //! | `error` | [`StoreError`], [`MetaError`] |
 //! | `state` | [`MetaState`]: the pure, deterministic state machine, and its JSON image |
+//! | `state_machine` | [`StateMachine`]: applies entries to the state, builds, keeps and installs snapshots |
 //! | `types` | the openraft type configuration, and mesh node id ↔ Raft node id |
 //! | `wire` | serde for the `mesh` ids, which carry none of their own |
+
+// openraft's errors are large (a StorageError is over 200 bytes); they travel its
+// storage and network calls, a few a second, never the message path.
+#![allow(clippy::result_large_err)]
 
 mod command;
 mod durable;
@@ -20,6 +25,7 @@ mod error;
 mod log_file;
 mod log_store;
 mod state;
+mod state_machine;
 mod types;
 mod wire;
 
@@ -27,6 +33,7 @@ pub use command::{MetaCommand, MetaResponse, Refusal};
 pub use error::{MetaError, StoreError};
 pub use log_store::LogStore;
 pub use state::{LogStatus, MetaState};
+pub use state_machine::StateMachine;
 pub use types::{
     mesh_node, raft_id, Entry, EntryId, Member, Membership, MetaRaft, RaftNodeId, TypeConfig,
 };
