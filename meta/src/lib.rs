@@ -6,10 +6,14 @@
 //! | module | owns |
 //! |---|---|
 //! | `command` | [`MetaCommand`] (what a node proposes) and [`MetaResponse`] (what applying it answered) |
+//! | `handle` | [`Meta`]: a node opened from its directory; propose, read the state, know the leader |
 //! | `log_store` | [`LogStore`]: the Raft log and vote in files, fsynced before openraft is told |
 //! | `log_file` | the log file's records (length, CRC, JSON) and the torn tail a crash leaves |
 //! | `durable` | small files replaced whole: temporary, fsync, rename, fsync the directory |
 //! | `error` | [`StoreError`], [`MetaError`] |
+//! | `rpc` | [`RaftRpc`] / [`RaftReply`] (serde) and [`RaftServer`], their receiving end |
+//! | `network` | [`RaftTransport`] (what the embedder provides) and openraft's network over it |
+//! | `mem_transport` | [`MemNetwork`]: an in-memory transport whose links tests cut |
 //! | `state` | [`MetaState`]: the pure, deterministic state machine, and its JSON image |
 //! | `state_machine` | [`StateMachine`]: applies entries to the state, builds, keeps and installs snapshots |
 //! | `types` | the openraft type configuration, and mesh node id ↔ Raft node id |
@@ -22,8 +26,12 @@
 mod command;
 mod durable;
 mod error;
+mod handle;
 mod log_file;
 mod log_store;
+mod mem_transport;
+mod network;
+mod rpc;
 mod state;
 mod state_machine;
 mod types;
@@ -31,7 +39,11 @@ mod wire;
 
 pub use command::{MetaCommand, MetaResponse, Refusal};
 pub use error::{MetaError, StoreError};
+pub use handle::{Meta, MetaConfig};
 pub use log_store::LogStore;
+pub use mem_transport::MemNetwork;
+pub use network::{RaftTransport, ReplyFuture, TransportError};
+pub use rpc::{RaftReply, RaftRpc, RaftServer};
 pub use state::{LogStatus, MetaState};
 pub use state_machine::StateMachine;
 pub use types::{

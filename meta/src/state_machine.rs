@@ -70,6 +70,11 @@ impl StateMachine {
         })
     }
 
+    /// The state, shared with readers.
+    pub(crate) fn shared(&self) -> Arc<RwLock<MetaState>> {
+        self.state.clone()
+    }
+
     fn read(&self) -> Result<MetaState, StorageError<RaftNodeId>> {
         let state = self
             .state
