@@ -2,11 +2,12 @@
 //! edge (bytes ↔ the broker's internal model), exposed so that it can be fuzzed
 //! directly (`fuzz/fuzz_targets/broker_decode.rs`), and the connections' topic
 //! interner (the allocation benchmark interns as a connection does); and the mesh's
-//! peer links and the loops that keep them up (tested on their own in
-//! `tests/peer_link.rs`, `tests/peers.rs`). Everything else
-//! lives in the binary (`main.rs`).
+//! peer links, the loops that keep them up, and the metadata group's messages on them
+//! (tested on their own in `tests/peer_link.rs`, `tests/peers.rs`,
+//! `tests/meta_links.rs`). Everything else lives in the binary (`main.rs`).
 
 pub mod interner;
+pub mod meta_links;
 pub mod peer_link;
 pub mod peers;
 pub mod protocol;
