@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use mesh::{Channel, NodeId};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::peer_link::{Link, LinkConfig};
 
@@ -102,8 +102,17 @@ impl Peers {
     }
 }
 
+/// Handshakes the listener runs at once: room for every peer's two channels twice
+/// over (a peer that restarts dials again while its old links time out). Past it, a
+/// connection is closed at once: the listener is reachable by whoever can reach the
+/// port, and each handshake holds a socket for up to `handshake_timeout`.
+fn handshakes_max(set: &PeerSet) -> usize {
+    4 * Channel::ALL.len() * set.peers.len().max(1)
+}
+
 async fn accept_loop(listener: TcpListener, set: Arc<PeerSet>, up: mpsc::Sender<LinkUp>) {
     let me = set.link.me;
+    let handshakes = Arc::new(Semaphore::new(handshakes_max(&set)));
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(a) => a,
@@ -113,9 +122,14 @@ async fn accept_loop(listener: TcpListener, set: Arc<PeerSet>, up: mpsc::Sender<
                 continue;
             }
         };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%from, "peer listener: too many handshakes at once; connection closed");
+            continue;
+        };
         let set = set.clone();
         let up = up.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             // Only peers with lower ids dial this node.
             let is_peer = |n: NodeId| n < me && set.peers.iter().any(|(p, _)| *p == n);
             match Link::accept(stream, is_peer, &set.link).await {

@@ -128,3 +128,33 @@ async fn a_node_that_is_not_there_yet_is_dialed_until_it_is() {
     t1.abort();
     t2.abort();
 }
+
+#[tokio::test]
+async fn handshakes_past_the_limit_are_closed_at_once() {
+    use tokio::io::AsyncReadExt;
+    let (mut ls, addrs) = listeners(3).await;
+    let (_rx, task) = start(3, ls.pop().unwrap(), &addrs);
+    // Node 3 has two peers (1 and 2, not running): 4 × 2 channels × 2 peers = 16
+    // handshakes at once. Sixteen silent connections hold them all.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(tokio::net::TcpStream::connect(addrs[2]).await.unwrap());
+    }
+    let mut extra = tokio::net::TcpStream::connect(addrs[2]).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(WAIT, extra.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the 17th connection was not closed: {read:?}"
+    );
+    // Closed at once, not after the 2 s handshake timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    task.abort();
+}
