@@ -38,6 +38,16 @@ pub struct Config {
     pub log: LogSettings,
     /// `[cluster]` as written; absent: a single node (see `Config::cluster_config`).
     pub cluster: Option<ClusterSection>,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `/metrics` and `/health` are served; none: not at all.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -51,6 +61,7 @@ impl Default for Config {
             storage: LogConfig::default(),
             log: LogSettings::default(),
             cluster: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }

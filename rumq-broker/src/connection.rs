@@ -48,6 +48,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::driver::{RouterTx, ToRouter};
+use crate::metrics::EdgeCounters;
 use crate::parking::Lot;
 use crate::passwords::Checker;
 use crate::protocol::alias::InboundAliases;
@@ -77,6 +78,8 @@ pub struct Shared {
     pub lots: Vec<Option<Lot<Parked>>>,
     /// The password file's checks (none: user names are not checked).
     pub passwords: Option<Arc<Checker>>,
+    /// What the metrics endpoint reads of the edge.
+    pub counters: Arc<EdgeCounters>,
     next_conn: AtomicU64,
 }
 
@@ -94,6 +97,7 @@ impl Shared {
             router,
             lots,
             passwords: None,
+            counters: Arc::default(),
             next_conn: AtomicU64::new(1),
         }
     }

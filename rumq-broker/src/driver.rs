@@ -22,6 +22,7 @@ use commitlog::Log;
 use router::{ConnectionId, DisconnectReason, Event, IdMap, Reply, Router};
 use tokio::sync::mpsc;
 
+use crate::metrics::RouterSnapshot;
 use crate::replies::{PushError, ReplySender};
 
 /// A connection's reply queue, router side.
@@ -45,6 +46,8 @@ pub enum ToRouter {
     Events(Vec<Event>),
     /// The server is shutting down: tell every connection, now and from now on.
     Shutdown,
+    /// The counters for a metrics scrape (`metrics.rs`).
+    Stats(tokio::sync::oneshot::Sender<RouterSnapshot>),
 }
 
 /// Requests a connection applies itself, at most, when it finds the router thread
@@ -73,6 +76,7 @@ impl ToRouter {
                     && es.iter().map(weight).sum::<usize>() <= LIGHT_BYTES_MAX
             }
             ToRouter::Shutdown => false,
+            ToRouter::Stats(_) => true,
         }
     }
 }
@@ -483,6 +487,15 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
             for tx in conns.queues.values() {
                 tx.shut_down();
             }
+        }
+        ToRouter::Stats(tx) => {
+            let _ = tx.send(RouterSnapshot {
+                stats: router.stats(),
+                sessions: router.session_count() as u64,
+                retained: router.retained_count() as u64,
+                log: Some(router.storage().stats()),
+                journal: router.journal_storage().map(Log::stats),
+            });
         }
     }
 }

@@ -15,6 +15,7 @@
 //! | `accept_rate` | the new-connections-per-second limit |
 //! | `passwords` | the password file: argon2id hashes, the checks off the connection threads |
 //! | `passwd_cmd` | `rumq-broker passwd FILE USER`: adding, changing, removing users |
+//! | `metrics` | the Prometheus endpoint: counters read from the router thread at each scrape |
 //! | `log_cmd` | `rumq-broker log inspect|tail DIR`: a log read without the broker |
 //! | `heap` | how much freed memory the allocator keeps |
 
@@ -26,6 +27,7 @@ mod credit;
 mod driver;
 mod heap;
 mod log_cmd;
+mod metrics;
 mod parking;
 mod passwd_cmd;
 mod passwords;

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::conn_threads::ConnThreads;
 use crate::connection::Shared;
 use crate::driver::{self, RouterTx, ToRouter};
+use crate::metrics::{self, EdgeCounters};
 use crate::passwords::{Checker, Passwords};
 use rumq_broker::interner::TopicInterner;
 
@@ -147,11 +148,7 @@ async fn serve(
             .context("cannot handle SIGHUP")?;
         tokio::spawn(reload_on_sighup(hup, checker.clone(), path.clone()));
     }
-    let listener = TcpListener::bind(config.listener.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listener.addr))?;
-    let local = listener.local_addr().context("listener address")?;
-    tracing::info!(addr = %local, "listening");
+    let (listener, metrics_listener) = bind_listeners(&config).await?;
 
     let lots = conn_threads.lots();
     let mut shared = Shared::new(config.clone(), topics, router_tx, lots);
@@ -161,51 +158,21 @@ async fn serve(
     // connections, and shutdown waits for all of them to come back. (A `JoinSet`
     // would keep an entry per connection as well: 56 more bytes each.)
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
-    let mut rate = AcceptRate::new(config.limits.connections_per_sec_max, Instant::now());
-    let mut last_rate_log: Option<Instant> = None;
-
-    tokio::pin!(signal);
-    loop {
-        let wait = rate.wait(Instant::now());
-        if !wait.is_zero() {
-            if last_rate_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                tracing::warn!(
-                    per_sec = config.limits.connections_per_sec_max,
-                    "connections_per_sec_max reached; new connections wait"
-                );
-                last_rate_log = Some(Instant::now());
-            }
-            tokio::select! {
-                _ = &mut signal => break,
-                _ = tokio::time::sleep(wait) => continue,
-            }
-        }
-        tokio::select! {
-            _ = &mut signal => break,
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                match permits.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        if let Err(e) = conn_threads.spawn(stream, &shared, permit) {
-                            tracing::warn!(error = %e, "cannot hand a connection to its thread");
-                        }
-                    }
-                    Err(_) => {
-                        tokio::spawn(refuse(stream, config.limits.connect_timeout_ms));
-                    }
-                }
-            }
-        }
+    if let Some(listener) = metrics_listener {
+        let sources = metrics::Sources {
+            router: shared.router.clone(),
+            edge: shared.counters.clone(),
+            permits: permits.clone(),
+            max_connections: config.limits.max_connections,
+        };
+        tokio::spawn(metrics::serve(listener, sources));
     }
+    let accepting = Accepting {
+        shared: &shared,
+        permits: &permits,
+        conn_threads: &mut conn_threads,
+    };
+    accepting.until(&listener, signal).await;
     let max = config.limits.max_connections;
     let open = || max - permits.available_permits();
     tracing::info!(connections = open(), "shutting down");
@@ -226,6 +193,95 @@ async fn serve(
     // channel go with them, which lets the router thread finish.
     conn_threads.stop();
     Ok(())
+}
+
+/// Bind the MQTT listener and, if configured, the metrics one; then say so.
+async fn bind_listeners(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListener>)> {
+    let listener = TcpListener::bind(config.listener.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listener.addr))?;
+    let local = listener.local_addr().context("listener address")?;
+    let metrics_listener = match config.metrics.listen {
+        None => None,
+        Some(addr) => {
+            let l = metrics::bind(addr)
+                .await
+                .with_context(|| format!("[metrics] listen: cannot listen on {addr}"))?;
+            let bound = l.local_addr().context("metrics listener address")?;
+            tracing::info!(addr = %bound, "metrics endpoint up");
+            Some(l)
+        }
+    };
+    tracing::info!(addr = %local, "listening");
+    Ok((listener, metrics_listener))
+}
+
+/// What the accept loop hands each new connection to.
+struct Accepting<'a> {
+    shared: &'a Arc<Shared>,
+    permits: &'a Arc<Semaphore>,
+    conn_threads: &'a mut ConnThreads,
+}
+
+impl Accepting<'_> {
+    /// Accept connections (within `connections_per_sec_max` and `max_connections`)
+    /// until `signal`.
+    async fn until(
+        mut self,
+        listener: &TcpListener,
+        signal: impl std::future::Future<Output = ()>,
+    ) {
+        let limits = &self.shared.config.limits;
+        let mut rate = AcceptRate::new(limits.connections_per_sec_max, Instant::now());
+        let mut last_rate_log: Option<Instant> = None;
+        tokio::pin!(signal);
+        loop {
+            let wait = rate.wait(Instant::now());
+            if !wait.is_zero() {
+                if last_rate_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    tracing::warn!(
+                        per_sec = limits.connections_per_sec_max,
+                        "connections_per_sec_max reached; new connections wait"
+                    );
+                    last_rate_log = Some(Instant::now());
+                }
+                tokio::select! {
+                    _ = &mut signal => return,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+            tokio::select! {
+                _ = &mut signal => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => self.take(stream),
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// A new connection: to a connection thread, or refused when all permits are out.
+    fn take(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let counters = &self.shared.counters;
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                EdgeCounters::add(&counters.accepted);
+                if let Err(e) = self.conn_threads.spawn(stream, self.shared, permit) {
+                    tracing::warn!(error = %e, "cannot hand a connection to its thread");
+                }
+            }
+            Err(_) => {
+                EdgeCounters::add(&counters.refused_full);
+                let connect_timeout_ms = self.shared.config.limits.connect_timeout_ms;
+                tokio::spawn(refuse(stream, connect_timeout_ms));
+            }
+        }
+    }
 }
 
 /// Over `max_connections`: read the CONNECT (briefly) and answer "server unavailable"

@@ -12,6 +12,7 @@ use tokio::time::timeout;
 
 use super::inbound::READ_BUF_BYTES;
 use super::{now_ms, ConnState, Connection, End, ToRouter, V5State, LOG_TARGET};
+use crate::metrics::EdgeCounters;
 use crate::protocol::alias::InboundAliases;
 use crate::protocol::{
     self, reason, return_code, ConnAckProperties, ConnectPacket, Inbound, ProtocolError, Version,
@@ -30,7 +31,13 @@ impl Connection {
         self.encode_for(&connect);
         let refused = match self.refusal(&connect) {
             Some(r) => Some(r),
-            None => self.authenticate(&connect).await,
+            None => {
+                let refused = self.authenticate(&connect).await;
+                if refused.is_some() {
+                    EdgeCounters::add(&self.state.shared.counters.refused_auth);
+                }
+                refused
+            }
         };
         if let Some((v3, v5_code, why)) = refused {
             self.refuse(v3, v5_code, Some(why.into())).await;

@@ -1,0 +1,271 @@
+//! The Prometheus endpoint (`[metrics] listen`; off when absent): `GET /metrics` in
+//! the text exposition format, and `GET /health`.
+//!
+//! Nothing on the hot path is counted twice for it. At each scrape the router thread
+//! is asked for the counters it keeps anyway ([`RouterStats`], sessions, retained
+//! messages, both logs' sizes): one request on its channel, answered in its next
+//! iteration. The edge adds the few counts nothing else keeps (connections accepted
+//! and refused, [`EdgeCounters`]), and the open connections are the permits in use.
+//! `prometheus-client` encodes them, from a registry built for the scrape.
+//!
+//! Owns: the HTTP listener, the scrape, the metric names.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use commitlog::LogStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use router::RouterStats;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::driver::{RouterTx, ToRouter};
+
+/// How long a scrape waits for the router thread.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the router thread reports at a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct RouterSnapshot {
+    /// Its counters.
+    pub stats: RouterStats,
+    /// Sessions held (online and offline).
+    pub sessions: u64,
+    /// Retained messages.
+    pub retained: u64,
+    /// The message log.
+    pub log: Option<LogStats>,
+    /// The session journal.
+    pub journal: Option<LogStats>,
+}
+
+/// Counts only the edge knows, each kept in one place.
+#[derive(Debug, Default)]
+pub struct EdgeCounters {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections refused at `limits.max_connections`.
+    pub refused_full: AtomicU64,
+    /// CONNECTs refused for a bad user name or password, or no user name.
+    pub refused_auth: AtomicU64,
+}
+
+impl EdgeCounters {
+    /// Count one.
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a scrape reads from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The router's channel.
+    pub router: RouterTx,
+    /// The edge's counts.
+    pub edge: Arc<EdgeCounters>,
+    /// The connection permits, of `max_connections`.
+    pub permits: Arc<Semaphore>,
+    /// `limits.max_connections`.
+    pub max_connections: usize,
+}
+
+/// Serve `/metrics` and `/health` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, sources: Sources) {
+    let app = axum::Router::new()
+        .route("/metrics", get(scrape))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(sources);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics endpoint failed");
+    }
+}
+
+async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
+    let (tx, rx) = oneshot::channel();
+    let asked = sources.router.send(ToRouter::Stats(tx)).await.is_ok();
+    let router = match (asked, tokio::time::timeout(SCRAPE_TIMEOUT, rx).await) {
+        (true, Ok(Ok(snapshot))) => snapshot,
+        _ => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the router did not answer\n".to_owned(),
+            )
+                .into_response()
+        }
+    };
+    let open = sources.max_connections - sources.permits.available_permits();
+    let scrape = Scrape {
+        router,
+        edge: sources.edge.clone(),
+        open: open as u64,
+    };
+    let mut registry = Registry::with_prefix("rumq");
+    registry.register_collector(Box::new(scrape));
+    let mut body = String::new();
+    if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// One scrape's values, encoded by [`Collector::encode`].
+#[derive(Debug)]
+struct Scrape {
+    router: RouterSnapshot,
+    edge: Arc<EdgeCounters>,
+    open: u64,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut out: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (name, help, value) in self.counters() {
+            let c = ConstCounter::new(value);
+            c.encode(out.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        for (name, help, value) in self.gauges() {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            g.encode(out.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// A metric's name (after the `rumq_` prefix), help and value.
+type Sample = (&'static str, &'static str, u64);
+
+impl Scrape {
+    fn counters(&self) -> [Sample; 10] {
+        let edge = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let s = &self.router.stats;
+        [
+            (
+                "connections_accepted",
+                "Connections accepted.",
+                edge(&self.edge.accepted),
+            ),
+            (
+                "connections_refused_full",
+                "Connections refused at limits.max_connections.",
+                edge(&self.edge.refused_full),
+            ),
+            (
+                "connections_refused_auth",
+                "CONNECTs refused: bad user name or password, or anonymous.",
+                edge(&self.edge.refused_auth),
+            ),
+            (
+                "messages_appended",
+                "Messages appended to the log.",
+                s.appended,
+            ),
+            (
+                "append_batches",
+                "Appends (one write each).",
+                s.append_batches,
+            ),
+            (
+                "messages_delivered",
+                "Messages handed to connections.",
+                s.delivered,
+            ),
+            (
+                "messages_lost_to_retention",
+                "Messages a session needed that retention removed first.",
+                s.lost_to_retention,
+            ),
+            (
+                "storage_errors",
+                "Failed appends (message log or session journal).",
+                s.storage_errors,
+            ),
+            (
+                "journal_checkpoints",
+                "Session journal checkpoints written.",
+                s.checkpoints,
+            ),
+            (
+                "shared_dropped",
+                "Messages for a shared group none of whose members could take them.",
+                s.shared_dropped,
+            ),
+        ]
+    }
+
+    fn gauges(&self) -> Vec<Sample> {
+        let mut gauges = vec![
+            ("connections", "Connections open.", self.open),
+            (
+                "sessions",
+                "Sessions held, online and offline.",
+                self.router.sessions,
+            ),
+            (
+                "retained_messages",
+                "Retained messages.",
+                self.router.retained,
+            ),
+        ];
+        for (prefix, stats) in [("log", &self.router.log), ("journal", &self.router.journal)] {
+            if let Some(l) = stats {
+                gauges.extend(log_gauges(prefix, l));
+            }
+        }
+        gauges
+    }
+}
+
+fn log_gauges(prefix: &str, l: &LogStats) -> [Sample; 3] {
+    let journal = prefix == "journal";
+    [
+        (
+            if journal {
+                "journal_bytes"
+            } else {
+                "log_bytes"
+            },
+            "Bytes on disk, data and index.",
+            l.bytes,
+        ),
+        (
+            if journal {
+                "journal_segments"
+            } else {
+                "log_segments"
+            },
+            "Segments on disk.",
+            l.segments as u64,
+        ),
+        (
+            if journal {
+                "journal_records"
+            } else {
+                "log_records"
+            },
+            "Records retained (head - earliest).",
+            l.head.distance_from(l.earliest),
+        ),
+    ]
+}
+
+/// The address the endpoint listens on, bound now (so a bad one stops the start).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,120 @@
+//! The Prometheus endpoint, scraped while clients work: the counters match what the
+//! test did (connections accepted and refused, messages appended and delivered,
+//! retained messages, the log's records), and `/health` answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use common::*;
+use rumqttc::QoS;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `GET path` over a fresh connection: the status line and the body.
+async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: rumq\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(STEP, s.read_to_string(&mut response))
+        .await
+        .expect("no response in time")
+        .unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// The samples of an exposition, by name (without the `_total` of counters).
+fn samples(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((
+                name.trim_end_matches("_total").to_owned(),
+                value.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn metrics_addr(broker: &Broker) -> SocketAddr {
+    broker.wait_for_log("metrics endpoint up", STEP);
+    let log = broker.stderr();
+    let at = log.find("metrics endpoint up").unwrap();
+    let line = &log[log[..at].rfind('\n').map_or(0, |i| i + 1)..];
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    addr.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_counts_what_the_clients_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = password_file(dir.path(), &[("alice", "wonderland")]);
+    let broker = Broker::with_config(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_connections = 3\n\
+         [auth]\npassword_file = {:?}\n",
+        file.display().to_string()
+    ));
+    let addr = metrics_addr(&broker);
+    let port = broker.port();
+    let (status, body) = get(addr, "/health").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok\n");
+
+    let mut sub = Mqtt::connect(port, "sub").await;
+    sub.subscribed("m/#", QoS::AtLeastOnce).await;
+    let mut publisher = Mqtt::connect(port, "pub").await;
+    for i in 0..10u8 {
+        publisher
+            .publish("m/t", QoS::AtLeastOnce, i == 9, &[i])
+            .await;
+    }
+    for _ in 0..10 {
+        sub.recv_publish().await;
+    }
+    // A wrong password, then a fourth connection over max_connections = 3.
+    let mut opts = ConnectOpts::new("intruder");
+    opts.username = Some("alice".into());
+    opts.password = Some(b"guess".to_vec());
+    let (_refused, connack) = Raw::connect(port, &opts).await;
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x04]);
+    let _third = Raw::connected(port, &ConnectOpts::new("third")).await;
+    let (_full, connack) = Raw::connect(port, &ConnectOpts::new("fourth")).await;
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x03]);
+
+    let (status, body) = get(addr, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    let m = samples(&body);
+    let want = [
+        ("rumq_messages_appended", 10),
+        ("rumq_messages_delivered", 10),
+        ("rumq_retained_messages", 1),
+        ("rumq_log_records", 10),
+        ("rumq_connections_refused_auth", 1),
+        ("rumq_connections_refused_full", 1),
+        ("rumq_connections", 3),
+        ("rumq_sessions", 3),
+    ];
+    for (name, value) in want {
+        assert_eq!(m.get(name), Some(&value), "{name} in:\n{body}");
+    }
+    assert!(m["rumq_connections_accepted"] >= 4, "{body}");
+    assert!(
+        m["rumq_log_bytes"] > 0 && m["rumq_log_segments"] >= 1,
+        "{body}"
+    );
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+}
