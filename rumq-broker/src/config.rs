@@ -188,12 +188,26 @@ impl Default for AuthConfig {
 pub struct LogSettings {
     /// A tracing filter.
     pub level: String,
+    /// How each line is written.
+    pub format: LogFormat,
+}
+
+/// `[log] format`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }

@@ -312,10 +312,7 @@ impl Connection {
             End::ClientDisconnect => DisconnectReason::Normal,
             _ => DisconnectReason::Abrupt,
         };
-        match &end {
-            End::ClientDisconnect | End::Eof => tracing::debug!(reason = %end, "connection closed"),
-            _ => tracing::info!(reason = %end, "connection closed"),
-        }
+        tracing::info!(reason = %end, "connection closed");
         self.state.tell_router(reason, rx).await;
         if let Some(lot) = self.state.lot() {
             lot.note_ended();

@@ -274,3 +274,63 @@ fn a_session_journal_dir_holding_other_files_stops_the_start() {
     assert!(!stderr.contains("listening"), "{stderr}");
     assert!(sessions.exists(), "left for the operator to inspect");
 }
+
+/// At `info` a connection is one "connected" line and one "connection closed" line
+/// with its reason; with `[log] format = "json"` every line is a JSON object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_two_log_lines_and_json_lines_are_json() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rumq.toml");
+    std::fs::write(&config, "[log]\nformat = \"json\"\n").unwrap();
+    let mut child = Command::new(broker_bin())
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    /// Killed however the test ends, so no broker outlives it.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _child = Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |message: &str| loop {
+        let v = rx.recv_timeout(STEP).expect("log line in time");
+        if v["fields"]["message"] == message {
+            return v;
+        }
+    };
+    let addr: std::net::SocketAddr = next("listening")["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut raw = Raw::connected(addr.port(), &ConnectOpts::new("logged")).await;
+    raw.send(&DISCONNECT).await;
+    let connected = next("connected");
+    assert_eq!(connected["fields"]["version"], "3.1.1");
+    assert_eq!(connected["span"]["client_id"], "logged");
+    let closed = next("connection closed");
+    assert_eq!(closed["fields"]["reason"], "client sent DISCONNECT");
+}

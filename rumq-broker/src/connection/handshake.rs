@@ -289,6 +289,13 @@ impl Connection {
             } = r
             {
                 accepted = *code == ConnectCode::Accepted;
+                if accepted {
+                    // One line per connection at `info`: this one, and "connection
+                    // closed" with its reason (`Connection::goodbye`).
+                    let version = self.state.version.map(version_name);
+                    let session_present = *session_present;
+                    tracing::info!(target: LOG_TARGET, version, session_present, "connected");
+                }
                 self.connack(
                     accepted,
                     *session_present,
@@ -372,5 +379,14 @@ fn router_connect(connect: &ConnectPacket, will: Option<router::Will>) -> router
         max_packet_size: connect.max_packet_size,
         will,
         will_delay: connect.will.as_ref().map_or(0, |w| w.delay_secs),
+    }
+}
+
+/// How the logs name a protocol version.
+fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::V31 => "3.1",
+        Version::V311 => "3.1.1",
+        Version::V5 => "5.0",
     }
 }
