@@ -3,7 +3,7 @@
 //! point at the directory of a running broker (what it reads may then end in the
 //! middle of a record being written: that is reported as a torn end).
 //!
-//! Every record's CRC is checked. A segment's bytes after its last record are
+//! Every record's CRC is checked. A segment is read a chunk (1 MiB) at a time. A segment's bytes after its last record are
 //! classified: none (the end of the file), zeros (space preallocated for appends),
 //! a torn record (a frame that runs past the end of the file: a write cut short),
 //! or corruption (anything else, with its position).
@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::offset::Offset;
 use crate::record::{self, Frame, HEADER_BYTES};
@@ -78,54 +78,106 @@ pub fn segments(dir: &Path) -> Result<Vec<(Offset, PathBuf)>> {
     Ok(found)
 }
 
+/// Bytes read from a segment at a time.
+const CHUNK_BYTES: usize = 1 << 20;
+
 /// Walk the segment at `path` (base offset `base`), calling `each` with every intact
 /// record's offset and payload, and report what was found. Records longer than
-/// `record_bytes_max` count as corruption.
+/// `record_bytes_max` count as corruption. Reads the file a chunk at a time: memory
+/// is a chunk, or the largest record.
 pub fn scan_segment(
     path: &Path,
     base: Offset,
     record_bytes_max: u32,
     mut each: impl FnMut(Offset, Bytes),
 ) -> Result<SegmentReport> {
-    let data = read_all(path)?;
-    let mut at = 0usize;
+    let mut r = Chunks::open(path)?;
+    let mut at = 0u64;
     let mut records = 0u64;
     let tail = loop {
-        let rest = data.get(at..).unwrap_or_default();
-        if rest.is_empty() {
+        r.fill(HEADER_BYTES)?;
+        if r.buf.is_empty() {
             break Tail::Clean;
         }
-        match record::decode(rest, record_bytes_max) {
+        match record::decode(&r.buf, record_bytes_max) {
             Frame::Record { len } => {
-                let payload = data.slice(at + HEADER_BYTES..at + HEADER_BYTES + len);
-                each(base.add(records), payload);
+                let frame = r.buf.split_to(HEADER_BYTES + len).freeze();
+                each(base.add(records), frame.slice(HEADER_BYTES..));
                 records += 1;
-                at += HEADER_BYTES + len;
+                at += (HEADER_BYTES + len) as u64;
             }
-            _ if rest.iter().all(|b| *b == 0) => {
-                break Tail::Zeros {
-                    bytes: rest.len() as u64,
+            Frame::Incomplete { needed } if !r.eof => r.fill(needed)?,
+            frame => {
+                if let Some(bytes) = r.rest_if_zeros()? {
+                    break Tail::Zeros { bytes };
                 }
+                break match frame {
+                    Frame::Incomplete { .. } => Tail::Torn { at },
+                    _ => Tail::Corrupt { at },
+                };
             }
-            Frame::Incomplete { .. } => break Tail::Torn { at: at as u64 },
-            Frame::Corrupt => break Tail::Corrupt { at: at as u64 },
         }
     };
     Ok(SegmentReport {
         path: path.into(),
         base,
         records,
-        bytes: at as u64,
+        bytes: at,
         tail,
     })
 }
 
-fn read_all(path: &Path) -> Result<Bytes> {
-    let mut buf = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut buf))
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(Bytes::from(buf))
+/// A segment file read a chunk at a time.
+struct Chunks<'a> {
+    file: File,
+    path: &'a Path,
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl<'a> Chunks<'a> {
+    fn open(path: &'a Path) -> Result<Chunks<'a>> {
+        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        Ok(Chunks {
+            file,
+            path,
+            buf: BytesMut::new(),
+            eof: false,
+        })
+    }
+
+    /// Read until `buf` holds `n` bytes, or the file ends.
+    fn fill(&mut self, n: usize) -> Result<()> {
+        while self.buf.len() < n && !self.eof {
+            let want = (n - self.buf.len()).max(CHUNK_BYTES);
+            let start = self.buf.len();
+            self.buf.resize(start + want, 0);
+            let got = self
+                .file
+                .read(&mut self.buf[start..])
+                .map_err(|e| Error::io("read", self.path, e))?;
+            self.buf.truncate(start + got);
+            self.eof = got == 0;
+        }
+        Ok(())
+    }
+
+    /// Whether everything left (in `buf` and the rest of the file) is zeros: how many
+    /// bytes, if so.
+    fn rest_if_zeros(&mut self) -> Result<Option<u64>> {
+        let mut bytes = 0u64;
+        loop {
+            if self.buf.iter().any(|b| *b != 0) {
+                return Ok(None);
+            }
+            bytes += self.buf.len() as u64;
+            self.buf.clear();
+            if self.eof {
+                return Ok(Some(bytes));
+            }
+            self.fill(CHUNK_BYTES)?;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +249,43 @@ mod tests {
         assert_eq!(
             segments(dir.path()).unwrap(),
             vec![(Offset(7), path.clone())]
+        );
+    }
+
+    #[test]
+    fn records_and_zeros_across_chunks_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.log");
+        let sizes = [600 * 1024, 1536 * 1024, 10, 700 * 1024];
+        let mut bytes = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            record::encode_into(&mut bytes, &vec![i as u8 + 1; *n]);
+        }
+        let data_len = bytes.len() as u64;
+        bytes.resize(bytes.len() + 2 * CHUNK_BYTES + 512, 0);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut seen = Vec::new();
+        let r = scan_segment(&path, Offset(0), 4 << 20, |o, p| {
+            seen.push((o.0, p.len(), p[0]))
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (0, sizes[0], 1),
+                (1, sizes[1], 2),
+                (2, sizes[2], 3),
+                (3, sizes[3], 4)
+            ]
+        );
+        assert_eq!(
+            (r.bytes, r.tail),
+            (
+                data_len,
+                Tail::Zeros {
+                    bytes: 2 * CHUNK_BYTES as u64 + 512
+                }
+            )
         );
     }
 }
