@@ -40,6 +40,18 @@ pub struct Config {
     pub cluster: Option<ClusterSection>,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API is served; none: not at all.
+    pub listen: Option<SocketAddr>,
+    /// The bearer token requests must carry; required unless `listen` is loopback.
+    pub token: Option<String>,
 }
 
 /// `[metrics]`
@@ -62,6 +74,7 @@ impl Default for Config {
             log: LogSettings::default(),
             cluster: None,
             metrics: MetricsConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -321,6 +334,15 @@ impl Config {
                  [auth] password_file = \"FILE\", and remove [auth.users]"
                     .into(),
             ));
+        }
+        if let Some(addr) = self.admin.listen {
+            let no_token = self.admin.token.as_deref().is_none_or(str::is_empty);
+            if no_token && !addr.ip().is_loopback() {
+                return Err(invalid(format!(
+                    "[admin] token: required when [admin] listen ({addr}) is not a loopback \
+                     address (the API can close any client)"
+                )));
+            }
         }
         if self.auth.password_checks_max == 0 {
             return Err(invalid("[auth] password_checks_max must be > 0".into()));

@@ -46,6 +46,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use crate::clients::Clients;
 use crate::config::Config;
 use crate::driver::{RouterTx, ToRouter};
 use crate::metrics::EdgeCounters;
@@ -80,6 +81,8 @@ pub struct Shared {
     pub passwords: Option<Arc<Checker>>,
     /// What the metrics endpoint reads of the edge.
     pub counters: Arc<EdgeCounters>,
+    /// The clients connected now, for the admin API.
+    pub clients: Arc<Clients>,
     next_conn: AtomicU64,
 }
 
@@ -98,6 +101,7 @@ impl Shared {
             lots,
             passwords: None,
             counters: Arc::default(),
+            clients: Arc::default(),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -190,6 +194,7 @@ impl ConnState {
     /// ended with), and note in the reply queue that it was told (unless the router
     /// is gone too).
     async fn tell_router(&self, reason: DisconnectReason, rx: &ReplyReceiver) {
+        self.shared.clients.remove(self.id);
         let v5 = self.version == Some(Version::V5);
         let told = self
             .shared
@@ -354,6 +359,7 @@ impl Connection {
             match wake {
                 Wake::Received(Received::Park) => return Served::Park,
                 Wake::Received(Received::Shutdown) => break End::Shutdown,
+                Wake::Received(Received::Kicked) => break End::Kicked,
                 Wake::Received(Received::KeepAliveExpired) => {
                     // The sweep saw no read for 1.5 × the keep alive. That is not the
                     // client's doing if the broker was not reading (paced by the log,

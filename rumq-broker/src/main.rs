@@ -12,6 +12,7 @@
 //! | `interner` | topic name ↔ `TopicId`, shared by the connections (the router reads names from records) |
 //! | `parking` | quiet connections, waiting without a task |
 //! | `server` | listener, connection limit, shutdown |
+//! | `admin`, `clients` | the admin API; the clients connected now |
 //! | `accept_rate` | the new-connections-per-second limit |
 //! | `passwords` | the password file: argon2id hashes, the checks off the connection threads |
 //! | `passwd_cmd` | `rumq-broker passwd FILE USER`: adding, changing, removing users |
@@ -20,6 +21,8 @@
 //! | `heap` | how much freed memory the allocator keeps |
 
 mod accept_rate;
+mod admin;
+mod clients;
 mod config;
 mod conn_threads;
 mod connection;

@@ -10,7 +10,6 @@
 //!
 //! Owns: the HTTP listener, the scrape, the metric names.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -263,9 +262,4 @@ fn log_gauges(prefix: &str, l: &LogStats) -> [Sample; 3] {
             l.head.distance_from(l.earliest),
         ),
     ]
-}
-
-/// The address the endpoint listens on, bound now (so a bad one stops the start).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

@@ -76,6 +76,8 @@ struct State {
     said_goodbye: bool,
     /// The server is shutting down: the connection should say so and close.
     shutdown: bool,
+    /// An operator asked for the connection to be closed (the admin API).
+    kicked: bool,
     /// The client sent nothing for longer than its keep alive allows.
     keep_alive_expired: bool,
     /// The sweep asks the connection to park.
@@ -91,6 +93,8 @@ pub enum Received {
     Replies(Vec<Reply>),
     /// The server is shutting down.
     Shutdown,
+    /// An operator closes the connection ([`Kick`]).
+    Kicked,
     /// The broker read nothing from the client within 1.5 × its keep alive. The
     /// connection confirms it (only it sees the socket: bytes may be waiting there
     /// unread) and either closes or takes it back ([`ReplyReceiver::renew_keep_alive`]).
@@ -127,6 +131,29 @@ pub struct ReplySender(Arc<Shared>);
 #[derive(Debug)]
 pub struct ReplyReceiver(Arc<Shared>);
 
+/// Closes a connection from outside: it finds [`Received::Kicked`] (parked, it is
+/// woken for it). Holds the queue weakly: a gone connection is not kept.
+#[derive(Debug, Clone)]
+pub struct Kick(std::sync::Weak<Shared>);
+
+impl Kick {
+    /// Ask the connection to close; false if it is already gone.
+    pub fn kick(&self) -> bool {
+        let Some(shared) = self.0.upgrade() else {
+            return false;
+        };
+        let waker = {
+            let mut state = shared.lock();
+            state.kicked = true;
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+}
+
 /// A queue holding at most `max` replies not yet taken, for a connection that is
 /// closed after `keep_alive` without a read, and asked to park after `park_after`
 /// without a read or a reply (each if given).
@@ -157,6 +184,7 @@ pub fn reply_queue(
             receiver_gone: false,
             said_goodbye: false,
             shutdown: false,
+            kicked: false,
             keep_alive_expired: false,
             park: false,
             waker: None,
@@ -341,6 +369,9 @@ impl ReplyReceiver {
         if state.shutdown {
             return Poll::Ready(Received::Shutdown);
         }
+        if state.kicked {
+            return Poll::Ready(Received::Kicked);
+        }
         if state.keep_alive_expired {
             return Poll::Ready(Received::KeepAliveExpired);
         }
@@ -368,6 +399,7 @@ impl ReplyReceiver {
     pub fn park(&mut self, lot: &Waker) -> bool {
         let mut state = self.0.lock();
         if state.shutdown
+            || state.kicked
             || state.keep_alive_expired
             || !state.queue.is_empty()
             || state.sender_gone
@@ -381,6 +413,11 @@ impl ReplyReceiver {
                 .parking
                 .compare_exchange(ACTIVE, PARKED, Ordering::Relaxed, Ordering::Relaxed);
         true
+    }
+
+    /// A handle that closes this connection from outside (the admin API).
+    pub fn kick_handle(&self) -> Kick {
+        Kick(Arc::downgrade(&self.0))
     }
 
     /// The connection cannot park (the parking lot is gone, or refused its socket):

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::accept_rate::AcceptRate;
+use crate::admin;
 use crate::config::Config;
 use crate::conn_threads::ConnThreads;
 use crate::connection::Shared;
@@ -148,7 +149,11 @@ async fn serve(
             .context("cannot handle SIGHUP")?;
         tokio::spawn(reload_on_sighup(hup, checker.clone(), path.clone()));
     }
-    let (listener, metrics_listener) = bind_listeners(&config).await?;
+    let Listeners {
+        mqtt: listener,
+        metrics: metrics_listener,
+        admin: admin_listener,
+    } = bind_listeners(&config).await?;
 
     let lots = conn_threads.lots();
     let mut shared = Shared::new(config.clone(), topics, router_tx, lots);
@@ -166,6 +171,10 @@ async fn serve(
             max_connections: config.limits.max_connections,
         };
         tokio::spawn(metrics::serve(listener, sources));
+    }
+    if let Some(listener) = admin_listener {
+        let token = config.admin.token.clone().filter(|t| !t.is_empty());
+        tokio::spawn(admin::serve(listener, shared.clients.clone(), token));
     }
     let accepting = Accepting {
         shared: &shared,
@@ -195,25 +204,44 @@ async fn serve(
     Ok(())
 }
 
-/// Bind the MQTT listener and, if configured, the metrics one; then say so.
-async fn bind_listeners(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListener>)> {
-    let listener = TcpListener::bind(config.listener.addr)
+/// The listeners, bound before the broker says it listens.
+struct Listeners {
+    mqtt: TcpListener,
+    metrics: Option<TcpListener>,
+    admin: Option<TcpListener>,
+}
+
+/// Bind the MQTT listener and, if configured, the metrics and admin ones; then say so.
+async fn bind_listeners(config: &Config) -> anyhow::Result<Listeners> {
+    let mqtt = TcpListener::bind(config.listener.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listener.addr))?;
-    let local = listener.local_addr().context("listener address")?;
-    let metrics_listener = match config.metrics.listen {
-        None => None,
-        Some(addr) => {
-            let l = metrics::bind(addr)
-                .await
-                .with_context(|| format!("[metrics] listen: cannot listen on {addr}"))?;
-            let bound = l.local_addr().context("metrics listener address")?;
-            tracing::info!(addr = %bound, "metrics endpoint up");
-            Some(l)
-        }
-    };
+    let local = mqtt.local_addr().context("listener address")?;
+    let metrics = bind_optional(config.metrics.listen, "[metrics]", "metrics endpoint up").await?;
+    let admin = bind_optional(config.admin.listen, "[admin]", "admin API up").await?;
     tracing::info!(addr = %local, "listening");
-    Ok((listener, metrics_listener))
+    Ok(Listeners {
+        mqtt,
+        metrics,
+        admin,
+    })
+}
+
+/// Bind `addr` if given, logging `up` with the address bound.
+async fn bind_optional(
+    addr: Option<std::net::SocketAddr>,
+    section: &str,
+    up: &str,
+) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let l = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{section} listen: cannot listen on {addr}"))?;
+    let bound = l.local_addr().context("listener address")?;
+    tracing::info!(addr = %bound, "{up}");
+    Ok(Some(l))
 }
 
 /// What the accept loop hands each new connection to.

@@ -5,6 +5,9 @@ use router::CloseReason;
 
 use crate::protocol::{reason, ProtocolError};
 
+/// MQTT 5 DISCONNECT reason: "Administrative action" (§3.14.2.1).
+const ADMINISTRATIVE_ACTION: u8 = 0x98;
+
 /// Why a connection ended, for the log line and the will.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum End {
@@ -28,6 +31,8 @@ pub(super) enum End {
     RouterGone,
     #[error("server shutting down")]
     Shutdown,
+    #[error("closed by an operator (admin API)")]
+    Kicked,
     #[error("topic limit reached")]
     TopicLimit,
     #[error("more QoS 1/2 publishes unacknowledged than the receive maximum")]
@@ -56,6 +61,7 @@ impl End {
             End::Closed(CloseReason::ProtocolError) => Some(reason::PROTOCOL_ERROR),
             End::RouterGone => Some(reason::UNSPECIFIED_ERROR),
             End::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            End::Kicked => Some(ADMINISTRATIVE_ACTION),
             End::ReceiveMaximumExceeded => Some(reason::RECEIVE_MAXIMUM_EXCEEDED),
         }
     }

@@ -12,6 +12,7 @@ use tokio::time::timeout;
 
 use super::inbound::READ_BUF_BYTES;
 use super::{now_ms, ConnState, Connection, End, ToRouter, V5State, LOG_TARGET};
+use crate::clients::ClientInfo;
 use crate::metrics::EdgeCounters;
 use crate::protocol::alias::InboundAliases;
 use crate::protocol::{
@@ -70,6 +71,15 @@ impl Connection {
             return None;
         }
         self.state.version = Some(connect.version);
+        let info = ClientInfo::new(
+            self.state.id,
+            connect.client_id.clone(),
+            self.stream.peer_addr().ok(),
+            (version_name(connect.version), keep_alive),
+            now_ms(),
+            rx.kick_handle(),
+        );
+        self.state.shared.clients.add(self.state.id, info);
         Some((rx, (keep_alive != connect.keep_alive).then_some(keep_alive)))
     }
 
@@ -274,6 +284,7 @@ impl Connection {
             match rx.recv().await {
                 Received::Replies(r) => break r,
                 Received::Shutdown => return Err(End::Shutdown),
+                Received::Kicked => return Err(End::Kicked),
                 Received::KeepAliveExpired => return Err(End::KeepAlive),
                 Received::Gone => return Err(End::RouterGone),
                 // Not before the CONNACK.

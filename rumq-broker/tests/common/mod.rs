@@ -1048,6 +1048,29 @@ pub fn mosquitto_pub(port: u16, args: &[&str]) {
     );
 }
 
+/// An HTTP/1.1 request (`method path`, with a bearer `token` if given) on a fresh
+/// connection to `addr`: the status code and the body, within [`STEP`].
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: rumq\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(STEP, s.read_to_string(&mut response))
+        .await
+        .expect("no HTTP response in time")
+        .unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
 /// Run `rumq-broker passwd FILE USER --password-stdin [extra...]` with `password` on
 /// its standard input; its output (it must end within [`STEP`] × 3).
 pub fn passwd(file: &Path, user: &str, password: &str, extra: &[&str]) -> Output {
