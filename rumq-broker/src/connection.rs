@@ -81,8 +81,8 @@ pub struct Shared {
     pub passwords: Option<Arc<Checker>>,
     /// What the metrics endpoint reads of the edge.
     pub counters: Arc<EdgeCounters>,
-    /// The clients connected now, for the admin API.
-    pub clients: Arc<Clients>,
+    /// The clients connected now, kept only for the admin API (`clients.rs`).
+    pub clients: Option<Arc<Clients>>,
     next_conn: AtomicU64,
 }
 
@@ -101,7 +101,7 @@ impl Shared {
             lots,
             passwords: None,
             counters: Arc::default(),
-            clients: Arc::default(),
+            clients: None,
             next_conn: AtomicU64::new(1),
         }
     }
@@ -194,7 +194,9 @@ impl ConnState {
     /// ended with), and note in the reply queue that it was told (unless the router
     /// is gone too).
     async fn tell_router(&self, reason: DisconnectReason, rx: &ReplyReceiver) {
-        self.shared.clients.remove(self.id);
+        if let Some(clients) = &self.shared.clients {
+            clients.remove(self.id);
+        }
         let v5 = self.version == Some(Version::V5);
         let told = self
             .shared

@@ -158,6 +158,7 @@ async fn serve(
     let lots = conn_threads.lots();
     let mut shared = Shared::new(config.clone(), topics, router_tx, lots);
     shared.passwords = passwords;
+    shared.clients = admin_listener.is_some().then(Arc::default);
     let shared = Arc::new(shared);
     // A connection holds a permit until its task ends: the permits count the
     // connections, and shutdown waits for all of them to come back. (A `JoinSet`
@@ -172,9 +173,9 @@ async fn serve(
         };
         tokio::spawn(metrics::serve(listener, sources));
     }
-    if let Some(listener) = admin_listener {
+    if let (Some(listener), Some(clients)) = (admin_listener, &shared.clients) {
         let token = config.admin.token.clone().filter(|t| !t.is_empty());
-        tokio::spawn(admin::serve(listener, shared.clients.clone(), token));
+        tokio::spawn(admin::serve(listener, clients.clone(), token));
     }
     let accepting = Accepting {
         shared: &shared,

@@ -71,15 +71,17 @@ impl Connection {
             return None;
         }
         self.state.version = Some(connect.version);
-        let info = ClientInfo::new(
-            self.state.id,
-            connect.client_id.clone(),
-            self.stream.peer_addr().ok(),
-            (version_name(connect.version), keep_alive),
-            now_ms(),
-            rx.kick_handle(),
-        );
-        self.state.shared.clients.add(self.state.id, info);
+        if let Some(clients) = &self.state.shared.clients {
+            let info = ClientInfo::new(
+                self.state.id,
+                connect.client_id.clone(),
+                self.stream.peer_addr().ok(),
+                (version_name(connect.version), keep_alive),
+                now_ms(),
+                rx.kick_handle(),
+            );
+            clients.add(self.state.id, info);
+        }
         Some((rx, (keep_alive != connect.keep_alive).then_some(keep_alive)))
     }
 
