@@ -33,7 +33,7 @@ pub struct ClientInfo {
     /// When it connected, in ms since the Unix epoch.
     pub connected_at_ms: u64,
     #[serde(skip)]
-    kick: Option<Kick>,
+    kick: Kick,
 }
 
 impl ClientInfo {
@@ -53,7 +53,7 @@ impl ClientInfo {
             protocol,
             keep_alive,
             connected_at_ms,
-            kick: Some(kick),
+            kick,
         }
     }
 }
@@ -104,7 +104,7 @@ impl Clients {
     pub fn kick(&self, client_id: &str) -> usize {
         self.by_client_id(client_id)
             .iter()
-            .filter(|c| c.kick.as_ref().is_some_and(Kick::kick))
+            .filter(|c| c.kick.kick())
             .count()
     }
 }
