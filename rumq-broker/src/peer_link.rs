@@ -192,11 +192,7 @@ impl Link {
     /// waited for), and return the error for this end.
     async fn refuse(&mut self, e: impl Into<LinkError>) -> LinkError {
         let e = e.into();
-        let goodbye = Frame::Goodbye {
-            reason: e.to_string(),
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(100), self.send(&goodbye)).await;
-        let _ = self.stream.shutdown().await;
+        say_goodbye(&mut self.stream, &mut self.write_buf, &e.to_string()).await;
         e
     }
 }
@@ -244,12 +240,19 @@ impl LinkWriter {
 
     /// End the link, telling the peer why (best effort, as [`Link`] does).
     pub async fn goodbye(mut self, reason: &str) {
-        let goodbye = Frame::Goodbye {
-            reason: reason.to_owned(),
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(100), self.send(&goodbye)).await;
-        let _ = self.half.shutdown().await;
+        say_goodbye(&mut self.half, &mut self.write_buf, reason).await;
     }
+}
+
+/// Send a `Goodbye` saying `reason` (waiting at most 100 ms: a peer that does not
+/// read is not waited for), then close the writing side.
+async fn say_goodbye(write: &mut (impl AsyncWrite + Unpin), buf: &mut BytesMut, reason: &str) {
+    let goodbye = Frame::Goodbye {
+        reason: reason.to_owned(),
+    };
+    let _ =
+        tokio::time::timeout(Duration::from_millis(100), send_frame(write, buf, &goodbye)).await;
+    let _ = write.shutdown().await;
 }
 
 /// Encode `frame` into `buf` and write it.
