@@ -57,7 +57,8 @@ pub enum JournalError {
     },
 }
 
-/// Ops are gathered into records of about this size (a batch may span several).
+/// Ops are gathered into records of about this size (a batch may span several), and
+/// never larger than the journal's log takes.
 const RECORD_TARGET: usize = 1 << 20;
 
 /// The writing side: ops of the current batch, appended by [`Journal::commit`].
@@ -78,6 +79,9 @@ pub struct Journal<S> {
     pub needs_checkpoint: bool,
     /// A change that ops cannot express was made: checkpoint at the next commit.
     checkpoint_wanted: bool,
+    /// The largest record payload the log takes: a record is sealed before an op
+    /// would take it past this.
+    record_max: usize,
 }
 
 impl<S: Storage> Journal<S> {
@@ -92,13 +96,16 @@ impl<S: Storage> Journal<S> {
             last_head: None,
             needs_checkpoint: false,
             checkpoint_wanted: false,
+            record_max: RECORD_TARGET,
         }
     }
 
     /// Write to `log`.
     pub fn new(log: S) -> Self {
+        let record_max = usize::try_from(log.record_bytes_max()).unwrap_or(usize::MAX);
         Journal {
             log: Some(log),
+            record_max,
             ..Journal::none()
         }
     }
@@ -125,10 +132,12 @@ impl<S: Storage> Journal<S> {
 
     /// Add an op to the current batch.
     ///
-    /// An op with a field too long for its length prefix is not written: the
-    /// router hands over only client ids, filters and topics read as MQTT strings
-    /// and records below the message log's limit, so that is a bug, loud in debug
-    /// builds and an error in the log in release builds.
+    /// An op that starts a record past the log's record limit goes into the next
+    /// record. An op with a field too long for its length prefix, or too large for a
+    /// record of its own, is not written: the router hands over only client ids,
+    /// filters and topics read as MQTT strings and records below the message log's
+    /// limit (the journal's is larger), so that is a bug, loud in debug builds and an
+    /// error in the log in release builds.
     pub fn push(&mut self, op: &Op) {
         if self.log.is_none() {
             return;
@@ -142,7 +151,20 @@ impl<S: Storage> Journal<S> {
             refused(op, &e);
             return;
         }
-        if self.buf.len() >= RECORD_TARGET {
+        if self.buf.len() - HEADER_BYTES > self.record_max && start > HEADER_BYTES {
+            // The ops before this one fill a record; it begins the next.
+            let op_bytes = self.buf.split_off(start);
+            self.seal();
+            self.buf.put_bytes(0, HEADER_BYTES);
+            self.buf.extend_from_slice(&op_bytes);
+        }
+        let len = self.buf.len() - HEADER_BYTES;
+        if len > self.record_max {
+            self.buf.clear();
+            too_large(op, len, self.record_max);
+            return;
+        }
+        if len >= RECORD_TARGET.min(self.record_max) {
             self.seal();
         }
     }
@@ -312,6 +334,15 @@ fn refused(op: &Op, e: &FieldTooLong) {
     tracing::error!(error = %e, sid = ?op.sid(), "session journal op not written (a field does not fit its length prefix)");
 }
 
+/// An op larger than a whole record (see [`Journal::push`]).
+fn too_large(op: &Op, len: usize, max: usize) {
+    debug_assert!(
+        false,
+        "session journal op not written: {len} bytes, records take {max}"
+    );
+    tracing::error!(len, max, sid = ?op.sid(), "session journal op not written (larger than the journal's record limit)");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,5 +375,29 @@ mod tests {
         let (snapshot, _) = replay(j.log_mut().unwrap()).unwrap();
         let ids: Vec<_> = snapshot.sessions.iter().map(|s| s.id).collect();
         assert_eq!(ids, [2]);
+    }
+
+    /// A batch larger than the log's record limit is split into records the log
+    /// takes, and replay reads every op of it.
+    #[test]
+    fn a_batch_over_the_record_limit_is_split_into_records_that_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            record_bytes_max: 256,
+            ..LogConfig::default()
+        };
+        let mut j = Journal::new(Log::open(dir.path().join("journal"), config).unwrap());
+        for sid in 0..40 {
+            j.push(&Op::Open {
+                sid,
+                client_id: format!("client-{sid}"),
+            });
+        }
+        j.commit(Offset(0)).unwrap();
+        let log = j.log_mut().unwrap();
+        assert!(log.head().0 > 1, "one record of {} ops", 40);
+        let (snapshot, _) = replay(log).unwrap();
+        let ids: Vec<_> = snapshot.sessions.iter().map(|s| s.id).collect();
+        assert_eq!(ids, (0..40).collect::<Vec<_>>());
     }
 }

@@ -164,6 +164,11 @@ impl Storage for MemStorage {
     }
 
     fn drop_cache_below(&mut self, _offset: Offset) {}
+
+    /// Memory takes records of any size.
+    fn record_bytes_max(&self) -> u32 {
+        u32::MAX
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ pub trait Storage {
     /// No reader needs the records below `offset` in memory (see
     /// [`Log::drop_cache_below`]).
     fn drop_cache_below(&mut self, offset: Offset);
+    /// The largest record payload an append takes (see `LogConfig::record_bytes_max`).
+    fn record_bytes_max(&self) -> u32;
 }
 
 /// Visit every record from `from` to the head, in order (what retention removed is
@@ -124,5 +126,8 @@ impl Storage for Log {
     }
     fn drop_cache_below(&mut self, offset: Offset) {
         Log::drop_cache_below(self, offset);
+    }
+    fn record_bytes_max(&self) -> u32 {
+        self.config().record_bytes_max
     }
 }

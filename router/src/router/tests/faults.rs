@@ -62,6 +62,9 @@ impl Storage for Faulty {
     fn drop_cache_below(&mut self, offset: Offset) {
         self.log.drop_cache_below(offset);
     }
+    fn record_bytes_max(&self) -> u32 {
+        self.log.config().record_bytes_max
+    }
 }
 
 /// Switches that make the message log / the journal "full".

@@ -345,3 +345,35 @@ fn a_snapshot_keeps_an_inflight_log_record_by_its_offset_only_as_replay_does() {
     let h = h.crash();
     assert_eq!(h.router.snapshot(), saved);
 }
+
+/// One flush whose ops outgrow the journal's record limit (60 KiB here): they are
+/// split over several records instead of being refused by the log, and all of them
+/// come back after a crash.
+#[test]
+fn a_flush_larger_than_a_journal_record_is_split_and_survives_a_crash() {
+    let mut h = harness(RouterConfig::default());
+    h.connect(C1, "sub", false);
+    let filters: Vec<String> = (0..100)
+        .map(|i| format!("{i}/{}", "f".repeat(1000)))
+        .collect();
+    h.router.handle(Event::Subscribe {
+        conn: C1,
+        pkid: PacketId(1),
+        filters: filters
+            .iter()
+            .map(|f| Subscription::new(f, QoS::AtLeastOnce))
+            .collect(),
+        id: None,
+    });
+    h.router.flush();
+    let replies = h.take(C1);
+    assert!(
+        !replies.iter().any(|r| matches!(r, Reply::Close(_))),
+        "the journal append failed: {replies:?}"
+    );
+    let before = h.router.snapshot().sessions[0].filters.clone();
+    let h = h.crash();
+    let after = &h.router.snapshot().sessions[0].filters;
+    assert_eq!(after.len(), 100);
+    assert_eq!(*after, before);
+}
