@@ -18,6 +18,7 @@
 //! | `subscriptions` | the filter tree that maps a topic name to subscribed sessions |
 //! | `shared` | shared subscription groups (`$share/{group}/{filter}`): one member per message |
 //! | `message` | the stored record format of a message |
+//! | `position` | a log and an offset in it, packed: what queues and in-flight messages point at |
 //! | `journal` | the session journal: persistent state as ops in a second log, checkpoints, replay |
 //! | `snapshot` | the persistent state as plain data (checkpoint and replay) |
 //! | `topic` | topic name/filter validation and matching |
@@ -34,6 +35,7 @@ mod journal;
 mod length_prefix;
 mod mem_storage;
 mod message;
+mod position;
 mod router;
 mod session;
 mod shared;
@@ -54,6 +56,7 @@ pub use mem_storage::MemStorage;
 pub use message::{
     varint_len, Layout, Message, MessageError, NewMessage, Origin, QoS, Utf8Bytes, FORMAT_VERSION,
 };
+pub use position::{LogRef, Position, OFFSET_LIMIT};
 pub use router::{Router, RouterStats};
 pub use snapshot::{SavedInflight, SavedSession, Snapshot};
 pub use storage::Storage;

@@ -41,7 +41,7 @@ use crate::session::{Queued, Session};
 use crate::shared::{GroupId, SharedGroups};
 use crate::storage::Storage;
 use crate::subscriptions::{Grant, SubscriptionTree};
-use crate::{ConnectionId, QoS, RouterConfig, SessionId, TopicId};
+use crate::{ConnectionId, LogRef, QoS, RouterConfig, SessionId, TopicId};
 
 /// How often the log is told which of its pages no reader needs in memory: the
 /// default `fsync_interval_ms`, since only synced pages can go.
@@ -379,6 +379,12 @@ impl<S: Storage> Router<S> {
         self.deliver_woken();
         self.commit_journal();
     }
+}
+
+/// The log `log` refers to, of those this router reads: its own only, until it
+/// holds replicas (docs/mesh.md, step 5).
+fn log_of<S>(own: &S, log: LogRef) -> Option<&S> {
+    (log == LogRef::OWN).then_some(own)
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! One client's session: its subscriptions, what is queued for it, what is in flight
 //! to it, and the QoS 2 packet ids it has sent us that await release.
 //!
-//! Delivery is pull-based. A session is *live* while its queue holds every matching
-//! offset up to the head: new appends are offered to it directly. When the queue hits
-//! its bound (a slow or offline subscriber), the session stops being live and remembers
-//! a `cursor`; later it catches up by scanning the log from there. Memory per session is
-//! bounded by `queue_max` offsets and `inflight_max` messages either way.
+//! Delivery is pull-based. A session is *live* on a log while its queue holds every
+//! match in that log up to the head: new appends are offered to it directly. When the
+//! queue hits its bound (a slow or offline subscriber), the session falls *behind* on
+//! that log and remembers where; later it catches up by scanning the log from there.
+//! Memory per session is bounded by `queue_max` positions and `inflight_max` messages
+//! either way. (A router reads one log today, its own; in a cluster also the replicas
+//! of the others', each with its own live state: see docs/mesh.md.)
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -14,6 +16,7 @@ use commitlog::{Offset, Record};
 
 use crate::event::Will;
 use crate::id::{IdMap, IdSet};
+use crate::position::{LogRef, Position};
 use crate::shared::GroupId;
 use crate::subscriptions::{Grant, SubOptions};
 use crate::{ConnectionId, PacketId, QoS};
@@ -21,8 +24,8 @@ use crate::{ConnectionId, PacketId, QoS};
 /// A matched message waiting to be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Queued {
-    /// Where it is in the log.
-    pub offset: Offset,
+    /// Where it is.
+    pub pos: Position,
     /// Effective QoS.
     pub qos: QoS,
     /// Send with the retain flag (a retained publish to a retain-as-published
@@ -35,10 +38,10 @@ pub struct Queued {
 
 #[cfg(test)]
 impl Queued {
-    /// A plain match at `offset`.
+    /// A plain match at `offset` in the router's own log.
     pub fn new(offset: Offset, qos: QoS) -> Queued {
         Queued {
-            offset,
+            pos: Position::new(LogRef::OWN, offset).expect("a test offset"),
             qos,
             retain: false,
             shared: None,
@@ -62,8 +65,8 @@ pub struct Inflight {
     /// and the record is to be read from the log at `offset` when it resumes (after
     /// a restart, or when it was read by reference).
     pub record: Record,
-    /// Its log offset, when it came from the log (not a retained message).
-    pub offset: Option<Offset>,
+    /// Where it is, when it came from a log (not a retained message).
+    pub pos: Option<Position>,
     /// Effective QoS (1 or 2).
     pub qos: QoS,
     /// Progress.
@@ -98,12 +101,12 @@ pub struct Session {
     pub will_delay_secs: u32,
     /// Retained messages to send (from new subscriptions), before the queue.
     pub retained: VecDeque<(Bytes, QoS)>,
-    /// Matched offsets not yet sent, in log order.
+    /// Matches not yet sent, in the order they were offered (each log's in its
+    /// order).
     pub queue: VecDeque<Queued>,
-    /// The queue holds every match up to the head.
-    pub live: bool,
-    /// When not live: where to resume scanning the log.
-    pub cursor: Offset,
+    /// The logs this session fell behind on, with where to resume scanning each; on
+    /// every other log it is live (its queue holds every match up to the head).
+    pub behind: Vec<(LogRef, Offset)>,
     /// Outbound unacknowledged messages by packet id. A hash map rather than a
     /// tree: once grown to the window it takes and frees entries without
     /// allocating (a B-tree allocates a node every few inserts).
@@ -124,7 +127,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new, empty session that is live from `head`.
+    /// A new, empty session that is live from `head` (of its router's own log).
     pub fn new(client_id: Box<str>, clean: bool, head: Offset) -> Session {
         Session {
             client_id,
@@ -138,8 +141,7 @@ impl Session {
             will_delay_secs: 0,
             retained: VecDeque::new(),
             queue: VecDeque::new(),
-            live: true,
-            cursor: head,
+            behind: Vec::new(),
             inflight: IdMap::default(),
             next_pkid: 1,
             incoming_qos2: IdSet::default(),
@@ -164,15 +166,46 @@ impl Session {
         false
     }
 
-    /// Something waits to be sent: retained messages, queued offsets, or a log
-    /// scan (not live).
+    /// Something waits to be sent: retained messages, queued matches, or a log
+    /// scan (behind on a log).
     pub fn has_backlog(&self) -> bool {
-        !self.retained.is_empty() || !self.queue.is_empty() || !self.live
+        !self.retained.is_empty() || !self.queue.is_empty() || !self.behind.is_empty()
+    }
+
+    /// Whether the queue holds every match in `log` up to its head.
+    pub fn is_live(&self, log: LogRef) -> bool {
+        self.behind.iter().all(|(l, _)| *l != log)
+    }
+
+    /// Live on every log.
+    pub fn is_live_everywhere(&self) -> bool {
+        self.behind.is_empty()
+    }
+
+    /// Where scanning `log` resumes, when the session is behind on it.
+    pub fn cursor(&self, log: LogRef) -> Option<Offset> {
+        self.behind
+            .iter()
+            .find(|(l, _)| *l == log)
+            .map(|(_, at)| *at)
+    }
+
+    /// Behind on `log` from `at` (the cursor moves there if it already was).
+    pub fn set_behind(&mut self, log: LogRef, at: Offset) {
+        match self.behind.iter_mut().find(|(l, _)| *l == log) {
+            Some(entry) => entry.1 = at,
+            None => self.behind.push((log, at)),
+        }
+    }
+
+    /// Caught up with `log`: live on it again.
+    pub fn caught_up(&mut self, log: LogRef) {
+        self.behind.retain(|(l, _)| *l != log);
     }
 
     /// Offer a newly appended message. Returns true when it was queued.
     pub fn offer(&mut self, q: Queued, queue_max: usize) -> bool {
-        if !self.live {
+        if !self.behind.is_empty() && !self.is_live(q.pos.log()) {
             return false;
         }
         // Offline persistent sessions keep QoS 1 and 2 only (§3.1.2.4).
@@ -181,8 +214,7 @@ impl Session {
         }
         if self.queue.len() >= queue_max {
             // Fall back to the log: resume scanning from this offset later.
-            self.live = false;
-            self.cursor = q.offset;
+            self.behind.push((q.pos.log(), q.pos.offset()));
             return false;
         }
         self.queue.push_back(q);
@@ -190,10 +222,16 @@ impl Session {
     }
 
     /// Take back a message another member of a shared group left unacknowledged:
-    /// queued in log order (the resume point is the queue's front), whether or not
-    /// the session is live.
+    /// queued in its log's order (the resume point is that log's first entry),
+    /// whether or not the session is live. Entries of other logs keep their places:
+    /// it goes before the first later entry of its own log, or at the end.
     pub fn adopt(&mut self, q: Queued) {
-        let at = self.queue.partition_point(|x| x.offset <= q.offset);
+        let log = q.pos.log();
+        let at = self
+            .queue
+            .iter()
+            .position(|x| x.pos.log() == log && x.pos > q.pos)
+            .unwrap_or(self.queue.len());
         self.queue.insert(at, q);
     }
 
@@ -214,10 +252,10 @@ impl Session {
         // Not QoS 2: once its PUBLISH was sent, its delivery must be finished with
         // this client and no other (MQTT-4.8.2-4, -5).
         self.inflight
-            .retain(|pkid, i| match (i.shared, i.offset, i.state, i.qos) {
-                (Some(g), Some(offset), OutState::Sent, QoS::AtLeastOnce) => {
+            .retain(|pkid, i| match (i.shared, i.pos, i.state, i.qos) {
+                (Some(g), Some(pos), OutState::Sent, QoS::AtLeastOnce) => {
                     out.push(Queued {
-                        offset,
+                        pos,
                         qos: i.qos,
                         retain: false,
                         shared: Some(g),
@@ -227,7 +265,7 @@ impl Session {
                 }
                 _ => true,
             });
-        out.sort_by_key(|q| q.offset);
+        out.sort_by_key(|q| q.pos);
         (out, freed)
     }
 
@@ -292,34 +330,42 @@ impl Session {
         None
     }
 
-    /// Where reading would resume after a restart: every match below it was sent
-    /// (or dropped as QoS 0 while offline). The queue holds every match below the
-    /// cursor (or the head, when live) not sent yet, so that is its front.
+    /// Where reading `log` would resume after a restart (`head` is its head): every
+    /// match below it was sent (or dropped as QoS 0 while offline). The queue holds
+    /// every match below the cursor (or the head, when live) not sent yet, so that
+    /// is the log's first entry in it.
     ///
     /// Shared-subscription entries do not count: one adopted from another member may
     /// lie below what this session has already handled, and shared messages are
     /// not read back from the log (see docs/architecture.md).
-    pub fn resume(&self, head: Offset) -> Offset {
+    pub fn resume(&self, log: LogRef, head: Offset) -> Offset {
         self.queue
             .iter()
-            .find(|q| q.shared.is_none())
-            .map_or(if self.live { head } else { self.cursor }, |q| q.offset)
+            .find(|q| q.shared.is_none() && q.pos.log() == log)
+            .map_or_else(|| self.cursor(log).unwrap_or(head), |q| q.pos.offset())
     }
 
-    /// The lowest log offset this session still needs.
+    /// The lowest offset of `log` this session still needs.
     #[cfg(test)]
-    pub fn lowest_needed(&self) -> Option<Offset> {
-        let (inflight, unsent) = self.lowest_needed_parts();
+    pub fn lowest_needed(&self, log: LogRef) -> Option<Offset> {
+        let (inflight, unsent) = self.lowest_needed_parts(log);
         [inflight, unsent].into_iter().flatten().min()
     }
 
-    /// The lowest offset in flight, and the lowest not yet sent (queued, or where
-    /// the log scan resumes).
-    pub fn lowest_needed_parts(&self) -> (Option<Offset>, Option<Offset>) {
-        let inflight = self.inflight.values().filter_map(|i| i.offset).min();
-        let queued = self.queue.front().map(|q| q.offset);
-        let cursor = (!self.live).then_some(self.cursor);
-        (inflight, [queued, cursor].into_iter().flatten().min())
+    /// The lowest offset of `log` in flight, and the lowest not yet sent (queued, or
+    /// where the log scan resumes).
+    pub fn lowest_needed_parts(&self, log: LogRef) -> (Option<Offset>, Option<Offset>) {
+        let in_log = |p: Position| (p.log() == log).then(|| p.offset());
+        let inflight = self
+            .inflight
+            .values()
+            .filter_map(|i| i.pos.and_then(in_log))
+            .min();
+        let queued = self.queue.iter().find_map(|q| in_log(q.pos));
+        (
+            inflight,
+            [queued, self.cursor(log)].into_iter().flatten().min(),
+        )
     }
 }
 
@@ -339,13 +385,50 @@ mod tests {
         assert!(s.offer(Queued::new(Offset(5), QoS::AtLeastOnce), 2));
         assert!(s.offer(Queued::new(Offset(6), QoS::AtLeastOnce), 2));
         assert!(!s.offer(Queued::new(Offset(7), QoS::AtLeastOnce), 2));
-        assert!(!s.live);
-        assert_eq!(s.cursor, Offset(7));
+        assert!(!s.is_live(LogRef::OWN));
+        assert_eq!(s.cursor(LogRef::OWN), Some(Offset(7)));
         assert!(
             !s.offer(Queued::new(Offset(8), QoS::AtLeastOnce), 2),
             "not live: the scan finds it"
         );
-        assert_eq!(s.lowest_needed(), Some(Offset(5)));
+        assert_eq!(s.lowest_needed(LogRef::OWN), Some(Offset(5)));
+    }
+
+    /// Falling behind on one log leaves the session live on the others, and each
+    /// log's resume point and retention hold are its own.
+    #[test]
+    fn each_log_has_its_own_live_state_cursor_and_resume_point() {
+        let mut s = s();
+        let other = LogRef(1);
+        let at = |log, o| Queued {
+            pos: Position::new(log, Offset(o)).unwrap(),
+            ..Queued::new(Offset(0), QoS::AtLeastOnce)
+        };
+        assert!(s.offer(at(LogRef::OWN, 5), 2));
+        assert!(s.offer(at(other, 40), 2));
+        assert!(
+            !s.offer(at(other, 41), 2),
+            "queue full: behind on the other log"
+        );
+        assert!(s.is_live(LogRef::OWN) && !s.is_live(other));
+        assert_eq!(s.cursor(other), Some(Offset(41)));
+        assert_eq!(s.resume(LogRef::OWN, Offset(9)), Offset(5));
+        assert_eq!(s.resume(other, Offset(99)), Offset(40));
+        s.queue.clear();
+        assert_eq!(
+            s.resume(LogRef::OWN, Offset(9)),
+            Offset(9),
+            "live: the head"
+        );
+        assert_eq!(
+            s.resume(other, Offset(99)),
+            Offset(41),
+            "behind: the cursor"
+        );
+        assert_eq!(s.lowest_needed(LogRef::OWN), None);
+        assert_eq!(s.lowest_needed(other), Some(Offset(41)));
+        s.caught_up(other);
+        assert!(s.is_live_everywhere());
     }
 
     #[test]
@@ -357,13 +440,13 @@ mod tests {
             ..Queued::new(Offset(3), QoS::AtLeastOnce)
         });
         assert_eq!(
-            s.queue.front().map(|q| q.offset),
+            s.queue.front().map(|q| q.pos.offset()),
             Offset(3).into(),
             "log order"
         );
-        assert_eq!(s.resume(Offset(20)), Offset(10));
+        assert_eq!(s.resume(LogRef::OWN, Offset(20)), Offset(10));
         assert_eq!(
-            s.lowest_needed(),
+            s.lowest_needed(LogRef::OWN),
             Some(Offset(3)),
             "retention still holds it"
         );
@@ -377,7 +460,7 @@ mod tests {
                 pkid,
                 Inflight {
                     record: Record::from(Bytes::new()),
-                    offset: Some(Offset(u64::from(pkid))),
+                    pos: Position::new(LogRef::OWN, Offset(u64::from(pkid))),
                     qos,
                     state: OutState::Sent,
                     shared: Some(crate::shared::GroupId(7)),
@@ -407,7 +490,7 @@ mod tests {
         s.next_pkid = u16::MAX;
         let inflight = Inflight {
             record: Record::from(Bytes::new()),
-            offset: None,
+            pos: None,
             qos: QoS::AtLeastOnce,
             state: OutState::Sent,
             shared: None,

@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use commitlog::{Offset, Record};
+use commitlog::Record;
 
 use super::deliver::read_one;
 use super::{Router, Staged, StagedPublish, Timer, TimerKind};
@@ -15,7 +15,7 @@ use crate::event::{
 use crate::journal::Op;
 use crate::session::{Inflight, OutState, Session};
 use crate::storage::Storage;
-use crate::{ConnectionId, PacketId, QoS, SessionId};
+use crate::{ConnectionId, PacketId, Position, QoS, SessionId};
 
 impl<S: Storage> Router<S> {
     pub(super) fn connect(&mut self, conn: ConnectionId, c: Connect) {
@@ -164,29 +164,33 @@ impl<S: Storage> Router<S> {
         s.inflight.retain(|_, inf| {
             // (A released QoS 2 message needs only its PUBREL.)
             let wanted = inf.state == OutState::Sent && inf.record.is_empty();
-            let Some(offset) = inf.offset.filter(|_| wanted) else {
+            let Some(pos) = inf.pos.filter(|_| wanted) else {
                 return true;
             };
-            match read_one(storage, offset) {
+            let read = match super::log_of(storage, pos.log()) {
+                Some(log) => read_one(log, pos.offset()),
+                None => Ok(None),
+            };
+            match read {
                 Ok(Some(record)) => {
                     inf.record = Record::from(record);
                     true
                 }
                 other => {
-                    tracing::warn!(client_id = %s.client_id, %offset, error = ?other.err(), "in-flight message no longer in the log; dropped");
+                    tracing::warn!(client_id = %s.client_id, %pos, error = ?other.err(), "in-flight message no longer in the log; dropped");
                     false
                 }
             }
         });
         // Resume unacknowledged deliveries in the order they were first sent
         // (§4.4): log order, which packet ids lose once they wrap. Retained
-        // messages (no offset) went first.
-        let mut pending: Vec<(Option<Offset>, u16, &Inflight)> = s
+        // messages (no position) went first.
+        let mut pending: Vec<(Option<Position>, u16, &Inflight)> = s
             .inflight
             .iter()
-            .map(|(pkid, inf)| (inf.offset, *pkid, inf))
+            .map(|(pkid, inf)| (inf.pos, *pkid, inf))
             .collect();
-        pending.sort_by_key(|(offset, pkid, _)| (*offset, *pkid));
+        pending.sort_by_key(|(pos, pkid, _)| (*pos, *pkid));
         for (_, pkid, inf) in pending {
             match inf.state {
                 OutState::Sent => resend.push(Delivery {
@@ -270,7 +274,7 @@ impl<S: Storage> Router<S> {
             // are after a restart), so a segment retention removes meanwhile is not kept open
             // (nor its disk space taken) for a client that may never come back.
             for inf in s.inflight.values_mut() {
-                if inf.offset.is_some() && inf.record.rest().is_some() {
+                if inf.pos.is_some() && inf.record.rest().is_some() {
                     inf.record = Record::from(Bytes::new());
                 }
             }

@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use commitlog::{ByReference, FileRange, Offset, ReadLimits, Record};
+use commitlog::{ByReference, FileRange, Offset, ReadBatch, ReadLimits, Record};
 
 use super::{Router, RouterStats};
 use crate::event::{Delivery, Reply};
@@ -14,7 +14,7 @@ use crate::session::{Inflight, OutState, Queued, Session};
 use crate::shared::{Availability, GroupId};
 use crate::storage::Storage;
 use crate::subscriptions::Grant;
-use crate::{Layout, Message, PacketId, QoS, RouterConfig, SessionId};
+use crate::{Layout, LogRef, Message, PacketId, Position, QoS, RouterConfig, SessionId};
 
 impl<S: Storage> Router<S> {
     pub(super) fn deliver_woken(&mut self) {
@@ -197,7 +197,7 @@ impl Batch {
             }
             let out = Outgoing {
                 record: Record::from(record.clone()),
-                offset: None,
+                pos: None,
                 qos,
                 retain: true,
                 shared: None,
@@ -225,7 +225,7 @@ impl Batch {
         let mut window = self.inflight_max.saturating_sub(s.inflight.len());
         while self.items.len() + want.len() < log.config.deliver_records_max {
             if s.queue.is_empty() {
-                if s.live {
+                if s.is_live_everywhere() {
                     break;
                 }
                 scan(s, log.storage, log.config, log.buf, log.stats);
@@ -265,19 +265,27 @@ impl Batch {
         } = log;
         let mut k = 0;
         while k < want.len() && self.bytes < config.deliver_bytes_max {
-            let first = want[k].offset;
+            let first = want[k].pos;
             let run = 1 + want[k + 1..]
                 .iter()
                 .zip(&want[k..])
-                .take_while(|(next, prev)| next.offset == prev.offset.add(1))
+                .take_while(|(next, prev)| Some(next.pos) == prev.pos.next())
                 .count();
             read_buf.clear();
             let limits = ReadLimits {
                 records_max: run,
                 bytes_max: config.deliver_bytes_max - self.bytes,
             };
-            match read_messages(*storage, first, limits, read_buf) {
-                Ok(b) if b.first == first && !read_buf.is_empty() => {
+            let read = match super::log_of(*storage, first.log()) {
+                Some(log) => read_messages(log, first.offset(), limits, read_buf),
+                // A log this router no longer reads: as if retention removed it.
+                None => Ok(ReadBatch {
+                    first: first.offset(),
+                    next: first.offset(),
+                }),
+            };
+            match read {
+                Ok(b) if b.first == first.offset() && !read_buf.is_empty() => {
                     for record in read_buf.drain(..) {
                         let q = want[k];
                         k += 1;
@@ -312,18 +320,19 @@ impl Batch {
     ) {
         let out = Outgoing {
             record,
-            offset: Some(q.offset),
+            pos: Some(q.pos),
             qos: q.qos,
             retain: q.retain,
             shared: q.shared,
             subscription_ids: Vec::new(),
         };
         if let (true, Some((pkid, qos))) = (self.durable, self.add(s, out)) {
+            // One log so far: every position is in the router's own.
             journal.push(&Op::Sent {
                 sid: self.sid.0,
                 pkid: pkid.0,
                 qos,
-                offset: q.offset,
+                offset: q.pos.offset(),
             });
         }
     }
@@ -333,7 +342,7 @@ impl Batch {
         if !self.durable {
             return;
         }
-        let resume = s.resume(head);
+        let resume = s.resume(LogRef::OWN, head);
         if resume != s.journaled_resume {
             s.journaled_resume = resume;
             journal.push(&Op::Resume {
@@ -354,13 +363,14 @@ fn ids_when(with_ids: bool, s: &Session, record: &Record) -> Vec<u32> {
     }
 }
 
-/// How a shared group member stands for taking a message now: it must be keeping up
-/// (live, with room in its queue), since a member that reads from the log does not
-/// see shared messages there.
-pub(super) fn availability(s: Option<&Session>, queue_max: usize) -> Availability {
+/// How a shared group member stands for taking a message of `log` now: it must be
+/// keeping up (live on that log, with room in its queue), since a member that reads
+/// from the log does not see shared messages there.
+pub(super) fn availability(s: Option<&Session>, log: LogRef, queue_max: usize) -> Availability {
+    let keeping_up = |s: &Session| s.is_live(log) && s.queue.len() < queue_max;
     match s {
-        Some(s) if s.live && s.queue.len() < queue_max && s.conn.is_some() => Availability::Online,
-        Some(s) if s.live && s.queue.len() < queue_max && !s.clean => Availability::Offline,
+        Some(s) if keeping_up(s) && s.conn.is_some() => Availability::Online,
+        Some(s) if keeping_up(s) && !s.clean => Availability::Offline,
         _ => Availability::No,
     }
 }
@@ -444,8 +454,8 @@ fn read_messages<S: Storage>(
 /// One message on its way to a session.
 struct Outgoing {
     record: Record,
-    /// Where it is in the log (none for a retained message sent on subscribe).
-    offset: Option<Offset>,
+    /// Where it is (none for a retained message sent on subscribe).
+    pos: Option<Position>,
     qos: QoS,
     retain: bool,
     shared: Option<GroupId>,
@@ -461,7 +471,7 @@ fn push_delivery(
 ) -> Option<(PacketId, QoS)> {
     let Outgoing {
         record,
-        offset,
+        pos,
         qos,
         retain,
         shared,
@@ -479,7 +489,7 @@ fn push_delivery(
             p.0,
             Inflight {
                 record: record.clone(),
-                offset,
+                pos,
                 qos,
                 state: OutState::Sent,
                 shared,
@@ -498,32 +508,43 @@ fn push_delivery(
     pkid.map(|p| (p, qos))
 }
 
-/// Catch a session that is not live up from the log: read from its cursor and queue
-/// what its filters match, until the queue is full, the read budget is spent, or the
-/// head is reached (then it is live again).
+/// Catch a session up with the first log it is behind on: read from its cursor and
+/// queue what its filters match, until the queue is full, the read budget is spent,
+/// or the head is reached (then it is live on that log again).
 fn scan<S: Storage>(
     s: &mut Session,
-    storage: &S,
+    own: &S,
     config: &RouterConfig,
     buf: &mut Vec<Record>,
     stats: &mut RouterStats,
 ) {
+    let Some(&(log, _)) = s.behind.first() else {
+        return;
+    };
+    let Some(storage) = super::log_of(own, log) else {
+        // A log this router no longer reads: nothing left to catch up on there.
+        s.caught_up(log);
+        return;
+    };
     let limits = ReadLimits {
         records_max: config.scan_records_max,
         bytes_max: 4 * 1024 * 1024,
     };
     let mut rounds = 4;
-    while !s.live && s.queue.len() < config.session_queue_max && rounds > 0 {
+    while s.queue.len() < config.session_queue_max && rounds > 0 {
+        let Some(cursor) = s.cursor(log) else {
+            return;
+        };
         rounds -= 1;
         buf.clear();
-        let batch = match read_messages(storage, s.cursor, limits, buf) {
+        let batch = match read_messages(storage, cursor, limits, buf) {
             Ok(b) => b,
             Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
-                let lost = earliest.distance_from(s.cursor);
+                let lost = earliest.distance_from(cursor);
                 stats.lost_to_retention += lost;
                 s.lost += lost;
-                tracing::warn!(client_id = %s.client_id, from = %s.cursor, to = %earliest, "retention removed messages before this session read them");
-                s.cursor = earliest;
+                tracing::warn!(client_id = %s.client_id, from = %cursor, to = %earliest, "retention removed messages before this session read them");
+                s.set_behind(log, earliest);
                 continue;
             }
             Err(e) => {
@@ -532,56 +553,70 @@ fn scan<S: Storage>(
             }
         };
         if batch.is_empty() {
-            s.live = true;
+            s.caught_up(log);
             return;
         }
-        let mut offset = batch.first;
-        // The match of the previous record's topic: runs of records on one topic are
-        // common (a device's stream), and a byte comparison is much cheaper than
-        // checking the topic against every filter of the session.
-        let mut last: Option<(Bytes, Option<Grant>)> = None;
-        for record in buf.iter() {
-            if s.queue.len() >= config.session_queue_max {
-                break;
-            }
-            // Parsed, not decoded: no reference count is touched per record.
-            let record = record.head();
-            if let Ok(m) = Layout::parse(record) {
-                let topic = &record[m.topic.clone()];
-                let matched = match &last {
-                    Some((last_topic, grant)) if last_topic[..] == *topic => *grant,
-                    _ => {
-                        let grant = match std::str::from_utf8(topic) {
-                            Ok(name) => s.matching(name),
-                            Err(_) => {
-                                debug_assert!(false, "Layout::parse checks the topic is UTF-8");
-                                tracing::error!(%offset, "stored topic is not UTF-8; not matched");
-                                None
-                            }
-                        };
-                        last = Some((record.slice(m.topic), grant));
-                        grant
-                    }
-                };
-                // No local cannot be honoured here: a record does not say which
-                // session published it (see docs/architecture.md).
-                if let Some(grant) = matched {
-                    let qos = m.qos.min(grant.qos);
-                    if s.conn.is_some() || qos != QoS::AtMostOnce {
-                        s.queue.push_back(Queued {
-                            offset,
-                            qos,
-                            retain: m.retain && grant.retain_as_published,
-                            shared: None,
-                        });
-                    }
-                }
-            }
-            offset = offset.add(1);
-        }
-        s.cursor = offset;
-        if offset == storage.head() {
-            s.live = true;
+        let next = queue_matches(s, log, batch.first, buf, config.session_queue_max);
+        s.set_behind(log, next);
+        if next == storage.head() {
+            s.caught_up(log);
         }
     }
+}
+
+/// Queue the records of `buf` (read from `log` at `first`) that the session's
+/// filters match, until its queue holds `queue_max`; the offset after the last
+/// record looked at.
+fn queue_matches(
+    s: &mut Session,
+    log: LogRef,
+    first: Offset,
+    buf: &[Record],
+    queue_max: usize,
+) -> Offset {
+    let mut offset = first;
+    // The match of the previous record's topic: runs of records on one topic are
+    // common (a device's stream), and a byte comparison is much cheaper than
+    // checking the topic against every filter of the session.
+    let mut last: Option<(Bytes, Option<Grant>)> = None;
+    for record in buf {
+        if s.queue.len() >= queue_max {
+            break;
+        }
+        // Parsed, not decoded: no reference count is touched per record.
+        let record = record.head();
+        if let Ok(m) = Layout::parse(record) {
+            let topic = &record[m.topic.clone()];
+            let matched = match &last {
+                Some((last_topic, grant)) if last_topic[..] == *topic => *grant,
+                _ => {
+                    let grant = match std::str::from_utf8(topic) {
+                        Ok(name) => s.matching(name),
+                        Err(_) => {
+                            debug_assert!(false, "Layout::parse checks the topic is UTF-8");
+                            tracing::error!(%offset, "stored topic is not UTF-8; not matched");
+                            None
+                        }
+                    };
+                    last = Some((record.slice(m.topic), grant));
+                    grant
+                }
+            };
+            // No local cannot be honoured here: a record does not say which
+            // session published it (see docs/architecture.md).
+            if let (Some(grant), Some(pos)) = (matched, Position::new(log, offset)) {
+                let qos = m.qos.min(grant.qos);
+                if s.conn.is_some() || qos != QoS::AtMostOnce {
+                    s.queue.push_back(Queued {
+                        pos,
+                        qos,
+                        retain: m.retain && grant.retain_as_published,
+                        shared: None,
+                    });
+                }
+            }
+        }
+        offset = offset.add(1);
+    }
+    offset
 }

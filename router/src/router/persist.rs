@@ -13,7 +13,7 @@ use crate::session::{Inflight, OutState, Session};
 use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
 use crate::storage::Storage;
 use crate::subscriptions::SubOptions;
-use crate::{topic, Message, QoS, SessionId};
+use crate::{topic, LogRef, Message, Position, QoS, SessionId};
 
 impl<S: Storage> Router<S> {
     /// Messages appended after the journal's last commit had their acknowledgements
@@ -78,7 +78,7 @@ impl<S: Storage> Router<S> {
         let sessions = sessions
             .into_iter()
             .map(|(sid, s)| {
-                let resume = s.resume(head);
+                let resume = s.resume(LogRef::OWN, head);
                 let mut filters: Vec<(String, SubOptions)> =
                     s.filters.iter().map(|(f, o)| (f.clone(), *o)).collect();
                 filters.sort_by(|a, b| a.0.cmp(&b.0));
@@ -91,13 +91,14 @@ impl<S: Storage> Router<S> {
                         pkid: *pkid,
                         qos: i.qos,
                         released: i.state == OutState::Released,
-                        offset: i.offset,
+                        // One log so far: every position is in the router's own.
+                        offset: i.pos.map(Position::offset),
                         // A record from the log (it has an offset) is saved absent,
                         // whether or not it is in memory now, to be read back when the
                         // session resumes: the journal's checkpoint and replay keep
                         // only its offset, and a snapshot says the same. A retained
                         // message (no offset) is always held in memory.
-                        record: match i.offset {
+                        record: match i.pos {
                             Some(_) => Bytes::new(),
                             None => i.record.in_memory().cloned().unwrap_or_default(),
                         },
@@ -147,9 +148,8 @@ impl<S: Storage> Router<S> {
             let mut s = Session::new(client_id.clone(), false, head);
             // Not live: the first delivery reads the log from `resume` on (the log
             // may have lost its unsynced tail in an OS crash: never past the head).
-            s.live = false;
-            s.cursor = saved.resume.min(head);
-            s.journaled_resume = s.cursor;
+            s.set_behind(LogRef::OWN, saved.resume.min(head));
+            s.journaled_resume = saved.resume.min(head);
             for (filter, options) in saved.filters {
                 if topic::validate_filter(&filter).is_ok() {
                     self.subscribe_filter(&filter, sid, options.grant());
@@ -176,11 +176,19 @@ impl<S: Storage> Router<S> {
             // In-flight messages from the log come back as offsets: their records
             // are read when the client returns (see `connect`).
             for i in saved.inflight {
+                let pos = match i.offset.map(|o| Position::new(LogRef::OWN, o)) {
+                    Some(None) => {
+                        tracing::warn!(client_id = %s.client_id, offset = ?i.offset, "in-flight offset beyond what a position holds; dropped");
+                        continue;
+                    }
+                    Some(pos) => pos,
+                    None => None,
+                };
                 s.inflight.insert(
                     i.pkid,
                     Inflight {
                         record: i.record.into(),
-                        offset: i.offset,
+                        pos,
                         qos: i.qos,
                         state: if i.released {
                             OutState::Released
@@ -209,7 +217,7 @@ impl<S: Storage> Router<S> {
             .values()
             .filter(|s| s.conn.is_some() || !s.clean)
             .filter_map(|s| {
-                let (inflight, unsent) = s.lowest_needed_parts();
+                let (inflight, unsent) = s.lowest_needed_parts(LogRef::OWN);
                 // The cap applies to what is not yet sent: in-flight messages are
                 // journaled by offset and must stay readable.
                 let unsent = match (s.conn, cap, unsent) {

@@ -55,7 +55,7 @@ impl<S: Storage> Router<S> {
             let sessions = &self.sessions;
             let queue_max = self.config.session_queue_max;
             let picked = self.shared.pick(gid, Some(sid), |x| {
-                availability(sessions.get(&x).map(|s| &**s), queue_max)
+                availability(sessions.get(&x).map(|s| &**s), q.pos.log(), queue_max)
             });
             match picked.and_then(|(other, _)| Some(other).zip(self.sessions.get_mut(&other))) {
                 Some((other, o)) if o.conn.is_some() || q.qos != QoS::AtMostOnce => {
@@ -66,7 +66,7 @@ impl<S: Storage> Router<S> {
                 }
                 _ => {
                     self.stats.shared_dropped += 1;
-                    tracing::warn!(offset = %q.offset, "a shared subscription message left by a departing member has no other member to take it; dropped");
+                    tracing::warn!(position = %q.pos, "a shared subscription message left by a departing member has no other member to take it; dropped");
                 }
             }
         }

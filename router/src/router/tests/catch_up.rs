@@ -45,7 +45,7 @@ fn a_slow_subscriber_falls_back_to_the_log_and_loses_nothing() {
         .router
         .sessions
         .values()
-        .all(|s| s.live || s.conn.is_none()));
+        .all(|s| s.is_live_everywhere() || s.conn.is_none()));
 }
 
 #[test]
