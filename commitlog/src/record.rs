@@ -106,6 +106,46 @@ impl Framed {
     pub fn payload_len(&self) -> usize {
         self.0.len() - HEADER_BYTES
     }
+
+    /// Split `buf`, records framed back to back as a log stores them (what a
+    /// replica fetches), into frames, each one checked as recovery checks it: a
+    /// length over `record_bytes_max`, a checksum that fails, or a buffer that ends
+    /// inside a frame refuses the whole buffer. No copy: the frames share `buf`.
+    pub fn split(buf: &bytes::Bytes, record_bytes_max: u32) -> Result<Vec<Framed>, BadFrames> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < buf.len() {
+            match decode(&buf[at..], record_bytes_max) {
+                Frame::Record { len } => {
+                    out.push(Framed(buf.slice(at..at + HEADER_BYTES + len)));
+                    at += HEADER_BYTES + len;
+                }
+                Frame::Incomplete { .. } => {
+                    return Err(BadFrames {
+                        at,
+                        what: "truncated",
+                    })
+                }
+                Frame::Corrupt => {
+                    return Err(BadFrames {
+                        at,
+                        what: "corrupt",
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Framed records that do not check (see [`Framed::split`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("framed records {what} at byte {at}")]
+pub struct BadFrames {
+    /// Where the bad frame starts in the buffer.
+    pub at: usize,
+    /// `"corrupt"` (checksum or length) or `"truncated"`.
+    pub what: &'static str,
 }
 
 /// What the bytes at the start of a buffer hold.
@@ -228,6 +268,35 @@ mod tests {
     #[test]
     fn oversized_length_is_corrupt() {
         assert_eq!(decode(&frame(&[7u8; 100]), 99), Frame::Corrupt);
+    }
+
+    #[test]
+    fn split_gives_back_the_frames_and_refuses_a_bad_one() {
+        let mut buf = frame(b"one");
+        buf.extend_from_slice(&frame(b""));
+        buf.extend_from_slice(&frame(b"three"));
+        let buf = bytes::Bytes::from(buf);
+        let frames = Framed::split(&buf, 1024).unwrap();
+        let payloads: Vec<_> = frames.iter().map(Framed::payload).collect();
+        assert_eq!(payloads, [&b"one"[..], b"", b"three"]);
+        assert_eq!(frames[2], Framed::new(b"three"));
+        assert_eq!(
+            Framed::split(&buf.slice(..buf.len() - 1), 1024),
+            Err(BadFrames {
+                at: 19,
+                what: "truncated"
+            })
+        );
+        let mut flipped = buf.to_vec();
+        flipped[HEADER_BYTES + 1] ^= 1;
+        assert_eq!(
+            Framed::split(&bytes::Bytes::from(flipped), 1024),
+            Err(BadFrames {
+                at: 0,
+                what: "corrupt"
+            })
+        );
+        assert_eq!(Framed::split(&bytes::Bytes::new(), 1024), Ok(Vec::new()));
     }
 
     proptest! {
