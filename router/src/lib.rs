@@ -57,7 +57,7 @@ pub use message::{
     varint_len, Layout, Message, MessageError, NewMessage, Origin, QoS, Utf8Bytes, FORMAT_VERSION,
 };
 pub use position::{LogRef, Position, OFFSET_LIMIT};
-pub use router::{Router, RouterStats};
+pub use router::{MeshConfig, PeerEvent, PeerReply, Router, RouterStats};
 pub use snapshot::{SavedInflight, SavedSession, Snapshot};
 pub use storage::Storage;
 pub use subscriptions::SubOptions;

@@ -25,6 +25,7 @@ mod connect;
 mod deliver;
 mod persist;
 mod publish;
+mod replication;
 mod subscribe;
 
 use std::collections::BTreeMap;
@@ -41,7 +42,9 @@ use crate::session::{Queued, Session};
 use crate::shared::{GroupId, SharedGroups};
 use crate::storage::Storage;
 use crate::subscriptions::{Grant, SubscriptionTree};
-use crate::{ConnectionId, LogRef, QoS, RouterConfig, SessionId, TopicId};
+use crate::{ConnectionId, QoS, RouterConfig, SessionId, TopicId};
+
+pub use replication::{MeshConfig, PeerEvent, PeerReply};
 
 /// How often the log is told which of its pages no reader needs in memory: the
 /// default `fsync_interval_ms`, since only synced pages can go.
@@ -126,6 +129,8 @@ pub struct Router<S: Storage> {
     /// Wall-clock time of the last tick (times message expiry and timers).
     now: SystemTime,
     stats: RouterStats,
+    /// In a cluster: the commit, replicas and fetches (see `replication`).
+    mesh: Option<Box<replication::Mesh<S>>>,
 }
 
 /// Who a topic's messages go to.
@@ -182,6 +187,7 @@ impl<S: Storage> Router<S> {
             timers: Vec::new(),
             now: SystemTime::UNIX_EPOCH,
             stats: RouterStats::default(),
+            mesh: None,
         }
     }
 
@@ -360,7 +366,7 @@ impl<S: Storage> Router<S> {
 
     /// Send `reply` after everything staged before it.
     fn reply(&mut self, conn: ConnectionId, reply: Reply) {
-        if self.staged.is_empty() {
+        if self.staged.is_empty() && !self.committing() {
             self.outbox.push((conn, reply));
         } else {
             self.staged.push(Staged {
@@ -376,15 +382,13 @@ impl<S: Storage> Router<S> {
         if !self.staged.is_empty() {
             self.append_staged();
         }
+        if self.mesh.is_some() {
+            self.fan_out_replicas();
+            self.answer_fetches(false);
+        }
         self.deliver_woken();
         self.commit_journal();
     }
-}
-
-/// The log `log` refers to, of those this router reads: its own only, until it
-/// holds replicas (docs/mesh.md, step 5).
-fn log_of<S>(own: &S, log: LogRef) -> Option<&S> {
-    (log == LogRef::OWN).then_some(own)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use commitlog::Record;
 
 use super::deliver::read_one;
+use super::replication::Logs;
 use super::{Router, Staged, StagedPublish, Timer, TimerKind};
 use crate::event::{
     CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Reply, Will, NEVER_EXPIRES,
@@ -15,7 +16,7 @@ use crate::event::{
 use crate::journal::Op;
 use crate::session::{Inflight, OutState, Session};
 use crate::storage::Storage;
-use crate::{ConnectionId, PacketId, Position, QoS, SessionId};
+use crate::{ConnectionId, LogRef, PacketId, Position, QoS, SessionId};
 
 impl<S: Storage> Router<S> {
     pub(super) fn connect(&mut self, conn: ConnectionId, c: Connect) {
@@ -160,14 +161,17 @@ impl<S: Storage> Router<S> {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return (resend, rel);
         };
-        let storage = &self.storage;
+        let logs = Logs {
+            own: &self.storage,
+            replicas: self.mesh.as_deref().map_or(&[], |m| &m.replicas[..]),
+        };
         s.inflight.retain(|_, inf| {
             // (A released QoS 2 message needs only its PUBREL.)
             let wanted = inf.state == OutState::Sent && inf.record.is_empty();
             let Some(pos) = inf.pos.filter(|_| wanted) else {
                 return true;
             };
-            let read = match super::log_of(storage, pos.log()) {
+            let read = match logs.get(pos.log()) {
                 Some(log) => read_one(log, pos.offset()),
                 None => Ok(None),
             };
@@ -274,7 +278,9 @@ impl<S: Storage> Router<S> {
             // are after a restart), so a segment retention removes meanwhile is not kept open
             // (nor its disk space taken) for a client that may never come back.
             for inf in s.inflight.values_mut() {
-                if inf.pos.is_some() && inf.record.rest().is_some() {
+                // (A replica's record stays: the journal holds it whole.)
+                let own = inf.pos.is_some_and(|p| p.log() == LogRef::OWN);
+                if own && inf.record.rest().is_some() {
                     inf.record = Record::from(Bytes::new());
                 }
             }

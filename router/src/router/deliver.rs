@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use commitlog::{ByReference, FileRange, Offset, ReadBatch, ReadLimits, Record};
 
+use super::replication::Logs;
 use super::{Router, RouterStats};
 use crate::event::{Delivery, Reply};
 use crate::journal::{Journal, Op};
@@ -49,8 +50,13 @@ impl<S: Storage> Router<S> {
             want_buf,
             stats,
             now,
+            mesh,
             ..
         } = self;
+        let logs = Logs {
+            own: &*storage,
+            replicas: mesh.as_deref().map_or(&[], |m| &m.replicas[..]),
+        };
         let Some(s) = sessions.get_mut(&sid) else {
             return false;
         };
@@ -68,7 +74,7 @@ impl<S: Storage> Router<S> {
         let mut want = std::mem::take(want_buf);
         want.clear();
         let mut log = LogReader {
-            storage,
+            logs,
             config,
             buf: read_buf,
             stats,
@@ -100,9 +106,9 @@ impl<S: Storage> Router<S> {
     }
 }
 
-/// What reading a session's messages from the log uses.
+/// What reading a session's messages from the logs uses.
 struct LogReader<'a, S> {
-    storage: &'a S,
+    logs: Logs<'a, S>,
     config: &'a RouterConfig,
     buf: &'a mut Vec<Record>,
     stats: &'a mut RouterStats,
@@ -228,7 +234,7 @@ impl Batch {
                 if s.is_live_everywhere() {
                     break;
                 }
-                scan(s, log.storage, log.config, log.buf, log.stats);
+                scan(s, log.logs, log.config, log.buf, log.stats);
                 if s.queue.is_empty() {
                     break;
                 }
@@ -258,7 +264,7 @@ impl Batch {
         want: &[Queued],
     ) -> usize {
         let LogReader {
-            storage,
+            logs,
             config,
             buf: read_buf,
             stats,
@@ -276,7 +282,7 @@ impl Batch {
                 records_max: run,
                 bytes_max: config.deliver_bytes_max - self.bytes,
             };
-            let read = match super::log_of(*storage, first.log()) {
+            let read = match logs.get(first.log()) {
                 Some(log) => read_messages(log, first.offset(), limits, read_buf),
                 // A log this router no longer reads: as if retention removed it.
                 None => Ok(ReadBatch {
@@ -318,6 +324,10 @@ impl Batch {
         q: Queued,
         record: Record,
     ) {
+        // The journal names offsets in this node's own log only; a replica's record
+        // is journaled whole (docs/mesh.md: replica positions in the journal are
+        // issue 23's).
+        let whole = (self.durable && q.pos.log() != LogRef::OWN).then(|| whole_record(&record));
         let out = Outgoing {
             record,
             pos: Some(q.pos),
@@ -327,12 +337,20 @@ impl Batch {
             subscription_ids: Vec::new(),
         };
         if let (true, Some((pkid, qos))) = (self.durable, self.add(s, out)) {
-            // One log so far: every position is in the router's own.
-            journal.push(&Op::Sent {
-                sid: self.sid.0,
-                pkid: pkid.0,
-                qos,
-                offset: q.pos.offset(),
+            let (sid, pkid) = (self.sid.0, pkid.0);
+            journal.push(&match whole {
+                None => Op::Sent {
+                    sid,
+                    pkid,
+                    qos,
+                    offset: q.pos.offset(),
+                },
+                Some(record) => Op::SentRecord {
+                    sid,
+                    pkid,
+                    qos,
+                    record,
+                },
             });
         }
     }
@@ -350,6 +368,18 @@ impl Batch {
                 offset: resume,
             });
         }
+    }
+}
+
+/// A record's bytes, read whole when it was given by reference (empty if that
+/// read fails: logged).
+fn whole_record(record: &Record) -> Bytes {
+    match record.in_memory() {
+        Some(b) => b.clone(),
+        None => record.load().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read a replica's record whole to journal it");
+            Bytes::new()
+        }),
     }
 }
 
@@ -513,7 +543,7 @@ fn push_delivery(
 /// or the head is reached (then it is live on that log again).
 fn scan<S: Storage>(
     s: &mut Session,
-    own: &S,
+    logs: Logs<'_, S>,
     config: &RouterConfig,
     buf: &mut Vec<Record>,
     stats: &mut RouterStats,
@@ -521,7 +551,7 @@ fn scan<S: Storage>(
     let Some(&(log, _)) = s.behind.first() else {
         return;
     };
-    let Some(storage) = super::log_of(own, log) else {
+    let Some(storage) = logs.get(log) else {
         // A log this router no longer reads: nothing left to catch up on there.
         s.caught_up(log);
         return;

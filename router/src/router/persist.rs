@@ -91,16 +91,24 @@ impl<S: Storage> Router<S> {
                         pkid: *pkid,
                         qos: i.qos,
                         released: i.state == OutState::Released,
-                        // One log so far: every position is in the router's own.
-                        offset: i.pos.map(Position::offset),
+                        // Offsets of the own log only (the journal's); a
+                        // replica's record is saved whole, as it was journaled.
+                        offset: i
+                            .pos
+                            .filter(|p| p.log() == LogRef::OWN)
+                            .map(Position::offset),
                         // A record from the log (it has an offset) is saved absent,
                         // whether or not it is in memory now, to be read back when the
                         // session resumes: the journal's checkpoint and replay keep
                         // only its offset, and a snapshot says the same. A retained
                         // message (no offset) is always held in memory.
                         record: match i.pos {
-                            Some(_) => Bytes::new(),
-                            None => i.record.in_memory().cloned().unwrap_or_default(),
+                            Some(p) if p.log() == LogRef::OWN => Bytes::new(),
+                            _ => i
+                                .record
+                                .in_memory()
+                                .cloned()
+                                .unwrap_or_else(|| i.record.load().unwrap_or_default()),
                         },
                     })
                     .collect();

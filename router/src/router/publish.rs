@@ -2,15 +2,18 @@
 //! acknowledging them after the append, and offering each appended message to the
 //! sessions whose filters match it.
 
+use bytes::Bytes;
 use commitlog::Offset;
 
 use super::deliver::availability;
-use super::{Matched, Router, Staged, StagedPublish};
+use super::{Matched, Router, RouterStats, Staged, StagedPublish};
 use crate::event::{CloseReason, PubReason, Publication, Reply};
+use crate::id::IdMap;
 use crate::journal::Op;
-use crate::session::{OutState, Queued};
+use crate::session::{OutState, Queued, Session};
+use crate::shared::SharedGroups;
 use crate::storage::Storage;
-use crate::{ConnectionId, LogRef, Message, PacketId, Position, QoS};
+use crate::{ConnectionId, LogRef, Message, PacketId, Position, QoS, SessionId};
 
 impl<S: Storage> Router<S> {
     pub(super) fn publish(
@@ -141,72 +144,95 @@ impl<S: Storage> Router<S> {
             self.storage.append(&self.staged_records)
         };
         let mut staged = std::mem::take(&mut self.staged);
-        self.staged_qos2.clear();
         match result {
             Ok(range) => {
                 self.stats.appended += range.end.distance_from(range.start);
                 self.stats.append_batches += 1;
                 let mut offset = range.start;
-                for mut st in staged.drain(..) {
-                    if let Some(p) = st.publish {
-                        let matched = self.fan_out(LogRef::OWN, offset, &p.message, p.from);
-                        offset = offset.add(1);
-                        if let Some((_, Reply::PubAck(_, reason) | Reply::PubRec(_, reason))) =
-                            st.reply.as_mut()
-                        {
-                            if !matched {
-                                *reason = PubReason::NoMatchingSubscribers;
-                            }
-                        }
-                    }
-                    if let Some((sid, id)) = st.qos2 {
-                        if let Some(s) = self.sessions.get_mut(&sid) {
-                            s.incoming_qos2.insert(id);
-                            if !s.clean {
-                                self.journal.push(&Op::Qos2In {
-                                    sid: sid.0,
-                                    pkid: id,
-                                });
-                            }
-                        }
-                    }
-                    if let Some(r) = st.reply {
-                        self.outbox.push(r);
+                if self.mesh.is_some() {
+                    // In a cluster each waits for its log's commit (see `replication`).
+                    self.await_commit(&mut staged, range);
+                } else {
+                    for st in staged.drain(..) {
+                        let next = if st.publish.is_some() {
+                            offset.add(1)
+                        } else {
+                            offset
+                        };
+                        self.settle(offset, st);
+                        offset = next;
                     }
                 }
             }
-            Err(e) => {
-                self.stats.storage_errors += 1;
-                tracing::error!(error = %e, records = self.staged_records.len(), "append failed; publishes refused");
-                // QoS 1/2 publishers get a refusal (MQTT 5: 0x97; a 3.1.1
-                // connection closes on it); QoS 0 publishers have no ack to carry
-                // one and are closed. Replies of other kinds still go.
-                let mut closed = Vec::new();
-                for st in staged.drain(..) {
-                    match (st.publish.and_then(|p| p.from), st.reply) {
-                        (Some(_), Some((to, Reply::PubAck(p, _)))) => {
-                            self.outbox
-                                .push((to, Reply::PubAck(p, PubReason::StorageFailure)));
-                        }
-                        (Some(_), Some((to, Reply::PubRec(p, _)))) => {
-                            self.outbox
-                                .push((to, Reply::PubRec(p, PubReason::StorageFailure)));
-                        }
-                        (Some(conn), _) => {
-                            if !closed.contains(&conn) {
-                                closed.push(conn);
-                                self.outbox
-                                    .push((conn, Reply::Close(CloseReason::StorageFailure)));
-                            }
-                        }
-                        (None, Some(r)) => self.outbox.push(r),
-                        (None, None) => {}
-                    }
-                }
-            }
+            Err(e) => self.refuse_staged(&e, &mut staged),
         }
         // Hand the (now empty) buffer back to avoid reallocating it.
         self.staged = staged;
+    }
+
+    /// What an appended (and, in a cluster, committed) entry at `offset` releases:
+    /// its message is offered to the sessions, its inbound QoS 2 id is remembered,
+    /// and its acknowledgement leaves.
+    pub(super) fn settle(&mut self, offset: Offset, mut st: Staged) {
+        if let Some(p) = st.publish {
+            let matched = self.fan_out(LogRef::OWN, offset, &p.message, p.from);
+            if let Some((_, Reply::PubAck(_, reason) | Reply::PubRec(_, reason))) =
+                st.reply.as_mut()
+            {
+                if !matched && self.mesh.is_none() {
+                    // A cluster cannot know whether another node's sessions match.
+                    *reason = PubReason::NoMatchingSubscribers;
+                }
+            }
+        }
+        if let Some((sid, id)) = st.qos2 {
+            self.staged_qos2.remove(&(sid, id));
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.incoming_qos2.insert(id);
+                if !s.clean {
+                    self.journal.push(&Op::Qos2In {
+                        sid: sid.0,
+                        pkid: id,
+                    });
+                }
+            }
+        }
+        if let Some(r) = st.reply {
+            self.outbox.push(r);
+        }
+    }
+
+    /// The append failed: QoS 1/2 publishers get a refusal (MQTT 5: 0x97; a 3.1.1
+    /// connection closes on it); QoS 0 publishers have no ack to carry one and are
+    /// closed. Replies of other kinds still go.
+    fn refuse_staged(&mut self, e: &commitlog::Error, staged: &mut Vec<Staged>) {
+        self.stats.storage_errors += 1;
+        tracing::error!(error = %e, records = self.staged_records.len(), "append failed; publishes refused");
+        let mut closed = Vec::new();
+        for st in staged.drain(..) {
+            if let Some(key) = st.qos2 {
+                self.staged_qos2.remove(&key);
+            }
+            match (st.publish.and_then(|p| p.from), st.reply) {
+                (Some(_), Some((to, Reply::PubAck(p, _)))) => {
+                    self.outbox
+                        .push((to, Reply::PubAck(p, PubReason::StorageFailure)));
+                }
+                (Some(_), Some((to, Reply::PubRec(p, _)))) => {
+                    self.outbox
+                        .push((to, Reply::PubRec(p, PubReason::StorageFailure)));
+                }
+                (Some(conn), _) => {
+                    if !closed.contains(&conn) {
+                        closed.push(conn);
+                        self.outbox
+                            .push((conn, Reply::Close(CloseReason::StorageFailure)));
+                    }
+                }
+                (None, Some(r)) => self.outbox.push(r),
+                (None, None) => {}
+            }
+        }
     }
 
     /// Offer a message appended to `log` at `offset` to the sessions it matches;
@@ -219,28 +245,10 @@ impl<S: Storage> Router<S> {
         from: Option<ConnectionId>,
     ) -> bool {
         if p.retain {
-            let record = p.record.payload();
-            // The topic as the record has it: the journal keys retained messages by
-            // name, and the record is what replay sees.
-            if let Ok(m) = Message::decode(&record) {
-                if m.payload.is_empty() {
-                    if self.retained.remove(m.topic_str()).is_some() {
-                        self.journal.push(&Op::Unretain {
-                            topic: m.topic_str().to_owned(),
-                        });
-                    }
-                } else {
-                    self.journal.push(&Op::Retain {
-                        record: record.clone(),
-                    });
-                    self.retained.insert(m.topic_str().into(), record);
-                }
-            }
+            self.apply_retained(&p.record.payload());
         }
         let Some(pos) = Position::new(log, offset) else {
-            // 2^48 records into one log: not reached at a million messages a second
-            // for eight years; the log is to be sealed before (docs/mesh.md).
-            tracing::error!(%offset, "log offset beyond what a queue can hold; message not offered");
+            beyond_positions(offset);
             return true;
         };
         if !self.matches.contains_key(&p.topic) {
@@ -258,48 +266,117 @@ impl<S: Storage> Router<S> {
             return false;
         };
         let publisher = from.and_then(|c| self.by_conn.get(&c)).copied();
-        let mut any = !matched.groups.is_empty();
-        for gid in &matched.groups {
-            let sessions = &self.sessions;
-            let queue_max = self.config.session_queue_max;
-            let picked = self.shared.pick(*gid, None, |sid| {
-                availability(sessions.get(&sid).map(|s| &**s), log, queue_max)
-            });
-            let Some((sid, grant)) = picked else {
-                self.stats.shared_dropped += 1;
-                tracing::warn!(topic = ?p.topic, "no member of a shared subscription group can take a message; dropped");
-                continue;
-            };
-            if let Some(s) = self.sessions.get_mut(&sid) {
-                let q = Queued {
-                    pos,
-                    qos: p.qos.min(grant.qos),
-                    retain: p.retain && grant.retain_as_published,
-                    shared: Some(*gid),
-                };
-                if s.offer(q, self.config.session_queue_max) && s.ready(&mut self.credit_wanted) {
-                    self.wake.push(sid);
-                }
-            }
-        }
-        for (sid, grant) in &matched.sessions {
-            if grant.no_local && Some(*sid) == publisher {
-                continue;
-            }
-            any = true;
-            let Some(s) = self.sessions.get_mut(sid) else {
-                continue;
-            };
-            let q = Queued {
-                pos,
-                qos: p.qos.min(grant.qos),
-                retain: p.retain && grant.retain_as_published,
-                shared: None,
-            };
-            if s.offer(q, self.config.session_queue_max) && s.ready(&mut self.credit_wanted) {
-                self.wake.push(*sid);
-            }
-        }
-        any
+        let message = Offered {
+            pos,
+            qos: p.qos,
+            retain: p.retain,
+            publisher,
+        };
+        let to = OfferTo {
+            sessions: &mut self.sessions,
+            shared: &mut self.shared,
+            queue_max: self.config.session_queue_max,
+            credit_wanted: &mut self.credit_wanted,
+            wake: &mut self.wake,
+            stats: &mut self.stats,
+        };
+        offer(to, matched, message)
     }
+
+    /// A retained publish (from any log) replaces its topic's retained message, or
+    /// with an empty payload clears it. The topic is the record's: the journal keys
+    /// retained messages by name, and the record is what replay sees.
+    pub(super) fn apply_retained(&mut self, record: &Bytes) {
+        let Ok(m) = Message::decode(record) else {
+            return;
+        };
+        if m.payload.is_empty() {
+            if self.retained.remove(m.topic_str()).is_some() {
+                self.journal.push(&Op::Unretain {
+                    topic: m.topic_str().to_owned(),
+                });
+            }
+        } else {
+            self.journal.push(&Op::Retain {
+                record: record.clone(),
+            });
+            self.retained.insert(m.topic_str().into(), record.clone());
+        }
+    }
+}
+
+/// A log offset a [`Position`] cannot hold.
+pub(super) fn beyond_positions(offset: Offset) {
+    // 2^48 records into one log: not reached at a million messages a second for
+    // eight years; the log is to be sealed before (docs/mesh.md).
+    tracing::error!(%offset, "log offset beyond what a queue can hold; message not offered");
+}
+
+/// A message being offered to the sessions that matched it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Offered {
+    pub pos: Position,
+    pub qos: QoS,
+    pub retain: bool,
+    /// The publisher's session, on this node (no local).
+    pub publisher: Option<SessionId>,
+}
+
+/// What offering a message changes: the router's fields, borrowed apart from the
+/// match cache that says who matched.
+pub(super) struct OfferTo<'a> {
+    pub sessions: &'a mut IdMap<SessionId, Box<Session>>,
+    pub shared: &'a mut SharedGroups,
+    pub queue_max: usize,
+    pub credit_wanted: &'a mut Vec<ConnectionId>,
+    pub wake: &'a mut Vec<SessionId>,
+    pub stats: &'a mut RouterStats,
+}
+
+/// Queue `m` for the sessions and one member of each shared group in `matched`;
+/// false when none matched.
+pub(super) fn offer(to: OfferTo<'_>, matched: &Matched, m: Offered) -> bool {
+    let log = m.pos.log();
+    let mut any = !matched.groups.is_empty();
+    for gid in &matched.groups {
+        let sessions = &*to.sessions;
+        let picked = to.shared.pick(*gid, None, |sid| {
+            availability(sessions.get(&sid).map(|s| &**s), log, to.queue_max)
+        });
+        let Some((sid, grant)) = picked else {
+            to.stats.shared_dropped += 1;
+            tracing::warn!(position = %m.pos, "no member of a shared subscription group can take a message; dropped");
+            continue;
+        };
+        if let Some(s) = to.sessions.get_mut(&sid) {
+            let q = Queued {
+                pos: m.pos,
+                qos: m.qos.min(grant.qos),
+                retain: m.retain && grant.retain_as_published,
+                shared: Some(*gid),
+            };
+            if s.offer(q, to.queue_max) && s.ready(to.credit_wanted) {
+                to.wake.push(sid);
+            }
+        }
+    }
+    for (sid, grant) in &matched.sessions {
+        if grant.no_local && Some(*sid) == m.publisher {
+            continue;
+        }
+        any = true;
+        let Some(s) = to.sessions.get_mut(sid) else {
+            continue;
+        };
+        let q = Queued {
+            pos: m.pos,
+            qos: m.qos.min(grant.qos),
+            retain: m.retain && grant.retain_as_published,
+            shared: None,
+        };
+        if s.offer(q, to.queue_max) && s.ready(to.credit_wanted) {
+            to.wake.push(*sid);
+        }
+    }
+    any
 }

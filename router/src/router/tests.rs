@@ -261,5 +261,6 @@ mod catch_up;
 mod credit;
 mod faults;
 mod flow;
+mod mesh;
 mod restart;
 mod v5;

@@ -1,0 +1,496 @@
+//! The router in a cluster (docs/mesh.md, step 5): its own log's commit, the
+//! replicas of the other nodes' logs, and the fetches between them.
+//!
+//! **Writer.** Appends go on as on one node, but what a flush releases (fan-out to
+//! sessions, acknowledgements, the replies after them) waits in `committing` until
+//! `ack_copies` nodes hold the records: the log's [`CommitTracker`] learns the
+//! followers' ends from their fetches. A fetch with nothing to send is parked, and
+//! answered when records arrive, when the commit moves (so followers learn it), or
+//! after `fetch_wait` (the heartbeat).
+//!
+//! **Follower.** A replica appends what its writer sends, checked to start at its
+//! head; records the writer's commit covers are offered to this node's sessions as a
+//! local publish is. After each answer the router asks for more from its new head:
+//! one fetch per replica is outstanding at a time.
+//!
+//! The links are the driver's: fetches come in as [`PeerEvent`]s and answers go out
+//! through [`Router::drain_peer_outbox`] as [`PeerReply`]s.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use commitlog::record::Framed;
+use commitlog::{Offset, ReadLimits};
+use mesh::{CommitTracker, LogId, NodeId};
+
+use super::publish::{beyond_positions, offer, OfferTo, Offered};
+use super::{Matched, Router, Staged};
+use crate::storage::Storage;
+use crate::{LogRef, Message, Position};
+
+/// The router's part of a cluster.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// The log this node writes in this run.
+    pub own: LogId,
+    /// Nodes holding a record before it is committed (this one among them).
+    pub ack_copies: usize,
+    /// The nodes that replicate this node's log.
+    pub followers: Vec<NodeId>,
+    /// The most record bytes in one answer to a fetch.
+    pub fetch_bytes_max: u32,
+    /// How long a fetch with nothing to send is held before it is answered empty.
+    pub fetch_wait: Duration,
+}
+
+/// What a peer link brings in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A follower of this node's log fetches from `from`: it holds everything
+    /// below.
+    Fetched {
+        /// The follower.
+        peer: NodeId,
+        /// The log asked for.
+        log: LogId,
+        /// Where the follower's replica ends.
+        from: Offset,
+        /// The most record bytes it takes in one answer.
+        bytes_max: u32,
+    },
+    /// A link to `peer` is (re)established: what was in flight on the one before is
+    /// gone, so the fetches to it are sent again and its parked fetch is dropped.
+    LinkUp {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// A writer's answer to this node's fetch: records from `base`, checked by the
+    /// link (see [`Framed::split`]), and the writer's commit.
+    Replicated {
+        /// The log.
+        log: LogId,
+        /// The offset of the first record.
+        base: Offset,
+        /// Everything below is held by `ack_copies` nodes.
+        commit: Offset,
+        /// The records, framed as stored.
+        records: Vec<Framed>,
+    },
+}
+
+/// What the router sends a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerReply {
+    /// Records of this node's log from `base` (payloads: the link frames them), and
+    /// its commit.
+    Records {
+        /// The log.
+        log: LogId,
+        /// The offset of the first record.
+        base: Offset,
+        /// Everything below is held by `ack_copies` nodes.
+        commit: Offset,
+        /// The payloads, in order.
+        records: Vec<Bytes>,
+    },
+    /// Ask the writer of `log` for its records from `from`.
+    Fetch {
+        /// The log.
+        log: LogId,
+        /// Where this node's replica ends.
+        from: Offset,
+    },
+}
+
+/// The cluster state of a router.
+#[derive(Debug)]
+pub(super) struct Mesh<S> {
+    config: MeshConfig,
+    tracker: CommitTracker,
+    /// Appended, not yet committed: each entry's offset (its record's, or the next
+    /// one for an entry without a record) and what it releases, in order.
+    committing: VecDeque<(Offset, Staged)>,
+    /// Fetches waiting for records, one per follower.
+    parked: Vec<Parked>,
+    /// Replicas of other nodes' logs; replica `i` is `LogRef(i + 1)`.
+    pub(super) replicas: Vec<Replica<S>>,
+    outbox: Vec<(NodeId, PeerReply)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Parked {
+    peer: NodeId,
+    from: Offset,
+    bytes_max: u32,
+    since: SystemTime,
+}
+
+/// A copy of another node's log.
+#[derive(Debug)]
+pub(super) struct Replica<S> {
+    id: LogId,
+    pub(super) storage: S,
+    /// What the writer said is committed (never above this replica's head).
+    commit: Offset,
+    /// Records below this were offered to the sessions.
+    fanned: Offset,
+}
+
+/// The logs a router reads, by [`LogRef`].
+pub(super) struct Logs<'a, S> {
+    pub own: &'a S,
+    pub replicas: &'a [Replica<S>],
+}
+
+// By hand: derived, they would ask `S: Copy`.
+impl<S> Clone for Logs<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S> Copy for Logs<'_, S> {}
+
+impl<'a, S> Logs<'a, S> {
+    /// The storage of `log`, if the router reads it.
+    pub fn get(self, log: LogRef) -> Option<&'a S> {
+        match log.0.checked_sub(1) {
+            None => Some(self.own),
+            Some(i) => self.replicas.get(usize::from(i)).map(|r| &r.storage),
+        }
+    }
+}
+
+/// An entry waits for the commit to pass this offset.
+fn needs(offset: Offset, st: &Staged) -> Offset {
+    if st.publish.is_some() {
+        offset.add(1)
+    } else {
+        offset
+    }
+}
+
+/// Records fanned out per replica per call: a large catch-up is spread over
+/// flushes instead of stalling one.
+const FAN_OUT_RECORDS_MAX: usize = 4096;
+
+impl<S: Storage> Router<S> {
+    /// Run as a node of a cluster: from now on what a flush releases waits for its
+    /// log's commit.
+    pub fn join_mesh(&mut self, config: MeshConfig) {
+        let head = self.storage.head();
+        let tracker = CommitTracker::new(config.ack_copies, config.followers.clone(), head);
+        self.mesh = Some(Box::new(Mesh {
+            config,
+            tracker,
+            committing: VecDeque::new(),
+            parked: Vec::new(),
+            replicas: Vec::new(),
+            outbox: Vec::new(),
+        }));
+        self.local_end(head);
+    }
+
+    /// Replicate `log` (its writer is `log.node`) into `storage`, and fetch from its
+    /// head. `None` outside a cluster, or with `u16::MAX` replicas already.
+    pub fn add_replica(&mut self, log: LogId, storage: S) -> Option<LogRef> {
+        let mesh = self.mesh.as_mut()?;
+        let r = LogRef(u16::try_from(mesh.replicas.len() + 1).ok()?);
+        let head = storage.head();
+        mesh.replicas.push(Replica {
+            id: log,
+            storage,
+            commit: head,
+            fanned: head,
+        });
+        mesh.outbox
+            .push((log.node, PeerReply::Fetch { log, from: head }));
+        Some(r)
+    }
+
+    /// This node's log's commit (its head outside a cluster).
+    pub fn commit(&self) -> Offset {
+        self.mesh
+            .as_ref()
+            .map_or_else(|| self.storage.head(), |m| m.tracker.commit())
+    }
+
+    /// What the router sends its peers, in order (nothing outside a cluster).
+    pub fn drain_peer_outbox(&mut self) -> impl Iterator<Item = (NodeId, PeerReply)> + '_ {
+        self.mesh
+            .as_mut()
+            .map(|m| m.outbox.drain(..))
+            .into_iter()
+            .flatten()
+    }
+
+    /// Feed one event from a peer link.
+    pub fn handle_peer(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Fetched {
+                peer,
+                log,
+                from,
+                bytes_max,
+            } => self.fetched(peer, log, from, bytes_max),
+            PeerEvent::LinkUp { peer } => self.link_up(peer),
+            PeerEvent::Replicated {
+                log,
+                base,
+                commit,
+                records,
+            } => self.replicated(log, base, commit, &records),
+        }
+    }
+
+    /// The replica of `log`, if this node holds one.
+    pub fn replica(&self, log: LogId) -> Option<&S> {
+        let mesh = self.mesh.as_ref()?;
+        mesh.replicas
+            .iter()
+            .find(|r| r.id == log)
+            .map(|r| &r.storage)
+    }
+
+    fn link_up(&mut self, peer: NodeId) {
+        let Some(mesh) = self.mesh.as_mut() else {
+            return;
+        };
+        mesh.parked.retain(|p| p.peer != peer);
+        for r in mesh.replicas.iter().filter(|r| r.id.node == peer) {
+            let fetch = PeerReply::Fetch {
+                log: r.id,
+                from: r.storage.head(),
+            };
+            mesh.outbox.push((peer, fetch));
+        }
+    }
+
+    /// The entries of a flush appended at `range`: they wait for the commit.
+    pub(super) fn await_commit(&mut self, staged: &mut Vec<Staged>, range: Range<Offset>) {
+        let Some(mesh) = self.mesh.as_mut() else {
+            return;
+        };
+        let mut offset = range.start;
+        for st in staged.drain(..) {
+            let next = needs(offset, &st);
+            mesh.committing.push_back((offset, st));
+            offset = next;
+        }
+        self.local_end(range.end);
+    }
+
+    /// Whether released replies must queue behind entries awaiting the commit.
+    pub(super) fn committing(&self) -> bool {
+        self.mesh.as_ref().is_some_and(|m| !m.committing.is_empty())
+    }
+
+    /// The own log now ends at `end`.
+    fn local_end(&mut self, end: Offset) {
+        let moved = self
+            .mesh
+            .as_mut()
+            .and_then(|m| m.tracker.local_end(end))
+            .is_some();
+        if moved {
+            self.release_committed();
+        }
+    }
+
+    /// Settle the entries the commit now covers, in order.
+    fn release_committed(&mut self) {
+        loop {
+            let Some(mesh) = self.mesh.as_mut() else {
+                return;
+            };
+            let commit = mesh.tracker.commit();
+            let due = mesh
+                .committing
+                .front()
+                .is_some_and(|(offset, st)| needs(*offset, st) <= commit);
+            if !due {
+                return;
+            }
+            let Some((offset, st)) = mesh.committing.pop_front() else {
+                return;
+            };
+            self.settle(offset, st);
+        }
+    }
+
+    fn fetched(&mut self, peer: NodeId, log: LogId, from: Offset, bytes_max: u32) {
+        let now = self.now;
+        let Some(mesh) = self.mesh.as_mut() else {
+            return;
+        };
+        if log != mesh.config.own {
+            tracing::warn!(%peer, %log, "fetch of a log this node does not write; ignored");
+            return;
+        }
+        let moved = mesh.tracker.follower_end(peer, from).is_some();
+        mesh.parked.retain(|p| p.peer != peer);
+        mesh.parked.push(Parked {
+            peer,
+            from,
+            bytes_max: bytes_max.min(mesh.config.fetch_bytes_max),
+            since: now,
+        });
+        if moved {
+            self.release_committed();
+        }
+        self.answer_fetches(moved);
+    }
+
+    /// Answer the parked fetches that have records to read; all of them when the
+    /// commit moved (`all`), or those held for `fetch_wait` (a heartbeat).
+    pub(super) fn answer_fetches(&mut self, all: bool) {
+        let Router {
+            storage, mesh, now, ..
+        } = self;
+        let Some(mesh) = mesh.as_deref_mut() else {
+            return;
+        };
+        let head = storage.head();
+        let (commit, own, wait) = (
+            mesh.tracker.commit(),
+            mesh.config.own,
+            mesh.config.fetch_wait,
+        );
+        let mut answered = Vec::new();
+        mesh.parked.retain(|p| {
+            let waited = now.duration_since(p.since).is_ok_and(|d| d >= wait);
+            if p.from < head || all || waited {
+                answered.push(*p);
+                false
+            } else {
+                true
+            }
+        });
+        for p in answered {
+            let mut records = Vec::new();
+            let limits = ReadLimits {
+                records_max: usize::MAX,
+                bytes_max: p.bytes_max as usize,
+            };
+            let base = match storage.read(p.from, limits, &mut records) {
+                Ok(batch) => batch.first,
+                Err(e) => {
+                    tracing::error!(peer = %p.peer, from = %p.from, error = %e, "cannot read the log for a follower");
+                    records.clear();
+                    p.from
+                }
+            };
+            let reply = PeerReply::Records {
+                log: own,
+                base,
+                commit,
+                records,
+            };
+            mesh.outbox.push((p.peer, reply));
+        }
+    }
+
+    fn replicated(&mut self, log: LogId, base: Offset, commit: Offset, records: &[Framed]) {
+        let Some(mesh) = self.mesh.as_mut() else {
+            return;
+        };
+        let Some(i) = mesh.replicas.iter().position(|r| r.id == log) else {
+            tracing::warn!(%log, "records of a log this node does not replicate; ignored");
+            return;
+        };
+        let r = &mut mesh.replicas[i];
+        if base == r.storage.head() && !records.is_empty() {
+            if let Err(e) = r.storage.append(records) {
+                tracing::error!(%log, error = %e, "cannot append to a replica");
+            }
+        } else if base != r.storage.head() {
+            tracing::debug!(%log, %base, head = %r.storage.head(), "records not at the replica's head; fetching again");
+        }
+        let head = r.storage.head();
+        r.commit = r.commit.max(commit.min(head));
+        mesh.outbox
+            .push((log.node, PeerReply::Fetch { log, from: head }));
+        self.fan_out_replica(i);
+    }
+
+    /// Offer replica `i`'s newly committed records to the sessions they match.
+    pub(super) fn fan_out_replica(&mut self, i: usize) {
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        let Some(r) = mesh.replicas.get(i) else {
+            return;
+        };
+        if r.fanned >= r.commit {
+            return;
+        }
+        let mut records = Vec::new();
+        let limits = ReadLimits {
+            records_max: FAN_OUT_RECORDS_MAX
+                .min(usize::try_from(r.commit.distance_from(r.fanned)).unwrap_or(usize::MAX)),
+            bytes_max: 16 * 1024 * 1024,
+        };
+        let (first, log) = match r.storage.read(r.fanned, limits, &mut records) {
+            Ok(batch) => (batch.first, r.id),
+            Err(e) => {
+                tracing::error!(log = %r.id, from = %r.fanned, error = %e, "cannot read a replica to fan out");
+                return;
+            }
+        };
+        let Ok(at) = u16::try_from(i + 1) else {
+            return;
+        };
+        let mut offset = first;
+        for record in &records {
+            self.offer_replicated(LogRef(at), offset, record);
+            offset = offset.add(1);
+        }
+        if let Some(r) = self.mesh.as_deref_mut().and_then(|m| m.replicas.get_mut(i)) {
+            r.fanned = offset.max(r.fanned);
+        }
+        tracing::trace!(%log, to = %offset, "replica fanned out");
+    }
+
+    /// Offer one committed record of a replica: matched by the topic it holds.
+    fn offer_replicated(&mut self, log: LogRef, offset: Offset, record: &Bytes) {
+        let Ok(m) = Message::decode(record) else {
+            tracing::warn!(%offset, "undecodable record in a replica; not offered");
+            return;
+        };
+        if m.retain {
+            self.apply_retained(record);
+        }
+        let Some(pos) = Position::new(log, offset) else {
+            beyond_positions(offset);
+            return;
+        };
+        let mut matched = Matched::default();
+        self.tree.matches(m.topic_str(), &mut matched.sessions);
+        self.shared.matches(m.topic_str(), &mut matched.groups);
+        let to = OfferTo {
+            sessions: &mut self.sessions,
+            shared: &mut self.shared,
+            queue_max: self.config.session_queue_max,
+            credit_wanted: &mut self.credit_wanted,
+            wake: &mut self.wake,
+            stats: &mut self.stats,
+        };
+        let message = Offered {
+            pos,
+            qos: m.qos,
+            retain: m.retain,
+            publisher: None,
+        };
+        offer(to, &matched, message);
+    }
+
+    /// Replicas with committed records not yet offered (a catch-up spread over
+    /// flushes).
+    pub(super) fn fan_out_replicas(&mut self) {
+        let n = self.mesh.as_ref().map_or(0, |m| m.replicas.len());
+        for i in 0..n {
+            self.fan_out_replica(i);
+        }
+    }
+}

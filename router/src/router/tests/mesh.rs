@@ -1,0 +1,293 @@
+//! The router in a cluster, one node at a time: acks and fan-out wait for the
+//! commit, fetches are answered and parked, replicas offer committed records.
+//! (Three nodes together: `router/tests/sim.rs`.)
+
+use std::time::{Duration, SystemTime};
+
+use ::mesh::{Incarnation, LogId, NodeId};
+use commitlog::record::Framed;
+
+use super::*;
+use crate::{MemStorage, MeshConfig, PeerEvent, PeerReply};
+
+const N1: NodeId = NodeId(1);
+const N2: NodeId = NodeId(2);
+const N3: NodeId = NodeId(3);
+
+fn log_of(node: NodeId) -> LogId {
+    LogId {
+        node,
+        incarnation: Incarnation(1),
+    }
+}
+
+/// Node `node` of three, `ack_copies = 2`, with replicas of the other two logs.
+fn node(node: NodeId) -> Router<MemStorage> {
+    let mut r = Router::new(RouterConfig::default(), MemStorage::new());
+    let others: Vec<NodeId> = [N1, N2, N3].into_iter().filter(|n| *n != node).collect();
+    r.join_mesh(MeshConfig {
+        own: log_of(node),
+        ack_copies: 2,
+        followers: others.clone(),
+        fetch_bytes_max: 1 << 20,
+        fetch_wait: Duration::from_millis(500),
+    });
+    for n in others {
+        r.add_replica(log_of(n), MemStorage::new()).unwrap();
+    }
+    r.drain_peer_outbox().for_each(drop);
+    r
+}
+
+fn record(topic: &str, qos: QoS, payload: &[u8]) -> Framed {
+    NewMessage::new(qos, false, 0, topic, payload).framed()
+}
+
+fn publish(r: &mut Router<MemStorage>, conn: ConnectionId, topic: &str, pkid: u16) {
+    r.handle(Event::Publish {
+        conn,
+        pkid: Some(PacketId(pkid)),
+        message: Publication {
+            topic: TopicId(0),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            record: record(topic, QoS::AtLeastOnce, b"m"),
+        },
+    });
+}
+
+fn online(r: &mut Router<MemStorage>, conn: ConnectionId, id: &str, filter: Option<&str>) {
+    r.handle(Event::Connect {
+        conn,
+        connect: Connect::v3(id, true, None),
+    });
+    if let Some(f) = filter {
+        r.handle(Event::Subscribe {
+            conn,
+            pkid: PacketId(1),
+            filters: vec![Subscription::new(f, QoS::AtLeastOnce)],
+            id: None,
+        });
+    }
+    r.handle(Event::Pull { conn });
+    r.drain_outbox().for_each(drop);
+}
+
+fn replies(r: &mut Router<MemStorage>) -> Vec<(ConnectionId, Reply)> {
+    r.drain_outbox().collect()
+}
+
+fn fetched(peer: NodeId, log: NodeId, from: u64) -> PeerEvent {
+    PeerEvent::Fetched {
+        peer,
+        log: log_of(log),
+        from: Offset(from),
+        bytes_max: 1 << 20,
+    }
+}
+
+#[test]
+fn an_ack_and_the_fan_out_wait_until_a_follower_holds_the_record() {
+    let mut a = node(N1);
+    online(&mut a, C2, "sub", Some("t"));
+    online(&mut a, C1, "pub", None);
+    publish(&mut a, C1, "t", 7);
+    assert_eq!(
+        replies(&mut a),
+        vec![],
+        "appended, not committed: nothing leaves"
+    );
+    assert_eq!(a.commit(), Offset(0));
+
+    // Node 2 fetches from 0: it holds nothing yet, and gets the record.
+    a.handle_peer(fetched(N2, N1, 0));
+    let out: Vec<_> = a.drain_peer_outbox().collect();
+    let [(
+        to,
+        PeerReply::Records {
+            base,
+            commit,
+            records,
+            ..
+        },
+    )] = &out[..]
+    else {
+        panic!("{out:?}");
+    };
+    assert_eq!(
+        (*to, *base, *commit, records.len()),
+        (N2, Offset(0), Offset(0), 1)
+    );
+    assert_eq!(replies(&mut a), vec![]);
+
+    // Its next fetch says it holds the record: two copies, committed.
+    a.handle_peer(fetched(N2, N1, 1));
+    assert_eq!(a.commit(), Offset(1));
+    let out = replies(&mut a);
+    assert_eq!(out[0], (C1, Reply::PubAck(PacketId(7), PubReason::Success)));
+    assert!(
+        matches!(&out[1], (C2, Reply::Deliver(d)) if d.len() == 1),
+        "{out:?}"
+    );
+    // The follower learns the new commit at once (its fetch is answered empty).
+    let out: Vec<_> = a.drain_peer_outbox().collect();
+    assert!(
+        matches!(&out[..], [(N2, PeerReply::Records { commit: Offset(1), records, .. })] if records.is_empty()),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn replies_after_an_uncommitted_publish_keep_their_order() {
+    let mut a = node(N1);
+    online(&mut a, C1, "pub", None);
+    publish(&mut a, C1, "t", 1);
+    a.handle(Event::Subscribe {
+        conn: C1,
+        pkid: PacketId(2),
+        filters: vec![Subscription::new("x", QoS::AtLeastOnce)],
+        id: None,
+    });
+    assert_eq!(
+        replies(&mut a),
+        vec![],
+        "the SUBACK waits behind the PUBACK"
+    );
+    a.handle_peer(fetched(N3, N1, 1));
+    let out = replies(&mut a);
+    assert_eq!(out[0], (C1, Reply::PubAck(PacketId(1), PubReason::Success)));
+    assert!(matches!(out[1], (C1, Reply::SubAck { .. })), "{out:?}");
+}
+
+#[test]
+fn a_parked_fetch_is_answered_by_new_records_or_after_its_wait() {
+    let mut a = node(N1);
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    a.tick(start);
+    a.handle_peer(fetched(N2, N1, 0));
+    assert_eq!(a.drain_peer_outbox().count(), 0, "nothing to send: parked");
+    a.tick(start + Duration::from_millis(499));
+    assert_eq!(a.drain_peer_outbox().count(), 0);
+    a.tick(start + Duration::from_millis(500));
+    let out: Vec<_> = a.drain_peer_outbox().collect();
+    assert!(
+        matches!(&out[..], [(N2, PeerReply::Records { records, .. })] if records.is_empty()),
+        "the heartbeat: {out:?}"
+    );
+    a.handle_peer(fetched(N2, N1, 0));
+    online(&mut a, C1, "pub", None);
+    publish(&mut a, C1, "t", 1);
+    a.flush();
+    let out: Vec<_> = a.drain_peer_outbox().collect();
+    assert!(
+        matches!(&out[..], [(N2, PeerReply::Records { records, .. })] if records.len() == 1),
+        "answered by the append: {out:?}"
+    );
+}
+
+#[test]
+fn a_replica_offers_what_its_writer_committed_and_fetches_on() {
+    let mut b = node(N2);
+    online(&mut b, C2, "sub", Some("t/+"));
+    let r = record("t/1", QoS::AtLeastOnce, b"from node 1");
+    b.handle_peer(PeerEvent::Replicated {
+        log: log_of(N1),
+        base: Offset(0),
+        commit: Offset(0),
+        records: vec![r],
+    });
+    assert_eq!(
+        replies(&mut b),
+        vec![],
+        "held by one node only: not offered"
+    );
+    let out: Vec<_> = b.drain_peer_outbox().collect();
+    assert_eq!(
+        out,
+        vec![(
+            N1,
+            PeerReply::Fetch {
+                log: log_of(N1),
+                from: Offset(1)
+            }
+        )]
+    );
+    b.handle_peer(PeerEvent::Replicated {
+        log: log_of(N1),
+        base: Offset(1),
+        commit: Offset(1),
+        records: Vec::new(),
+    });
+    let out = replies(&mut b);
+    let [(C2, Reply::Deliver(d))] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let m = Message::decode(d[0].record.head()).unwrap();
+    assert_eq!(
+        (m.topic_str(), &m.payload[..]),
+        ("t/1", &b"from node 1"[..])
+    );
+    assert_eq!(d[0].qos, QoS::AtLeastOnce);
+}
+
+#[test]
+fn records_not_at_the_replica_head_are_ignored_and_fetched_again() {
+    let mut b = node(N2);
+    b.handle_peer(PeerEvent::Replicated {
+        log: log_of(N1),
+        base: Offset(5),
+        commit: Offset(6),
+        records: vec![record("t", QoS::AtLeastOnce, b"x")],
+    });
+    let out: Vec<_> = b.drain_peer_outbox().collect();
+    assert_eq!(
+        out,
+        vec![(
+            N1,
+            PeerReply::Fetch {
+                log: log_of(N1),
+                from: Offset(0)
+            }
+        )]
+    );
+    // A duplicate of what it holds is ignored the same way.
+    let r = record("t", QoS::AtLeastOnce, b"y");
+    for _ in 0..2 {
+        b.handle_peer(PeerEvent::Replicated {
+            log: log_of(N1),
+            base: Offset(0),
+            commit: Offset(0),
+            records: vec![r.clone()],
+        });
+    }
+    let out: Vec<_> = b.drain_peer_outbox().collect();
+    assert_eq!(
+        out.last(),
+        Some(&(
+            N1,
+            PeerReply::Fetch {
+                log: log_of(N1),
+                from: Offset(1)
+            }
+        ))
+    );
+}
+
+#[test]
+fn one_node_with_one_copy_acks_at_the_append() {
+    let mut a = Router::new(RouterConfig::default(), MemStorage::new());
+    a.join_mesh(MeshConfig {
+        own: log_of(N1),
+        ack_copies: 1,
+        followers: Vec::new(),
+        fetch_bytes_max: 1 << 20,
+        fetch_wait: Duration::from_millis(500),
+    });
+    online(&mut a, C1, "pub", None);
+    publish(&mut a, C1, "t", 3);
+    assert_eq!(
+        replies(&mut a),
+        vec![(C1, Reply::PubAck(PacketId(3), PubReason::Success))]
+    );
+    assert_eq!(a.commit(), Offset(1));
+}
