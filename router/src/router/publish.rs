@@ -272,15 +272,7 @@ impl<S: Storage> Router<S> {
             retain: p.retain,
             publisher,
         };
-        let to = OfferTo {
-            sessions: &mut self.sessions,
-            shared: &mut self.shared,
-            queue_max: self.config.session_queue_max,
-            credit_wanted: &mut self.credit_wanted,
-            wake: &mut self.wake,
-            stats: &mut self.stats,
-        };
-        offer(to, matched, message)
+        offer(offer_to!(self), matched, message)
     }
 
     /// A retained publish (from any log) replaces its topic's retained message, or
@@ -323,7 +315,23 @@ pub(super) struct Offered {
 }
 
 /// What offering a message changes: the router's fields, borrowed apart from the
-/// match cache that says who matched.
+/// match cache that says who matched (a macro, not a method: a method would borrow
+/// the whole router).
+macro_rules! offer_to {
+    ($router:ident) => {
+        $crate::router::publish::OfferTo {
+            sessions: &mut $router.sessions,
+            shared: &mut $router.shared,
+            queue_max: $router.config.session_queue_max,
+            credit_wanted: &mut $router.credit_wanted,
+            wake: &mut $router.wake,
+            stats: &mut $router.stats,
+        }
+    };
+}
+pub(super) use offer_to;
+
+/// See [`offer_to`].
 pub(super) struct OfferTo<'a> {
     pub sessions: &'a mut IdMap<SessionId, Box<Session>>,
     pub shared: &'a mut SharedGroups,

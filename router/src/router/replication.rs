@@ -25,7 +25,7 @@ use commitlog::record::Framed;
 use commitlog::{Offset, ReadLimits};
 use mesh::{CommitTracker, LogId, NodeId};
 
-use super::publish::{beyond_positions, offer, OfferTo, Offered};
+use super::publish::{beyond_positions, offer, offer_to, Offered};
 use super::{Matched, Router, Staged};
 use crate::storage::Storage;
 use crate::{LogRef, Message, Position};
@@ -468,21 +468,13 @@ impl<S: Storage> Router<S> {
         let mut matched = Matched::default();
         self.tree.matches(m.topic_str(), &mut matched.sessions);
         self.shared.matches(m.topic_str(), &mut matched.groups);
-        let to = OfferTo {
-            sessions: &mut self.sessions,
-            shared: &mut self.shared,
-            queue_max: self.config.session_queue_max,
-            credit_wanted: &mut self.credit_wanted,
-            wake: &mut self.wake,
-            stats: &mut self.stats,
-        };
         let message = Offered {
             pos,
             qos: m.qos,
             retain: m.retain,
             publisher: None,
         };
-        offer(to, &matched, message);
+        offer(offer_to!(self), &matched, message);
     }
 
     /// Replicas with committed records not yet offered (a catch-up spread over

@@ -77,6 +77,15 @@ fn replies(r: &mut Router<MemStorage>) -> Vec<(ConnectionId, Reply)> {
     r.drain_outbox().collect()
 }
 
+/// The fetch a replica of `writer`'s log sends from `from`.
+fn fetch_of(writer: NodeId, from: u64) -> (NodeId, PeerReply) {
+    let fetch = PeerReply::Fetch {
+        log: log_of(writer),
+        from: Offset(from),
+    };
+    (writer, fetch)
+}
+
 fn fetched(peer: NodeId, log: NodeId, from: u64) -> PeerEvent {
     PeerEvent::Fetched {
         peer,
@@ -202,16 +211,7 @@ fn a_replica_offers_what_its_writer_committed_and_fetches_on() {
         "held by one node only: not offered"
     );
     let out: Vec<_> = b.drain_peer_outbox().collect();
-    assert_eq!(
-        out,
-        vec![(
-            N1,
-            PeerReply::Fetch {
-                log: log_of(N1),
-                from: Offset(1)
-            }
-        )]
-    );
+    assert_eq!(out, vec![fetch_of(N1, 1)]);
     b.handle_peer(PeerEvent::Replicated {
         log: log_of(N1),
         base: Offset(1),
@@ -240,16 +240,7 @@ fn records_not_at_the_replica_head_are_ignored_and_fetched_again() {
         records: vec![record("t", QoS::AtLeastOnce, b"x")],
     });
     let out: Vec<_> = b.drain_peer_outbox().collect();
-    assert_eq!(
-        out,
-        vec![(
-            N1,
-            PeerReply::Fetch {
-                log: log_of(N1),
-                from: Offset(0)
-            }
-        )]
-    );
+    assert_eq!(out, vec![fetch_of(N1, 0)]);
     // A duplicate of what it holds is ignored the same way.
     let r = record("t", QoS::AtLeastOnce, b"y");
     for _ in 0..2 {
@@ -261,16 +252,7 @@ fn records_not_at_the_replica_head_are_ignored_and_fetched_again() {
         });
     }
     let out: Vec<_> = b.drain_peer_outbox().collect();
-    assert_eq!(
-        out.last(),
-        Some(&(
-            N1,
-            PeerReply::Fetch {
-                log: log_of(N1),
-                from: Offset(1)
-            }
-        ))
-    );
+    assert_eq!(out.last(), Some(&fetch_of(N1, 1)));
 }
 
 #[test]
