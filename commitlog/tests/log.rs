@@ -427,6 +427,20 @@ fn pages_behind_the_readers_are_dropped_once_synced() {
     assert_eq!(out, (0..64).map(record).collect::<Vec<_>>());
 }
 
+/// Record `i` of a log with small and large records mixed, in runs of either kind.
+fn mixed_record(i: u64) -> Bytes {
+    let len = if i % 5 < 2 {
+        100 + i as usize
+    } else {
+        20_000 + 97 * i as usize
+    };
+    Bytes::from(
+        (0..len)
+            .map(|j| (i as usize * 7 + j) as u8)
+            .collect::<Vec<_>>(),
+    )
+}
+
 /// `read_records` gives large records read from a segment by reference (their head in
 /// memory, the rest as a range of the file) and everything else whole, within the
 /// same limits as `read`, from any offset, across segments.
@@ -442,19 +456,7 @@ fn large_records_are_given_by_reference_from_segments() {
         ..LogConfig::default()
     };
     let mut log = Log::open(dir.path(), config).unwrap();
-    // Small and large records mixed, in runs of either kind.
-    let record = |i: u64| {
-        let len = if i % 5 < 2 {
-            100 + i as usize
-        } else {
-            20_000 + 97 * i as usize
-        };
-        Bytes::from(
-            (0..len)
-                .map(|j| (i as usize * 7 + j) as u8)
-                .collect::<Vec<_>>(),
-        )
-    };
+    let record = mixed_record;
     let n = 60;
     for i in 0..n {
         log.append(record(i)).unwrap();

@@ -65,6 +65,73 @@ fn config(tail_bytes_max: usize, index_interval_bytes: u32) -> LogConfig {
     }
 }
 
+/// A read at `at` (aimed mostly inside the log, sometimes around its edges) gives
+/// what the model holds, or the error the model predicts.
+fn check_read(
+    l: &Log,
+    model: &[Vec<u8>],
+    earliest: u64,
+    at: u16,
+    limits: ReadLimits,
+) -> Result<(), TestCaseError> {
+    let head = model.len() as u64;
+    let span = head - earliest + 2;
+    let at = (earliest + u64::from(at) % span).saturating_sub(1);
+    let mut out = Vec::new();
+    match l.read(Offset(at), limits, &mut out) {
+        Ok(b) => {
+            prop_assert!(at >= earliest && at <= head);
+            prop_assert_eq!(b.first, Offset(at));
+            prop_assert_eq!(b.len() as usize, out.len());
+            prop_assert!(out.len() <= limits.records_max);
+            if limits.records_max > 0 && at < head {
+                prop_assert!(!out.is_empty(), "a read below the head gives something");
+            }
+            for (i, r) in out.iter().enumerate() {
+                prop_assert_eq!(&r[..], &model[at as usize + i][..]);
+            }
+        }
+        Err(commitlog::Error::OffsetOutOfRange { earliest: e, .. }) => {
+            prop_assert!(at < earliest);
+            prop_assert_eq!(e, Offset(earliest));
+        }
+        Err(commitlog::Error::OffsetBeyondHead { head: h, .. }) => {
+            prop_assert!(at > head);
+            prop_assert_eq!(h, Offset(head));
+        }
+        Err(e) => return Err(TestCaseError::fail(format!("read failed: {e}"))),
+    }
+    Ok(())
+}
+
+/// Retention an hour from now, holding back from `hold_back` (scaled into the log):
+/// removes whole segments from the start only, keeps what is held back or says what
+/// it dropped of it. The new earliest offset.
+fn check_retention(
+    l: &mut Log,
+    head: u64,
+    earliest: u64,
+    hold_back: Option<u16>,
+) -> Result<u64, TestCaseError> {
+    let hold = hold_back.map(|h| Offset(earliest + u64::from(h) % (head - earliest + 1)));
+    let now = SystemTime::now() + Duration::from_secs(3600);
+    let report = l.apply_retention(now, hold).unwrap();
+    prop_assert_eq!(report.removed.start, Offset(earliest));
+    prop_assert_eq!(report.removed.end, l.earliest());
+    let new_earliest = l.earliest().0;
+    prop_assert!(new_earliest >= earliest && new_earliest <= head);
+    match (&report.dropped_needed, hold) {
+        (None, Some(h)) => prop_assert!(new_earliest <= h.0, "held-back data kept"),
+        (Some(d), Some(h)) => {
+            prop_assert_eq!(d.start, h.max(Offset(earliest)));
+            prop_assert_eq!(d.end, Offset(new_earliest));
+        }
+        (Some(_), None) => prop_assert!(false, "nothing was held back"),
+        (None, None) => {}
+    }
+    Ok(new_earliest)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -102,35 +169,7 @@ proptest! {
                     model.extend(ps);
                 }
                 Op::Read { at, records_max, bytes_max } => {
-                    let head = model.len() as u64;
-                    // Aim mostly inside the log, sometimes around its edges.
-                    let span = head - earliest + 2;
-                    let at = (earliest + u64::from(at) % span).saturating_sub(1);
-                    let mut out = Vec::new();
-                    let limits = ReadLimits { records_max, bytes_max };
-                    match l.read(Offset(at), limits, &mut out) {
-                        Ok(b) => {
-                            prop_assert!(at >= earliest && at <= head);
-                            prop_assert_eq!(b.first, Offset(at));
-                            prop_assert_eq!(b.len() as usize, out.len());
-                            prop_assert!(out.len() <= records_max);
-                            if records_max > 0 && at < head {
-                                prop_assert!(!out.is_empty(), "a read below the head gives something");
-                            }
-                            for (i, r) in out.iter().enumerate() {
-                                prop_assert_eq!(&r[..], &model[at as usize + i][..]);
-                            }
-                        }
-                        Err(commitlog::Error::OffsetOutOfRange { earliest: e, .. }) => {
-                            prop_assert!(at < earliest);
-                            prop_assert_eq!(e, Offset(earliest));
-                        }
-                        Err(commitlog::Error::OffsetBeyondHead { head: h, .. }) => {
-                            prop_assert!(at > head);
-                            prop_assert_eq!(h, Offset(head));
-                        }
-                        Err(e) => return Err(TestCaseError::fail(format!("read failed: {e}"))),
-                    }
+                    check_read(l, &model, earliest, at, ReadLimits { records_max, bytes_max })?;
                 }
                 Op::Reopen { clean } => {
                     let l = log.take().unwrap();
@@ -141,24 +180,7 @@ proptest! {
                     log = Some(l);
                 }
                 Op::Retention { hold_back } => {
-                    let head = model.len() as u64;
-                    let hold = hold_back.map(|h| Offset(earliest + u64::from(h) % (head - earliest + 1)));
-                    let now = SystemTime::now() + Duration::from_secs(3600);
-                    let report = l.apply_retention(now, hold).unwrap();
-                    prop_assert_eq!(report.removed.start, Offset(earliest));
-                    prop_assert_eq!(report.removed.end, l.earliest());
-                    let new_earliest = l.earliest().0;
-                    prop_assert!(new_earliest >= earliest && new_earliest <= head);
-                    match (&report.dropped_needed, hold) {
-                        (None, Some(h)) => prop_assert!(new_earliest <= h.0, "held-back data kept"),
-                        (Some(d), Some(h)) => {
-                            prop_assert_eq!(d.start, h.max(Offset(earliest)));
-                            prop_assert_eq!(d.end, Offset(new_earliest));
-                        }
-                        (Some(_), None) => prop_assert!(false, "nothing was held back"),
-                        (None, None) => {}
-                    }
-                    earliest = new_earliest;
+                    earliest = check_retention(l, model.len() as u64, earliest, hold_back)?;
                 }
             }
         }

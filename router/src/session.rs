@@ -152,6 +152,26 @@ impl Session {
         }
     }
 
+    /// The connection went and the session stays: it keeps QoS 1 and 2 messages
+    /// only, and in-flight messages read by reference as positions, not open segment
+    /// files (read again when it resumes, as restored ones are after a restart), so a
+    /// segment retention removes meanwhile is not kept open, nor its disk space
+    /// taken, for a client that may never come back. A replica's record stays: the
+    /// journal holds it whole. True when QoS 0 retained messages were dropped from
+    /// the pending list.
+    pub fn go_offline(&mut self) -> bool {
+        self.queue.retain(|q| q.qos != QoS::AtMostOnce);
+        let pending = self.retained.len();
+        self.retained.retain(|(_, q)| *q != QoS::AtMostOnce);
+        for inf in self.inflight.values_mut() {
+            let own = inf.pos.is_some_and(|p| p.log() == LogRef::OWN);
+            if own && inf.record.rest().is_some() {
+                inf.record = Record::from(Bytes::new());
+            }
+        }
+        self.retained.len() != pending
+    }
+
     /// Whether a batch may be sent now: the router holds the connection's credit.
     /// Ask only with something to send: without the credit, this asks for it (once,
     /// in `wanted`), so that it comes back with a `Pull`.

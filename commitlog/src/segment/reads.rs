@@ -169,23 +169,7 @@ impl Segment {
             let len = frame.saturating_sub(HEADER_BYTES);
             if len < by_ref.min_bytes {
                 // This record and the small ones after it, whole, in one read.
-                let mut run_end = at.add(1);
-                let mut run_bytes = frame;
-                while run_end < self.next()
-                    && run_end.distance_from(offset) < limits.records_max as u64
-                {
-                    let Some((p, e)) = self.frame_at(run_end) else {
-                        break;
-                    };
-                    let f = usize::try_from(e - p).unwrap_or(usize::MAX);
-                    if f - HEADER_BYTES >= by_ref.min_bytes
-                        || bytes.saturating_add(run_bytes + f) > limits.bytes_max
-                    {
-                        break;
-                    }
-                    run_bytes += f;
-                    run_end = run_end.add(1);
-                }
+                let (run_end, run_bytes) = self.small_run(at, frame, offset, limits, bytes, by_ref);
                 let run = ReadLimits {
                     records_max: run_end.distance_from(at) as usize,
                     bytes_max: run_bytes,
@@ -221,6 +205,36 @@ impl Segment {
             at = at.add(1);
         }
         Ok(at)
+    }
+
+    /// The run of records below `by_ref.min_bytes` that starts with record `at` (of
+    /// `frame` bytes), within what is left of `limits` (a read from `offset` that has
+    /// taken `bytes`): where it ends, and its bytes.
+    fn small_run(
+        &self,
+        at: Offset,
+        frame: usize,
+        offset: Offset,
+        limits: ReadLimits,
+        bytes: usize,
+        by_ref: ByReference,
+    ) -> (Offset, usize) {
+        let mut run_end = at.add(1);
+        let mut run_bytes = frame;
+        while run_end < self.next() && run_end.distance_from(offset) < limits.records_max as u64 {
+            let Some((p, e)) = self.frame_at(run_end) else {
+                break;
+            };
+            let f = usize::try_from(e - p).unwrap_or(usize::MAX);
+            if f - HEADER_BYTES >= by_ref.min_bytes
+                || bytes.saturating_add(run_bytes + f) > limits.bytes_max
+            {
+                break;
+            }
+            run_bytes += f;
+            run_end = run_end.add(1);
+        }
+        (run_end, run_bytes)
     }
 
     /// Where the frame of record `at` starts and ends, when the index has an entry

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use commitlog::Record;
 
 use super::deliver::read_one;
@@ -16,7 +15,7 @@ use crate::event::{
 use crate::journal::Op;
 use crate::session::{Inflight, OutState, Session};
 use crate::storage::Storage;
-use crate::{ConnectionId, LogRef, PacketId, Position, QoS, SessionId};
+use crate::{ConnectionId, PacketId, Position, SessionId};
 
 impl<S: Storage> Router<S> {
     pub(super) fn connect(&mut self, conn: ConnectionId, c: Connect) {
@@ -261,29 +260,12 @@ impl<S: Storage> Router<S> {
         }
         let will = s.will.take();
         let ends = s.expiry_secs == 0;
-        if !ends {
-            // An offline session keeps QoS 1 and 2 messages only.
-            s.queue.retain(|q| q.qos != QoS::AtMostOnce);
-            let pending = s.retained.len();
-            s.retained.retain(|(_, q)| *q != QoS::AtMostOnce);
-            if !s.clean && s.retained.len() != pending {
-                // The journal lists the pending retained messages as `Pending` ops
-                // and takes them off the front with `Taken`: with QoS 0 ones gone
-                // from the middle, replay would take the wrong ones. A checkpoint
-                // writes the list as it now is.
-                self.journal.want_checkpoint();
-            }
-            // And offsets, not open segment files: an in-flight message read by
-            // reference is read again when the session resumes (as restored ones
-            // are after a restart), so a segment retention removes meanwhile is not kept open
-            // (nor its disk space taken) for a client that may never come back.
-            for inf in s.inflight.values_mut() {
-                // (A replica's record stays: the journal holds it whole.)
-                let own = inf.pos.is_some_and(|p| p.log() == LogRef::OWN);
-                if own && inf.record.rest().is_some() {
-                    inf.record = Record::from(Bytes::new());
-                }
-            }
+        if !ends && s.go_offline() && !s.clean {
+            // The journal lists the pending retained messages as `Pending` ops and
+            // takes them off the front with `Taken`: with QoS 0 ones gone from the
+            // middle, replay would take the wrong ones. A checkpoint writes the list
+            // as it now is.
+            self.journal.want_checkpoint();
         }
         let will_delay = s.will_delay_secs;
         let expiry = s.expiry_secs;

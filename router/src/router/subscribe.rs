@@ -4,6 +4,8 @@
 
 use super::deliver::availability;
 use super::Router;
+use bytes::Bytes;
+
 use crate::event::{Reply, RetainHandling, SubscribeCode, Subscription, UnsubscribeCode};
 use crate::journal::Op;
 use crate::storage::Storage;
@@ -85,59 +87,8 @@ impl<S: Storage> Router<S> {
         let mut codes = Vec::with_capacity(filters.len());
         let mut retained = Vec::new();
         for sub in filters {
-            let filter = sub.filter;
-            if topic::validate_filter(&filter).is_err() {
-                codes.push(SubscribeCode::InvalidFilter);
-                continue;
-            }
-            let existed = self
-                .sessions
-                .get(&sid)
-                .is_some_and(|s| s.filters.contains_key(&filter));
-            // A new filter past the per-session limit is refused (a replaced one is
-            // not new): every subscription costs memory in the tree and on each match.
-            let full = self
-                .sessions
-                .get(&sid)
-                .is_some_and(|s| s.filters.len() >= self.config.subscriptions_max && !existed);
-            if full {
-                tracing::warn!(%conn, filter, max = self.config.subscriptions_max, "subscription refused: limit reached");
-                codes.push(SubscribeCode::QuotaExceeded);
-                continue;
-            }
-            let options = SubOptions {
-                qos: sub.qos,
-                no_local: sub.no_local,
-                retain_as_published: sub.retain_as_published,
-                id,
-            };
-            let is_shared = self.subscribe_filter(&filter, sid, options.grant());
-            // Retained messages are not sent for shared subscriptions (§4.8.2).
-            let send_retained = !is_shared
-                && match sub.retain_handling {
-                    RetainHandling::OnSubscribe => true,
-                    RetainHandling::OnNewSubscription => !existed,
-                    RetainHandling::Never => false,
-                };
-            if send_retained {
-                for (name, record) in &self.retained {
-                    if topic::matches(&filter, name) {
-                        let msg_qos = Layout::parse(record).map_or(QoS::AtMostOnce, |m| m.qos);
-                        retained.push((record.clone(), msg_qos.min(sub.qos)));
-                    }
-                }
-            }
-            if let Some(s) = self.sessions.get_mut(&sid) {
-                if !s.clean {
-                    self.journal.push(&Op::Subscribe {
-                        sid: sid.0,
-                        filter: filter.clone(),
-                        options,
-                    });
-                }
-                s.filters.insert(filter, options);
-            }
-            codes.push(SubscribeCode::Granted(sub.qos));
+            let code = self.subscribe_one(conn, sid, sub, id, &mut retained);
+            codes.push(code);
         }
         self.matches.clear();
         self.reply(conn, Reply::SubAck { pkid, codes });
@@ -157,6 +108,70 @@ impl<S: Storage> Router<S> {
             }
         }
         self.deliver_woken();
+    }
+
+    /// One filter of a SUBSCRIBE: validated, within the session's limit, added (or
+    /// its options replaced), journaled; the retained messages it is to be sent are
+    /// added to `retained`.
+    fn subscribe_one(
+        &mut self,
+        conn: ConnectionId,
+        sid: SessionId,
+        sub: Subscription,
+        id: Option<u32>,
+        retained: &mut Vec<(Bytes, QoS)>,
+    ) -> SubscribeCode {
+        let filter = sub.filter;
+        if topic::validate_filter(&filter).is_err() {
+            return SubscribeCode::InvalidFilter;
+        }
+        let existed = self
+            .sessions
+            .get(&sid)
+            .is_some_and(|s| s.filters.contains_key(&filter));
+        // A new filter past the per-session limit is refused (a replaced one is
+        // not new): every subscription costs memory in the tree and on each match.
+        let full = self
+            .sessions
+            .get(&sid)
+            .is_some_and(|s| s.filters.len() >= self.config.subscriptions_max && !existed);
+        if full {
+            tracing::warn!(%conn, filter, max = self.config.subscriptions_max, "subscription refused: limit reached");
+            return SubscribeCode::QuotaExceeded;
+        }
+        let options = SubOptions {
+            qos: sub.qos,
+            no_local: sub.no_local,
+            retain_as_published: sub.retain_as_published,
+            id,
+        };
+        let is_shared = self.subscribe_filter(&filter, sid, options.grant());
+        // Retained messages are not sent for shared subscriptions (§4.8.2).
+        let send_retained = !is_shared
+            && match sub.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscription => !existed,
+                RetainHandling::Never => false,
+            };
+        if send_retained {
+            for (name, record) in &self.retained {
+                if topic::matches(&filter, name) {
+                    let msg_qos = Layout::parse(record).map_or(QoS::AtMostOnce, |m| m.qos);
+                    retained.push((record.clone(), msg_qos.min(sub.qos)));
+                }
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            if !s.clean {
+                self.journal.push(&Op::Subscribe {
+                    sid: sid.0,
+                    filter: filter.clone(),
+                    options,
+                });
+            }
+            s.filters.insert(filter, options);
+        }
+        SubscribeCode::Granted(sub.qos)
     }
 
     pub(super) fn unsubscribe(&mut self, conn: ConnectionId, pkid: PacketId, filters: Vec<String>) {

@@ -388,21 +388,7 @@ impl Encoder {
         let pkid_len = if d.pkid.is_some() { 2 } else { 0 };
         let body = 2 + topic.len() + pkid_len + payload_len;
         if v5 && d.lost_before > 0 {
-            // The retention policy's promise: a session is told what it lost
-            // (docs/architecture.md, Retention); unless the property would make
-            // the message too large for the client (the router checked the
-            // message without it), which would have to be dropped instead.
-            let lost = d.lost_before.to_string();
-            let size = Writer::string_size(LOST_PROPERTY) + Writer::string_size(&lost) - 1;
-            if self.fits(body, self.props.len() + size) {
-                self.props.user_property(LOST_PROPERTY, &lost);
-            } else {
-                tracing::debug!(
-                    lost = d.lost_before,
-                    max = self.max_packet_size,
-                    "lost-messages property left out: over the client's maximum packet size"
-                );
-            }
+            self.lost_property(body, d.lost_before);
         }
         let props = if v5 {
             let len = self.props.len();
@@ -432,6 +418,24 @@ impl Encoder {
             if let Some(rest) = rest {
                 self.chunks.push(Chunk::File(rest.clone()));
             }
+        }
+    }
+
+    /// The retention policy's promise: a session is told what it lost
+    /// (docs/architecture.md, Retention); unless the property would make the message
+    /// (of `body` bytes without properties) too large for the client (the router
+    /// checked the message without it), which would have to be dropped instead.
+    fn lost_property(&mut self, body: usize, lost_before: u64) {
+        let lost = lost_before.to_string();
+        let size = Writer::string_size(LOST_PROPERTY) + Writer::string_size(&lost) - 1;
+        if self.fits(body, self.props.len() + size) {
+            self.props.user_property(LOST_PROPERTY, &lost);
+        } else {
+            tracing::debug!(
+                lost = lost_before,
+                max = self.max_packet_size,
+                "lost-messages property left out: over the client's maximum packet size"
+            );
         }
     }
 
