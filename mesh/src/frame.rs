@@ -91,6 +91,12 @@ pub enum Frame {
         /// The answer.
         payload: Bytes,
     },
+    /// The sender writes `log` in this run: the receiver replicates it (first
+    /// frame on a data link, each way).
+    Announce {
+        /// The sender's log.
+        log: LogId,
+    },
     /// The sender closes the link, and says why.
     Goodbye {
         /// Why, for the other side's log.
@@ -106,6 +112,7 @@ const RECORDS: u8 = 5;
 const GOODBYE: u8 = 6;
 const META_REQUEST: u8 = 7;
 const META_REPLY: u8 = 8;
+const ANNOUNCE: u8 = 9;
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -211,6 +218,10 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             out.put_u64(*id);
             out.put_slice(payload);
         }
+        Frame::Announce { log } => {
+            out.put_u8(ANNOUNCE);
+            put_log(out, *log);
+        }
         Frame::Goodbye { reason } => {
             out.put_u8(GOODBYE);
             let reason = truncate_utf8(reason, REASON_BYTES_MAX);
@@ -264,6 +275,9 @@ pub fn decode(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Frame>, Fra
         FETCH => decode_fetch(&mut body)?,
         RECORDS => decode_records(&mut body)?,
         GOODBYE => decode_goodbye(&mut body)?,
+        ANNOUNCE => Frame::Announce {
+            log: log_id(&mut body, "Announce")?,
+        },
         META_REQUEST => {
             let id = u64_field(&mut body, "MetaRequest")?;
             let payload = body.split_off(0);
@@ -296,6 +310,7 @@ impl Frame {
             Frame::Records { .. } => "Records",
             Frame::MetaRequest { .. } => "MetaRequest",
             Frame::MetaReply { .. } => "MetaReply",
+            Frame::Announce { .. } => "Announce",
             Frame::Goodbye { .. } => "Goodbye",
         }
     }

@@ -110,6 +110,7 @@ impl Sim {
                 followers: others.clone(),
                 fetch_bytes_max: 512,
                 fetch_wait: Duration::from_millis(200),
+                started: SystemTime::UNIX_EPOCH,
             });
             for o in others {
                 r.add_replica(log_of(o), MemStorage::new())

@@ -19,9 +19,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use commitlog::Log;
-use router::{ConnectionId, DisconnectReason, Event, IdMap, Reply, Router};
+use mesh::{LogId, NodeId};
+use router::{ConnectionId, DisconnectReason, Event, IdMap, PeerEvent, PeerReply, Reply, Router};
 use tokio::sync::mpsc;
 
+use crate::cluster_node::PeerSide;
 use crate::metrics::RouterSnapshot;
 use crate::replies::{PushError, ReplySender};
 
@@ -48,6 +50,18 @@ pub enum ToRouter {
     Shutdown,
     /// The counters for a metrics scrape (`metrics.rs`).
     Stats(tokio::sync::oneshot::Sender<RouterSnapshot>),
+    /// A data link to `peer` is up: what the router sends the peer goes to `tx`
+    /// (`cluster.rs`).
+    PeerLink {
+        /// The peer.
+        peer: NodeId,
+        /// The link's queue.
+        tx: mpsc::Sender<PeerReply>,
+    },
+    /// What a data link brought.
+    Peer(PeerEvent),
+    /// A peer announced the log it writes: replicate it.
+    Replica(LogId),
 }
 
 /// Requests a connection applies itself, at most, when it finds the router thread
@@ -75,7 +89,11 @@ impl ToRouter {
                 es.len() <= LIGHT_EVENTS_MAX
                     && es.iter().map(weight).sum::<usize>() <= LIGHT_BYTES_MAX
             }
-            ToRouter::Shutdown => false,
+            // The mesh's, and opening a replica's files: the router thread's.
+            ToRouter::Shutdown
+            | ToRouter::PeerLink { .. }
+            | ToRouter::Peer(_)
+            | ToRouter::Replica(_) => false,
             ToRouter::Stats(_) => true,
         }
     }
@@ -250,16 +268,29 @@ pub struct RouterThread(Arc<Driver>);
 /// that serves it. The router thread applies up to `drain_max + 1` requests per
 /// iteration; with `inline`, connections apply light requests themselves while it
 /// sleeps (see [`Driver`]).
+#[cfg(test)]
 pub fn channel(
     router: Router<Log>,
     capacity: usize,
     drain_max: usize,
     inline: bool,
 ) -> (RouterTx, RouterThread) {
+    channel_with_peers(router, (capacity, drain_max), inline, None)
+}
+
+/// As [`channel`], for a node of a cluster (`peers`).
+pub fn channel_with_peers(
+    router: Router<Log>,
+    (capacity, drain_max): (usize, usize),
+    inline: bool,
+    peers: Option<PeerSide>,
+) -> (RouterTx, RouterThread) {
     let (tx, rx) = mpsc::channel(capacity);
+    let mut conns = Conns::new(Instant::now());
+    conns.peers = peers;
     let core = Core {
         router,
-        conns: Conns::new(Instant::now()),
+        conns,
         batches: IdMap::default(),
         rx,
     };
@@ -379,6 +410,8 @@ struct Conns {
     ticked: Instant,
     /// Scratch for `dispatch`: the parked credits taken for the router.
     credits_taken: Vec<ConnectionId>,
+    /// In a cluster: the replicas' directory and the peers' data links.
+    peers: Option<PeerSide>,
 }
 
 impl Conns {
@@ -389,6 +422,7 @@ impl Conns {
             swept: now,
             ticked: now,
             credits_taken: Vec::new(),
+            peers: None,
         }
     }
 
@@ -488,6 +522,18 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
                 tx.shut_down();
             }
         }
+        ToRouter::PeerLink { peer, tx } => {
+            if let Some(p) = conns.peers.as_mut() {
+                p.link_up(peer, tx);
+                router.handle_peer(PeerEvent::LinkUp { peer });
+            }
+        }
+        ToRouter::Peer(event) => router.handle_peer(event),
+        ToRouter::Replica(log) => {
+            if let Some(p) = conns.peers.as_ref() {
+                p.open_replica(router, log);
+            }
+        }
         ToRouter::Stats(tx) => {
             let _ = tx.send(RouterSnapshot {
                 stats: router.stats(),
@@ -543,6 +589,11 @@ fn dispatch(
                 "a delivery credit was parked while its batch was asked for"
             );
             break;
+        }
+    }
+    if let Some(p) = conns.peers.as_mut() {
+        for (peer, reply) in router.drain_peer_outbox() {
+            p.send(peer, reply);
         }
     }
     // Deliveries first, acknowledgements after: each push may wake a task, and the

@@ -23,6 +23,7 @@
 mod accept_rate;
 mod admin;
 mod clients;
+mod cluster_node;
 mod config;
 mod conn_threads;
 mod connection;
@@ -106,18 +107,6 @@ impl Cli {
     }
 }
 
-/// What `run_cluster_node` says until the mesh is built.
-const CLUSTER_UNAVAILABLE: &str = "[cluster]: this build cannot run a cluster yet (the mesh \
-    is in progress, issue 22); remove the [cluster] section to run a single node";
-
-/// Runs this node as a member of `cluster`. The mesh (issue 22) is not built yet, so
-/// it refuses to start: a node told it has peers must not run alone, acknowledging
-/// messages that no other node holds. The mesh work replaces this function.
-fn run_cluster_node(_config: Config, _cluster: ClusterConfig) -> ExitCode {
-    eprintln!("rumq-broker: {CLUSTER_UNAVAILABLE}");
-    ExitCode::from(2)
-}
-
 /// The configuration file with the command line's overrides, and the cluster they
 /// describe (`None`: a single node).
 fn load_config(cli: Cli) -> Result<(Config, Option<ClusterConfig>), config::ConfigError> {
@@ -146,14 +135,24 @@ fn main() -> ExitCode {
         print!("{}", config::DEFAULT_TOML);
         return ExitCode::SUCCESS;
     }
-    let config = match load_config(cli) {
-        Ok((config, None)) => config,
-        Ok((config, Some(cluster))) => return run_cluster_node(config, cluster),
+    let (config, cluster) = match load_config(cli) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("rumq-broker: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(c) = &cluster {
+        // A peer listener that cannot be bound is a configuration error: said now,
+        // before the data directory is touched (the server binds it again).
+        if let Err(e) = std::net::TcpListener::bind(c.listen) {
+            eprintln!(
+                "rumq-broker: [cluster] listen: cannot listen on {}: {e}",
+                c.listen
+            );
+            return ExitCode::from(2);
+        }
+    }
     let filter = match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         Ok(f) => f,
         Err(e) => {
@@ -183,7 +182,7 @@ fn main() -> ExitCode {
             }
         },
     };
-    match server::run(config, passwords) {
+    match server::run(config, passwords, cluster) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -52,6 +52,9 @@ pub enum LinkError {
     /// The peer closed the link, saying why if it did.
     #[error("peer link closed by the peer{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Closed(Option<String>),
+    /// A `Records` frame whose records do not check.
+    #[error("peer link: {0}")]
+    Records(#[from] commitlog::record::BadFrames),
     /// No random bytes for a nonce.
     #[error("peer link: no random bytes for a nonce: {0}")]
     Random(String),

@@ -17,6 +17,8 @@ use tokio::time::Instant;
 
 use crate::accept_rate::AcceptRate;
 use crate::admin;
+use crate::cluster_node::DataLinkConfig;
+use crate::config::cluster::ClusterConfig;
 use crate::config::Config;
 use crate::conn_threads::ConnThreads;
 use crate::connection::Shared;
@@ -24,6 +26,7 @@ use crate::driver::{self, RouterTx, ToRouter};
 use crate::metrics::{self, EdgeCounters};
 use crate::passwords::{Checker, Passwords};
 use rumq_broker::interner::TopicInterner;
+use rumq_broker::peers::{PeerSet, Peers};
 
 /// Requests the router thread drains per flush after the first (see `driver::channel`).
 const ROUTER_DRAIN_MAX: usize = 4096;
@@ -50,10 +53,24 @@ pub(crate) fn open_router(config: &Config) -> anyhow::Result<Router<Log>> {
         .with_context(|| format!("cannot restore the sessions from {}", state_dir.display()))
 }
 
-/// Run the broker until a shutdown signal.
-pub fn run(config: Config, passwords: Option<Passwords>) -> anyhow::Result<()> {
+/// Run the broker until a shutdown signal; with `cluster`, as a node of it.
+pub fn run(
+    config: Config,
+    passwords: Option<Passwords>,
+    cluster: Option<ClusterConfig>,
+) -> anyhow::Result<()> {
     let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
-    let router = open_router(&config)?;
+    let (router, node) = match &cluster {
+        None => (open_router(&config)?, None),
+        Some(c) => {
+            let (router, node) = crate::cluster_node::open(&config, c)?;
+            (router, Some(node))
+        }
+    };
+    let (side, links) = match node {
+        Some(n) => (Some(n.side), Some((n.peers, n.data))),
+        None => (None, None),
+    };
     // Before any connection, every session held is a restored persistent one.
     let (sessions, retained) = (router.session_count(), router.retained_count());
     if sessions + retained > 0 {
@@ -66,7 +83,8 @@ pub fn run(config: Config, passwords: Option<Passwords>) -> anyhow::Result<()> {
     // With `fsync = "always"` every flush waits for the disk: never on a
     // connection's thread.
     let inline = config.listener.inline_router && config.storage.fsync != commitlog::Fsync::Always;
-    let (router_tx, router) = driver::channel(router, ROUTER_CHANNEL, ROUTER_DRAIN_MAX, inline);
+    let (router_tx, router) =
+        driver::channel_with_peers(router, (ROUTER_CHANNEL, ROUTER_DRAIN_MAX), inline, side);
     let router_thread = std::thread::Builder::new()
         .name("rumq-router".into())
         .spawn(move || router.run())
@@ -85,7 +103,13 @@ pub fn run(config: Config, passwords: Option<Passwords>) -> anyhow::Result<()> {
         tracing::info!(users = p.len(), "password file loaded");
         Arc::new(Checker::new(p, config.auth.password_checks_max))
     });
-    let served = runtime.block_on(serve(config, topics, router_tx, conn_threads, checker));
+    let served = runtime.block_on(serve(
+        config,
+        topics,
+        (router_tx, links),
+        conn_threads,
+        checker,
+    ));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // Every sender is gone now: the router thread drains, appends and returns (woken
     // here rather than at its next timeout).
@@ -137,11 +161,19 @@ pub(crate) fn journal_config(messages: &LogConfig) -> LogConfig {
 async fn serve(
     config: Arc<Config>,
     topics: Arc<TopicInterner>,
-    router_tx: RouterTx,
+    (router_tx, links): (RouterTx, Option<(PeerSet, DataLinkConfig)>),
     mut conn_threads: ConnThreads,
     passwords: Option<Arc<Checker>>,
 ) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
+    if let Some((set, data)) = links {
+        let listen = set.listen;
+        let peers = Peers::bind(set)
+            .await
+            .with_context(|| format!("[cluster] listen: cannot listen on {listen}"))?;
+        tracing::info!(addr = %listen, "peer listener up");
+        tokio::spawn(crate::cluster_node::link(peers, router_tx.clone(), data));
+    }
     if let (Some(checker), Some(path)) = (&passwords, &config.auth.password_file) {
         // Installed before the broker says it listens: a SIGHUP after that line never
         // meets the default action (which ends the process).

@@ -1,7 +1,6 @@
 //! `[cluster]` and `--node-id`, `--cluster-listen`, `--peer` on the real binary: a
-//! bad cluster configuration exits 2 naming the key, and a valid one exits 2 too,
-//! saying this build cannot run a cluster yet. Neither listens nor touches the data
-//! directory.
+//! bad cluster configuration exits 2 naming the key, without listening or touching
+//! the data directory. (Valid ones run: `tests/cluster.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,10 +12,6 @@ use std::time::Duration;
 use common::*;
 
 const SECRET: &str = "0123456789abcdef";
-
-/// What a valid cluster configuration makes this build say (`run_cluster_node`).
-const CLUSTER_UNAVAILABLE: &str = "rumq-broker: [cluster]: this build cannot run a cluster yet \
-    (the mesh is in progress, issue 22); remove the [cluster] section to run a single node\n";
 
 /// One file for every node: each gets its id, listen address and peers as flags.
 fn shared_file() -> String {
@@ -75,12 +70,16 @@ fn refused(config: &str, args: &[String]) -> String {
 }
 
 #[test]
-fn a_valid_cluster_refuses_to_start_until_the_mesh_is_built() {
-    for id in 1..=3 {
-        let stderr = refused(&shared_file(), &node_flags(id));
-        assert_eq!(stderr, CLUSTER_UNAVAILABLE, "node {id}");
-    }
-    assert_eq!(refused(&node_1_file(""), &[]), CLUSTER_UNAVAILABLE);
+fn a_peer_listen_address_in_use_exits_2_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut flags = node_flags(1);
+    flags[3].clone_from(&addr);
+    let stderr = refused(&shared_file(), &flags);
+    assert!(
+        stderr.contains(&format!("[cluster] listen: cannot listen on {addr}")),
+        "{stderr}"
+    );
 }
 
 #[test]

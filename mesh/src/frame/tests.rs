@@ -61,6 +61,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 bytes_max,
                 wait_ms
             }),
+        (node.clone(), any::<u32>()).prop_map(|(n, i)| Frame::Announce { log: log(n, i) }),
         (
             node,
             any::<u32>(),

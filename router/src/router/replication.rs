@@ -43,6 +43,11 @@ pub struct MeshConfig {
     pub fetch_bytes_max: u32,
     /// How long a fetch with nothing to send is held before it is answered empty.
     pub fetch_wait: Duration,
+    /// When this node started: a replica's records stamped earlier (by their
+    /// writer's clock) are history, not offered to this node's sessions, which
+    /// did not exist then (a node that joins or restarts does not hand its clients
+    /// old messages). Their retained messages still apply.
+    pub started: SystemTime,
 }
 
 /// What a peer link brings in.
@@ -169,6 +174,12 @@ fn needs(offset: Offset, st: &Staged) -> Offset {
     } else {
         offset
     }
+}
+
+/// Milliseconds since the epoch (0 before it).
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Records fanned out per replica per call: a large catch-up is spread over
@@ -460,6 +471,10 @@ impl<S: Storage> Router<S> {
         };
         if m.retain {
             self.apply_retained(record);
+        }
+        let started = self.mesh.as_ref().map_or(0, |m| millis(m.config.started));
+        if m.time_ms != 0 && m.time_ms < started {
+            return;
         }
         let Some(pos) = Position::new(log, offset) else {
             beyond_positions(offset);

@@ -31,6 +31,7 @@ fn node(node: NodeId) -> Router<MemStorage> {
         followers: others.clone(),
         fetch_bytes_max: 1 << 20,
         fetch_wait: Duration::from_millis(500),
+        started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
     });
     for n in others {
         r.add_replica(log_of(n), MemStorage::new()).unwrap();
@@ -264,6 +265,7 @@ fn one_node_with_one_copy_acks_at_the_append() {
         followers: Vec::new(),
         fetch_bytes_max: 1 << 20,
         fetch_wait: Duration::from_millis(500),
+        started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
     });
     online(&mut a, C1, "pub", None);
     publish(&mut a, C1, "t", 3);
@@ -272,4 +274,30 @@ fn one_node_with_one_copy_acks_at_the_append() {
         vec![(C1, Reply::PubAck(PacketId(3), PubReason::Success))]
     );
     assert_eq!(a.commit(), Offset(1));
+}
+
+/// A node does not hand its sessions what its peers published before it started
+/// (by the records' times): a replica's history is held, not offered.
+#[test]
+fn a_replica_offers_only_what_was_published_after_this_node_started() {
+    let mut b = node(N2);
+    online(&mut b, C2, "sub", Some("t"));
+    let at = |ms: u64, payload: &str| {
+        NewMessage::new(QoS::AtLeastOnce, false, ms, "t", payload.as_bytes()).framed()
+    };
+    b.handle_peer(PeerEvent::Replicated {
+        log: log_of(N1),
+        base: Offset(0),
+        commit: Offset(3),
+        records: vec![at(999_999, "old"), at(1_000_000, "new"), at(0, "untimed")],
+    });
+    let out = replies(&mut b);
+    let [(C2, Reply::Deliver(d))] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let got: Vec<_> = d
+        .iter()
+        .map(|x| Message::decode(x.record.head()).unwrap().payload)
+        .collect();
+    assert_eq!(got, vec![&b"new"[..], b"untimed"]);
 }

@@ -1,0 +1,331 @@
+//! The mesh's data path at the edge (docs/mesh.md): this run's incarnation and the
+//! directories of its logs, the replicas the router thread opens, and the data links
+//! that carry fetches and records between the router and its peers.
+//!
+//! A data link starts with each side announcing the log it writes in this run
+//! (`Frame::Announce`); the other side opens a replica of it and fetches. After that
+//! the reader turns `Fetch` and `Records` frames into the router's `PeerEvent`s
+//! (records checked by `Framed::split` first: a frame that does not check ends the
+//! link), and the writer frames what the router sends the peer. The router asks for
+//! one fetch per replica at a time and answers one per follower, so what waits for a
+//! link is bounded by the number of logs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use commitlog::record::{encode_into, Framed, HEADER_BYTES};
+use commitlog::{Log, LogConfig};
+use mesh::{Channel, Frame, Incarnation, LogId, NodeId};
+use router::{MeshConfig, PeerEvent, PeerReply, Router};
+use rumq_broker::peer_link::{Link, LinkConfig, LinkError};
+use rumq_broker::peers::{LinkUp, PeerSet, Peers};
+use tokio::sync::mpsc;
+
+use crate::config::cluster::ClusterConfig;
+use crate::config::Config;
+use crate::driver::{RouterTx, ToRouter};
+
+/// What waits to be written to one peer's data link (see the module docs for why
+/// this holds).
+const LINK_QUEUE: usize = 64;
+/// How long a writer may hold a fetch with nothing to send (the heartbeat).
+pub const FETCH_WAIT_MS: u32 = 500;
+
+/// This node's next incarnation: one more than the last run's, kept in
+/// `data_dir/incarnation` and synced before the run uses it, so no two runs write
+/// the same log.
+pub fn next_incarnation(data_dir: &Path) -> anyhow::Result<Incarnation> {
+    let path = data_dir.join("incarnation");
+    let last = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u32>()
+            .with_context(|| format!("{} does not hold a number", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let next = last
+        .checked_add(1)
+        .with_context(|| format!("{} is at its last incarnation", path.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let tmp = data_dir.join("incarnation.tmp");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    writeln!(f, "{next}")
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", data_dir.display()))?;
+    Ok(Incarnation(next))
+}
+
+/// Where log `log` is kept under `dir`: `<dir>/<node>.<incarnation>`.
+pub fn log_dir(dir: &Path, log: LogId) -> PathBuf {
+    dir.join(format!("{}.{}", log.node.0, log.incarnation.0))
+}
+
+/// The router thread's side of the peers: where replicas go, and the queues of the
+/// data links up now.
+#[derive(Debug)]
+pub struct PeerSide {
+    replicas_dir: PathBuf,
+    config: LogConfig,
+    links: BTreeMap<NodeId, mpsc::Sender<PeerReply>>,
+}
+
+impl PeerSide {
+    /// Replicas in `replicas_dir`, each a log with `config`.
+    pub fn new(replicas_dir: PathBuf, config: LogConfig) -> PeerSide {
+        PeerSide {
+            replicas_dir,
+            config,
+            links: BTreeMap::new(),
+        }
+    }
+
+    /// Replicate `log`, unless the router already does.
+    pub fn open_replica(&self, router: &mut Router<Log>, log: LogId) {
+        if router.replica(log).is_some() {
+            return;
+        }
+        let dir = log_dir(&self.replicas_dir, log);
+        match Log::open(&dir, self.config.clone()) {
+            Ok(storage) => {
+                if router.add_replica(log, storage).is_some() {
+                    tracing::info!(%log, dir = %dir.display(), "replicating");
+                }
+            }
+            Err(e) => {
+                tracing::error!(%log, dir = %dir.display(), error = %e, "cannot open a replica")
+            }
+        }
+    }
+
+    /// A data link to `peer` is up: what the router sends it goes to `tx`.
+    pub fn link_up(&mut self, peer: NodeId, tx: mpsc::Sender<PeerReply>) {
+        self.links.insert(peer, tx);
+    }
+
+    /// Hand `reply` to `peer`'s link; dropped when there is none (the router sends
+    /// its fetches again when a link comes up).
+    pub fn send(&mut self, peer: NodeId, reply: PeerReply) {
+        let Some(tx) = self.links.get(&peer) else {
+            return;
+        };
+        if let Err(e) = tx.try_send(reply) {
+            if let mpsc::error::TrySendError::Full(_) = e {
+                tracing::error!(%peer, "peer link queue full; dropping a message (the link is reset)");
+            }
+            self.links.remove(&peer);
+        }
+    }
+}
+
+/// What a data link needs.
+#[derive(Debug, Clone)]
+pub struct DataLinkConfig {
+    /// The log this node writes.
+    pub own: LogId,
+    /// The most record bytes asked for in one fetch.
+    pub fetch_bytes_max: u32,
+    /// The largest record a replica takes.
+    pub record_bytes_max: u32,
+}
+
+/// Carry one data link until it ends.
+pub async fn run_data_link(link: Link, router: RouterTx, config: DataLinkConfig) {
+    let peer = link.peer();
+    let (mut reader, mut writer) = link.into_split();
+    let (tx, mut rx) = mpsc::channel::<PeerReply>(LINK_QUEUE);
+    if writer
+        .send(&Frame::Announce { log: config.own })
+        .await
+        .is_err()
+        || router.send(ToRouter::PeerLink { peer, tx }).await.is_err()
+    {
+        return;
+    }
+    let fetch_bytes_max = config.fetch_bytes_max;
+    let write = async move {
+        while let Some(reply) = rx.recv().await {
+            writer.send(&frame_of(reply, fetch_bytes_max)).await?;
+        }
+        Ok::<_, LinkError>(writer)
+    };
+    let read = async {
+        loop {
+            let frame = reader.recv().await?;
+            let Some(msg) = to_router(peer, frame, config.record_bytes_max)? else {
+                continue;
+            };
+            if router.send(msg).await.is_err() {
+                return Ok::<(), LinkError>(());
+            }
+        }
+    };
+    let ended = tokio::select! {
+        r = read => r.err(),
+        w = write => w.err(),
+    };
+    match ended {
+        Some(e @ LinkError::Closed(_)) => tracing::info!(%peer, error = %e, "data link closed"),
+        Some(e) => tracing::warn!(%peer, error = %e, "data link ended"),
+        None => tracing::debug!(%peer, "data link ended"),
+    }
+}
+
+/// The frame for what the router sends a peer: records framed as stored.
+fn frame_of(reply: PeerReply, fetch_bytes_max: u32) -> Frame {
+    match reply {
+        PeerReply::Fetch { log, from } => Frame::Fetch {
+            log,
+            from,
+            bytes_max: fetch_bytes_max,
+            wait_ms: FETCH_WAIT_MS,
+        },
+        PeerReply::Records {
+            log,
+            base,
+            commit,
+            records,
+        } => {
+            let bytes = records.iter().map(|r| r.len() + HEADER_BYTES).sum();
+            let mut framed = Vec::with_capacity(bytes);
+            for r in &records {
+                encode_into(&mut framed, r);
+            }
+            Frame::Records {
+                log,
+                base,
+                commit,
+                records: framed.into(),
+            }
+        }
+    }
+}
+
+/// What a frame from `peer` asks of the router; an error for records that do not
+/// check (the link ends), `None` for a frame a data link does not carry.
+fn to_router(
+    peer: NodeId,
+    frame: Frame,
+    record_bytes_max: u32,
+) -> Result<Option<ToRouter>, LinkError> {
+    let event = match frame {
+        Frame::Announce { log } if log.node == peer => return Ok(Some(ToRouter::Replica(log))),
+        Frame::Fetch {
+            log,
+            from,
+            bytes_max,
+            ..
+        } => PeerEvent::Fetched {
+            peer,
+            log,
+            from,
+            bytes_max,
+        },
+        Frame::Records {
+            log,
+            base,
+            commit,
+            records,
+        } => {
+            let records = Framed::split(&records, record_bytes_max)?;
+            PeerEvent::Replicated {
+                log,
+                base,
+                commit,
+                records,
+            }
+        }
+        other => {
+            tracing::warn!(%peer, kind = other.kind(), "unexpected frame on a data link; ignored");
+            return Ok(None);
+        }
+    };
+    Ok(Some(ToRouter::Peer(event)))
+}
+
+/// What a node of a cluster runs besides a single node's parts.
+pub struct Node {
+    /// The router thread's side of the peers.
+    pub side: PeerSide,
+    /// The peer listener and the dialers.
+    pub peers: PeerSet,
+    /// What each data link needs.
+    pub data: DataLinkConfig,
+}
+
+/// This run's logs: its own message log and session journal (new for each
+/// incarnation: `messages/<node>.<incarnation>/`, `state/<node>.<incarnation>/`), the
+/// router over them in the cluster, and what the links need.
+pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<Log>, Node)> {
+    let incarnation = next_incarnation(&config.data_dir)?;
+    let own = LogId {
+        node: cluster.node_id,
+        incarnation,
+    };
+    let messages = log_dir(&config.data_dir.join("messages"), own);
+    let log = Log::open(&messages, config.storage.clone())
+        .with_context(|| format!("cannot open the message log in {}", messages.display()))?;
+    let state = log_dir(&config.data_dir.join("state"), own);
+    let journal = Log::open(&state, crate::server::journal_config(&config.storage))
+        .with_context(|| format!("cannot open the session journal in {}", state.display()))?;
+    let mut router = Router::open(config.router.clone(), log, journal)
+        .with_context(|| format!("cannot open the session journal in {}", state.display()))?;
+    let fetch_bytes_max = u32::try_from(cluster.peer_inflight_bytes_max).unwrap_or(u32::MAX);
+    router.join_mesh(MeshConfig {
+        own,
+        ack_copies: cluster.ack_copies,
+        followers: cluster.peers.iter().map(|p| p.id).collect(),
+        fetch_bytes_max,
+        fetch_wait: Duration::from_millis(u64::from(FETCH_WAIT_MS)),
+        started: std::time::SystemTime::now(),
+    });
+    tracing::info!(log = %own, ack_copies = cluster.ack_copies, "cluster node");
+    let side = PeerSide::new(config.data_dir.join("replicas"), config.storage.clone());
+    let peers = PeerSet {
+        listen: cluster.listen,
+        peers: cluster.peers.iter().map(|p| (p.id, p.addr)).collect(),
+        link: LinkConfig {
+            me: cluster.node_id,
+            secret: cluster.secret.clone(),
+            frame_bytes_max: cluster.peer_frame_bytes_max,
+            handshake_timeout: Duration::from_millis(cluster.handshake_timeout_ms),
+        },
+        backoff_max: Duration::from_millis(cluster.reconnect_backoff_max_ms),
+    };
+    let data = DataLinkConfig {
+        own,
+        fetch_bytes_max,
+        record_bytes_max: config.storage.record_bytes_max,
+    };
+    Ok((router, Node { side, peers, data }))
+}
+
+/// Link with the peers until the process ends: data links carry the logs; the
+/// metadata channel's links are held open (the metadata group is not joined to the
+/// data path yet, docs/mesh.md).
+pub async fn link(peers: Peers, router: RouterTx, data: DataLinkConfig) {
+    let (tx, mut rx) = mpsc::channel::<LinkUp>(16);
+    tokio::spawn(peers.run(tx));
+    while let Some(up) = rx.recv().await {
+        let (router, data) = (router.clone(), data.clone());
+        tokio::spawn(async move {
+            let _held = up.ended;
+            match up.link.channel() {
+                Channel::Data => run_data_link(up.link, router, data).await,
+                Channel::Meta => {
+                    let mut link = up.link;
+                    while link.recv().await.is_ok() {}
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,97 @@
+//! Three real broker processes on 127.0.0.1 as a cluster (docs/cluster.md): a
+//! publish is acknowledged only once two nodes hold it, and a subscriber on any node
+//! gets what is published on any other, with the stock mosquitto clients and raw
+//! MQTT.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::*;
+
+const SECRET: &str = "0123456789abcdef-cluster-test";
+
+/// Peer addresses for three nodes: ports the OS had free a moment ago.
+fn peer_addrs() -> Vec<String> {
+    let held: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+/// The configuration of node `id` (1-based) of the nodes at `addrs`.
+fn node_config(id: usize, addrs: &[String]) -> String {
+    let peers: Vec<String> = (1..=addrs.len())
+        .filter(|p| *p != id)
+        .map(|p| format!("\"{p}={}\"", addrs[p - 1]))
+        .collect();
+    format!(
+        "[cluster]\nnode_id = {id}\nlisten = \"{}\"\npeers = [{}]\nack_copies = 2\n\
+         secret = \"{SECRET}\"\n",
+        addrs[id - 1],
+        peers.join(", ")
+    )
+}
+
+fn start_node(id: usize, addrs: &[String]) -> Broker {
+    let b = Broker::with_config(&node_config(id, addrs));
+    b.wait_for_log("peer listener up", STEP);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_waits_for_a_second_copy_and_every_node_delivers_every_message() {
+    let addrs = peer_addrs();
+    let n1 = start_node(1, &addrs);
+
+    // Alone, node 1 holds the only copy: its publisher hears nothing back.
+    let mut publisher = Raw::connected(n1.port(), &ConnectOpts::new("pub-1")).await;
+    publisher
+        .send(&publish_packet("t/early", b"held", 1, false, false, 1))
+        .await;
+    publisher.expect_silence(Duration::from_millis(800)).await;
+
+    // A second node replicates node 1's log: two copies, and the PUBACK comes.
+    let n2 = start_node(2, &addrs);
+    let ack = publisher.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(
+        ack.map(|p| p.bytes()),
+        Some(ack_packet(0x40, 1)),
+        "PUBACK once a second node holds the message:\n{}",
+        n1.stderr()
+    );
+
+    // The third node's subscriber gets what nodes 1 and 2 publish, and what was
+    // published before it came.
+    let n3 = start_node(3, &addrs);
+    // It follows both other logs before its subscriber comes (a replica offers
+    // what is committed after it began).
+    n3.wait_for_log_count("replicating", 2, Duration::from_secs(10));
+    let sub = MosquittoSub::start(
+        n3.port(),
+        &["-t", "t/#", "-q", "1", "-C", "3", "-W", "20", "-i", "sub-3"],
+    );
+    mosquitto_pub(n1.port(), &["-t", "t/one", "-q", "1", "-m", "from node 1"]);
+    mosquitto_pub(n2.port(), &["-t", "t/two", "-q", "1", "-m", "from node 2"]);
+    mosquitto_pub(
+        n3.port(),
+        &["-t", "t/three", "-q", "1", "-m", "from node 3"],
+    );
+    let (status, lines) = sub.finish(Duration::from_secs(25));
+    assert!(status.success(), "{lines:?}\n{}", n3.stderr());
+    let mut got: Vec<String> = lines
+        .iter()
+        .map(|l| l.rsplit('|').next().unwrap().to_string())
+        .collect();
+    got.sort();
+    let hex = |s: &str| hex(s.as_bytes());
+    let mut want = vec![hex("from node 1"), hex("from node 2"), hex("from node 3")];
+    want.sort();
+    assert_eq!(got, want, "{lines:?}");
+    drop((n1, n2, n3));
+}
