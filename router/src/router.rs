@@ -384,7 +384,7 @@ impl<S: Storage> Router<S> {
         }
         if self.mesh.is_some() {
             self.fan_out_replicas();
-            self.answer_fetches(false);
+            self.answer_fetches();
         }
         self.deliver_woken();
         self.commit_journal();

@@ -16,7 +16,7 @@
 //! The links are the driver's: fetches come in as [`PeerEvent`]s and answers go out
 //! through [`Router::drain_peer_outbox`] as [`PeerReply`]s.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
@@ -119,6 +119,10 @@ pub(super) struct Mesh<S> {
     committing: VecDeque<(Offset, Staged)>,
     /// Fetches waiting for records, one per follower.
     parked: Vec<Parked>,
+    /// The commit each follower was last told: a fetch is answered at once while
+    /// its follower knows less than the commit, even with no record to send (a
+    /// follower that holds everything must still learn that it is committed).
+    told: BTreeMap<NodeId, Offset>,
     /// Replicas of other nodes' logs; replica `i` is `LogRef(i + 1)`.
     pub(super) replicas: Vec<Replica<S>>,
     outbox: Vec<(NodeId, PeerReply)>,
@@ -192,11 +196,14 @@ impl<S: Storage> Router<S> {
     pub fn join_mesh(&mut self, config: MeshConfig) {
         let head = self.storage.head();
         let tracker = CommitTracker::new(config.ack_copies, config.followers.clone(), head);
+        // Nothing is committed above the log's start yet: nothing to tell.
+        let told = config.followers.iter().map(|f| (*f, head)).collect();
         self.mesh = Some(Box::new(Mesh {
             config,
             tracker,
             committing: VecDeque::new(),
             parked: Vec::new(),
+            told,
             replicas: Vec::new(),
             outbox: Vec::new(),
         }));
@@ -350,12 +357,12 @@ impl<S: Storage> Router<S> {
         if moved {
             self.release_committed();
         }
-        self.answer_fetches(moved);
+        self.answer_fetches();
     }
 
-    /// Answer the parked fetches that have records to read; all of them when the
-    /// commit moved (`all`), or those held for `fetch_wait` (a heartbeat).
-    pub(super) fn answer_fetches(&mut self, all: bool) {
+    /// Answer the parked fetches that have records to read or a commit to learn,
+    /// and those held for `fetch_wait` (a heartbeat).
+    pub(super) fn answer_fetches(&mut self) {
         let Router {
             storage, mesh, now, ..
         } = self;
@@ -369,9 +376,12 @@ impl<S: Storage> Router<S> {
             mesh.config.fetch_wait,
         );
         let mut answered = Vec::new();
+        let told = &mut mesh.told;
         mesh.parked.retain(|p| {
             let waited = now.duration_since(p.since).is_ok_and(|d| d >= wait);
-            if p.from < head || all || waited {
+            let behind = told.get(&p.peer).is_none_or(|t| *t < commit);
+            if p.from < head || behind || waited {
+                told.insert(p.peer, commit);
                 answered.push(*p);
                 false
             } else {

@@ -301,3 +301,27 @@ fn a_replica_offers_only_what_was_published_after_this_node_started() {
         .collect();
     assert_eq!(got, vec![&b"new"[..], b"untimed"]);
 }
+
+/// A follower that holds every record but not the news that they are committed is
+/// answered at once, not at the heartbeat: the commit moved on another follower's
+/// fetch while its own was on the way.
+#[test]
+fn a_caught_up_follower_behind_on_the_commit_is_answered_at_once() {
+    let mut a = node(N1);
+    online(&mut a, C1, "pub", None);
+    publish(&mut a, C1, "t", 1);
+    a.flush();
+    for peer in [N3, N2] {
+        a.handle_peer(fetched(peer, N1, 0));
+    }
+    a.handle_peer(fetched(N2, N1, 1));
+    assert_eq!(a.commit(), Offset(1));
+    a.drain_peer_outbox().for_each(drop);
+    // Node 3 now holds the record too, and was told commit 0.
+    a.handle_peer(fetched(N3, N1, 1));
+    let out: Vec<_> = a.drain_peer_outbox().collect();
+    assert!(
+        matches!(&out[..], [(N3, PeerReply::Records { commit: Offset(1), records, .. })] if records.is_empty()),
+        "{out:?}"
+    );
+}
