@@ -7,6 +7,7 @@
 #
 #   benches/compare.sh                 # full run (a few minutes)
 #   QUICK=1 RUNS=1 benches/compare.sh  # small counts, to check that it works
+#   CLUSTER=0 benches/compare.sh       # without the three-node cluster rows
 #
 # Before/after figures for a change: BASE names an older rumq-broker binary, which
 # then runs as a fourth broker, rumq-base, in the same rotation (right after rumq),
@@ -58,6 +59,22 @@ row "closed loop, 1 in flight, QoS 1, p50 us"      p50_us           probe --mess
 row "closed loop, 1 in flight, QoS 1, p99 us"      p99_us           probe --messages $PROBE --period-us 100 --payload 64
 row "RSS per idle connection ($IDLE idle), KiB"    rss_kib_per_conn connections --count $IDLE --hold-s 2
 
+# Cluster rows: three rumq nodes (ack_copies = 2: every QoS 1 ack and delivery waits
+# for a second node's copy) against one rumq node, in the same rotation. CLUSTER=0
+# leaves them out.
+crows=()
+crow() { # LABEL SUB_NODES ARGS...
+  local label=$1
+  CLUSTER_SUBS=$2; shift 2
+  echo "== $label" >&2
+  interleaved deliveries_per_s rumq rumq-cluster -- "$@"
+  crows+=("$label|$(cat "$tmp/val-rumq")|$(cat "$tmp/val-rumq-cluster")|$(cat "$tmp/cpu-rumq")|$(cat "$tmp/cpu-rumq-cluster")")
+}
+if [ "${CLUSTER:-1}" = 1 ]; then
+  crow "1 pub (node 1) -> 1 sub (node 2), QoS 1"   2     throughput --qos 1 --messages $M
+  crow "1 pub (node 1) -> 8 subs on 3 nodes, QoS 1" 1,2,3 throughput --qos 1 --subs 8 --messages $((M / 4))
+fi
+
 echo
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0 || a == "nan" || b == "nan" || b == "n/a") print "n/a"; else printf "%.2f", a / b }'; }
 # table HEADING ROW... : a markdown table of LABEL|METRIC|rumq|Mosquitto|rumqttd|base
@@ -84,5 +101,19 @@ echo "Broker CPU per delivered message, µs (user + system time of all its threa
 echo "/proc; lower is better; steadier than the rates above when the machine is shared):"
 echo
 table "scenario" "${cpu_rows[@]}"
+if [ ${#crows[@]} -gt 0 ]; then
+  echo
+  echo "Three rumq nodes (ack_copies = 2; publisher on node 1) against one rumq node, 64 B,"
+  echo "deliveries/s; CPU per delivered message in µs, for the cluster per node (all three"
+  echo "nodes' CPU / 3):"
+  echo
+  printf '| %-48s | %12s | %12s | %10s | %12s | %14s |\n' "scenario" "rumq 1 node" "rumq 3 nodes" "3/1" "CPU, 1 node" "CPU, per node"
+  printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..16})"
+  for r in "${crows[@]}"; do
+    IFS='|' read -r label one three c1 c3 <<<"$r"
+    per=$(awk -v c="$c3" 'BEGIN { if (c == "nan" || c == "") print "n/a"; else printf "%.2f", c / 3 }')
+    printf '| %-48s | %12s | %12s | %10s | %12s | %14s |\n' "$label" "$one" "$three" "$(ratio "$three" "$one")" "$c1" "$per"
+  done
+fi
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); mosquitto $("$MOSQUITTO" -h 2>&1 | head -1 | awk '{print $3}'); rumqttd ${RUMQTTD:+$("$RUMQTTD" -V 2>&1 | awk '{print $2}')}; runs per figure: $RUNS (median)${BASE:+; rumq-base: $BASE}"

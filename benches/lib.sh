@@ -87,6 +87,40 @@ CONF
   "$RUMQTTD" -q -c "$tmp/rumqttd.toml" 2>"$tmp/rumqttd.log" >/dev/null &
   DPID=$!; pids+=("$DPID"); wait_port "$DPORT"
 }
+# start_cluster: three rumq nodes (ack_copies = 2) with rumq's config; MQTT ports in
+# CPORT[1..3], pids in CPIDS; returns once each replicates the other two logs.
+start_cluster() {
+  local i j peers
+  declare -gA CPORT PPORT
+  for i in 1 2 3; do PPORT[$i]=$(free_port); CPORT[$i]=$(free_port); done
+  CPIDS=()
+  cat >"$tmp/cluster.toml" <<CONF
+[limits]
+max_connections = 100000
+connections_per_sec_max = 0
+[cluster]
+secret = "benches-cluster-secret-0123456789"
+ack_copies = 2
+CONF
+  for i in 1 2 3; do
+    rm -rf "$tmp/node-$i"
+    peers=()
+    for j in 1 2 3; do [ "$j" = "$i" ] || peers+=(--peer "$j=127.0.0.1:${PPORT[$j]}"); done
+    target/release/rumq-broker --config "$tmp/cluster.toml" --listen "127.0.0.1:${CPORT[$i]}" \
+      --data-dir "$tmp/node-$i" --log-level info --node-id "$i" \
+      --cluster-listen "127.0.0.1:${PPORT[$i]}" "${peers[@]}" 2>"$tmp/node-$i.log" &
+    CPIDS+=($!); pids+=($!)
+  done
+  for i in 1 2 3; do
+    wait_port "${CPORT[$i]}" || { cat "$tmp/node-$i.log" >&2; return 1; }
+    for _ in $(seq 200); do
+      [ "$(grep -c 'replicating' "$tmp/node-$i.log" || true)" -ge 2 ] && break
+      sleep 0.05
+    done
+    [ "$(grep -c 'replicating' "$tmp/node-$i.log" || true)" -ge 2 ] \
+      || { echo "node $i never linked to both others:" >&2; cat "$tmp/node-$i.log" >&2; return 1; }
+  done
+}
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # field KEY LINE -> value
@@ -98,14 +132,22 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[i
 # (throughput scenarios) to $tmp/cpus-BROKER.
 once() {
   local broker=$1 metric=$2; shift 2
+  local extra=()
   case "$broker" in
     rumq) start_rumq; port=$RPORT; pid=$RPID ;;
+    rumq-cluster)
+      # Publishers on node 1; subscribers on the nodes CLUSTER_SUBS lists, in turn.
+      start_cluster; port=${CPORT[1]}; pid=${CPIDS[0]}
+      local n subs=()
+      for n in ${CLUSTER_SUBS//,/ }; do subs+=("127.0.0.1:${CPORT[$n]}"); done
+      extra=(--sub-addr "$(IFS=,; echo "${subs[*]}")" --also-pids "${CPIDS[1]},${CPIDS[2]}") ;;
     rumq-base) start_rumq "$BASE" rumq-base; port=$RPORT; pid=$RPID ;;
     rumqttd) start_rumqttd; port=$DPORT; pid=$DPID ;;
     *) start_mosquitto; port=$MPORT; pid=$MPID ;;
   esac
-  line=$("$LOAD" --addr "127.0.0.1:$port" --broker-pid "$pid" --timeout-s 600 "$@" 2>"$tmp/load.err" | grep '^scenario=' || true)
+  line=$("$LOAD" --addr "127.0.0.1:$port" --broker-pid "$pid" "${extra[@]}" --timeout-s 600 "$@" 2>"$tmp/load.err" | grep '^scenario=' || true)
   stop "$pid"
+  if [ "$broker" = rumq-cluster ]; then for p in "${CPIDS[@]}"; do stop "$p"; done; fi
   if [ -z "$line" ]; then
     echo "  [$broker] failed: $(tail -1 "$tmp/load.err")" >&2
     echo nan >>"$tmp/vals-$broker"

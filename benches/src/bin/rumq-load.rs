@@ -13,9 +13,18 @@ struct Cli {
     /// Broker address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     addr: String,
+    /// Where the throughput scenario's subscribers connect, when not to `--addr`:
+    /// one address or several, comma-separated, taken in turn (the nodes of a
+    /// cluster).
+    #[arg(long)]
+    sub_addr: Option<String>,
     /// Broker process id, to report its RSS and open files.
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// More broker processes (the other nodes of a cluster), comma-separated: the
+    /// CPU per delivery reported is then that of all of them together.
+    #[arg(long, value_delimiter = ',')]
+    also_pids: Vec<u32>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_s: u64,
@@ -129,7 +138,7 @@ async fn throughput(cli: &Cli, a: &ThroughputArgs) -> anyhow::Result<()> {
         window,
     } = a;
     let before = cli.broker_pid.and_then(proc_stats);
-    let cpu_before = cli.broker_pid.and_then(proc_cpu_seconds);
+    let cpu_before = brokers_cpu_seconds(cli);
     let t = scenario::Throughput {
         pubs: *pubs,
         subs: *subs,
@@ -141,6 +150,7 @@ async fn throughput(cli: &Cli, a: &ThroughputArgs) -> anyhow::Result<()> {
         topics: *topics,
         window: *window,
         idle_timeout: Duration::from_secs(10),
+        sub_addr: cli.sub_addr.clone(),
     };
     let r = scenario::throughput(&cli.addr, &t).await?;
     let cpu_us = cpu_us_per_delivery(cli, cpu_before, r.received);
@@ -171,11 +181,20 @@ async fn throughput(cli: &Cli, a: &ThroughputArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CPU seconds of the broker and `--also-pids` together (`None` if one is unknown).
+fn brokers_cpu_seconds(cli: &Cli) -> Option<f64> {
+    let mut total = proc_cpu_seconds(cli.broker_pid?)?;
+    for pid in &cli.also_pids {
+        total += proc_cpu_seconds(*pid)?;
+    }
+    Some(total)
+}
+
 /// Broker CPU per delivery since `cpu_before`, µs: steadier than a rate on a shared
 /// machine, where the broker may simply not be scheduled. "unknown" without a pid
 /// (or deliveries).
 fn cpu_us_per_delivery(cli: &Cli, cpu_before: Option<f64>, received: u64) -> String {
-    match (cpu_before, cli.broker_pid.and_then(proc_cpu_seconds)) {
+    match (cpu_before, brokers_cpu_seconds(cli)) {
         (Some(a), Some(b)) if received > 0 => format!("{:.2}", (b - a) * 1e6 / received as f64),
         _ => "unknown".into(),
     }

@@ -40,6 +40,9 @@ pub struct Throughput {
     pub window: usize,
     /// Give up when nothing arrives for this long.
     pub idle_timeout: Duration,
+    /// Where the subscribers connect, when not where the publishers do: one address
+    /// or several, comma-separated, taken in turn (the nodes of a cluster).
+    pub sub_addr: Option<String>,
 }
 
 /// What one subscriber saw.
@@ -138,7 +141,11 @@ pub async fn throughput(addr: &str, t: &Throughput) -> anyhow::Result<Throughput
     let qos = client::qos(t.qos)?;
     let epoch = Instant::now();
     let expected_each = t.messages * t.pubs as u64;
-    let subs = start_subscribers(addr, t, qos, expected_each, epoch).await?;
+    let sub_addrs: Vec<&str> = t
+        .sub_addr
+        .as_deref()
+        .map_or_else(|| vec![addr], |a| a.split(',').collect());
+    let subs = start_subscribers(&sub_addrs, t, qos, expected_each, epoch).await?;
     let conns = connect_publishers(addr, t.pubs).await?;
     let start = Instant::now();
     let pubs = start_publishers(conns, t, qos, epoch);
@@ -176,7 +183,7 @@ fn subscription_filter(t: &Throughput) -> &'static str {
 /// Connect and subscribe `t.subs` subscribers, each then reading on a task of its
 /// own until it has `expected_each` distinct messages.
 async fn start_subscribers(
-    addr: &str,
+    addrs: &[&str],
     t: &Throughput,
     qos: QoS,
     expected_each: u64,
@@ -185,6 +192,8 @@ async fn start_subscribers(
     let filter = subscription_filter(t);
     let mut subs = Vec::new();
     for i in 0..t.subs {
+        // Round robin over the addresses (the nodes of a cluster).
+        let addr = addrs[i % addrs.len()];
         let mut c = client::connect(addr, &format!("bench-sub-{i}"), true).await?;
         c.subscribe(filter, qos).await?;
         subs.push(tokio::spawn(subscriber(
