@@ -24,14 +24,15 @@ fn peer_addrs() -> Vec<String> {
         .collect()
 }
 
-/// The configuration of node `id` (1-based) of the nodes at `addrs`.
-fn node_config(id: usize, addrs: &[String]) -> String {
+/// The configuration of node `id` (1-based) of the nodes at `addrs`, with
+/// `ack_copies`.
+fn node_config(id: usize, addrs: &[String], ack_copies: usize) -> String {
     let peers: Vec<String> = (1..=addrs.len())
         .filter(|p| *p != id)
         .map(|p| format!("\"{p}={}\"", addrs[p - 1]))
         .collect();
     format!(
-        "[cluster]\nnode_id = {id}\nlisten = \"{}\"\npeers = [{}]\nack_copies = 2\n\
+        "[cluster]\nnode_id = {id}\nlisten = \"{}\"\npeers = [{}]\nack_copies = {ack_copies}\n\
          secret = \"{SECRET}\"\n",
         addrs[id - 1],
         peers.join(", ")
@@ -39,9 +40,23 @@ fn node_config(id: usize, addrs: &[String]) -> String {
 }
 
 fn start_node(id: usize, addrs: &[String]) -> Broker {
-    let b = Broker::with_config(&node_config(id, addrs));
+    start_node_with(id, addrs, 2)
+}
+
+fn start_node_with(id: usize, addrs: &[String], ack_copies: usize) -> Broker {
+    let b = Broker::with_config(&node_config(id, addrs, ack_copies));
     b.wait_for_log("peer listener up", STEP);
     b
+}
+
+/// Three nodes, each replicating the other two.
+fn three_nodes() -> Vec<Broker> {
+    let addrs = peer_addrs();
+    let nodes: Vec<Broker> = (1..=3).map(|id| start_node(id, &addrs)).collect();
+    for n in &nodes {
+        n.wait_for_log_count("replicating", 2, Duration::from_secs(10));
+    }
+    nodes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,5 +108,59 @@ async fn an_ack_waits_for_a_second_copy_and_every_node_delivers_every_message() 
     let mut want = vec![hex("from node 1"), hex("from node 2"), hex("from node 3")];
     want.sort();
     assert_eq!(got, want, "{lines:?}");
+    drop((n1, n2, n3));
+}
+
+#[test]
+fn a_retained_message_set_on_one_node_is_read_on_another_with_a_wildcard() {
+    let nodes = three_nodes();
+    mosquitto_pub(
+        nodes[0].port(),
+        &["-t", "home/kitchen/temp", "-q", "1", "-r", "-m", "21"],
+    );
+    // Node 3 applies it once its replica of node 1's log has it committed: ask
+    // again until it does, a bounded number of times.
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let sub = MosquittoSub::start(
+            nodes[2].port(),
+            &["-t", "home/+/temp", "-q", "1", "-C", "1", "-W", "1"],
+        );
+        let (_, lines) = sub.finish(Duration::from_secs(5));
+        if !lines.is_empty() {
+            seen = lines;
+            break;
+        }
+    }
+    // qos|retained|topic|payload (hex)
+    assert_eq!(seen, vec![format!("1|1|home/kitchen/temp|{}", hex(b"21"))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_ack_copies_3_and_a_node_down_nothing_is_acked_or_delivered() {
+    let addrs = peer_addrs();
+    let n1 = start_node_with(1, &addrs, 3);
+    let n2 = start_node_with(2, &addrs, 3);
+    n1.wait_for_log_count("replicating", 1, Duration::from_secs(10));
+    let mut sub = Raw::connected(n2.port(), &ConnectOpts::new("sub-2")).await;
+    sub.send(&subscribe_packet(1, &[("t/#", 1)])).await;
+    assert_eq!(sub.recv().await.kind(), 9, "SUBACK");
+    let mut publisher = Raw::connected(n1.port(), &ConnectOpts::new("pub-1")).await;
+    publisher
+        .send(&publish_packet("t/x", b"three copies", 1, false, false, 7))
+        .await;
+    // Two of three nodes hold it: neither acknowledged nor delivered.
+    publisher.expect_silence(Duration::from_millis(800)).await;
+    sub.expect_silence(Duration::from_millis(200)).await;
+    let n3 = start_node_with(3, &addrs, 3);
+    let ack = publisher.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(
+        ack.map(|p| p.bytes()),
+        Some(ack_packet(0x40, 7)),
+        "{}",
+        n1.stderr()
+    );
+    let delivered = sub.recv_publish().await;
+    assert_eq!(delivered.payload, b"three copies");
     drop((n1, n2, n3));
 }
