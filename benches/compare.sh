@@ -63,16 +63,18 @@ row "RSS per idle connection ($IDLE idle), KiB"    rss_kib_per_conn connections 
 # for a second node's copy) against one rumq node, in the same rotation. CLUSTER=0
 # leaves them out.
 crows=()
-crow() { # LABEL SUB_NODES ARGS...
-  local label=$1
-  CLUSTER_SUBS=$2; shift 2
+crow() { # LABEL METRIC SUB_NODES ARGS...
+  local label=$1 metric=$2
+  CLUSTER_SUBS=$3; shift 3
   echo "== $label" >&2
-  interleaved deliveries_per_s rumq rumq-cluster -- "$@"
+  interleaved "$metric" rumq rumq-cluster -- "$@"
   crows+=("$label|$(cat "$tmp/val-rumq")|$(cat "$tmp/val-rumq-cluster")|$(cat "$tmp/cpu-rumq")|$(cat "$tmp/cpu-rumq-cluster")")
 }
 if [ "${CLUSTER:-1}" = 1 ]; then
-  crow "1 pub (node 1) -> 1 sub (node 2), QoS 1"   2     throughput --qos 1 --messages $M
-  crow "1 pub (node 1) -> 8 subs on 3 nodes, QoS 1" 1,2,3 throughput --qos 1 --subs 8 --messages $((M / 4))
+  crow "1 pub (node 1) -> 1 sub (node 2), QoS 1, deliveries/s"   deliveries_per_s 2     throughput --qos 1 --messages $M
+  crow "1 pub (node 1) -> 8 subs on 3 nodes, QoS 1, deliveries/s" deliveries_per_s 1,2,3 throughput --qos 1 --subs 8 --messages $((M / 4))
+  crow "latency at 10k msg/s QoS 1, node 1 -> node 2, p50 us"     p50_us           2     latency --rate 10000 --seconds $LAT_S --qos 1
+  crow "latency at 10k msg/s QoS 1, node 1 -> node 2, p99 us"     p99_us           2     latency --rate 10000 --seconds $LAT_S --qos 1
 fi
 
 echo
@@ -103,9 +105,9 @@ echo
 table "scenario" "${cpu_rows[@]}"
 if [ ${#crows[@]} -gt 0 ]; then
   echo
-  echo "Three rumq nodes (ack_copies = 2; publisher on node 1) against one rumq node, 64 B,"
-  echo "deliveries/s; CPU per delivered message in µs, for the cluster per node (all three"
-  echo "nodes' CPU / 3):"
+  echo "Three rumq nodes (ack_copies = 2; publisher on node 1) against one rumq node, 64 B"
+  echo "(for one node, \"node 2\" is the same node); CPU per delivered message in µs, for the"
+  echo "cluster per node (all three nodes' CPU / 3):"
   echo
   printf '| %-48s | %12s | %12s | %10s | %12s | %14s |\n' "scenario" "rumq 1 node" "rumq 3 nodes" "3/1" "CPU, 1 node" "CPU, per node"
   printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..16})"

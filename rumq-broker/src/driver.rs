@@ -89,11 +89,15 @@ impl ToRouter {
                 es.len() <= LIGHT_EVENTS_MAX
                     && es.iter().map(weight).sum::<usize>() <= LIGHT_BYTES_MAX
             }
-            // The mesh's, and opening a replica's files: the router thread's.
-            ToRouter::Shutdown
-            | ToRouter::PeerLink { .. }
-            | ToRouter::Peer(_)
-            | ToRouter::Replica(_) => false,
+            // A peer's fetch, or a few records for a replica: as light as a publish
+            // (the hops of a replicated message are most of its latency).
+            ToRouter::Peer(PeerEvent::Fetched { .. } | PeerEvent::LinkUp { .. }) => true,
+            ToRouter::Peer(PeerEvent::Replicated { records, .. }) => {
+                records.len() <= LIGHT_EVENTS_MAX
+                    && records.iter().map(|r| r.frame().len()).sum::<usize>() <= LIGHT_BYTES_MAX
+            }
+            // Opening a replica's files, registering a link: the router thread's.
+            ToRouter::Shutdown | ToRouter::PeerLink { .. } | ToRouter::Replica(_) => false,
             ToRouter::Stats(_) => true,
         }
     }

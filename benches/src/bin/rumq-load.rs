@@ -13,9 +13,9 @@ struct Cli {
     /// Broker address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     addr: String,
-    /// Where the throughput scenario's subscribers connect, when not to `--addr`:
-    /// one address or several, comma-separated, taken in turn (the nodes of a
-    /// cluster).
+    /// Where the subscribers connect, when not to `--addr`: one address or
+    /// several, comma-separated, taken in turn (the nodes of a cluster); the
+    /// latency scenario's one subscriber takes the first.
     #[arg(long)]
     sub_addr: Option<String>,
     /// Broker process id, to report its RSS and open files.
@@ -201,7 +201,9 @@ fn cpu_us_per_delivery(cli: &Cli, cpu_before: Option<f64>, received: u64) -> Str
 }
 
 async fn latency(cli: &Cli, a: &LatencyArgs) -> anyhow::Result<()> {
-    let r = scenario::latency(&cli.addr, a.rate, a.seconds, a.qos, a.payload.max(20)).await?;
+    let sub = cli.sub_addr.as_deref().and_then(|s| s.split(',').next());
+    let addrs = (cli.addr.as_str(), sub);
+    let r = scenario::latency(addrs, a.rate, a.seconds, a.qos, a.payload.max(20)).await?;
     println!(
         "scenario=latency rate={} qos={} p50_us={} p99_us={} p999_us={} max_us={} sent={} received={}",
         a.rate, a.qos, r.p50_us, r.p99_us, r.p999_us, r.max_us, r.sent, r.received

@@ -305,7 +305,7 @@ pub struct LatencyResult {
 /// this 2-core machine that was most of it (Mosquitto's median read about 220 µs;
 /// a single-threaded C client measured 17 µs).
 pub async fn latency(
-    addr: &str,
+    (addr, sub_addr): (&str, Option<&str>),
     rate: f64,
     seconds: f64,
     qos: u8,
@@ -315,7 +315,8 @@ pub async fn latency(
     let epoch = Instant::now();
     let count = (rate * seconds) as u64;
     let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-    let sub_addr = addr.to_string();
+    // The subscriber on `sub_addr` when given (another node of a cluster).
+    let sub_addr = sub_addr.unwrap_or(addr).to_string();
     let s = on_own_thread(move || async move {
         let mut sub = client::connect(&sub_addr, "bench-lat-sub", true).await?;
         sub.subscribe("bench/lat", q).await?;

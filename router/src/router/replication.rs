@@ -10,7 +10,8 @@
 //!
 //! **Follower.** A replica appends what its writer sends, checked to start at its
 //! head; records the writer's commit covers are offered to this node's sessions as a
-//! local publish is. After each answer the router asks for more from its new head:
+//! local publish is (with `ack_copies` of 2, every record it holds: the writer's
+//! copy and its own make two). After each answer the router asks for more from its new head:
 //! one fetch per replica is outstanding at a time.
 //!
 //! The links are the driver's: fetches come in as [`PeerEvent`]s and answers go out
@@ -420,6 +421,7 @@ impl<S: Storage> Router<S> {
             tracing::warn!(%log, "records of a log this node does not replicate; ignored");
             return;
         };
+        let ack_copies = mesh.config.ack_copies;
         let r = &mut mesh.replicas[i];
         if base == r.storage.head() && !records.is_empty() {
             if let Err(e) = r.storage.append(records) {
@@ -429,7 +431,15 @@ impl<S: Storage> Router<S> {
             tracing::debug!(%log, %base, head = %r.storage.head(), "records not at the replica's head; fetching again");
         }
         let head = r.storage.head();
-        r.commit = r.commit.max(commit.min(head));
+        // The writer holds what it sent, and this node now holds it too: with
+        // `ack_copies` of 2 (or 1) that is committed without waiting to be told,
+        // which spares its subscribers a round trip.
+        let known = if ack_copies <= 2 {
+            head
+        } else {
+            commit.min(head)
+        };
+        r.commit = r.commit.max(known);
         mesh.outbox
             .push((log.node, PeerReply::Fetch { log, from: head }));
         self.fan_out_replica(i);

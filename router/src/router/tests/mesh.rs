@@ -23,11 +23,16 @@ fn log_of(node: NodeId) -> LogId {
 
 /// Node `node` of three, `ack_copies = 2`, with replicas of the other two logs.
 fn node(node: NodeId) -> Router<MemStorage> {
+    node_with(node, 2)
+}
+
+/// As `node`, with `ack_copies`.
+fn node_with(node: NodeId, ack_copies: usize) -> Router<MemStorage> {
     let mut r = Router::new(RouterConfig::default(), MemStorage::new());
     let others: Vec<NodeId> = [N1, N2, N3].into_iter().filter(|n| *n != node).collect();
     r.join_mesh(MeshConfig {
         own: log_of(node),
-        ack_copies: 2,
+        ack_copies,
         followers: others.clone(),
         fetch_bytes_max: 1 << 20,
         fetch_wait: Duration::from_millis(500),
@@ -197,7 +202,8 @@ fn a_parked_fetch_is_answered_by_new_records_or_after_its_wait() {
 
 #[test]
 fn a_replica_offers_what_its_writer_committed_and_fetches_on() {
-    let mut b = node(N2);
+    // Three copies: the writer's and this node's are not enough.
+    let mut b = node_with(N2, 3);
     online(&mut b, C2, "sub", Some("t/+"));
     let r = record("t/1", QoS::AtLeastOnce, b"from node 1");
     b.handle_peer(PeerEvent::Replicated {
@@ -322,6 +328,25 @@ fn a_caught_up_follower_behind_on_the_commit_is_answered_at_once() {
     let out: Vec<_> = a.drain_peer_outbox().collect();
     assert!(
         matches!(&out[..], [(N3, PeerReply::Records { commit: Offset(1), records, .. })] if records.is_empty()),
+        "{out:?}"
+    );
+}
+
+/// With two copies asked, a follower that appended a record knows it committed: the
+/// writer's copy and its own. It offers it at once, before the writer says so.
+#[test]
+fn with_two_copies_a_replica_offers_what_it_holds_without_waiting() {
+    let mut b = node(N2);
+    online(&mut b, C2, "sub", Some("t"));
+    b.handle_peer(PeerEvent::Replicated {
+        log: log_of(N1),
+        base: Offset(0),
+        commit: Offset(0),
+        records: vec![record("t", QoS::AtLeastOnce, b"two copies now")],
+    });
+    let out = replies(&mut b);
+    assert!(
+        matches!(&out[..], [(C2, Reply::Deliver(d))] if d.len() == 1),
         "{out:?}"
     );
 }
