@@ -384,6 +384,7 @@ impl<S: Storage> Router<S> {
         }
         if self.mesh.is_some() {
             self.fan_out_replicas();
+            self.retry_fetches();
             self.answer_fetches();
         }
         self.deliver_woken();

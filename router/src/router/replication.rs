@@ -146,6 +146,9 @@ pub(super) struct Replica<S> {
     commit: Offset,
     /// Records below this were offered to the sessions.
     fanned: Offset,
+    /// An append failed: fetch again from this time on, not at once (a full disk
+    /// would otherwise be asked to take the same records at network speed).
+    refetch_at: Option<SystemTime>,
 }
 
 /// The logs a router reads, by [`LogRef`].
@@ -187,6 +190,9 @@ fn millis(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// How long a replica whose append failed waits before it fetches again.
+const APPEND_RETRY: Duration = Duration::from_secs(1);
+
 /// Records fanned out per replica per call: a large catch-up is spread over
 /// flushes instead of stalling one.
 const FAN_OUT_RECORDS_MAX: usize = 4096;
@@ -222,6 +228,7 @@ impl<S: Storage> Router<S> {
             storage,
             commit: head,
             fanned: head,
+            refetch_at: None,
         });
         mesh.outbox
             .push((log.node, PeerReply::Fetch { log, from: head }));
@@ -425,7 +432,9 @@ impl<S: Storage> Router<S> {
         let r = &mut mesh.replicas[i];
         if base == r.storage.head() && !records.is_empty() {
             if let Err(e) = r.storage.append(records) {
-                tracing::error!(%log, error = %e, "cannot append to a replica");
+                tracing::error!(%log, error = %e, retry_in = ?APPEND_RETRY, "cannot append to a replica");
+                r.refetch_at = Some(self.now + APPEND_RETRY);
+                return;
             }
         } else if base != r.storage.head() {
             tracing::debug!(%log, %base, head = %r.storage.head(), "records not at the replica's head; fetching again");
@@ -510,6 +519,24 @@ impl<S: Storage> Router<S> {
             publisher: None,
         };
         offer(offer_to!(self), &matched, message);
+    }
+
+    /// Fetch again for the replicas whose append failed, once their wait is over.
+    pub(super) fn retry_fetches(&mut self) {
+        let now = self.now;
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        for r in &mut mesh.replicas {
+            if r.refetch_at.is_some_and(|at| at <= now) {
+                r.refetch_at = None;
+                let fetch = PeerReply::Fetch {
+                    log: r.id,
+                    from: r.storage.head(),
+                };
+                mesh.outbox.push((r.id.node, fetch));
+            }
+        }
     }
 
     /// Replicas with committed records not yet offered (a catch-up spread over

@@ -350,3 +350,37 @@ fn with_two_copies_a_replica_offers_what_it_holds_without_waiting() {
         "{out:?}"
     );
 }
+
+/// A replica whose disk refuses the records does not ask for them again at once
+/// (that would be a loop at network speed), but after a wait.
+#[test]
+fn a_refused_replica_append_is_fetched_again_after_a_wait_not_at_once() {
+    let mut b = Router::new(RouterConfig::default(), MemStorage::new());
+    b.join_mesh(MeshConfig {
+        own: log_of(N2),
+        ack_copies: 2,
+        followers: vec![N1],
+        fetch_bytes_max: 1 << 20,
+        fetch_wait: Duration::from_millis(500),
+        started: SystemTime::UNIX_EPOCH,
+    });
+    let mut full = MemStorage::new();
+    full.set_failing(true);
+    b.add_replica(log_of(N1), full).unwrap();
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    b.tick(start);
+    b.drain_peer_outbox().for_each(drop);
+    b.handle_peer(PeerEvent::Replicated {
+        log: log_of(N1),
+        base: Offset(0),
+        commit: Offset(0),
+        records: vec![record("t", QoS::AtLeastOnce, b"x")],
+    });
+    b.flush();
+    assert_eq!(b.drain_peer_outbox().count(), 0, "no fetch at once");
+    b.tick(start + Duration::from_millis(900));
+    assert_eq!(b.drain_peer_outbox().count(), 0);
+    b.tick(start + Duration::from_secs(1));
+    let out: Vec<_> = b.drain_peer_outbox().collect();
+    assert_eq!(out, vec![fetch_of(N1, 0)]);
+}
