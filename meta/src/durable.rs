@@ -21,8 +21,9 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Sto
     replace(path, &bytes)
 }
 
-/// Replaces `path` with `bytes`, durably, before returning.
-pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// Replaces `path` with `bytes`, durably, before returning (the broker keeps its
+/// incarnation number this way too).
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(StoreError::io(&tmp))?;
     file.write_all(bytes).map_err(StoreError::io(&tmp))?;

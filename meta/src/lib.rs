@@ -38,6 +38,7 @@ mod types;
 mod wire;
 
 pub use command::{MetaCommand, MetaResponse, Refusal};
+pub use durable::replace as replace_file;
 pub use error::{MetaError, StoreError};
 pub use handle::{Meta, MetaConfig};
 pub use log_store::LogStore;

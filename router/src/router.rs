@@ -392,5 +392,11 @@ impl<S: Storage> Router<S> {
     }
 }
 
+/// Milliseconds since the epoch of `t` (0 before it): the time messages carry.
+fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests;

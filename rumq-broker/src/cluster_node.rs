@@ -11,7 +11,6 @@
 //! link is bounded by the number of logs.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,16 +51,7 @@ pub fn next_incarnation(data_dir: &Path) -> anyhow::Result<Incarnation> {
         .with_context(|| format!("{} is at its last incarnation", path.display()))?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let tmp = data_dir.join("incarnation.tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    writeln!(f, "{next}")
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", data_dir.display()))?;
+    meta::replace_file(&path, format!("{next}\n").as_bytes())?;
     Ok(Incarnation(next))
 }
 

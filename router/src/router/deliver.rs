@@ -141,9 +141,7 @@ impl Batch {
         config: &RouterConfig,
     ) -> Batch {
         let inflight_max = s.window(config.inflight_max);
-        let now_ms = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = super::epoch_ms(now);
         Batch {
             sid,
             // Sized once: a batch grows by no reallocation.

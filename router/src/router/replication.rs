@@ -27,7 +27,7 @@ use commitlog::{Offset, ReadLimits};
 use mesh::{CommitTracker, LogId, NodeId};
 
 use super::publish::{beyond_positions, offer, offer_to, Offered};
-use super::{Matched, Router, Staged};
+use super::{epoch_ms, Matched, Router, Staged};
 use crate::storage::Storage;
 use crate::{LogRef, Message, Position};
 
@@ -127,6 +127,8 @@ pub(super) struct Mesh<S> {
     /// Replicas of other nodes' logs; replica `i` is `LogRef(i + 1)`.
     pub(super) replicas: Vec<Replica<S>>,
     outbox: Vec<(NodeId, PeerReply)>,
+    /// Scratch for matching replicas' records (see `offer_replicated`).
+    matched: Matched,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -184,12 +186,6 @@ fn needs(offset: Offset, st: &Staged) -> Offset {
     }
 }
 
-/// Milliseconds since the epoch (0 before it).
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// How long a replica whose append failed waits before it fetches again.
 const APPEND_RETRY: Duration = Duration::from_secs(1);
 
@@ -213,6 +209,7 @@ impl<S: Storage> Router<S> {
             told,
             replicas: Vec::new(),
             outbox: Vec::new(),
+            matched: Matched::default(),
         }));
         self.local_end(head);
     }
@@ -501,7 +498,7 @@ impl<S: Storage> Router<S> {
         if m.retain {
             self.apply_retained(record);
         }
-        let started = self.mesh.as_ref().map_or(0, |m| millis(m.config.started));
+        let started = self.mesh.as_ref().map_or(0, |m| epoch_ms(m.config.started));
         if m.time_ms != 0 && m.time_ms < started {
             return;
         }
@@ -509,7 +506,15 @@ impl<S: Storage> Router<S> {
             beyond_positions(offset);
             return;
         };
-        let mut matched = Matched::default();
+        // The sessions a replica's record matches: found by its topic name (it has
+        // no interned id here), into a buffer kept between records.
+        let mut matched = self
+            .mesh
+            .as_deref_mut()
+            .map(|mesh| std::mem::take(&mut mesh.matched))
+            .unwrap_or_default();
+        matched.sessions.clear();
+        matched.groups.clear();
         self.tree.matches(m.topic_str(), &mut matched.sessions);
         self.shared.matches(m.topic_str(), &mut matched.groups);
         let message = Offered {
@@ -519,6 +524,9 @@ impl<S: Storage> Router<S> {
             publisher: None,
         };
         offer(offer_to!(self), &matched, message);
+        if let Some(mesh) = self.mesh.as_deref_mut() {
+            mesh.matched = matched;
+        }
     }
 
     /// Fetch again for the replicas whose append failed, once their wait is over.
