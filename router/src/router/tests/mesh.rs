@@ -21,6 +21,19 @@ fn log_of(node: NodeId) -> LogId {
     }
 }
 
+/// `node` in a cluster: its log, `ack_copies`, the nodes that follow it; fetches
+/// held 500 ms; started 1,000 s after the epoch.
+fn mesh_config(node: NodeId, ack_copies: usize, followers: Vec<NodeId>) -> MeshConfig {
+    MeshConfig {
+        own: log_of(node),
+        ack_copies,
+        followers,
+        fetch_bytes_max: 1 << 20,
+        fetch_wait: Duration::from_millis(500),
+        started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
+    }
+}
+
 /// Node `node` of three, `ack_copies = 2`, with replicas of the other two logs.
 fn node(node: NodeId) -> Router<MemStorage> {
     node_with(node, 2)
@@ -30,14 +43,7 @@ fn node(node: NodeId) -> Router<MemStorage> {
 fn node_with(node: NodeId, ack_copies: usize) -> Router<MemStorage> {
     let mut r = Router::new(RouterConfig::default(), MemStorage::new());
     let others: Vec<NodeId> = [N1, N2, N3].into_iter().filter(|n| *n != node).collect();
-    r.join_mesh(MeshConfig {
-        own: log_of(node),
-        ack_copies,
-        followers: others.clone(),
-        fetch_bytes_max: 1 << 20,
-        fetch_wait: Duration::from_millis(500),
-        started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
-    });
+    r.join_mesh(mesh_config(node, ack_copies, others.clone()));
     for n in others {
         r.add_replica(log_of(n), MemStorage::new()).unwrap();
     }
@@ -265,14 +271,7 @@ fn records_not_at_the_replica_head_are_ignored_and_fetched_again() {
 #[test]
 fn one_node_with_one_copy_acks_at_the_append() {
     let mut a = Router::new(RouterConfig::default(), MemStorage::new());
-    a.join_mesh(MeshConfig {
-        own: log_of(N1),
-        ack_copies: 1,
-        followers: Vec::new(),
-        fetch_bytes_max: 1 << 20,
-        fetch_wait: Duration::from_millis(500),
-        started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
-    });
+    a.join_mesh(mesh_config(N1, 1, Vec::new()));
     online(&mut a, C1, "pub", None);
     publish(&mut a, C1, "t", 3);
     assert_eq!(
@@ -356,14 +355,7 @@ fn with_two_copies_a_replica_offers_what_it_holds_without_waiting() {
 #[test]
 fn a_refused_replica_append_is_fetched_again_after_a_wait_not_at_once() {
     let mut b = Router::new(RouterConfig::default(), MemStorage::new());
-    b.join_mesh(MeshConfig {
-        own: log_of(N2),
-        ack_copies: 2,
-        followers: vec![N1],
-        fetch_bytes_max: 1 << 20,
-        fetch_wait: Duration::from_millis(500),
-        started: SystemTime::UNIX_EPOCH,
-    });
+    b.join_mesh(mesh_config(N2, 2, vec![N1]));
     let mut full = MemStorage::new();
     full.set_failing(true);
     b.add_replica(log_of(N1), full).unwrap();
