@@ -212,3 +212,25 @@ mod tests {
         assert!(err.to_string().contains("node id 0"), "{err}");
     }
 }
+
+/// A session's owner as applied: `node` took `client_id` at Raft entry `index`. What a
+/// node that held the session before needs to close it; see
+/// [`crate::MetaConfig::owner_changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerChange {
+    /// The session's client id.
+    pub client_id: String,
+    /// Its new owner.
+    pub node: NodeId,
+    /// The Raft entry that made it so (a snapshot's last entry for one installed).
+    pub index: u64,
+}
+
+/// A proposal applied: what applying it answered, at which Raft entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// What applying it answered.
+    pub response: MetaResponse,
+    /// The entry's index.
+    pub index: u64,
+}

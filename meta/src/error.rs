@@ -75,6 +75,9 @@ pub enum MetaError {
     /// The Raft node has stopped (after a storage error, or shut down).
     #[error("metadata raft stopped: {0}")]
     Stopped(String),
+    /// The leader could not be reached to forward a proposal to it.
+    #[error("metadata leader unreachable: {0}")]
+    Unreachable(String),
     /// Raft refused the call for another reason.
     #[error("metadata raft: {0}")]
     Raft(String),

@@ -10,13 +10,13 @@ use mesh::NodeId;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::metrics::RaftMetrics;
 use openraft::{Config, SnapshotPolicy};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::command::{MetaCommand, MetaResponse};
+use crate::command::{Applied, MetaCommand, MetaResponse, OwnerChange};
 use crate::error::MetaError;
 use crate::log_store::LogStore;
 use crate::network::{Network, RaftTransport};
-use crate::rpc::RaftServer;
+use crate::rpc::{RaftReply, RaftRpc, RaftServer};
 use crate::state::MetaState;
 use crate::state_machine::StateMachine;
 use crate::types::{mesh_node, raft_id, Member, MetaRaft, RaftNodeId};
@@ -41,6 +41,9 @@ pub struct MetaConfig {
     pub propose_timeout_ms: u64,
     /// A snapshot is built after this many entries, and the log behind it purged.
     pub snapshot_entries_max: u64,
+    /// Where to tell of every change of a session's owner, in Raft order (none: not
+    /// told). Applying waits for room: the reader must keep up.
+    pub owner_changes: Option<mpsc::Sender<OwnerChange>>,
 }
 
 impl MetaConfig {
@@ -60,6 +63,7 @@ impl MetaConfig {
             election_timeout_max_ms: 300,
             propose_timeout_ms: 5_000,
             snapshot_entries_max: 1_000,
+            owner_changes: None,
         }
     }
 
@@ -99,7 +103,9 @@ pub struct Meta {
     node: NodeId,
     raft: MetaRaft,
     state: Arc<RwLock<MetaState>>,
+    transport: Arc<dyn RaftTransport>,
     propose_timeout_ms: u64,
+    retry_ms: u64,
 }
 
 impl std::fmt::Debug for Meta {
@@ -125,13 +131,16 @@ impl Meta {
         config.check()?;
         let log = LogStore::open(&config.dir)?;
         let fresh = log.is_fresh()?;
-        let machine = StateMachine::open(&config.dir)?;
+        let mut machine = StateMachine::open(&config.dir)?;
+        if let Some(tx) = &config.owner_changes {
+            machine.notify_owner_changes(tx.clone());
+        }
         let state = machine.shared();
         let raft_config = Arc::new(config.raft_config()?);
         let raft = MetaRaft::new(
             raft_id(config.node),
             raft_config,
-            Network::new(transport),
+            Network::new(transport.clone()),
             log,
             machine,
         )
@@ -153,31 +162,74 @@ impl Meta {
             node: config.node,
             raft,
             state,
+            transport,
             propose_timeout_ms: config.propose_timeout_ms,
+            retry_ms: config.heartbeat_ms,
         })
     }
 
     /// Proposes `command` and waits until it is applied, returning what applying it
     /// answered (a refusal is an answer, not an error). Only the leader proposes:
     /// elsewhere this returns [`MetaError::NotLeader`] naming the leader, and the
-    /// caller forwards or retries there. After [`MetaError::Timeout`] the command
-    /// may still be applied.
+    /// caller forwards or retries there ([`Meta::submit`] does). After
+    /// [`MetaError::Timeout`] the command may still be applied.
     pub async fn propose(&self, command: MetaCommand) -> Result<MetaResponse, MetaError> {
+        let applied = client_write(&self.raft, command, self.propose_timeout_ms).await?;
+        Ok(applied.response)
+    }
+
+    /// Has `command` applied wherever the leader is: proposed here on the leader,
+    /// forwarded to it from elsewhere, and tried again (every heartbeat) while an
+    /// election runs or the leader moves, all within the proposal timeout. As
+    /// [`Meta::propose`], with the entry's index.
+    pub async fn submit(&self, command: MetaCommand) -> Result<Applied, MetaError> {
         let timeout_ms = self.propose_timeout_ms;
-        let write = self.raft.client_write(command);
-        let result = tokio::time::timeout(Duration::from_millis(timeout_ms), write)
-            .await
-            .map_err(|_| MetaError::Timeout { timeout_ms })?;
-        match result {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(MetaError::NotLeader {
-                    leader: forward.leader_id.and_then(mesh_node),
-                })
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+        let tries = async {
+            loop {
+                let tried = match self.leader() {
+                    Some(leader) if leader == self.node => {
+                        client_write(&self.raft, command.clone(), timeout_ms).await
+                    }
+                    Some(leader) => self.forward(leader, command.clone()).await,
+                    None => Err(MetaError::NotLeader { leader: None }),
+                };
+                match tried {
+                    Err(MetaError::NotLeader { .. }) | Err(MetaError::Unreachable(_)) => {
+                        tokio::time::sleep(Duration::from_millis(self.retry_ms)).await
+                    }
+                    done => return done,
+                }
             }
-            Err(RaftError::APIError(other)) => Err(MetaError::Raft(other.to_string())),
-            Err(RaftError::Fatal(fatal)) => Err(MetaError::Stopped(fatal.to_string())),
+        };
+        tokio::time::timeout_at(deadline, tries)
+            .await
+            .map_err(|_| MetaError::Timeout { timeout_ms })?
+    }
+
+    async fn forward(&self, leader: NodeId, command: MetaCommand) -> Result<Applied, MetaError> {
+        let reply = self
+            .transport
+            .send(leader, RaftRpc::Propose(command))
+            .await
+            .map_err(|e| MetaError::Unreachable(e.to_string()))?;
+        match reply {
+            RaftReply::Propose(result) => result.map_err(MetaError::from),
+            _ => Err(MetaError::Raft(format!(
+                "node {leader} answered a proposal with another reply"
+            ))),
         }
+    }
+
+    /// Who owns `client_id` as applied on this node, and the index of the last entry
+    /// applied (possibly behind the leader's).
+    pub fn owner(&self, client_id: &str) -> (Option<NodeId>, u64) {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let applied = state.last_applied.map_or(0, |id| id.index);
+        (state.owners.get(client_id).copied(), applied)
     }
 
     /// The metadata as applied on this node: up to date on the leader once
@@ -213,7 +265,7 @@ impl Meta {
 
     /// The receiving end of this node's Raft RPCs, for the transport.
     pub fn server(&self) -> RaftServer {
-        RaftServer::new(self.raft.clone())
+        RaftServer::new(self.raft.clone(), self.propose_timeout_ms)
     }
 
     /// Stops the Raft node; its files stay, for the next [`Meta::open`].
@@ -222,5 +274,30 @@ impl Meta {
             .shutdown()
             .await
             .map_err(|e| MetaError::Stopped(e.to_string()))
+    }
+}
+
+/// Proposes `command` to `raft` and waits, at most `timeout_ms`, until it is applied.
+pub(crate) async fn client_write(
+    raft: &MetaRaft,
+    command: MetaCommand,
+    timeout_ms: u64,
+) -> Result<Applied, MetaError> {
+    let write = raft.client_write(command);
+    let result = tokio::time::timeout(Duration::from_millis(timeout_ms), write)
+        .await
+        .map_err(|_| MetaError::Timeout { timeout_ms })?;
+    match result {
+        Ok(response) => Ok(Applied {
+            response: response.data,
+            index: response.log_id.index,
+        }),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            Err(MetaError::NotLeader {
+                leader: forward.leader_id.and_then(mesh_node),
+            })
+        }
+        Err(RaftError::APIError(other)) => Err(MetaError::Raft(other.to_string())),
+        Err(RaftError::Fatal(fatal)) => Err(MetaError::Stopped(fatal.to_string())),
     }
 }

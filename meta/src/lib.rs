@@ -37,14 +37,14 @@ mod state_machine;
 mod types;
 mod wire;
 
-pub use command::{MetaCommand, MetaResponse, Refusal};
+pub use command::{Applied, MetaCommand, MetaResponse, OwnerChange, Refusal};
 pub use durable::replace as replace_file;
 pub use error::{MetaError, StoreError};
 pub use handle::{Meta, MetaConfig};
 pub use log_store::LogStore;
 pub use mem_transport::MemNetwork;
 pub use network::{RaftTransport, ReplyFuture, TransportError};
-pub use rpc::{RaftReply, RaftRpc, RaftServer};
+pub use rpc::{ProposeRefused, RaftReply, RaftRpc, RaftServer};
 pub use state::{LogStatus, MetaState};
 pub use state_machine::StateMachine;
 pub use types::{

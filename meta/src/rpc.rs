@@ -5,6 +5,7 @@
 
 use std::io::Cursor;
 
+use mesh::NodeId;
 use openraft::error::{Fatal, InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -13,7 +14,11 @@ use openraft::raft::{
 use openraft::{Snapshot, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
 
+use crate::command::{Applied, MetaCommand};
+use crate::error::MetaError;
+use crate::handle::client_write;
 use crate::types::{Member, MetaRaft, RaftNodeId, TypeConfig};
+use crate::wire;
 
 /// A request from one Raft node to another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +39,9 @@ pub enum RaftRpc {
         /// The state as JSON.
         data: Vec<u8>,
     },
+    /// A command proposed on a node that is not the leader, forwarded to the leader
+    /// (not Raft's own message: rumq's forwarding, [`crate::Meta::submit`]).
+    Propose(MetaCommand),
 }
 
 /// The target's answer to a [`RaftRpc`] of the same name.
@@ -49,12 +57,46 @@ pub enum RaftReply {
     ),
     /// Answers `FullSnapshot`.
     FullSnapshot(Result<SnapshotResponse<RaftNodeId>, Fatal<RaftNodeId>>),
+    /// Answers `Propose`.
+    Propose(Result<Applied, ProposeRefused>),
+}
+
+/// Why a forwarded proposal was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProposeRefused {
+    /// The node asked is not the leader (any more); it names the leader it knows.
+    NotLeader {
+        /// The leader it knows of.
+        #[serde(with = "wire::opt_node")]
+        leader: Option<NodeId>,
+    },
+    /// Anything else, as the leader's error said it.
+    Failed(String),
+}
+
+impl From<MetaError> for ProposeRefused {
+    fn from(e: MetaError) -> ProposeRefused {
+        match e {
+            MetaError::NotLeader { leader } => ProposeRefused::NotLeader { leader },
+            other => ProposeRefused::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<ProposeRefused> for MetaError {
+    fn from(r: ProposeRefused) -> MetaError {
+        match r {
+            ProposeRefused::NotLeader { leader } => MetaError::NotLeader { leader },
+            ProposeRefused::Failed(why) => MetaError::Raft(why),
+        }
+    }
 }
 
 /// The receiving end of the Raft RPCs of one node; cheap to clone.
 #[derive(Clone)]
 pub struct RaftServer {
     raft: MetaRaft,
+    propose_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for RaftServer {
@@ -64,8 +106,11 @@ impl std::fmt::Debug for RaftServer {
 }
 
 impl RaftServer {
-    pub(crate) fn new(raft: MetaRaft) -> RaftServer {
-        RaftServer { raft }
+    pub(crate) fn new(raft: MetaRaft, propose_timeout_ms: u64) -> RaftServer {
+        RaftServer {
+            raft,
+            propose_timeout_ms,
+        }
     }
 
     /// Hands `rpc` to the local Raft node and returns its reply.
@@ -84,6 +129,10 @@ impl RaftServer {
                     snapshot: Box::new(Cursor::new(data)),
                 };
                 RaftReply::FullSnapshot(self.raft.install_full_snapshot(vote, snapshot).await)
+            }
+            RaftRpc::Propose(command) => {
+                let written = client_write(&self.raft, command, self.propose_timeout_ms).await;
+                RaftReply::Propose(written.map_err(ProposeRefused::from))
             }
         }
     }

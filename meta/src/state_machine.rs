@@ -16,8 +16,9 @@ use openraft::{
     EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
-use crate::command::MetaResponse;
+use crate::command::{MetaCommand, MetaResponse, OwnerChange};
 use crate::durable;
 use crate::error::StoreError;
 use crate::state::MetaState;
@@ -32,6 +33,7 @@ pub struct StateMachine {
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     path: PathBuf,
     builds: Arc<AtomicU64>,
+    owner_changes: Option<mpsc::Sender<OwnerChange>>,
 }
 
 /// `snapshot.json`: the snapshot's meta and the state it holds.
@@ -67,7 +69,25 @@ impl StateMachine {
             snapshot: Arc::new(Mutex::new(snapshot)),
             path,
             builds: Arc::new(AtomicU64::new(0)),
+            owner_changes: None,
         })
+    }
+
+    /// Tell `tx` of every change of a session's owner this machine applies, in Raft
+    /// order. Applying waits for room in `tx`: its reader must keep up.
+    pub fn notify_owner_changes(&mut self, tx: mpsc::Sender<OwnerChange>) {
+        self.owner_changes = Some(tx);
+    }
+
+    async fn send_owner_changes(&self, changes: Vec<OwnerChange>) {
+        let Some(tx) = &self.owner_changes else {
+            return;
+        };
+        for change in changes {
+            if tx.send(change).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The state, shared with readers.
@@ -94,6 +114,20 @@ impl StateMachine {
         *current = Some(stored);
         Ok(())
     }
+}
+
+/// The owners `after` has that `before` did not, as changes at `index`.
+fn owner_changes(before: &MetaState, after: &MetaState, index: u64) -> Vec<OwnerChange> {
+    after
+        .owners
+        .iter()
+        .filter(|(client_id, node)| before.owners.get(*client_id) != Some(node))
+        .map(|(client_id, node)| OwnerChange {
+            client_id: client_id.clone(),
+            node: *node,
+            index,
+        })
+        .collect()
 }
 
 fn apply_one(state: &mut MetaState, entry: Entry) -> MetaResponse {
@@ -146,14 +180,38 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut state = self
-            .state
-            .write()
-            .map_err(|_| StorageIOError::write_state_machine(&StoreError::Poisoned))?;
-        Ok(entries
-            .into_iter()
-            .map(|entry| apply_one(&mut state, entry))
-            .collect())
+        let watched = self.owner_changes.is_some();
+        let mut changes = Vec::new();
+        let responses = {
+            let mut state = self
+                .state
+                .write()
+                .map_err(|_| StorageIOError::write_state_machine(&StoreError::Poisoned))?;
+            entries
+                .into_iter()
+                .map(|entry| {
+                    let index = entry.log_id.index;
+                    let own = match &entry.payload {
+                        EntryPayload::Normal(MetaCommand::Own {
+                            client_id, node, ..
+                        }) if watched => Some((client_id.clone(), *node)),
+                        _ => None,
+                    };
+                    let response = apply_one(&mut state, entry);
+                    if let (Some((client_id, node)), MetaResponse::Owned { .. }) = (own, &response)
+                    {
+                        changes.push(OwnerChange {
+                            client_id,
+                            node,
+                            index,
+                        });
+                    }
+                    response
+                })
+                .collect()
+        };
+        self.send_owner_changes(changes).await;
+        Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> StateMachine {
@@ -179,11 +237,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             state: state.clone(),
         })?;
-        let mut current = self
-            .state
-            .write()
-            .map_err(|_| StorageIOError::write_state_machine(&StoreError::Poisoned))?;
-        *current = state;
+        let changes = {
+            let mut current = self
+                .state
+                .write()
+                .map_err(|_| StorageIOError::write_state_machine(&StoreError::Poisoned))?;
+            let changes = self.owner_changes.as_ref().map(|_| {
+                let index = meta.last_log_id.map_or(0, |id| id.index);
+                owner_changes(&current, &state, index)
+            });
+            *current = state;
+            changes.unwrap_or_default()
+        };
+        self.send_owner_changes(changes).await;
         Ok(())
     }
 

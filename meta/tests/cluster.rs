@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use mesh::{Incarnation, LogId, NodeId};
 use meta::{
-    MemNetwork, Meta, MetaCommand, MetaConfig, MetaError, MetaResponse, MetaState, Refusal,
+    MemNetwork, Meta, MetaCommand, MetaConfig, MetaError, MetaResponse, MetaState, OwnerChange,
+    Refusal,
 };
 use openraft::ServerState;
+use tokio::sync::mpsc;
 
 type Metrics = openraft::RaftMetrics<u64, meta::Member>;
 
@@ -24,6 +26,8 @@ struct Cluster {
     net: std::sync::Arc<MemNetwork>,
     dir: tempfile::TempDir,
     nodes: BTreeMap<NodeId, Meta>,
+    /// The owner changes each node applies (room for every test's).
+    changes: BTreeMap<NodeId, mpsc::Receiver<OwnerChange>>,
 }
 
 impl Cluster {
@@ -32,6 +36,7 @@ impl Cluster {
             net: MemNetwork::new(),
             dir: tempfile::tempdir().unwrap(),
             nodes: BTreeMap::new(),
+            changes: BTreeMap::new(),
         };
         for node in NODES {
             cluster.open(node).await;
@@ -51,9 +56,11 @@ impl Cluster {
     }
 
     async fn open(&mut self, node: NodeId) {
-        let meta = Meta::open(self.config(node), self.net.transport(node))
-            .await
-            .unwrap();
+        let (tx, rx) = mpsc::channel(1024);
+        self.changes.insert(node, rx);
+        let mut config = self.config(node);
+        config.owner_changes = Some(tx);
+        let meta = Meta::open(config, self.net.transport(node)).await.unwrap();
         self.net.register(node, meta.server());
         self.nodes.insert(node, meta);
     }
@@ -328,4 +335,52 @@ async fn a_partitioned_minority_leader_cannot_commit_and_its_entry_is_undone_on_
             "node {node}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_submitted_on_a_follower_is_applied_and_every_node_hears_the_new_owner() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader(&NODES).await;
+    let follower = others(leader)[0];
+    let applied = cluster
+        .node(follower)
+        .submit(own("dev", follower, None))
+        .await
+        .unwrap();
+    assert_eq!(applied.response, MetaResponse::Owned { previous: None });
+    let taken = cluster
+        .node(leader)
+        .submit(own("dev", leader, Some(follower)))
+        .await
+        .unwrap();
+    assert!(taken.index > applied.index);
+    for node in NODES {
+        let rx = cluster.changes.get_mut(&node).unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let change = tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            seen.push((change.client_id, change.node, change.index));
+        }
+        let want = vec![
+            ("dev".to_string(), follower, applied.index),
+            ("dev".to_string(), leader, taken.index),
+        ];
+        assert_eq!(seen, want, "node {node}");
+        assert_eq!(cluster.node(node).owner("dev").0, Some(leader));
+    }
+    // A refused compare-and-set is an answer, from anywhere, and changes no owner.
+    let refused = cluster
+        .node(follower)
+        .submit(own("dev", follower, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.response,
+        MetaResponse::Refused(Refusal::OwnerIs {
+            current: Some(leader)
+        })
+    );
 }

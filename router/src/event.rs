@@ -165,6 +165,10 @@ pub struct Connect {
     /// Seconds to wait after an abrupt disconnect before publishing the will (MQTT 5);
     /// a reconnect within it cancels the will.
     pub will_delay: u32,
+    /// In a cluster, the metadata entry at (or after) which this node owns the client
+    /// id: a change of owner applied later ([`crate::PeerEvent::Moved`]) ends the
+    /// session here, an earlier one is stale. 0 outside a cluster.
+    pub owned_since: u64,
 }
 
 impl Connect {
@@ -179,6 +183,7 @@ impl Connect {
             max_packet_size: u32::MAX,
             will,
             will_delay: 0,
+            owned_since: 0,
         }
     }
 }

@@ -99,6 +99,9 @@ pub struct Session {
     pub will: Option<Box<Will>>,
     /// Will delay interval of the current connection, seconds.
     pub will_delay_secs: u32,
+    /// The metadata entry since which this node owns the session (see
+    /// [`crate::Connect::owned_since`]).
+    pub owned_since: u64,
     /// Retained messages to send (from new subscriptions), before the queue.
     pub retained: VecDeque<(Bytes, QoS)>,
     /// Matches not yet sent, in the order they were offered (each log's in its
@@ -139,6 +142,7 @@ impl Session {
             max_packet_size: u32::MAX,
             will: None,
             will_delay_secs: 0,
+            owned_since: 0,
             retained: VecDeque::new(),
             queue: VecDeque::new(),
             behind: Vec::new(),

@@ -12,13 +12,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use commitlog::record::{encode_into, Framed, HEADER_BYTES};
 use commitlog::{Log, LogConfig};
 use mesh::{Channel, Frame, Incarnation, LogId, NodeId};
+use meta::{Meta, MetaConfig, OwnerChange, RaftServer};
 use router::{MeshConfig, PeerEvent, PeerReply, Router};
+use rumq_broker::meta_links::MetaLinks;
 use rumq_broker::peer_link::{Link, LinkConfig, LinkError};
 use rumq_broker::peers::{LinkUp, PeerSet, Peers};
 use tokio::sync::mpsc;
@@ -26,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::config::cluster::ClusterConfig;
 use crate::config::Config;
 use crate::driver::{RouterTx, ToRouter};
+use crate::owners;
 
 /// What waits to be written to one peer's data link (see the module docs for why
 /// this holds).
@@ -246,10 +250,20 @@ fn to_router(
 pub struct Node {
     /// The router thread's side of the peers.
     pub side: PeerSide,
+    /// What runs in the runtime.
+    pub links: NodeLinks,
+}
+
+/// The parts of a node that run in the tokio runtime.
+pub struct NodeLinks {
     /// The peer listener and the dialers.
     pub peers: PeerSet,
     /// What each data link needs.
     pub data: DataLinkConfig,
+    /// The metadata group's node (opened in the runtime, `start_meta`).
+    pub meta: MetaConfig,
+    /// The owner changes it applies.
+    pub owner_changes: mpsc::Receiver<OwnerChange>,
 }
 
 /// This run's logs: its own message log and session journal (new for each
@@ -296,24 +310,85 @@ pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<
         fetch_bytes_max,
         record_bytes_max: config.storage.record_bytes_max,
     };
-    Ok((router, Node { side, peers, data }))
+    let (tx, owner_changes) = mpsc::channel(owners::CHANGES_QUEUE);
+    let mut members: BTreeMap<NodeId, String> = cluster
+        .peers
+        .iter()
+        .map(|p| (p.id, p.addr.to_string()))
+        .collect();
+    members.insert(cluster.node_id, cluster.listen.to_string());
+    let mut meta = MetaConfig::new(cluster.node_id, config.data_dir.join("meta"), members);
+    meta.propose_timeout_ms = cluster.claim_timeout_ms;
+    meta.owner_changes = Some(tx);
+    let links = NodeLinks {
+        peers,
+        data,
+        meta,
+        owner_changes,
+    };
+    let node = Node { side, links };
+    Ok((router, node))
 }
 
-/// Link with the peers until the process ends: data links carry the logs; the
-/// metadata channel's links are held open (the metadata group is not joined to the
-/// data path yet, docs/mesh.md).
-pub async fn link(peers: Peers, router: RouterTx, data: DataLinkConfig) {
+/// Start this node of the metadata group (its store in `data/meta/`) on `links`,
+/// and feed the owner changes it applies to the router.
+pub async fn start_meta(
+    config: MetaConfig,
+    links: &MetaLinks,
+    changes: mpsc::Receiver<OwnerChange>,
+    router: RouterTx,
+) -> anyhow::Result<Meta> {
+    let dir = config.dir.display().to_string();
+    let me = config.node;
+    let meta = Meta::open(config, Arc::new(links.clone()))
+        .await
+        .with_context(|| format!("cannot start the metadata group's node in {dir}"))?;
+    tokio::spawn(owners::feed_router(changes, router, me));
+    tokio::spawn(log_leader(meta.clone()));
+    Ok(meta)
+}
+
+/// Log the metadata group's leader each time it changes, as this node sees it.
+async fn log_leader(meta: Meta) {
+    let mut metrics = meta.metrics();
+    let mut last = None;
+    loop {
+        let (leader, term) = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader.and_then(meta::mesh_node), m.current_term)
+        };
+        if leader != last {
+            match leader {
+                Some(leader) => tracing::info!(%leader, term, "metadata leader"),
+                None => tracing::info!(term, "no metadata leader (an election runs)"),
+            }
+            last = leader;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Link with the peers until the process ends: data links carry the logs, meta
+/// links the metadata group's messages (to and from `server`, through `meta`).
+pub async fn link(
+    peers: Peers,
+    router: RouterTx,
+    data: DataLinkConfig,
+    (meta, server): (MetaLinks, RaftServer),
+) {
     let (tx, mut rx) = mpsc::channel::<LinkUp>(16);
     tokio::spawn(peers.run(tx));
     while let Some(up) = rx.recv().await {
         let (router, data) = (router.clone(), data.clone());
+        let (meta, server) = (meta.clone(), server.clone());
         tokio::spawn(async move {
             let _held = up.ended;
             match up.link.channel() {
                 Channel::Data => run_data_link(up.link, router, data).await,
                 Channel::Meta => {
-                    let mut link = up.link;
-                    while link.recv().await.is_ok() {}
+                    meta.run_link(up.link, server).await;
                 }
             }
         });

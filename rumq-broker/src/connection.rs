@@ -50,6 +50,7 @@ use crate::clients::Clients;
 use crate::config::Config;
 use crate::driver::{RouterTx, ToRouter};
 use crate::metrics::EdgeCounters;
+use crate::owners::Owners;
 use crate::parking::Lot;
 use crate::passwords::Checker;
 use crate::protocol::alias::InboundAliases;
@@ -83,6 +84,8 @@ pub struct Shared {
     pub counters: Arc<EdgeCounters>,
     /// The clients connected now, kept only for the admin API (`clients.rs`).
     pub clients: Option<Arc<Clients>>,
+    /// In a cluster, the claims a CONNECT makes on its client id (`owners.rs`).
+    pub owners: Option<Owners>,
     next_conn: AtomicU64,
 }
 
@@ -102,6 +105,7 @@ impl Shared {
             passwords: None,
             counters: Arc::default(),
             clients: None,
+            owners: None,
             next_conn: AtomicU64::new(1),
         }
     }

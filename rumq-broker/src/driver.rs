@@ -91,7 +91,9 @@ impl ToRouter {
             }
             // A peer's fetch, or a few records for a replica: as light as a publish
             // (the hops of a replicated message are most of its latency).
-            ToRouter::Peer(PeerEvent::Fetched { .. } | PeerEvent::LinkUp { .. }) => true,
+            ToRouter::Peer(
+                PeerEvent::Fetched { .. } | PeerEvent::LinkUp { .. } | PeerEvent::Moved { .. },
+            ) => true,
             ToRouter::Peer(PeerEvent::Replicated { records, .. }) => {
                 records.len() <= LIGHT_EVENTS_MAX
                     && records.iter().map(|r| r.frame().len()).sum::<usize>() <= LIGHT_BYTES_MAX

@@ -32,6 +32,7 @@ mod driver;
 mod heap;
 mod log_cmd;
 mod metrics;
+mod owners;
 mod parking;
 mod passwd_cmd;
 mod passwords;
@@ -124,6 +125,17 @@ fn load_config(cli: Cli) -> Result<(Config, Option<ClusterConfig>), config::Conf
     Ok((config, cluster))
 }
 
+/// The tracing filter for `level`: openraft's own lines are off unless it names them
+/// (a node alone logs an election every few hundred ms); `cluster_node` logs the
+/// metadata group's leader as it changes.
+fn log_filter(level: &str) -> String {
+    if level.contains("openraft") {
+        level.to_string()
+    } else {
+        format!("{level},openraft=off")
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -153,7 +165,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+    let filter = match tracing_subscriber::EnvFilter::try_new(log_filter(&config.log.level)) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("rumq-broker: invalid log level {:?}: {e}", config.log.level);

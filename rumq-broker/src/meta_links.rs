@@ -20,13 +20,18 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use mesh::{Frame, NodeId};
-use meta::{RaftReply, RaftRpc, RaftServer, RaftTransport, ReplyFuture, TransportError};
+use meta::{
+    ProposeRefused, RaftReply, RaftRpc, RaftServer, RaftTransport, ReplyFuture, TransportError,
+};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::peer_link::{Link, LinkError, LinkReader};
 
 /// Requests of one link served at once.
 pub const SERVING_MAX: usize = 64;
+/// Proposals forwarded on one link that wait for their commit at once; past it one
+/// is refused at once (the proposing node's client sees "server unavailable").
+pub const PROPOSING_MAX: usize = 256;
 /// Frames waiting for one link's writer.
 pub const QUEUED_MAX: usize = 256;
 
@@ -123,6 +128,7 @@ async fn serve_requests(
     server: RaftServer,
 ) -> LinkError {
     let serving = Arc::new(Semaphore::new(SERVING_MAX));
+    let proposing = Arc::new(Semaphore::new(PROPOSING_MAX));
     loop {
         let frame = match reader.recv().await {
             Ok(f) => f,
@@ -133,17 +139,26 @@ async fn serve_requests(
                 let Ok(rpc) = serde_json::from_slice::<RaftRpc>(&payload) else {
                     return LinkError::Closed(Some("a MetaRequest that is not a Raft RPC".into()));
                 };
-                let Ok(permit) = serving.clone().acquire_owned().await else {
-                    return LinkError::Closed(None);
+                let permit = if let RaftRpc::Propose(_) = rpc {
+                    // A proposal waits for its commit: a storm of them must not stop
+                    // this reader, which the Raft messages behind them need.
+                    let Ok(permit) = proposing.clone().try_acquire_owned() else {
+                        let busy = ProposeRefused::Failed("too many forwarded proposals".into());
+                        send_reply(&frames, id, &RaftReply::Propose(Err(busy))).await;
+                        continue;
+                    };
+                    permit
+                } else {
+                    let Ok(permit) = serving.clone().acquire_owned().await else {
+                        return LinkError::Closed(None);
+                    };
+                    permit
                 };
                 let (server, frames) = (server.clone(), frames.clone());
                 tokio::spawn(async move {
                     let reply = server.serve(rpc).await;
                     drop(permit);
-                    if let Ok(payload) = serde_json::to_vec(&reply) {
-                        let payload = Bytes::from(payload);
-                        let _ = frames.send(Frame::MetaReply { id, payload }).await;
-                    }
+                    send_reply(&frames, id, &reply).await;
                 });
             }
             Frame::MetaReply { id, payload } => {
@@ -163,6 +178,15 @@ async fn serve_requests(
                 return LinkError::Closed(Some(format!("a {kind} frame on the meta channel")));
             }
         }
+    }
+}
+
+/// Queue the reply to request `id` on `frames`. One that does not serialize is not
+/// sent: the asking end's RPC fails when its timeout passes.
+async fn send_reply(frames: &mpsc::Sender<Frame>, id: u64, reply: &RaftReply) {
+    if let Ok(payload) = serde_json::to_vec(reply) {
+        let payload = Bytes::from(payload);
+        let _ = frames.send(Frame::MetaReply { id, payload }).await;
     }
 }
 

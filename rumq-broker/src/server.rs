@@ -17,16 +17,18 @@ use tokio::time::Instant;
 
 use crate::accept_rate::AcceptRate;
 use crate::admin;
-use crate::cluster_node::DataLinkConfig;
+use crate::cluster_node::{self, NodeLinks};
 use crate::config::cluster::ClusterConfig;
 use crate::config::Config;
 use crate::conn_threads::ConnThreads;
 use crate::connection::Shared;
 use crate::driver::{self, RouterTx, ToRouter};
 use crate::metrics::{self, EdgeCounters};
+use crate::owners::Owners;
 use crate::passwords::{Checker, Passwords};
 use rumq_broker::interner::TopicInterner;
-use rumq_broker::peers::{PeerSet, Peers};
+use rumq_broker::meta_links::MetaLinks;
+use rumq_broker::peers::Peers;
 
 /// Requests the router thread drains per flush after the first (see `driver::channel`).
 const ROUTER_DRAIN_MAX: usize = 4096;
@@ -68,7 +70,7 @@ pub fn run(
         }
     };
     let (side, links) = match node {
-        Some(n) => (Some(n.side), Some((n.peers, n.data))),
+        Some(n) => (Some(n.side), Some(n.links)),
         None => (None, None),
     };
     // Before any connection, every session held is a restored persistent one.
@@ -161,19 +163,15 @@ pub(crate) fn journal_config(messages: &LogConfig) -> LogConfig {
 async fn serve(
     config: Arc<Config>,
     topics: Arc<TopicInterner>,
-    (router_tx, links): (RouterTx, Option<(PeerSet, DataLinkConfig)>),
+    (router_tx, links): (RouterTx, Option<NodeLinks>),
     mut conn_threads: ConnThreads,
     passwords: Option<Arc<Checker>>,
 ) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
-    if let Some((set, data)) = links {
-        let listen = set.listen;
-        let peers = Peers::bind(set)
-            .await
-            .with_context(|| format!("[cluster] listen: cannot listen on {listen}"))?;
-        tracing::info!(addr = %listen, "peer listener up");
-        tokio::spawn(crate::cluster_node::link(peers, router_tx.clone(), data));
-    }
+    let owners = match links {
+        Some(links) => Some(start_cluster(links, &router_tx).await?),
+        None => None,
+    };
     if let (Some(checker), Some(path)) = (&passwords, &config.auth.password_file) {
         // Installed before the broker says it listens: a SIGHUP after that line never
         // meets the default action (which ends the process).
@@ -191,6 +189,7 @@ async fn serve(
     let mut shared = Shared::new(config.clone(), topics, router_tx, lots);
     shared.passwords = passwords;
     shared.clients = admin_listener.is_some().then(Arc::default);
+    shared.owners = owners.clone();
     let shared = Arc::new(shared);
     // A connection holds a permit until its task ends: the permits count the
     // connections, and shutdown waits for all of them to come back. (A `JoinSet`
@@ -234,7 +233,33 @@ async fn serve(
     // Cancels connections that outlived the grace period; their ends of the router
     // channel go with them, which lets the router thread finish.
     conn_threads.stop();
+    if let Some(owners) = owners {
+        owners.stop().await;
+    }
     Ok(())
+}
+
+/// Start the cluster's parts: the peer listener and links, and this node of the
+/// metadata group on them, whose claims the connections make.
+async fn start_cluster(links: NodeLinks, router: &RouterTx) -> anyhow::Result<Owners> {
+    let listen = links.peers.listen;
+    let peers = Peers::bind(links.peers)
+        .await
+        .with_context(|| format!("[cluster] listen: cannot listen on {listen}"))?;
+    tracing::info!(addr = %listen, "peer listener up");
+    let timeout = Duration::from_millis(links.meta.propose_timeout_ms);
+    let meta_links = MetaLinks::new();
+    let meta =
+        cluster_node::start_meta(links.meta, &meta_links, links.owner_changes, router.clone())
+            .await?;
+    let server = meta.server();
+    tokio::spawn(cluster_node::link(
+        peers,
+        router.clone(),
+        links.data,
+        (meta_links, server),
+    ));
+    Ok(Owners::new(meta, timeout))
 }
 
 /// The listeners, bound before the broker says it listens.

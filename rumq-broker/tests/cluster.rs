@@ -11,6 +11,12 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use common::*;
+use rumq_broker::protocol::framing::{decode_varint, Varint};
+
+#[path = "mqtt5/packets.rs"]
+#[allow(dead_code)]
+mod packets;
+use packets::{connect, connect5, disconnect_reason};
 
 const SECRET: &str = "0123456789abcdef-cluster-test";
 
@@ -64,8 +70,10 @@ async fn an_ack_waits_for_a_second_copy_and_every_node_delivers_every_message() 
     let addrs = peer_addrs();
     let n1 = start_node(1, &addrs);
 
-    // Alone, node 1 holds the only copy: its publisher hears nothing back.
-    let mut publisher = Raw::connected(n1.port(), &ConnectOpts::new("pub-1")).await;
+    // Alone, node 1 holds the only copy: its publisher hears nothing back. (It has
+    // no id: one node of three cannot make itself an id's owner, but an assigned id
+    // needs no agreement.)
+    let mut publisher = Raw::connected(n1.port(), &ConnectOpts::new("")).await;
     publisher
         .send(&publish_packet("t/early", b"held", 1, false, false, 1))
         .await;
@@ -161,4 +169,63 @@ async fn with_ack_copies_3_and_a_node_down_nothing_is_acked_or_delivered() {
     let delivered = sub.recv_publish().await;
     assert_eq!(delivered.payload, b"three copies");
     drop((n1, n2, n3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_connected_on_another_node_is_taken_over_there() {
+    let nodes = three_nodes();
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+    let (mut on_1, code, ..) = connect(n1.port(), &connect5("dev-7", true, &[])).await;
+    assert_eq!(code, 0, "{}", n1.stderr());
+    let (mut on_2, code, ..) = connect(n2.port(), &connect5("dev-7", true, &[])).await;
+    assert_eq!(code, 0, "{}", n2.stderr());
+    // Node 1 hears that node 2 owns the id now and closes its connection as v5 has it.
+    assert_eq!(
+        disconnect_reason(&on_1.recv().await),
+        0x8e,
+        "{}",
+        n1.stderr()
+    );
+    on_1.expect_closed(STEP).await;
+
+    // A 3.1.1 client takes it on node 3: node 2's connection goes the same way, and
+    // the new one works.
+    let mut on_3 = Raw::connected(n3.port(), &ConnectOpts::new("dev-7")).await;
+    assert_eq!(
+        disconnect_reason(&on_2.recv().await),
+        0x8e,
+        "{}",
+        n2.stderr()
+    );
+    on_3.send(&subscribe_packet(1, &[("dev/7", 1)])).await;
+    assert_eq!(on_3.recv().await.kind(), 9, "SUBACK");
+    mosquitto_pub(n1.port(), &["-t", "dev/7", "-q", "1", "-m", "still here"]);
+    assert_eq!(on_3.recv_publish().await.payload, b"still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_majority_refuses_a_client_id_it_cannot_own() {
+    let addrs = peer_addrs();
+    let config = node_config(1, &addrs, 2) + "claim_timeout_ms = 500\n";
+    let n1 = Broker::with_config(&config);
+    n1.wait_for_log("peer listener up", STEP);
+    let (_raw, code, _, props) = connect(n1.port(), &connect5("lonely", true, &[])).await;
+    assert_eq!(code, 0x88, "server unavailable");
+    let why = props
+        .iter()
+        .find(|(id, _)| *id == 0x1f)
+        .map(|(_, v)| v.clone());
+    let why = String::from_utf8_lossy(&why.expect("a reason string")[2..]).to_string();
+    assert!(why.contains("cluster"), "{why}");
+    // With a second node the group has its majority, and the same id connects.
+    let n2 = start_node(2, &addrs);
+    let mut code = 0x88;
+    for _ in 0..20 {
+        let (_raw, c, ..) = connect(n1.port(), &connect5("lonely", true, &[])).await;
+        code = c;
+        if code == 0 {
+            break;
+        }
+    }
+    assert_eq!(code, 0, "{}\n{}", n1.stderr(), n2.stderr());
 }

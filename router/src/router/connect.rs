@@ -22,7 +22,7 @@ impl<S: Storage> Router<S> {
         let persistent = c.session_expiry > 0;
         let (client_id, assigned) = self.client_id_for(&c.client_id);
         let session_present = match self.by_client.get(&client_id).copied() {
-            Some(sid) => self.take_over(sid, conn, c.clean_start, &client_id),
+            Some(sid) => self.take_over(sid, c.clean_start, &client_id),
             None => false,
         };
         let sid = self.session_for(client_id, persistent);
@@ -54,9 +54,15 @@ impl<S: Storage> Router<S> {
         if !requested.is_empty() {
             return (requested.into(), None);
         }
+        // In a cluster an assigned id names the log this node writes: unique in
+        // the cluster without asking it.
+        let node = self.mesh.as_ref().map(|m| m.own());
         let id = loop {
             self.next_assigned_id += 1;
-            let id = format!("rumq-{}", self.next_assigned_id);
+            let id = match node {
+                Some(log) => format!("rumq-{log}-{}", self.next_assigned_id),
+                None => format!("rumq-{}", self.next_assigned_id),
+            };
             if !self.by_client.contains_key(id.as_str()) {
                 break id;
             }
@@ -69,13 +75,7 @@ impl<S: Storage> Router<S> {
     /// ends here or it had no delay; a delayed will of a session that goes on is
     /// cancelled by this reconnect (MQTT 5 §3.1.2.5, MQTT-3.1.3-9). True when the
     /// session goes on (CONNACK's session present).
-    fn take_over(
-        &mut self,
-        sid: SessionId,
-        conn: ConnectionId,
-        clean_start: bool,
-        client_id: &str,
-    ) -> bool {
+    fn take_over(&mut self, sid: SessionId, clean_start: bool, client_id: &str) -> bool {
         self.timers.retain(|t| t.sid != sid);
         let (old_conn, will, will_delay, old_clean) = match self.sessions.get_mut(&sid) {
             Some(s) => (s.conn.take(), s.will.take(), s.will_delay_secs, s.clean),
@@ -87,7 +87,7 @@ impl<S: Storage> Router<S> {
             self.by_conn.remove(&old);
             self.outbox
                 .push((old, Reply::Close(CloseReason::SessionTakenOver)));
-            tracing::info!(client_id = %client_id, old = %old, new = %conn, "session taken over");
+            tracing::info!(client_id = %client_id, old = %old, "session taken over");
         }
         if let Some(w) = will {
             if ends || (old_conn.is_some() && will_delay == 0) {
@@ -98,6 +98,20 @@ impl<S: Storage> Router<S> {
             self.remove_session(sid);
         }
         !ends
+    }
+
+    /// Another node took `client_id` over at metadata entry `at` (a CONNECT there):
+    /// its session here ends as a clean start would end it, and its connection is
+    /// closed as taken over, unless this node took it back since (`owned_since`).
+    pub(super) fn session_moved(&mut self, client_id: &str, at: u64) {
+        let Some(sid) = self.by_client.get(client_id).copied() else {
+            return;
+        };
+        if self.sessions.get(&sid).is_some_and(|s| s.owned_since >= at) {
+            return;
+        }
+        tracing::info!(client_id, at, "session taken over by another node");
+        self.take_over(sid, true, client_id);
     }
 
     /// The client's session, opened (and journaled, if persistent) if it has none.
@@ -146,6 +160,7 @@ impl<S: Storage> Router<S> {
         s.max_packet_size = c.max_packet_size;
         s.will = c.will.map(Box::new);
         s.will_delay_secs = c.will_delay;
+        s.owned_since = c.owned_since;
         s.has_credit = false;
         s.credit_asked = false;
     }

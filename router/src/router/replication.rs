@@ -84,6 +84,17 @@ pub enum PeerEvent {
         /// The records, framed as stored.
         records: Vec<Framed>,
     },
+    /// The cluster's metadata applied a new owner of `client_id`, `node`, at entry
+    /// `at`: if that is not this node, a session it holds here ends (its connection
+    /// closed as taken over).
+    Moved {
+        /// The session's client id.
+        client_id: String,
+        /// Its new owner.
+        node: NodeId,
+        /// The metadata entry.
+        at: u64,
+    },
 }
 
 /// What the router sends a peer.
@@ -129,6 +140,13 @@ pub(super) struct Mesh<S> {
     outbox: Vec<(NodeId, PeerReply)>,
     /// Scratch for matching replicas' records (see `offer_replicated`).
     matched: Matched,
+}
+
+impl<S> Mesh<S> {
+    /// The log this node writes.
+    pub(super) fn own(&self) -> LogId {
+        self.config.own
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -264,6 +282,16 @@ impl<S: Storage> Router<S> {
                 commit,
                 records,
             } => self.replicated(log, base, commit, &records),
+            PeerEvent::Moved {
+                client_id,
+                node,
+                at,
+            } => {
+                let own = self.mesh.as_ref().map(|m| m.own().node);
+                if own.is_some_and(|own| own != node) {
+                    self.session_moved(&client_id, at);
+                }
+            }
         }
     }
 

@@ -17,6 +17,8 @@ const FAILURE_TIMEOUT_MS_DEFAULT: u64 = 3000;
 const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 5000;
 /// Default `reconnect_backoff_max_ms`.
 const RECONNECT_BACKOFF_MAX_MS_DEFAULT: u64 = 2000;
+/// Default `claim_timeout_ms`.
+const CLAIM_TIMEOUT_MS_DEFAULT: u64 = 5000;
 /// Default `peer_inflight_bytes_max`: 8 MiB.
 const PEER_INFLIGHT_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
 /// Default `peer_frame_bytes_max`: 17 MiB, the default `[storage] record_bytes_max`
@@ -117,6 +119,8 @@ pub struct ClusterSection {
     pub handshake_timeout_ms: u64,
     /// The longest wait between two attempts to link to a peer.
     pub reconnect_backoff_max_ms: u64,
+    /// How long a CONNECT waits for the cluster to make this node its client id's owner.
+    pub claim_timeout_ms: u64,
     /// Bytes in flight on one peer link.
     pub peer_inflight_bytes_max: usize,
     /// The largest peer frame accepted.
@@ -134,6 +138,7 @@ impl Default for ClusterSection {
             failure_timeout_ms: FAILURE_TIMEOUT_MS_DEFAULT,
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
             reconnect_backoff_max_ms: RECONNECT_BACKOFF_MAX_MS_DEFAULT,
+            claim_timeout_ms: CLAIM_TIMEOUT_MS_DEFAULT,
             peer_inflight_bytes_max: PEER_INFLIGHT_BYTES_MAX_DEFAULT,
             peer_frame_bytes_max: PEER_FRAME_BYTES_MAX_DEFAULT,
         }
@@ -160,13 +165,6 @@ impl ClusterOverrides {
 
 /// A checked cluster configuration.
 #[derive(Debug, Clone)]
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the mesh reads it; until it runs, run_cluster_node refuses (issue 22)"
-    )
-)]
 pub struct ClusterConfig {
     /// This node's id; no peer has it.
     pub node_id: NodeId,
@@ -180,11 +178,21 @@ pub struct ClusterConfig {
     /// Shared by the nodes; at least `mesh::SECRET_MIN_BYTES` bytes.
     pub secret: Secret,
     /// A peer not heard from for this long is taken as failed; > 0.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "failover seals a failed node's log after it (issue 23)"
+        )
+    )]
     pub failure_timeout_ms: u64,
     /// How long a peer link's handshake may take; > 0.
     pub handshake_timeout_ms: u64,
     /// The longest wait between two attempts to link to a peer; > 0.
     pub reconnect_backoff_max_ms: u64,
+    /// How long a CONNECT waits for the metadata group to make this node its client
+    /// id's owner (and the longest any metadata proposal waits); > 0.
+    pub claim_timeout_ms: u64,
     /// Bytes in flight on one peer link; > 0.
     pub peer_inflight_bytes_max: usize,
     /// The largest peer frame accepted (after its length prefix): room for the
@@ -242,6 +250,7 @@ impl ClusterSection {
             ("failure_timeout_ms", self.failure_timeout_ms),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("reconnect_backoff_max_ms", self.reconnect_backoff_max_ms),
+            ("claim_timeout_ms", self.claim_timeout_ms),
         ] {
             if ms == 0 {
                 return Err(format!("[cluster] {key} must be > 0"));
@@ -260,6 +269,7 @@ impl ClusterSection {
             failure_timeout_ms: self.failure_timeout_ms,
             handshake_timeout_ms: self.handshake_timeout_ms,
             reconnect_backoff_max_ms: self.reconnect_backoff_max_ms,
+            claim_timeout_ms: self.claim_timeout_ms,
             peer_inflight_bytes_max: self.peer_inflight_bytes_max,
             peer_frame_bytes_max: self.peer_frame_bytes_max,
         })
@@ -418,6 +428,7 @@ mod tests {
                 c.failure_timeout_ms,
                 c.handshake_timeout_ms,
                 c.reconnect_backoff_max_ms,
+                c.claim_timeout_ms,
                 c.peer_inflight_bytes_max,
                 c.peer_frame_bytes_max,
             ),
@@ -427,6 +438,7 @@ mod tests {
                 defaults.failure_timeout_ms,
                 defaults.handshake_timeout_ms,
                 defaults.reconnect_backoff_max_ms,
+                defaults.claim_timeout_ms,
                 defaults.peer_inflight_bytes_max,
                 defaults.peer_frame_bytes_max,
             ),

@@ -62,9 +62,10 @@ impl Connection {
             .await;
             return None;
         };
+        let owned_since = self.claim(&connect.client_id).await?;
         let request = ToRouter::Connect {
             conn: self.state.id,
-            connect: router_connect(&connect, will),
+            connect: router_connect(&connect, will, owned_since),
             replies: tx,
         };
         if self.state.shared.router.send(request).await.is_err() {
@@ -227,6 +228,33 @@ impl Connection {
         ))
     }
 
+    /// In a cluster, make this node the owner of `client_id` (`owners.rs`) and say
+    /// since when; 0 for a single node and for an empty id (the router assigns one
+    /// unique in the cluster). `None`: the cluster could not, and the CONNECT was
+    /// refused as "server unavailable".
+    async fn claim(&mut self, client_id: &str) -> Option<u64> {
+        let Some(owners) = self.state.shared.owners.clone() else {
+            return Some(0);
+        };
+        if client_id.is_empty() {
+            return Some(0);
+        }
+        match owners.claim(client_id).await {
+            Ok(since) => Some(since),
+            Err(e) => {
+                tracing::warn!(target: LOG_TARGET, error = %e, "cannot claim the client id in the cluster; CONNECT refused");
+                let why = format!("the cluster cannot take this client id now: {e}");
+                self.refuse(
+                    return_code::SERVER_UNAVAILABLE,
+                    reason::SERVER_UNAVAILABLE,
+                    Some(why),
+                )
+                .await;
+                None
+            }
+        }
+    }
+
     /// The keep alive the client is held to: the one it asked for, within
     /// `limits.keep_alive_max_secs` when that is set.
     fn keep_alive(&self, asked: u16) -> u16 {
@@ -383,7 +411,11 @@ impl ConnState {
 }
 
 /// What the router is told of a CONNECT.
-fn router_connect(connect: &ConnectPacket, will: Option<router::Will>) -> router::Connect {
+fn router_connect(
+    connect: &ConnectPacket,
+    will: Option<router::Will>,
+    owned_since: u64,
+) -> router::Connect {
     router::Connect {
         client_id: connect.client_id.clone(),
         clean_start: connect.clean_session,
@@ -392,6 +424,7 @@ fn router_connect(connect: &ConnectPacket, will: Option<router::Will>) -> router
         max_packet_size: connect.max_packet_size,
         will,
         will_delay: connect.will.as_ref().map_or(0, |w| w.delay_secs),
+        owned_since,
     }
 }
 

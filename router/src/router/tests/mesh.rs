@@ -376,3 +376,69 @@ fn a_refused_replica_append_is_fetched_again_after_a_wait_not_at_once() {
     let out: Vec<_> = b.drain_peer_outbox().collect();
     assert_eq!(out, vec![fetch_of(N1, 0)]);
 }
+
+#[test]
+fn a_session_moved_to_another_node_ends_here_and_its_connection_is_closed() {
+    let mut r = node(N1);
+    let conn = ConnectionId(1);
+    r.handle(Event::Connect {
+        conn,
+        connect: Connect {
+            owned_since: 4,
+            ..Connect::v3("dev", false, None)
+        },
+    });
+    r.drain_outbox().for_each(drop);
+    assert_eq!(r.session_count(), 1);
+
+    // A change this node had already seen when the client connected: stale.
+    r.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: N2,
+        at: 4,
+    });
+    // A move to this node itself (its own claim, applied): nothing to end.
+    r.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: N1,
+        at: 9,
+    });
+    assert!(replies(&mut r).is_empty());
+    assert_eq!(r.session_count(), 1);
+
+    r.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: N3,
+        at: 5,
+    });
+    assert_eq!(
+        replies(&mut r),
+        vec![(conn, Reply::Close(CloseReason::SessionTakenOver))]
+    );
+    assert_eq!(r.session_count(), 0, "the persistent session ends here");
+    // Its connection's end, when it comes, finds nothing to do.
+    r.handle(Event::Disconnect {
+        conn,
+        reason: DisconnectReason::Abrupt,
+        session_expiry: None,
+    });
+    assert!(replies(&mut r).is_empty());
+}
+
+#[test]
+fn a_client_id_assigned_in_a_cluster_names_the_node_and_its_incarnation() {
+    let mut r = node(N2);
+    r.handle(Event::Connect {
+        conn: ConnectionId(1),
+        connect: Connect::v3("", true, None),
+    });
+    let assigned = replies(&mut r)
+        .into_iter()
+        .find_map(|(_, reply)| match reply {
+            Reply::ConnAck {
+                assigned_client_id, ..
+            } => assigned_client_id,
+            _ => None,
+        });
+    assert_eq!(assigned.as_deref(), Some("rumq-2.1-1"));
+}

@@ -1,0 +1,121 @@
+//! Who owns each client id in a cluster (docs/mesh.md, "Client ids"). A client id is
+//! connected on one node at a time, as on a single node: a CONNECT here first makes
+//! this node the id's owner through the metadata group (a compare-and-set, so two
+//! nodes claiming at once are put in one order), and the router hears of every
+//! owner the group applies for another node, which ends that session here.
+//!
+//! Owns: the claim a CONNECT makes, and the feed of owner changes into the router.
+
+use std::time::Duration;
+
+use mesh::NodeId;
+use meta::{Meta, MetaCommand, MetaError, MetaResponse, OwnerChange, Refusal};
+use router::PeerEvent;
+use tokio::sync::mpsc;
+
+use crate::driver::{RouterTx, ToRouter};
+
+/// Compare-and-set attempts of one claim: each refusal names the owner that
+/// another node set meanwhile, which the next attempt expects.
+const CLAIM_TRIES: usize = 4;
+
+/// Owner changes applied by the metadata group and not yet handed to the router.
+pub const CHANGES_QUEUE: usize = 1024;
+
+/// A node's claims on client ids; shared by its connections.
+#[derive(Debug, Clone)]
+pub struct Owners {
+    meta: Meta,
+    timeout: Duration,
+}
+
+/// Why a CONNECT could not make this node its client id's owner.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// The metadata group did not apply the claim (no majority, no leader, a stopped
+    /// Raft node), or not within `cluster.claim_timeout_ms`.
+    #[error("{0}")]
+    Meta(#[from] MetaError),
+    /// Other nodes kept taking the id while this one tried.
+    #[error("the owner of the client id kept changing")]
+    Contended,
+    /// `cluster.claim_timeout_ms` passed.
+    #[error("no owner agreed within {0} ms")]
+    Timeout(u128),
+}
+
+impl Owners {
+    /// Claims through `meta`, each within `timeout`.
+    pub fn new(meta: Meta, timeout: Duration) -> Owners {
+        Owners { meta, timeout }
+    }
+
+    /// Stop this node of the metadata group (its files stay for the next run).
+    pub async fn stop(&self) {
+        if let Err(e) = self.meta.shutdown().await {
+            tracing::warn!(error = %e, "the metadata group's node did not stop cleanly");
+        }
+    }
+
+    /// Make this node `client_id`'s owner, and say since which metadata entry it
+    /// is (`router::Connect::owned_since`). An id this node owns already, as far as
+    /// it has applied, is not proposed again: its owner changes that are still on
+    /// their way find the session newer than them, or end it (the client connects
+    /// again and claims).
+    pub async fn claim(&self, client_id: &str) -> Result<u64, ClaimError> {
+        let me = self.meta.node();
+        let (owner, applied) = self.meta.owner(client_id);
+        if owner == Some(me) {
+            return Ok(applied);
+        }
+        tokio::time::timeout(self.timeout, self.propose(client_id, owner))
+            .await
+            .map_err(|_| ClaimError::Timeout(self.timeout.as_millis()))?
+    }
+
+    async fn propose(
+        &self,
+        client_id: &str,
+        mut expected: Option<NodeId>,
+    ) -> Result<u64, ClaimError> {
+        let me = self.meta.node();
+        for _ in 0..CLAIM_TRIES {
+            let command = MetaCommand::Own {
+                client_id: client_id.to_string(),
+                node: me,
+                expected,
+            };
+            let applied = self.meta.submit(command).await?;
+            match applied.response {
+                MetaResponse::Owned { .. } => return Ok(applied.index),
+                MetaResponse::Refused(Refusal::OwnerIs { current }) if current == Some(me) => {
+                    return Ok(applied.index)
+                }
+                MetaResponse::Refused(Refusal::OwnerIs { current }) => expected = current,
+                other => {
+                    let why = format!("a claim answered {other:?}");
+                    return Err(ClaimError::Meta(MetaError::Raft(why)));
+                }
+            }
+        }
+        Err(ClaimError::Contended)
+    }
+}
+
+/// Hand the router every owner change `changes` brings for another node than `me`,
+/// until either side goes.
+pub async fn feed_router(mut changes: mpsc::Receiver<OwnerChange>, router: RouterTx, me: NodeId) {
+    while let Some(change) = changes.recv().await {
+        if change.node == me {
+            continue;
+        }
+        let moved = PeerEvent::Moved {
+            client_id: change.client_id,
+            node: change.node,
+            at: change.index,
+        };
+        if router.send(ToRouter::Peer(moved)).await.is_err() {
+            return;
+        }
+    }
+}
