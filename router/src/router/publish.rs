@@ -245,7 +245,7 @@ impl<S: Storage> Router<S> {
         from: Option<ConnectionId>,
     ) -> bool {
         if p.retain {
-            self.apply_retained(&p.record.payload());
+            self.apply_retained(&p.record.payload(), (log, offset));
         }
         let Some(pos) = Position::new(log, offset) else {
             beyond_positions(offset);
@@ -275,13 +275,20 @@ impl<S: Storage> Router<S> {
         offer(offer_to!(self), matched, message)
     }
 
-    /// A retained publish (from any log) replaces its topic's retained message, or
-    /// with an empty payload clears it. The topic is the record's: the journal keys
-    /// retained messages by name, and the record is what replay sees.
-    pub(super) fn apply_retained(&mut self, record: &Bytes) {
+    /// A retained publish (from any log; `at` is where in it) replaces its topic's
+    /// retained message, or with an empty payload clears it; in a cluster only if
+    /// it is the newest of its topic (see `Mesh::retained_is_newest`). The topic is
+    /// the record's: the journal keys retained messages by name, and the record is
+    /// what replay sees.
+    pub(super) fn apply_retained(&mut self, record: &Bytes, at: (LogRef, Offset)) {
         let Ok(m) = Message::decode(record) else {
             return;
         };
+        if let Some(mesh) = self.mesh.as_deref_mut() {
+            if !mesh.retained_is_newest(m.topic_str(), m.time_ms, at) {
+                return;
+            }
+        }
         if m.payload.is_empty() {
             if self.retained.remove(m.topic_str()).is_some() {
                 self.journal.push(&Op::Unretain {

@@ -17,7 +17,7 @@
 //! The links are the driver's: fetches come in as [`PeerEvent`]s and answers go out
 //! through [`Router::drain_peer_outbox`] as [`PeerReply`]s.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
@@ -140,12 +140,52 @@ pub(super) struct Mesh<S> {
     outbox: Vec<(NodeId, PeerReply)>,
     /// Scratch for matching replicas' records (see `offer_replicated`).
     matched: Matched,
+    /// The stamp of the retained message (or clear) last applied to each topic: a
+    /// retained publish from any log applies only if its stamp is newer, so every
+    /// node converges on the same retained message whatever order its logs'
+    /// records arrive in. A clear stays here as a tombstone (a topic name and a
+    /// stamp) so that an older set arriving after it does not come back.
+    retained_stamps: HashMap<Box<str>, RetainStamp>,
 }
+
+/// A retained message's rank among those of its topic, from every log: the time
+/// its publisher's node stamped it, then the log, then the offset. (Within one
+/// log, time and offset agree unless the node's clock stepped back.)
+pub(super) type RetainStamp = (u64, LogId, Offset);
 
 impl<S> Mesh<S> {
     /// The log this node writes.
     pub(super) fn own(&self) -> LogId {
         self.config.own
+    }
+
+    /// Whether a retained publish to `topic`, of `time_ms`, at `offset` of the log
+    /// at `log`, is newer than the one applied (which it then replaces).
+    pub(super) fn retained_is_newest(
+        &mut self,
+        topic: &str,
+        time_ms: u64,
+        (log, offset): (LogRef, Offset),
+    ) -> bool {
+        let id = match usize::from(log.0).checked_sub(1) {
+            None => self.config.own,
+            Some(i) => match self.replicas.get(i) {
+                Some(r) => r.id,
+                None => return false,
+            },
+        };
+        let stamp = (time_ms, id, offset);
+        match self.retained_stamps.get_mut(topic) {
+            Some(applied) if *applied >= stamp => false,
+            Some(applied) => {
+                *applied = stamp;
+                true
+            }
+            None => {
+                self.retained_stamps.insert(topic.into(), stamp);
+                true
+            }
+        }
     }
 }
 
@@ -228,6 +268,7 @@ impl<S: Storage> Router<S> {
             replicas: Vec::new(),
             outbox: Vec::new(),
             matched: Matched::default(),
+            retained_stamps: HashMap::new(),
         }));
         self.local_end(head);
     }
@@ -524,7 +565,7 @@ impl<S: Storage> Router<S> {
             return;
         };
         if m.retain {
-            self.apply_retained(record);
+            self.apply_retained(record, (log, offset));
         }
         let started = self.mesh.as_ref().map_or(0, |m| epoch_ms(m.config.started));
         if m.time_ms != 0 && m.time_ms < started {

@@ -442,3 +442,63 @@ fn a_client_id_assigned_in_a_cluster_names_the_node_and_its_incarnation() {
         });
     assert_eq!(assigned.as_deref(), Some("rumq-2.1-1"));
 }
+
+/// A retained record stamped `secs` after the epoch.
+fn retained_at(topic: &str, payload: &[u8], secs: u64) -> Framed {
+    NewMessage::new(QoS::AtMostOnce, true, secs * 1_000, topic, payload).framed()
+}
+
+/// The retained message a new subscriber to `topic` gets from `r`, if any.
+fn retained_payload(
+    r: &mut Router<MemStorage>,
+    conn: ConnectionId,
+    topic: &str,
+) -> Option<Vec<u8>> {
+    online(r, conn, &format!("reader-{}", conn.0), None);
+    r.handle(Event::Subscribe {
+        conn,
+        pkid: PacketId(1),
+        filters: vec![Subscription::new(topic, QoS::AtMostOnce)],
+        id: None,
+    });
+    r.handle(Event::Pull { conn });
+    replies(r).into_iter().find_map(|(_, reply)| match reply {
+        Reply::Deliver(d) => Some(
+            Message::decode(d[0].record.head())
+                .unwrap()
+                .payload
+                .to_vec(),
+        ),
+        _ => None,
+    })
+}
+
+#[test]
+fn retained_messages_from_several_logs_converge_on_the_newest_in_any_order() {
+    // Node 1 gets node 2's newer set and node 3's older set and older clear in one
+    // order, node 2's twin in the other: both keep the newest.
+    let newer = || retained_at("r/t", b"newer", 2_000);
+    let older = || retained_at("r/t", b"older", 1_500);
+    let old_clear = || retained_at("r/t", b"", 1_600);
+    let send = |r: &mut Router<MemStorage>, from: NodeId, base: u64, records: Vec<Framed>| {
+        r.handle_peer(PeerEvent::Replicated {
+            log: log_of(from),
+            base: Offset(base),
+            commit: Offset(base),
+            records,
+        });
+    };
+    let mut a = node(N1);
+    send(&mut a, N2, 0, vec![newer()]);
+    send(&mut a, N3, 0, vec![older(), old_clear()]);
+    let mut b = node(N1);
+    send(&mut b, N3, 0, vec![older(), old_clear()]);
+    send(&mut b, N2, 0, vec![newer()]);
+    for r in [&mut a, &mut b] {
+        assert_eq!(retained_payload(r, C2, "r/t"), Some(b"newer".to_vec()));
+    }
+    // A clear newer than the set clears it, wherever it comes from.
+    send(&mut a, N3, 2, vec![retained_at("r/t", b"", 2_500)]);
+    assert_eq!(retained_payload(&mut a, ConnectionId(9), "r/t"), None);
+    assert_eq!(a.retained_count(), 0);
+}
