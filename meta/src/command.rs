@@ -213,9 +213,27 @@ mod tests {
     }
 }
 
+/// What a node's broker needs to hear of what its metadata node applies; see
+/// [`crate::MetaConfig::changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaChange {
+    /// A session has a new owner.
+    Owner(OwnerChange),
+    /// A shared subscription group has members on other nodes than before.
+    Shared(SharedChange),
+}
+
+/// The nodes with members of a shared subscription group, after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedChange {
+    /// The group (`$share/{name}/{filter}`).
+    pub group: String,
+    /// The nodes with members of it now, in order (none: the group is gone).
+    pub nodes: Vec<NodeId>,
+}
+
 /// A session's owner as applied: `node` took `client_id` at Raft entry `index`. What a
-/// node that held the session before needs to close it; see
-/// [`crate::MetaConfig::owner_changes`].
+/// node that held the session before needs to close it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerChange {
     /// The session's client id.

@@ -12,7 +12,7 @@ use openraft::metrics::RaftMetrics;
 use openraft::{Config, SnapshotPolicy};
 use tokio::sync::{mpsc, watch};
 
-use crate::command::{Applied, MetaCommand, MetaResponse, OwnerChange};
+use crate::command::{Applied, MetaChange, MetaCommand, MetaResponse};
 use crate::error::MetaError;
 use crate::log_store::LogStore;
 use crate::network::{Network, RaftTransport};
@@ -41,9 +41,10 @@ pub struct MetaConfig {
     pub propose_timeout_ms: u64,
     /// A snapshot is built after this many entries, and the log behind it purged.
     pub snapshot_entries_max: u64,
-    /// Where to tell of every change of a session's owner, in Raft order (none: not
-    /// told). Applying waits for room: the reader must keep up.
-    pub owner_changes: Option<mpsc::Sender<OwnerChange>>,
+    /// Where to tell of every change of a session's owner, and of the nodes with
+    /// members of a shared group, in Raft order (none: not told). Applying waits for
+    /// room: the reader must keep up.
+    pub changes: Option<mpsc::Sender<MetaChange>>,
 }
 
 impl MetaConfig {
@@ -63,7 +64,7 @@ impl MetaConfig {
             election_timeout_max_ms: 300,
             propose_timeout_ms: 5_000,
             snapshot_entries_max: 1_000,
-            owner_changes: None,
+            changes: None,
         }
     }
 
@@ -132,8 +133,8 @@ impl Meta {
         let log = LogStore::open(&config.dir)?;
         let fresh = log.is_fresh()?;
         let mut machine = StateMachine::open(&config.dir)?;
-        if let Some(tx) = &config.owner_changes {
-            machine.notify_owner_changes(tx.clone());
+        if let Some(tx) = &config.changes {
+            machine.notify_changes(tx.clone());
         }
         let state = machine.shared();
         let raft_config = Arc::new(config.raft_config()?);
@@ -219,6 +220,20 @@ impl Meta {
                 "node {leader} answered a proposal with another reply"
             ))),
         }
+    }
+
+    /// The shared groups with members on `node`, as applied on this node.
+    pub fn groups_of(&self, node: NodeId) -> std::collections::BTreeSet<String> {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state
+            .shared
+            .iter()
+            .filter(|(_, members)| members.iter().any(|(n, _)| *n == node))
+            .map(|(group, _)| group.clone())
+            .collect()
     }
 
     /// Who owns `client_id` as applied on this node, and the index of the last entry

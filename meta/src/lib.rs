@@ -37,7 +37,9 @@ mod state_machine;
 mod types;
 mod wire;
 
-pub use command::{Applied, MetaCommand, MetaResponse, OwnerChange, Refusal};
+pub use command::{
+    Applied, MetaChange, MetaCommand, MetaResponse, OwnerChange, Refusal, SharedChange,
+};
 pub use durable::replace as replace_file;
 pub use error::{MetaError, StoreError};
 pub use handle::{Meta, MetaConfig};

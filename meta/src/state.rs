@@ -73,6 +73,17 @@ impl MetaState {
         }
     }
 
+    /// The nodes with members of shared group `group`, in order, once each.
+    pub fn group_nodes(&self, group: &str) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .shared
+            .get(group)
+            .map(|members| members.iter().map(|(node, _)| *node).collect())
+            .unwrap_or_default();
+        nodes.dedup();
+        nodes
+    }
+
     /// The latest log `node` registered, if any.
     pub fn latest_log(&self, node: NodeId) -> Option<LogId> {
         let first = LogId {

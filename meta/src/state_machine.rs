@@ -18,7 +18,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::command::{MetaCommand, MetaResponse, OwnerChange};
+use crate::command::{MetaChange, MetaCommand, MetaResponse, OwnerChange, SharedChange};
 use crate::durable;
 use crate::error::StoreError;
 use crate::state::MetaState;
@@ -33,7 +33,7 @@ pub struct StateMachine {
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     path: PathBuf,
     builds: Arc<AtomicU64>,
-    owner_changes: Option<mpsc::Sender<OwnerChange>>,
+    changes: Option<mpsc::Sender<MetaChange>>,
 }
 
 /// `snapshot.json`: the snapshot's meta and the state it holds.
@@ -69,18 +69,18 @@ impl StateMachine {
             snapshot: Arc::new(Mutex::new(snapshot)),
             path,
             builds: Arc::new(AtomicU64::new(0)),
-            owner_changes: None,
+            changes: None,
         })
     }
 
-    /// Tell `tx` of every change of a session's owner this machine applies, in Raft
-    /// order. Applying waits for room in `tx`: its reader must keep up.
-    pub fn notify_owner_changes(&mut self, tx: mpsc::Sender<OwnerChange>) {
-        self.owner_changes = Some(tx);
+    /// Tell `tx` of every change of a session's owner, and of the nodes of a shared
+    /// group, this machine applies, in Raft order. Applying waits for room in `tx`: its reader must keep up.
+    pub fn notify_changes(&mut self, tx: mpsc::Sender<MetaChange>) {
+        self.changes = Some(tx);
     }
 
-    async fn send_owner_changes(&self, changes: Vec<OwnerChange>) {
-        let Some(tx) = &self.owner_changes else {
+    async fn send_changes(&self, changes: Vec<MetaChange>) {
+        let Some(tx) = &self.changes else {
             return;
         };
         for change in changes {
@@ -116,18 +116,60 @@ impl StateMachine {
     }
 }
 
-/// The owners `after` has that `before` did not, as changes at `index`.
-fn owner_changes(before: &MetaState, after: &MetaState, index: u64) -> Vec<OwnerChange> {
-    after
+/// What applying `command` at `index` (it answered `response`, leaving `state`)
+/// changed that the broker hears of.
+fn change_of(
+    state: &MetaState,
+    command: MetaCommand,
+    response: &MetaResponse,
+    index: u64,
+) -> Option<MetaChange> {
+    match (command, response) {
+        (
+            MetaCommand::Own {
+                client_id, node, ..
+            },
+            MetaResponse::Owned { .. },
+        ) => Some(MetaChange::Owner(OwnerChange {
+            client_id,
+            node,
+            index,
+        })),
+        (MetaCommand::JoinShared { group, .. }, MetaResponse::Joined { added: true })
+        | (MetaCommand::LeaveShared { group, .. }, MetaResponse::Left { removed: true }) => {
+            let nodes = state.group_nodes(&group);
+            Some(MetaChange::Shared(SharedChange { group, nodes }))
+        }
+        _ => None,
+    }
+}
+
+/// What `after` has that `before` did not: new owners (as changes at `index`), and
+/// the groups whose nodes differ.
+fn changes_between(before: &MetaState, after: &MetaState, index: u64) -> Vec<MetaChange> {
+    let owners = after
         .owners
         .iter()
         .filter(|(client_id, node)| before.owners.get(*client_id) != Some(node))
-        .map(|(client_id, node)| OwnerChange {
-            client_id: client_id.clone(),
-            node: *node,
-            index,
+        .map(|(client_id, node)| {
+            MetaChange::Owner(OwnerChange {
+                client_id: client_id.clone(),
+                node: *node,
+                index,
+            })
+        });
+    let groups: std::collections::BTreeSet<&String> =
+        before.shared.keys().chain(after.shared.keys()).collect();
+    let shared = groups.into_iter().filter_map(|group| {
+        let nodes = after.group_nodes(group);
+        (before.group_nodes(group) != nodes).then(|| {
+            MetaChange::Shared(SharedChange {
+                group: group.clone(),
+                nodes,
+            })
         })
-        .collect()
+    });
+    owners.chain(shared).collect()
 }
 
 fn apply_one(state: &mut MetaState, entry: Entry) -> MetaResponse {
@@ -180,7 +222,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let watched = self.owner_changes.is_some();
+        let watched = self.changes.is_some();
         let mut changes = Vec::new();
         let responses = {
             let mut state = self
@@ -191,26 +233,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .into_iter()
                 .map(|entry| {
                     let index = entry.log_id.index;
-                    let own = match &entry.payload {
-                        EntryPayload::Normal(MetaCommand::Own {
-                            client_id, node, ..
-                        }) if watched => Some((client_id.clone(), *node)),
+                    let touched = match &entry.payload {
+                        EntryPayload::Normal(command) if watched => Some(command.clone()),
                         _ => None,
                     };
                     let response = apply_one(&mut state, entry);
-                    if let (Some((client_id, node)), MetaResponse::Owned { .. }) = (own, &response)
+                    if let Some(change) =
+                        touched.and_then(|c| change_of(&state, c, &response, index))
                     {
-                        changes.push(OwnerChange {
-                            client_id,
-                            node,
-                            index,
-                        });
+                        changes.push(change);
                     }
                     response
                 })
                 .collect()
         };
-        self.send_owner_changes(changes).await;
+        self.send_changes(changes).await;
         Ok(responses)
     }
 
@@ -242,14 +279,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .state
                 .write()
                 .map_err(|_| StorageIOError::write_state_machine(&StoreError::Poisoned))?;
-            let changes = self.owner_changes.as_ref().map(|_| {
+            let changes = self.changes.as_ref().map(|_| {
                 let index = meta.last_log_id.map_or(0, |id| id.index);
-                owner_changes(&current, &state, index)
+                changes_between(&current, &state, index)
             });
             *current = state;
             changes.unwrap_or_default()
         };
-        self.send_owner_changes(changes).await;
+        self.send_changes(changes).await;
         Ok(())
     }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use mesh::{Incarnation, LogId, NodeId};
 use meta::{
-    MemNetwork, Meta, MetaCommand, MetaConfig, MetaError, MetaResponse, MetaState, OwnerChange,
-    Refusal,
+    MemNetwork, Meta, MetaChange, MetaCommand, MetaConfig, MetaError, MetaResponse, MetaState,
+    Refusal, SharedChange,
 };
 use openraft::ServerState;
 use tokio::sync::mpsc;
@@ -27,7 +27,7 @@ struct Cluster {
     dir: tempfile::TempDir,
     nodes: BTreeMap<NodeId, Meta>,
     /// The owner changes each node applies (room for every test's).
-    changes: BTreeMap<NodeId, mpsc::Receiver<OwnerChange>>,
+    changes: BTreeMap<NodeId, mpsc::Receiver<MetaChange>>,
 }
 
 impl Cluster {
@@ -59,7 +59,7 @@ impl Cluster {
         let (tx, rx) = mpsc::channel(1024);
         self.changes.insert(node, rx);
         let mut config = self.config(node);
-        config.owner_changes = Some(tx);
+        config.changes = Some(tx);
         let meta = Meta::open(config, self.net.transport(node)).await.unwrap();
         self.net.register(node, meta.server());
         self.nodes.insert(node, meta);
@@ -362,6 +362,9 @@ async fn a_command_submitted_on_a_follower_is_applied_and_every_node_hears_the_n
                 .await
                 .unwrap()
                 .unwrap();
+            let MetaChange::Owner(change) = change else {
+                panic!("{change:?}");
+            };
             seen.push((change.client_id, change.node, change.index));
         }
         let want = vec![
@@ -383,4 +386,53 @@ async fn a_command_submitted_on_a_follower_is_applied_and_every_node_hears_the_n
             current: Some(leader)
         })
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_hears_which_nodes_have_members_of_a_shared_group() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader(&NODES).await;
+    let group = "$share/g/t/#".to_string();
+    let join = |node: NodeId| MetaCommand::JoinShared {
+        group: group.clone(),
+        node,
+        client_id: String::new(),
+    };
+    let (n1, n3) = (NodeId(1), NodeId(3));
+    for command in [
+        join(n3),
+        join(n1),
+        join(n1), // already in: no change
+        MetaCommand::LeaveShared {
+            group: group.clone(),
+            node: n3,
+            client_id: String::new(),
+        },
+    ] {
+        cluster
+            .node(others(leader)[0])
+            .submit(command)
+            .await
+            .unwrap();
+    }
+    for node in NODES {
+        let rx = cluster.changes.get_mut(&node).unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            match tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                MetaChange::Shared(SharedChange { group: g, nodes }) => {
+                    assert_eq!(g, group);
+                    seen.push(nodes);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seen, vec![vec![n3], vec![n1, n3], vec![n1]], "node {node}");
+        let mine = cluster.node(node).groups_of(n1);
+        assert_eq!(mine.into_iter().collect::<Vec<_>>(), vec![group.clone()]);
+    }
 }

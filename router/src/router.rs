@@ -227,6 +227,13 @@ impl<S: Storage> Router<S> {
         (self.storage, self.journal.into_log())
     }
 
+    /// Every shared subscription group with a member on this node
+    /// (`$share/{group}/{filter}`), if that set changed since the last call: in a
+    /// cluster, what the driver tells the metadata group.
+    pub fn take_shared_groups_changed(&mut self) -> Option<Vec<String>> {
+        self.shared.take_changed()
+    }
+
     /// Sessions held (online and offline).
     pub fn session_count(&self) -> usize {
         self.sessions.len()

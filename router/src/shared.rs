@@ -6,8 +6,15 @@
 //! Groups are matched with the same tree as ordinary subscriptions, keyed by group.
 //! Members keep the full `$share/…` string among their own filters, so the journal
 //! and a restart rebuild groups from the sessions.
+//!
+//! In a cluster a group spans nodes: the cluster's metadata says which nodes have
+//! members of each group (`set_nodes`), and every node gives each message to the
+//! same one of them, by the message's cluster-wide key (`assigned_here`); that node
+//! gives it to one of its members, as above.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use mesh::NodeId;
 
 use crate::id::IdMap;
 use crate::subscriptions::{Grant, SubscriptionTree};
@@ -19,6 +26,8 @@ pub struct GroupId(pub u32);
 
 #[derive(Debug)]
 struct Group {
+    /// `$share/{group}/{filter}`.
+    full: String,
     /// The filter without `$share/{group}/`.
     filter: String,
     members: Vec<(SessionId, Grant)>,
@@ -44,6 +53,11 @@ pub struct SharedGroups {
     groups: IdMap<GroupId, Group>,
     by_name: BTreeMap<String, GroupId>,
     next_id: u32,
+    /// A group was added or removed since `take_changed`.
+    changed: bool,
+    /// In a cluster: this node, and the nodes with members of each group (sorted),
+    /// as the cluster's metadata last said.
+    cluster: Option<(NodeId, HashMap<String, Vec<NodeId>>)>,
 }
 
 impl SharedGroups {
@@ -62,12 +76,14 @@ impl SharedGroups {
                 self.groups.insert(
                     g,
                     Group {
+                        full: full.to_owned(),
                         filter: inner.to_owned(),
                         members: Vec::new(),
                         next: 0,
                     },
                 );
                 self.tree.insert(inner, g, grant);
+                self.changed = true;
                 g
             }
         };
@@ -95,8 +111,65 @@ impl SharedGroups {
             self.tree.remove(&group.filter, gid);
             self.groups.remove(&gid);
             self.by_name.remove(full);
+            self.changed = true;
         }
         left
+    }
+
+    /// Every group with a member here (`$share/{group}/{filter}`), if that set
+    /// changed since the last call.
+    pub fn take_changed(&mut self) -> Option<Vec<String>> {
+        if !std::mem::take(&mut self.changed) {
+            return None;
+        }
+        Some(self.by_name.keys().cloned().collect())
+    }
+
+    /// This router is node `me` of a cluster: messages are shared among nodes.
+    pub fn join_cluster(&mut self, me: NodeId) {
+        self.cluster = Some((me, HashMap::new()));
+        self.changed = true;
+    }
+
+    /// The nodes with members of group `full`, as the cluster's metadata applied.
+    pub fn set_nodes(&mut self, full: &str, mut nodes: Vec<NodeId>) {
+        let Some((_, by_group)) = self.cluster.as_mut() else {
+            return;
+        };
+        nodes.sort_unstable();
+        nodes.dedup();
+        if nodes.is_empty() {
+            by_group.remove(full);
+        } else {
+            by_group.insert(full.to_owned(), nodes);
+        }
+    }
+
+    /// Whether the message with cluster-wide `key` goes to a member of group `gid`
+    /// on this node: always outside a cluster; in one, if this node is the one the
+    /// key picks among the group's nodes (this one counted, as it has members,
+    /// before the metadata says so: a message may then reach two members while a
+    /// node joins, never none).
+    pub fn assigned_here(&self, gid: GroupId, key: u64) -> bool {
+        let Some((me, by_group)) = &self.cluster else {
+            return true;
+        };
+        let Some(nodes) = self.groups.get(&gid).and_then(|g| by_group.get(&g.full)) else {
+            return true;
+        };
+        let with_me = !nodes.contains(me);
+        let n = nodes.len() + usize::from(with_me);
+        let Ok(i) = usize::try_from(key % n as u64) else {
+            return true;
+        };
+        // `me` in its sorted place when the list lacks it.
+        let mine = nodes.partition_point(|n| n < me);
+        let picked = match i.cmp(&mine) {
+            std::cmp::Ordering::Equal if with_me => Some(*me),
+            std::cmp::Ordering::Greater if with_me => nodes.get(i - 1).copied(),
+            _ => nodes.get(i).copied(),
+        };
+        picked == Some(*me)
     }
 
     /// The groups whose filter matches topic `name`.
@@ -189,6 +262,41 @@ mod tests {
             None,
             "nobody else can"
         );
+    }
+
+    #[test]
+    fn in_a_cluster_each_key_goes_to_one_node_and_a_node_not_listed_yet_counts_itself() {
+        let node = |me: u8, nodes: &[u8]| {
+            let mut g = SharedGroups::default();
+            g.join_cluster(NodeId(me));
+            g.join("$share/g/t", SessionId(1), grant());
+            g.set_nodes("$share/g/t", nodes.iter().map(|n| NodeId(*n)).collect());
+            let mut found = Vec::new();
+            g.matches("t", &mut found);
+            (g, found[0])
+        };
+        // Node 2's join is not applied yet where it runs: it counts itself in.
+        let nodes = [node(1, &[1, 2, 3]), node(2, &[1, 3]), node(3, &[3, 1, 2])];
+        let mut per_node = [0; 3];
+        for key in 0..300u64 {
+            let here: Vec<bool> = nodes
+                .iter()
+                .map(|(g, gid)| g.assigned_here(*gid, key))
+                .collect();
+            assert_eq!(
+                here.iter().filter(|h| **h).count(),
+                1,
+                "key {key}: {here:?}"
+            );
+            for (n, h) in per_node.iter_mut().zip(&here) {
+                *n += usize::from(*h);
+            }
+        }
+        assert!(per_node.iter().all(|n| *n > 0), "{per_node:?}");
+        // Outside a cluster every member is here.
+        let mut single = SharedGroups::default();
+        single.join("$share/g/t", SessionId(1), grant());
+        assert!(single.assigned_here(GroupId(0), 7));
     }
 
     #[test]

@@ -19,12 +19,12 @@ use anyhow::Context;
 use commitlog::record::{encode_into, Framed, HEADER_BYTES};
 use commitlog::{Log, LogConfig};
 use mesh::{Channel, Frame, Incarnation, LogId, NodeId};
-use meta::{Meta, MetaConfig, OwnerChange, RaftServer};
+use meta::{Meta, MetaChange, MetaConfig, RaftServer};
 use router::{MeshConfig, PeerEvent, PeerReply, Router};
 use rumq_broker::meta_links::MetaLinks;
 use rumq_broker::peer_link::{Link, LinkConfig, LinkError};
 use rumq_broker::peers::{LinkUp, PeerSet, Peers};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::cluster::ClusterConfig;
 use crate::config::Config;
@@ -71,16 +71,30 @@ pub struct PeerSide {
     replicas_dir: PathBuf,
     config: LogConfig,
     links: BTreeMap<NodeId, mpsc::Sender<PeerReply>>,
+    /// The shared groups with members here, for `shared_sync`.
+    groups: watch::Sender<Vec<String>>,
 }
 
 impl PeerSide {
-    /// Replicas in `replicas_dir`, each a log with `config`.
-    pub fn new(replicas_dir: PathBuf, config: LogConfig) -> PeerSide {
+    /// Replicas in `replicas_dir`, each a log with `config`; the shared groups
+    /// with members here go to `groups`.
+    pub fn new(
+        replicas_dir: PathBuf,
+        config: LogConfig,
+        groups: watch::Sender<Vec<String>>,
+    ) -> PeerSide {
         PeerSide {
             replicas_dir,
             config,
             links: BTreeMap::new(),
+            groups,
         }
+    }
+
+    /// The shared groups with members on this node are now `groups`.
+    pub fn shared_groups(&self, groups: Vec<String>) {
+        // The receiver lives as long as the runtime; after it, nobody needs them.
+        let _ = self.groups.send(groups);
     }
 
     /// Replicate `log`, unless the router already does.
@@ -262,8 +276,10 @@ pub struct NodeLinks {
     pub data: DataLinkConfig,
     /// The metadata group's node (opened in the runtime, `start_meta`).
     pub meta: MetaConfig,
-    /// The owner changes it applies.
-    pub owner_changes: mpsc::Receiver<OwnerChange>,
+    /// What it applies that the router hears of.
+    pub changes: mpsc::Receiver<MetaChange>,
+    /// The shared groups with members on this node, from the router.
+    pub groups: watch::Receiver<Vec<String>>,
 }
 
 /// This run's logs: its own message log and session journal (new for each
@@ -293,7 +309,12 @@ pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<
         started: std::time::SystemTime::now(),
     });
     tracing::info!(log = %own, ack_copies = cluster.ack_copies, "cluster node");
-    let side = PeerSide::new(config.data_dir.join("replicas"), config.storage.clone());
+    let (groups_tx, groups) = watch::channel(Vec::new());
+    let side = PeerSide::new(
+        config.data_dir.join("replicas"),
+        config.storage.clone(),
+        groups_tx,
+    );
     let peers = PeerSet {
         listen: cluster.listen,
         peers: cluster.peers.iter().map(|p| (p.id, p.addr)).collect(),
@@ -310,7 +331,7 @@ pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<
         fetch_bytes_max,
         record_bytes_max: config.storage.record_bytes_max,
     };
-    let (tx, owner_changes) = mpsc::channel(owners::CHANGES_QUEUE);
+    let (tx, changes) = mpsc::channel(owners::CHANGES_QUEUE);
     let mut members: BTreeMap<NodeId, String> = cluster
         .peers
         .iter()
@@ -319,23 +340,24 @@ pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<
     members.insert(cluster.node_id, cluster.listen.to_string());
     let mut meta = MetaConfig::new(cluster.node_id, config.data_dir.join("meta"), members);
     meta.propose_timeout_ms = cluster.claim_timeout_ms;
-    meta.owner_changes = Some(tx);
+    meta.changes = Some(tx);
     let links = NodeLinks {
         peers,
         data,
         meta,
-        owner_changes,
+        changes,
+        groups,
     };
     let node = Node { side, links };
     Ok((router, node))
 }
 
 /// Start this node of the metadata group (its store in `data/meta/`) on `links`,
-/// and feed the owner changes it applies to the router.
+/// feed what it applies to the router, and keep this node's shared groups in it.
 pub async fn start_meta(
     config: MetaConfig,
     links: &MetaLinks,
-    changes: mpsc::Receiver<OwnerChange>,
+    (changes, groups): (mpsc::Receiver<MetaChange>, watch::Receiver<Vec<String>>),
     router: RouterTx,
 ) -> anyhow::Result<Meta> {
     let dir = config.dir.display().to_string();
@@ -344,6 +366,7 @@ pub async fn start_meta(
         .await
         .with_context(|| format!("cannot start the metadata group's node in {dir}"))?;
     tokio::spawn(owners::feed_router(changes, router, me));
+    tokio::spawn(owners::shared_sync(meta.clone(), groups));
     tokio::spawn(log_leader(meta.clone()));
     Ok(meta)
 }

@@ -92,7 +92,10 @@ impl ToRouter {
             // A peer's fetch, or a few records for a replica: as light as a publish
             // (the hops of a replicated message are most of its latency).
             ToRouter::Peer(
-                PeerEvent::Fetched { .. } | PeerEvent::LinkUp { .. } | PeerEvent::Moved { .. },
+                PeerEvent::Fetched { .. }
+                | PeerEvent::LinkUp { .. }
+                | PeerEvent::Moved { .. }
+                | PeerEvent::SharedNodes { .. },
             ) => true,
             ToRouter::Peer(PeerEvent::Replicated { records, .. }) => {
                 records.len() <= LIGHT_EVENTS_MAX
@@ -600,6 +603,9 @@ fn dispatch(
     if let Some(p) = conns.peers.as_mut() {
         for (peer, reply) in router.drain_peer_outbox() {
             p.send(peer, reply);
+        }
+        if let Some(groups) = router.take_shared_groups_changed() {
+            p.shared_groups(groups);
         }
     }
     // Deliveries first, acknowledgements after: each push may wake a task, and the

@@ -4,14 +4,20 @@
 //! nodes claiming at once are put in one order), and the router hears of every
 //! owner the group applies for another node, which ends that session here.
 //!
-//! Owns: the claim a CONNECT makes, and the feed of owner changes into the router.
+//! The same group keeps, for each shared subscription group, the nodes with members
+//! of it (`shared_sync` says which groups have members here), and every router
+//! hears of them, to give each message of a group to one node's members.
+//!
+//! Owns: the claim a CONNECT makes, the feed of what the metadata applies into the
+//! router, and this node's entries in the shared groups.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mesh::NodeId;
-use meta::{Meta, MetaCommand, MetaError, MetaResponse, OwnerChange, Refusal};
+use meta::{Meta, MetaChange, MetaCommand, MetaError, MetaResponse, Refusal};
 use router::PeerEvent;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::driver::{RouterTx, ToRouter};
 
@@ -19,8 +25,11 @@ use crate::driver::{RouterTx, ToRouter};
 /// another node set meanwhile, which the next attempt expects.
 const CLAIM_TRIES: usize = 4;
 
-/// Owner changes applied by the metadata group and not yet handed to the router.
+/// Changes applied by the metadata group and not yet handed to the router.
 pub const CHANGES_QUEUE: usize = 1024;
+
+/// How long a failed update of this node's shared groups waits before the next.
+const SYNC_RETRY: Duration = Duration::from_secs(1);
 
 /// A node's claims on client ids; shared by its connections.
 #[derive(Debug, Clone)]
@@ -102,19 +111,75 @@ impl Owners {
     }
 }
 
-/// Hand the router every owner change `changes` brings for another node than `me`,
+/// Hand the router what `changes` brings: owner changes for another node than `me`
+/// (`PeerEvent::Moved`), and the nodes of shared groups (`PeerEvent::SharedNodes`),
 /// until either side goes.
-pub async fn feed_router(mut changes: mpsc::Receiver<OwnerChange>, router: RouterTx, me: NodeId) {
+pub async fn feed_router(mut changes: mpsc::Receiver<MetaChange>, router: RouterTx, me: NodeId) {
     while let Some(change) = changes.recv().await {
-        if change.node == me {
-            continue;
-        }
-        let moved = PeerEvent::Moved {
-            client_id: change.client_id,
-            node: change.node,
-            at: change.index,
+        let event = match change {
+            MetaChange::Owner(change) if change.node == me => continue,
+            MetaChange::Owner(change) => PeerEvent::Moved {
+                client_id: change.client_id,
+                node: change.node,
+                at: change.index,
+            },
+            MetaChange::Shared(change) => {
+                let nodes: Vec<String> = change.nodes.iter().map(|n| n.to_string()).collect();
+                tracing::info!(group = %change.group, nodes = %nodes.join(","), "shared group's nodes");
+                PeerEvent::SharedNodes {
+                    group: change.group,
+                    nodes: change.nodes,
+                }
+            }
         };
-        if router.send(ToRouter::Peer(moved)).await.is_err() {
+        if router.send(ToRouter::Peer(event)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keep this node's entries among the shared groups' members in the metadata what
+/// the router says `groups` are (one entry per group and node: which member here
+/// gets a message is the router's choice). What the metadata holds for this node
+/// and the router does not, a previous run's included, is taken out. A proposal
+/// that fails is tried again after `SYNC_RETRY`.
+pub async fn shared_sync(meta: Meta, mut groups: watch::Receiver<Vec<String>>) {
+    let me = meta.node();
+    loop {
+        let wanted: BTreeSet<String> = groups.borrow_and_update().iter().cloned().collect();
+        let held = meta.groups_of(me);
+        let joins = wanted.difference(&held).map(|g| (g, true));
+        let leaves = held.difference(&wanted).map(|g| (g, false));
+        let mut failed = false;
+        for (group, join) in joins.chain(leaves) {
+            let (group, node, client_id) = (group.clone(), me, String::new());
+            let command = if join {
+                MetaCommand::JoinShared {
+                    group,
+                    node,
+                    client_id,
+                }
+            } else {
+                MetaCommand::LeaveShared {
+                    group,
+                    node,
+                    client_id,
+                }
+            };
+            if let Err(e) = meta.submit(command).await {
+                tracing::warn!(error = %e, "cannot record this node's shared groups in the cluster; trying again");
+                failed = true;
+                break;
+            }
+        }
+        let changed = if failed {
+            tokio::time::timeout(SYNC_RETRY, groups.changed())
+                .await
+                .unwrap_or(Ok(()))
+        } else {
+            groups.changed().await
+        };
+        if changed.is_err() {
             return;
         }
     }

@@ -249,9 +249,13 @@ async fn start_cluster(links: NodeLinks, router: &RouterTx) -> anyhow::Result<Ow
     tracing::info!(addr = %listen, "peer listener up");
     let timeout = Duration::from_millis(links.meta.propose_timeout_ms);
     let meta_links = MetaLinks::new();
-    let meta =
-        cluster_node::start_meta(links.meta, &meta_links, links.owner_changes, router.clone())
-            .await?;
+    let meta = cluster_node::start_meta(
+        links.meta,
+        &meta_links,
+        (links.changes, links.groups),
+        router.clone(),
+    )
+    .await?;
     let server = meta.server();
     tokio::spawn(cluster_node::link(
         peers,

@@ -229,3 +229,64 @@ async fn a_node_without_a_majority_refuses_a_client_id_it_cannot_own() {
     }
     assert_eq!(code, 0, "{}\n{}", n1.stderr(), n2.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_group_with_members_on_two_nodes_gets_each_message_once() {
+    let nodes = three_nodes();
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+    let mut members = Vec::new();
+    for (i, n) in [n1, n2].into_iter().enumerate() {
+        let mut m = Raw::connected(n.port(), &ConnectOpts::new(&format!("worker-{i}"))).await;
+        m.send(&subscribe_packet(1, &[("$share/g/jobs/#", 1)]))
+            .await;
+        assert_eq!(m.recv().await.kind(), 9, "SUBACK");
+        members.push(m);
+    }
+    // Both nodes have applied that the group has members on nodes 1 and 2.
+    for n in [n1, n2] {
+        n.wait_for_log("shared group's nodes group=$share/g/jobs/# nodes=1,2", STEP);
+    }
+    let mut publisher = Raw::connected(n3.port(), &ConnectOpts::new("jobs-3")).await;
+    const JOBS: u16 = 40;
+    for i in 1..=JOBS {
+        let payload = format!("job {i}");
+        publisher
+            .send(&publish_packet(
+                "jobs/x",
+                payload.as_bytes(),
+                1,
+                false,
+                false,
+                i,
+            ))
+            .await;
+        assert_eq!(publisher.recv().await.kind(), 4, "PUBACK");
+    }
+    let mut got: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.iter().map(Vec::len).sum::<usize>() < usize::from(JOBS) {
+        assert!(tokio::time::Instant::now() < deadline, "{got:?}");
+        for (i, m) in members.iter_mut().enumerate() {
+            if let Some(p) = m.recv_within(Duration::from_millis(50)).await {
+                let p = p.publish();
+                got[i].push(String::from_utf8(p.payload).unwrap());
+            }
+        }
+    }
+    for m in &mut members {
+        m.expect_silence(Duration::from_millis(300)).await;
+    }
+    let mut all: Vec<String> = got.concat();
+    all.sort();
+    let received = all.len();
+    all.dedup();
+    assert_eq!(
+        (received, all.len()),
+        (usize::from(JOBS), usize::from(JOBS)),
+        "each job once: {got:?}"
+    );
+    assert!(
+        !got[0].is_empty() && !got[1].is_empty(),
+        "both members: {got:?}"
+    );
+}

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use commitlog::Offset;
 
 use super::deliver::availability;
+use super::replication::share_key;
 use super::{Matched, Router, RouterStats, Staged, StagedPublish};
 use crate::event::{CloseReason, PubReason, Publication, Reply};
 use crate::id::IdMap;
@@ -266,11 +267,16 @@ impl<S: Storage> Router<S> {
             return false;
         };
         let publisher = from.and_then(|c| self.by_conn.get(&c)).copied();
+        let key = match &self.mesh {
+            Some(mesh) if !matched.groups.is_empty() => share_key(mesh.own(), offset),
+            _ => 0,
+        };
         let message = Offered {
             pos,
             qos: p.qos,
             retain: p.retain,
             publisher,
+            key,
         };
         offer(offer_to!(self), matched, message)
     }
@@ -319,6 +325,9 @@ pub(super) struct Offered {
     pub retain: bool,
     /// The publisher's session, on this node (no local).
     pub publisher: Option<SessionId>,
+    /// In a cluster, the same number on every node (`share_key`): which node's
+    /// members of a shared group get it.
+    pub key: u64,
 }
 
 /// What offering a message changes: the router's fields, borrowed apart from the
@@ -354,6 +363,9 @@ pub(super) fn offer(to: OfferTo<'_>, matched: &Matched, m: Offered) -> bool {
     let log = m.pos.log();
     let mut any = !matched.groups.is_empty();
     for gid in &matched.groups {
+        if !to.shared.assigned_here(*gid, m.key) {
+            continue;
+        }
         let sessions = &*to.sessions;
         let picked = to.shared.pick(*gid, None, |sid| {
             availability(sessions.get(&sid).map(|s| &**s), log, to.queue_max)

@@ -51,6 +51,17 @@ pub struct MeshConfig {
     pub started: SystemTime,
 }
 
+/// A message's number for shared groups: the same on every node (from where it is
+/// in which log), spread evenly over a group's nodes.
+pub(super) fn share_key(log: LogId, offset: Offset) -> u64 {
+    let id = u64::from(log.node.0) << 32 | u64::from(log.incarnation.0);
+    // splitmix64's finalizer over the two halves.
+    let mut z = id.rotate_left(17) ^ offset.0;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// What a peer link brings in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
@@ -94,6 +105,14 @@ pub enum PeerEvent {
         node: NodeId,
         /// The metadata entry.
         at: u64,
+    },
+    /// The cluster's metadata applied a change of the nodes with members of the
+    /// shared subscription group `group` (`$share/{name}/{filter}`): now `nodes`.
+    SharedNodes {
+        /// The group.
+        group: String,
+        /// The nodes with members of it.
+        nodes: Vec<NodeId>,
     },
 }
 
@@ -255,6 +274,7 @@ impl<S: Storage> Router<S> {
     /// Run as a node of a cluster: from now on what a flush releases waits for its
     /// log's commit.
     pub fn join_mesh(&mut self, config: MeshConfig) {
+        let config_own_node = config.own.node;
         let head = self.storage.head();
         let tracker = CommitTracker::new(config.ack_copies, config.followers.clone(), head);
         // Nothing is committed above the log's start yet: nothing to tell.
@@ -270,6 +290,7 @@ impl<S: Storage> Router<S> {
             matched: Matched::default(),
             retained_stamps: HashMap::new(),
         }));
+        self.shared.join_cluster(config_own_node);
         self.local_end(head);
     }
 
@@ -333,6 +354,7 @@ impl<S: Storage> Router<S> {
                     self.session_moved(&client_id, at);
                 }
             }
+            PeerEvent::SharedNodes { group, nodes } => self.shared.set_nodes(&group, nodes),
         }
     }
 
@@ -549,7 +571,7 @@ impl<S: Storage> Router<S> {
         };
         let mut offset = first;
         for record in &records {
-            self.offer_replicated(LogRef(at), offset, record);
+            self.offer_replicated((LogRef(at), log), offset, record);
             offset = offset.add(1);
         }
         if let Some(r) = self.mesh.as_deref_mut().and_then(|m| m.replicas.get_mut(i)) {
@@ -559,7 +581,7 @@ impl<S: Storage> Router<S> {
     }
 
     /// Offer one committed record of a replica: matched by the topic it holds.
-    fn offer_replicated(&mut self, log: LogRef, offset: Offset, record: &Bytes) {
+    fn offer_replicated(&mut self, (log, id): (LogRef, LogId), offset: Offset, record: &Bytes) {
         let Ok(m) = Message::decode(record) else {
             tracing::warn!(%offset, "undecodable record in a replica; not offered");
             return;
@@ -591,6 +613,7 @@ impl<S: Storage> Router<S> {
             qos: m.qos,
             retain: m.retain,
             publisher: None,
+            key: share_key(id, offset),
         };
         offer(offer_to!(self), &matched, message);
         if let Some(mesh) = self.mesh.as_deref_mut() {

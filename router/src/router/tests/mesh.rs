@@ -502,3 +502,74 @@ fn retained_messages_from_several_logs_converge_on_the_newest_in_any_order() {
     assert_eq!(retained_payload(&mut a, ConnectionId(9), "r/t"), None);
     assert_eq!(a.retained_count(), 0);
 }
+
+/// Messages node `r`'s connection `conn` gets, pulling until none come.
+fn delivered_count(r: &mut Router<MemStorage>, conn: ConnectionId) -> usize {
+    let mut count = 0;
+    for _ in 0..100 {
+        let got: usize = replies(r)
+            .into_iter()
+            .map(|(_, reply)| match reply {
+                Reply::Deliver(d) => d.len(),
+                _ => 0,
+            })
+            .sum();
+        if got == 0 {
+            break;
+        }
+        count += got;
+        r.handle(Event::Pull { conn });
+    }
+    count
+}
+
+#[test]
+fn a_shared_group_across_nodes_gets_each_message_once_in_the_cluster() {
+    const GROUP: &str = "$share/g/s/#";
+    let (mut a, mut b) = (node(N1), node(N2));
+    for r in [&mut a, &mut b] {
+        online(r, C1, "member", None);
+        r.handle(Event::Subscribe {
+            conn: C1,
+            pkid: PacketId(1),
+            filters: vec![Subscription::new(GROUP, QoS::AtMostOnce)],
+            id: None,
+        });
+        r.handle(Event::Pull { conn: C1 });
+        replies(r);
+        assert_eq!(
+            r.take_shared_groups_changed(),
+            Some(vec![GROUP.to_string()])
+        );
+    }
+    let publish_from_3 = |r: &mut Router<MemStorage>, base: u64, n: u64| {
+        let records = (0..n)
+            .map(|_| record("s/x", QoS::AtMostOnce, b"m"))
+            .collect();
+        r.handle_peer(PeerEvent::Replicated {
+            log: log_of(N3),
+            base: Offset(base),
+            commit: Offset(base),
+            records,
+        });
+    };
+    // Before the metadata says who has members, each node counts itself in: both
+    // deliver (twice rather than never).
+    publish_from_3(&mut a, 0, 10);
+    publish_from_3(&mut b, 0, 10);
+    assert_eq!(
+        (delivered_count(&mut a, C1), delivered_count(&mut b, C1)),
+        (10, 10)
+    );
+    for r in [&mut a, &mut b] {
+        r.handle_peer(PeerEvent::SharedNodes {
+            group: GROUP.into(),
+            nodes: vec![N2, N1],
+        });
+    }
+    publish_from_3(&mut a, 10, 60);
+    publish_from_3(&mut b, 10, 60);
+    let (on_a, on_b) = (delivered_count(&mut a, C1), delivered_count(&mut b, C1));
+    assert_eq!(on_a + on_b, 60, "{on_a} + {on_b}");
+    assert!(on_a > 10 && on_b > 10, "spread over both: {on_a} + {on_b}");
+}
