@@ -66,6 +66,12 @@ impl CommitTracker {
         self.recompute()
     }
 
+    /// The lowest end among the followers: what the slowest one still needs starts
+    /// there. `None` without followers.
+    pub fn slowest_end(&self) -> Option<Offset> {
+        self.followers.values().copied().min()
+    }
+
     /// How many records each follower is behind the writer.
     pub fn lags(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
         self.followers

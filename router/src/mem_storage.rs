@@ -23,6 +23,8 @@ pub struct MemStorage {
     records: VecDeque<Bytes>,
     /// Appends fail (as on a full disk) while set.
     failing: bool,
+    /// The `hold_back` of the last `apply_retention`, if any was made.
+    last_hold_back: Option<Option<Offset>>,
 }
 
 impl MemStorage {
@@ -46,6 +48,13 @@ impl MemStorage {
     #[must_use]
     pub fn earliest(&self) -> Offset {
         self.earliest
+    }
+
+    /// What the last retention was told to keep (`Some(None)`: nothing held); `None`
+    /// before any. (Memory keeps every record: retention only says what it would
+    /// have kept.)
+    pub fn last_hold_back(&self) -> Option<Option<Offset>> {
+        self.last_hold_back
     }
 
     /// Push the records from `from` within `limits` (at least one, if any).
@@ -131,8 +140,9 @@ impl Storage for MemStorage {
     fn apply_retention(
         &mut self,
         _now: SystemTime,
-        _hold_back: Option<Offset>,
+        hold_back: Option<Offset>,
     ) -> commitlog::Result<RetentionReport> {
+        self.last_hold_back = Some(hold_back);
         Ok(RetentionReport {
             segments_removed: 0,
             removed: self.earliest..self.earliest,

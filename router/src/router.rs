@@ -344,6 +344,7 @@ impl<S: Storage> Router<S> {
             self.last_drop_behind = Some(now);
             let needed = self.hold_back().unwrap_or_else(|| self.storage.head());
             self.storage.drop_cache_below(needed);
+            self.replicas_retention(now, true);
         }
         let due = self.last_retention.is_none_or(|last| {
             now.duration_since(last)
@@ -363,11 +364,12 @@ impl<S: Storage> Router<S> {
             match self.storage.apply_retention(now, hold_back) {
                 Ok(report) => {
                     if let Some(d) = &report.dropped_needed {
-                        tracing::warn!(dropped = ?d, "retention removed messages sessions still needed");
+                        tracing::warn!(dropped = ?d, "retention removed messages sessions or followers still needed");
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "retention failed"),
             }
+            self.replicas_retention(now, false);
         }
     }
 

@@ -71,30 +71,66 @@ pub struct PeerSide {
     replicas_dir: PathBuf,
     config: LogConfig,
     links: BTreeMap<NodeId, mpsc::Sender<PeerReply>>,
-    /// The shared groups with members here, for `shared_sync`.
+    /// What the router tells the metadata group through the edge.
+    to_meta: ToMeta,
+}
+
+/// The router's side of what it tells the metadata group: the shared groups with
+/// members here (`owners::shared_sync`), and the client ids whose sessions ended
+/// here (`owners::release_ended`).
+#[derive(Debug)]
+pub struct ToMeta {
     groups: watch::Sender<Vec<String>>,
+    released: mpsc::Sender<Box<str>>,
+}
+
+/// The edge's side of [`ToMeta`].
+#[derive(Debug)]
+pub struct FromRouter {
+    /// The shared groups with members here.
+    pub groups: watch::Receiver<Vec<String>>,
+    /// The client ids whose sessions ended here.
+    pub released: mpsc::Receiver<Box<str>>,
+}
+
+/// Client ids whose sessions ended, waiting to be released in the metadata; past
+/// it one stays recorded as this node's (a few bytes) until its client returns.
+const RELEASED_QUEUE: usize = 4096;
+
+/// The two ends of what the router tells the metadata group.
+fn to_meta() -> (ToMeta, FromRouter) {
+    let (groups_tx, groups) = watch::channel(Vec::new());
+    let (released_tx, released) = mpsc::channel(RELEASED_QUEUE);
+    let to = ToMeta {
+        groups: groups_tx,
+        released: released_tx,
+    };
+    (to, FromRouter { groups, released })
 }
 
 impl PeerSide {
-    /// Replicas in `replicas_dir`, each a log with `config`; the shared groups
-    /// with members here go to `groups`.
-    pub fn new(
-        replicas_dir: PathBuf,
-        config: LogConfig,
-        groups: watch::Sender<Vec<String>>,
-    ) -> PeerSide {
+    /// Replicas in `replicas_dir`, each a log with `config`; what the router tells
+    /// the metadata group goes to `to_meta`.
+    pub fn new(replicas_dir: PathBuf, config: LogConfig, to_meta: ToMeta) -> PeerSide {
         PeerSide {
             replicas_dir,
             config,
             links: BTreeMap::new(),
-            groups,
+            to_meta,
         }
     }
 
     /// The shared groups with members on this node are now `groups`.
     pub fn shared_groups(&self, groups: Vec<String>) {
         // The receiver lives as long as the runtime; after it, nobody needs them.
-        let _ = self.groups.send(groups);
+        let _ = self.to_meta.groups.send(groups);
+    }
+
+    /// The session of `client_id`, which this node claimed, ended here.
+    pub fn released(&self, client_id: Box<str>) {
+        if self.to_meta.released.try_send(client_id).is_err() {
+            tracing::debug!("release queue full; a client id stays recorded as this node's");
+        }
     }
 
     /// Replicate `log`, unless the router already does.
@@ -278,8 +314,8 @@ pub struct NodeLinks {
     pub meta: MetaConfig,
     /// What it applies that the router hears of.
     pub changes: mpsc::Receiver<MetaChange>,
-    /// The shared groups with members on this node, from the router.
-    pub groups: watch::Receiver<Vec<String>>,
+    /// What the router tells the metadata group.
+    pub from_router: FromRouter,
 }
 
 /// This run's logs: its own message log and session journal (new for each
@@ -309,12 +345,8 @@ pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<
         started: std::time::SystemTime::now(),
     });
     tracing::info!(log = %own, ack_copies = cluster.ack_copies, "cluster node");
-    let (groups_tx, groups) = watch::channel(Vec::new());
-    let side = PeerSide::new(
-        config.data_dir.join("replicas"),
-        config.storage.clone(),
-        groups_tx,
-    );
+    let (to, from_router) = to_meta();
+    let side = PeerSide::new(config.data_dir.join("replicas"), config.storage.clone(), to);
     let peers = PeerSet {
         listen: cluster.listen,
         peers: cluster.peers.iter().map(|p| (p.id, p.addr)).collect(),
@@ -346,7 +378,7 @@ pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<
         data,
         meta,
         changes,
-        groups,
+        from_router,
     };
     let node = Node { side, links };
     Ok((router, node))
@@ -357,7 +389,7 @@ pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<
 pub async fn start_meta(
     config: MetaConfig,
     links: &MetaLinks,
-    (changes, groups): (mpsc::Receiver<MetaChange>, watch::Receiver<Vec<String>>),
+    (changes, from_router): (mpsc::Receiver<MetaChange>, FromRouter),
     router: RouterTx,
 ) -> anyhow::Result<Meta> {
     let dir = config.dir.display().to_string();
@@ -366,7 +398,8 @@ pub async fn start_meta(
         .await
         .with_context(|| format!("cannot start the metadata group's node in {dir}"))?;
     tokio::spawn(owners::feed_router(changes, router, me));
-    tokio::spawn(owners::shared_sync(meta.clone(), groups));
+    tokio::spawn(owners::shared_sync(meta.clone(), from_router.groups));
+    tokio::spawn(owners::release_ended(meta.clone(), from_router.released));
     tokio::spawn(log_leader(meta.clone()));
     Ok(meta)
 }

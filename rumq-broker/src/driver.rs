@@ -607,6 +607,9 @@ fn dispatch(
         if let Some(groups) = router.take_shared_groups_changed() {
             p.shared_groups(groups);
         }
+        for client_id in router.drain_released() {
+            p.released(client_id);
+        }
     }
     // Deliveries first, acknowledgements after: each push may wake a task, and the
     // runtime runs woken tasks in that order, so a subscriber's messages do not wait

@@ -184,3 +184,17 @@ pub async fn shared_sync(meta: Meta, mut groups: watch::Receiver<Vec<String>>) {
         }
     }
 }
+
+/// Give up in the metadata the client ids whose sessions ended here, as `released`
+/// brings them (`Release` is refused, changing nothing, if another node took the id
+/// meanwhile). One that fails stays recorded as this node's: a few bytes, until its
+/// client connects again.
+pub async fn release_ended(meta: Meta, mut released: mpsc::Receiver<Box<str>>) {
+    let node = meta.node();
+    while let Some(client_id) = released.recv().await {
+        let client_id = client_id.into();
+        if let Err(e) = meta.submit(MetaCommand::Release { client_id, node }).await {
+            tracing::debug!(error = %e, "cannot release a client id in the cluster");
+        }
+    }
+}

@@ -252,7 +252,7 @@ async fn start_cluster(links: NodeLinks, router: &RouterTx) -> anyhow::Result<Ow
     let meta = cluster_node::start_meta(
         links.meta,
         &meta_links,
-        (links.changes, links.groups),
+        (links.changes, links.from_router),
         router.clone(),
     )
     .await?;

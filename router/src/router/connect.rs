@@ -226,6 +226,18 @@ impl<S: Storage> Router<S> {
         (resend, rel)
     }
 
+    /// A session's end here (its clean connection gone, or it expired): removed,
+    /// and in a cluster its client id, if this node claimed it, given up
+    /// (`drain_released`).
+    fn end_session(&mut self, sid: SessionId) {
+        if let (Some(mesh), Some(s)) = (self.mesh.as_deref_mut(), self.sessions.get(&sid)) {
+            if s.owned_since > 0 {
+                mesh.released.push(s.client_id.clone());
+            }
+        }
+        self.remove_session(sid);
+    }
+
     pub(super) fn remove_session(&mut self, sid: SessionId) {
         self.timers.retain(|t| t.sid != sid);
         if let Some(s) = self.sessions.remove(&sid) {
@@ -299,7 +311,7 @@ impl<S: Storage> Router<S> {
             }
         }
         if ends {
-            self.remove_session(sid);
+            self.end_session(sid);
         } else if expiry != NEVER_EXPIRES {
             self.timers.push(Timer {
                 sid,
@@ -353,7 +365,7 @@ impl<S: Storage> Router<S> {
             }
             if t.kind == TimerKind::Expire {
                 self.timers.retain(|other| other.sid != t.sid);
-                self.remove_session(t.sid);
+                self.end_session(t.sid);
             }
         }
     }

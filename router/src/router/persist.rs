@@ -214,18 +214,27 @@ impl<S: Storage> Router<S> {
         self.matches.clear();
     }
 
-    /// The lowest offset a session still needs: any connected session (clean or
-    /// not: a subscriber that lags must not lose what it was promised while it is
-    /// connected), and persistent ones while offline, which claim at most the
-    /// newest `offline_bytes_max` of the log.
+    /// The lowest offset of this node's log still needed: by a session (see
+    /// `sessions_hold_back`) or, in a cluster, by the slowest follower (up to the
+    /// log's `hold_bytes_max`, as for sessions).
     pub fn hold_back(&self) -> Option<Offset> {
+        let sessions = self.sessions_hold_back(LogRef::OWN, &self.storage);
+        let followers = self.mesh.as_ref().and_then(|m| m.slowest_follower());
+        [sessions, followers].into_iter().flatten().min()
+    }
+
+    /// The lowest offset of `log` (held in `storage`) a session still needs: any
+    /// connected session (clean or not: a subscriber that lags must not lose what
+    /// it was promised while it is connected), and persistent ones while offline,
+    /// which claim at most the newest `offline_bytes_max` of the log.
+    pub(super) fn sessions_hold_back(&self, log: LogRef, storage: &S) -> Option<Offset> {
         let cap = (self.config.offline_bytes_max > 0)
-            .then(|| self.storage.offset_within(self.config.offline_bytes_max));
+            .then(|| storage.offset_within(self.config.offline_bytes_max));
         self.sessions
             .values()
             .filter(|s| s.conn.is_some() || !s.clean)
             .filter_map(|s| {
-                let (inflight, unsent) = s.lowest_needed_parts(LogRef::OWN);
+                let (inflight, unsent) = s.lowest_needed_parts(log);
                 // The cap applies to what is not yet sent: in-flight messages are
                 // journaled by offset and must stay readable.
                 let unsent = match (s.conn, cap, unsent) {

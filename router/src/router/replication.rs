@@ -165,6 +165,9 @@ pub(super) struct Mesh<S> {
     /// records arrive in. A clear stays here as a tombstone (a topic name and a
     /// stamp) so that an older set arriving after it does not come back.
     retained_stamps: HashMap<Box<str>, RetainStamp>,
+    /// Client ids this node claimed whose sessions ended here (see
+    /// `Router::drain_released`).
+    pub(super) released: Vec<Box<str>>,
 }
 
 /// A retained message's rank among those of its topic, from every log: the time
@@ -176,6 +179,12 @@ impl<S> Mesh<S> {
     /// The log this node writes.
     pub(super) fn own(&self) -> LogId {
         self.config.own
+    }
+
+    /// Where the slowest follower of this node's log ends: its writer keeps what
+    /// follows for it.
+    pub(super) fn slowest_follower(&self) -> Option<Offset> {
+        self.tracker.slowest_end()
     }
 
     /// Whether a retained publish to `topic`, of `time_ms`, at `offset` of the log
@@ -289,6 +298,7 @@ impl<S: Storage> Router<S> {
             outbox: Vec::new(),
             matched: Matched::default(),
             retained_stamps: HashMap::new(),
+            released: Vec::new(),
         }));
         self.shared.join_cluster(config_own_node);
         self.local_end(head);
@@ -356,6 +366,16 @@ impl<S: Storage> Router<S> {
             }
             PeerEvent::SharedNodes { group, nodes } => self.shared.set_nodes(&group, nodes),
         }
+    }
+
+    /// The client ids whose sessions ended on this node since the last call, among
+    /// those it claimed in the cluster: the driver gives them up in the metadata
+    /// (`Release`), so that it does not keep every client id ever seen.
+    pub fn drain_released(&mut self) -> impl Iterator<Item = Box<str>> + '_ {
+        self.mesh
+            .as_deref_mut()
+            .into_iter()
+            .flat_map(|m| m.released.drain(..))
     }
 
     /// The replica of `log`, if this node holds one.
@@ -492,6 +512,12 @@ impl<S: Storage> Router<S> {
             };
             let base = match storage.read(p.from, limits, &mut records) {
                 Ok(batch) => batch.first,
+                Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
+                    // Its replica can only grow at its head: it stops here (the
+                    // fetch is not answered) until it replicates afresh (issue 23).
+                    tracing::error!(peer = %p.peer, from = %p.from, %earliest, "a follower needs records retention removed (beyond [storage.retention] hold_bytes_max); it no longer replicates this log");
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(peer = %p.peer, from = %p.from, error = %e, "cannot read the log for a follower");
                     records.clear();
@@ -618,6 +644,40 @@ impl<S: Storage> Router<S> {
         offer(offer_to!(self), &matched, message);
         if let Some(mesh) = self.mesh.as_deref_mut() {
             mesh.matched = matched;
+        }
+    }
+
+    /// What each replica's sessions still need, and what it has not offered yet,
+    /// kept; retention (the log's own config) or the page cache (`drop_cache`) may
+    /// take the rest.
+    pub(super) fn replicas_retention(&mut self, now: SystemTime, drop_cache: bool) {
+        let Some(mesh) = self.mesh.as_deref() else {
+            return;
+        };
+        let holds: Vec<Offset> = (0..mesh.replicas.len())
+            .filter_map(|i| {
+                let r = mesh.replicas.get(i)?;
+                let log = LogRef(u16::try_from(i + 1).ok()?);
+                let sessions = self.sessions_hold_back(log, &r.storage);
+                Some(sessions.map_or(r.fanned, |s| s.min(r.fanned)))
+            })
+            .collect();
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        for (r, hold) in mesh.replicas.iter_mut().zip(holds) {
+            if drop_cache {
+                r.storage.drop_cache_below(hold);
+                continue;
+            }
+            match r.storage.apply_retention(now, Some(hold)) {
+                Ok(report) => {
+                    if let Some(d) = &report.dropped_needed {
+                        tracing::warn!(log = %r.id, dropped = ?d, "retention removed replicated messages sessions still needed");
+                    }
+                }
+                Err(e) => tracing::error!(log = %r.id, error = %e, "retention of a replica failed"),
+            }
         }
     }
 

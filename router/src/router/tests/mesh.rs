@@ -573,3 +573,88 @@ fn a_shared_group_across_nodes_gets_each_message_once_in_the_cluster() {
     assert_eq!(on_a + on_b, 60, "{on_a} + {on_b}");
     assert!(on_a > 10 && on_b > 10, "spread over both: {on_a} + {on_b}");
 }
+
+#[test]
+fn retention_keeps_what_the_slowest_follower_and_a_replicas_sessions_need() {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000);
+    let later = start + Duration::from_secs(60);
+    // The writer: node 2 holds all five records, node 3 only the first.
+    let mut a = node(N1);
+    online(&mut a, C1, "pub", None);
+    for pkid in 1..=5 {
+        publish(&mut a, C1, "t/x", pkid);
+    }
+    a.flush();
+    for (peer, from) in [(N2, 5), (N3, 1)] {
+        a.handle_peer(PeerEvent::Fetched {
+            peer,
+            log: log_of(N1),
+            from: Offset(from),
+            bytes_max: 1 << 20,
+        });
+    }
+    a.tick(start);
+    assert_eq!(a.storage().last_hold_back(), Some(Some(Offset(1))));
+
+    // A replica: its subscriber's unacknowledged deliveries are kept, then only
+    // what is not offered yet.
+    let mut b = node(N2);
+    online(&mut b, C2, "sub", Some("t/#"));
+    let records = (0..3)
+        .map(|_| record("t/x", QoS::AtLeastOnce, b"m"))
+        .collect();
+    b.handle_peer(PeerEvent::Replicated {
+        log: log_of(N1),
+        base: Offset(0),
+        commit: Offset(0),
+        records,
+    });
+    let delivered: Vec<u16> = replies(&mut b)
+        .into_iter()
+        .flat_map(|(_, reply)| match reply {
+            Reply::Deliver(d) => d.into_iter().filter_map(|d| d.pkid).map(|p| p.0).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(delivered.len(), 3, "{delivered:?}");
+    b.tick(start);
+    let replica = |b: &Router<MemStorage>| b.replica(log_of(N1)).unwrap().last_hold_back();
+    assert_eq!(replica(&b), Some(Some(Offset(0))), "in flight");
+    for pkid in delivered {
+        b.handle(Event::PubAck {
+            conn: C2,
+            pkid: PacketId(pkid),
+        });
+    }
+    b.tick(later);
+    assert_eq!(replica(&b), Some(Some(Offset(3))), "all acknowledged");
+}
+
+#[test]
+fn a_claimed_client_id_is_released_when_its_session_ends_here() {
+    let mut r = node(N1);
+    let connect = |r: &mut Router<MemStorage>, conn, id: &str, persistent: bool| {
+        r.handle(Event::Connect {
+            conn,
+            connect: Connect {
+                owned_since: u64::from(!id.is_empty()) * 7,
+                ..Connect::v3(id, !persistent, None)
+            },
+        });
+        r.handle(Event::Disconnect {
+            conn,
+            reason: DisconnectReason::Normal,
+            session_expiry: None,
+        });
+    };
+    connect(&mut r, ConnectionId(1), "clean", false);
+    connect(&mut r, ConnectionId(2), "kept", true);
+    connect(&mut r, ConnectionId(3), "", false);
+    let released: Vec<Box<str>> = r.drain_released().collect();
+    assert_eq!(
+        released,
+        vec![Box::from("clean")],
+        "not the persistent one, not an assigned id"
+    );
+    assert_eq!(r.drain_released().count(), 0);
+}
