@@ -4,6 +4,7 @@
 //! `[cluster]` and its command-line overrides are in `cluster`.
 
 pub mod cluster;
+pub mod listeners;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use router::RouterConfig;
 use serde::Deserialize;
 
 use self::cluster::{ClusterConfig, ClusterOverrides, ClusterSection};
+use self::listeners::ExtraListener;
 
 /// The documented default configuration, as shipped in `config/rumq.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../../config/rumq.toml");
@@ -26,6 +28,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where to listen.
     pub listener: ListenerConfig,
+    /// `[[listeners]]`: more listeners, each with its transport.
+    pub listeners: Vec<ExtraListener>,
     /// Limits on what clients may do.
     pub limits: Limits,
     /// Who may connect.
@@ -67,6 +71,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             listener: ListenerConfig::default(),
+            listeners: Vec::new(),
             limits: Limits::default(),
             auth: AuthConfig::default(),
             router: RouterConfig::default(),
@@ -305,6 +310,7 @@ impl Config {
         self.storage
             .validate()
             .map_err(|e| invalid(format!("[storage]: {e}")))?;
+        listeners::check(&self.listeners, self.listener.addr).map_err(invalid)?;
         if self.limits.max_packet_size < 16 || self.limits.max_packet_size > 268_435_460 {
             return Err(invalid(format!(
                 "[limits] max_packet_size must be between 16 and 268435460, got {}",

@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, Parked, Shared};
 use crate::parking::Lot;
@@ -65,6 +66,7 @@ impl ConnThreads {
         stream: TcpStream,
         shared: &Arc<Shared>,
         permit: OwnedSemaphorePermit,
+        tls: Option<TlsAcceptor>,
     ) -> std::io::Result<()> {
         let index = self.next;
         self.next = (self.next + 1) % self.threads.len();
@@ -75,12 +77,19 @@ impl ConnThreads {
         let _entered = thread.handle.enter();
         let stream = TcpStream::from_std(socket)?;
         let thread_index = u16::try_from(index).unwrap_or(u16::MAX);
-        thread.handle.spawn(connection::serve(
-            stream,
-            shared.clone(),
-            permit,
-            thread_index,
-        ));
+        let shared = shared.clone();
+        match tls {
+            None => thread
+                .handle
+                .spawn(connection::serve(stream, shared, permit, thread_index)),
+            Some(tls) => thread.handle.spawn(connection::serve_tls(
+                stream,
+                shared,
+                permit,
+                thread_index,
+                tls,
+            )),
+        };
         Ok(())
     }
 

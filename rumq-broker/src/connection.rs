@@ -32,6 +32,7 @@ mod handshake;
 mod inbound;
 mod outbound;
 mod parked;
+mod stream;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +42,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use router::{ConnectionId, DisconnectReason, Event, IdSet, TopicId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -60,6 +60,7 @@ use end::End;
 use parked::FirstStep;
 pub use parked::Parked;
 use rumq_broker::interner::TopicInterner;
+use stream::Stream;
 
 /// The target of every log line about a connection, the submodules' too: the one
 /// they had before the connection was split into them, which log filters and
@@ -121,30 +122,53 @@ pub fn serve(
     permit: OwnedSemaphorePermit,
     thread: u16,
 ) -> impl Future<Output = ()> {
+    let (id, span) = new_span(&stream, &shared);
+    // Built here rather than inside the task, so the task's future does not hold
+    // the socket twice (once as the argument, once in the connection).
+    let c = Connection::new(Stream::Tcp(stream), id, shared, thread);
+    c.run(permit, None).instrument(span)
+}
+
+/// As [`serve`], on a TLS listener: the TLS handshake first, within
+/// `limits.connect_timeout_ms`. A client that does not finish it in time, or that it
+/// refuses (no certificate the listener's client CA vouches for, under mutual TLS),
+/// is closed with one log line.
+pub fn serve_tls(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    thread: u16,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> impl Future<Output = ()> {
+    let (id, span) = new_span(&stream, &shared);
+    async move {
+        let limit = Duration::from_millis(shared.config.limits.connect_timeout_ms);
+        let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                EdgeCounters::add(&shared.counters.refused_tls);
+                tracing::info!(target: LOG_TARGET, error = %e, "TLS handshake failed; closing");
+                return;
+            }
+            Err(_) => {
+                EdgeCounters::add(&shared.counters.refused_tls);
+                tracing::info!(target: LOG_TARGET, "no TLS handshake within connect_timeout_ms; closing");
+                return;
+            }
+        };
+        let c = Connection::new(Stream::tls(tls), id, shared, thread);
+        c.run(permit, None).await;
+    }
+    .instrument(span)
+}
+
+/// A new connection's id, and the span its lines are logged in.
+fn new_span(stream: &TcpStream, shared: &Shared) -> (ConnectionId, tracing::Span) {
     let id = ConnectionId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let peer = stream.peer_addr().ok();
     let span =
         tracing::info_span!("conn", id = %id, peer = ?peer, client_id = tracing::field::Empty);
-    // Built here rather than inside the task, so the task's future does not hold
-    // the socket twice (once as the argument, once in the connection).
-    let c = Connection {
-        stream,
-        read_buf: BytesMut::new(),
-        encoder: Encoder::new(),
-        inflight_in: 0,
-        state: ConnState {
-            id,
-            shared,
-            thread,
-            persistent_id: None,
-            version: None,
-            connacked: false,
-            session_expiry: 0,
-            v5: None,
-            published: None,
-        },
-    };
-    c.run(permit, None).instrument(span)
+    (id, span)
 }
 
 /// How serving a connected client stopped.
@@ -158,7 +182,7 @@ enum Served {
 /// parked, it keeps an [`Idle`]).
 #[derive(Debug)]
 struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes read and not yet decoded (the start of a packet); no allocation when
     /// there are none.
     read_buf: BytesMut,
@@ -250,6 +274,27 @@ enum Wake {
 }
 
 impl Connection {
+    /// A connection on `stream`, before its CONNECT.
+    fn new(stream: Stream, id: ConnectionId, shared: Arc<Shared>, thread: u16) -> Connection {
+        Connection {
+            stream,
+            read_buf: BytesMut::new(),
+            encoder: Encoder::new(),
+            inflight_in: 0,
+            state: ConnState {
+                id,
+                shared,
+                thread,
+                persistent_id: None,
+                version: None,
+                connacked: false,
+                session_expiry: 0,
+                v5: None,
+                published: None,
+            },
+        }
+    }
+
     /// The connection's task: from the CONNECT (or from the parking lot, with its
     /// reply queue) until it ends or parks. Not an `async fn`: its arguments would
     /// be stored twice in the future (as arguments and as locals), and every idle
@@ -288,6 +333,10 @@ impl Connection {
                             continue;
                         };
                         if conn.in_hand() {
+                            continue;
+                        }
+                        if !conn.stream.parks() {
+                            rx.never_park();
                             continue;
                         }
                         let Some(spot) = lot.reserve() else {
@@ -413,7 +462,7 @@ impl Connection {
     /// it waits, paced by the log). Polled rather than `select!`ed so that no future
     /// is stored for either.
     fn poll_wake(
-        &self,
+        &mut self,
         cx: &mut Context<'_>,
         rx: &mut ReplyReceiver,
         can_read: bool,

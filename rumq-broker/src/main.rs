@@ -38,6 +38,7 @@ mod passwd_cmd;
 mod passwords;
 mod replies;
 mod server;
+mod tls;
 
 // The protocol edge is the library half of this package (so it can be fuzzed).
 use rumq_broker::protocol;
@@ -49,9 +50,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use mesh::NodeId;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::cluster::{self, ClusterConfig, ClusterOverrides, Peer};
 use crate::config::Config;
+use crate::passwords::Passwords;
 
 /// An MQTT broker whose every publish lands in a commitlog on disk.
 #[derive(Debug, Parser)]
@@ -136,6 +139,27 @@ fn log_filter(level: &str) -> String {
     }
 }
 
+/// What the start reads beside the configuration: the password file, and each
+/// `[[listeners]]` entry's certificates (its TLS acceptor, `None` for a plain one).
+/// An error names the key and the file.
+fn load_files(config: &Config) -> Result<(Option<Passwords>, Vec<Option<TlsAcceptor>>), String> {
+    let passwords = match &config.auth.password_file {
+        None => None,
+        Some(path) => {
+            Some(Passwords::load(path).map_err(|e| format!("[auth] password_file: {e}"))?)
+        }
+    };
+    let acceptors = config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            tls::acceptor(l).map_err(|e| format!("[[listeners]] #{} ({}): {e}", i + 1, l.addr))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((passwords, acceptors))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -184,17 +208,14 @@ fn main() -> ExitCode {
     if !heap::keep_freed_memory() {
         tracing::debug!("allocator thresholds not set");
     }
-    let passwords = match &config.auth.password_file {
-        None => None,
-        Some(path) => match passwords::Passwords::load(path) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                eprintln!("rumq-broker: [auth] password_file: {e}");
-                return ExitCode::from(2);
-            }
-        },
+    let (passwords, acceptors) = match load_files(&config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("rumq-broker: {e}");
+            return ExitCode::from(2);
+        }
     };
-    match server::run(config, passwords, cluster) {
+    match server::run(config, (passwords, acceptors), cluster) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

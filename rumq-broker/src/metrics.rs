@@ -57,6 +57,8 @@ pub struct EdgeCounters {
     pub refused_full: AtomicU64,
     /// CONNECTs refused for a bad user name or password, or no user name.
     pub refused_auth: AtomicU64,
+    /// TLS handshakes that failed or did not finish in time.
+    pub refused_tls: AtomicU64,
 }
 
 impl EdgeCounters {
@@ -151,7 +153,7 @@ impl Collector for Scrape {
 type Sample = (&'static str, &'static str, u64);
 
 impl Scrape {
-    fn counters(&self) -> [Sample; 10] {
+    fn counters(&self) -> [Sample; 11] {
         let edge = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let s = &self.router.stats;
         [
@@ -169,6 +171,11 @@ impl Scrape {
                 "connections_refused_auth",
                 "CONNECTs refused: bad user name or password, or anonymous.",
                 edge(&self.edge.refused_auth),
+            ),
+            (
+                "connections_refused_tls",
+                "TLS handshakes that failed (a refused or missing client certificate, not TLS) or did not finish within limits.connect_timeout_ms.",
+                edge(&self.edge.refused_tls),
             ),
             (
                 "messages_appended",

@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::accept_rate::AcceptRate;
 use crate::admin;
@@ -36,6 +37,9 @@ const ROUTER_DRAIN_MAX: usize = 4096;
 const ROUTER_CHANNEL: usize = 8192;
 /// How long shutdown waits for connections to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Sockets accepted on `[[listeners]]` waiting for the accept loop; past it their
+/// listeners' tasks wait (and the kernel's backlog holds the rest).
+const ACCEPTED_QUEUE: usize = 64;
 /// The message log, in the data directory.
 const MESSAGES_DIR: &str = "messages";
 /// The session journal (persistent sessions and retained messages), in the data
@@ -56,9 +60,11 @@ pub(crate) fn open_router(config: &Config) -> anyhow::Result<Router<Log>> {
 }
 
 /// Run the broker until a shutdown signal; with `cluster`, as a node of it.
+/// `acceptors` are the `[[listeners]]` entries' TLS acceptors (`None`: plain), in
+/// their order.
 pub fn run(
     config: Config,
-    passwords: Option<Passwords>,
+    (passwords, acceptors): (Option<Passwords>, Vec<Option<TlsAcceptor>>),
     cluster: Option<ClusterConfig>,
 ) -> anyhow::Result<()> {
     let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
@@ -110,7 +116,7 @@ pub fn run(
         topics,
         (router_tx, links),
         conn_threads,
-        checker,
+        (checker, acceptors),
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // Every sender is gone now: the router thread drains, appends and returns (woken
@@ -165,7 +171,7 @@ async fn serve(
     topics: Arc<TopicInterner>,
     (router_tx, links): (RouterTx, Option<NodeLinks>),
     mut conn_threads: ConnThreads,
-    passwords: Option<Arc<Checker>>,
+    (passwords, acceptors): (Option<Arc<Checker>>, Vec<Option<TlsAcceptor>>),
 ) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let owners = match links {
@@ -181,9 +187,10 @@ async fn serve(
     }
     let Listeners {
         mqtt: listener,
+        extra,
         metrics: metrics_listener,
         admin: admin_listener,
-    } = bind_listeners(&config).await?;
+    } = bind_listeners(&config, acceptors).await?;
 
     let lots = conn_threads.lots();
     let mut shared = Shared::new(config.clone(), topics, router_tx, lots);
@@ -213,7 +220,7 @@ async fn serve(
         permits: &permits,
         conn_threads: &mut conn_threads,
     };
-    accepting.until(&listener, signal).await;
+    accepting.until((&listener, extra), signal).await;
     let max = config.limits.max_connections;
     let open = || max - permits.available_permits();
     tracing::info!(connections = open(), "shutting down");
@@ -269,21 +276,38 @@ async fn start_cluster(links: NodeLinks, router: &RouterTx) -> anyhow::Result<Ow
 /// The listeners, bound before the broker says it listens.
 struct Listeners {
     mqtt: TcpListener,
+    /// `[[listeners]]`, each with its TLS acceptor (`None`: plain TCP).
+    extra: Vec<(TcpListener, Option<TlsAcceptor>)>,
     metrics: Option<TcpListener>,
     admin: Option<TcpListener>,
 }
 
-/// Bind the MQTT listener and, if configured, the metrics and admin ones; then say so.
-async fn bind_listeners(config: &Config) -> anyhow::Result<Listeners> {
+/// Bind the MQTT listeners (`[[listeners]]` with `acceptors`, in order) and, if
+/// configured, the metrics and admin ones; then say so.
+async fn bind_listeners(
+    config: &Config,
+    acceptors: Vec<Option<TlsAcceptor>>,
+) -> anyhow::Result<Listeners> {
     let mqtt = TcpListener::bind(config.listener.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listener.addr))?;
     let local = mqtt.local_addr().context("listener address")?;
+    let mut extra = Vec::new();
+    for (i, (l, acceptor)) in config.listeners.iter().zip(acceptors).enumerate() {
+        let bound = TcpListener::bind(l.addr).await.with_context(|| {
+            format!("[[listeners]] #{} addr: cannot listen on {}", i + 1, l.addr)
+        })?;
+        let transport = if acceptor.is_some() { "tls" } else { "tcp" };
+        let addr = bound.local_addr().context("listener address")?;
+        tracing::info!(%addr, transport, "mqtt listener up");
+        extra.push((bound, acceptor));
+    }
     let metrics = bind_optional(config.metrics.listen, "[metrics]", "metrics endpoint up").await?;
     let admin = bind_optional(config.admin.listen, "[admin]", "admin API up").await?;
     tracing::info!(addr = %local, "listening");
     Ok(Listeners {
         mqtt,
+        extra,
         metrics,
         admin,
     })
@@ -318,9 +342,10 @@ impl Accepting<'_> {
     /// until `signal`.
     async fn until(
         mut self,
-        listener: &TcpListener,
+        (listener, extra): (&TcpListener, Vec<(TcpListener, Option<TlsAcceptor>)>),
         signal: impl std::future::Future<Output = ()>,
     ) {
+        let mut more = accept_extra(extra);
         let limits = &self.shared.config.limits;
         let mut rate = AcceptRate::new(limits.connections_per_sec_max, Instant::now());
         let mut last_rate_log: Option<Instant> = None;
@@ -342,8 +367,9 @@ impl Accepting<'_> {
             }
             tokio::select! {
                 _ = &mut signal => return,
+                Some((stream, tls)) = more.recv() => self.take(stream, tls),
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => self.take(stream),
+                    Ok((stream, _)) => self.take(stream, None),
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -354,17 +380,19 @@ impl Accepting<'_> {
         }
     }
 
-    /// A new connection: to a connection thread, or refused when all permits are out.
-    fn take(&mut self, stream: TcpStream) {
+    /// A new connection (TLS with `tls`): to a connection thread, or refused when
+    /// all permits are out (a TLS one closed at once: it cannot read a CONNACK yet).
+    fn take(&mut self, stream: TcpStream, tls: Option<TlsAcceptor>) {
         let _ = stream.set_nodelay(true);
         let counters = &self.shared.counters;
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 EdgeCounters::add(&counters.accepted);
-                if let Err(e) = self.conn_threads.spawn(stream, self.shared, permit) {
+                if let Err(e) = self.conn_threads.spawn(stream, self.shared, permit, tls) {
                     tracing::warn!(error = %e, "cannot hand a connection to its thread");
                 }
             }
+            Err(_) if tls.is_some() => EdgeCounters::add(&counters.refused_full),
             Err(_) => {
                 EdgeCounters::add(&counters.refused_full);
                 let connect_timeout_ms = self.shared.config.limits.connect_timeout_ms;
@@ -372,6 +400,33 @@ impl Accepting<'_> {
             }
         }
     }
+}
+
+/// Accept on every listener of `extra` in a task of its own, handing each socket
+/// over with its listener's acceptor; the tasks end once the receiver is gone.
+fn accept_extra(
+    extra: Vec<(TcpListener, Option<TlsAcceptor>)>,
+) -> tokio::sync::mpsc::Receiver<(TcpStream, Option<TlsAcceptor>)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
+    for (listener, acceptor) in extra {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        if tx.send((stream, acceptor.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    rx
 }
 
 /// Over `max_connections`: read the CONNECT (briefly) and answer "server unavailable"

@@ -48,18 +48,7 @@ async fn scrape_until(addr: SocketAddr, done: impl Fn(&BTreeMap<String, u64>) ->
 }
 
 fn metrics_addr(broker: &Broker) -> SocketAddr {
-    broker.wait_for_log("metrics endpoint up", STEP);
-    let log = broker.stderr();
-    let at = log.find("metrics endpoint up").unwrap();
-    let line = &log[log[..at].rfind('\n').map_or(0, |i| i + 1)..];
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
-    addr.parse().unwrap()
+    broker.logged_addr("metrics endpoint up")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use router::{ConnectCode, Event, IdSet, NewMessage, Reply};
-use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 
 use super::inbound::READ_BUF_BYTES;

@@ -9,10 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use commitlog::FileRange;
 use router::{CloseReason, Event, IdSet, Reply};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::stream::Stream;
 use super::{now_ms, Connection, End};
 use crate::protocol::{Chunk, Version};
 use crate::replies::ReplyReceiver;
@@ -100,7 +100,7 @@ impl Connection {
 }
 /// Write `chunks` in order: runs of bytes with vectored writes, file ranges with
 /// `sendfile`.
-async fn write_all_chunks(stream: &mut TcpStream, chunks: &[Chunk]) -> std::io::Result<()> {
+async fn write_all_chunks(stream: &mut Stream, chunks: &[Chunk]) -> std::io::Result<()> {
     let mut i = 0;
     while i < chunks.len() {
         let end = chunks[i..]
@@ -109,16 +109,20 @@ async fn write_all_chunks(stream: &mut TcpStream, chunks: &[Chunk]) -> std::io::
             .map_or(chunks.len(), |p| i + p);
         write_all_bytes(stream, &chunks[i..end]).await?;
         if let Some(Chunk::File(range)) = chunks.get(end) {
-            send_file(stream, range).await?;
+            match stream {
+                Stream::Tcp(tcp) => send_file(tcp, range).await?,
+                // Through rustls: the bytes are read and encrypted here.
+                Stream::Tls(_) => write_all_bytes(stream, &[Chunk::Bytes(range.read()?)]).await?,
+            }
         }
         i = end + 1;
     }
-    Ok(())
+    stream.flush().await
 }
 
 /// Write runs of in-memory chunks (`Chunk::File`s are not expected here) with
 /// vectored writes.
-async fn write_all_bytes(stream: &mut TcpStream, chunks: &[Chunk]) -> std::io::Result<()> {
+async fn write_all_bytes(stream: &mut Stream, chunks: &[Chunk]) -> std::io::Result<()> {
     // At most this many buffers per writev (IOV_MAX is 1024 on Linux).
     const IOV_MAX: usize = 1024;
     let mut first = 0;

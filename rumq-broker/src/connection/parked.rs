@@ -6,6 +6,8 @@
 use bytes::BytesMut;
 use router::DisconnectReason;
 use tokio::net::TcpStream;
+
+use super::stream::Stream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
@@ -103,7 +105,7 @@ impl Idle {
     /// The connection again, on `stream`, with what was read from it.
     fn into_connection(self, stream: TcpStream, read_buf: BytesMut) -> Connection {
         Connection {
-            stream,
+            stream: Stream::Tcp(stream),
             read_buf,
             encoder: self.encoder.resume(),
             inflight_in: 0,
@@ -174,7 +176,7 @@ impl Connection {
 
     /// What the connection keeps while parked, and its socket. Only when nothing is
     /// in use: no partial packet, no publish awaiting its ack, nothing to write.
-    fn into_idle(self) -> (Idle, TcpStream) {
+    fn into_idle(self) -> (Idle, Stream) {
         let idle = Idle {
             state: self.state,
             encoder: self.encoder.idle(),
@@ -198,7 +200,11 @@ impl Connection {
         permit: OwnedSemaphorePermit,
     ) {
         let (idle, stream) = self.into_idle();
-        let socket = match stream.into_std() {
+        let socket = match stream {
+            Stream::Tcp(tcp) => tcp.into_std(),
+            Stream::Tls(_) => Err(std::io::Error::other("a TLS connection does not park")),
+        };
+        let socket = match socket {
             Ok(s) => s,
             Err(e) => {
                 drop(spot);

@@ -191,6 +191,16 @@ impl Broker {
         }
     }
 
+    /// The address on the first line of the log with `marker` (its `addr=` field),
+    /// once there is one.
+    pub fn logged_addr(&self, marker: &str) -> SocketAddr {
+        self.wait_for_log(marker, STEP);
+        let log = self.stderr();
+        let line = log.lines().find(|l| l.contains(marker)).unwrap();
+        let addr = line.split("addr=").nth(1).unwrap();
+        addr.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
     /// Wait until stderr contains `needle`; panics after `within`.
     pub fn wait_for_log(&self, needle: &str, within: Duration) {
         self.log.wait_for(needle, within, "broker log");

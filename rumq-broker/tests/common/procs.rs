@@ -133,19 +133,24 @@ impl Drop for MosquittoSub {
 
 /// Run `mosquitto_pub -h 127.0.0.1 -p PORT ARGS` and assert it succeeded.
 pub fn mosquitto_pub(port: u16, args: &[&str]) {
-    let out = run_with_timeout(
-        StockClient::Mosquitto
-            .command("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args),
-        STEP,
-    );
+    let out = mosquitto_pub_output(port, args);
     assert!(
         out.status.success(),
         "mosquitto_pub {args:?} failed ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Run `mosquitto_pub -h 127.0.0.1 -p PORT ARGS`, within [`STEP`]: how it ended.
+pub fn mosquitto_pub_output(port: u16, args: &[&str]) -> Output {
+    run_with_timeout(
+        StockClient::Mosquitto
+            .command("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args),
+        STEP,
+    )
 }
 
 /// An HTTP/1.1 request (`method path`, with a bearer `token` if given) on a fresh

@@ -1,0 +1,250 @@
+//! TLS listeners (`[[listeners]]`, `transport = "tls"`) against the real binary and
+//! the stock mosquitto clients, with certificates made for each test (rcgen): a CA,
+//! a server certificate for 127.0.0.1, and a client certificate. Plain TLS, mutual
+//! TLS (a client without a certificate, or with one from another CA, is refused in
+//! the handshake), and what a client that is not TLS, or that never finishes its
+//! handshake, gets: its own connection closed, nobody else's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// PEM files of one test's certificates.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    /// A CA (`ca.pem`), a server certificate for 127.0.0.1 signed by it
+    /// (`server.pem`, `server.key`), a client certificate signed by it
+    /// (`client.pem`, `client.key`), and a client certificate of another CA
+    /// (`stranger.pem`, `stranger.key`).
+    fn make() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, ca_key) = authority("rumq test CA");
+        let (stranger_ca, stranger_ca_key) = authority("another CA");
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        write("ca.pem", ca.pem());
+        let leaf = |name: &str, sans: Vec<String>, issuer: (&rcgen::Certificate, &KeyPair)| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(sans).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.signed_by(&key, issuer.0, issuer.1).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (cert, key) = leaf("127.0.0.1", vec!["127.0.0.1".into()], (&ca, &ca_key));
+        write("server.pem", cert);
+        write("server.key", key);
+        let (cert, key) = leaf("device-1", vec![], (&ca, &ca_key));
+        write("client.pem", cert);
+        write("client.key", key);
+        let (cert, key) = leaf("intruder", vec![], (&stranger_ca, &stranger_ca_key));
+        write("stranger.pem", cert);
+        write("stranger.key", key);
+        Certs { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// A `[[listeners]]` entry for TLS on a port of the system's choosing, with a
+    /// client CA when `mutual`.
+    fn listener(&self, mutual: bool) -> String {
+        let mut text = format!(
+            "[[listeners]]\naddr = \"127.0.0.1:0\"\ntransport = \"tls\"\ncert = {:?}\nkey = {:?}\n",
+            self.arg("server.pem"),
+            self.arg("server.key")
+        );
+        if mutual {
+            text += &format!("client_ca = {:?}\n", self.arg("ca.pem"));
+        }
+        text
+    }
+}
+
+fn authority(name: &str) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    (params.self_signed(&key).unwrap(), key)
+}
+
+/// The port of the broker's TLS listener, from its log.
+fn tls_port(b: &Broker) -> u16 {
+    b.logged_addr("mqtt listener up").port()
+}
+
+/// mosquitto_pub with `args`; its exit status and what it printed.
+fn try_pub(port: u16, args: &[&str]) -> (bool, String) {
+    let out = mosquitto_pub_output(port, args);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    (out.status.success(), text)
+}
+
+#[test]
+fn mosquitto_clients_publish_and_subscribe_over_tls() {
+    let certs = Certs::make();
+    let b = Broker::with_config(&certs.listener(false));
+    let port = tls_port(&b);
+    let ca = certs.arg("ca.pem");
+    let sub = MosquittoSub::start(
+        port,
+        &[
+            "--cafile", &ca, "-t", "tls/#", "-q", "1", "-C", "3", "-W", "10",
+        ],
+    );
+    mosquitto_pub(
+        port,
+        &["--cafile", &ca, "-t", "tls/a", "-q", "1", "-m", "over tls"],
+    );
+    // A message large enough that the log hands it over by file range (sent with
+    // sendfile on plain TCP; here its bytes go through rustls).
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let big_file = certs.path("big.bin");
+    std::fs::write(&big_file, &big).unwrap();
+    let big_arg = big_file.display().to_string();
+    mosquitto_pub(
+        port,
+        &["--cafile", &ca, "-t", "tls/big", "-q", "1", "-f", &big_arg],
+    );
+    // The plain listener serves the same broker.
+    mosquitto_pub(b.port(), &["-t", "tls/plain", "-q", "1", "-m", "plain"]);
+    let (status, lines) = sub.finish(STEP);
+    assert!(status.success(), "{}", b.stderr());
+    let payloads: Vec<&str> = lines.iter().filter_map(|l| l.rsplit('|').next()).collect();
+    assert_eq!(payloads, [hex(b"over tls"), hex(&big), hex(b"plain")]);
+    // A client that does not trust the broker's CA refuses it.
+    let (ok, why) = try_pub(
+        port,
+        &["--cafile", &certs.arg("stranger.pem"), "-t", "x", "-m", "y"],
+    );
+    assert!(!ok, "{why}");
+}
+
+#[test]
+fn mutual_tls_takes_a_client_the_ca_vouches_for_and_refuses_the_others() {
+    let certs = Certs::make();
+    let b = Broker::with_config(&certs.listener(true));
+    let port = tls_port(&b);
+    let ca = certs.arg("ca.pem");
+    let with = |cert: &str, key: &str| {
+        try_pub(
+            port,
+            &[
+                "--cafile",
+                &ca,
+                "--cert",
+                &certs.arg(cert),
+                "--key",
+                &certs.arg(key),
+                "-t",
+                "m",
+                "-m",
+                "x",
+            ],
+        )
+    };
+    let (ok, why) = with("client.pem", "client.key");
+    assert!(ok, "{why}\n{}", b.stderr());
+    let (ok, _) = with("stranger.pem", "stranger.key");
+    assert!(!ok, "a certificate of another CA");
+    let (ok, _) = try_pub(port, &["--cafile", &ca, "-t", "m", "-m", "x"]);
+    assert!(!ok, "no certificate");
+    b.wait_for_log_count("TLS handshake failed", 2, STEP);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_or_a_handshake_that_never_ends_closes_only_that_connection() {
+    let certs = Certs::make();
+    let config = certs.listener(false) + "[limits]\nconnect_timeout_ms = 500\n";
+    let b = Broker::with_config(&config);
+    let port = tls_port(&b);
+    // MQTT in clear on the TLS port: not a ClientHello. A TLS alert, then the end.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    plain
+        .write_all(&ConnectOpts::new("clear").encode())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(STEP, plain.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "closed within the wait: {read:?}"
+    );
+    assert_eq!(answer.first(), Some(&0x15), "an alert record: {answer:x?}");
+    // A connection that says nothing: closed after connect_timeout_ms.
+    let mut silent = Raw::open(port).await;
+    let waited = silent.expect_closed(STEP).await;
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    // A ClientHello cut short, then silence: the same.
+    let mut cut = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    cut.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    b.wait_for_log_count("TLS handshake", 3, STEP);
+    // Meanwhile TLS clients are served.
+    mosquitto_pub(
+        port,
+        &["--cafile", &certs.arg("ca.pem"), "-t", "still", "-m", "up"],
+    );
+}
+
+#[test]
+fn a_missing_or_mismatched_certificate_stops_the_start_naming_the_file() {
+    let certs = Certs::make();
+    let missing = certs.listener(false).replace("server.pem", "nowhere.pem");
+    let (code, err) = broker_exit(&missing);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("[[listeners]] #1") && err.contains("nowhere.pem"),
+        "{err}"
+    );
+    let mismatched = certs.listener(false).replace("server.key", "client.key");
+    let (code, err) = broker_exit(&mismatched);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("client.key") && err.contains("server.pem"),
+        "{err}"
+    );
+}
+
+/// Run the broker with `config` until it exits on its own: its exit code and stderr.
+fn broker_exit(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tls.toml");
+    std::fs::write(&path, config).unwrap();
+    let data = dir.path().join("data");
+    let out = run_with_timeout(
+        std::process::Command::new(broker_bin())
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data),
+        Duration::from_secs(10),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
