@@ -116,6 +116,9 @@ pub struct Subscription {
     pub retain_as_published: bool,
     /// When to send retained messages.
     pub retain_handling: RetainHandling,
+    /// The connection's access control allows it (else it is refused, MQTT 5:
+    /// 0x87, 3.1.1: 0x80).
+    pub authorized: bool,
 }
 
 impl Subscription {
@@ -128,6 +131,7 @@ impl Subscription {
             no_local: false,
             retain_as_published: false,
             retain_handling: RetainHandling::OnSubscribe,
+            authorized: true,
         }
     }
 }
@@ -233,6 +237,8 @@ pub enum SubscribeCode {
     InvalidFilter,
     /// The session holds `subscriptions_max` filters (MQTT 5: 0x97).
     QuotaExceeded,
+    /// The connection's access control does not allow it (MQTT 5: 0x87).
+    NotAuthorized,
 }
 
 /// UNSUBACK outcome for one filter.
@@ -254,13 +260,17 @@ pub enum PubReason {
     /// Not stored: the log refused the write, e.g. the disk is full (MQTT 5: 0x97;
     /// a 3.1.1 connection has no way to say so and is closed).
     StorageFailure,
+    /// Not stored: the connection's access control does not let the client publish
+    /// to the topic (MQTT 5: 0x87; 3.1.1 gets a plain ack, as from Mosquitto, and
+    /// the message is dropped). Said by the connection, never the router.
+    NotAuthorized,
 }
 
 impl PubReason {
     /// The message was stored.
     #[must_use]
     pub fn is_success(self) -> bool {
-        self != PubReason::StorageFailure
+        !matches!(self, PubReason::StorageFailure | PubReason::NotAuthorized)
     }
 }
 

@@ -184,6 +184,8 @@ pub struct AuthConfig {
     pub password_file: Option<PathBuf>,
     /// Password checks running at once (each holds 19 MiB while it runs).
     pub password_checks_max: usize,
+    /// Who may publish and subscribe to what (`acl.rs`); none: everyone, everything.
+    pub acl_file: Option<PathBuf>,
     /// Plain-text passwords, no longer accepted: read only to refuse them with a
     /// message saying how to convert.
     pub users: BTreeMap<String, String>,
@@ -195,6 +197,7 @@ impl Default for AuthConfig {
             allow_anonymous: true,
             password_file: None,
             password_checks_max: 2,
+            acl_file: None,
             users: BTreeMap::new(),
         }
     }

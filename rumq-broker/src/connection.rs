@@ -46,6 +46,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use crate::acl::{AclSource, ConnAcl};
 use crate::clients::Clients;
 use crate::config::Config;
 use crate::driver::{RouterTx, ToRouter};
@@ -87,6 +88,8 @@ pub struct Shared {
     pub clients: Option<Arc<Clients>>,
     /// In a cluster, the claims a CONNECT makes on its client id (`owners.rs`).
     pub owners: Option<Owners>,
+    /// Who may publish and subscribe to what (`acl.rs`); none: everyone, everything.
+    pub acl: Option<Arc<AclSource>>,
     next_conn: AtomicU64,
 }
 
@@ -107,6 +110,7 @@ impl Shared {
             counters: Arc::default(),
             clients: None,
             owners: None,
+            acl: None,
             next_conn: AtomicU64::new(1),
         }
     }
@@ -215,6 +219,8 @@ struct ConnState {
     // Boxed on purpose: 8 bytes in every connection rather than 48.
     #[allow(clippy::box_collection)]
     published: Option<Box<IdSet<TopicId>>>,
+    /// What the ACL grants this client, with an ACL file (boxed: 8 bytes without).
+    acl: Option<Box<ConnAcl>>,
 }
 
 impl ConnState {
@@ -291,6 +297,7 @@ impl Connection {
                 session_expiry: 0,
                 v5: None,
                 published: None,
+                acl: None,
             },
         }
     }

@@ -21,6 +21,7 @@
 //! | `heap` | how much freed memory the allocator keeps |
 
 mod accept_rate;
+mod acl;
 mod admin;
 mod clients;
 mod cluster_node;
@@ -50,8 +51,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use mesh::NodeId;
-use tokio_rustls::TlsAcceptor;
 
+use crate::acl::AclFile;
 use crate::config::cluster::{self, ClusterConfig, ClusterOverrides, Peer};
 use crate::config::Config;
 use crate::passwords::Passwords;
@@ -139,15 +140,19 @@ fn log_filter(level: &str) -> String {
     }
 }
 
-/// What the start reads beside the configuration: the password file, and each
-/// `[[listeners]]` entry's certificates (its TLS acceptor, `None` for a plain one).
-/// An error names the key and the file.
-fn load_files(config: &Config) -> Result<(Option<Passwords>, Vec<Option<TlsAcceptor>>), String> {
+/// What the start reads beside the configuration: the password file, the ACL file,
+/// and each `[[listeners]]` entry's certificates (its TLS acceptor, `None` for a
+/// plain one). An error names the key and the file.
+fn load_files(config: &Config) -> Result<server::StartFiles, String> {
     let passwords = match &config.auth.password_file {
         None => None,
         Some(path) => {
             Some(Passwords::load(path).map_err(|e| format!("[auth] password_file: {e}"))?)
         }
+    };
+    let acl = match &config.auth.acl_file {
+        None => None,
+        Some(path) => Some(AclFile::load(path).map_err(|e| format!("[auth] acl_file: {e}"))?),
     };
     let acceptors = config
         .listeners
@@ -157,7 +162,11 @@ fn load_files(config: &Config) -> Result<(Option<Passwords>, Vec<Option<TlsAccep
             tls::acceptor(l).map_err(|e| format!("[[listeners]] #{} ({}): {e}", i + 1, l.addr))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((passwords, acceptors))
+    Ok(server::StartFiles {
+        passwords,
+        acceptors,
+        acl,
+    })
 }
 
 fn main() -> ExitCode {
@@ -208,14 +217,14 @@ fn main() -> ExitCode {
     if !heap::keep_freed_memory() {
         tracing::debug!("allocator thresholds not set");
     }
-    let (passwords, acceptors) = match load_files(&config) {
+    let files = match load_files(&config) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("rumq-broker: {e}");
             return ExitCode::from(2);
         }
     };
-    match server::run(config, (passwords, acceptors), cluster) {
+    match server::run(config, files, cluster) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

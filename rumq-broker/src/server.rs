@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::accept_rate::AcceptRate;
+use crate::acl::{AclFile, AclSource};
 use crate::admin;
 use crate::cluster_node::{self, NodeLinks};
 use crate::config::cluster::ClusterConfig;
@@ -59,14 +60,34 @@ pub(crate) fn open_router(config: &Config) -> anyhow::Result<Router<Log>> {
         .with_context(|| format!("cannot restore the sessions from {}", state_dir.display()))
 }
 
+/// What the start read beside the configuration (`main::load_files`).
+pub struct StartFiles {
+    /// The password file's users.
+    pub passwords: Option<Passwords>,
+    /// The `[[listeners]]` entries' TLS acceptors (`None`: plain), in their order.
+    pub acceptors: Vec<Option<TlsAcceptor>>,
+    /// The ACL file.
+    pub acl: Option<AclFile>,
+}
+
+/// What the edges check: passwords, the ACL, and the listeners' TLS.
+type Edges = (
+    Option<Arc<Checker>>,
+    Option<Arc<AclSource>>,
+    Vec<Option<TlsAcceptor>>,
+);
+
 /// Run the broker until a shutdown signal; with `cluster`, as a node of it.
-/// `acceptors` are the `[[listeners]]` entries' TLS acceptors (`None`: plain), in
-/// their order.
 pub fn run(
     config: Config,
-    (passwords, acceptors): (Option<Passwords>, Vec<Option<TlsAcceptor>>),
+    files: StartFiles,
     cluster: Option<ClusterConfig>,
 ) -> anyhow::Result<()> {
+    let StartFiles {
+        passwords,
+        acceptors,
+        acl,
+    } = files;
     let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
     let (router, node) = match &cluster {
         None => (open_router(&config)?, None),
@@ -116,7 +137,7 @@ pub fn run(
         topics,
         (router_tx, links),
         conn_threads,
-        (checker, acceptors),
+        (checker, acl.map(|a| Arc::new(AclSource::new(a))), acceptors),
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // Every sender is gone now: the router thread drains, appends and returns (woken
@@ -171,19 +192,20 @@ async fn serve(
     topics: Arc<TopicInterner>,
     (router_tx, links): (RouterTx, Option<NodeLinks>),
     mut conn_threads: ConnThreads,
-    (passwords, acceptors): (Option<Arc<Checker>>, Vec<Option<TlsAcceptor>>),
+    (passwords, acl, acceptors): Edges,
 ) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let owners = match links {
         Some(links) => Some(start_cluster(links, &router_tx).await?),
         None => None,
     };
-    if let (Some(checker), Some(path)) = (&passwords, &config.auth.password_file) {
+    if passwords.is_some() || acl.is_some() {
         // Installed before the broker says it listens: a SIGHUP after that line never
         // meets the default action (which ends the process).
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("cannot handle SIGHUP")?;
-        tokio::spawn(reload_on_sighup(hup, checker.clone(), path.clone()));
+        let files = (passwords.clone(), acl.clone());
+        tokio::spawn(reload_on_sighup(hup, config.clone(), files));
     }
     let Listeners {
         mqtt: listener,
@@ -195,6 +217,7 @@ async fn serve(
     let lots = conn_threads.lots();
     let mut shared = Shared::new(config.clone(), topics, router_tx, lots);
     shared.passwords = passwords;
+    shared.acl = acl;
     shared.clients = admin_listener.is_some().then(Arc::default);
     shared.owners = owners.clone();
     let shared = Arc::new(shared);
@@ -473,14 +496,24 @@ async fn refuse(mut stream: TcpStream, connect_timeout_ms: u64) {
 /// logged, and the one in use kept). Connections stay; new logins use the new file.
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
-    checker: Arc<Checker>,
-    path: std::path::PathBuf,
+    config: Arc<Config>,
+    (checker, acl): (Option<Arc<Checker>>, Option<Arc<AclSource>>),
 ) {
     while hup.recv().await.is_some() {
-        match checker.reload(&path) {
-            Ok(users) => tracing::info!(users, "password file reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "password file not reloaded; the old one stays in use")
+        if let (Some(checker), Some(path)) = (&checker, &config.auth.password_file) {
+            match checker.reload(path) {
+                Ok(users) => tracing::info!(users, "password file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "password file not reloaded; the old one stays in use")
+                }
+            }
+        }
+        if let (Some(acl), Some(path)) = (&acl, &config.auth.acl_file) {
+            match acl.reload(path) {
+                Ok(()) => tracing::info!("acl file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "acl file not reloaded; the old one stays in use")
+                }
             }
         }
     }

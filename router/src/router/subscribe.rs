@@ -125,6 +125,9 @@ impl<S: Storage> Router<S> {
         if topic::validate_filter(&filter).is_err() {
             return SubscribeCode::InvalidFilter;
         }
+        if !sub.authorized {
+            return SubscribeCode::NotAuthorized;
+        }
         let existed = self
             .sessions
             .get(&sid)

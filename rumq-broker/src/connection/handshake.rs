@@ -11,6 +11,7 @@ use tokio::time::timeout;
 
 use super::inbound::READ_BUF_BYTES;
 use super::{now_ms, ConnState, Connection, End, ToRouter, V5State, LOG_TARGET};
+use crate::acl::ConnAcl;
 use crate::clients::ClientInfo;
 use crate::metrics::EdgeCounters;
 use crate::protocol::alias::InboundAliases;
@@ -47,6 +48,9 @@ impl Connection {
                 why,
                 "connection refused"
             );
+            return None;
+        }
+        if !self.apply_acl(&connect).await {
             return None;
         }
         let keep_alive = self.keep_alive(connect.keep_alive);
@@ -225,6 +229,28 @@ impl Connection {
             reason::BAD_USER_NAME_OR_PASSWORD,
             "bad user name or password",
         ))
+    }
+
+    /// With an ACL file: what it grants this client, kept for the connection; a will
+    /// whose topic it may not publish to refuses the CONNECT (not authorized, as
+    /// Mosquitto does). False when refused.
+    async fn apply_acl(&mut self, connect: &ConnectPacket) -> bool {
+        let Some(source) = self.state.shared.acl.clone() else {
+            return true;
+        };
+        let (user, client_id) = (connect.username.clone(), connect.client_id.clone());
+        let mut acl = ConnAcl::new(source, user, client_id);
+        if let Some(w) = &connect.will {
+            if !acl.granted().may_write(&w.topic) {
+                let why = "the will's topic is not allowed for this client";
+                tracing::info!(target: LOG_TARGET, topic = %w.topic, why, "connection refused");
+                let (v3, v5) = (return_code::NOT_AUTHORIZED, reason::NOT_AUTHORIZED);
+                self.refuse(v3, v5, Some(why.into())).await;
+                return false;
+            }
+        }
+        self.state.acl = Some(Box::new(acl));
+        true
     }
 
     /// In a cluster, make this node the owner of `client_id` (`owners.rs`) and say

@@ -5,12 +5,12 @@
 //! answered here; DISCONNECT, AUTH and a second CONNECT end the connection.
 
 use bytes::BytesMut;
-use router::{Event, NewMessage, Origin, PacketId, QoS, TopicId};
+use router::{Event, NewMessage, Origin, PacketId, PubReason, QoS, Reply, TopicId};
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::{now_ms, ConnState, Connection, End, ToRouter, LOG_TARGET};
 use crate::protocol::alias::InboundAliases;
-use crate::protocol::{self, Inbound, ProtocolError, TopicName};
+use crate::protocol::{self, Inbound, ProtocolError, PublishProperties, TopicName};
 
 /// Bytes reserved for a read. The read buffer is allocated when the socket is
 /// readable and dropped once everything in it was decoded, so an idle connection
@@ -158,27 +158,10 @@ impl Connection {
                 dup: _,
                 properties,
             } => {
-                let (topic, tid) = self
-                    .state
-                    .admit_publish(topic, properties.topic_alias, pkid)?;
-                if qos != QoS::AtMostOnce {
-                    self.inflight_in += 1;
-                }
-                Event::Publish {
-                    conn,
-                    pkid,
-                    message: router::Publication {
-                        topic: tid,
-                        qos,
-                        retain,
-                        record: NewMessage {
-                            origin: self.state.origin(qos, pkid),
-                            expiry_secs: properties.expiry_secs,
-                            properties: &properties.forward,
-                            ..NewMessage::new(qos, retain, now_ms(), topic.as_str(), &payload)
-                        }
-                        .framed_in(&mut batch.arena, batch.arena_hint),
-                    },
+                let publish = (topic, qos, retain, pkid);
+                match self.publish_event(publish, &payload, properties, batch)? {
+                    Some(event) => event,
+                    None => return Ok(()),
                 }
             }
             Inbound::PubAck(pkid) => Event::PubAck { conn, pkid },
@@ -192,12 +175,24 @@ impl Connection {
             } => Event::PubRecRefused { conn, pkid },
             Inbound::PubRel(pkid) => Event::PubRel { conn, pkid },
             Inbound::PubComp(pkid) => Event::PubComp { conn, pkid },
-            Inbound::Subscribe { pkid, filters, id } => Event::Subscribe {
-                conn,
+            Inbound::Subscribe {
                 pkid,
-                filters,
+                mut filters,
                 id,
-            },
+            } => {
+                if let Some(acl) = self.state.acl.as_mut() {
+                    let granted = acl.granted();
+                    for f in &mut filters {
+                        f.authorized = granted.may_subscribe(&f.filter);
+                    }
+                }
+                Event::Subscribe {
+                    conn,
+                    pkid,
+                    filters,
+                    id,
+                }
+            }
             Inbound::Unsubscribe { pkid, filters } => Event::Unsubscribe {
                 conn,
                 pkid,
@@ -224,7 +219,72 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// A PUBLISH as the router's event: its topic admitted (`admit_publish`) and
+    /// allowed by the ACL, its record framed into `batch`'s arena. `None`: refused
+    /// here (and answered).
+    #[inline]
+    fn publish_event(
+        &mut self,
+        (topic, qos, retain, pkid): (TopicName, QoS, bool, Option<PacketId>),
+        payload: &[u8],
+        properties: PublishProperties,
+        batch: &mut Decoded,
+    ) -> Result<Option<Event>, End> {
+        let (topic, tid) = self
+            .state
+            .admit_publish(topic, properties.topic_alias, pkid)?;
+        if !self.state.may_write(topic.as_str()) {
+            self.refuse_publish(qos, pkid, topic.as_str());
+            return Ok(None);
+        }
+        if qos != QoS::AtMostOnce {
+            self.inflight_in += 1;
+        }
+        Ok(Some(Event::Publish {
+            conn: self.state.id,
+            pkid,
+            message: router::Publication {
+                topic: tid,
+                qos,
+                retain,
+                record: NewMessage {
+                    origin: self.state.origin(qos, pkid),
+                    expiry_secs: properties.expiry_secs,
+                    properties: &properties.forward,
+                    ..NewMessage::new(qos, retain, now_ms(), topic.as_str(), payload)
+                }
+                .framed_in(&mut batch.arena, batch.arena_hint),
+            },
+        }))
+    }
+
+    /// A PUBLISH the ACL does not allow: dropped, and answered (MQTT 5: 0x87;
+    /// 3.1.1: a plain ack, as Mosquitto does, so the client does not send it again).
+    fn refuse_publish(&mut self, qos: QoS, pkid: Option<PacketId>, topic: &str) {
+        tracing::debug!(target: LOG_TARGET, topic, "publish not authorized; dropped");
+        let Some(pkid) = pkid else {
+            return;
+        };
+        if let Some(state) = &mut self.state.v5 {
+            state.quota.remove(&pkid.0);
+        }
+        let reply = match qos {
+            QoS::ExactlyOnce => Reply::PubRec(pkid, PubReason::NotAuthorized),
+            _ => Reply::PubAck(pkid, PubReason::NotAuthorized),
+        };
+        self.encoder.reply(&reply);
+    }
+}
+
 impl ConnState {
+    /// Whether the ACL, if any, lets the client publish to `topic`.
+    fn may_write(&mut self, topic: &str) -> bool {
+        self.acl
+            .as_mut()
+            .is_none_or(|a| a.granted().may_write(topic))
+    }
+
     /// What a PUBLISH passes before it becomes a record, in this order: its topic
     /// alias resolved, its packet id within our receive maximum (both MQTT 5), its
     /// topic interned and within the connection's topic limit. Its topic and the

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use commitlog::FileRange;
-use router::{CloseReason, Event, IdSet, Reply};
+use router::{CloseReason, Delivery, Event, IdSet, Message, QoS, Reply};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::stream::Stream;
-use super::{now_ms, Connection, End};
+use super::{now_ms, Connection, End, LOG_TARGET};
 use crate::protocol::{Chunk, Version};
 use crate::replies::ReplyReceiver;
 
@@ -30,9 +30,15 @@ impl Connection {
     ) -> Option<End> {
         let mut delivered = false;
         let mut close = None;
+        let mut unreadable = Vec::new();
         self.encoder.set_now(now_ms());
         for r in &replies {
             match r {
+                Reply::Deliver(ds) if self.state.acl.is_some() => {
+                    delivered = true;
+                    self.deliver_readable(ds, &mut unreadable);
+                    continue;
+                }
                 Reply::PubAck(id, reason) | Reply::PubRec(id, reason) => {
                     self.inflight_in = self.inflight_in.saturating_sub(1);
                     let done = matches!(r, Reply::PubAck(..)) || !reason.is_success();
@@ -55,6 +61,11 @@ impl Connection {
                 _ => {}
             }
             self.encoder.reply(r);
+        }
+        for event in unreadable {
+            if let Err(end) = self.send(event).await {
+                return Some(end);
+            }
         }
         if let Some(state) = &mut self.state.v5 {
             if state.quota.is_empty() && state.quota.capacity() > 0 {
@@ -82,6 +93,32 @@ impl Connection {
             return Some(end);
         }
         close.map(End::Closed)
+    }
+
+    /// Encode the deliveries the ACL lets the client read; for each other one, the
+    /// event that ends its exchange with the router as if the client had taken it
+    /// (QoS 1: PUBACK; QoS 2: a refused PUBREC), into `unreadable`.
+    fn deliver_readable(&mut self, ds: &[Delivery], unreadable: &mut Vec<Event>) {
+        let conn = self.state.id;
+        for d in ds {
+            let readable = match (Message::decode(d.record.head()), self.state.acl.as_mut()) {
+                (Ok(m), Some(acl)) => acl.granted().may_read(m.topic_str()),
+                (_, None) => true,
+                (Err(_), Some(_)) => false,
+            };
+            if readable {
+                self.encoder.publish(d);
+                continue;
+            }
+            tracing::debug!(target: LOG_TARGET, "delivery not authorized for reading; dropped");
+            match (d.qos, d.pkid) {
+                (QoS::AtLeastOnce, Some(pkid)) => unreadable.push(Event::PubAck { conn, pkid }),
+                (QoS::ExactlyOnce, Some(pkid)) => {
+                    unreadable.push(Event::PubRecRefused { conn, pkid })
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Write everything encoded, with vectored writes.

@@ -271,6 +271,7 @@ impl Encoder {
             PubReason::Success => reason::SUCCESS,
             PubReason::NoMatchingSubscribers => reason::NO_MATCHING_SUBSCRIBERS,
             PubReason::StorageFailure => reason::QUOTA_EXCEEDED,
+            PubReason::NotAuthorized => reason::NOT_AUTHORIZED,
         }
     }
 
@@ -288,9 +289,12 @@ impl Encoder {
                     packet::PUBREC
                 };
                 if v5 {
-                    let why = "the message log refused the write";
+                    let why = match r {
+                        PubReason::NotAuthorized => "not authorized to publish to this topic",
+                        _ => "the message log refused the write",
+                    };
                     self.ack_v5(kind, *id, Self::pub_reason(*r), why);
-                } else if r.is_success() {
+                } else if *r != PubReason::StorageFailure {
                     self.ack(kind, *id);
                 }
             }
@@ -345,6 +349,7 @@ impl Encoder {
                 (SubscribeCode::Granted(q), _) => *q as u8,
                 (SubscribeCode::InvalidFilter, true) => reason::TOPIC_FILTER_INVALID,
                 (SubscribeCode::QuotaExceeded, true) => reason::QUOTA_EXCEEDED,
+                (SubscribeCode::NotAuthorized, true) => reason::NOT_AUTHORIZED,
                 (_, false) => return_code::SUBSCRIBE_FAILURE,
             });
         }

@@ -149,6 +149,7 @@ fn subscribe(mut b: Bytes) -> Result<Inbound, ProtocolError> {
             no_local,
             retain_as_published: options & 0b1000 != 0,
             retain_handling,
+            authorized: true,
         });
     }
     if filters.is_empty() {
