@@ -23,10 +23,10 @@ use anyhow::Context as _;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
-use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, Parked, Shared};
 use crate::parking::Lot;
+use crate::tls::Edge;
 
 /// The connection threads (see the module docs).
 #[derive(Debug)]
@@ -66,7 +66,7 @@ impl ConnThreads {
         stream: TcpStream,
         shared: &Arc<Shared>,
         permit: OwnedSemaphorePermit,
-        tls: Option<TlsAcceptor>,
+        edge: Edge,
     ) -> std::io::Result<()> {
         let index = self.next;
         self.next = (self.next + 1) % self.threads.len();
@@ -78,17 +78,14 @@ impl ConnThreads {
         let stream = TcpStream::from_std(socket)?;
         let thread_index = u16::try_from(index).unwrap_or(u16::MAX);
         let shared = shared.clone();
-        match tls {
-            None => thread
+        let at = (shared, permit, thread_index);
+        match edge {
+            Edge::Tcp => thread
                 .handle
-                .spawn(connection::serve(stream, shared, permit, thread_index)),
-            Some(tls) => thread.handle.spawn(connection::serve_tls(
-                stream,
-                shared,
-                permit,
-                thread_index,
-                tls,
-            )),
+                .spawn(connection::serve(stream, at.0, at.1, at.2)),
+            edge => thread
+                .handle
+                .spawn(connection::serve_edge(stream, at, edge)),
         };
         Ok(())
     }

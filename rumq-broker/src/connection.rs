@@ -57,6 +57,7 @@ use crate::passwords::Checker;
 use crate::protocol::alias::InboundAliases;
 use crate::protocol::{Encoder, Version};
 use crate::replies::{Received, ReplyReceiver};
+use crate::tls::Edge;
 use end::End;
 use parked::FirstStep;
 pub use parked::Parked;
@@ -133,34 +134,34 @@ pub fn serve(
     c.run(permit, None).instrument(span)
 }
 
-/// As [`serve`], on a TLS listener: the TLS handshake first, within
-/// `limits.connect_timeout_ms`. A client that does not finish it in time, or that it
-/// refuses (no certificate the listener's client CA vouches for, under mutual TLS),
-/// is closed with one log line.
-pub fn serve_tls(
+/// As [`serve`], on a listener with an edge (TLS, WebSockets): its handshake first,
+/// within `limits.connect_timeout_ms`. A client that does not finish it in time, or
+/// that it refuses (not TLS, no certificate the listener's client CA vouches for, an
+/// upgrade to another path or without the `mqtt` subprotocol), is closed with one
+/// log line.
+pub fn serve_edge(
     stream: TcpStream,
-    shared: Arc<Shared>,
-    permit: OwnedSemaphorePermit,
-    thread: u16,
-    acceptor: tokio_rustls::TlsAcceptor,
+    (shared, permit, thread): (Arc<Shared>, OwnedSemaphorePermit, u16),
+    edge: Edge,
 ) -> impl Future<Output = ()> {
     let (id, span) = new_span(&stream, &shared);
     async move {
         let limit = Duration::from_millis(shared.config.limits.connect_timeout_ms);
-        let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => tls,
+        let max_packet = shared.config.limits.max_packet_size;
+        let stream = match tokio::time::timeout(limit, Stream::open(stream, edge, max_packet)).await {
+            Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 EdgeCounters::add(&shared.counters.refused_tls);
-                tracing::info!(target: LOG_TARGET, error = %e, "TLS handshake failed; closing");
+                tracing::info!(target: LOG_TARGET, error = %e, "handshake failed; closing");
                 return;
             }
             Err(_) => {
                 EdgeCounters::add(&shared.counters.refused_tls);
-                tracing::info!(target: LOG_TARGET, "no TLS handshake within connect_timeout_ms; closing");
+                tracing::info!(target: LOG_TARGET, "no handshake within connect_timeout_ms; closing");
                 return;
             }
         };
-        let c = Connection::new(Stream::tls(tls), id, shared, thread);
+        let c = Connection::new(stream, id, shared, thread);
         c.run(permit, None).await;
     }
     .instrument(span)

@@ -159,12 +159,12 @@ fn load_files(config: &Config) -> Result<server::StartFiles, String> {
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            tls::acceptor(l).map_err(|e| format!("[[listeners]] #{} ({}): {e}", i + 1, l.addr))
+            tls::edge(l).map_err(|e| format!("[[listeners]] #{} ({}): {e}", i + 1, l.addr))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(server::StartFiles {
         passwords,
-        acceptors,
+        edges: acceptors,
         acl,
     })
 }

@@ -14,7 +14,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 
 use crate::accept_rate::AcceptRate;
 use crate::acl::{AclFile, AclSource};
@@ -28,6 +27,7 @@ use crate::driver::{self, RouterTx, ToRouter};
 use crate::metrics::{self, EdgeCounters};
 use crate::owners::Owners;
 use crate::passwords::{Checker, Passwords};
+use crate::tls::Edge;
 use rumq_broker::interner::TopicInterner;
 use rumq_broker::meta_links::MetaLinks;
 use rumq_broker::peers::Peers;
@@ -64,18 +64,14 @@ pub(crate) fn open_router(config: &Config) -> anyhow::Result<Router<Log>> {
 pub struct StartFiles {
     /// The password file's users.
     pub passwords: Option<Passwords>,
-    /// The `[[listeners]]` entries' TLS acceptors (`None`: plain), in their order.
-    pub acceptors: Vec<Option<TlsAcceptor>>,
+    /// The `[[listeners]]` entries' edges (TLS, WebSockets), in their order.
+    pub edges: Vec<Edge>,
     /// The ACL file.
     pub acl: Option<AclFile>,
 }
 
-/// What the edges check: passwords, the ACL, and the listeners' TLS.
-type Edges = (
-    Option<Arc<Checker>>,
-    Option<Arc<AclSource>>,
-    Vec<Option<TlsAcceptor>>,
-);
+/// What the edges check: passwords, the ACL, and the listeners' TLS and WebSockets.
+type Edges = (Option<Arc<Checker>>, Option<Arc<AclSource>>, Vec<Edge>);
 
 /// Run the broker until a shutdown signal; with `cluster`, as a node of it.
 pub fn run(
@@ -83,11 +79,6 @@ pub fn run(
     files: StartFiles,
     cluster: Option<ClusterConfig>,
 ) -> anyhow::Result<()> {
-    let StartFiles {
-        passwords,
-        acceptors,
-        acl,
-    } = files;
     let topics = Arc::new(TopicInterner::new(config.limits.topics_max));
     let (router, node) = match &cluster {
         None => (open_router(&config)?, None),
@@ -128,7 +119,7 @@ pub fn run(
         .build()
         .context("cannot start the tokio runtime")?;
     let config = Arc::new(config);
-    let checker = passwords.map(|p| {
+    let checker = files.passwords.map(|p| {
         tracing::info!(users = p.len(), "password file loaded");
         Arc::new(Checker::new(p, config.auth.password_checks_max))
     });
@@ -137,7 +128,11 @@ pub fn run(
         topics,
         (router_tx, links),
         conn_threads,
-        (checker, acl.map(|a| Arc::new(AclSource::new(a))), acceptors),
+        (
+            checker,
+            files.acl.map(|a| Arc::new(AclSource::new(a))),
+            files.edges,
+        ),
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // Every sender is gone now: the router thread drains, appends and returns (woken
@@ -192,7 +187,7 @@ async fn serve(
     topics: Arc<TopicInterner>,
     (router_tx, links): (RouterTx, Option<NodeLinks>),
     mut conn_threads: ConnThreads,
-    (passwords, acl, acceptors): Edges,
+    (passwords, acl, edges): Edges,
 ) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let owners = match links {
@@ -200,19 +195,14 @@ async fn serve(
         None => None,
     };
     if passwords.is_some() || acl.is_some() {
-        // Installed before the broker says it listens: a SIGHUP after that line never
-        // meets the default action (which ends the process).
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot handle SIGHUP")?;
-        let files = (passwords.clone(), acl.clone());
-        tokio::spawn(reload_on_sighup(hup, config.clone(), files));
+        reload_on_sighup(config.clone(), (passwords.clone(), acl.clone()))?;
     }
     let Listeners {
         mqtt: listener,
         extra,
         metrics: metrics_listener,
         admin: admin_listener,
-    } = bind_listeners(&config, acceptors).await?;
+    } = bind_listeners(&config, edges).await?;
 
     let lots = conn_threads.lots();
     let mut shared = Shared::new(config.clone(), topics, router_tx, lots);
@@ -299,31 +289,27 @@ async fn start_cluster(links: NodeLinks, router: &RouterTx) -> anyhow::Result<Ow
 /// The listeners, bound before the broker says it listens.
 struct Listeners {
     mqtt: TcpListener,
-    /// `[[listeners]]`, each with its TLS acceptor (`None`: plain TCP).
-    extra: Vec<(TcpListener, Option<TlsAcceptor>)>,
+    /// `[[listeners]]`, each with its edge.
+    extra: Vec<(TcpListener, Edge)>,
     metrics: Option<TcpListener>,
     admin: Option<TcpListener>,
 }
 
-/// Bind the MQTT listeners (`[[listeners]]` with `acceptors`, in order) and, if
+/// Bind the MQTT listeners (`[[listeners]]` with `edges`, in order) and, if
 /// configured, the metrics and admin ones; then say so.
-async fn bind_listeners(
-    config: &Config,
-    acceptors: Vec<Option<TlsAcceptor>>,
-) -> anyhow::Result<Listeners> {
+async fn bind_listeners(config: &Config, edges: Vec<Edge>) -> anyhow::Result<Listeners> {
     let mqtt = TcpListener::bind(config.listener.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listener.addr))?;
     let local = mqtt.local_addr().context("listener address")?;
     let mut extra = Vec::new();
-    for (i, (l, acceptor)) in config.listeners.iter().zip(acceptors).enumerate() {
+    for (i, (l, edge)) in config.listeners.iter().zip(edges).enumerate() {
         let bound = TcpListener::bind(l.addr).await.with_context(|| {
             format!("[[listeners]] #{} addr: cannot listen on {}", i + 1, l.addr)
         })?;
-        let transport = if acceptor.is_some() { "tls" } else { "tcp" };
         let addr = bound.local_addr().context("listener address")?;
-        tracing::info!(%addr, transport, "mqtt listener up");
-        extra.push((bound, acceptor));
+        tracing::info!(%addr, transport = edge.name(), "mqtt listener up");
+        extra.push((bound, edge));
     }
     let metrics = bind_optional(config.metrics.listen, "[metrics]", "metrics endpoint up").await?;
     let admin = bind_optional(config.admin.listen, "[admin]", "admin API up").await?;
@@ -365,7 +351,7 @@ impl Accepting<'_> {
     /// until `signal`.
     async fn until(
         mut self,
-        (listener, extra): (&TcpListener, Vec<(TcpListener, Option<TlsAcceptor>)>),
+        (listener, extra): (&TcpListener, Vec<(TcpListener, Edge)>),
         signal: impl std::future::Future<Output = ()>,
     ) {
         let mut more = accept_extra(extra);
@@ -390,9 +376,9 @@ impl Accepting<'_> {
             }
             tokio::select! {
                 _ = &mut signal => return,
-                Some((stream, tls)) = more.recv() => self.take(stream, tls),
+                Some((stream, edge)) = more.recv() => self.take(stream, edge),
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => self.take(stream, None),
+                    Ok((stream, _)) => self.take(stream, Edge::Tcp),
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -403,19 +389,20 @@ impl Accepting<'_> {
         }
     }
 
-    /// A new connection (TLS with `tls`): to a connection thread, or refused when
-    /// all permits are out (a TLS one closed at once: it cannot read a CONNACK yet).
-    fn take(&mut self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+    /// A new connection (through `edge`): to a connection thread, or refused when
+    /// all permits are out (a TLS or WebSocket one closed at once: it cannot read a
+    /// CONNACK yet).
+    fn take(&mut self, stream: TcpStream, edge: Edge) {
         let _ = stream.set_nodelay(true);
         let counters = &self.shared.counters;
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 EdgeCounters::add(&counters.accepted);
-                if let Err(e) = self.conn_threads.spawn(stream, self.shared, permit, tls) {
+                if let Err(e) = self.conn_threads.spawn(stream, self.shared, permit, edge) {
                     tracing::warn!(error = %e, "cannot hand a connection to its thread");
                 }
             }
-            Err(_) if tls.is_some() => EdgeCounters::add(&counters.refused_full),
+            Err(_) if !matches!(edge, Edge::Tcp) => EdgeCounters::add(&counters.refused_full),
             Err(_) => {
                 EdgeCounters::add(&counters.refused_full);
                 let connect_timeout_ms = self.shared.config.limits.connect_timeout_ms;
@@ -426,18 +413,16 @@ impl Accepting<'_> {
 }
 
 /// Accept on every listener of `extra` in a task of its own, handing each socket
-/// over with its listener's acceptor; the tasks end once the receiver is gone.
-fn accept_extra(
-    extra: Vec<(TcpListener, Option<TlsAcceptor>)>,
-) -> tokio::sync::mpsc::Receiver<(TcpStream, Option<TlsAcceptor>)> {
+/// over with its listener's edge; the tasks end once the receiver is gone.
+fn accept_extra(extra: Vec<(TcpListener, Edge)>) -> tokio::sync::mpsc::Receiver<(TcpStream, Edge)> {
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
-    for (listener, acceptor) in extra {
+    for (listener, edge) in extra {
         let tx = tx.clone();
         tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        if tx.send((stream, acceptor.clone())).await.is_err() {
+                        if tx.send((stream, edge.clone())).await.is_err() {
                             return;
                         }
                     }
@@ -494,26 +479,39 @@ async fn refuse(mut stream: TcpStream, connect_timeout_ms: u64) {
 
 /// On every SIGHUP, read the password file again (a file that does not load is
 /// logged, and the one in use kept). Connections stay; new logins use the new file.
-async fn reload_on_sighup(
-    mut hup: tokio::signal::unix::Signal,
+/// Reload the password and ACL files on each SIGHUP. The handler is installed
+/// before the broker says it listens: a SIGHUP after that line never meets the
+/// default action (which ends the process).
+fn reload_on_sighup(
     config: Arc<Config>,
     (checker, acl): (Option<Arc<Checker>>, Option<Arc<AclSource>>),
-) {
-    while hup.recv().await.is_some() {
-        if let (Some(checker), Some(path)) = (&checker, &config.auth.password_file) {
-            match checker.reload(path) {
-                Ok(users) => tracing::info!(users, "password file reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "password file not reloaded; the old one stays in use")
-                }
+) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload(&config, checker.as_deref(), acl.as_deref());
+        }
+    });
+    Ok(())
+}
+
+/// Read the password and ACL files again; one that does not load is logged, and the
+/// one in force stays.
+fn reload(config: &Config, checker: Option<&Checker>, acl: Option<&AclSource>) {
+    if let (Some(checker), Some(path)) = (checker, &config.auth.password_file) {
+        match checker.reload(path) {
+            Ok(users) => tracing::info!(users, "password file reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "password file not reloaded; the old one stays in use")
             }
         }
-        if let (Some(acl), Some(path)) = (&acl, &config.auth.acl_file) {
-            match acl.reload(path) {
-                Ok(()) => tracing::info!("acl file reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "acl file not reloaded; the old one stays in use")
-                }
+    }
+    if let (Some(acl), Some(path)) = (acl, &config.auth.acl_file) {
+        match acl.reload(path) {
+            Ok(()) => tracing::info!("acl file reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "acl file not reloaded; the old one stays in use")
             }
         }
     }

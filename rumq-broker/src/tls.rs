@@ -1,4 +1,5 @@
-//! TLS for the MQTT listeners (`[[listeners]]` with `transport = "tls"`): each
+//! What the MQTT listeners (`[[listeners]]`) put between a socket and MQTT: TLS
+//! (`tls`, `wss`), a WebSocket upgrade (`ws`, `wss`), or nothing. For TLS, each
 //! listener's certificate chain and key, and for mutual TLS the CA its clients'
 //! certificates must chain to, read once at start. A file that is missing,
 //! unreadable or not PEM, a chain with no certificate, or a key that does not match
@@ -8,7 +9,7 @@
 //! feature another crate turns on; TLS 1.3 and 1.2; ALPN `mqtt` offered (a client
 //! that names no protocol is served too).
 //!
-//! Owns: turning a listener's files into its acceptor.
+//! Owns: turning a listener's settings and files into its [`Edge`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,13 +22,57 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::listeners::{ExtraListener, Transport};
 
-/// The acceptor of listener `l`, `None` for a plain one; the error names the file.
-pub fn acceptor(l: &ExtraListener) -> Result<Option<TlsAcceptor>, String> {
-    let (Transport::Tls, Some(cert), Some(key)) = (l.transport, &l.cert, &l.key) else {
-        return Ok(None);
+/// What a listener puts between a client's socket and MQTT.
+#[derive(Clone)]
+pub enum Edge {
+    /// Nothing: plain TCP.
+    Tcp,
+    /// TLS.
+    Tls(TlsAcceptor),
+    /// A WebSocket upgrade at `path` (over TLS with `tls`).
+    Ws {
+        /// `wss`: TLS first.
+        tls: Option<TlsAcceptor>,
+        /// The HTTP path of the upgrade.
+        path: Arc<str>,
+    },
+}
+
+impl Edge {
+    /// As `transport` names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Edge::Tcp => "tcp",
+            Edge::Tls(_) => "tls",
+            Edge::Ws { tls: None, .. } => "ws",
+            Edge::Ws { tls: Some(_), .. } => "wss",
+        }
+    }
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The edge of listener `l`; the error names the file.
+pub fn edge(l: &ExtraListener) -> Result<Edge, String> {
+    let acceptor = match (l.transport, &l.cert, &l.key) {
+        (Transport::Tls | Transport::Wss, Some(cert), Some(key)) => {
+            let config = server_config(cert, key, l.client_ca.as_deref())?;
+            Some(TlsAcceptor::from(Arc::new(config)))
+        }
+        _ => None,
     };
-    let config = server_config(cert, key, l.client_ca.as_deref())?;
-    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    Ok(match (l.transport, acceptor) {
+        (Transport::Ws | Transport::Wss, tls) => Edge::Ws {
+            tls,
+            path: l.ws_path().into(),
+        },
+        (_, Some(tls)) => Edge::Tls(tls),
+        (_, None) => Edge::Tcp,
+    })
 }
 
 /// A server configuration from PEM files: the certificate chain at `cert` (leaf

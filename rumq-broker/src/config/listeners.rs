@@ -23,6 +23,15 @@ pub struct ExtraListener {
     pub key: Option<PathBuf>,
     /// Mutual TLS: clients must present a certificate this CA (PEM) vouches for.
     pub client_ca: Option<PathBuf>,
+    /// WebSockets: the HTTP path of the upgrade (default `/mqtt`).
+    pub path: Option<String>,
+}
+
+impl ExtraListener {
+    /// The WebSocket path: `path`, or `/mqtt`.
+    pub fn ws_path(&self) -> &str {
+        self.path.as_deref().unwrap_or("/mqtt")
+    }
 }
 
 /// What carries MQTT on a listener.
@@ -40,6 +49,18 @@ pub enum Transport {
     Wss,
 }
 
+impl Transport {
+    /// As the configuration names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+}
+
 /// Why `listeners` cannot run beside `[listener] addr` (`main`), naming the entry
 /// (1-based, as the file lists them) and the key.
 pub fn check(listeners: &[ExtraListener], main: SocketAddr) -> Result<(), String> {
@@ -51,25 +72,23 @@ pub fn check(listeners: &[ExtraListener], main: SocketAddr) -> Result<(), String
             return Err(format!("{at} addr: already taken by another listener"));
         }
         seen.push(l.addr);
-        match l.transport {
-            Transport::Tcp => {
-                if l.cert.is_some() || l.key.is_some() || l.client_ca.is_some() {
-                    return Err(format!(
-                        "{at}: cert, key and client_ca are for transport = \"tls\""
-                    ));
-                }
+        let tls = matches!(l.transport, Transport::Tls | Transport::Wss);
+        let name = l.transport.name();
+        if tls && (l.cert.is_none() || l.key.is_none()) {
+            return Err(format!("{at}: transport = \"{name}\" needs cert and key"));
+        }
+        if !tls && (l.cert.is_some() || l.key.is_some() || l.client_ca.is_some()) {
+            return Err(format!(
+                "{at}: cert, key and client_ca are for transport = \"tls\" or \"wss\""
+            ));
+        }
+        let ws = matches!(l.transport, Transport::Ws | Transport::Wss);
+        match &l.path {
+            Some(_) if !ws => return Err(format!("{at} path: for transport = \"ws\" or \"wss\"")),
+            Some(p) if !p.starts_with('/') => {
+                return Err(format!("{at} path: {p:?} does not start with /"))
             }
-            Transport::Tls => {
-                if l.cert.is_none() || l.key.is_none() {
-                    return Err(format!("{at}: transport = \"tls\" needs cert and key"));
-                }
-            }
-            Transport::Ws | Transport::Wss => {
-                return Err(format!(
-                    "{at} transport: WebSocket listeners are not available in this version \
-                     (tcp and tls are)"
-                ));
-            }
+            _ => {}
         }
     }
     Ok(())
@@ -105,7 +124,7 @@ mod tests {
         };
         assert!(check(&[tcp_with_cert], main)
             .unwrap_err()
-            .contains("are for transport = \"tls\""));
+            .contains("are for transport = \"tls\" or \"wss\""));
         let twice = check(&[tls.clone(), tls.clone()], main).unwrap_err();
         assert!(
             twice.contains("#2 (127.0.0.1:8883) addr: already taken"),
@@ -116,9 +135,22 @@ mod tests {
             .unwrap_err()
             .contains("already taken"));
         let ws = listener("addr = \"127.0.0.1:8080\"\ntransport = \"ws\"\n");
-        assert!(check(&[ws], main)
+        assert_eq!(check(std::slice::from_ref(&ws), main), Ok(()));
+        assert_eq!(ws.ws_path(), "/mqtt");
+        let relative = ExtraListener {
+            path: Some("mqtt".into()),
+            ..ws.clone()
+        };
+        assert!(check(&[relative], main)
             .unwrap_err()
-            .contains("transport: WebSocket"));
+            .contains("path: \"mqtt\" does not start with /"));
+        let wss = ExtraListener {
+            transport: Transport::Wss,
+            ..ws
+        };
+        assert!(check(&[wss], main)
+            .unwrap_err()
+            .contains("transport = \"wss\" needs cert and key"));
     }
 
     #[test]

@@ -149,7 +149,7 @@ async fn write_all_chunks(stream: &mut Stream, chunks: &[Chunk]) -> std::io::Res
             match stream {
                 Stream::Tcp(tcp) => send_file(tcp, range).await?,
                 // Through rustls: the bytes are read and encrypted here.
-                Stream::Tls(_) => write_all_bytes(stream, &[Chunk::Bytes(range.read()?)]).await?,
+                _ => write_all_bytes(stream, &[Chunk::Bytes(range.read()?)]).await?,
             }
         }
         i = end + 1;

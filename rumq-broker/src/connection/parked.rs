@@ -202,7 +202,9 @@ impl Connection {
         let (idle, stream) = self.into_idle();
         let socket = match stream {
             Stream::Tcp(tcp) => tcp.into_std(),
-            Stream::Tls(_) => Err(std::io::Error::other("a TLS connection does not park")),
+            Stream::Tls(_) | Stream::Ws(_) => Err(std::io::Error::other(
+                "a TLS or WebSocket connection does not park",
+            )),
         };
         let socket = match socket {
             Ok(s) => s,

@@ -26,10 +26,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+mod certs;
 mod mqtt;
 mod procs;
 mod raw;
 mod stock;
+pub use certs::*;
 pub use mqtt::*;
 pub use procs::*;
 pub use raw::*;
