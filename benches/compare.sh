@@ -8,6 +8,8 @@
 #   benches/compare.sh                 # full run (a few minutes)
 #   QUICK=1 RUNS=1 benches/compare.sh  # small counts, to check that it works
 #   CLUSTER=0 benches/compare.sh       # without the three-node cluster rows
+#   TLS=0 benches/compare.sh           # without the TLS rows (they need openssl)
+#   TLS=0 benches/compare.sh           # without the TLS rows (they need openssl)
 #
 # Before/after figures for a change: BASE names an older rumq-broker binary, which
 # then runs as a fourth broker, rumq-base, in the same rotation (right after rumq),
@@ -26,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 QUICK=${QUICK:-0}
-if [ "$QUICK" = 1 ]; then M=20000; BIG=200; IDLE=500; LAT_S=1; PROBE=2000; else M=1000000; BIG=20000; IDLE=10000; LAT_S=5; PROBE=10000; fi
+if [ "$QUICK" = 1 ]; then M=20000; BIG=200; IDLE=500; LAT_S=1; PROBE=2000; TLSN=200; else M=1000000; BIG=20000; IDLE=10000; LAT_S=5; PROBE=10000; TLSN=2000; fi
 
 source benches/lib.sh
 
@@ -77,6 +79,21 @@ if [ "${CLUSTER:-1}" = 1 ]; then
   crow "latency at 10k msg/s QoS 1, node 1 -> node 2, p99 us"     p99_us           2     latency --rate 10000 --seconds $LAT_S --qos 1
 fi
 
+# TLS rows: rumq's TLS listener against Mosquitto's, the same certificate (ECDSA
+# P-256, made by openssl). TLS=0 leaves them out.
+trows=()
+trow() { # LABEL METRIC ARGS...
+  local label=$1 metric=$2; shift 2
+  echo "== $label" >&2
+  interleaved "$metric" rumq-tls mosquitto-tls -- "$@"
+  trows+=("$label|$(cat "$tmp/val-rumq-tls")|$(cat "$tmp/val-mosquitto-tls")|$(cat "$tmp/cpu-rumq-tls")|$(cat "$tmp/cpu-mosquitto-tls")")
+}
+if [ "${TLS:-1}" = 1 ] && make_certs; then
+  trow "TLS: 1 pub -> 1 sub, QoS 1, deliveries/s"           deliveries_per_s throughput --qos 1 --messages $M
+  trow "TLS: connections set up per second ($TLSN)"        connects_per_s   connections --count $TLSN --hold-s 0
+  trow "TLS: RSS per idle connection ($IDLE idle), KiB"    rss_kib_per_conn connections --count $IDLE --hold-s 2
+fi
+
 echo
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0 || a == "nan" || b == "nan" || b == "n/a") print "n/a"; else printf "%.2f", a / b }'; }
 # table HEADING ROW... : a markdown table of LABEL|METRIC|rumq|Mosquitto|rumqttd|base
@@ -115,6 +132,18 @@ if [ ${#crows[@]} -gt 0 ]; then
     IFS='|' read -r label one three c1 c3 <<<"$r"
     per=$(awk -v c="$c3" 'BEGIN { if (c == "nan" || c == "") print "n/a"; else printf "%.2f", c / 3 }')
     printf '| %-48s | %12s | %12s | %10s | %12s | %14s |\n' "$label" "$one" "$three" "$(ratio "$three" "$one")" "$c1" "$per"
+  done
+fi
+if [ ${#trows[@]} -gt 0 ]; then
+  echo
+  echo "TLS listeners, rumq and Mosquitto with the same certificate; CPU per delivered"
+  echo "message in µs (throughput rows):"
+  echo
+  printf '| %-48s | %12s | %12s | %10s | %12s | %14s |\n' "scenario" "rumq" "Mosquitto" "rumq/Mosq" "CPU, rumq" "CPU, Mosquitto"
+  printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..16})"
+  for r in "${trows[@]}"; do
+    IFS='|' read -r label a b ca cb <<<"$r"
+    printf '| %-48s | %12s | %12s | %10s | %12s | %14s |\n' "$label" "$a" "$b" "$(ratio "$a" "$b")" "$ca" "$cb"
   done
 fi
 echo

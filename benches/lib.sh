@@ -44,13 +44,36 @@ start_rumq() {
 max_connections = 100000
 connections_per_sec_max = 0
 CONF
+  if [ -n "${WITH_TLS:-}" ]; then
+    TPORT=$(free_port)
+    printf '[[listeners]]\naddr = "127.0.0.1:%s"\ntransport = "tls"\ncert = "%s"\nkey = "%s"\n' \
+      "$TPORT" "$tmp/tls/server.pem" "$tmp/tls/server.key" >>"$tmp/rumq.toml"
+  fi
   "$bin" --config "$tmp/rumq.toml" --listen "127.0.0.1:$RPORT" --data-dir "$tmp/$name-data" --log-level warn 2>"$tmp/$name.log" &
   RPID=$!; pids+=("$RPID"); wait_port "$RPORT" || { cat "$tmp/$name.log" >&2; return 1; }
+  if [ -n "${WITH_TLS:-}" ]; then wait_port "$TPORT"; fi
+}
+# make_certs: a CA and a server certificate for 127.0.0.1 in $tmp/tls (openssl),
+# for the TLS rows; the same files serve rumq and Mosquitto.
+make_certs() {
+  mkdir -p "$tmp/tls"
+  ( cd "$tmp/tls" &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=bench CA" -keyout ca.key -out ca.pem &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+      -keyout server.key -out server.csr &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile <(printf "subjectAltName=IP:127.0.0.1") -out server.pem ) >/dev/null 2>&1 &&
+  # Mosquitto started as root reads them as the user mosquitto.
+  chmod 755 "$tmp" "$tmp/tls" && chmod 644 "$tmp/tls/"*
 }
 start_mosquitto() {
   MPORT=$(free_port)
   cat >"$tmp/mosquitto.conf" <<CONF
 listener $MPORT 127.0.0.1
+${WITH_TLS:+cafile $tmp/tls/ca.pem
+certfile $tmp/tls/server.pem
+keyfile $tmp/tls/server.key}
 allow_anonymous true
 set_tcp_nodelay true
 max_inflight_messages 100
@@ -142,6 +165,8 @@ once() {
       for n in ${CLUSTER_SUBS//,/ }; do subs+=("127.0.0.1:${CPORT[$n]}"); done
       extra=(--sub-addr "$(IFS=,; echo "${subs[*]}")" --also-pids "${CPIDS[1]},${CPIDS[2]}") ;;
     rumq-base) start_rumq "$BASE" rumq-base; port=$RPORT; pid=$RPID ;;
+    rumq-tls) WITH_TLS=1 start_rumq; port=$TPORT; pid=$RPID; extra=(--tls-ca "$tmp/tls/ca.pem") ;;
+    mosquitto-tls) WITH_TLS=1 start_mosquitto; port=$MPORT; pid=$MPID; extra=(--tls-ca "$tmp/tls/ca.pem") ;;
     rumqttd) start_rumqttd; port=$DPORT; pid=$DPID ;;
     *) start_mosquitto; port=$MPORT; pid=$MPID ;;
   esac

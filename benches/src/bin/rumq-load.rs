@@ -28,6 +28,9 @@ struct Cli {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_s: u64,
+    /// Connect over TLS, trusting the CA certificates in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -110,6 +113,10 @@ struct ConnectionsArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(ca) = &cli.tls_ca {
+        // Every connection over TLS (the probe scenario's blocking client stays plain).
+        benches::load::client::use_tls(ca)?;
+    }
     let limit = Duration::from_secs(cli.timeout_s);
     tokio::time::timeout(limit, run(&cli))
         .await
@@ -246,9 +253,10 @@ async fn connections(cli: &Cli, a: &ConnectionsArgs) -> anyhow::Result<()> {
         _ => "unknown".into(),
     };
     println!(
-        "scenario=connections count={} connect_p50_us={p50} connect_p99_us={p99} seconds={:.2} rss_kib_before={} rss_kib_after={} rss_kib_per_conn={per_conn}",
+        "scenario=connections count={} connect_p50_us={p50} connect_p99_us={p99} seconds={:.2} connects_per_s={:.0} rss_kib_before={} rss_kib_after={} rss_kib_per_conn={per_conn}",
         conns.len(),
         took.as_secs_f64(),
+        conns.len() as f64 / took.as_secs_f64().max(1e-9),
         before.map_or(0, |b| b.0),
         after.map_or(0, |a| a.0),
     );

@@ -1,13 +1,49 @@
 //! A minimal MQTT 3.1.1 client for load: connect, subscribe, and raw packet I/O with
 //! batched writes. Encoding and decoding use `mqttbytes`, as a stock client would.
+//! With `use_tls`, every connection is TLS.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
 use bytes::BytesMut;
 use mqttbytes::v4::{self, Connect, Packet, Subscribe};
 use mqttbytes::QoS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// What reads a connection's bytes: TCP or TLS.
+pub trait ReadIo: AsyncRead + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + Unpin + Send + std::fmt::Debug> ReadIo for T {}
+/// What writes a connection's bytes: TCP or TLS.
+pub trait WriteIo: AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncWrite + Unpin + Send + std::fmt::Debug> WriteIo for T {}
+/// The reading half of a connection.
+pub type ReadSide = Box<dyn ReadIo>;
+/// The writing half of a connection.
+pub type WriteSide = Box<dyn WriteIo>;
+
+/// Set by `use_tls`: connections are TLS.
+static TLS: OnceLock<TlsConnector> = OnceLock::new();
+
+/// Connect over TLS from now on, trusting the CA certificates in the PEM file `ca`
+/// (the broker's certificate names the address connected to).
+pub fn use_tls(ca: &Path) -> anyhow::Result<()> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))? {
+        roots.add(cert.with_context(|| format!("{}", ca.display()))?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TLS.set(TlsConnector::from(Arc::new(config)))
+        .map_err(|_| anyhow::anyhow!("TLS set twice"))
+}
 
 /// Largest packet the load client accepts.
 pub const MAX_PACKET: usize = 1 << 24;
@@ -16,7 +52,7 @@ pub const MAX_PACKET: usize = 1 << 24;
 /// not yet decoded.
 #[derive(Debug)]
 pub struct Reader {
-    rd: OwnedReadHalf,
+    rd: ReadSide,
     buf: BytesMut,
 }
 
@@ -26,7 +62,7 @@ pub struct Conn {
     /// Read side.
     pub reader: Reader,
     /// Write half.
-    pub wr: OwnedWriteHalf,
+    pub wr: WriteSide,
 }
 
 /// QoS from a number.
@@ -85,7 +121,21 @@ pub async fn connect(addr: &str, id: &str, clean: bool) -> anyhow::Result<Conn> 
         .await
         .with_context(|| format!("connect {addr}"))?;
     s.set_nodelay(true)?;
-    let (rd, wr) = s.into_split();
+    let (rd, wr): (ReadSide, WriteSide) = match TLS.get() {
+        None => {
+            let (rd, wr) = s.into_split();
+            (Box::new(rd), Box::new(wr))
+        }
+        Some(tls) => {
+            let name = match addr.parse::<std::net::SocketAddr>() {
+                Ok(a) => ServerName::IpAddress(a.ip().into()),
+                Err(_) => ServerName::try_from(addr.split(':').next().unwrap_or(addr).to_string())?,
+            };
+            let s = tls.connect(name, s).await.context("TLS handshake")?;
+            let (rd, wr) = tokio::io::split(s);
+            (Box::new(rd), Box::new(wr))
+        }
+    };
     let mut c = Conn {
         reader: Reader {
             rd,

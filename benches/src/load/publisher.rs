@@ -10,11 +10,10 @@ use bytes::BytesMut;
 use mqttbytes::v4::{Packet, PubRel, Publish};
 use mqttbytes::QoS;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::client::{enc, Conn, Reader};
+use super::client::{enc, Conn, Reader, WriteSide};
 use super::payload;
 
 /// What one publisher sends.
@@ -117,7 +116,7 @@ async fn acknowledged(
 /// The writing side of a publisher: the socket, the batch of packets being built,
 /// the window, and the PUBRELs the ack reader asks for.
 struct Writer {
-    wr: OwnedWriteHalf,
+    wr: WriteSide,
     out: BytesMut,
     rel_rx: mpsc::Receiver<u16>,
     permits: Arc<Semaphore>,
