@@ -28,14 +28,23 @@ pub enum Edge {
     /// Nothing: plain TCP.
     Tcp,
     /// TLS.
-    Tls(TlsAcceptor),
+    Tls(TlsEdge),
     /// A WebSocket upgrade at `path` (over TLS with `tls`).
     Ws {
         /// `wss`: TLS first.
-        tls: Option<TlsAcceptor>,
+        tls: Option<TlsEdge>,
         /// The HTTP path of the upgrade.
         path: Arc<str>,
     },
+}
+
+/// A listener's TLS.
+#[derive(Clone)]
+pub struct TlsEdge {
+    /// Its acceptor.
+    pub acceptor: TlsAcceptor,
+    /// The client certificate's CN is the client's user name.
+    pub cn_as_username: bool,
 }
 
 impl Edge {
@@ -61,7 +70,10 @@ pub fn edge(l: &ExtraListener) -> Result<Edge, String> {
     let acceptor = match (l.transport, &l.cert, &l.key) {
         (Transport::Tls | Transport::Wss, Some(cert), Some(key)) => {
             let config = server_config(cert, key, l.client_ca.as_deref())?;
-            Some(TlsAcceptor::from(Arc::new(config)))
+            Some(TlsEdge {
+                acceptor: TlsAcceptor::from(Arc::new(config)),
+                cn_as_username: l.use_cn_as_username,
+            })
         }
         _ => None,
     };
@@ -109,6 +121,15 @@ pub fn server_config(
         .map_err(|e| format!("{} does not go with {}: {e}", key.display(), cert.display()))?;
     config.alpn_protocols = vec![b"mqtt".to_vec()];
     Ok(config)
+}
+
+/// The common name (CN) of the client certificate `tls` was given (its first), if
+/// there is one and it is UTF-8.
+pub fn client_cn(conn: &rustls::ServerConnection) -> Option<String> {
+    let cert = conn.peer_certificates()?.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
 }
 
 /// Every certificate in the PEM file at `path`: at least one.

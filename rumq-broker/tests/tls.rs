@@ -176,3 +176,55 @@ fn broker_exit(config: &str) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+#[test]
+fn the_client_certificate_cn_is_the_user_name_the_acl_sees() {
+    let certs = Certs::make();
+    let acl = certs.path("acl");
+    std::fs::write(&acl, "user device-1\ntopic readwrite devices/device-1/#\n").unwrap();
+    let config = format!(
+        "{}use_cn_as_username = true\n[auth]\nacl_file = {:?}\n",
+        certs.listener(true),
+        acl.display().to_string()
+    );
+    let b = Broker::with_config(&config);
+    let port = tls_port(&b);
+    let (ca, cert, key) = (
+        certs.arg("ca.pem"),
+        certs.arg("client.pem"),
+        certs.arg("client.key"),
+    );
+    let device = ["--cafile", &ca, "--cert", &cert, "--key", &key];
+    // The certificate's CN (device-1) is the user, whatever user name is sent.
+    let mut args: Vec<&str> = device.to_vec();
+    args.extend([
+        "-u",
+        "someone-else",
+        "-t",
+        "devices/device-1/#",
+        "-C",
+        "1",
+        "-W",
+        "10",
+    ]);
+    let sub = MosquittoSub::start(port, &args);
+    let mut args: Vec<&str> = device.to_vec();
+    args.extend(["-t", "devices/device-1/t", "-q", "1", "-m", "mine"]);
+    mosquitto_pub(port, &args);
+    let (status, lines) = sub.finish(STEP);
+    assert!(status.success(), "{lines:?}\n{}", b.stderr());
+    assert!(lines[0].ends_with(&hex(b"mine")), "{lines:?}");
+    // Outside its grant: refused.
+    let mut args: Vec<&str> = vec!["-h", "127.0.0.1"];
+    let port_arg = port.to_string();
+    args.extend(["-p", &port_arg]);
+    args.extend(device);
+    args.extend(["-t", "other/#", "-C", "1", "-W", "3"]);
+    let out = run_with_timeout(
+        StockClient::Mosquitto.command("mosquitto_sub").args(&args),
+        STEP,
+    );
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("denied"), "{said}");
+}

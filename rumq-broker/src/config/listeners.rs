@@ -25,6 +25,10 @@ pub struct ExtraListener {
     pub client_ca: Option<PathBuf>,
     /// WebSockets: the HTTP path of the upgrade (default `/mqtt`).
     pub path: Option<String>,
+    /// Mutual TLS: the client certificate's common name (CN) is the client's user
+    /// name, in place of the one it sends (and no password is asked).
+    #[serde(default)]
+    pub use_cn_as_username: bool,
 }
 
 impl ExtraListener {
@@ -82,6 +86,12 @@ pub fn check(listeners: &[ExtraListener], main: SocketAddr) -> Result<(), String
                 "{at}: cert, key and client_ca are for transport = \"tls\" or \"wss\""
             ));
         }
+        if l.use_cn_as_username && (!tls || l.client_ca.is_none()) {
+            return Err(format!(
+                "{at} use_cn_as_username: needs mutual TLS (transport \"tls\" or \"wss\" \
+                 with client_ca)"
+            ));
+        }
         let ws = matches!(l.transport, Transport::Ws | Transport::Wss);
         match &l.path {
             Some(_) if !ws => return Err(format!("{at} path: for transport = \"ws\" or \"wss\"")),
@@ -103,6 +113,16 @@ mod tests {
     }
 
     const MAIN: &str = "127.0.0.1:1883";
+
+    /// `l` as a TLS listener without a client CA.
+    fn tls_like(l: &ExtraListener) -> ExtraListener {
+        ExtraListener {
+            transport: Transport::Tls,
+            cert: Some("c.pem".into()),
+            key: Some("k.pem".into()),
+            ..l.clone()
+        }
+    }
 
     #[test]
     fn tls_needs_a_cert_and_a_key_and_tcp_takes_neither() {
@@ -137,6 +157,13 @@ mod tests {
         let ws = listener("addr = \"127.0.0.1:8080\"\ntransport = \"ws\"\n");
         assert_eq!(check(std::slice::from_ref(&ws), main), Ok(()));
         assert_eq!(ws.ws_path(), "/mqtt");
+        let cn_without_ca = ExtraListener {
+            use_cn_as_username: true,
+            ..tls_like(&ws)
+        };
+        assert!(check(&[cn_without_ca], main)
+            .unwrap_err()
+            .contains("use_cn_as_username: needs mutual TLS"));
         let relative = ExtraListener {
             path: Some("mqtt".into()),
             ..ws.clone()

@@ -25,7 +25,12 @@ impl Connection {
     /// server keep alive to announce when accepted. Kept apart from `run` so that
     /// nothing of the CONNECT stays in the task while the connection is served.
     pub(super) async fn handshake(&mut self) -> Option<(ReplyReceiver, Option<u16>)> {
-        let connect = self.connect_in_time().await?;
+        let mut connect = self.connect_in_time().await?;
+        if let Some(cn) = self.stream.cert_user() {
+            // The certificate says who the client is (`use_cn_as_username`).
+            connect.username = Some(cn.to_string());
+            connect.password = None;
+        }
         tracing::Span::current().record("client_id", connect.client_id.as_str());
         self.release_read_buf();
         let v5 = connect.version == Version::V5;
@@ -219,6 +224,8 @@ impl Connection {
                 ))
             }
             (None, _) | (Some(_), None) => return None,
+            // Vouched for by the listener's client CA.
+            (Some(_), Some(_)) if self.stream.cert_user().is_some() => return None,
             (Some(user), Some(checker)) => {
                 let password = c.password.as_deref().unwrap_or_default();
                 checker.check(user, password).await

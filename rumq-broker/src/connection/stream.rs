@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::tls::Edge;
+use crate::tls::{Edge, TlsEdge};
 
 /// Bytes read at a time while a TLS connection waits.
 const TLS_READ_BYTES: usize = 4096;
@@ -54,6 +54,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt::Debug> WsIo for
 pub(super) struct WsConn {
     ws: WebSocketStream<Box<dyn WsIo>>,
     peer: Option<SocketAddr>,
+    /// As `TlsConn::cn`, for `wss`.
+    cn: Option<Box<str>>,
     /// Bytes of binary messages read while waiting, not handed over yet.
     pending: BytesMut,
     /// The client closed (after `pending`).
@@ -64,6 +66,8 @@ pub(super) struct WsConn {
 #[derive(Debug)]
 pub(super) struct TlsConn {
     tls: tokio_rustls::server::TlsStream<TcpStream>,
+    /// The client certificate's CN, when the listener takes it as the user name.
+    cn: Option<Box<str>>,
     /// Decrypted bytes read while waiting, not handed over yet.
     pending: BytesMut,
     /// The client closed (after `pending`).
@@ -71,13 +75,25 @@ pub(super) struct TlsConn {
 }
 
 impl Stream {
-    /// A TLS connection, its handshake done.
-    fn tls(tls: tokio_rustls::server::TlsStream<TcpStream>) -> Stream {
+    /// A TLS connection, its handshake done; `cn` the user name its certificate
+    /// gives, if the listener takes it.
+    fn tls(tls: tokio_rustls::server::TlsStream<TcpStream>, cn: Option<Box<str>>) -> Stream {
         Stream::Tls(Box::new(TlsConn {
             tls,
+            cn,
             pending: BytesMut::new(),
             eof: false,
         }))
+    }
+
+    /// The user name the client certificate gives, on a listener that takes it
+    /// (`use_cn_as_username`).
+    pub(super) fn cert_user(&self) -> Option<&str> {
+        match self {
+            Stream::Tcp(_) => None,
+            Stream::Tls(t) => t.cn.as_deref(),
+            Stream::Ws(w) => w.cn.as_deref(),
+        }
     }
 
     /// A socket accepted on a listener with `edge`, through its handshakes (TLS, the
@@ -93,19 +109,17 @@ impl Stream {
         let peer = tcp.peer_addr().ok();
         let (tls, path) = match edge {
             Edge::Tcp => return Ok(Stream::Tcp(tcp)),
-            Edge::Tls(acceptor) => {
-                let tls = acceptor.accept(tcp).await;
-                return tls
-                    .map(Stream::tls)
-                    .map_err(|e| format!("TLS handshake: {e}"));
+            Edge::Tls(edge) => {
+                let (tls, cn) = accept_tls(tcp, &edge).await?;
+                return Ok(Stream::tls(tls, cn));
             }
             Edge::Ws { tls, path } => (tls, path),
         };
-        let io: Box<dyn WsIo> = match tls {
-            None => Box::new(tcp),
-            Some(acceptor) => {
-                let tls = acceptor.accept(tcp).await;
-                Box::new(tls.map_err(|e| format!("TLS handshake: {e}"))?)
+        let (io, cn): (Box<dyn WsIo>, _) = match tls {
+            None => (Box::new(tcp), None),
+            Some(edge) => {
+                let (tls, cn) = accept_tls(tcp, &edge).await?;
+                (Box::new(tls), cn)
             }
         };
         let config = WebSocketConfig::default()
@@ -118,6 +132,7 @@ impl Stream {
         Ok(Stream::Ws(Box::new(WsConn {
             ws,
             peer,
+            cn,
             pending: BytesMut::new(),
             eof: false,
         })))
@@ -239,6 +254,26 @@ impl Stream {
     /// Whether the connection can park (give its socket to the parking lot).
     pub(super) fn parks(&self) -> bool {
         matches!(self, Stream::Tcp(_))
+    }
+}
+
+/// The TLS handshake of `edge` on `tcp`, and the client certificate's CN when the
+/// listener takes it as the user name (a certificate without one is refused there).
+async fn accept_tls(
+    tcp: TcpStream,
+    edge: &TlsEdge,
+) -> std::result::Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<Box<str>>), String> {
+    let tls = edge.acceptor.accept(tcp).await;
+    let tls = tls.map_err(|e| format!("TLS handshake: {e}"))?;
+    if !edge.cn_as_username {
+        return Ok((tls, None));
+    }
+    match crate::tls::client_cn(tls.get_ref().1) {
+        Some(cn) => Ok((tls, Some(cn.into()))),
+        None => Err(
+            "TLS handshake: the client certificate has no common name to use as the user name"
+                .into(),
+        ),
     }
 }
 
