@@ -30,6 +30,10 @@ pub struct RouterConfig {
     /// retention (0: no limit besides the log's own `hold_bytes_max`). Past it the
     /// oldest messages it has not read may be removed; it is told how many it lost.
     pub offline_bytes_max: u64,
+    /// Topics whose messages are counted (by interned id, below this): the broker
+    /// sets it to its `[limits] topics_max`, the most ids its connections hand out.
+    #[serde(skip)]
+    pub topics_max: usize,
 }
 
 impl Default for RouterConfig {
@@ -45,6 +49,7 @@ impl Default for RouterConfig {
             subscriptions_max: 1000,
             journal_checkpoint_bytes: 64 * 1024 * 1024,
             offline_bytes_max: 1024 * 1024 * 1024,
+            topics_max: 1_000_000,
         }
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `router` | the state machine: sessions by client id and connection, staging and appending publishes, fan-out, delivery |
+//! | `router` | the state machine: sessions by client id and connection, staging and appending publishes, fan-out, delivery, `$SYS` topics, what the admin API reads |
 //! | `session` | one session's subscriptions, queue, in-flight messages, QoS 2 ids |
 //! | `subscriptions` | the filter tree that maps a topic name to subscribed sessions |
 //! | `shared` | shared subscription groups (`$share/{group}/{filter}`): one member per message |
@@ -57,7 +57,10 @@ pub use message::{
     varint_len, Layout, Message, MessageError, NewMessage, Origin, QoS, Utf8Bytes, FORMAT_VERSION,
 };
 pub use position::{LogRef, Position, OFFSET_LIMIT};
-pub use router::{MeshConfig, PeerEvent, PeerReply, Router, RouterStats};
+pub use router::{
+    MeshConfig, PeerEvent, PeerReply, Router, RouterStats, SessionInfo, SubscriptionInfo,
+    SubscriptionQuery, TopicInfo, SYSTEM_PREFIX,
+};
 pub use snapshot::{SavedInflight, SavedSession, Snapshot};
 pub use storage::Storage;
 pub use subscriptions::SubOptions;

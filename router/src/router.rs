@@ -20,13 +20,17 @@
 //! | `publish` | PUBLISH and the acks, staging, the batch append, fan-out to matching sessions |
 //! | `deliver` | delivery batches: from retained messages, the session queue, the log |
 //! | `persist` | the journal's side: snapshot, restore, commit, checkpoint, failure |
+//! | `system` | `$SYS` topics: retained, sent to online subscribers, never stored |
+//! | `inspect` | sessions, subscriptions and topics as plain data, for the admin API |
 
 mod connect;
 mod deliver;
+mod inspect;
 mod persist;
 mod publish;
 mod replication;
 mod subscribe;
+mod system;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -44,7 +48,10 @@ use crate::storage::Storage;
 use crate::subscriptions::{Grant, SubscriptionTree};
 use crate::{ConnectionId, QoS, RouterConfig, SessionId, TopicId};
 
+pub use inspect::{SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo};
 pub use replication::{MeshConfig, PeerEvent, PeerReply};
+pub(crate) use system::record_topic;
+pub use system::SYSTEM_PREFIX;
 
 /// How often the log is told which of its pages no reader needs in memory: the
 /// default `fsync_interval_ms`, since only synced pages can go.
@@ -103,9 +110,13 @@ pub struct Router<S: Storage> {
     /// subscription changes. Keyed by the id the connection interned the topic as;
     /// the name itself is read from the record on a miss.
     matches: IdMap<TopicId, Matched>,
+    /// Messages published here, by topic id (up to `config.topics_max`).
+    topic_messages: Vec<u64>,
     shared: SharedGroups,
     /// Retained messages by topic name.
     retained: BTreeMap<Box<str>, Bytes>,
+    /// Retained `$SYS` messages by topic name: never journaled (see `system`).
+    system_retained: BTreeMap<Box<str>, Bytes>,
     staged: Vec<Staged>,
     /// Inbound QoS 2 ids (by session) of the publishes in `staged`: a retransmission
     /// that arrives before the flush is not stored twice.
@@ -170,8 +181,10 @@ impl<S: Storage> Router<S> {
             by_conn: IdMap::default(),
             tree: SubscriptionTree::default(),
             matches: IdMap::default(),
+            topic_messages: Vec::new(),
             shared: SharedGroups::default(),
             retained: BTreeMap::new(),
+            system_retained: BTreeMap::new(),
             staged: Vec::new(),
             staged_qos2: IdSet::default(),
             staged_records: Vec::new(),
@@ -237,6 +250,11 @@ impl<S: Storage> Router<S> {
     /// Sessions held (online and offline).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Sessions with a connection.
+    pub fn connected_count(&self) -> usize {
+        self.by_conn.len()
     }
 
     /// Retained messages held.

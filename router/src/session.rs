@@ -104,6 +104,9 @@ pub struct Session {
     pub owned_since: u64,
     /// Retained messages to send (from new subscriptions), before the queue.
     pub retained: VecDeque<(Bytes, QoS)>,
+    /// `$SYS` messages to send (QoS 0, with the retain flag to send), first of all:
+    /// the newest of each topic only (see `push_system`). Never journaled.
+    pub system: VecDeque<(Bytes, bool)>,
     /// Matches not yet sent, in the order they were offered (each log's in its
     /// order).
     pub queue: VecDeque<Queued>,
@@ -144,6 +147,7 @@ impl Session {
             will_delay_secs: 0,
             owned_since: 0,
             retained: VecDeque::new(),
+            system: VecDeque::new(),
             queue: VecDeque::new(),
             behind: Vec::new(),
             inflight: IdMap::default(),
@@ -165,6 +169,7 @@ impl Session {
     /// the pending list.
     pub fn go_offline(&mut self) -> bool {
         self.queue.retain(|q| q.qos != QoS::AtMostOnce);
+        self.system.clear();
         let pending = self.retained.len();
         self.retained.retain(|(_, q)| *q != QoS::AtMostOnce);
         for inf in self.inflight.values_mut() {
@@ -193,7 +198,20 @@ impl Session {
     /// Something waits to be sent: retained messages, queued matches, or a log
     /// scan (behind on a log).
     pub fn has_backlog(&self) -> bool {
-        !self.retained.is_empty() || !self.queue.is_empty() || !self.behind.is_empty()
+        !self.system.is_empty()
+            || !self.retained.is_empty()
+            || !self.queue.is_empty()
+            || !self.behind.is_empty()
+    }
+
+    /// Queue a `$SYS` record to send, replacing the one of the same topic still
+    /// waiting: only the newest value is worth sending, and the queue stays as short
+    /// as the list of system topics.
+    pub fn push_system(&mut self, record: Bytes, retain: bool) {
+        let topic = crate::router::record_topic(&record);
+        self.system
+            .retain(|(r, _)| crate::router::record_topic(r) != topic);
+        self.system.push_back((record, retain));
     }
 
     /// Whether the queue holds every match in `log` up to its head.

@@ -59,11 +59,22 @@ pub struct AdminConfig {
 }
 
 /// `[metrics]`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Where `/metrics` and `/health` are served; none: not at all.
     pub listen: Option<SocketAddr>,
+    /// How often the `$SYS` topics are published, seconds; 0: never (`sys.rs`).
+    pub sys_interval_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            sys_interval_secs: 10,
+        }
+    }
 }
 
 impl Default for Config {
@@ -352,6 +363,12 @@ impl Config {
                      address (the API can close any client)"
                 )));
             }
+        }
+        if self.metrics.sys_interval_secs > 86_400 {
+            return Err(invalid(format!(
+                "[metrics] sys_interval_secs must be between 0 (off) and 86400, got {}",
+                self.metrics.sys_interval_secs
+            )));
         }
         if self.auth.password_checks_max == 0 {
             return Err(invalid("[auth] password_checks_max must be > 0".into()));

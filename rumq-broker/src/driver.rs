@@ -50,6 +50,8 @@ pub enum ToRouter {
     Shutdown,
     /// The counters for a metrics scrape (`metrics.rs`).
     Stats(tokio::sync::oneshot::Sender<RouterSnapshot>),
+    /// `$SYS` topics and payloads to publish (`sys.rs`).
+    System(Vec<(String, bytes::Bytes)>),
     /// A data link to `peer` is up: what the router sends the peer goes to `tx`
     /// (`cluster.rs`).
     PeerLink {
@@ -103,7 +105,7 @@ impl ToRouter {
             }
             // Opening a replica's files, registering a link: the router thread's.
             ToRouter::Shutdown | ToRouter::PeerLink { .. } | ToRouter::Replica(_) => false,
-            ToRouter::Stats(_) => true,
+            ToRouter::Stats(_) | ToRouter::System(_) => true,
         }
     }
 }
@@ -543,10 +545,17 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
                 p.open_replica(router, log);
             }
         }
+        ToRouter::System(messages) => {
+            for (topic, payload) in messages {
+                router.publish_system(&topic, &payload);
+            }
+        }
         ToRouter::Stats(tx) => {
             let _ = tx.send(RouterSnapshot {
                 stats: router.stats(),
                 sessions: router.session_count() as u64,
+                connected: router.connected_count() as u64,
+                subscriptions: router.subscription_count() as u64,
                 retained: router.retained_count() as u64,
                 log: Some(router.storage().stats()),
                 journal: router.journal_storage().map(Log::stats),

@@ -39,6 +39,7 @@ mod passwd_cmd;
 mod passwords;
 mod replies;
 mod server;
+mod sys;
 mod tls;
 
 // The protocol edge is the library half of this package (so it can be fuzzed).

@@ -40,6 +40,10 @@ pub struct RouterSnapshot {
     pub stats: RouterStats,
     /// Sessions held (online and offline).
     pub sessions: u64,
+    /// Sessions with a connection.
+    pub connected: u64,
+    /// Subscriptions, all sessions' (not counting shared ones).
+    pub subscriptions: u64,
     /// Retained messages.
     pub retained: u64,
     /// The message log.
@@ -59,6 +63,8 @@ pub struct EdgeCounters {
     pub refused_auth: AtomicU64,
     /// TLS handshakes that failed or did not finish in time.
     pub refused_tls: AtomicU64,
+    /// The most connections open at once.
+    pub peak: AtomicU64,
 }
 
 impl EdgeCounters {
@@ -92,12 +98,17 @@ pub async fn serve(listener: TcpListener, sources: Sources) {
     }
 }
 
-async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
+/// Ask the router thread for its counters; `None` when it did not answer in time.
+pub async fn ask_router(router: &RouterTx) -> Option<RouterSnapshot> {
     let (tx, rx) = oneshot::channel();
-    let asked = sources.router.send(ToRouter::Stats(tx)).await.is_ok();
-    let router = match (asked, tokio::time::timeout(SCRAPE_TIMEOUT, rx).await) {
-        (true, Ok(Ok(snapshot))) => snapshot,
-        _ => {
+    router.send(ToRouter::Stats(tx)).await.ok()?;
+    tokio::time::timeout(SCRAPE_TIMEOUT, rx).await.ok()?.ok()
+}
+
+async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
+    let router = match ask_router(&sources.router).await {
+        Some(snapshot) => snapshot,
+        None => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the router did not answer\n".to_owned(),

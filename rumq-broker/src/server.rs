@@ -27,6 +27,7 @@ use crate::driver::{self, RouterTx, ToRouter};
 use crate::metrics::{self, EdgeCounters};
 use crate::owners::Owners;
 use crate::passwords::{Checker, Passwords};
+use crate::sys;
 use crate::tls::Edge;
 use rumq_broker::interner::TopicInterner;
 use rumq_broker::meta_links::MetaLinks;
@@ -215,19 +216,12 @@ async fn serve(
     // connections, and shutdown waits for all of them to come back. (A `JoinSet`
     // would keep an entry per connection as well: 56 more bytes each.)
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
-    if let Some(listener) = metrics_listener {
-        let sources = metrics::Sources {
-            router: shared.router.clone(),
-            edge: shared.counters.clone(),
-            permits: permits.clone(),
-            max_connections: config.limits.max_connections,
-        };
-        tokio::spawn(metrics::serve(listener, sources));
-    }
-    if let (Some(listener), Some(clients)) = (admin_listener, &shared.clients) {
-        let token = config.admin.token.clone().filter(|t| !t.is_empty());
-        tokio::spawn(admin::serve(listener, clients.clone(), token));
-    }
+    let sys = observe(
+        &config,
+        &shared,
+        &permits,
+        (metrics_listener, admin_listener),
+    );
     let accepting = Accepting {
         shared: &shared,
         permits: &permits,
@@ -238,6 +232,10 @@ async fn serve(
     let open = || max - permits.available_permits();
     tracing::info!(connections = open(), "shutting down");
     drop(listener);
+    // Its sender would keep the router thread's channel open.
+    if let Some(sys) = sys {
+        sys.abort();
+    }
     // Connections hear of it through their reply queues (see `replies.rs`).
     let _ = shared.router.send(ToRouter::Shutdown).await;
     let all = u32::try_from(max).unwrap_or(u32::MAX);
@@ -257,6 +255,37 @@ async fn serve(
         owners.stop().await;
     }
     Ok(())
+}
+
+/// Start what watches the broker from outside the message path: the `$SYS` topics
+/// (their task, to stop at shutdown), the metrics endpoint and the admin API.
+fn observe(
+    config: &Config,
+    shared: &Arc<Shared>,
+    permits: &Arc<Semaphore>,
+    (metrics_listener, admin_listener): (Option<TcpListener>, Option<TcpListener>),
+) -> Option<tokio::task::JoinHandle<()>> {
+    let sources = metrics::Sources {
+        router: shared.router.clone(),
+        edge: shared.counters.clone(),
+        permits: permits.clone(),
+        max_connections: config.limits.max_connections,
+    };
+    let sys = match config.metrics.sys_interval_secs {
+        0 => None,
+        secs => Some(tokio::spawn(sys::run(
+            sources.clone(),
+            Duration::from_secs(secs),
+        ))),
+    };
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(metrics::serve(listener, sources));
+    }
+    if let (Some(listener), Some(clients)) = (admin_listener, &shared.clients) {
+        let token = config.admin.token.clone().filter(|t| !t.is_empty());
+        tokio::spawn(admin::serve(listener, clients.clone(), token));
+    }
+    sys
 }
 
 /// Start the cluster's parts: the peer listener and links, and this node of the
@@ -398,6 +427,11 @@ impl Accepting<'_> {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 EdgeCounters::add(&counters.accepted);
+                let open =
+                    self.shared.config.limits.max_connections - self.permits.available_permits();
+                counters
+                    .peak
+                    .fetch_max(open as u64, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = self.conn_threads.spawn(stream, self.shared, permit, edge) {
                     tracing::warn!(error = %e, "cannot hand a connection to its thread");
                 }

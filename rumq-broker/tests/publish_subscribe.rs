@@ -361,12 +361,13 @@ async fn dollar_topics_are_not_matched_by_leading_wildcards() {
     plus.subscribed("+/x", QoS::AtMostOnce).await;
     plus.subscribed("fence", QoS::AtMostOnce).await;
     let mut sys = Mqtt::connect(broker.port(), "dollar-sys").await;
-    sys.subscribed("$SYS/#", QoS::AtMostOnce).await;
+    // Not $SYS: that is the broker's own, and clients may not publish to it.
+    sys.subscribed("$app/#", QoS::AtMostOnce).await;
     sys.subscribed("fence", QoS::AtMostOnce).await;
 
     let mut publisher = Mqtt::connect(broker.port(), "dollar-pub").await;
     publisher
-        .publish("$SYS/x", QoS::AtLeastOnce, false, b"dollar")
+        .publish("$app/x", QoS::AtLeastOnce, false, b"dollar")
         .await;
     publisher
         .publish("plain/x", QoS::AtLeastOnce, false, b"plain")
@@ -381,7 +382,7 @@ async fn dollar_topics_are_not_matched_by_leading_wildcards() {
     let got = until_fence(&mut sys, "fence").await;
     assert_eq!(
         got,
-        vec![("$SYS/x".to_string(), b"dollar".to_vec(), QoS::AtMostOnce)]
+        vec![("$app/x".to_string(), b"dollar".to_vec(), QoS::AtMostOnce)]
     );
 }
 

@@ -67,6 +67,7 @@ impl<S: Storage> Router<S> {
             return false;
         }
         let mut b = Batch::new(sid, s, journal.enabled(), *now, config);
+        b.add_system(s, config);
         b.add_retained(s, journal, config);
         // Take what the window allows off the queue, then read it in runs of
         // consecutive offsets: one storage read per run, not per message (a lagging
@@ -146,9 +147,9 @@ impl Batch {
             sid,
             // Sized once: a batch grows by no reallocation.
             items: Vec::with_capacity(
-                (s.queue.len() + s.retained.len())
+                (s.queue.len() + s.retained.len() + s.system.len())
                     .clamp(1, config.deliver_records_max)
-                    .min(inflight_max.max(1) + s.retained.len()),
+                    .min(inflight_max.max(1) + s.retained.len() + s.system.len()),
             ),
             bytes: 0,
             skipped: 0,
@@ -177,7 +178,27 @@ impl Batch {
         )
     }
 
-    /// The retained messages the session's new subscriptions matched, first.
+    /// The `$SYS` messages waiting (QoS 0, never journaled), first.
+    fn add_system(&mut self, s: &mut Session, config: &RouterConfig) {
+        while self.items.len() < config.deliver_records_max && self.bytes < config.deliver_bytes_max
+        {
+            let Some((record, retain)) = s.system.pop_front() else {
+                break;
+            };
+            self.bytes += record.len();
+            let out = Outgoing {
+                record: Record::from(record),
+                pos: None,
+                qos: QoS::AtMostOnce,
+                retain,
+                shared: None,
+                subscription_ids: Vec::new(),
+            };
+            self.add(s, out);
+        }
+    }
+
+    /// The retained messages the session's new subscriptions matched, next.
     fn add_retained<S: Storage>(
         &mut self,
         s: &mut Session,

@@ -14,7 +14,7 @@ use crate::journal::Op;
 use crate::session::{OutState, Queued, Session};
 use crate::shared::SharedGroups;
 use crate::storage::Storage;
-use crate::{ConnectionId, LogRef, Message, PacketId, Position, QoS, SessionId};
+use crate::{ConnectionId, LogRef, Message, PacketId, Position, QoS, SessionId, TopicId};
 
 impl<S: Storage> Router<S> {
     pub(super) fn publish(
@@ -236,6 +236,19 @@ impl<S: Storage> Router<S> {
         }
     }
 
+    /// One more message published to `topic` (see `inspect`).
+    fn count_topic(&mut self, topic: TopicId) {
+        let Ok(i) = usize::try_from(topic.0) else {
+            return;
+        };
+        if let Some(n) = self.topic_messages.get_mut(i) {
+            *n += 1;
+        } else if i < self.config.topics_max {
+            self.topic_messages.resize(i + 1, 0);
+            self.topic_messages[i] = 1;
+        }
+    }
+
     /// Offer a message appended to `log` at `offset` to the sessions it matches;
     /// false when no subscription matched (MQTT 5 acks say so).
     pub(super) fn fan_out(
@@ -248,6 +261,7 @@ impl<S: Storage> Router<S> {
         if p.retain {
             self.apply_retained(&p.record.payload(), (log, offset));
         }
+        self.count_topic(p.topic);
         let Some(pos) = Position::new(log, offset) else {
             beyond_positions(offset);
             return true;

@@ -103,7 +103,8 @@ impl<S: Storage> Router<S> {
                 }
             }
             s.retained.extend(retained);
-            if !s.retained.is_empty() && s.ready(&mut self.credit_wanted) {
+            let pending = !s.retained.is_empty() || !s.system.is_empty();
+            if pending && s.ready(&mut self.credit_wanted) {
                 self.wake.push(sid);
             }
         }
@@ -161,6 +162,12 @@ impl<S: Storage> Router<S> {
                 if topic::matches(&filter, name) {
                     let msg_qos = Layout::parse(record).map_or(QoS::AtMostOnce, |m| m.qos);
                     retained.push((record.clone(), msg_qos.min(sub.qos)));
+                }
+            }
+            let system = self.system_retained_for(&filter);
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                for record in system {
+                    s.push_system(record, true);
                 }
             }
         }

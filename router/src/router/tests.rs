@@ -261,6 +261,8 @@ mod catch_up;
 mod credit;
 mod faults;
 mod flow;
+mod inspect;
 mod mesh;
 mod restart;
+mod system;
 mod v5;

@@ -239,9 +239,20 @@ impl Connection {
     }
 
     /// With an ACL file: what it grants this client, kept for the connection; a will
-    /// whose topic it may not publish to refuses the CONNECT (not authorized, as
-    /// Mosquitto does). False when refused.
+    /// whose topic it may not publish to (or any will on a `$SYS` topic) refuses the
+    /// CONNECT (not authorized, as Mosquitto does). False when refused.
     async fn apply_acl(&mut self, connect: &ConnectPacket) -> bool {
+        let system_will = connect
+            .will
+            .as_ref()
+            .is_some_and(|w| w.topic.starts_with(router::SYSTEM_PREFIX));
+        if system_will {
+            let why = "a will may not be published to a $SYS topic";
+            tracing::info!(target: LOG_TARGET, why, "connection refused");
+            let (v3, v5) = (return_code::NOT_AUTHORIZED, reason::NOT_AUTHORIZED);
+            self.refuse(v3, v5, Some(why.into())).await;
+            return false;
+        }
         let Some(source) = self.state.shared.acl.clone() else {
             return true;
         };

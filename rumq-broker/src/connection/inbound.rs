@@ -278,11 +278,14 @@ impl Connection {
 }
 
 impl ConnState {
-    /// Whether the ACL, if any, lets the client publish to `topic`.
+    /// Whether the client may publish to `topic`: not a `$SYS` topic (those are
+    /// the broker's own), and as far as the ACL, if any, allows.
     fn may_write(&mut self, topic: &str) -> bool {
-        self.acl
-            .as_mut()
-            .is_none_or(|a| a.granted().may_write(topic))
+        !topic.starts_with(router::SYSTEM_PREFIX)
+            && self
+                .acl
+                .as_mut()
+                .is_none_or(|a| a.granted().may_write(topic))
     }
 
     /// What a PUBLISH passes before it becomes a record, in this order: its topic
