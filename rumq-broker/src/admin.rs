@@ -9,41 +9,66 @@
 //! | `GET /clients?offset=&limit=` | the connected clients, oldest first, `limit` ≤ 1000 |
 //! | `GET /clients/{client_id}` | that client's connection, or 404 |
 //! | `DELETE /clients/{client_id}` | closes it (MQTT 5: DISCONNECT 0x98), 202; or 404 |
+//! | `GET /sessions?offset=&limit=` | sessions, online and offline, in client id order |
+//! | `GET /sessions/{client_id}` | that session, or 404 |
+//! | `GET /subscriptions?filter=&topic=&offset=&limit=` | subscriptions: all, one filter's, or those a topic matches |
+//! | `GET /topics?prefix=&offset=&limit=` | topics: messages published here, retained or not |
 //!
-//! Owns: the routes and the token check. What it shows is `clients.rs`'s.
+//! Every list is a page: `limit` (default 100) is at most [`PAGE_MAX`], and the
+//! answer says the `total`. What the router holds (sessions, subscriptions, topic
+//! counts) is read on the router's thread between its iterations, as a metrics
+//! scrape is ([`ToRouter::Inspect`]).
+//!
+//! Owns: the routes and the token check. What it shows of connections is
+//! `clients.rs`'s, of the router's state `router::Router`'s `inspect` module's.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use commitlog::Log;
+use router::{Router, SubscriptionQuery};
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use crate::clients::Clients;
+use crate::driver::{Inspect, RouterTx, ToRouter};
+use rumq_broker::interner::TopicInterner;
 
-/// The most clients one page lists.
+/// The most entries one page lists.
 pub const PAGE_MAX: usize = 1000;
+/// How long a request waits for the router thread.
+const ROUTER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the API reads from.
 #[derive(Debug, Clone)]
-struct AdminState {
-    clients: Arc<Clients>,
-    token: Option<Arc<str>>,
+pub struct AdminState {
+    /// The connected clients.
+    pub clients: Arc<Clients>,
+    /// The router's channel.
+    pub router: RouterTx,
+    /// The topics the connections interned.
+    pub topics: Arc<TopicInterner>,
+    /// The bearer token, if one is required.
+    pub token: Option<Arc<str>>,
 }
 
 /// Serve the admin API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, clients: Arc<Clients>, token: Option<String>) {
-    let state = AdminState {
-        clients,
-        token: token.map(Arc::from),
-    };
+pub async fn serve(listener: TcpListener, state: AdminState) {
     let app = axum::Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(|| async { "ready\n" }))
         .route("/clients", get(list_clients))
         .route("/clients/{client_id}", get(get_client).delete(kick_client))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{client_id}", get(get_session))
+        .route("/subscriptions", get(list_subscriptions))
+        .route("/topics", get(list_topics))
         .layer(middleware::from_fn_with_state(state.clone(), bearer))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
@@ -85,6 +110,12 @@ struct Page {
     limit: Option<usize>,
 }
 
+impl Page {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).min(PAGE_MAX)
+    }
+}
+
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     match serde_json::to_string(value) {
         Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
@@ -92,30 +123,84 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     }
 }
 
-async fn list_clients(State(state): State<AdminState>, Query(page): Query<Page>) -> Response {
-    let limit = page.limit.unwrap_or(100).min(PAGE_MAX);
-    let (total, clients) = state.clients.page(page.offset, limit);
+/// Run `read` on the router's thread and return what it read; `None` when the
+/// router did not answer in time (the caller answers 503).
+async fn ask<T: Send + 'static>(
+    router: &RouterTx,
+    read: impl FnOnce(&Router<Log>) -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    let inspect = Inspect(Box::new(move |r| {
+        let _ = tx.send(read(r));
+    }));
+    router.send(ToRouter::Inspect(inspect)).await.ok()?;
+    tokio::time::timeout(ROUTER_TIMEOUT, rx).await.ok()?.ok()
+}
+
+fn busy() -> Response {
     json(
-        StatusCode::OK,
-        &serde_json::json!({ "total": total, "offset": page.offset, "clients": clients }),
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({ "error": "the router did not answer in time" }),
     )
 }
 
+/// A page of a list, as every list answers.
+fn page_of(total: usize, offset: usize, key: &str, items: &impl serde::Serialize) -> Response {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "total": total, "offset": offset, key: items }),
+    )
+}
+
+async fn list_clients(State(state): State<AdminState>, Query(page): Query<Page>) -> Response {
+    let (total, clients) = state.clients.page(page.offset, page.limit());
+    // Each with its session's in-flight and queued counts, read in one request.
+    let ids: Vec<String> = clients.iter().map(|c| c.client_id.clone()).collect();
+    let sessions = ask(&state.router, move |r| {
+        ids.iter().map(|id| r.session_info(id)).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let listed: Vec<serde_json::Value> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| with_session(c, sessions.get(i).cloned().flatten()))
+        .collect();
+    page_of(total, page.offset, "clients", &listed)
+}
+
+/// A client's entry with its session's in-flight and queued counts.
+fn with_session(
+    client: &crate::clients::ClientInfo,
+    session: Option<router::SessionInfo>,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(client).unwrap_or_default();
+    if let (Some(map), Some(s)) = (value.as_object_mut(), session) {
+        map.insert("inflight".into(), s.inflight.into());
+        map.insert("queued".into(), s.queued.into());
+    }
+    value
+}
+
 async fn get_client(State(state): State<AdminState>, Path(client_id): Path<String>) -> Response {
-    match state
+    let Some(client) = state
         .clients
         .by_client_id(&client_id)
         .into_iter()
         .next_back()
-    {
-        Some(c) => json(StatusCode::OK, &c),
-        None => not_found(&client_id),
-    }
+    else {
+        return not_found("client", &client_id);
+    };
+    let id = client_id.clone();
+    let session = ask(&state.router, move |r| r.session_info(&id))
+        .await
+        .flatten();
+    json(StatusCode::OK, &with_session(&client, session))
 }
 
 async fn kick_client(State(state): State<AdminState>, Path(client_id): Path<String>) -> Response {
     match state.clients.kick(&client_id) {
-        0 => not_found(&client_id),
+        0 => not_found("client", &client_id),
         n => {
             tracing::info!(client_id, connections = n, "closed by the admin API");
             json(StatusCode::ACCEPTED, &serde_json::json!({ "closing": n }))
@@ -123,9 +208,89 @@ async fn kick_client(State(state): State<AdminState>, Path(client_id): Path<Stri
     }
 }
 
-fn not_found(client_id: &str) -> Response {
+/// 404: no `what` (client, session) of that id.
+fn not_found(what: &str, client_id: &str) -> Response {
+    let error = match what {
+        "client" => format!("no client {client_id:?} is connected"),
+        _ => format!("no {what} {client_id:?}"),
+    };
     json(
         StatusCode::NOT_FOUND,
-        &serde_json::json!({ "error": format!("no client {client_id:?} is connected") }),
+        &serde_json::json!({ "error": error }),
     )
+}
+
+async fn list_sessions(State(state): State<AdminState>, Query(page): Query<Page>) -> Response {
+    let (offset, limit) = (page.offset, page.limit());
+    match ask(&state.router, move |r| r.sessions_page(offset, limit)).await {
+        Some((total, sessions)) => page_of(total, offset, "sessions", &sessions),
+        None => busy(),
+    }
+}
+
+async fn get_session(State(state): State<AdminState>, Path(client_id): Path<String>) -> Response {
+    let id = client_id.clone();
+    match ask(&state.router, move |r| r.session_info(&id)).await {
+        Some(Some(session)) => json(StatusCode::OK, &session),
+        Some(None) => not_found("session", &client_id),
+        None => busy(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SubscriptionsQuery {
+    filter: Option<String>,
+    topic: Option<String>,
+    // Not a flattened `Page`: serde's flatten reads numbers in a query string as
+    // strings and refuses them.
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+async fn list_subscriptions(
+    State(state): State<AdminState>,
+    Query(q): Query<SubscriptionsQuery>,
+) -> Response {
+    let page = Page {
+        offset: q.offset,
+        limit: q.limit,
+    };
+    let (offset, limit) = (page.offset, page.limit());
+    let (filter, topic) = (q.filter, q.topic);
+    let read = move |r: &Router<Log>| {
+        let query = SubscriptionQuery {
+            filter: filter.as_deref(),
+            topic: topic.as_deref(),
+        };
+        r.subscriptions_page(query, offset, limit)
+    };
+    match ask(&state.router, read).await {
+        Some((total, subscriptions)) => page_of(total, offset, "subscriptions", &subscriptions),
+        None => busy(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TopicsQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+async fn list_topics(State(state): State<AdminState>, Query(q): Query<TopicsQuery>) -> Response {
+    let page = Page {
+        offset: q.offset,
+        limit: q.limit,
+    };
+    let (offset, limit) = (page.offset, page.limit());
+    let names = state.topics.with_prefix(&q.prefix);
+    let prefix = q.prefix;
+    let Some(topics) = ask(&state.router, move |r| r.topics(&prefix, &names)).await else {
+        return busy();
+    };
+    let page: Vec<_> = topics.iter().skip(offset).take(limit).collect();
+    page_of(topics.len(), offset, "topics", &page)
 }

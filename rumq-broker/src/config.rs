@@ -277,11 +277,13 @@ pub enum ConfigError {
 impl Config {
     /// Parse TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
         config.validate(origin)?;
+        // The router counts messages per topic id; the ids stop at this.
+        config.router.topics_max = config.limits.topics_max;
         Ok(config)
     }
 

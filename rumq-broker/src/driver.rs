@@ -52,6 +52,8 @@ pub enum ToRouter {
     Stats(tokio::sync::oneshot::Sender<RouterSnapshot>),
     /// `$SYS` topics and payloads to publish (`sys.rs`).
     System(Vec<(String, bytes::Bytes)>),
+    /// Read the router's state for the admin API (`admin.rs`).
+    Inspect(Inspect),
     /// A data link to `peer` is up: what the router sends the peer goes to `tx`
     /// (`cluster.rs`).
     PeerLink {
@@ -64,6 +66,20 @@ pub enum ToRouter {
     Peer(PeerEvent),
     /// A peer announced the log it writes: replicate it.
     Replica(LogId),
+}
+
+/// A read of the router's state, run on whichever thread runs the router; it sends
+/// what it read back on a channel of its own.
+pub struct Inspect(pub Box<dyn ReadRouter>);
+
+/// What an [`Inspect`] runs.
+pub trait ReadRouter: FnOnce(&Router<Log>) + Send {}
+impl<F: FnOnce(&Router<Log>) + Send> ReadRouter for F {}
+
+impl std::fmt::Debug for Inspect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inspect")
+    }
 }
 
 /// Requests a connection applies itself, at most, when it finds the router thread
@@ -105,7 +121,7 @@ impl ToRouter {
             }
             // Opening a replica's files, registering a link: the router thread's.
             ToRouter::Shutdown | ToRouter::PeerLink { .. } | ToRouter::Replica(_) => false,
-            ToRouter::Stats(_) | ToRouter::System(_) => true,
+            ToRouter::Stats(_) | ToRouter::System(_) | ToRouter::Inspect(_) => true,
         }
     }
 }
@@ -545,6 +561,7 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
                 p.open_replica(router, log);
             }
         }
+        ToRouter::Inspect(Inspect(read)) => read(router),
         ToRouter::System(messages) => {
             for (topic, payload) in messages {
                 router.publish_system(&topic, &payload);

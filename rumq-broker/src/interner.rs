@@ -59,6 +59,18 @@ impl TopicInterner {
     }
 }
 
+impl TopicInterner {
+    /// The topics interned whose names start with `prefix`, with their ids (for the
+    /// admin API; a copy of at most `topics_max` names, taken under the read lock).
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(Box<str>, TopicId)> {
+        let ids = self.ids.read().unwrap_or_else(|e| e.into_inner());
+        ids.iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, id)| (name.clone(), *id))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

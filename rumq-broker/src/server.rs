@@ -282,8 +282,18 @@ fn observe(
         tokio::spawn(metrics::serve(listener, sources));
     }
     if let (Some(listener), Some(clients)) = (admin_listener, &shared.clients) {
-        let token = config.admin.token.clone().filter(|t| !t.is_empty());
-        tokio::spawn(admin::serve(listener, clients.clone(), token));
+        let state = admin::AdminState {
+            clients: clients.clone(),
+            router: shared.router.clone(),
+            topics: shared.topics.clone(),
+            token: config
+                .admin
+                .token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(Arc::from),
+        };
+        tokio::spawn(admin::serve(listener, state));
     }
     sys
 }

@@ -112,3 +112,87 @@ async fn a_parked_client_is_closed_too() {
     let disconnect = dev.recv().await;
     assert_eq!((disconnect.kind(), disconnect.body[0]), (14, 0x98));
 }
+
+/// `GET path` with the token, as JSON.
+async fn get_json(admin: SocketAddr, path: &str) -> serde_json::Value {
+    let (code, body) = http(admin, "GET", path, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_subscriptions_and_topics_are_listed() {
+    use rumqttc::QoS;
+    let broker = Broker::with_config(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"
+    ));
+    let admin = admin_addr(&broker);
+    let mut opts = options(broker.port(), "sub-a");
+    opts.set_clean_session(false);
+    let mut sub = Mqtt::connect_with(opts).await;
+    sub.subscribed("home/+/temp", QoS::AtLeastOnce).await;
+    sub.subscribed("alerts/#", QoS::AtMostOnce).await;
+    sub.disconnect().await;
+    let mut publisher = Mqtt::connect(broker.port(), "pub").await;
+    for i in 0..3u8 {
+        publisher
+            .publish("home/kitchen/temp", QoS::AtLeastOnce, false, &[i])
+            .await;
+    }
+    publisher
+        .publish("home/hall/temp", QoS::AtLeastOnce, true, b"19.5")
+        .await;
+    publisher
+        .publish("work/desk", QoS::AtLeastOnce, false, b"x")
+        .await;
+
+    let sessions = get_json(admin, "/sessions").await;
+    assert_eq!(sessions["total"], 2, "{sessions}");
+    let a = &sessions["sessions"][1];
+    assert_eq!(a["client_id"], "sub-a");
+    assert_eq!(
+        (a["connected"].as_bool(), a["clean"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert_eq!(
+        (a["subscriptions"].as_u64(), a["queued"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_eq!(get_json(admin, "/sessions/sub-a").await, *a);
+    assert_eq!(
+        http(admin, "GET", "/sessions/nobody", Some(TOKEN)).await.0,
+        404
+    );
+
+    let who = get_json(admin, "/subscriptions?topic=home/kitchen/temp").await;
+    assert_eq!(who["total"], 1);
+    assert_eq!(who["subscriptions"][0]["filter"], "home/+/temp");
+    assert_eq!(who["subscriptions"][0]["qos"], 1);
+    let exact = get_json(admin, "/subscriptions?filter=alerts/%23").await;
+    assert_eq!(exact["total"], 1);
+    assert_eq!(
+        get_json(admin, "/subscriptions?limit=1&offset=1").await["subscriptions"][0]["filter"],
+        "home/+/temp"
+    );
+
+    let topics = get_json(admin, "/topics?prefix=home/").await;
+    assert_eq!(
+        topics["topics"],
+        serde_json::json!([
+            {"topic": "home/hall/temp", "messages": 1, "retained": true},
+            {"topic": "home/kitchen/temp", "messages": 3, "retained": false}
+        ])
+    );
+    assert_eq!(get_json(admin, "/topics").await["total"], 3);
+
+    let clients = get_json(admin, "/clients").await;
+    let p = &clients["clients"][0];
+    assert_eq!(
+        (
+            p["client_id"].as_str(),
+            p["inflight"].as_u64(),
+            p["queued"].as_u64()
+        ),
+        (Some("pub"), Some(0), Some(0))
+    );
+}
