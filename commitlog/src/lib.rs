@@ -21,6 +21,7 @@
 //! | `page_cache` | the thread that lets the page cache go behind the readers (dropping behind) |
 //! | `worker` | the named thread + bounded job queue both of those run on |
 //! | `tail` | the newest records in memory, for caught-up readers |
+//! | `timing` | histograms of append and fsync durations, read by metrics |
 //! | `config` | [`LogConfig`], [`Fsync`], [`RetentionConfig`] |
 //!
 //! The on-disk format and the recovery rules are described byte by byte in
@@ -41,6 +42,7 @@ mod retention;
 mod segment;
 mod syncer;
 mod tail;
+pub mod timing;
 mod worker;
 
 pub use config::{Fsync, LogConfig, RetentionConfig, SEGMENT_BYTES_LIMIT};

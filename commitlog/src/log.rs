@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::LogConfig;
@@ -26,6 +27,7 @@ use crate::recovery::Policy;
 use crate::segment::{Segment, WriteScratch};
 use crate::syncer::Syncer;
 use crate::tail::Tail;
+use crate::timing::{HistogramSnapshot, Timings};
 use crate::Offset;
 
 mod append;
@@ -50,6 +52,10 @@ pub struct LogStats {
     pub bytes: u64,
     /// Bytes of payload held in the in-memory tail.
     pub tail_bytes: usize,
+    /// How long append batches took (write, and fsync under `always`).
+    pub append_time: HistogramSnapshot,
+    /// How long fsyncs of segment data took.
+    pub fsync_time: HistogramSnapshot,
 }
 
 /// A segmented, append-only log of opaque records in one directory.
@@ -84,6 +90,8 @@ pub struct Log {
     /// The pages of records below this were handed over to be dropped.
     dropped_to: Offset,
     poisoned: bool,
+    /// How long appends and fsyncs take (shared with the fsync thread).
+    timings: Arc<Timings>,
     _lock: File,
 }
 
@@ -133,6 +141,8 @@ impl Log {
             segments: self.segments.len(),
             bytes: self.segments.iter().map(Segment::bytes).sum(),
             tail_bytes: self.tail.bytes(),
+            append_time: self.timings.append.snapshot(),
+            fsync_time: self.timings.fsync.snapshot(),
         }
     }
 }

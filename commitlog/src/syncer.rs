@@ -20,8 +20,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Instant;
 
 use crate::error::Error;
+use crate::timing::Timings;
 use crate::worker::Worker;
 use crate::Offset;
 
@@ -113,7 +115,11 @@ impl std::fmt::Debug for Syncer {
 
 impl Syncer {
     /// Start the thread; records below `synced_through` are durable already.
-    pub(crate) fn start(name: &str, synced_through: Offset) -> io::Result<Syncer> {
+    pub(crate) fn start(
+        name: &str,
+        synced_through: Offset,
+        timings: Arc<Timings>,
+    ) -> io::Result<Syncer> {
         let state = Arc::new(State {
             synced_through: AtomicU64::new(synced_through.0),
             ..State::default()
@@ -123,7 +129,10 @@ impl Syncer {
         // job may be lost, and later ones are not a prefix without them.
         let mut failed = false;
         let worker = Worker::start(name, QUEUE, move |job: Job| {
-            match job.files.iter().try_for_each(SyncFile::sync) {
+            let began = Instant::now();
+            let synced = job.files.iter().try_for_each(SyncFile::sync);
+            timings.fsync.observe(began.elapsed());
+            match synced {
                 Ok(()) if !failed => {
                     shared
                         .synced_through
@@ -230,7 +239,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let f = Arc::new(File::create(&path).unwrap());
-        let mut s = Syncer::start("test-sync", Offset(3)).unwrap();
+        let mut s = Syncer::start("test-sync", Offset(3), Arc::default()).unwrap();
         assert_eq!(s.synced_through(), Offset(3));
         assert!(s.submit(data(&f, &path), Offset(5)).is_ok());
         s.wait_idle();
@@ -269,7 +278,7 @@ mod tests {
             .write(true)
             .open(&path)
             .unwrap();
-        let s = Syncer::start("test-sync", Offset(0)).unwrap();
+        let s = Syncer::start("test-sync", Offset(0), Arc::default()).unwrap();
         assert!(s.submit(data(&Arc::new(f), &path), Offset(4)).is_ok());
         s.wait_idle();
         let e = s.take_failure().expect("the failure is reported");

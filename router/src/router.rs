@@ -66,6 +66,14 @@ pub struct RouterStats {
     pub append_batches: u64,
     /// Messages handed to connections.
     pub delivered: u64,
+    /// Messages appended from clients of this node, by QoS (wills included).
+    pub received_by_qos: [u64; 3],
+    /// Their stored records' bytes (topic, properties, payload, header).
+    pub received_bytes: u64,
+    /// Messages handed to connections, by the QoS they were sent with.
+    pub delivered_by_qos: [u64; 3],
+    /// Their stored records' bytes.
+    pub delivered_bytes: u64,
     /// Records a session needed that retention removed before it read them.
     pub lost_to_retention: u64,
     /// Failed appends (message log or session journal).

@@ -18,6 +18,7 @@ use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use commitlog::timing::Histogram;
 use commitlog::Log;
 use mesh::{LogId, NodeId};
 use router::{ConnectionId, DisconnectReason, Event, IdMap, PeerEvent, PeerReply, Reply, Router};
@@ -141,6 +142,7 @@ impl Core {
     /// light (applied: the order is kept). How many were applied; `None` once every
     /// sender is gone and nothing is left.
     fn iterate(&mut self, max: usize, light_only: bool) -> Option<usize> {
+        let began = Instant::now();
         let mut applied = 0;
         while applied < max {
             let msg = match self.rx.try_recv() {
@@ -159,6 +161,7 @@ impl Core {
         if applied > 0 {
             self.router.flush();
             dispatch(&mut self.router, &mut self.conns, &mut self.batches);
+            self.conns.iterations.observe(began.elapsed());
         }
         Some(applied)
     }
@@ -439,6 +442,8 @@ struct Conns {
     credits_taken: Vec<ConnectionId>,
     /// In a cluster: the replicas' directory and the peers' data links.
     peers: Option<PeerSide>,
+    /// How long iterations that applied requests took (metrics).
+    iterations: Histogram,
 }
 
 impl Conns {
@@ -450,6 +455,7 @@ impl Conns {
             ticked: now,
             credits_taken: Vec::new(),
             peers: None,
+            iterations: Histogram::default(),
         }
     }
 
@@ -569,6 +575,8 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
         }
         ToRouter::Stats(tx) => {
             let _ = tx.send(RouterSnapshot {
+                iterations: conns.iterations.snapshot(),
+                backlog_max: router.backlog_max(),
                 stats: router.stats(),
                 sessions: router.session_count() as u64,
                 connected: router.connected_count() as u64,

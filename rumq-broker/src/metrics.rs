@@ -18,12 +18,15 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use commitlog::timing::HistogramSnapshot;
 use commitlog::LogStats;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use prometheus_client::registry::Unit;
 use router::RouterStats;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
@@ -50,6 +53,10 @@ pub struct RouterSnapshot {
     pub log: Option<LogStats>,
     /// The session journal.
     pub journal: Option<LogStats>,
+    /// How long the router's iterations took.
+    pub iterations: HistogramSnapshot,
+    /// The most messages a connected session has queued, and in flight.
+    pub backlog_max: (usize, usize),
 }
 
 /// Counts only the edge knows, each kept in one place.
@@ -156,15 +163,68 @@ impl Collector for Scrape {
             let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             g.encode(out.encode_descriptor(name, help, None, g.metric_type())?)?;
         }
+        let s = &self.router.stats;
+        let by_qos = [
+            (
+                "messages_received",
+                "Messages received from clients and appended, by QoS (wills included).",
+                s.received_by_qos,
+            ),
+            (
+                "messages_sent",
+                "Messages sent to clients, by the QoS they were sent with.",
+                s.delivered_by_qos,
+            ),
+        ];
+        for (name, help, counts) in by_qos {
+            let mut family = out.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (qos, n) in ["0", "1", "2"].into_iter().zip(counts) {
+                ConstCounter::new(n).encode(family.encode_family(&[("qos", qos)])?)?;
+            }
+        }
+        let log = self.router.log.unwrap_or_else(empty_log_stats);
+        let histograms = [
+            ("log_append", "Append batches to the message log: the write, and the fsync under fsync = \"always\" (what a QoS 1/2 ack waits for on one node).", log.append_time),
+            ("log_fsync", "fdatasyncs of the message log's active segment.", log.fsync_time),
+            ("router_iteration", "Router iterations that applied requests: the requests, the append, the replies handed out.", self.router.iterations),
+        ];
+        for (name, help, h) in histograms {
+            encode_histogram(&mut out, name, help, &h)?;
+        }
         Ok(())
     }
+}
+
+/// A log's stats before it has any (a scrape the router could not answer for it).
+fn empty_log_stats() -> LogStats {
+    LogStats {
+        earliest: commitlog::Offset(0),
+        head: commitlog::Offset(0),
+        segments: 0,
+        bytes: 0,
+        tail_bytes: 0,
+        append_time: HistogramSnapshot::default(),
+        fsync_time: HistogramSnapshot::default(),
+    }
+}
+
+/// `h` as a Prometheus histogram `rumq_<name>_seconds`.
+fn encode_histogram(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    h: &HistogramSnapshot,
+) -> Result<(), std::fmt::Error> {
+    let mut m = out.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    let sum = h.sum_ns as f64 / 1e9;
+    m.encode_histogram::<NoLabelSet>(sum, h.count(), &h.buckets_seconds(), None)
 }
 
 /// A metric's name (after the `rumq_` prefix), help and value.
 type Sample = (&'static str, &'static str, u64);
 
 impl Scrape {
-    fn counters(&self) -> [Sample; 11] {
+    fn counters(&self) -> [Sample; 13] {
         let edge = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let s = &self.router.stats;
         [
@@ -223,6 +283,16 @@ impl Scrape {
                 "Messages for a shared group none of whose members could take them.",
                 s.shared_dropped,
             ),
+            (
+                "received_bytes",
+                "Stored record bytes (topic, properties, payload, header) of the messages received.",
+                s.received_bytes,
+            ),
+            (
+                "sent_bytes",
+                "Stored record bytes of the messages sent.",
+                s.delivered_bytes,
+            ),
         ]
     }
 
@@ -238,6 +308,26 @@ impl Scrape {
                 "retained_messages",
                 "Retained messages.",
                 self.router.retained,
+            ),
+            (
+                "sessions_offline",
+                "Persistent sessions without a connection.",
+                self.router.sessions.saturating_sub(self.router.connected),
+            ),
+            (
+                "subscriptions",
+                "Subscriptions, all sessions' (not shared ones).",
+                self.router.subscriptions,
+            ),
+            (
+                "session_queued_max",
+                "The most messages one connected session has matched and not yet sent.",
+                self.router.backlog_max.0 as u64,
+            ),
+            (
+                "session_inflight_max",
+                "The most QoS 1/2 messages one connected session has unacknowledged.",
+                self.router.backlog_max.1 as u64,
             ),
         ];
         for (prefix, stats) in [("log", &self.router.log), ("journal", &self.router.journal)] {

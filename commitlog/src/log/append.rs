@@ -3,6 +3,7 @@
 //! `interval`), and the fsync an append owes under its policy.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -38,6 +39,14 @@ impl Log {
     }
 
     fn append_records<R: Appendable>(&mut self, records: &[R]) -> Result<Range<Offset>> {
+        let began = Instant::now();
+        let appended = self.write_records(records)?;
+        self.timings.append.observe(began.elapsed());
+        Ok(appended)
+    }
+
+    /// `append_records` less the timing.
+    fn write_records<R: Appendable>(&mut self, records: &[R]) -> Result<Range<Offset>> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }

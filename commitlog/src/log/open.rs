@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::Log;
@@ -16,6 +17,7 @@ use crate::recovery::Policy;
 use crate::segment::{self, FileKind, Segment, WriteScratch};
 use crate::syncer::{SyncFile, Syncer};
 use crate::tail::Tail;
+use crate::timing::Timings;
 use crate::Offset;
 
 const META_FILE: &str = "log.meta";
@@ -44,7 +46,8 @@ impl Log {
         let head = segments.back().map_or(Offset(0), Segment::next);
         let roll_pending = seal_if_full(&mut segments, &config)?;
         tracing::debug!(dir = %dir.display(), segments = segments.len(), %head, clean, "opened log");
-        let (syncer, page_cache) = start_threads(&dir, &config, head)?;
+        let timings = Arc::new(Timings::default());
+        let (syncer, page_cache) = start_threads(&dir, &config, head, &timings)?;
         Ok(Log {
             tail: Tail::new(head, config.tail_bytes_max),
             dir,
@@ -63,6 +66,7 @@ impl Log {
             sealing_through: head,
             dropped_to: head,
             poisoned: false,
+            timings,
             _lock: lock,
             config,
         })
@@ -188,10 +192,11 @@ fn start_threads(
     dir: &Path,
     config: &LogConfig,
     head: Offset,
+    timings: &Arc<Timings>,
 ) -> Result<(Option<Syncer>, Option<PageCache>)> {
     let syncer = match config.fsync {
         Fsync::Interval => Some(
-            Syncer::start("rumq-fsync", head)
+            Syncer::start("rumq-fsync", head, timings.clone())
                 .map_err(|e| Error::io("start the fsync thread for", dir, e))?,
         ),
         Fsync::Always | Fsync::Never => None,

@@ -38,7 +38,10 @@ impl Log {
             return Ok(());
         }
         if let Some(seg) = self.segments.back() {
-            if let Err(e) = seg.sync() {
+            let began = Instant::now();
+            let synced = seg.sync();
+            self.timings.fsync.observe(began.elapsed());
+            if let Err(e) = synced {
                 self.poisoned = true;
                 return Err(e);
             }

@@ -95,6 +95,10 @@ impl<S: Storage> Router<S> {
             return b.skipped > 0;
         }
         stats.delivered += b.items.len() as u64;
+        for d in &b.items {
+            stats.delivered_by_qos[d.qos as usize] += 1;
+            stats.delivered_bytes += d.record.len() as u64;
+        }
         s.has_credit = false;
         if s.has_backlog() {
             // Asked for before the batch leaves: the connection must return the
