@@ -9,7 +9,6 @@
 #   QUICK=1 RUNS=1 benches/compare.sh  # small counts, to check that it works
 #   CLUSTER=0 benches/compare.sh       # without the three-node cluster rows
 #   TLS=0 benches/compare.sh           # without the TLS rows (they need openssl)
-#   TLS=0 benches/compare.sh           # without the TLS rows (they need openssl)
 #
 # Before/after figures for a change: BASE names an older rumq-broker binary, which
 # then runs as a fourth broker, rumq-base, in the same rotation (right after rumq),

@@ -48,7 +48,7 @@ use crate::storage::Storage;
 use crate::subscriptions::{Grant, SubscriptionTree};
 use crate::{ConnectionId, QoS, RouterConfig, SessionId, TopicId};
 
-pub use inspect::{SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo};
+pub use inspect::{MeshStatus, SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo};
 pub use replication::{MeshConfig, PeerEvent, PeerReply};
 pub(crate) use system::record_topic;
 pub use system::SYSTEM_PREFIX;

@@ -13,6 +13,7 @@
 //! | `GET /sessions/{client_id}` | that session, or 404 |
 //! | `GET /subscriptions?filter=&topic=&offset=&limit=` | subscriptions: all, one filter's, or those a topic matches |
 //! | `GET /topics?prefix=&offset=&limit=` | topics: messages published here, retained or not |
+//! | `GET /cluster` | in a cluster: this node's log, its followers' lag and links, the replicas here, the metadata group's leader and term; 404 on one node |
 //!
 //! Every list is a page: `limit` (default 100) is at most [`PAGE_MAX`], and the
 //! answer says the `total`. What the router holds (sessions, subscriptions, topic
@@ -56,6 +57,8 @@ pub struct AdminState {
     pub topics: Arc<TopicInterner>,
     /// The bearer token, if one is required.
     pub token: Option<Arc<str>>,
+    /// In a cluster: the metadata group.
+    pub meta: Option<meta::Meta>,
 }
 
 /// Serve the admin API on `listener` until the task is dropped.
@@ -69,6 +72,7 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
         .route("/sessions/{client_id}", get(get_session))
         .route("/subscriptions", get(list_subscriptions))
         .route("/topics", get(list_topics))
+        .route("/cluster", get(cluster))
         .layer(middleware::from_fn_with_state(state.clone(), bearer))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
@@ -293,4 +297,17 @@ async fn list_topics(State(state): State<AdminState>, Query(q): Query<TopicsQuer
     };
     let page: Vec<_> = topics.iter().skip(offset).take(limit).collect();
     page_of(topics.len(), offset, "topics", &page)
+}
+
+async fn cluster(State(state): State<AdminState>) -> Response {
+    let Some(router) = crate::metrics::ask_router(&state.router).await else {
+        return busy();
+    };
+    match crate::metrics::cluster_of(&router, state.meta.as_ref()) {
+        Some(view) => json(StatusCode::OK, &view),
+        None => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({ "error": "this broker is not in a cluster" }),
+        ),
+    }
 }

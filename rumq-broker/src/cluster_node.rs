@@ -151,6 +151,14 @@ impl PeerSide {
         }
     }
 
+    /// The peers whose data link is up now.
+    pub fn links_up(&self) -> Vec<NodeId> {
+        (self.links.iter())
+            .filter(|(_, tx)| !tx.is_closed())
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+
     /// A data link to `peer` is up: what the router sends it goes to `tx`.
     pub fn link_up(&mut self, peer: NodeId, tx: mpsc::Sender<PeerReply>) {
         self.links.insert(peer, tx);

@@ -574,18 +574,27 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
             }
         }
         ToRouter::Stats(tx) => {
-            let _ = tx.send(RouterSnapshot {
-                iterations: conns.iterations.snapshot(),
-                backlog_max: router.backlog_max(),
-                stats: router.stats(),
-                sessions: router.session_count() as u64,
-                connected: router.connected_count() as u64,
-                subscriptions: router.subscription_count() as u64,
-                retained: router.retained_count() as u64,
-                log: Some(router.storage().stats()),
-                journal: router.journal_storage().map(Log::stats),
-            });
+            let _ = tx.send(snapshot(router, conns));
         }
+    }
+}
+
+/// What a metrics scrape (or the admin API's `/cluster`) reads.
+fn snapshot(router: &Router<Log>, conns: &Conns) -> RouterSnapshot {
+    RouterSnapshot {
+        iterations: conns.iterations.snapshot(),
+        backlog_max: router.backlog_max(),
+        mesh: router.mesh_status(),
+        links_up: (conns.peers.as_ref())
+            .map(|p| p.links_up().iter().map(|n| n.0).collect())
+            .unwrap_or_default(),
+        stats: router.stats(),
+        sessions: router.session_count() as u64,
+        connected: router.connected_count() as u64,
+        subscriptions: router.subscription_count() as u64,
+        retained: router.retained_count() as u64,
+        log: Some(router.storage().stats()),
+        journal: router.journal_storage().map(Log::stats),
     }
 }
 

@@ -25,6 +25,7 @@ mod acl;
 mod admin;
 mod clients;
 mod cluster_node;
+mod cluster_view;
 mod config;
 mod conn_threads;
 mod connection;

@@ -31,6 +31,7 @@ use router::RouterStats;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::cluster_view::{self, ClusterView};
 use crate::driver::{RouterTx, ToRouter};
 
 /// How long a scrape waits for the router thread.
@@ -57,6 +58,10 @@ pub struct RouterSnapshot {
     pub iterations: HistogramSnapshot,
     /// The most messages a connected session has queued, and in flight.
     pub backlog_max: (usize, usize),
+    /// In a cluster: this node's log and replicas.
+    pub mesh: Option<router::MeshStatus>,
+    /// In a cluster: the peers whose data link is up.
+    pub links_up: Vec<u8>,
 }
 
 /// Counts only the edge knows, each kept in one place.
@@ -92,6 +97,8 @@ pub struct Sources {
     pub permits: Arc<Semaphore>,
     /// `limits.max_connections`.
     pub max_connections: usize,
+    /// In a cluster: the metadata group (its Raft metrics).
+    pub meta: Option<meta::Meta>,
 }
 
 /// Serve `/metrics` and `/health` on `listener` until the task is dropped.
@@ -124,7 +131,9 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
         }
     };
     let open = sources.max_connections - sources.permits.available_permits();
+    let cluster = cluster_of(&router, sources.meta.as_ref());
     let scrape = Scrape {
+        cluster,
         router,
         edge: sources.edge.clone(),
         open: open as u64,
@@ -149,6 +158,7 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
 #[derive(Debug)]
 struct Scrape {
     router: RouterSnapshot,
+    cluster: Option<ClusterView>,
     edge: Arc<EdgeCounters>,
     open: u64,
 }
@@ -191,8 +201,18 @@ impl Collector for Scrape {
         for (name, help, h) in histograms {
             encode_histogram(&mut out, name, help, &h)?;
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.encode(&mut out)?;
+        }
         Ok(())
     }
+}
+
+/// The cluster as the snapshot and the metadata group show it; `None` on one node.
+pub fn cluster_of(router: &RouterSnapshot, meta: Option<&meta::Meta>) -> Option<ClusterView> {
+    let mesh = router.mesh.as_ref()?;
+    let node = meta.map_or(0, |m| m.node().0);
+    Some(cluster_view::view(node, mesh, &router.links_up, meta))
 }
 
 /// A log's stats before it has any (a scrape the router could not answer for it).

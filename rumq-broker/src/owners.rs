@@ -54,6 +54,11 @@ pub enum ClaimError {
 }
 
 impl Owners {
+    /// The metadata group.
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
     /// Claims through `meta`, each within `timeout`.
     pub fn new(meta: Meta, timeout: Duration) -> Owners {
         Owners { meta, timeout }

@@ -270,6 +270,7 @@ fn observe(
         edge: shared.counters.clone(),
         permits: permits.clone(),
         max_connections: config.limits.max_connections,
+        meta: shared.owners.as_ref().map(|o| o.meta().clone()),
     };
     let sys = match config.metrics.sys_interval_secs {
         0 => None,
@@ -286,6 +287,7 @@ fn observe(
             clients: clients.clone(),
             router: shared.router.clone(),
             topics: shared.topics.clone(),
+            meta: shared.owners.as_ref().map(|o| o.meta().clone()),
             token: config
                 .admin
                 .token

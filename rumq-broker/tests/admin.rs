@@ -185,6 +185,8 @@ async fn sessions_subscriptions_and_topics_are_listed() {
     );
     assert_eq!(get_json(admin, "/topics").await["total"], 3);
 
+    let (code, body) = http(admin, "GET", "/cluster", Some(TOKEN)).await;
+    assert_eq!(code, 404, "one node: {body}");
     let clients = get_json(admin, "/clients").await;
     let p = &clients["clients"][0];
     assert_eq!(

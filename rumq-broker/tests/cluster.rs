@@ -290,3 +290,72 @@ async fn a_shared_group_with_members_on_two_nodes_gets_each_message_once() {
         "both members: {got:?}"
     );
 }
+
+/// `GET path` on `addr` as JSON.
+async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let (code, body) = http(addr, "GET", path, None).await;
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_the_cluster_in_the_admin_api_and_the_metrics() {
+    let addrs = peer_addrs();
+    let observed = "[admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let n1 = Broker::with_config(&format!("{}{observed}", node_config(1, &addrs, 2)));
+    let (n2, n3) = (start_node(2, &addrs), start_node(3, &addrs));
+    for n in [&n1, &n2, &n3] {
+        n.wait_for_log_count("replicating", 2, Duration::from_secs(10));
+    }
+    for i in 0..3 {
+        mosquitto_pub(n1.port(), &["-t", "obs/t", "-q", "1", "-m", &i.to_string()]);
+    }
+    let admin = n1.logged_addr("admin API up");
+    // Acked means committed; the followers' lag and the leader may take a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let view = loop {
+        let view = get_json(admin, "/cluster").await;
+        let settled = view["followers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["lag_records"] == 0 && f["link_up"] == true)
+            && !view["meta"]["leader"].is_null();
+        if settled {
+            break view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never settled: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (view["node"].as_u64(), view["head"].as_u64()),
+        (Some(1), Some(3)),
+        "{view}"
+    );
+    assert_eq!(view["commit"], 3, "{view}");
+    assert_eq!(view["followers"].as_array().unwrap().len(), 2, "{view}");
+    let replicas = view["replicas"].as_array().unwrap();
+    assert_eq!(
+        replicas.len(),
+        2,
+        "node 1 holds nodes 2 and 3's logs: {view}"
+    );
+    assert!(view["meta"]["term"].as_u64().unwrap() >= 1, "{view}");
+
+    let metrics = n1.logged_addr("metrics endpoint up");
+    let (_, body) = http(metrics, "GET", "/metrics", None).await;
+    for line in [
+        "rumq_cluster_commit 3",
+        "rumq_cluster_log_head 3",
+        "rumq_cluster_peer_up{peer=\"2\"} 1",
+        "rumq_cluster_follower_lag_records{follower=\"3\"} 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} in:\n{body}");
+    }
+    let leader = format!("rumq_cluster_meta_leader {}", view["meta"]["leader"]);
+    assert!(body.lines().any(|l| l == leader), "{leader} in:\n{body}");
+    drop((n2, n3));
+}

@@ -72,7 +72,28 @@ pub struct TopicInfo {
     pub retained: bool,
 }
 
+/// In a cluster: where this node's log and its replicas of the others' stand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MeshStatus {
+    /// The log this node writes in this run (`node.incarnation`).
+    pub log: String,
+    /// Its head: the next offset to be written.
+    pub head: u64,
+    /// Below this, `ack_copies` nodes hold every record (acknowledged).
+    pub commit: u64,
+    /// Each follower's node id and how many records it is behind the head.
+    pub followers: Vec<(u8, u64)>,
+    /// Each replica held here: its log, its head here, the commit its writer told.
+    pub replicas: Vec<(String, u64, u64)>,
+}
+
 impl<S: Storage> Router<S> {
+    /// In a cluster, where this node's log and its replicas stand.
+    pub fn mesh_status(&self) -> Option<MeshStatus> {
+        let head = self.storage.head();
+        self.mesh.as_deref().map(|m| m.status(head))
+    }
+
     /// Sessions in client id order from `offset`, at most `limit`; and how many
     /// there are.
     pub fn sessions_page(&self, offset: usize, limit: usize) -> (usize, Vec<SessionInfo>) {

@@ -26,6 +26,7 @@ use commitlog::record::Framed;
 use commitlog::{Offset, ReadLimits};
 use mesh::{CommitTracker, LogId, NodeId};
 
+use super::inspect::MeshStatus;
 use super::publish::{beyond_positions, offer, offer_to, Offered};
 use super::{epoch_ms, Matched, Router, Staged};
 use crate::storage::Storage;
@@ -179,6 +180,22 @@ impl<S> Mesh<S> {
     /// The log this node writes.
     pub(super) fn own(&self) -> LogId {
         self.config.own
+    }
+
+    /// Where this node's log and its replicas stand (see `Router::mesh_status`).
+    pub(super) fn status(&self, head: Offset) -> MeshStatus
+    where
+        S: Storage,
+    {
+        MeshStatus {
+            log: self.config.own.to_string(),
+            head: head.0,
+            commit: self.tracker.commit().0,
+            followers: self.tracker.lags().map(|(n, lag)| (n.0, lag)).collect(),
+            replicas: (self.replicas.iter())
+                .map(|r| (r.id.to_string(), r.storage.head().0, r.commit.0))
+                .collect(),
+        }
     }
 
     /// Where the slowest follower of this node's log ends: its writer keeps what
