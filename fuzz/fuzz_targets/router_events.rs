@@ -202,7 +202,23 @@ fuzz_target!(|data: &[u8]| {
                 });
             }
             (10, _) => drain(&mut router, &mut live, &mut in_flight),
-            (11, _) => router.tick(std::time::SystemTime::now()),
+            (11, _) => {
+                router.tick(std::time::SystemTime::now());
+                // Now and then a round of $SYS topics, which must never reach the
+                // journal (the replay below would differ), and a subscriber for them.
+                if x & 0x80 != 0 {
+                    let topic = ["$SYS/broker/uptime", "$SYS/broker/clients/connected"][usize::from(y & 1)];
+                    router.publish_system(topic, &[y]);
+                }
+                if let (Some(conn), true) = (pick, x & 0x40 != 0) {
+                    router.handle(Event::Subscribe {
+                        conn,
+                        pkid,
+                        filters: vec![Subscription::new("$SYS/#", qos(y))],
+                        id: None,
+                    });
+                }
+            }
             _ => {}
         }
     }

@@ -68,12 +68,12 @@ pub struct RouterStats {
     pub delivered: u64,
     /// Messages appended from clients of this node, by QoS (wills included).
     pub received_by_qos: [u64; 3],
-    /// Their stored records' bytes (topic, properties, payload, header).
-    pub received_bytes: u64,
+    /// Their stored records' bytes (topic, properties, payload, header), by QoS.
+    pub received_bytes_by_qos: [u64; 3],
     /// Messages handed to connections, by the QoS they were sent with.
     pub delivered_by_qos: [u64; 3],
-    /// Their stored records' bytes.
-    pub delivered_bytes: u64,
+    /// Their stored records' bytes, by QoS.
+    pub delivered_bytes_by_qos: [u64; 3],
     /// Records a session needed that retention removed before it read them.
     pub lost_to_retention: u64,
     /// Failed appends (message log or session journal).

@@ -5,7 +5,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /health` | 200 `ok`: the process is up |
-//! | `GET /ready` | 200 `ready`: the logs are open and recovered (the API starts after) |
+//! | `GET /ready` | 200 `ready`: the logs are open and recovered (the API starts after); in a cluster, also a leader of the metadata group is known (else 503) |
 //! | `GET /clients?offset=&limit=` | the connected clients, oldest first, `limit` ≤ 1000 |
 //! | `GET /clients/{client_id}` | that client's connection, or 404 |
 //! | `DELETE /clients/{client_id}` | closes it (MQTT 5: DISCONNECT 0x98), 202; or 404 |
@@ -65,7 +65,7 @@ pub struct AdminState {
 pub async fn serve(listener: TcpListener, state: AdminState) {
     let app = axum::Router::new()
         .route("/health", get(|| async { "ok\n" }))
-        .route("/ready", get(|| async { "ready\n" }))
+        .route("/ready", get(ready))
         .route("/clients", get(list_clients))
         .route("/clients/{client_id}", get(get_client).delete(kick_client))
         .route("/sessions", get(list_sessions))
@@ -309,5 +309,19 @@ async fn cluster(State(state): State<AdminState>) -> Response {
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "error": "this broker is not in a cluster" }),
         ),
+    }
+}
+
+/// Ready to serve: the logs are recovered (this API starts only after), and in a
+/// cluster the metadata group has a leader, without which no client id can be
+/// claimed here (a node cut off from a majority of the nodes is not ready).
+async fn ready(State(state): State<AdminState>) -> Response {
+    match state.meta.as_ref().map(meta::Meta::leader) {
+        None | Some(Some(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Some(None) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no leader of the cluster's metadata group is known (a majority of the nodes is not reachable)\n",
+        )
+            .into_response(),
     }
 }

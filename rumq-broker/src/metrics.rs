@@ -186,7 +186,11 @@ impl Collector for Scrape {
                 s.delivered_by_qos,
             ),
         ];
-        for (name, help, counts) in by_qos {
+        let bytes = [
+            ("received_bytes", "Stored record bytes (topic, properties, payload, header) of the messages received, by QoS.", s.received_bytes_by_qos),
+            ("sent_bytes", "Stored record bytes of the messages sent, by QoS.", s.delivered_bytes_by_qos),
+        ];
+        for (name, help, counts) in by_qos.into_iter().chain(bytes) {
             let mut family = out.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (qos, n) in ["0", "1", "2"].into_iter().zip(counts) {
                 ConstCounter::new(n).encode(family.encode_family(&[("qos", qos)])?)?;
@@ -244,7 +248,7 @@ fn encode_histogram(
 type Sample = (&'static str, &'static str, u64);
 
 impl Scrape {
-    fn counters(&self) -> [Sample; 13] {
+    fn counters(&self) -> [Sample; 11] {
         let edge = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let s = &self.router.stats;
         [
@@ -302,16 +306,6 @@ impl Scrape {
                 "shared_dropped",
                 "Messages for a shared group none of whose members could take them.",
                 s.shared_dropped,
-            ),
-            (
-                "received_bytes",
-                "Stored record bytes (topic, properties, payload, header) of the messages received.",
-                s.received_bytes,
-            ),
-            (
-                "sent_bytes",
-                "Stored record bytes of the messages sent.",
-                s.delivered_bytes,
             ),
         ]
     }

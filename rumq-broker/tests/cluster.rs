@@ -303,6 +303,10 @@ async fn operators_see_the_cluster_in_the_admin_api_and_the_metrics() {
     let addrs = peer_addrs();
     let observed = "[admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
     let n1 = Broker::with_config(&format!("{}{observed}", node_config(1, &addrs, 2)));
+    let admin = n1.logged_addr("admin API up");
+    // Alone, node 1 has no majority: no metadata leader, not ready.
+    let (code, body) = http(admin, "GET", "/ready", None).await;
+    assert_eq!(code, 503, "{body}");
     let (n2, n3) = (start_node(2, &addrs), start_node(3, &addrs));
     for n in [&n1, &n2, &n3] {
         n.wait_for_log_count("replicating", 2, Duration::from_secs(10));
@@ -310,7 +314,12 @@ async fn operators_see_the_cluster_in_the_admin_api_and_the_metrics() {
     for i in 0..3 {
         mosquitto_pub(n1.port(), &["-t", "obs/t", "-q", "1", "-m", &i.to_string()]);
     }
-    let admin = n1.logged_addr("admin API up");
+    // Ready once the three elect a leader of the metadata group.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while http(admin, "GET", "/ready", None).await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Acked means committed; the followers' lag and the leader may take a moment.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let view = loop {

@@ -97,7 +97,7 @@ impl<S: Storage> Router<S> {
         stats.delivered += b.items.len() as u64;
         for d in &b.items {
             stats.delivered_by_qos[d.qos as usize] += 1;
-            stats.delivered_bytes += d.record.len() as u64;
+            stats.delivered_bytes_by_qos[d.qos as usize] += d.record.len() as u64;
         }
         s.has_credit = false;
         if s.has_backlog() {

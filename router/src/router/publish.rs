@@ -151,7 +151,8 @@ impl<S: Storage> Router<S> {
                 self.stats.append_batches += 1;
                 for p in staged.iter().filter_map(|s| s.publish.as_ref()) {
                     self.stats.received_by_qos[p.message.qos as usize] += 1;
-                    self.stats.received_bytes += p.message.record.frame().len() as u64;
+                    self.stats.received_bytes_by_qos[p.message.qos as usize] +=
+                        p.message.record.frame().len() as u64;
                 }
                 let mut offset = range.start;
                 if self.mesh.is_some() {
