@@ -23,6 +23,7 @@ use meta::{Meta, MetaChange, MetaConfig, RaftServer};
 use router::{MeshConfig, PeerEvent, PeerReply, Router};
 use rumq_broker::meta_links::MetaLinks;
 use rumq_broker::peer_link::{Link, LinkConfig, LinkError};
+use rumq_broker::peer_stream::PeerTls;
 use rumq_broker::peers::{LinkUp, PeerSet, Peers};
 use tokio::sync::{mpsc, watch};
 
@@ -329,7 +330,11 @@ pub struct NodeLinks {
 /// This run's logs: its own message log and session journal (new for each
 /// incarnation: `messages/<node>.<incarnation>/`, `state/<node>.<incarnation>/`), the
 /// router over them in the cluster, and what the links need.
-pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<Log>, Node)> {
+pub fn open(
+    config: &Config,
+    cluster: &ClusterConfig,
+    tls: Option<PeerTls>,
+) -> anyhow::Result<(Router<Log>, Node)> {
     let incarnation = next_incarnation(&config.data_dir)?;
     let own = LogId {
         node: cluster.node_id,
@@ -352,7 +357,7 @@ pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<
         fetch_wait: Duration::from_millis(u64::from(FETCH_WAIT_MS)),
         started: std::time::SystemTime::now(),
     });
-    tracing::info!(log = %own, ack_copies = cluster.ack_copies, "cluster node");
+    tracing::info!(log = %own, ack_copies = cluster.ack_copies, tls = cluster.tls.is_some(), "cluster node");
     let (to, from_router) = to_meta();
     let side = PeerSide::new(config.data_dir.join("replicas"), config.storage.clone(), to);
     let peers = PeerSet {
@@ -363,6 +368,7 @@ pub fn open(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<(Router<
             secret: cluster.secret.clone(),
             frame_bytes_max: cluster.peer_frame_bytes_max,
             handshake_timeout: Duration::from_millis(cluster.handshake_timeout_ms),
+            tls,
         },
         backoff_max: Duration::from_millis(cluster.reconnect_backoff_max_ms),
     };

@@ -9,5 +9,7 @@
 pub mod interner;
 pub mod meta_links;
 pub mod peer_link;
+pub mod peer_stream;
 pub mod peers;
 pub mod protocol;
+pub mod tls_config;

@@ -145,7 +145,10 @@ fn log_filter(level: &str) -> String {
 /// What the start reads beside the configuration: the password file, the ACL file,
 /// and each `[[listeners]]` entry's certificates (its TLS acceptor, `None` for a
 /// plain one). An error names the key and the file.
-fn load_files(config: &Config) -> Result<server::StartFiles, String> {
+fn load_files(
+    config: &Config,
+    cluster: Option<&ClusterConfig>,
+) -> Result<server::StartFiles, String> {
     let passwords = match &config.auth.password_file {
         None => None,
         Some(path) => {
@@ -164,7 +167,12 @@ fn load_files(config: &Config) -> Result<server::StartFiles, String> {
             tls::edge(l).map_err(|e| format!("[[listeners]] #{} ({}): {e}", i + 1, l.addr))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let peer_tls = match cluster.and_then(|c| c.tls.as_ref()) {
+        None => None,
+        Some(files) => Some(tls::peer_tls(files).map_err(|e| format!("[cluster] tls: {e}"))?),
+    };
     Ok(server::StartFiles {
+        peer_tls,
         passwords,
         edges: acceptors,
         acl,
@@ -219,7 +227,7 @@ fn main() -> ExitCode {
     if !heap::keep_freed_memory() {
         tracing::debug!("allocator thresholds not set");
     }
-    let files = match load_files(&config) {
+    let files = match load_files(&config, cluster.as_ref()) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("rumq-broker: {e}");

@@ -1,6 +1,7 @@
-//! One link to a peer node: a TCP connection on which both ends proved they hold the
-//! cluster's secret (`mesh::Dialer` / `mesh::Listener`), then carrying peer frames
-//! (`mesh::Frame`) in both directions.
+//! One link to a peer node: a TCP connection (under TLS with `[cluster] tls_*`,
+//! `peer_stream`) on which both ends proved they hold the cluster's secret
+//! (`mesh::Dialer` / `mesh::Listener`), then carrying peer frames (`mesh::Frame`) in
+//! both directions.
 //!
 //! The handshake has `handshake_timeout` to finish, so a connection that never
 //! speaks (or speaks slowly) costs one socket for that long. A frame the decoder
@@ -18,8 +19,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use mesh::{AuthError, Channel, Dialer, Frame, FrameError, Listener, NodeId, Nonce, Secret};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+
+use crate::peer_stream::{PeerRead, PeerStream, PeerTls, PeerWrite};
 
 /// What every link of a node shares.
 #[derive(Debug, Clone)]
@@ -30,8 +32,11 @@ pub struct LinkConfig {
     pub secret: Secret,
     /// The largest frame accepted (`cluster.peer_frame_bytes_max`).
     pub frame_bytes_max: usize,
-    /// How long the handshake may take.
+    /// How long the handshake may take (TLS's, then the secret's).
     pub handshake_timeout: Duration,
+    /// TLS for every link, both ends' certificates checked (`[cluster] tls_*`);
+    /// none: plain TCP.
+    pub tls: Option<PeerTls>,
 }
 
 /// Why a link could not be made, or ended.
@@ -63,7 +68,7 @@ pub enum LinkError {
 /// An authenticated link to one peer.
 #[derive(Debug)]
 pub struct Link {
-    stream: TcpStream,
+    stream: PeerStream,
     peer: NodeId,
     channel: Channel,
     frame_bytes_max: usize,
@@ -84,6 +89,12 @@ impl Link {
             .await
             .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
         stream.set_nodelay(true)?;
+        let stream = tokio::time::timeout(
+            timeout,
+            PeerStream::dialed(stream, addr, config.tls.as_ref()),
+        )
+        .await
+        .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
         let mut link = Link::new(stream, (them, channel), config.frame_bytes_max);
         let nonce = nonce()?;
         let handshake = async {
@@ -112,6 +123,10 @@ impl Link {
     ) -> Result<Link, LinkError> {
         let timeout = config.handshake_timeout;
         stream.set_nodelay(true)?;
+        let stream =
+            tokio::time::timeout(timeout, PeerStream::accepted(stream, config.tls.as_ref()))
+                .await
+                .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
         // Not yet known: no frame is addressed by it before the handshake ends.
         let mut link = Link::new(stream, (config.me, Channel::Data), config.frame_bytes_max);
         let listener = Listener::new(config.secret.clone(), config.me);
@@ -137,7 +152,7 @@ impl Link {
         Ok(link)
     }
 
-    fn new(stream: TcpStream, (peer, channel): (NodeId, Channel), frame_bytes_max: usize) -> Link {
+    fn new(stream: PeerStream, (peer, channel): (NodeId, Channel), frame_bytes_max: usize) -> Link {
         Link {
             stream,
             peer,
@@ -203,7 +218,7 @@ impl Link {
 /// The reading half of a [`Link`] (see [`Link::into_split`]).
 #[derive(Debug)]
 pub struct LinkReader {
-    half: OwnedReadHalf,
+    half: PeerRead,
     peer: NodeId,
     frame_bytes_max: usize,
     read_buf: BytesMut,
@@ -225,7 +240,7 @@ impl LinkReader {
 /// The writing half of a [`Link`] (see [`Link::into_split`]).
 #[derive(Debug)]
 pub struct LinkWriter {
-    half: OwnedWriteHalf,
+    half: PeerWrite,
     peer: NodeId,
     write_buf: BytesMut,
 }

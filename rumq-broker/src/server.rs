@@ -31,6 +31,7 @@ use crate::sys;
 use crate::tls::Edge;
 use rumq_broker::interner::TopicInterner;
 use rumq_broker::meta_links::MetaLinks;
+use rumq_broker::peer_stream::PeerTls;
 use rumq_broker::peers::Peers;
 
 /// Requests the router thread drains per flush after the first (see `driver::channel`).
@@ -69,6 +70,8 @@ pub struct StartFiles {
     pub edges: Vec<Edge>,
     /// The ACL file.
     pub acl: Option<AclFile>,
+    /// In a cluster with `[cluster] tls_*`: the peer links' TLS.
+    pub peer_tls: Option<PeerTls>,
 }
 
 /// What the edges check: passwords, the ACL, and the listeners' TLS and WebSockets.
@@ -84,7 +87,7 @@ pub fn run(
     let (router, node) = match &cluster {
         None => (open_router(&config)?, None),
         Some(c) => {
-            let (router, node) = crate::cluster_node::open(&config, c)?;
+            let (router, node) = crate::cluster_node::open(&config, c, files.peer_tls.clone())?;
             (router, Some(node))
         }
     };

@@ -368,3 +368,39 @@ async fn operators_see_the_cluster_in_the_admin_api_and_the_metrics() {
     assert!(body.lines().any(|l| l == leader), "{leader} in:\n{body}");
     drop((n2, n3));
 }
+
+#[test]
+fn under_mutual_tls_the_nodes_link_and_share_messages() {
+    let certs = Certs::make();
+    let addrs = peer_addrs();
+    let tls = format!(
+        "tls_cert = {:?}\ntls_key = {:?}\ntls_ca = {:?}\n",
+        certs.arg("server.pem"),
+        certs.arg("server.key"),
+        certs.arg("ca.pem")
+    );
+    let nodes: Vec<Broker> = (1..=3)
+        .map(|id| {
+            let b = Broker::with_config(&format!("{}{tls}", node_config(id, &addrs, 2)));
+            b.wait_for_log("peer listener up", STEP);
+            b
+        })
+        .collect();
+    for n in &nodes {
+        n.wait_for_log_count("replicating", 2, Duration::from_secs(10));
+        assert!(n.stderr().contains("tls=true"), "{}", n.stderr());
+    }
+    let sub = MosquittoSub::start(
+        nodes[2].port(),
+        &[
+            "-t", "tls/#", "-q", "1", "-C", "1", "-W", "10", "-i", "tls-sub",
+        ],
+    );
+    mosquitto_pub(
+        nodes[0].port(),
+        &["-t", "tls/a", "-q", "1", "-m", "over TLS"],
+    );
+    let (status, lines) = sub.finish(Duration::from_secs(15));
+    assert!(status.success(), "{lines:?}");
+    assert!(lines[0].ends_with(&hex(b"over TLS")), "{lines:?}");
+}

@@ -187,3 +187,19 @@ fn node_id_zero_exits_2_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn peer_tls_keys_go_together_and_a_missing_file_exits_2_naming_it() {
+    let err = refused(&node_1_file("tls_cert = \"/nowhere/node.pem\"\n"), &[]);
+    assert!(
+        err.contains("[cluster] tls_cert, tls_key and tls_ca go together"),
+        "{err}"
+    );
+    let files = "tls_cert = \"/nowhere/node.pem\"\ntls_key = \"/nowhere/node.key\"\n\
+                 tls_ca = \"/nowhere/ca.pem\"\n";
+    let err = refused(&node_1_file(files), &[]);
+    assert!(
+        err.contains("[cluster] tls") && err.contains("/nowhere/node.pem"),
+        "{err}"
+    );
+}

@@ -53,6 +53,7 @@ async fn start(me: u8, listener: TcpListener, addrs: &[SocketAddr], dir: &std::p
             secret: Secret::new(&b"the cluster's shared secret"[..]).unwrap(),
             frame_bytes_max: 1 << 20,
             handshake_timeout: Duration::from_secs(2),
+            tls: None,
         },
         backoff_max: Duration::from_millis(200),
     };

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use commitlog::Offset;
 use mesh::{Channel, Frame, Incarnation, LogId, NodeId, Secret};
 use rumq_broker::peer_link::{Link, LinkConfig, LinkError};
+use rumq_broker::peer_stream::PeerTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -23,6 +24,7 @@ fn config(me: NodeId, secret: &str) -> LinkConfig {
         secret: Secret::new(secret.as_bytes()).unwrap(),
         frame_bytes_max: 64 * 1024,
         handshake_timeout: Duration::from_secs(2),
+        tls: None,
     }
 }
 
@@ -33,13 +35,7 @@ async fn listen_b(
     std::net::SocketAddr,
     tokio::task::JoinHandle<Result<Link, LinkError>>,
 ) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        Link::accept(stream, |n| n == A, &config(B, secret)).await
-    });
-    (addr, task)
+    listen_with(config(B, secret)).await
 }
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -204,4 +200,107 @@ async fn split_halves_carry_requests_both_ways_at_once() {
         "{ended:?}"
     );
     assert_eq!((a_read.peer(), b_write.peer()), (B, A));
+}
+
+#[path = "common/certs.rs"]
+#[allow(dead_code)]
+mod certs;
+
+/// A link config with mutual TLS: this node's certificate `cert` (`cert`.pem and
+/// `cert`.key) and the test CA.
+fn tls_config(me: NodeId, certs: &certs::Certs, cert: &str) -> LinkConfig {
+    let tls = PeerTls::from_files(
+        &certs.path(&format!("{cert}.pem")),
+        &certs.path(&format!("{cert}.key")),
+        &certs.path("ca.pem"),
+    )
+    .unwrap();
+    LinkConfig {
+        tls: Some(tls),
+        ..config(me, SECRET)
+    }
+}
+
+/// Node B listening with `config`: the task accepts one connection.
+async fn listen_with(
+    config: LinkConfig,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<Link, LinkError>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        Link::accept(stream, |n| n == A, &config).await
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn under_mutual_tls_nodes_the_ca_signed_link_and_exchange_frames() {
+    let certs = certs::Certs::make();
+    // Both nodes present the CA's certificate for 127.0.0.1 (the address dialed).
+    let (addr, accepted) = listen_with(tls_config(B, &certs, "server")).await;
+    let a = within(Link::dial(
+        addr,
+        (B, Channel::Data),
+        &tls_config(A, &certs, "server"),
+    ))
+    .await
+    .unwrap();
+    let b = within(accepted).await.unwrap().unwrap();
+    // Split, as the data links are: each half works over TLS.
+    let ((mut a_read, mut a_write), (mut b_read, mut b_write)) = (a.into_split(), b.into_split());
+    let fetch = Frame::Fetch {
+        log: LogId {
+            node: B,
+            incarnation: Incarnation(1),
+        },
+        from: Offset(0),
+        bytes_max: 1024,
+        wait_ms: 10,
+    };
+    a_write.send(&fetch).await.unwrap();
+    assert_eq!(within(b_read.recv()).await.unwrap(), fetch);
+    b_write.send(&fetch).await.unwrap();
+    assert_eq!(within(a_read.recv()).await.unwrap(), fetch);
+}
+
+#[tokio::test]
+async fn under_mutual_tls_a_certificate_of_another_ca_or_none_is_refused() {
+    let certs = certs::Certs::make();
+    // Another CA's certificate: the listener's handshake refuses it.
+    let (addr, accepted) = listen_with(tls_config(B, &certs, "server")).await;
+    let stranger = PeerTls::from_files(
+        &certs.path("stranger.pem"),
+        &certs.path("stranger.key"),
+        &certs.path("ca.pem"),
+    )
+    .unwrap();
+    let dialer = LinkConfig {
+        tls: Some(stranger),
+        ..config(A, SECRET)
+    };
+    let _ = within(Link::dial(addr, (B, Channel::Data), &dialer)).await;
+    let refused = within(accepted).await.unwrap();
+    assert!(matches!(refused, Err(LinkError::Io(_))), "{refused:?}");
+
+    // Plain TCP (no certificate at all), even with the right secret: refused.
+    let (addr, accepted) = listen_with(tls_config(B, &certs, "server")).await;
+    let dialed = within(Link::dial(addr, (B, Channel::Data), &config(A, SECRET))).await;
+    assert!(dialed.is_err(), "{dialed:?}");
+    assert!(within(accepted).await.unwrap().is_err());
+
+    // A listener whose certificate does not name the address dialed: the dialer
+    // refuses it (the client certificate has no subject alternative name).
+    let (addr, accepted) = listen_with(tls_config(B, &certs, "client")).await;
+    let dialed = within(Link::dial(
+        addr,
+        (B, Channel::Data),
+        &tls_config(A, &certs, "server"),
+    ))
+    .await;
+    assert!(matches!(dialed, Err(LinkError::Io(_))), "{dialed:?}");
+    assert!(within(accepted).await.unwrap().is_err());
 }

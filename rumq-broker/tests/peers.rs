@@ -30,6 +30,7 @@ fn set(me: u8, addrs: &[SocketAddr]) -> PeerSet {
             secret: Secret::new(SECRET.as_bytes()).unwrap(),
             frame_bytes_max: 1 << 20,
             handshake_timeout: Duration::from_secs(2),
+            tls: None,
         },
         backoff_max: Duration::from_millis(200),
     }

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use mesh::{NodeId, Secret};
@@ -125,6 +126,13 @@ pub struct ClusterSection {
     pub peer_inflight_bytes_max: usize,
     /// The largest peer frame accepted.
     pub peer_frame_bytes_max: usize,
+    /// This node's certificate chain for its peer links (PEM); with `tls_key` and
+    /// `tls_ca`, the links run over mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The CA every node's certificate chains to (PEM).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for ClusterSection {
@@ -141,6 +149,9 @@ impl Default for ClusterSection {
             claim_timeout_ms: CLAIM_TIMEOUT_MS_DEFAULT,
             peer_inflight_bytes_max: PEER_INFLIGHT_BYTES_MAX_DEFAULT,
             peer_frame_bytes_max: PEER_FRAME_BYTES_MAX_DEFAULT,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }
@@ -195,9 +206,24 @@ pub struct ClusterConfig {
     pub claim_timeout_ms: u64,
     /// Bytes in flight on one peer link; > 0.
     pub peer_inflight_bytes_max: usize,
+    /// Mutual TLS on the peer links: this node's certificate, its key, the
+    /// cluster's CA (files, read at start).
+    pub tls: Option<PeerTlsFiles>,
     /// The largest peer frame accepted (after its length prefix): room for the
     /// largest stored record, `[storage] record_bytes_max`.
     pub peer_frame_bytes_max: usize,
+}
+
+/// The files of mutual TLS on the peer links (`[cluster] tls_cert`, `tls_key`,
+/// `tls_ca`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTlsFiles {
+    /// This node's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The cluster's CA.
+    pub ca: PathBuf,
 }
 
 /// The cluster configuration `section` and `overrides` make together: `None` when
@@ -260,7 +286,19 @@ impl ClusterSection {
             return Err("[cluster] peer_inflight_bytes_max must be > 0".into());
         }
         check_frame_bytes(self.peer_frame_bytes_max, record_bytes_max)?;
+        let tls = match (self.tls_cert, self.tls_key, self.tls_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => Some(PeerTlsFiles { cert, key, ca }),
+            _ => {
+                return Err(
+                    "[cluster] tls_cert, tls_key and tls_ca go together: give all \
+                            three for mutual TLS on the peer links, or none"
+                        .into(),
+                )
+            }
+        };
         Ok(ClusterConfig {
+            tls,
             node_id,
             listen,
             peers: self.peers,
