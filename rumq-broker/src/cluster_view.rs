@@ -62,6 +62,8 @@ pub struct MetaView {
     pub term: u64,
     /// The index of the last entry applied here.
     pub last_applied: Option<u64>,
+    /// The group's members, as its membership lists them: node id and peer address.
+    pub members: Vec<(u64, String)>,
 }
 
 /// The view from the router's `mesh`, the peers with a data link up, and `meta`.
@@ -73,6 +75,9 @@ pub fn view(node: u8, mesh: &MeshStatus, links_up: &[u8], meta: Option<&Meta>) -
             leader: r.current_leader,
             term: r.current_term,
             last_applied: r.last_applied.map(|l| l.index),
+            members: (r.membership_config.membership().nodes())
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect(),
         }
     });
     ClusterView {

@@ -353,6 +353,10 @@ async fn operators_see_the_cluster_in_the_admin_api_and_the_metrics() {
         "node 1 holds nodes 2 and 3's logs: {view}"
     );
     assert!(view["meta"]["term"].as_u64().unwrap() >= 1, "{view}");
+    let members: Vec<(u64, String)> =
+        serde_json::from_value(view["meta"]["members"].clone()).unwrap();
+    let want: Vec<(u64, String)> = (1..=3).map(|i| (i as u64, addrs[i - 1].clone())).collect();
+    assert_eq!(members, want, "{view}");
 
     let metrics = n1.logged_addr("metrics endpoint up");
     let (_, body) = http(metrics, "GET", "/metrics", None).await;
