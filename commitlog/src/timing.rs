@@ -28,12 +28,13 @@ pub struct Histogram {
 impl Histogram {
     /// Count one duration.
     pub fn observe(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let bucket = BUCKET_BOUNDS_US.partition_point(|&bound| bound < us);
+        // In nanoseconds: 50.9 µs is above the 50 µs bound, not in its bucket.
+        let ns = d.as_nanos();
+        let bucket = BUCKET_BOUNDS_US.partition_point(|&bound| u128::from(bound) * 1000 < ns);
         if let Some(c) = self.counts.get(bucket) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let ns = u64::try_from(ns).unwrap_or(u64::MAX);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
@@ -91,7 +92,7 @@ mod tests {
     fn durations_land_in_the_bucket_at_or_above_them() {
         let h = Histogram::default();
         h.observe(Duration::from_micros(50));
-        h.observe(Duration::from_micros(51));
+        h.observe(Duration::from_nanos(50_100));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(10));
         let s = h.snapshot();
@@ -103,6 +104,6 @@ mod tests {
         assert_eq!(b[0], (50e-6, 1));
         assert_eq!(b[6], (5e-3, 1));
         assert_eq!(b[BUCKETS - 1], (f64::MAX, 1));
-        assert_eq!(s.sum_ns, 10_003_101_000);
+        assert_eq!(s.sum_ns, 10_003_100_100);
     }
 }

@@ -51,7 +51,7 @@ use crate::{ConnectionId, QoS, RouterConfig, SessionId, TopicId};
 pub use inspect::{MeshStatus, SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo};
 pub use replication::{MeshConfig, PeerEvent, PeerReply};
 pub(crate) use system::record_topic;
-pub use system::SYSTEM_PREFIX;
+pub use system::{is_system_topic, SYSTEM_PREFIX};
 
 /// How often the log is told which of its pages no reader needs in memory: the
 /// default `fsync_interval_ms`, since only synced pages can go.

@@ -290,13 +290,16 @@ async fn list_topics(State(state): State<AdminState>, Query(q): Query<TopicsQuer
         limit: q.limit,
     };
     let (offset, limit) = (page.offset, page.limit());
-    let names = state.topics.with_prefix(&q.prefix);
+    // Copied and sorted here, off the router's thread; it walks them in order and
+    // builds only the page.
+    let mut names = state.topics.with_prefix(&q.prefix);
+    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let prefix = q.prefix;
-    let Some(topics) = ask(&state.router, move |r| r.topics(&prefix, &names)).await else {
-        return busy();
-    };
-    let page: Vec<_> = topics.iter().skip(offset).take(limit).collect();
-    page_of(topics.len(), offset, "topics", &page)
+    let read = move |r: &Router<Log>| r.topics(&prefix, &names, (offset, limit));
+    match ask(&state.router, read).await {
+        Some((total, topics)) => page_of(total, offset, "topics", &topics),
+        None => busy(),
+    }
 }
 
 async fn cluster(State(state): State<AdminState>) -> Response {

@@ -122,7 +122,10 @@ impl ToRouter {
             }
             // Opening a replica's files, registering a link: the router thread's.
             ToRouter::Shutdown | ToRouter::PeerLink { .. } | ToRouter::Replica(_) => false,
-            ToRouter::Stats(_) | ToRouter::System(_) | ToRouter::Inspect(_) => true,
+            ToRouter::Stats(_) => true,
+            // A $SYS round (deliveries to every subscriber) and an admin read are the
+            // router thread's: the task that asks serves HTTP or times the rounds.
+            ToRouter::System(_) | ToRouter::Inspect(_) => false,
         }
     }
 }

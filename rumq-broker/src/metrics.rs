@@ -199,7 +199,7 @@ impl Collector for Scrape {
         let log = self.router.log.unwrap_or_else(empty_log_stats);
         let histograms = [
             ("log_append", "Append batches to the message log: the write, and the fsync under fsync = \"always\" (what a QoS 1/2 ack waits for on one node).", log.append_time),
-            ("log_fsync", "fdatasyncs of the message log's active segment.", log.fsync_time),
+            ("log_fsync", "fsyncs of the message log: under fsync = \"always\" each append's fdatasync; under \"interval\" each background job (the active segment, or a sealed segment and its directory).", log.fsync_time),
             ("router_iteration", "Router iterations that applied requests: the requests, the append, the replies handed out.", self.router.iterations),
         ];
         for (name, help, h) in histograms {

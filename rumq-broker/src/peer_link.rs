@@ -84,13 +84,15 @@ impl Link {
         (them, channel): (NodeId, Channel),
         config: &LinkConfig,
     ) -> Result<Link, LinkError> {
+        // One deadline for the whole of it: the connection, TLS, the secret's proof.
         let timeout = config.handshake_timeout;
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
             .await
             .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
         stream.set_nodelay(true)?;
-        let stream = tokio::time::timeout(
-            timeout,
+        let stream = tokio::time::timeout_at(
+            deadline,
             PeerStream::dialed(stream, addr, config.tls.as_ref()),
         )
         .await
@@ -107,7 +109,7 @@ impl Link {
                 Err(e) => Err(link.refuse(e).await),
             }
         };
-        tokio::time::timeout(timeout, handshake)
+        tokio::time::timeout_at(deadline, handshake)
             .await
             .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
         Ok(link)
@@ -121,10 +123,12 @@ impl Link {
         is_peer: impl Fn(NodeId) -> bool,
         config: &LinkConfig,
     ) -> Result<Link, LinkError> {
+        // One deadline for TLS and the secret's proof together.
         let timeout = config.handshake_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         stream.set_nodelay(true)?;
         let stream =
-            tokio::time::timeout(timeout, PeerStream::accepted(stream, config.tls.as_ref()))
+            tokio::time::timeout_at(deadline, PeerStream::accepted(stream, config.tls.as_ref()))
                 .await
                 .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
         // Not yet known: no frame is addressed by it before the handshake ends.
@@ -144,7 +148,7 @@ impl Link {
                 Err(e) => Err(link.refuse(e).await),
             }
         };
-        let (peer, channel) = tokio::time::timeout(timeout, handshake)
+        let (peer, channel) = tokio::time::timeout_at(deadline, handshake)
             .await
             .map_err(|_| LinkError::HandshakeTimeout(timeout))??;
         link.peer = peer;
@@ -282,6 +286,9 @@ async fn send_frame(
     buf.clear();
     mesh::encode(frame, buf);
     write.write_all(buf).await?;
+    // Under TLS a write can leave the end of a frame in the session's buffer when the
+    // socket is full; only a flush sends it (on plain TCP it costs nothing).
+    write.flush().await?;
     Ok(())
 }
 

@@ -79,6 +79,7 @@ impl PeerStream {
         };
         let name = ServerName::IpAddress(addr.ip().into());
         let s = tls.connector.connect(name, stream).await?;
+        agreed(s.get_ref().1.alpn_protocol())?;
         Ok(PeerStream::Tls(Box::new(TlsStream::Client(s))))
     }
 
@@ -88,6 +89,7 @@ impl PeerStream {
             return Ok(PeerStream::Tcp(stream));
         };
         let s = tls.acceptor.accept(stream).await?;
+        agreed(s.get_ref().1.alpn_protocol())?;
         Ok(PeerStream::Tls(Box::new(TlsStream::Server(s))))
     }
 
@@ -103,6 +105,19 @@ impl PeerStream {
                 (PeerRead::Tls(r), PeerWrite::Tls(w))
             }
         }
+    }
+}
+
+/// A TLS session is a peer link only if both ends named `rumq-peer` in ALPN (a
+/// client that names no protocol would otherwise be served).
+fn agreed(alpn: Option<&[u8]>) -> std::io::Result<()> {
+    if alpn == Some(PEER_ALPN) {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the TLS session did not agree on ALPN rumq-peer",
+        ))
     }
 }
 

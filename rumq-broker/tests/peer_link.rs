@@ -304,3 +304,32 @@ async fn under_mutual_tls_a_certificate_of_another_ca_or_none_is_refused() {
     assert!(matches!(dialed, Err(LinkError::Io(_))), "{dialed:?}");
     assert!(within(accepted).await.unwrap().is_err());
 }
+
+#[tokio::test]
+async fn under_mutual_tls_a_frame_larger_than_the_socket_buffers_arrives_whole() {
+    let certs = certs::Certs::make();
+    let big = |me| LinkConfig {
+        frame_bytes_max: 16 << 20,
+        ..tls_config(me, &certs, "server")
+    };
+    let (addr, accepted) = listen_with(big(B)).await;
+    let a = within(Link::dial(addr, (B, Channel::Data), &big(A)))
+        .await
+        .unwrap();
+    let (mut b_read, _b_write) = within(accepted).await.unwrap().unwrap().into_split();
+    let (_a_read, mut a_write) = a.into_split();
+    let records = Frame::Records {
+        log: LogId {
+            node: A,
+            incarnation: Incarnation(1),
+        },
+        base: Offset(0),
+        commit: Offset(0),
+        records: Bytes::from(vec![7u8; 8 << 20]),
+    };
+    // Written and read at once: eight megabytes through TLS records and full socket
+    // buffers, then nothing more behind them.
+    let (sent, got) = within(async { tokio::join!(a_write.send(&records), b_read.recv()) }).await;
+    sent.unwrap();
+    assert_eq!(got.unwrap(), records);
+}

@@ -163,3 +163,17 @@ fn zero_turns_them_off_and_a_day_is_the_most() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sys_interval_secs"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bare_sys_topic_is_the_brokers_too() {
+    let b = Broker::with_config(EVERY_SECOND);
+    let (mut c, code, ..) = connect(b.port(), &connect5("forger", true, &[])).await;
+    assert_eq!(code, 0);
+    c.send(&publish5("$SYS", 1, 3, &[], b"x")).await;
+    let ack = c.recv().await;
+    assert_eq!(
+        (ack.kind(), ack.body[2]),
+        (4, 0x87),
+        "PUBACK not authorized"
+    );
+}

@@ -169,20 +169,47 @@ impl<S: Storage> Router<S> {
         (total, page)
     }
 
-    /// For each of `topics` (names with the ids the connections interned them as)
-    /// and each retained topic, in name order, those starting with `prefix`: how
-    /// many messages were published to it here and whether one is retained.
-    pub fn topics(&self, prefix: &str, topics: &[(Box<str>, TopicId)]) -> Vec<TopicInfo> {
-        let mut out: std::collections::BTreeMap<&str, TopicInfo> = self
+    /// The topics starting with `prefix`, in name order, from `offset`, at most
+    /// `limit`, and how many there are: each of `interned` (names with the ids the
+    /// connections interned them as, **sorted by name**) and each retained topic,
+    /// with the messages published to it here and whether one is retained. Only the
+    /// page is built: the rest is walked and counted (two sorted runs merged).
+    pub fn topics(
+        &self,
+        prefix: &str,
+        interned: &[(Box<str>, TopicId)],
+        (offset, limit): (usize, usize),
+    ) -> (usize, Vec<TopicInfo>) {
+        let mut retained = self
             .retained
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(name, _)| name.starts_with(prefix))
-            .map(|(name, _)| (&**name, self.topic_info(name, None)))
-            .collect();
-        for (name, id) in topics.iter().filter(|(n, _)| n.starts_with(prefix)) {
-            out.insert(name, self.topic_info(name, Some(*id)));
+            .map(|(name, _)| &**name)
+            .take_while(|name| name.starts_with(prefix))
+            .peekable();
+        let mut interned = interned
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .peekable();
+        let (mut total, mut page) = (0, Vec::new());
+        loop {
+            let next = match (retained.peek(), interned.peek()) {
+                (None, None) => break,
+                (Some(r), Some((i, id))) if **r == **i => {
+                    let id = *id;
+                    retained.next();
+                    interned.next().map(|(name, _)| (&**name, Some(id)))
+                }
+                (Some(r), Some((i, _))) if **r < **i => retained.next().map(|n| (n, None)),
+                (Some(_), None) => retained.next().map(|n| (n, None)),
+                _ => interned.next().map(|(name, id)| (&**name, Some(*id))),
+            };
+            let Some((name, id)) = next else { break };
+            if total >= offset && page.len() < limit {
+                page.push(self.topic_info(name, id));
+            }
+            total += 1;
         }
-        out.into_values().collect()
+        (total, page)
     }
 
     fn topic_info(&self, name: &str, id: Option<TopicId>) -> TopicInfo {

@@ -152,7 +152,7 @@ impl<S: Storage> Router<S> {
                 for p in staged.iter().filter_map(|s| s.publish.as_ref()) {
                     self.stats.received_by_qos[p.message.qos as usize] += 1;
                     self.stats.received_bytes_by_qos[p.message.qos as usize] +=
-                        p.message.record.frame().len() as u64;
+                        p.message.record.payload_len() as u64;
                 }
                 let mut offset = range.start;
                 if self.mesh.is_some() {

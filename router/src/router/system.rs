@@ -17,6 +17,12 @@ use crate::{topic, Layout, QoS};
 /// The prefix every system topic has.
 pub const SYSTEM_PREFIX: &str = "$SYS/";
 
+/// Whether `topic` is the broker's own: `$SYS` or under it. Clients may not publish
+/// there.
+pub fn is_system_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with(SYSTEM_PREFIX)
+}
+
 impl<S: Storage> Router<S> {
     /// Publish `payload`, retained, on the system topic `topic` (which starts with
     /// `$SYS/`; any other name, or a wildcard, is ignored and logged).

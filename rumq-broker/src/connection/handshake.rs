@@ -245,7 +245,7 @@ impl Connection {
         let system_will = connect
             .will
             .as_ref()
-            .is_some_and(|w| w.topic.starts_with(router::SYSTEM_PREFIX));
+            .is_some_and(|w| router::is_system_topic(&w.topic));
         if system_will {
             let why = "a will may not be published to a $SYS topic";
             tracing::info!(target: LOG_TARGET, why, "connection refused");

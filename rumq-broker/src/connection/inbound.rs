@@ -281,7 +281,7 @@ impl ConnState {
     /// Whether the client may publish to `topic`: not a `$SYS` topic (those are
     /// the broker's own), and as far as the ACL, if any, allows.
     fn may_write(&mut self, topic: &str) -> bool {
-        !topic.starts_with(router::SYSTEM_PREFIX)
+        !router::is_system_topic(topic)
             && self
                 .acl
                 .as_mut()

@@ -64,13 +64,13 @@ fn topics_count_messages_published_here_and_show_the_retained() {
     h.publish(C1, "home/b", QoS::AtLeastOnce, true, 9, b"r");
     h.publish(C1, "work/c", QoS::AtMostOnce, false, 0, b"y");
     h.router.flush();
-    let ids: Vec<(Box<str>, TopicId)> = ["home/a", "home/b", "work/c", "home/never"]
+    let ids: Vec<(Box<str>, TopicId)> = ["home/a", "home/b", "home/never", "work/c"]
         .iter()
         .map(|n| ((*n).into(), h.topics.intern(n).unwrap()))
         .collect();
-    let got: Vec<_> = h
-        .router
-        .topics("home/", &ids)
+    let (total, page) = h.router.topics("home/", &ids, (0, 10));
+    assert_eq!(total, 3);
+    let got: Vec<_> = page
         .into_iter()
         .map(|t| (t.topic, t.messages, t.retained))
         .collect();
@@ -82,10 +82,16 @@ fn topics_count_messages_published_here_and_show_the_retained() {
             ("home/never".to_owned(), 0, false)
         ]
     );
+    // Paged: the second of the three, and the count of all.
+    let (total, page) = h.router.topics("home/", &ids, (1, 1));
+    assert_eq!(
+        (total, page.len(), page[0].topic.as_str()),
+        (3, 1, "home/b")
+    );
     // After a restart the retained message is still known, by name; the counts
     // start again.
     let h = h.restart();
-    let got = h.router.topics("", &[]);
-    assert_eq!(got.len(), 1);
+    let (total, got) = h.router.topics("", &[], (0, 10));
+    assert_eq!((total, got.len()), (1, 1));
     assert_eq!((got[0].topic.as_str(), got[0].messages), ("home/b", 0));
 }
