@@ -119,14 +119,18 @@ echo "Broker CPU per delivered message, µs (user + system time of all its threa
 echo "/proc; lower is better; steadier than the rates above when the machine is shared):"
 echo
 table "scenario" "${cpu_rows[@]}"
+# six_columns COL2..COL6: the header and rule of a two-broker table (scenario first).
+six_columns() {
+  printf '| %-48s | %12s | %12s | %10s | %12s | %14s |\n' "scenario" "$@"
+  printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..16})"
+}
 if [ ${#crows[@]} -gt 0 ]; then
   echo
   echo "Three rumq nodes (ack_copies = 2; publisher on node 1) against one rumq node, 64 B"
   echo "(for one node, \"node 2\" is the same node); CPU per delivered message in µs, for the"
   echo "cluster per node (all three nodes' CPU / 3):"
   echo
-  printf '| %-48s | %12s | %12s | %10s | %12s | %14s |\n' "scenario" "rumq 1 node" "rumq 3 nodes" "3/1" "CPU, 1 node" "CPU, per node"
-  printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..16})"
+  six_columns "rumq 1 node" "rumq 3 nodes" "3/1" "CPU, 1 node" "CPU, per node"
   for r in "${crows[@]}"; do
     IFS='|' read -r label one three c1 c3 <<<"$r"
     per=$(awk -v c="$c3" 'BEGIN { if (c == "nan" || c == "") print "n/a"; else printf "%.2f", c / 3 }')
@@ -138,8 +142,7 @@ if [ ${#trows[@]} -gt 0 ]; then
   echo "TLS listeners, rumq and Mosquitto with the same certificate; CPU per delivered"
   echo "message in µs (throughput rows):"
   echo
-  printf '| %-48s | %12s | %12s | %10s | %12s | %14s |\n' "scenario" "rumq" "Mosquitto" "rumq/Mosq" "CPU, rumq" "CPU, Mosquitto"
-  printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..16})"
+  six_columns "rumq" "Mosquitto" "rumq/Mosq" "CPU, rumq" "CPU, Mosquitto"
   for r in "${trows[@]}"; do
     IFS='|' read -r label a b ca cb <<<"$r"
     printf '| %-48s | %12s | %12s | %10s | %12s | %14s |\n' "$label" "$a" "$b" "$(ratio "$a" "$b")" "$ca" "$cb"
