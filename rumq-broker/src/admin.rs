@@ -24,7 +24,6 @@
 //! `clients.rs`'s, of the router's state `router::Router`'s `inspect` module's.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -35,16 +34,13 @@ use commitlog::Log;
 use router::{Router, SubscriptionQuery};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use crate::clients::Clients;
-use crate::driver::{Inspect, RouterTx, ToRouter};
+use crate::driver::RouterTx;
 use rumq_broker::interner::TopicInterner;
 
 /// The most entries one page lists.
 pub const PAGE_MAX: usize = 1000;
-/// How long a request waits for the router thread.
-const ROUTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the API reads from.
 #[derive(Debug, Clone)]
@@ -127,20 +123,6 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     }
 }
 
-/// Run `read` on the router's thread and return what it read; `None` when the
-/// router did not answer in time (the caller answers 503).
-async fn ask<T: Send + 'static>(
-    router: &RouterTx,
-    read: impl FnOnce(&Router<Log>) -> T + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = oneshot::channel();
-    let inspect = Inspect(Box::new(move |r| {
-        let _ = tx.send(read(r));
-    }));
-    router.send(ToRouter::Inspect(inspect)).await.ok()?;
-    tokio::time::timeout(ROUTER_TIMEOUT, rx).await.ok()?.ok()
-}
-
 fn busy() -> Response {
     json(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -160,11 +142,11 @@ async fn list_clients(State(state): State<AdminState>, Query(page): Query<Page>)
     let (total, clients) = state.clients.page(page.offset, page.limit());
     // Each with its session's in-flight and queued counts, read in one request.
     let ids: Vec<String> = clients.iter().map(|c| c.client_id.clone()).collect();
-    let sessions = ask(&state.router, move |r| {
-        ids.iter().map(|id| r.session_info(id)).collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let sessions = state
+        .router
+        .inspect(move |r| ids.iter().map(|id| r.session_info(id)).collect::<Vec<_>>())
+        .await
+        .unwrap_or_default();
     let listed: Vec<serde_json::Value> = clients
         .iter()
         .enumerate()
@@ -196,7 +178,9 @@ async fn get_client(State(state): State<AdminState>, Path(client_id): Path<Strin
         return not_found("client", &client_id);
     };
     let id = client_id.clone();
-    let session = ask(&state.router, move |r| r.session_info(&id))
+    let session = state
+        .router
+        .inspect(move |r| r.session_info(&id))
         .await
         .flatten();
     json(StatusCode::OK, &with_session(&client, session))
@@ -226,7 +210,11 @@ fn not_found(what: &str, client_id: &str) -> Response {
 
 async fn list_sessions(State(state): State<AdminState>, Query(page): Query<Page>) -> Response {
     let (offset, limit) = (page.offset, page.limit());
-    match ask(&state.router, move |r| r.sessions_page(offset, limit)).await {
+    match state
+        .router
+        .inspect(move |r| r.sessions_page(offset, limit))
+        .await
+    {
         Some((total, sessions)) => page_of(total, offset, "sessions", &sessions),
         None => busy(),
     }
@@ -234,7 +222,7 @@ async fn list_sessions(State(state): State<AdminState>, Query(page): Query<Page>
 
 async fn get_session(State(state): State<AdminState>, Path(client_id): Path<String>) -> Response {
     let id = client_id.clone();
-    match ask(&state.router, move |r| r.session_info(&id)).await {
+    match state.router.inspect(move |r| r.session_info(&id)).await {
         Some(Some(session)) => json(StatusCode::OK, &session),
         Some(None) => not_found("session", &client_id),
         None => busy(),
@@ -269,7 +257,7 @@ async fn list_subscriptions(
         };
         r.subscriptions_page(query, offset, limit)
     };
-    match ask(&state.router, read).await {
+    match state.router.inspect(read).await {
         Some((total, subscriptions)) => page_of(total, offset, "subscriptions", &subscriptions),
         None => busy(),
     }
@@ -296,14 +284,14 @@ async fn list_topics(State(state): State<AdminState>, Query(q): Query<TopicsQuer
     names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let prefix = q.prefix;
     let read = move |r: &Router<Log>| r.topics(&prefix, &names, (offset, limit));
-    match ask(&state.router, read).await {
+    match state.router.inspect(read).await {
         Some((total, topics)) => page_of(total, offset, "topics", &topics),
         None => busy(),
     }
 }
 
 async fn cluster(State(state): State<AdminState>) -> Response {
-    let Some(router) = crate::metrics::ask_router(&state.router).await else {
+    let Some(router) = state.router.stats().await else {
         return busy();
     };
     match crate::metrics::cluster_of(&router, state.meta.as_ref()) {

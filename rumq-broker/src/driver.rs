@@ -83,6 +83,9 @@ impl std::fmt::Debug for Inspect {
     }
 }
 
+/// How long a scrape or an admin read waits for the router's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Requests a connection applies itself, at most, when it finds the router thread
 /// asleep; more than that and it wakes the thread instead.
 const INLINE_REQUESTS_MAX: usize = 64;
@@ -273,6 +276,28 @@ impl RouterTx {
         self.tx.send(msg).await?;
         self.driver.sent(light);
         Ok(())
+    }
+
+    /// The counters a metrics scrape reads (`ToRouter::Stats`); `None` when the
+    /// router is gone or did not answer within [`ANSWER_TIMEOUT`].
+    pub async fn stats(&self) -> Option<RouterSnapshot> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(ToRouter::Stats(tx)).await.ok()?;
+        tokio::time::timeout(ANSWER_TIMEOUT, rx).await.ok()?.ok()
+    }
+
+    /// Run `read` on the router's thread (`ToRouter::Inspect`) and return what it
+    /// read; `None` as for [`RouterTx::stats`].
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Router<Log>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inspect = Inspect(Box::new(move |r| {
+            let _ = tx.send(read(r));
+        }));
+        self.send(ToRouter::Inspect(inspect)).await.ok()?;
+        tokio::time::timeout(ANSWER_TIMEOUT, rx).await.ok()?.ok()
     }
 
     /// Queue a request if the channel has room (see [`RouterTx::send`]); the request

@@ -12,7 +12,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -29,13 +28,10 @@ use prometheus_client::registry::Registry;
 use prometheus_client::registry::Unit;
 use router::RouterStats;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::cluster_view::{self, ClusterView};
-use crate::driver::{RouterTx, ToRouter};
-
-/// How long a scrape waits for the router thread.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::driver::RouterTx;
 
 /// What the router thread reports at a scrape.
 #[derive(Debug, Clone, Default)]
@@ -112,15 +108,8 @@ pub async fn serve(listener: TcpListener, sources: Sources) {
     }
 }
 
-/// Ask the router thread for its counters; `None` when it did not answer in time.
-pub async fn ask_router(router: &RouterTx) -> Option<RouterSnapshot> {
-    let (tx, rx) = oneshot::channel();
-    router.send(ToRouter::Stats(tx)).await.ok()?;
-    tokio::time::timeout(SCRAPE_TIMEOUT, rx).await.ok()?.ok()
-}
-
 async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
-    let router = match ask_router(&sources.router).await {
+    let router = match sources.router.stats().await {
         Some(snapshot) => snapshot,
         None => {
             return (
@@ -196,10 +185,12 @@ impl Collector for Scrape {
                 ConstCounter::new(n).encode(family.encode_family(&[("qos", qos)])?)?;
             }
         }
-        let log = self.router.log.unwrap_or_else(empty_log_stats);
+        let (append, fsync) = (self.router.log)
+            .map(|l| (l.append_time, l.fsync_time))
+            .unwrap_or_default();
         let histograms = [
-            ("log_append", "Append batches to the message log: the write, and the fsync under fsync = \"always\" (what a QoS 1/2 ack waits for on one node).", log.append_time),
-            ("log_fsync", "fsyncs of the message log: under fsync = \"always\" each append's fdatasync; under \"interval\" each background job (the active segment, or a sealed segment and its directory).", log.fsync_time),
+            ("log_append", "Append batches to the message log: the write, and the fsync under fsync = \"always\" (what a QoS 1/2 ack waits for on one node).", append),
+            ("log_fsync", "fsyncs of the message log: under fsync = \"always\" each append's fdatasync; under \"interval\" each background job (the active segment, or a sealed segment and its directory).", fsync),
             ("router_iteration", "Router iterations that applied requests: the requests, the append, the replies handed out.", self.router.iterations),
         ];
         for (name, help, h) in histograms {
@@ -217,19 +208,6 @@ pub fn cluster_of(router: &RouterSnapshot, meta: Option<&meta::Meta>) -> Option<
     let mesh = router.mesh.as_ref()?;
     let node = meta.map_or(0, |m| m.node().0);
     Some(cluster_view::view(node, mesh, &router.links_up, meta))
-}
-
-/// A log's stats before it has any (a scrape the router could not answer for it).
-fn empty_log_stats() -> LogStats {
-    LogStats {
-        earliest: commitlog::Offset(0),
-        head: commitlog::Offset(0),
-        segments: 0,
-        bytes: 0,
-        tail_bytes: 0,
-        append_time: HistogramSnapshot::default(),
-        fsync_time: HistogramSnapshot::default(),
-    }
 }
 
 /// `h` as a Prometheus histogram `rumq_<name>_seconds`.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::driver::ToRouter;
-use crate::metrics::{self, RouterSnapshot, Sources};
+use crate::metrics::{RouterSnapshot, Sources};
 
 /// The windows of the load averages, with the suffix of their topics.
 const WINDOWS: [(f64, &str); 3] = [(60.0, "1min"), (300.0, "5min"), (900.0, "15min")];
@@ -27,7 +27,7 @@ pub async fn run(sources: Sources, interval: Duration) {
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let Some(router) = metrics::ask_router(&sources.router).await else {
+        let Some(router) = sources.router.stats().await else {
             // Busy or gone: the send below tells which.
             continue;
         };
