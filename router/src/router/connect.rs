@@ -127,6 +127,12 @@ impl<S: Storage> Router<S> {
                 sid: sid.0,
                 client_id: client_id.to_string(),
             });
+            // Where it starts reading: without it, replay would resume it at the
+            // log's first record, before it existed.
+            self.journal.push(&Op::Resume {
+                sid: sid.0,
+                offset: head,
+            });
         }
         self.sessions.insert(
             sid,
