@@ -181,10 +181,7 @@ impl<S: Storage> Router<S> {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return (resend, rel);
         };
-        let logs = Logs {
-            own: &self.storage,
-            replicas: self.mesh.as_deref().map_or(&[], |m| &m.replicas[..]),
-        };
+        let logs = Logs::new(&self.storage, self.mesh.as_deref());
         s.inflight.retain(|_, inf| {
             // (A released QoS 2 message needs only its PUBREL.)
             let wanted = inf.state == OutState::Sent && inf.record.is_empty();

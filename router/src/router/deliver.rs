@@ -53,10 +53,7 @@ impl<S: Storage> Router<S> {
             mesh,
             ..
         } = self;
-        let logs = Logs {
-            own: &*storage,
-            replicas: mesh.as_deref().map_or(&[], |m| &m.replicas[..]),
-        };
+        let logs = Logs::new(&*storage, mesh.as_deref());
         let Some(s) = sessions.get_mut(&sid) else {
             return false;
         };
@@ -87,7 +84,7 @@ impl<S: Storage> Router<S> {
             s.queue.push_front(q);
         }
         *want_buf = want;
-        b.journal_resume(s, storage.head(), journal);
+        b.journal_resume(s, logs.end(LogRef::OWN), journal);
         if let (Some(first), true) = (b.items.first_mut(), s.lost > 0) {
             first.lost_before = std::mem::take(&mut s.lost);
         }
@@ -579,17 +576,23 @@ fn scan<S: Storage>(
         s.caught_up(log);
         return;
     };
-    let limits = ReadLimits {
-        records_max: config.scan_records_max,
-        bytes_max: 4 * 1024 * 1024,
-    };
+    let end = logs.end(log);
     let mut rounds = 4;
     while s.queue.len() < config.session_queue_max && rounds > 0 {
         let Some(cursor) = s.cursor(log) else {
             return;
         };
+        if cursor >= end {
+            s.caught_up(log);
+            return;
+        }
         rounds -= 1;
         buf.clear();
+        let limits = ReadLimits {
+            records_max: usize::try_from(end.distance_from(cursor))
+                .map_or(config.scan_records_max, |n| n.min(config.scan_records_max)),
+            bytes_max: 4 * 1024 * 1024,
+        };
         let batch = match read_messages(storage, cursor, limits, buf) {
             Ok(b) => b,
             Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
@@ -611,7 +614,7 @@ fn scan<S: Storage>(
         }
         let next = queue_matches(s, log, batch.first, buf, config.session_queue_max);
         s.set_behind(log, next);
-        if next == storage.head() {
+        if next >= end {
             s.caught_up(log);
         }
     }

@@ -61,7 +61,9 @@ impl<S: Storage> Router<S> {
     /// journal checkpoint holds; online sessions are saved as if their connections had
     /// just dropped).
     pub fn snapshot(&self) -> Snapshot {
-        let head = self.storage.head();
+        // What was offered to the sessions (the commit, in a cluster): a live
+        // session resumes there.
+        let head = self.commit();
         let mut retained: Vec<(&str, Bytes)> = self
             .retained
             .iter()

@@ -258,8 +258,11 @@ pub(super) struct Replica<S> {
 
 /// The logs a router reads, by [`LogRef`].
 pub(super) struct Logs<'a, S> {
-    pub own: &'a S,
-    pub replicas: &'a [Replica<S>],
+    own: &'a S,
+    /// Where what the own log offered its sessions ends: its commit in a cluster
+    /// (fan-out waits for it), its head on one node.
+    own_end: Offset,
+    replicas: &'a [Replica<S>],
 }
 
 // By hand: derived, they would ask `S: Copy`.
@@ -270,12 +273,34 @@ impl<S> Clone for Logs<'_, S> {
 }
 impl<S> Copy for Logs<'_, S> {}
 
-impl<'a, S> Logs<'a, S> {
+impl<'a, S: Storage> Logs<'a, S> {
+    /// The router's logs: `own`, and those of `mesh` in a cluster.
+    pub fn new(own: &'a S, mesh: Option<&'a Mesh<S>>) -> Self {
+        Logs {
+            own,
+            own_end: mesh.map_or_else(|| own.head(), |m| m.tracker.commit()),
+            replicas: mesh.map_or(&[], |m| &m.replicas[..]),
+        }
+    }
+
     /// The storage of `log`, if the router reads it.
     pub fn get(self, log: LogRef) -> Option<&'a S> {
         match log.0.checked_sub(1) {
             None => Some(self.own),
             Some(i) => self.replicas.get(usize::from(i)).map(|r| &r.storage),
+        }
+    }
+
+    /// Where the records of `log` offered to live sessions end: a session that
+    /// scans the log catches up there, never above (what lies above is offered
+    /// once committed, and a session that had read it would get it twice).
+    pub fn end(self, log: LogRef) -> Offset {
+        match log.0.checked_sub(1) {
+            None => self.own_end,
+            Some(i) => self
+                .replicas
+                .get(usize::from(i))
+                .map_or(Offset(0), |r| r.fanned),
         }
     }
 }

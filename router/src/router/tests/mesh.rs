@@ -658,3 +658,39 @@ fn a_claimed_client_id_is_released_when_its_session_ends_here() {
     );
     assert_eq!(r.drain_released().count(), 0);
 }
+
+#[test]
+fn a_session_behind_on_its_own_log_reads_it_up_to_the_commit_only() {
+    let config = RouterConfig {
+        session_queue_max: 2,
+        ..RouterConfig::default()
+    };
+    let mut a = Router::new(config, MemStorage::new());
+    a.join_mesh(mesh_config(N1, 2, vec![N2, N3]));
+    online(&mut a, C2, "sub", Some("t"));
+    online(&mut a, C1, "pub", None);
+    // The first takes the subscriber's credit; the next three overflow its queue
+    // of two, so it falls behind on the log.
+    for pkid in 1..=4 {
+        publish(&mut a, C1, "t", pkid);
+    }
+    a.flush();
+    a.handle_peer(fetched(N2, N1, 4));
+    // Two more, appended and not committed.
+    publish(&mut a, C1, "t", 5);
+    publish(&mut a, C1, "t", 6);
+    a.flush();
+    a.drain_peer_outbox().for_each(drop);
+    assert_eq!(a.commit(), Offset(4));
+    assert_eq!(
+        delivered_count(&mut a, C2),
+        4,
+        "the subscriber's scan stops at the commit"
+    );
+    a.handle_peer(fetched(N2, N1, 6));
+    assert_eq!(
+        delivered_count(&mut a, C2),
+        2,
+        "what is committed later comes once, not a second time"
+    );
+}
