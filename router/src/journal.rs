@@ -291,6 +291,13 @@ impl<S: Storage> Journal<S> {
             sid,
             offset: s.resume,
         });
+        for (log, offset) in &s.resume_in {
+            self.push(&Op::ResumeIn {
+                sid,
+                log: *log,
+                offset: *offset,
+            });
+        }
         for (record, qos) in &s.retained {
             self.push(&Op::Pending {
                 sid,
@@ -312,14 +319,21 @@ impl<S: Storage> Journal<S> {
 
 /// The op that puts in-flight delivery `i` of session `sid` back.
 fn sent(sid: u32, i: &SavedInflight) -> Op {
-    match i.offset {
-        Some(offset) => Op::Sent {
+    match (i.offset, i.log) {
+        (Some(offset), Some(log)) => Op::SentIn {
+            sid,
+            pkid: i.pkid,
+            qos: i.qos,
+            log,
+            offset,
+        },
+        (Some(offset), None) => Op::Sent {
             sid,
             pkid: i.pkid,
             qos: i.qos,
             offset,
         },
-        None => Op::SentRecord {
+        (None, _) => Op::SentRecord {
             sid,
             pkid: i.pkid,
             qos: i.qos,

@@ -50,7 +50,7 @@ pub use event::{
     Reply, RetainHandling, SubscribeCode, Subscription, UnsubscribeCode, Will, NEVER_EXPIRES,
 };
 pub use id::{ConnectionId, IdHasher, IdMap, IdSet, PacketId, SessionId, TopicId};
-pub use journal::JournalError;
+pub use journal::{replay as replay_journal, JournalError};
 pub use length_prefix::FieldTooLong;
 pub use mem_storage::MemStorage;
 pub use message::{

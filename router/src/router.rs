@@ -46,7 +46,7 @@ use crate::session::{Queued, Session};
 use crate::shared::{GroupId, SharedGroups};
 use crate::storage::Storage;
 use crate::subscriptions::{Grant, SubscriptionTree};
-use crate::{ConnectionId, QoS, RouterConfig, SessionId, TopicId};
+use crate::{ConnectionId, LogRef, QoS, RouterConfig, SessionId, TopicId};
 
 pub use inspect::{MeshStatus, SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo};
 pub use replication::{MeshConfig, PeerEvent, PeerReply};
@@ -221,7 +221,7 @@ impl<S: Storage> Router<S> {
         let mut router = Router::new(config, storage);
         router.restore(snapshot);
         if let Some(from) = journal_head {
-            router.recover_inbound_qos2(from);
+            router.recover_inbound_qos2(LogRef::OWN, from);
         }
         router.journal = Journal::new(journal);
         router.write_checkpoint().map_err(JournalError::Storage)?;

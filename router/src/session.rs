@@ -128,6 +128,8 @@ pub struct Session {
     pub credit_asked: bool,
     /// The resume point last written to the session journal.
     pub journaled_resume: Offset,
+    /// The same in other logs (a cluster's replicas).
+    journaled_in: Vec<(LogRef, Offset)>,
     /// Records retention removed before this session read them, not yet reported.
     pub lost: u64,
 }
@@ -156,6 +158,7 @@ impl Session {
             has_credit: false,
             credit_asked: false,
             journaled_resume: head,
+            journaled_in: Vec::new(),
             lost: 0,
         }
     }
@@ -164,8 +167,8 @@ impl Session {
     /// only, and in-flight messages read by reference as positions, not open segment
     /// files (read again when it resumes, as restored ones are after a restart), so a
     /// segment retention removes meanwhile is not kept open, nor its disk space
-    /// taken, for a client that may never come back. A replica's record stays: the
-    /// journal holds it whole. True when QoS 0 retained messages were dropped from
+    /// taken, for a client that may never come back. A replica's record stays in
+    /// memory, as it came. True when QoS 0 retained messages were dropped from
     /// the pending list.
     pub fn go_offline(&mut self) -> bool {
         self.queue.retain(|q| q.qos != QoS::AtMostOnce);
@@ -179,6 +182,21 @@ impl Session {
             }
         }
         self.retained.len() != pending
+    }
+
+    /// The resume point in `log` last written to the session journal.
+    pub fn journaled_in(&self, log: LogRef) -> Option<Offset> {
+        (self.journaled_in.iter())
+            .find(|(l, _)| *l == log)
+            .map(|(_, at)| *at)
+    }
+
+    /// `at` was written to the session journal as the resume point in `log`.
+    pub fn set_journaled_in(&mut self, log: LogRef, at: Offset) {
+        match self.journaled_in.iter_mut().find(|(l, _)| *l == log) {
+            Some(entry) => entry.1 = at,
+            None => self.journaled_in.push((log, at)),
+        }
     }
 
     /// Whether a batch may be sent now: the router holds the connection's credit.

@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use commitlog::Offset;
+use mesh::LogId;
 
 use crate::{QoS, SubOptions};
 
@@ -30,7 +31,11 @@ pub struct SavedSession {
     /// Session expiry interval, seconds.
     pub expiry_secs: u32,
     /// The first log offset it has not been offered yet: reading resumes here.
+    /// (In the message log of the run that saved it.)
     pub resume: Offset,
+    /// The same in other logs (a cluster's replicas, earlier runs' logs), by log;
+    /// a log not named here is read from its start.
+    pub resume_in: Vec<(LogId, Offset)>,
     /// Retained messages matched by a subscription and not yet sent.
     pub retained: Vec<(Bytes, QoS)>,
     /// Deliveries sent and not yet acknowledged (a record is empty when it is read
@@ -51,11 +56,26 @@ pub struct SavedInflight {
     pub released: bool,
     /// Its log offset (none for a retained message).
     pub offset: Option<Offset>,
+    /// The log `offset` is in, when it is not the one the saving run wrote.
+    pub log: Option<LogId>,
     /// The stored record.
     pub record: Bytes,
 }
 
 impl Snapshot {
+    /// The logs besides the saving run's own that its sessions name a position in
+    /// (in a cluster: the replicas and earlier runs' logs to open before
+    /// restoring it).
+    #[must_use]
+    pub fn logs(&self) -> std::collections::BTreeSet<LogId> {
+        let points = self
+            .sessions
+            .iter()
+            .flat_map(|s| s.resume_in.iter().map(|(l, _)| *l));
+        let inflight = (self.sessions.iter()).flat_map(|s| s.inflight.iter().filter_map(|i| i.log));
+        points.chain(inflight).collect()
+    }
+
     /// Nothing to carry over.
     #[must_use]
     pub fn is_empty(&self) -> bool {

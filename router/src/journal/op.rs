@@ -28,13 +28,21 @@
 //! 18  End          (checkpoint complete)
 //! 19  Expiry       u32 session, u32 seconds                (session expiry interval;
 //!                  without one a session never expires)
+//! 20  SentIn       u32 session, u16 packet id, u8 QoS, log, u64 offset
+//! 21  ResumeIn     u32 session, log, u64 offset
 //! ```
+//!
+//! `Head`, `Sent` and `Resume` name offsets in the message log the journal's run
+//! wrote; `SentIn` and `ResumeIn` name another log (a replica, in a cluster, or an
+//! earlier run's log), written as u8 node and u32 incarnation. Only a cluster
+//! writes them.
 //!
 //! An op with a string or record longer than its length prefix can say is refused
 //! ([`FieldTooLong`]) and nothing of it is written.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use commitlog::Offset;
+use mesh::{Incarnation, LogId, NodeId};
 
 use crate::length_prefix::{put_u16_prefixed, put_u32_prefixed, FieldTooLong};
 use crate::{QoS, SubOptions};
@@ -115,6 +123,29 @@ pub enum Op {
         /// The stored record.
         record: Bytes,
     },
+    /// A message from another log (see the module docs) was sent at QoS 1 or 2
+    /// and awaits its ack.
+    SentIn {
+        /// Session.
+        sid: u32,
+        /// Packet id.
+        pkid: u16,
+        /// Effective QoS.
+        qos: QoS,
+        /// The log.
+        log: LogId,
+        /// Its offset there.
+        offset: Offset,
+    },
+    /// Every matching message of another log below `offset` was sent.
+    ResumeIn {
+        /// Session.
+        sid: u32,
+        /// The log.
+        log: LogId,
+        /// Where reading it resumes.
+        offset: Offset,
+    },
     /// PUBREC received for an outbound QoS 2 message.
     Released {
         /// Session.
@@ -187,6 +218,8 @@ mod tag {
     pub const BEGIN: u8 = 17;
     pub const END: u8 = 18;
     pub const EXPIRY: u8 = 19;
+    pub const SENT_IN: u8 = 20;
+    pub const RESUME_IN: u8 = 21;
 }
 
 impl Op {
@@ -234,6 +267,8 @@ impl Op {
             | Op::Released { sid, .. }
             | Op::Acked { sid, .. }
             | Op::Resume { sid, .. }
+            | Op::SentIn { sid, .. }
+            | Op::ResumeIn { sid, .. }
             | Op::Qos2In { sid, .. }
             | Op::Qos2Done { sid, .. } => Some(*sid),
         }
@@ -254,6 +289,8 @@ impl Op {
             Op::Released { .. } => tag::RELEASED,
             Op::Acked { .. } => tag::ACKED,
             Op::Resume { .. } => tag::RESUME,
+            Op::SentIn { .. } => tag::SENT_IN,
+            Op::ResumeIn { .. } => tag::RESUME_IN,
             Op::Qos2In { .. } => tag::QOS2_IN,
             Op::Qos2Done { .. } => tag::QOS2_DONE,
             Op::Retain { .. } => tag::RETAIN,
@@ -294,6 +331,22 @@ impl Op {
                 b.put_u16(*pkid);
                 b.put_u8(*qos as u8);
                 put_u32_prefixed(b, "record", record)?;
+            }
+            Op::SentIn {
+                pkid,
+                qos,
+                log,
+                offset,
+                ..
+            } => {
+                b.put_u16(*pkid);
+                b.put_u8(*qos as u8);
+                put_log(b, *log);
+                b.put_u64(offset.0);
+            }
+            Op::ResumeIn { log, offset, .. } => {
+                put_log(b, *log);
+                b.put_u64(offset.0);
             }
             Op::Released { pkid, .. }
             | Op::Acked { pkid, .. }
@@ -368,6 +421,18 @@ impl Op {
                 sid,
                 offset: Offset(get_u64(b)?),
             },
+            tag::SENT_IN => Op::SentIn {
+                sid,
+                pkid: get_u16(b)?,
+                qos: get_qos(b)?,
+                log: get_log(b)?,
+                offset: Offset(get_u64(b)?),
+            },
+            tag::RESUME_IN => Op::ResumeIn {
+                sid,
+                log: get_log(b)?,
+                offset: Offset(get_u64(b)?),
+            },
             tag::RELEASED => Op::Released {
                 sid,
                 pkid: get_u16(b)?,
@@ -387,6 +452,18 @@ impl Op {
             _ => return Err("unknown op"),
         })
     }
+}
+
+fn put_log(b: &mut BytesMut, log: LogId) {
+    b.put_u8(log.node.0);
+    b.put_u32(log.incarnation.0);
+}
+
+fn get_log(b: &mut Bytes) -> Result<LogId, &'static str> {
+    Ok(LogId {
+        node: NodeId(get_u8(b)?),
+        incarnation: Incarnation(get_u32(b)?),
+    })
 }
 
 fn put_options(b: &mut BytesMut, options: &SubOptions) {
@@ -514,6 +591,24 @@ mod tests {
             Op::Resume {
                 sid: 1,
                 offset: Offset(41),
+            },
+            Op::SentIn {
+                sid: 1,
+                pkid: 9,
+                qos: QoS::ExactlyOnce,
+                log: LogId {
+                    node: NodeId(3),
+                    incarnation: Incarnation(70_000),
+                },
+                offset: Offset(1 << 40),
+            },
+            Op::ResumeIn {
+                sid: 1,
+                log: LogId {
+                    node: NodeId(2),
+                    incarnation: Incarnation(1),
+                },
+                offset: Offset(12),
             },
             Op::Qos2In { sid: 1, pkid: 3 },
             Op::Qos2Done { sid: 1, pkid: 3 },

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Buf, Bytes};
 use commitlog::Offset;
+use mesh::LogId;
 
 use super::{JournalError, Op};
 use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
@@ -20,6 +21,7 @@ struct Rebuilt {
     filters: BTreeMap<String, SubOptions>,
     expiry: Option<u32>,
     resume: Offset,
+    resume_in: BTreeMap<LogId, Offset>,
     pending: VecDeque<(Bytes, QoS)>,
     inflight: BTreeMap<u16, SavedInflight>,
     qos2: BTreeSet<u16>,
@@ -48,6 +50,27 @@ impl Rebuilt {
             Op::SentRecord {
                 pkid, qos, record, ..
             } => self.sent(pkid, qos, None, record),
+            Op::SentIn {
+                pkid,
+                qos,
+                log,
+                offset,
+                ..
+            } => {
+                self.resume_in(log, offset.add(1));
+                self.inflight.insert(
+                    pkid,
+                    SavedInflight {
+                        pkid,
+                        qos,
+                        released: false,
+                        offset: Some(offset),
+                        log: Some(log),
+                        record: Bytes::new(),
+                    },
+                );
+            }
+            Op::ResumeIn { log, offset, .. } => self.resume_in(log, offset),
             Op::Released { pkid, .. } => {
                 if let Some(i) = self.inflight.get_mut(&pkid) {
                     i.released = true;
@@ -88,9 +111,16 @@ impl Rebuilt {
                 qos,
                 released: false,
                 offset,
+                log: None,
                 record,
             },
         );
+    }
+
+    /// Reading `log` resumes at `offset` at the earliest.
+    fn resume_in(&mut self, log: LogId, offset: Offset) {
+        let at = self.resume_in.entry(log).or_insert(offset);
+        *at = (*at).max(offset);
     }
 
     fn into_saved(self, id: u32) -> SavedSession {
@@ -100,6 +130,7 @@ impl Rebuilt {
             filters: self.filters.into_iter().collect(),
             expiry_secs: self.expiry.unwrap_or(NEVER_EXPIRES),
             resume: self.resume,
+            resume_in: self.resume_in.into_iter().collect(),
             retained: self.pending.into_iter().collect(),
             inflight: self.inflight.into_values().collect(),
             incoming_qos2: self.qos2.into_iter().collect(),

@@ -133,6 +133,18 @@ impl<S: Storage> Router<S> {
                 sid: sid.0,
                 offset: head,
             });
+            // And in each replica: a log the journal names no point in is read
+            // from its start after a restart.
+            let logs = Logs::new(&self.storage, self.mesh.as_deref());
+            for log in logs.replica_refs() {
+                if let Some(id) = logs.id(log) {
+                    self.journal.push(&Op::ResumeIn {
+                        sid: sid.0,
+                        log: id,
+                        offset: logs.end(log),
+                    });
+                }
+            }
         }
         self.sessions.insert(
             sid,

@@ -16,6 +16,11 @@ use crate::shared::{Availability, GroupId};
 use crate::storage::Storage;
 use crate::subscriptions::Grant;
 use crate::{Layout, LogRef, Message, PacketId, Position, QoS, RouterConfig, SessionId};
+use mesh::LogId;
+
+/// Logs a session catches up on in one delivery batch, when they hold nothing for
+/// it.
+const SCAN_LOGS_MAX: usize = 16;
 
 impl<S: Storage> Router<S> {
     pub(super) fn deliver_woken(&mut self) {
@@ -84,7 +89,7 @@ impl<S: Storage> Router<S> {
             s.queue.push_front(q);
         }
         *want_buf = want;
-        b.journal_resume(s, logs.end(LogRef::OWN), journal);
+        b.journal_resume(s, logs, journal);
         if let (Some(first), true) = (b.items.first_mut(), s.lost > 0) {
             first.lost_before = std::mem::take(&mut s.lost);
         }
@@ -251,10 +256,18 @@ impl Batch {
         let mut window = self.inflight_max.saturating_sub(s.inflight.len());
         while self.items.len() + want.len() < log.config.deliver_records_max {
             if s.queue.is_empty() {
-                if s.is_live_everywhere() {
-                    break;
+                // Each scan reads one log; one it catches up on without a match
+                // moves on to the next (a bounded number of them).
+                for _ in 0..SCAN_LOGS_MAX {
+                    if s.is_live_everywhere() {
+                        break;
+                    }
+                    let before = s.behind.len();
+                    scan(s, log.logs, log.config, log.buf, log.stats);
+                    if !s.queue.is_empty() || s.behind.len() == before {
+                        break;
+                    }
                 }
-                scan(s, log.logs, log.config, log.buf, log.stats);
                 if s.queue.is_empty() {
                     break;
                 }
@@ -312,11 +325,12 @@ impl Batch {
             };
             match read {
                 Ok(b) if b.first == first.offset() && !read_buf.is_empty() => {
+                    let id = logs.id(first.log()).filter(|_| first.log() != LogRef::OWN);
                     for record in read_buf.drain(..) {
                         let q = want[k];
                         k += 1;
                         self.bytes += record.len();
-                        self.add_from_log(s, journal, q, record);
+                        self.add_from_log(s, journal, (q, id), record);
                     }
                 }
                 Ok(_) | Err(commitlog::Error::OffsetOutOfRange { .. }) => {
@@ -336,18 +350,19 @@ impl Batch {
         k
     }
 
-    /// Add the queued message `q`, read from the log as `record`.
+    /// Add the queued message `q`, read from the log as `record` (`id`: the log,
+    /// when it is a replica).
     fn add_from_log<S: Storage>(
         &mut self,
         s: &mut Session,
         journal: &mut Journal<S>,
-        q: Queued,
+        (q, id): (Queued, Option<LogId>),
         record: Record,
     ) {
-        // The journal names offsets in this node's own log only; a replica's record
-        // is journaled whole (docs/mesh.md: replica positions in the journal are
-        // issue 23's).
-        let whole = (self.durable && q.pos.log() != LogRef::OWN).then(|| whole_record(&record));
+        // A replica's offset is journaled with its log's id (`SentIn`); one the
+        // router cannot name (no mesh) is journaled whole.
+        let replica = q.pos.log() != LogRef::OWN;
+        let whole = (self.durable && replica && id.is_none()).then(|| whole_record(&record));
         let out = Outgoing {
             record,
             pos: Some(q.pos),
@@ -358,35 +373,63 @@ impl Batch {
         };
         if let (true, Some((pkid, qos))) = (self.durable, self.add(s, out)) {
             let (sid, pkid) = (self.sid.0, pkid.0);
-            journal.push(&match whole {
-                None => Op::Sent {
-                    sid,
-                    pkid,
-                    qos,
-                    offset: q.pos.offset(),
-                },
-                Some(record) => Op::SentRecord {
+            let offset = q.pos.offset();
+            journal.push(&match (whole, id) {
+                (Some(record), _) => Op::SentRecord {
                     sid,
                     pkid,
                     qos,
                     record,
                 },
+                (None, Some(log)) if replica => Op::SentIn {
+                    sid,
+                    pkid,
+                    qos,
+                    log,
+                    offset,
+                },
+                (None, _) => Op::Sent {
+                    sid,
+                    pkid,
+                    qos,
+                    offset,
+                },
             });
         }
     }
 
-    /// Journal the session's new resume point, if it moved.
-    fn journal_resume<S: Storage>(&self, s: &mut Session, head: Offset, journal: &mut Journal<S>) {
+    /// Journal the session's new resume points where they moved: in the own log,
+    /// and in each replica (a cluster's).
+    fn journal_resume<S: Storage>(
+        &self,
+        s: &mut Session,
+        logs: Logs<'_, S>,
+        journal: &mut Journal<S>,
+    ) {
         if !self.durable {
             return;
         }
-        let resume = s.resume(LogRef::OWN, head);
+        let resume = s.resume(LogRef::OWN, logs.end(LogRef::OWN));
         if resume != s.journaled_resume {
             s.journaled_resume = resume;
             journal.push(&Op::Resume {
                 sid: self.sid.0,
                 offset: resume,
             });
+        }
+        for log in logs.replica_refs() {
+            let Some(id) = logs.id(log) else {
+                continue;
+            };
+            let resume = s.resume(log, logs.end(log));
+            if s.journaled_in(log) != Some(resume) {
+                s.set_journaled_in(log, resume);
+                journal.push(&Op::ResumeIn {
+                    sid: self.sid.0,
+                    log: id,
+                    offset: resume,
+                });
+            }
         }
     }
 }

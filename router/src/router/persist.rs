@@ -7,6 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use commitlog::Offset;
 
+use mesh::LogId;
+
+use super::replication::Logs;
 use super::{Router, Timer, TimerKind};
 use crate::event::{CloseReason, Reply, NEVER_EXPIRES};
 use crate::session::{Inflight, OutState, Session};
@@ -20,19 +23,23 @@ impl<S: Storage> Router<S> {
     /// held back by the crash, but they are in the log: a QoS 2 publisher will resend
     /// them. Their records name the publisher and packet id (persistent sessions
     /// only), so put those ids back and the retransmission is not stored again.
-    pub(super) fn recover_inbound_qos2(&mut self, from: Offset) {
-        // After power loss the journal may be ahead of the message log: nothing to scan.
-        if self.sessions.is_empty() || from >= self.storage.head() {
-            return;
-        }
-        let mut recovered = 0u32;
+    pub(super) fn recover_inbound_qos2(&mut self, log: LogRef, from: Offset) {
         let Router {
             storage,
             sessions,
             by_client,
+            mesh,
             ..
         } = self;
-        let scanned = crate::storage::visit_records(&*storage, from, |_, record| {
+        let Some(storage) = Logs::new(&*storage, mesh.as_deref()).get(log) else {
+            return;
+        };
+        // After power loss the journal may be ahead of the message log: nothing to scan.
+        if sessions.is_empty() || from >= storage.head() {
+            return;
+        }
+        let mut recovered = 0u32;
+        let scanned = crate::storage::visit_records(storage, from, |_, record| {
             let Ok(m) = Message::decode(&record) else {
                 return Ok::<(), commitlog::Error>(());
             };
@@ -61,9 +68,9 @@ impl<S: Storage> Router<S> {
     /// journal checkpoint holds; online sessions are saved as if their connections had
     /// just dropped).
     pub fn snapshot(&self) -> Snapshot {
-        // What was offered to the sessions (the commit, in a cluster): a live
-        // session resumes there.
-        let head = self.commit();
+        // What was offered to the sessions (the commit, in a cluster, and what
+        // each replica fanned out): a live session resumes there.
+        let logs = Logs::new(&self.storage, self.mesh.as_deref());
         let mut retained: Vec<(&str, Bytes)> = self
             .retained
             .iter()
@@ -80,39 +87,17 @@ impl<S: Storage> Router<S> {
         let sessions = sessions
             .into_iter()
             .map(|(sid, s)| {
-                let resume = s.resume(LogRef::OWN, head);
+                let resume = s.resume(LogRef::OWN, logs.end(LogRef::OWN));
+                let resume_in = (logs.replica_refs())
+                    .filter_map(|r| Some((logs.id(r)?, s.resume(r, logs.end(r)))))
+                    .collect();
                 let mut filters: Vec<(String, SubOptions)> =
                     s.filters.iter().map(|(f, o)| (f.clone(), *o)).collect();
                 filters.sort_by(|a, b| a.0.cmp(&b.0));
                 let mut incoming_qos2: Vec<u16> = s.incoming_qos2.iter().copied().collect();
                 incoming_qos2.sort_unstable();
-                let mut inflight: Vec<SavedInflight> = s
-                    .inflight
-                    .iter()
-                    .map(|(pkid, i)| SavedInflight {
-                        pkid: *pkid,
-                        qos: i.qos,
-                        released: i.state == OutState::Released,
-                        // Offsets of the own log only (the journal's); a
-                        // replica's record is saved whole, as it was journaled.
-                        offset: i
-                            .pos
-                            .filter(|p| p.log() == LogRef::OWN)
-                            .map(Position::offset),
-                        // A record from the log (it has an offset) is saved absent,
-                        // whether or not it is in memory now, to be read back when the
-                        // session resumes: the journal's checkpoint and replay keep
-                        // only its offset, and a snapshot says the same. A retained
-                        // message (no offset) is always held in memory.
-                        record: match i.pos {
-                            Some(p) if p.log() == LogRef::OWN => Bytes::new(),
-                            _ => i
-                                .record
-                                .in_memory()
-                                .cloned()
-                                .unwrap_or_else(|| i.record.load().unwrap_or_default()),
-                        },
-                    })
+                let mut inflight: Vec<SavedInflight> = (s.inflight.iter())
+                    .map(|(pkid, i)| saved_inflight(*pkid, i, logs))
                     .collect();
                 inflight.sort_unstable_by_key(|i| i.pkid);
                 SavedSession {
@@ -121,6 +106,7 @@ impl<S: Storage> Router<S> {
                     filters,
                     expiry_secs: s.expiry_secs,
                     resume,
+                    resume_in,
                     retained: s.retained.iter().cloned().collect(),
                     inflight,
                     incoming_qos2,
@@ -138,6 +124,14 @@ impl<S: Storage> Router<S> {
     /// and catch up from the log when their clients reconnect. In-flight messages
     /// saved by offset are read back from the log.
     pub fn restore(&mut self, snapshot: Snapshot) {
+        self.restore_from(snapshot, None);
+    }
+
+    /// As [`Router::restore`], for a snapshot that `written_by`'s run saved (in a
+    /// cluster, a node's earlier run: its log, and the replicas its sessions read,
+    /// must be among this router's logs by then, or their positions there are
+    /// dropped). `None`: this router's own log.
+    pub fn restore_from(&mut self, snapshot: Snapshot, written_by: Option<LogId>) {
         for record in snapshot.retained {
             let Ok(m) = Message::decode(&record) else {
                 tracing::warn!("undecodable retained message in the snapshot; dropped");
@@ -147,7 +141,11 @@ impl<S: Storage> Router<S> {
             self.retained.insert(topic, record);
         }
         let head = self.storage.head();
-        for saved in snapshot.sessions {
+        let saver = match written_by {
+            None => Some(LogRef::OWN),
+            Some(id) => self.mesh.as_deref().and_then(|m| m.log_ref(id)),
+        };
+        for mut saved in snapshot.sessions {
             let client_id: Box<str> = saved.client_id.as_str().into();
             if let Some(old) = self.by_client.get(&client_id).copied() {
                 self.remove_session(old);
@@ -156,10 +154,7 @@ impl<S: Storage> Router<S> {
             self.remove_session(sid);
             self.next_session = self.next_session.max(saved.id.wrapping_add(1));
             let mut s = Session::new(client_id.clone(), false, head);
-            // Not live: the first delivery reads the log from `resume` on (the log
-            // may have lost its unsynced tail in an OS crash: never past the head).
-            s.set_behind(LogRef::OWN, saved.resume.min(head));
-            s.journaled_resume = saved.resume.min(head);
+            self.restore_positions(&mut s, &saved, saver);
             for (filter, options) in saved.filters {
                 if topic::validate_filter(&filter).is_ok() {
                     self.subscribe_filter(&filter, sid, options.grant());
@@ -183,37 +178,97 @@ impl<S: Storage> Router<S> {
                 .into_iter()
                 .filter(|(_, q)| *q != QoS::AtMostOnce)
                 .collect();
-            // In-flight messages from the log come back as offsets: their records
-            // are read when the client returns (see `connect`).
-            for i in saved.inflight {
-                let pos = match i.offset.map(|o| Position::new(LogRef::OWN, o)) {
-                    Some(None) => {
-                        tracing::warn!(client_id = %s.client_id, offset = ?i.offset, "in-flight offset beyond what a position holds; dropped");
-                        continue;
-                    }
-                    Some(pos) => pos,
-                    None => None,
-                };
-                s.inflight.insert(
-                    i.pkid,
-                    Inflight {
-                        record: i.record.into(),
-                        pos,
-                        qos: i.qos,
-                        state: if i.released {
-                            OutState::Released
-                        } else {
-                            OutState::Sent
-                        },
-                        shared: None,
-                    },
-                );
+            // In-flight messages from the log come back as positions: their
+            // records are read when the client returns (see `connect`).
+            for i in std::mem::take(&mut saved.inflight) {
+                self.restore_inflight(&mut s, i, saver);
             }
             s.incoming_qos2 = saved.incoming_qos2.into_iter().collect();
             self.sessions.insert(sid, Box::new(s));
             self.by_client.insert(client_id, sid);
         }
         self.matches.clear();
+    }
+
+    /// Carry on from an earlier run of this node (`written_by`, its log, which the
+    /// router must read by now, as every log `snapshot.logs()` names): its
+    /// sessions restored from `snapshot` (its journal's replay, whose last batch was
+    /// committed at `journal_head` of that log), the inbound QoS 2 ids of its
+    /// unacknowledged tail recovered, and the whole state written to this run's
+    /// journal as its first checkpoint, so that the next run needs only this one.
+    pub fn resume_run(
+        &mut self,
+        snapshot: Snapshot,
+        journal_head: Option<Offset>,
+        written_by: LogId,
+    ) -> commitlog::Result<()> {
+        self.restore_from(snapshot, Some(written_by));
+        let saver = self.mesh.as_deref().and_then(|m| m.log_ref(written_by));
+        if let (Some(log), Some(from)) = (saver, journal_head) {
+            self.recover_inbound_qos2(log, from);
+        }
+        self.write_checkpoint()
+    }
+
+    /// Put in-flight delivery `i` back into restored session `s` (`saver`: the log
+    /// its offset is in when it names none).
+    fn restore_inflight(&self, s: &mut Session, i: SavedInflight, saver: Option<LogRef>) {
+        let log = match i.log {
+            None => saver,
+            Some(id) => self.mesh.as_deref().and_then(|m| m.log_ref(id)),
+        };
+        let pos = match i.offset.map(|o| log.and_then(|l| Position::new(l, o))) {
+            Some(None) => {
+                tracing::warn!(client_id = %s.client_id, offset = ?i.offset, log = ?i.log, "in-flight message in a log this node does not read; dropped");
+                return;
+            }
+            Some(pos) => pos,
+            None => None,
+        };
+        let state = if i.released {
+            OutState::Released
+        } else {
+            OutState::Sent
+        };
+        let inflight = Inflight {
+            record: i.record.into(),
+            pos,
+            qos: i.qos,
+            state,
+            shared: None,
+        };
+        s.inflight.insert(i.pkid, inflight);
+    }
+
+    /// Where restored session `s` reads each log: `saved`'s points, mapped to this
+    /// router's logs (`saver`: the log its `resume` is in). Not live anywhere: the
+    /// first delivery reads each log from its point on; a log with no point is read
+    /// from its start (it is newer than the save); never past a log's head (it may
+    /// have lost its unsynced tail in an OS crash).
+    fn restore_positions(&self, s: &mut Session, saved: &SavedSession, saver: Option<LogRef>) {
+        let logs = Logs::new(&self.storage, self.mesh.as_deref());
+        let mut points: Vec<(LogRef, Offset)> =
+            saver.map(|l| (l, saved.resume)).into_iter().collect();
+        if let Some(mesh) = self.mesh.as_deref() {
+            for (id, at) in &saved.resume_in {
+                if let Some(l) = mesh.log_ref(*id) {
+                    points.push((l, *at));
+                }
+            }
+        }
+        for log in std::iter::once(LogRef::OWN).chain(logs.replica_refs()) {
+            let head = logs.get(log).map_or(Offset(0), Storage::head);
+            let at = (points.iter())
+                .find(|(l, _)| *l == log)
+                .map_or(Offset(0), |(_, at)| *at)
+                .min(head);
+            s.set_behind(log, at);
+            if log == LogRef::OWN {
+                s.journaled_resume = at;
+            } else {
+                s.set_journaled_in(log, at);
+            }
+        }
     }
 
     /// The lowest offset of this node's log still needed: by a session (see
@@ -314,5 +369,29 @@ impl<S: Storage> Router<S> {
             kept.push((conn, Reply::Close(CloseReason::StorageFailure)));
         }
         self.outbox = kept;
+    }
+}
+
+/// In-flight delivery `i` (packet id `pkid`) as a snapshot saves it. A record from a
+/// log (it has a position the journal can name) is saved absent, whether or not it
+/// is in memory now, to be read back when the session resumes: the journal's
+/// checkpoint and replay keep only its position, and a snapshot says the same. A
+/// retained message (no position) is held in memory.
+fn saved_inflight<S: Storage>(pkid: u16, i: &Inflight, logs: Logs<'_, S>) -> SavedInflight {
+    let at = i.pos.and_then(|p| match p.log() {
+        LogRef::OWN => Some((p.offset(), None)),
+        log => logs.id(log).map(|id| (p.offset(), Some(id))),
+    });
+    SavedInflight {
+        pkid,
+        qos: i.qos,
+        released: i.state == OutState::Released,
+        offset: at.map(|(offset, _)| offset),
+        log: at.and_then(|(_, log)| log),
+        record: match at {
+            Some(_) => Bytes::new(),
+            None => (i.record.in_memory().cloned())
+                .unwrap_or_else(|| i.record.load().unwrap_or_default()),
+        },
     }
 }

@@ -45,10 +45,13 @@ pub struct MeshConfig {
     pub fetch_bytes_max: u32,
     /// How long a fetch with nothing to send is held before it is answered empty.
     pub fetch_wait: Duration,
-    /// When this node started: a replica's records stamped earlier (by their
-    /// writer's clock) are history, not offered to this node's sessions, which
-    /// did not exist then (a node that joins or restarts does not hand its clients
-    /// old messages). Their retained messages still apply.
+    /// When this node started (or, when it restored its sessions from an earlier
+    /// run, when that run last wrote): the records of a replica new to this node
+    /// (empty when added) stamped earlier (by their writer's clock) are history,
+    /// not offered to this node's sessions, which did not exist then (a node that
+    /// joins does not hand its clients old messages). Their retained messages
+    /// still apply. A replica this node kept from an earlier run offers every
+    /// record it did not hold: its sessions were there for them.
     pub started: SystemTime,
 }
 
@@ -182,6 +185,15 @@ impl<S> Mesh<S> {
         self.config.own
     }
 
+    /// The router's ref of log `id`, if it reads it.
+    pub(super) fn log_ref(&self, id: LogId) -> Option<LogRef> {
+        if id == self.config.own {
+            return Some(LogRef::OWN);
+        }
+        let i = self.replicas.iter().position(|r| r.id == id)?;
+        u16::try_from(i + 1).ok().map(LogRef)
+    }
+
     /// Where this node's log and its replicas stand (see `Router::mesh_status`).
     pub(super) fn status(&self, head: Offset) -> MeshStatus
     where
@@ -251,6 +263,9 @@ pub(super) struct Replica<S> {
     commit: Offset,
     /// Records below this were offered to the sessions.
     fanned: Offset,
+    /// New to this node (empty when added): records stamped before
+    /// `MeshConfig::started` are history, not offered.
+    history: bool,
     /// An append failed: fetch again from this time on, not at once (a full disk
     /// would otherwise be asked to take the same records at network speed).
     refetch_at: Option<SystemTime>,
@@ -259,6 +274,8 @@ pub(super) struct Replica<S> {
 /// The logs a router reads, by [`LogRef`].
 pub(super) struct Logs<'a, S> {
     own: &'a S,
+    /// The own log's id, in a cluster.
+    own_id: Option<LogId>,
     /// Where what the own log offered its sessions ends: its commit in a cluster
     /// (fan-out waits for it), its head on one node.
     own_end: Offset,
@@ -278,6 +295,7 @@ impl<'a, S: Storage> Logs<'a, S> {
     pub fn new(own: &'a S, mesh: Option<&'a Mesh<S>>) -> Self {
         Logs {
             own,
+            own_id: mesh.map(|m| m.config.own),
             own_end: mesh.map_or_else(|| own.head(), |m| m.tracker.commit()),
             replicas: mesh.map_or(&[], |m| &m.replicas[..]),
         }
@@ -289,6 +307,19 @@ impl<'a, S: Storage> Logs<'a, S> {
             None => Some(self.own),
             Some(i) => self.replicas.get(usize::from(i)).map(|r| &r.storage),
         }
+    }
+
+    /// The id of `log`, in a cluster.
+    pub fn id(self, log: LogRef) -> Option<LogId> {
+        match log.0.checked_sub(1) {
+            None => self.own_id,
+            Some(i) => self.replicas.get(usize::from(i)).map(|r| r.id),
+        }
+    }
+
+    /// The replicas' refs, in order.
+    pub fn replica_refs(self) -> impl Iterator<Item = LogRef> {
+        (1..=self.replicas.len()).filter_map(|i| u16::try_from(i).ok().map(LogRef))
     }
 
     /// Where the records of `log` offered to live sessions end: a session that
@@ -357,10 +388,16 @@ impl<S: Storage> Router<S> {
             storage,
             commit: head,
             fanned: head,
+            history: head == Offset(0),
             refetch_at: None,
         });
-        mesh.outbox
-            .push((log.node, PeerReply::Fetch { log, from: head }));
+        if log.node != mesh.config.own.node {
+            mesh.outbox
+                .push((log.node, PeerReply::Fetch { log, from: head }));
+        }
+        // Every persistent session gets a resume point in it: the next checkpoint
+        // writes them (a log the journal names no point in is read from its start).
+        self.journal.want_checkpoint();
         Some(r)
     }
 
@@ -657,7 +694,13 @@ impl<S: Storage> Router<S> {
         if m.retain {
             self.apply_retained(record, (log, offset));
         }
-        let started = self.mesh.as_ref().map_or(0, |m| epoch_ms(m.config.started));
+        let started = (self.mesh.as_deref())
+            .filter(|mesh| {
+                let i = usize::from(log.0).checked_sub(1);
+                i.and_then(|i| mesh.replicas.get(i))
+                    .is_some_and(|r| r.history)
+            })
+            .map_or(0, |mesh| epoch_ms(mesh.config.started));
         if m.time_ms != 0 && m.time_ms < started {
             return;
         }

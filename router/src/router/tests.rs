@@ -263,6 +263,7 @@ mod faults;
 mod flow;
 mod inspect;
 mod mesh;
+mod rejoin;
 mod restart;
 mod system;
 mod v5;
