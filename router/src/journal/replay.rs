@@ -46,7 +46,7 @@ impl Rebuilt {
             }
             Op::Sent {
                 pkid, qos, offset, ..
-            } => self.sent(pkid, qos, Some(offset), Bytes::new()),
+            } => self.sent(pkid, qos, Some((offset, None)), Bytes::new()),
             Op::SentRecord {
                 pkid, qos, record, ..
             } => self.sent(pkid, qos, None, record),
@@ -56,20 +56,7 @@ impl Rebuilt {
                 log,
                 offset,
                 ..
-            } => {
-                self.resume_in(log, offset.add(1));
-                self.inflight.insert(
-                    pkid,
-                    SavedInflight {
-                        pkid,
-                        qos,
-                        released: false,
-                        offset: Some(offset),
-                        log: Some(log),
-                        record: Bytes::new(),
-                    },
-                );
-            }
+            } => self.sent(pkid, qos, Some((offset, Some(log))), Bytes::new()),
             Op::ResumeIn { log, offset, .. } => self.resume_in(log, offset),
             Op::Released { pkid, .. } => {
                 if let Some(i) = self.inflight.get_mut(&pkid) {
@@ -97,12 +84,14 @@ impl Rebuilt {
         }
     }
 
-    /// A delivery now in flight: a message from the log at `offset`, or a retained
-    /// `record`.
-    fn sent(&mut self, pkid: u16, qos: QoS, offset: Option<Offset>, record: Bytes) {
-        if let Some(offset) = offset {
-            // Deliveries leave in log order: everything below was handled.
-            self.resume = self.resume.max(offset.add(1));
+    /// A delivery now in flight: a message at `at` (an offset of the journal's log,
+    /// or of the log it names), or a retained `record`.
+    fn sent(&mut self, pkid: u16, qos: QoS, at: Option<(Offset, Option<LogId>)>, record: Bytes) {
+        // Deliveries leave in each log's order: everything below was handled.
+        match at {
+            Some((offset, None)) => self.resume = self.resume.max(offset.add(1)),
+            Some((offset, Some(log))) => self.resume_in(log, offset.add(1)),
+            None => {}
         }
         self.inflight.insert(
             pkid,
@@ -110,8 +99,8 @@ impl Rebuilt {
                 pkid,
                 qos,
                 released: false,
-                offset,
-                log: None,
+                offset: at.map(|(offset, _)| offset),
+                log: at.and_then(|(_, log)| log),
                 record,
             },
         );
