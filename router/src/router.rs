@@ -22,10 +22,13 @@
 //! | `persist` | the journal's side: snapshot, restore, commit, checkpoint, failure |
 //! | `system` | `$SYS` topics: retained, sent to online subscribers, never stored |
 //! | `inspect` | sessions, subscriptions and topics as plain data, for the admin API |
+//! | `logs` | the logs the router reads, by `LogRef`, and where what each offered ends |
+//! | `replication` | in a cluster: the own log's commit, replicas, fetches |
 
 mod connect;
 mod deliver;
 mod inspect;
+mod logs;
 mod persist;
 mod publish;
 mod replication;

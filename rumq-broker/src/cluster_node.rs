@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::cluster::ClusterConfig;
 use crate::config::Config;
 use crate::driver::{RouterTx, ToRouter};
-use crate::owners;
+use crate::{earlier_run, owners};
 
 /// What waits to be written to one peer's data link (see the module docs for why
 /// this holds).
@@ -348,6 +348,10 @@ pub fn open(
         .with_context(|| format!("cannot open the session journal in {}", state.display()))?;
     let mut router = Router::open(config.router.clone(), log, journal)
         .with_context(|| format!("cannot open the session journal in {}", state.display()))?;
+    let earlier = match earlier_run::last_run(&config.data_dir, own) {
+        Some(log) => Some(earlier_run::read(config, log)?).filter(|e| !e.is_empty()),
+        None => None,
+    };
     let fetch_bytes_max = u32::try_from(cluster.peer_inflight_bytes_max).unwrap_or(u32::MAX);
     router.join_mesh(MeshConfig {
         own,
@@ -355,8 +359,15 @@ pub fn open(
         followers: cluster.peers.iter().map(|p| p.id).collect(),
         fetch_bytes_max,
         fetch_wait: Duration::from_millis(u64::from(FETCH_WAIT_MS)),
-        started: std::time::SystemTime::now(),
+        // With sessions carried over, what was published since the earlier run
+        // stopped is theirs, not history.
+        started: (earlier.as_ref())
+            .and_then(|e| e.last_written)
+            .unwrap_or_else(std::time::SystemTime::now),
     });
+    if let Some(earlier) = earlier {
+        earlier.resume(&mut router, config)?;
+    }
     tracing::info!(log = %own, ack_copies = cluster.ack_copies, tls = cluster.tls.is_some(), "cluster node");
     let (to, from_router) = to_meta();
     let side = PeerSide::new(config.data_dir.join("replicas"), config.storage.clone(), to);
@@ -407,11 +418,10 @@ pub async fn start_meta(
     router: RouterTx,
 ) -> anyhow::Result<Meta> {
     let dir = config.dir.display().to_string();
-    let me = config.node;
     let meta = Meta::open(config, Arc::new(links.clone()))
         .await
         .with_context(|| format!("cannot start the metadata group's node in {dir}"))?;
-    tokio::spawn(owners::feed_router(changes, router, me));
+    tokio::spawn(owners::feed_router(changes, router, meta.clone()));
     tokio::spawn(owners::shared_sync(meta.clone(), from_router.groups));
     tokio::spawn(owners::release_ended(meta.clone(), from_router.released));
     tokio::spawn(log_leader(meta.clone()));

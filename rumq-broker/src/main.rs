@@ -31,6 +31,7 @@ mod conn_threads;
 mod connection;
 mod credit;
 mod driver;
+mod earlier_run;
 mod heap;
 mod log_cmd;
 mod metrics;

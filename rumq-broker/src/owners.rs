@@ -116,13 +116,18 @@ impl Owners {
     }
 }
 
-/// Hand the router what `changes` brings: owner changes for another node than `me`
+/// Hand the router what `changes` brings: owner changes for another node than `meta`'s
 /// (`PeerEvent::Moved`), and the nodes of shared groups (`PeerEvent::SharedNodes`),
 /// until either side goes.
-pub async fn feed_router(mut changes: mpsc::Receiver<MetaChange>, router: RouterTx, me: NodeId) {
+pub async fn feed_router(mut changes: mpsc::Receiver<MetaChange>, router: RouterTx, meta: Meta) {
+    let me = meta.node();
     while let Some(change) = changes.recv().await {
         let event = match change {
             MetaChange::Owner(change) if change.node == me => continue,
+            // Stale: this node owns it again (a restart replays the metadata's
+            // history, where a session carried over from the earlier run may have
+            // been another node's once).
+            MetaChange::Owner(change) if meta.owner(&change.client_id).0 == Some(me) => continue,
             MetaChange::Owner(change) => PeerEvent::Moved {
                 client_id: change.client_id,
                 node: change.node,

@@ -408,3 +408,48 @@ fn under_mutual_tls_the_nodes_link_and_share_messages() {
     assert!(status.success(), "{lines:?}");
     assert!(lines[0].ends_with(&hex(b"over TLS")), "{lines:?}");
 }
+
+/// A node's persistent sessions outlive its process: node 1 is killed with a
+/// session offline on it, and its next run (a new log and journal) carries the
+/// session over, its position in node 1's old log and in its replica of node 2's
+/// log, which catches up on what node 2 published meanwhile.
+#[test]
+fn a_persistent_session_outlives_its_node_being_killed() {
+    let addrs = peer_addrs();
+    let data = tempfile::tempdir().unwrap();
+    let config = node_config(1, &addrs, 2);
+    let mut n1 = Broker::start_in(data.path(), Some(&config));
+    let (n2, n3) = (start_node(2, &addrs), start_node(3, &addrs));
+    for n in [&n1, &n2, &n3] {
+        n.wait_for_log_count("replicating", 2, Duration::from_secs(10));
+    }
+    let sub_args = ["-c", "-i", "dev-1", "-q", "1", "-t", "t/#", "-W", "20"];
+    let first = MosquittoSub::start(n1.port(), &[&sub_args[..], &["-C", "1"]].concat());
+    mosquitto_pub(n1.port(), &["-t", "t/0", "-q", "1", "-m", "before"]);
+    let (status, lines) = first.finish(Duration::from_secs(25));
+    assert!(status.success(), "{lines:?}\n{}", n1.stderr());
+
+    // Offline now: one message on each of nodes 1 and 2, both acknowledged.
+    mosquitto_pub(n1.port(), &["-t", "t/1", "-q", "1", "-m", "m1"]);
+    mosquitto_pub(n2.port(), &["-t", "t/2", "-q", "1", "-m", "m2"]);
+    n1.kill();
+    // Node 1 is down: nodes 2 and 3 hold this one.
+    mosquitto_pub(n2.port(), &["-t", "t/3", "-q", "1", "-m", "m3"]);
+
+    let n1 = Broker::start_in(data.path(), Some(&config));
+    n1.wait_for_log("carried over from the earlier run", STEP);
+    let again = MosquittoSub::spawn(n1.port(), &[&sub_args[..], &["-C", "3"]].concat());
+    let (status, lines) = again.finish(Duration::from_secs(25));
+    assert!(status.success(), "{lines:?}\n{}", n1.stderr());
+    let mut got: Vec<String> = lines
+        .iter()
+        .map(|l| l.rsplit('|').next().unwrap().to_string())
+        .collect();
+    got.sort();
+    let want: Vec<String> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|m| hex(m.as_bytes()))
+        .collect();
+    assert_eq!(got, want, "{lines:?}\n{}", n1.stderr());
+    drop((n2, n3));
+}

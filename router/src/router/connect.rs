@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use commitlog::Record;
 
 use super::deliver::read_one;
-use super::replication::Logs;
+use super::logs::Logs;
 use super::{Router, Staged, StagedPublish, Timer, TimerKind};
 use crate::event::{
     CloseReason, Connect, ConnectCode, Delivery, DisconnectReason, Reply, Will, NEVER_EXPIRES,

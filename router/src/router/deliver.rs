@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use commitlog::{ByReference, FileRange, Offset, ReadBatch, ReadLimits, Record};
 
-use super::replication::Logs;
+use super::logs::Logs;
 use super::{Router, RouterStats};
 use crate::event::{Delivery, Reply};
 use crate::journal::{Journal, Op};

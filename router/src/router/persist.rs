@@ -9,7 +9,7 @@ use commitlog::Offset;
 
 use mesh::LogId;
 
-use super::replication::Logs;
+use super::logs::Logs;
 use super::{Router, Timer, TimerKind};
 use crate::event::{CloseReason, Reply, NEVER_EXPIRES};
 use crate::session::{Inflight, OutState, Session};

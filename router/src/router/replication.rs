@@ -185,6 +185,11 @@ impl<S> Mesh<S> {
         self.config.own
     }
 
+    /// The own log's commit.
+    pub(super) fn commit(&self) -> Offset {
+        self.tracker.commit()
+    }
+
     /// The router's ref of log `id`, if it reads it.
     pub(super) fn log_ref(&self, id: LogId) -> Option<LogRef> {
         if id == self.config.own {
@@ -257,83 +262,18 @@ struct Parked {
 /// A copy of another node's log.
 #[derive(Debug)]
 pub(super) struct Replica<S> {
-    id: LogId,
+    pub(super) id: LogId,
     pub(super) storage: S,
     /// What the writer said is committed (never above this replica's head).
     commit: Offset,
     /// Records below this were offered to the sessions.
-    fanned: Offset,
+    pub(super) fanned: Offset,
     /// New to this node (empty when added): records stamped before
     /// `MeshConfig::started` are history, not offered.
     history: bool,
     /// An append failed: fetch again from this time on, not at once (a full disk
     /// would otherwise be asked to take the same records at network speed).
     refetch_at: Option<SystemTime>,
-}
-
-/// The logs a router reads, by [`LogRef`].
-pub(super) struct Logs<'a, S> {
-    own: &'a S,
-    /// The own log's id, in a cluster.
-    own_id: Option<LogId>,
-    /// Where what the own log offered its sessions ends: its commit in a cluster
-    /// (fan-out waits for it), its head on one node.
-    own_end: Offset,
-    replicas: &'a [Replica<S>],
-}
-
-// By hand: derived, they would ask `S: Copy`.
-impl<S> Clone for Logs<'_, S> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<S> Copy for Logs<'_, S> {}
-
-impl<'a, S: Storage> Logs<'a, S> {
-    /// The router's logs: `own`, and those of `mesh` in a cluster.
-    pub fn new(own: &'a S, mesh: Option<&'a Mesh<S>>) -> Self {
-        Logs {
-            own,
-            own_id: mesh.map(|m| m.config.own),
-            own_end: mesh.map_or_else(|| own.head(), |m| m.tracker.commit()),
-            replicas: mesh.map_or(&[], |m| &m.replicas[..]),
-        }
-    }
-
-    /// The storage of `log`, if the router reads it.
-    pub fn get(self, log: LogRef) -> Option<&'a S> {
-        match log.0.checked_sub(1) {
-            None => Some(self.own),
-            Some(i) => self.replicas.get(usize::from(i)).map(|r| &r.storage),
-        }
-    }
-
-    /// The id of `log`, in a cluster.
-    pub fn id(self, log: LogRef) -> Option<LogId> {
-        match log.0.checked_sub(1) {
-            None => self.own_id,
-            Some(i) => self.replicas.get(usize::from(i)).map(|r| r.id),
-        }
-    }
-
-    /// The replicas' refs, in order.
-    pub fn replica_refs(self) -> impl Iterator<Item = LogRef> {
-        (1..=self.replicas.len()).filter_map(|i| u16::try_from(i).ok().map(LogRef))
-    }
-
-    /// Where the records of `log` offered to live sessions end: a session that
-    /// scans the log catches up there, never above (what lies above is offered
-    /// once committed, and a session that had read it would get it twice).
-    pub fn end(self, log: LogRef) -> Offset {
-        match log.0.checked_sub(1) {
-            None => self.own_end,
-            Some(i) => self
-                .replicas
-                .get(usize::from(i))
-                .map_or(Offset(0), |r| r.fanned),
-        }
-    }
 }
 
 /// An entry waits for the commit to pass this offset.
@@ -538,7 +478,13 @@ impl<S: Storage> Router<S> {
             return;
         };
         if log != mesh.config.own {
-            tracing::warn!(%peer, %log, "fetch of a log this node does not write; ignored");
+            // An earlier run's log is fetched by a peer that kept a replica of it:
+            // that replica stays as it is.
+            if log.node == mesh.config.own.node {
+                tracing::debug!(%peer, %log, "fetch of this node's earlier run's log; ignored");
+            } else {
+                tracing::warn!(%peer, %log, "fetch of a log this node does not write; ignored");
+            }
             return;
         }
         let moved = mesh.tracker.follower_end(peer, from).is_some();

@@ -62,6 +62,15 @@ pub const MOSQ_FORMAT: &str = "MSG|%q|%r|%t|%x";
 impl MosquittoSub {
     /// Start `mosquitto_sub -h 127.0.0.1 -p PORT -d -F ... ARGS` and wait for its SUBACK.
     pub fn start(port: u16, args: &[&str]) -> MosquittoSub {
+        let sub = MosquittoSub::spawn(port, args);
+        sub.out
+            .wait_for("received SUBACK", STEP, "mosquitto_sub output");
+        sub
+    }
+
+    /// As `start`, without waiting for the SUBACK (a resumed session's messages
+    /// may come first, and all it waits for).
+    pub fn spawn(port: u16, args: &[&str]) -> MosquittoSub {
         StockClient::Mosquitto.require();
         // Line-buffered stdout, so that the debug lines arrive as they are printed.
         let mut child = Command::new("stdbuf")
@@ -83,10 +92,7 @@ impl MosquittoSub {
             .expect("spawn mosquitto_sub");
         let out = collect_lines(child.stdout.take().unwrap());
         let err = collect_lines(child.stderr.take().unwrap());
-        let sub = MosquittoSub { child, out, err };
-        sub.out
-            .wait_for("received SUBACK", STEP, "mosquitto_sub output");
-        sub
+        MosquittoSub { child, out, err }
     }
 
     /// Wait for it to exit (it should be run with -C and -W) and return its exit status
