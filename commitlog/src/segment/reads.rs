@@ -98,7 +98,8 @@ impl Segment {
     /// where it ends.
     fn first_read(&self, rel: u32, limits: ReadLimits) -> FirstRead {
         let start = self.index.floor(rel).unwrap_or(Entry { rel: 0, pos: 0 });
-        let rel_end = u32::try_from(u64::from(rel) + limits.records_max as u64).unwrap_or(u32::MAX);
+        let wanted = u64::try_from(limits.records_max).unwrap_or(u64::MAX);
+        let rel_end = u32::try_from(u64::from(rel).saturating_add(wanted)).unwrap_or(u32::MAX);
         let end = self
             .index
             .ceil_pos(rel_end)

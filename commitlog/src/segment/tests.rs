@@ -55,6 +55,20 @@ fn append_and_read_back() {
 }
 
 #[test]
+fn a_read_of_as_many_records_as_there_are_takes_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Segment::create(dir.path(), Offset(7), DENSE, 4096, 0).unwrap();
+    let mut buf = WriteScratch::default();
+    s.append(&recs(3, 5), 1 << 20, &mut buf).unwrap();
+    let mut out: Vec<Bytes> = Vec::new();
+    assert_eq!(
+        s.read(Offset(8), lim(usize::MAX, 1 << 20), &mut out).unwrap(),
+        Offset(10)
+    );
+    assert_eq!(out, recs(3, 5)[1..].to_vec());
+}
+
+#[test]
 fn batches_and_records_larger_than_one_write_read_back_whole() {
     // 40 records of 100 KiB (4 MB in calls of at most 1 MiB) and one of 2.5 MiB
     // (written in parts), among small ones framed into the write buffer.
