@@ -14,10 +14,10 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use commitlog::Offset;
 
-use crate::ids::{Channel, Incarnation, LogId, NodeId};
+use crate::ids::{Channel, Incarnation, LogId, NodeId, Stream};
 
 /// The version byte of every frame; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The length prefix, version and kind.
 pub const FRAME_HEADER_BYTES: usize = 6;
 /// The longest `Goodbye` reason, in bytes.
@@ -53,11 +53,14 @@ pub enum Frame {
         /// See `auth`.
         proof: [u8; TOKEN_BYTES],
     },
-    /// A follower asks for the records of `log` from `from`, which is also where its
-    /// replica ends (everything below is held: the writer counts it towards commit).
+    /// A follower asks for the records of `log`'s `stream` from `from`, which is
+    /// also where its replica ends (everything below is held: the writer counts it
+    /// towards commit).
     Fetch {
         /// The log asked for.
         log: LogId,
+        /// Which of its streams.
+        stream: Stream,
         /// The first offset wanted: the end of the follower's replica.
         from: Offset,
         /// The most record bytes to send back.
@@ -69,6 +72,8 @@ pub enum Frame {
     Records {
         /// The log.
         log: LogId,
+        /// Which of its streams.
+        stream: Stream,
         /// The offset of the first record in `records`.
         base: Offset,
         /// Everything below is held by `ack_copies` nodes.
@@ -134,6 +139,9 @@ pub enum FrameError {
     /// No such kind of frame.
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
+    /// No such stream of a log.
+    #[error("unknown stream {0}")]
+    UnknownStream(u8),
     /// The frame ended before its fields did.
     #[error("a {0} frame is shorter than its fields")]
     Truncated(&'static str),
@@ -186,24 +194,24 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         }
         Frame::Fetch {
             log,
+            stream,
             from,
             bytes_max,
             wait_ms,
         } => {
-            out.put_u8(FETCH);
-            put_log(out, *log);
+            put_stream_header(out, FETCH, *log, *stream);
             out.put_u64(from.0);
             out.put_u32(*bytes_max);
             out.put_u32(*wait_ms);
         }
         Frame::Records {
             log,
+            stream,
             base,
             commit,
             records,
         } => {
-            out.put_u8(RECORDS);
-            put_log(out, *log);
+            put_stream_header(out, RECORDS, *log, *stream);
             out.put_u64(base.0);
             out.put_u64(commit.0);
             out.put_slice(records);
@@ -342,11 +350,13 @@ fn decode_challenge(body: &mut Bytes) -> Result<Frame, FrameError> {
 fn decode_fetch(body: &mut Bytes) -> Result<Frame, FrameError> {
     const KIND: &str = "Fetch";
     let log = log_id(body, KIND)?;
+    let stream = stream(body, KIND)?;
     let from = Offset(u64_field(body, KIND)?);
     let bytes_max = u32_field(body, KIND)?;
     let wait_ms = u32_field(body, KIND)?;
     Ok(Frame::Fetch {
         log,
+        stream,
         from,
         bytes_max,
         wait_ms,
@@ -356,11 +366,13 @@ fn decode_fetch(body: &mut Bytes) -> Result<Frame, FrameError> {
 fn decode_records(body: &mut Bytes) -> Result<Frame, FrameError> {
     const KIND: &str = "Records";
     let log = log_id(body, KIND)?;
+    let stream = stream(body, KIND)?;
     let base = Offset(u64_field(body, KIND)?);
     let commit = Offset(u64_field(body, KIND)?);
     let records = body.split_off(0);
     Ok(Frame::Records {
         log,
+        stream,
         base,
         commit,
         records,
@@ -382,6 +394,13 @@ fn decode_goodbye(body: &mut Bytes) -> Result<Frame, FrameError> {
     })
 }
 
+/// The kind byte, log and stream that begin a `Fetch` or a `Records`.
+fn put_stream_header(out: &mut BytesMut, kind: u8, log: LogId, stream: Stream) {
+    out.put_u8(kind);
+    put_log(out, log);
+    out.put_u8(stream.to_byte());
+}
+
 fn put_log(out: &mut BytesMut, log: LogId) {
     out.put_u8(log.node.0);
     out.put_u32(log.incarnation.0);
@@ -391,6 +410,11 @@ fn log_id(body: &mut Bytes, kind: &'static str) -> Result<LogId, FrameError> {
     let node = node(body, kind)?;
     let incarnation = Incarnation(u32_field(body, kind)?);
     Ok(LogId { node, incarnation })
+}
+
+fn stream(body: &mut Bytes, kind: &'static str) -> Result<Stream, FrameError> {
+    let b = body.try_get_u8().map_err(|_| FrameError::Truncated(kind))?;
+    Stream::from_byte(b).ok_or(FrameError::UnknownStream(b))
 }
 
 fn node(body: &mut Bytes, kind: &'static str) -> Result<NodeId, FrameError> {

@@ -72,3 +72,41 @@ impl fmt::Display for Channel {
         })
     }
 }
+
+/// Which of a run's two replicated streams: its message log, or its session
+/// journal (what lets another node carry on a session of this one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stream {
+    /// The message log.
+    Messages,
+    /// The session journal.
+    Journal,
+}
+
+impl Stream {
+    /// Its byte on the wire.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Stream::Messages => 1,
+            Stream::Journal => 2,
+        }
+    }
+
+    /// The stream a byte names, if any.
+    pub fn from_byte(b: u8) -> Option<Stream> {
+        match b {
+            1 => Some(Stream::Messages),
+            2 => Some(Stream::Journal),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stream::Messages => "messages",
+            Stream::Journal => "journal",
+        })
+    }
+}

@@ -25,4 +25,4 @@ mod ids;
 pub use auth::{AuthError, AwaitingProof, Dialer, Listener, Nonce, Secret, SECRET_MIN_BYTES};
 pub use commit::CommitTracker;
 pub use frame::{decode, encode, Frame, FrameError, FRAME_HEADER_BYTES, PROTOCOL_VERSION};
-pub use ids::{Channel, Incarnation, LogId, NodeId};
+pub use ids::{Channel, Incarnation, LogId, NodeId, Stream};

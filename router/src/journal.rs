@@ -35,6 +35,7 @@ use commitlog::Offset;
 
 pub use op::Op;
 pub use replay::replay;
+pub(crate) use replay::Replay;
 
 use crate::length_prefix::FieldTooLong;
 use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
@@ -240,7 +241,13 @@ impl<S: Storage> Journal<S> {
     }
 
     /// Write `state` as a checkpoint and remove what it supersedes.
-    pub fn checkpoint(&mut self, state: &Snapshot, head: Offset) -> commitlog::Result<()> {
+    /// Records from `hold` on stay (a follower still needs them).
+    pub fn checkpoint(
+        &mut self,
+        state: &Snapshot,
+        head: Offset,
+        hold: Option<Offset>,
+    ) -> commitlog::Result<()> {
         let Some(begin) = self.log.as_ref().map(Storage::head) else {
             return Ok(());
         };
@@ -262,7 +269,7 @@ impl<S: Storage> Journal<S> {
         self.needs_checkpoint = false;
         self.checkpoint_wanted = false;
         if let Some(log) = self.log.as_mut() {
-            log.remove_before(begin)?;
+            log.remove_before(hold.map_or(begin, |h| h.min(begin)))?;
         }
         Ok(())
     }

@@ -28,12 +28,15 @@
 mod connect;
 mod deliver;
 mod inspect;
+mod journal_stream;
 mod logs;
+mod peer;
 mod persist;
 mod publish;
 mod replication;
 mod subscribe;
 mod system;
+mod written;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -52,7 +55,8 @@ use crate::subscriptions::{Grant, SubscriptionTree};
 use crate::{ConnectionId, LogRef, QoS, RouterConfig, SessionId, TopicId};
 
 pub use inspect::{MeshStatus, SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo};
-pub use replication::{MeshConfig, PeerEvent, PeerReply};
+pub use peer::{PeerEvent, PeerReply};
+pub use replication::MeshConfig;
 pub(crate) use system::record_topic;
 pub use system::{is_system_topic, SYSTEM_PREFIX};
 
@@ -282,6 +286,7 @@ impl<S: Storage> Router<S> {
     /// what it acknowledges is appended and journaled.
     pub fn drain_outbox(&mut self) -> std::vec::Drain<'_, (ConnectionId, Reply)> {
         self.flush();
+        self.outbox_drained();
         self.outbox.drain(..)
     }
 
@@ -423,10 +428,14 @@ impl<S: Storage> Router<S> {
         if self.mesh.is_some() {
             self.fan_out_replicas();
             self.retry_fetches();
-            self.answer_fetches();
+            self.retry_journal_fetches();
         }
         self.deliver_woken();
         self.commit_journal();
+        if self.mesh.is_some() {
+            self.journal_written();
+            self.answer_fetches();
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use commitlog::record::Framed;
 use commitlog::{Offset, ReadLimits};
-use mesh::{Incarnation, LogId, NodeId};
+use mesh::{Incarnation, LogId, NodeId, Stream};
 use router::{
     Connect, ConnectionId, Event, MemStorage, MeshConfig, Message, NewMessage, PacketId, PeerEvent,
     PeerReply, Publication, QoS, Reply, Router, RouterConfig, Storage, Subscription, TopicId,
@@ -106,7 +106,12 @@ impl Sim {
         let ack_copies = if seed.is_multiple_of(3) { 3 } else { 2 };
         let mut nodes = Vec::new();
         for n in NODES {
-            let mut r = Router::new(RouterConfig::default(), MemStorage::new());
+            let mut r = Router::open(
+                RouterConfig::default(),
+                MemStorage::new(),
+                MemStorage::new(),
+            )
+            .expect("a journal in memory");
             let others: Vec<NodeId> = NODES.into_iter().filter(|o| *o != n).collect();
             r.join_mesh(MeshConfig {
                 own: log_of(n),
@@ -119,6 +124,7 @@ impl Sim {
             for o in others {
                 r.add_replica(log_of(o), MemStorage::new())
                     .expect("replica");
+                assert!(r.add_journal_replica(log_of(o), MemStorage::new()));
             }
             for (conn, id) in [(PUBLISHER, "pub"), (SUBSCRIBER, "sub")] {
                 r.handle(Event::Connect {
@@ -269,18 +275,21 @@ impl Sim {
         };
         let to = NODES.iter().position(|n| *n == m.to).expect("a node");
         let event = match m.reply {
-            PeerReply::Fetch { log, from } => PeerEvent::Fetched {
+            PeerReply::Fetch { stream, log, from } => PeerEvent::Fetched {
+                stream,
                 peer: m.from,
                 log,
                 from,
                 bytes_max: 1 << 20,
             },
             PeerReply::Records {
+                stream,
                 log,
                 base,
                 commit,
                 records,
             } => PeerEvent::Replicated {
+                stream,
                 log,
                 base,
                 commit,
@@ -323,7 +332,13 @@ impl Sim {
             }
             85..=87 if !self.wire.is_empty() => {
                 let k = self.rng.below(self.wire.len());
-                if matches!(self.wire[k].reply, PeerReply::Records { .. }) {
+                if matches!(
+                    self.wire[k].reply,
+                    PeerReply::Records {
+                        stream: Stream::Messages,
+                        ..
+                    }
+                ) {
                     self.deliver(k, true);
                 }
             }
@@ -360,6 +375,21 @@ impl Sim {
                     "node {}'s replica of log {n}",
                     j + 1
                 );
+                let journal = self.nodes[i].journal_storage().expect("a journal");
+                let copy = r.journal_replica(log_of(*n)).expect("a journal replica");
+                assert!(copy.head() <= journal.head());
+                // Each side may have dropped what precedes a checkpoint.
+                let theirs: BTreeMap<Offset, &Bytes> = journal.records().collect();
+                for (offset, record) in copy.records() {
+                    if offset >= journal.earliest() {
+                        assert_eq!(
+                            Some(&record),
+                            theirs.get(&offset),
+                            "node {}'s replica of journal {n} at {offset}",
+                            j + 1
+                        );
+                    }
+                }
             }
         }
     }

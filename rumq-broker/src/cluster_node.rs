@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use commitlog::record::{encode_into, Framed, HEADER_BYTES};
 use commitlog::{Log, LogConfig};
-use mesh::{Channel, Frame, Incarnation, LogId, NodeId};
+use mesh::{Channel, Frame, Incarnation, LogId, NodeId, Stream};
 use meta::{Meta, MetaChange, MetaConfig, RaftServer};
 use router::{MeshConfig, PeerEvent, PeerReply, Router};
 use rumq_broker::meta_links::MetaLinks;
@@ -71,6 +71,8 @@ pub fn log_dir(dir: &Path, log: LogId) -> PathBuf {
 pub struct PeerSide {
     replicas_dir: PathBuf,
     config: LogConfig,
+    /// Where replicas of the peers' session journals go, and their log's config.
+    journals: (PathBuf, LogConfig),
     links: BTreeMap<NodeId, mpsc::Sender<PeerReply>>,
     /// What the router tells the metadata group through the edge.
     to_meta: ToMeta,
@@ -110,11 +112,16 @@ fn to_meta() -> (ToMeta, FromRouter) {
 }
 
 impl PeerSide {
-    /// Replicas in `replicas_dir`, each a log with `config`; what the router tells
-    /// the metadata group goes to `to_meta`.
-    pub fn new(replicas_dir: PathBuf, config: LogConfig, to_meta: ToMeta) -> PeerSide {
+    /// Replicas in `data_dir` (`replicas/`, and `journal-replicas/` for the
+    /// journals), each a log with `config` (the journals' derived from it); what the
+    /// router tells the metadata group goes to `to_meta`.
+    pub fn new(data_dir: &Path, config: LogConfig, to_meta: ToMeta) -> PeerSide {
         PeerSide {
-            replicas_dir,
+            replicas_dir: data_dir.join("replicas"),
+            journals: (
+                data_dir.join("journal-replicas"),
+                crate::server::journal_config(&config),
+            ),
             config,
             links: BTreeMap::new(),
             to_meta,
@@ -134,8 +141,22 @@ impl PeerSide {
         }
     }
 
-    /// Replicate `log`, unless the router already does.
+    /// Replicate `log`'s messages and session journal, unless the router already
+    /// does.
     pub fn open_replica(&self, router: &mut Router<Log>, log: LogId) {
+        if router.journal_replica(log).is_none() {
+            let (dir, config) = (log_dir(&self.journals.0, log), self.journals.1.clone());
+            match Log::open(&dir, config) {
+                Ok(storage) => {
+                    if router.add_journal_replica(log, storage) {
+                        tracing::info!(%log, dir = %dir.display(), "replicating its session journal");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(%log, dir = %dir.display(), error = %e, "cannot open a journal replica")
+                }
+            }
+        }
         if router.replica(log).is_some() {
             return;
         }
@@ -236,14 +257,16 @@ pub async fn run_data_link(link: Link, router: RouterTx, config: DataLinkConfig)
 /// The frame for what the router sends a peer: records framed as stored.
 fn frame_of(reply: PeerReply, fetch_bytes_max: u32) -> Frame {
     match reply {
-        PeerReply::Fetch { log, from } => Frame::Fetch {
+        PeerReply::Fetch { log, stream, from } => Frame::Fetch {
             log,
+            stream,
             from,
             bytes_max: fetch_bytes_max,
             wait_ms: FETCH_WAIT_MS,
         },
         PeerReply::Records {
             log,
+            stream,
             base,
             commit,
             records,
@@ -255,6 +278,7 @@ fn frame_of(reply: PeerReply, fetch_bytes_max: u32) -> Frame {
             }
             Frame::Records {
                 log,
+                stream,
                 base,
                 commit,
                 records: framed.into(),
@@ -274,24 +298,35 @@ fn to_router(
         Frame::Announce { log } if log.node == peer => return Ok(Some(ToRouter::Replica(log))),
         Frame::Fetch {
             log,
+            stream,
             from,
             bytes_max,
             ..
         } => PeerEvent::Fetched {
             peer,
             log,
+            stream,
             from,
             bytes_max,
         },
         Frame::Records {
             log,
+            stream,
             base,
             commit,
             records,
         } => {
-            let records = Framed::split(&records, record_bytes_max)?;
+            // A journal's records may hold a whole retained message besides ops.
+            let max = match stream {
+                Stream::Messages => record_bytes_max,
+                Stream::Journal => {
+                    record_bytes_max.saturating_add(crate::server::JOURNAL_RECORD_ROOM_BYTES)
+                }
+            };
+            let records = Framed::split(&records, max)?;
             PeerEvent::Replicated {
                 log,
+                stream,
                 base,
                 commit,
                 records,
@@ -370,7 +405,7 @@ pub fn open(
     }
     tracing::info!(log = %own, ack_copies = cluster.ack_copies, tls = cluster.tls.is_some(), "cluster node");
     let (to, from_router) = to_meta();
-    let side = PeerSide::new(config.data_dir.join("replicas"), config.storage.clone(), to);
+    let side = PeerSide::new(&config.data_dir, config.storage.clone(), to);
     let peers = PeerSet {
         listen: cluster.listen,
         peers: cluster.peers.iter().map(|p| (p.id, p.addr)).collect(),

@@ -159,11 +159,17 @@ pub fn run(
     served
 }
 
+/// How much larger than the message log's records the session journal's may be: a
+/// record of ops of about 1 MiB, and one op holding a whole retained message.
+pub(crate) const JOURNAL_RECORD_ROOM_BYTES: u32 = 2 * 1024 * 1024;
+
 /// The session journal's log: synced like the message log, small segments (a
 /// checkpoint makes older ones obsolete), records large enough for a retained
 /// message, and no retention (the router removes what a checkpoint supersedes).
 pub(crate) fn journal_config(messages: &LogConfig) -> LogConfig {
-    let record_bytes_max = messages.record_bytes_max.saturating_add(2 * 1024 * 1024);
+    let record_bytes_max = messages
+        .record_bytes_max
+        .saturating_add(JOURNAL_RECORD_ROOM_BYTES);
     LogConfig {
         segment_bytes_max: (32 * 1024 * 1024).max(u64::from(record_bytes_max) + 64),
         index_bytes_max: 1024 * 1024,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use commitlog::Offset;
-use mesh::{Channel, Frame, Incarnation, LogId, NodeId, Secret};
+use mesh::{Channel, Frame, Incarnation, LogId, NodeId, Secret, Stream};
 use rumq_broker::peer_link::{Link, LinkConfig, LinkError};
 use rumq_broker::peer_stream::PeerTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,6 +59,7 @@ async fn nodes_with_the_same_secret_link_and_exchange_frames() {
         incarnation: Incarnation(3),
     };
     let fetch = Frame::Fetch {
+        stream: Stream::Messages,
         log,
         from: Offset(10),
         bytes_max: 1 << 20,
@@ -67,6 +68,7 @@ async fn nodes_with_the_same_secret_link_and_exchange_frames() {
     a.send(&fetch).await.unwrap();
     assert_eq!(within(b.recv()).await.unwrap(), fetch);
     let records = Frame::Records {
+        stream: Stream::Messages,
         log,
         base: Offset(10),
         commit: Offset(10),
@@ -142,7 +144,7 @@ async fn garbage_and_oversize_frames_end_the_link_with_the_decoders_reason() {
         "{read:?}"
     );
 
-    let (accepted, _) = raw_client(&[0, 0, 0, 2, 1, 99]).await;
+    let (accepted, _) = raw_client(&[0, 0, 0, 2, mesh::PROTOCOL_VERSION, 99]).await;
     assert!(
         matches!(
             accepted,
@@ -179,6 +181,7 @@ async fn split_halves_carry_requests_both_ways_at_once() {
     let (mut a_read, mut a_write) = a.into_split();
     let (mut b_read, mut b_write) = b.into_split();
     let fetch = |node| Frame::Fetch {
+        stream: Stream::Messages,
         log: LogId {
             node,
             incarnation: Incarnation(1),
@@ -253,6 +256,7 @@ async fn under_mutual_tls_nodes_the_ca_signed_link_and_exchange_frames() {
     // Split, as the data links are: each half works over TLS.
     let ((mut a_read, mut a_write), (mut b_read, mut b_write)) = (a.into_split(), b.into_split());
     let fetch = Frame::Fetch {
+        stream: Stream::Messages,
         log: LogId {
             node: B,
             incarnation: Incarnation(1),
@@ -319,6 +323,7 @@ async fn under_mutual_tls_a_frame_larger_than_the_socket_buffers_arrives_whole()
     let (mut b_read, _b_write) = within(accepted).await.unwrap().unwrap().into_split();
     let (_a_read, mut a_write) = a.into_split();
     let records = Frame::Records {
+        stream: Stream::Messages,
         log: LogId {
             node: A,
             incarnation: Incarnation(1),

@@ -62,7 +62,8 @@ fn a_read_of_as_many_records_as_there_are_takes_them_all() {
     s.append(&recs(3, 5), 1 << 20, &mut buf).unwrap();
     let mut out: Vec<Bytes> = Vec::new();
     assert_eq!(
-        s.read(Offset(8), lim(usize::MAX, 1 << 20), &mut out).unwrap(),
+        s.read(Offset(8), lim(usize::MAX, 1 << 20), &mut out)
+            .unwrap(),
         Offset(10)
     );
     assert_eq!(out, recs(3, 5)[1..].to_vec());

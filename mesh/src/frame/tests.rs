@@ -53,10 +53,12 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             any::<u32>(),
             any::<u64>(),
             any::<u32>(),
-            any::<u32>()
+            any::<u32>(),
+            any::<bool>()
         )
-            .prop_map(|(n, i, from, bytes_max, wait_ms)| Frame::Fetch {
+            .prop_map(|(n, i, from, bytes_max, wait_ms, j)| Frame::Fetch {
                 log: log(n, i),
+                stream: if j { Stream::Journal } else { Stream::Messages },
                 from: Offset(from),
                 bytes_max,
                 wait_ms
@@ -67,10 +69,12 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             any::<u32>(),
             any::<u64>(),
             any::<u64>(),
-            proptest::collection::vec(any::<u8>(), 0..300)
+            proptest::collection::vec(any::<u8>(), 0..300),
+            any::<bool>()
         )
-            .prop_map(|(n, i, base, commit, records)| Frame::Records {
+            .prop_map(|(n, i, base, commit, records, j)| Frame::Records {
                 log: log(n, i),
+                stream: if j { Stream::Journal } else { Stream::Messages },
                 base: Offset(base),
                 commit: Offset(commit),
                 records: Bytes::from(records)
@@ -176,6 +180,10 @@ fn malformed_frames_are_named() {
             FrameError::BadReason,
         ),
         (
+            vec![0, 0, 0, 8, PROTOCOL_VERSION, FETCH, 1, 0, 0, 0, 1, 3],
+            FrameError::UnknownStream(3),
+        ),
+        (
             {
                 let mut v = hello.to_vec();
                 v[3] += 1;
@@ -199,6 +207,7 @@ fn records_travel_as_they_are_and_a_long_reason_is_cut_on_a_character() {
     let records = Bytes::from_static(b"\x00\x00\x00\x03abc-whatever-the-log-stored");
     let f = Frame::Records {
         log: log(3, 7),
+        stream: Stream::Journal,
         base: Offset(41),
         commit: Offset(40),
         records: records.clone(),

@@ -15,7 +15,7 @@ use crate::storage::Storage;
 use crate::{Message, QoS, SubOptions, NEVER_EXPIRES};
 
 /// A session as replay rebuilds it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Rebuilt {
     client_id: String,
     filters: BTreeMap<String, SubOptions>,
@@ -215,6 +215,14 @@ impl Replay {
                 .unwrap_or(&mut self.current)
                 .apply(op),
         }
+    }
+
+    /// The session of `client_id` as the ops so far leave it (a checkpoint being
+    /// read does not count until its end).
+    #[allow(dead_code)] // Read by session moves, which come next.
+    pub fn session(&self, client_id: &str) -> Option<SavedSession> {
+        let (id, s) = (self.current.sessions.iter()).find(|(_, s)| s.client_id == client_id)?;
+        Some(s.clone().into_saved(*id))
     }
 
     /// The state, and the message-log head the last batch was committed at.

@@ -336,7 +336,8 @@ impl<S: Storage> Router<S> {
     /// Write the whole persistent state to the journal and drop what it supersedes.
     pub(super) fn write_checkpoint(&mut self) -> commitlog::Result<()> {
         let state = self.snapshot();
-        self.journal.checkpoint(&state, self.storage.head())?;
+        let hold = self.journal_hold();
+        self.journal.checkpoint(&state, self.storage.head(), hold)?;
         self.stats.checkpoints += 1;
         Ok(())
     }

@@ -17,17 +17,20 @@
 //! The links are the driver's: fetches come in as [`PeerEvent`]s and answers go out
 //! through [`Router::drain_peer_outbox`] as [`PeerReply`]s.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use commitlog::record::Framed;
 use commitlog::{Offset, ReadLimits};
-use mesh::{CommitTracker, LogId, NodeId};
+use mesh::{LogId, NodeId, Stream};
 
 use super::inspect::MeshStatus;
+use super::journal_stream::{Gate, JournalReplica};
+use super::peer::{PeerEvent, PeerReply};
 use super::publish::{beyond_positions, offer, offer_to, Offered};
+use super::written::Written;
 use super::{epoch_ms, Matched, Router, Staged};
 use crate::storage::Storage;
 use crate::{LogRef, Message, Position};
@@ -66,101 +69,24 @@ pub(super) fn share_key(log: LogId, offset: Offset) -> u64 {
     z ^ (z >> 31)
 }
 
-/// What a peer link brings in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerEvent {
-    /// A follower of this node's log fetches from `from`: it holds everything
-    /// below.
-    Fetched {
-        /// The follower.
-        peer: NodeId,
-        /// The log asked for.
-        log: LogId,
-        /// Where the follower's replica ends.
-        from: Offset,
-        /// The most record bytes it takes in one answer.
-        bytes_max: u32,
-    },
-    /// A link to `peer` is (re)established: what was in flight on the one before is
-    /// gone, so the fetches to it are sent again and its parked fetch is dropped.
-    LinkUp {
-        /// The peer.
-        peer: NodeId,
-    },
-    /// A writer's answer to this node's fetch: records from `base`, checked by the
-    /// link (see [`Framed::split`]), and the writer's commit.
-    Replicated {
-        /// The log.
-        log: LogId,
-        /// The offset of the first record.
-        base: Offset,
-        /// Everything below is held by `ack_copies` nodes.
-        commit: Offset,
-        /// The records, framed as stored.
-        records: Vec<Framed>,
-    },
-    /// The cluster's metadata applied a new owner of `client_id`, `node`, at entry
-    /// `at`: if that is not this node, a session it holds here ends (its connection
-    /// closed as taken over).
-    Moved {
-        /// The session's client id.
-        client_id: String,
-        /// Its new owner.
-        node: NodeId,
-        /// The metadata entry.
-        at: u64,
-    },
-    /// The cluster's metadata applied a change of the nodes with members of the
-    /// shared subscription group `group` (`$share/{name}/{filter}`): now `nodes`.
-    SharedNodes {
-        /// The group.
-        group: String,
-        /// The nodes with members of it.
-        nodes: Vec<NodeId>,
-    },
-}
-
-/// What the router sends a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerReply {
-    /// Records of this node's log from `base` (payloads: the link frames them), and
-    /// its commit.
-    Records {
-        /// The log.
-        log: LogId,
-        /// The offset of the first record.
-        base: Offset,
-        /// Everything below is held by `ack_copies` nodes.
-        commit: Offset,
-        /// The payloads, in order.
-        records: Vec<Bytes>,
-    },
-    /// Ask the writer of `log` for its records from `from`.
-    Fetch {
-        /// The log.
-        log: LogId,
-        /// Where this node's replica ends.
-        from: Offset,
-    },
-}
-
 /// The cluster state of a router.
 #[derive(Debug)]
 pub(super) struct Mesh<S> {
     config: MeshConfig,
-    tracker: CommitTracker,
+    /// This node's message log, as its followers hold it.
+    pub(super) messages: Written,
+    /// This node's session journal, as its followers hold it.
+    pub(super) journal: Written,
     /// Appended, not yet committed: each entry's offset (its record's, or the next
     /// one for an entry without a record) and what it releases, in order.
     committing: VecDeque<(Offset, Staged)>,
-    /// Fetches waiting for records, one per follower.
-    parked: Vec<Parked>,
-    /// The commit each follower was last told: a fetch is answered at once while
-    /// its follower knows less than the commit, even with no record to send (a
-    /// follower that holds everything must still learn that it is committed).
-    told: BTreeMap<NodeId, Offset>,
     /// Replicas of other nodes' logs; replica `i` is `LogRef(i + 1)`.
     pub(super) replicas: Vec<Replica<S>>,
-    outbox: Vec<(NodeId, PeerReply)>,
+    /// Replicas of other nodes' session journals.
+    pub(super) journal_replicas: Vec<JournalReplica<S>>,
+    /// Replies waiting for this node's journal's commit.
+    pub(super) gate: Gate,
+    pub(super) outbox: Vec<(NodeId, PeerReply)>,
     /// Scratch for matching replicas' records (see `offer_replicated`).
     matched: Matched,
     /// The stamp of the retained message (or clear) last applied to each topic: a
@@ -187,7 +113,7 @@ impl<S> Mesh<S> {
 
     /// The own log's commit.
     pub(super) fn commit(&self) -> Offset {
-        self.tracker.commit()
+        self.messages.tracker.commit()
     }
 
     /// The router's ref of log `id`, if it reads it.
@@ -207,8 +133,13 @@ impl<S> Mesh<S> {
         MeshStatus {
             log: self.config.own.to_string(),
             head: head.0,
-            commit: self.tracker.commit().0,
-            followers: self.tracker.lags().map(|(n, lag)| (n.0, lag)).collect(),
+            commit: self.messages.tracker.commit().0,
+            followers: self
+                .messages
+                .tracker
+                .lags()
+                .map(|(n, lag)| (n.0, lag))
+                .collect(),
             replicas: (self.replicas.iter())
                 .map(|r| (r.id.to_string(), r.storage.head().0, r.commit.0))
                 .collect(),
@@ -218,7 +149,7 @@ impl<S> Mesh<S> {
     /// Where the slowest follower of this node's log ends: its writer keeps what
     /// follows for it.
     pub(super) fn slowest_follower(&self) -> Option<Offset> {
-        self.tracker.slowest_end()
+        self.messages.tracker.slowest_end()
     }
 
     /// Whether a retained publish to `topic`, of `time_ms`, at `offset` of the log
@@ -251,14 +182,6 @@ impl<S> Mesh<S> {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Parked {
-    peer: NodeId,
-    from: Offset,
-    bytes_max: u32,
-    since: SystemTime,
-}
-
 /// A copy of another node's log.
 #[derive(Debug)]
 pub(super) struct Replica<S> {
@@ -286,7 +209,7 @@ fn needs(offset: Offset, st: &Staged) -> Offset {
 }
 
 /// How long a replica whose append failed waits before it fetches again.
-const APPEND_RETRY: Duration = Duration::from_secs(1);
+pub(super) const APPEND_RETRY: Duration = Duration::from_secs(1);
 
 /// Records fanned out per replica per call: a large catch-up is spread over
 /// flushes instead of stalling one.
@@ -298,16 +221,19 @@ impl<S: Storage> Router<S> {
     pub fn join_mesh(&mut self, config: MeshConfig) {
         let config_own_node = config.own.node;
         let head = self.storage.head();
-        let tracker = CommitTracker::new(config.ack_copies, config.followers.clone(), head);
-        // Nothing is committed above the log's start yet: nothing to tell.
-        let told = config.followers.iter().map(|f| (*f, head)).collect();
+        let journal_head = self.journal.log().map_or(Offset(0), Storage::head);
+        // The followers hold none of the journal yet (it began with a checkpoint
+        // before the node joined).
+        let mut journal = Written::new(config.ack_copies, &config.followers, Offset(0));
+        journal.tracker.local_end(journal_head);
         self.mesh = Some(Box::new(Mesh {
+            messages: Written::new(config.ack_copies, &config.followers, head),
+            journal,
             config,
-            tracker,
             committing: VecDeque::new(),
-            parked: Vec::new(),
-            told,
             replicas: Vec::new(),
+            journal_replicas: Vec::new(),
+            gate: Gate::default(),
             outbox: Vec::new(),
             matched: Matched::default(),
             retained_stamps: HashMap::new(),
@@ -332,8 +258,12 @@ impl<S: Storage> Router<S> {
             refetch_at: None,
         });
         if log.node != mesh.config.own.node {
-            mesh.outbox
-                .push((log.node, PeerReply::Fetch { log, from: head }));
+            let fetch = PeerReply::Fetch {
+                log,
+                stream: Stream::Messages,
+                from: head,
+            };
+            mesh.outbox.push((log.node, fetch));
         }
         // Every persistent session gets a resume point in it: the next checkpoint
         // writes them (a log the journal names no point in is read from its start).
@@ -341,11 +271,16 @@ impl<S: Storage> Router<S> {
         Some(r)
     }
 
+    /// The log this node writes in this run (none outside a cluster).
+    pub fn own_log(&self) -> Option<LogId> {
+        self.mesh.as_ref().map(|m| m.own())
+    }
+
     /// This node's log's commit (its head outside a cluster).
     pub fn commit(&self) -> Offset {
         self.mesh
             .as_ref()
-            .map_or_else(|| self.storage.head(), |m| m.tracker.commit())
+            .map_or_else(|| self.storage.head(), |m| m.messages.tracker.commit())
     }
 
     /// What the router sends its peers, in order (nothing outside a cluster).
@@ -363,16 +298,25 @@ impl<S: Storage> Router<S> {
             PeerEvent::Fetched {
                 peer,
                 log,
+                stream,
                 from,
                 bytes_max,
-            } => self.fetched(peer, log, from, bytes_max),
+            } => self.fetched(peer, (log, stream), from, bytes_max),
             PeerEvent::LinkUp { peer } => self.link_up(peer),
             PeerEvent::Replicated {
                 log,
+                stream: Stream::Messages,
                 base,
                 commit,
                 records,
             } => self.replicated(log, base, commit, &records),
+            PeerEvent::Replicated {
+                log,
+                stream: Stream::Journal,
+                base,
+                records,
+                ..
+            } => self.journal_replicated(log, base, &records),
             PeerEvent::Moved {
                 client_id,
                 node,
@@ -410,14 +354,17 @@ impl<S: Storage> Router<S> {
         let Some(mesh) = self.mesh.as_mut() else {
             return;
         };
-        mesh.parked.retain(|p| p.peer != peer);
+        mesh.messages.link_up(peer);
+        mesh.journal.link_up(peer);
         for r in mesh.replicas.iter().filter(|r| r.id.node == peer) {
             let fetch = PeerReply::Fetch {
                 log: r.id,
+                stream: Stream::Messages,
                 from: r.storage.head(),
             };
             mesh.outbox.push((peer, fetch));
         }
+        self.refetch_journals(peer);
     }
 
     /// The entries of a flush appended at `range`: they wait for the commit.
@@ -444,7 +391,7 @@ impl<S: Storage> Router<S> {
         let moved = self
             .mesh
             .as_mut()
-            .and_then(|m| m.tracker.local_end(end))
+            .and_then(|m| m.messages.tracker.local_end(end))
             .is_some();
         if moved {
             self.release_committed();
@@ -457,7 +404,7 @@ impl<S: Storage> Router<S> {
             let Some(mesh) = self.mesh.as_mut() else {
                 return;
             };
-            let commit = mesh.tracker.commit();
+            let commit = mesh.messages.tracker.commit();
             let due = mesh
                 .committing
                 .front()
@@ -472,7 +419,13 @@ impl<S: Storage> Router<S> {
         }
     }
 
-    fn fetched(&mut self, peer: NodeId, log: LogId, from: Offset, bytes_max: u32) {
+    fn fetched(
+        &mut self,
+        peer: NodeId,
+        (log, stream): (LogId, Stream),
+        from: Offset,
+        bytes_max: u32,
+    ) {
         let now = self.now;
         let Some(mesh) = self.mesh.as_mut() else {
             return;
@@ -487,75 +440,40 @@ impl<S: Storage> Router<S> {
             }
             return;
         }
-        let moved = mesh.tracker.follower_end(peer, from).is_some();
-        mesh.parked.retain(|p| p.peer != peer);
-        mesh.parked.push(Parked {
-            peer,
-            from,
-            bytes_max: bytes_max.min(mesh.config.fetch_bytes_max),
-            since: now,
-        });
-        if moved {
-            self.release_committed();
+        let bytes_max = bytes_max.min(mesh.config.fetch_bytes_max);
+        match stream {
+            Stream::Messages => {
+                if mesh.messages.fetched(peer, from, bytes_max, now) {
+                    self.release_committed();
+                }
+            }
+            Stream::Journal => {
+                if mesh.journal.fetched(peer, from, bytes_max, now) {
+                    self.release_journaled();
+                }
+            }
         }
         self.answer_fetches();
     }
 
-    /// Answer the parked fetches that have records to read or a commit to learn,
-    /// and those held for `fetch_wait` (a heartbeat).
+    /// Answer the parked fetches of both streams that have records to read or a
+    /// commit to learn, and those held for `fetch_wait` (a heartbeat).
     pub(super) fn answer_fetches(&mut self) {
         let Router {
-            storage, mesh, now, ..
+            storage,
+            journal,
+            mesh,
+            now,
+            ..
         } = self;
         let Some(mesh) = mesh.as_deref_mut() else {
             return;
         };
-        let head = storage.head();
-        let (commit, own, wait) = (
-            mesh.tracker.commit(),
-            mesh.config.own,
-            mesh.config.fetch_wait,
-        );
-        let mut answered = Vec::new();
-        let told = &mut mesh.told;
-        mesh.parked.retain(|p| {
-            let waited = now.duration_since(p.since).is_ok_and(|d| d >= wait);
-            let behind = told.get(&p.peer).is_none_or(|t| *t < commit);
-            if p.from < head || behind || waited {
-                told.insert(p.peer, commit);
-                answered.push(*p);
-                false
-            } else {
-                true
-            }
-        });
-        for p in answered {
-            let mut records = Vec::new();
-            let limits = ReadLimits {
-                records_max: usize::MAX,
-                bytes_max: p.bytes_max as usize,
-            };
-            let base = match storage.read(p.from, limits, &mut records) {
-                Ok(batch) => batch.first,
-                Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
-                    // Its replica can only grow at its head: it stops here (the
-                    // fetch is not answered) until it replicates afresh (issue 23).
-                    tracing::error!(peer = %p.peer, from = %p.from, %earliest, "a follower needs records retention removed (beyond [storage.retention] hold_bytes_max); it no longer replicates this log");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(peer = %p.peer, from = %p.from, error = %e, "cannot read the log for a follower");
-                    records.clear();
-                    p.from
-                }
-            };
-            let reply = PeerReply::Records {
-                log: own,
-                base,
-                commit,
-                records,
-            };
-            mesh.outbox.push((p.peer, reply));
+        let (own, times) = (mesh.config.own, (*now, mesh.config.fetch_wait));
+        let outbox = &mut mesh.outbox;
+        (mesh.messages).answer(&*storage, (own, Stream::Messages), times, outbox);
+        if let Some(log) = journal.log() {
+            (mesh.journal).answer(log, (own, Stream::Journal), times, outbox);
         }
     }
 
@@ -588,8 +506,12 @@ impl<S: Storage> Router<S> {
             commit.min(head)
         };
         r.commit = r.commit.max(known);
-        mesh.outbox
-            .push((log.node, PeerReply::Fetch { log, from: head }));
+        let fetch = PeerReply::Fetch {
+            log,
+            stream: Stream::Messages,
+            from: head,
+        };
+        mesh.outbox.push((log.node, fetch));
         self.fan_out_replica(i);
     }
 
@@ -723,6 +645,7 @@ impl<S: Storage> Router<S> {
                 r.refetch_at = None;
                 let fetch = PeerReply::Fetch {
                     log: r.id,
+                    stream: Stream::Messages,
                     from: r.storage.head(),
                 };
                 mesh.outbox.push((r.id.node, fetch));

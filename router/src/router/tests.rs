@@ -257,11 +257,34 @@ fn disconnect_with(h: &mut Harness, conn: ConnectionId, reason: DisconnectReason
     });
 }
 
+/// The node that writes `own`, one of three (1, 2 and 3) in a cluster with
+/// `ack_copies = 2`, with a session journal; started 1,000 s after the epoch.
+fn journaled_node(own: ::mesh::LogId) -> Router<crate::MemStorage> {
+    use crate::{MemStorage, MeshConfig};
+    let mut r = Router::open(
+        RouterConfig::default(),
+        MemStorage::new(),
+        MemStorage::new(),
+    )
+    .expect("a journal in memory");
+    let followers = (1..=3).map(::mesh::NodeId).filter(|n| *n != own.node);
+    r.join_mesh(MeshConfig {
+        own,
+        ack_copies: 2,
+        followers: followers.collect(),
+        fetch_bytes_max: 1 << 20,
+        fetch_wait: std::time::Duration::from_millis(500),
+        started: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000),
+    });
+    r
+}
+
 mod catch_up;
 mod credit;
 mod faults;
 mod flow;
 mod inspect;
+mod journal_stream;
 mod mesh;
 mod rejoin;
 mod restart;

@@ -22,13 +22,15 @@ const RECONNECT_BACKOFF_MAX_MS_DEFAULT: u64 = 2000;
 const CLAIM_TIMEOUT_MS_DEFAULT: u64 = 5000;
 /// Default `peer_inflight_bytes_max`: 8 MiB.
 const PEER_INFLIGHT_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
-/// Default `peer_frame_bytes_max`: 17 MiB, the default `[storage] record_bytes_max`
-/// (16 MiB) and room.
-const PEER_FRAME_BYTES_MAX_DEFAULT: usize = 17 * 1024 * 1024;
+/// Default `peer_frame_bytes_max`: 19 MiB, the default `[storage] record_bytes_max`
+/// (16 MiB), what a session journal's record may hold besides (2 MiB), and room.
+const PEER_FRAME_BYTES_MAX_DEFAULT: usize = 19 * 1024 * 1024;
 /// How much larger than `[storage] record_bytes_max` a peer frame may be at least:
-/// a `Records` frame carries a whole stored record (its 8-byte header included) after
-/// its own fields (31 bytes in protocol version 1), with room to spare.
-const PEER_FRAME_ROOM_BYTES: usize = 1024;
+/// a `Records` frame carries a whole stored record of the message log or of the
+/// session journal (whose records may be `JOURNAL_RECORD_ROOM_BYTES` larger), its
+/// 8-byte header included, after its own fields (32 bytes in protocol version 2),
+/// with room to spare.
+const PEER_FRAME_ROOM_BYTES: usize = crate::server::JOURNAL_RECORD_ROOM_BYTES as usize + 1024;
 
 /// A node id as written (`node_id`, `--node-id`, the ID of a peer): 1 to 255.
 fn node_id(n: i64) -> Result<NodeId, String> {
@@ -356,7 +358,7 @@ fn check_frame_bytes(frame_bytes_max: usize, record_bytes_max: u32) -> Result<()
         return Err(format!(
             "[cluster] peer_frame_bytes_max ({frame_bytes_max}) must be at least \
              [storage] record_bytes_max ({record_bytes_max}) + {PEER_FRAME_ROOM_BYTES}: \
-             a peer frame carries a whole record"
+             a peer frame carries a whole record (the session journal's are up to 2 MiB larger)"
         ));
     }
     Ok(())
@@ -427,7 +429,7 @@ mod tests {
             (5000, 2000)
         );
         assert_eq!(c.peer_inflight_bytes_max, 8 * 1024 * 1024);
-        assert_eq!(c.peer_frame_bytes_max, 17 * 1024 * 1024);
+        assert_eq!(c.peer_frame_bytes_max, 19 * 1024 * 1024);
     }
 
     #[test]
@@ -582,20 +584,23 @@ mod tests {
 
     #[test]
     fn a_peer_frame_must_hold_the_largest_record() {
-        let err = error(&section("peer_frame_bytes_max = 16778239"));
+        let err = error(&section("peer_frame_bytes_max = 18875391"));
         assert!(
-            err.contains("[cluster] peer_frame_bytes_max (16778239)")
-                && err.contains("[storage] record_bytes_max (16777216) + 1024"),
+            err.contains("[cluster] peer_frame_bytes_max (18875391)")
+                && err.contains("[storage] record_bytes_max (16777216) + 2098176"),
             "{err}"
         );
-        let c = cluster(&section("peer_frame_bytes_max = 16778240")).expect("enough");
-        assert_eq!(c.peer_frame_bytes_max, 16_778_240);
+        let c = cluster(&section("peer_frame_bytes_max = 18875392")).expect("enough");
+        assert_eq!(c.peer_frame_bytes_max, 18_875_392);
         let smaller_records = format!(
             "{}[storage]\nrecord_bytes_max = 1024\n[limits]\nmax_packet_size = 1024\n",
             section("")
         );
-        let toml = smaller_records.replace("secret =", "peer_frame_bytes_max = 2048\nsecret =");
-        assert_eq!(cluster(&toml).expect("enough").peer_frame_bytes_max, 2048);
+        let toml = smaller_records.replace("secret =", "peer_frame_bytes_max = 2099200\nsecret =");
+        assert_eq!(
+            cluster(&toml).expect("enough").peer_frame_bytes_max,
+            2_099_200
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use ::mesh::{Incarnation, LogId, NodeId};
+use ::mesh::{Incarnation, LogId, NodeId, Stream};
 use commitlog::record::Framed;
 
 use super::*;
@@ -92,6 +92,7 @@ fn replies(r: &mut Router<MemStorage>) -> Vec<(ConnectionId, Reply)> {
 /// The fetch a replica of `writer`'s log sends from `from`.
 fn fetch_of(writer: NodeId, from: u64) -> (NodeId, PeerReply) {
     let fetch = PeerReply::Fetch {
+        stream: Stream::Messages,
         log: log_of(writer),
         from: Offset(from),
     };
@@ -100,6 +101,7 @@ fn fetch_of(writer: NodeId, from: u64) -> (NodeId, PeerReply) {
 
 fn fetched(peer: NodeId, log: NodeId, from: u64) -> PeerEvent {
     PeerEvent::Fetched {
+        stream: Stream::Messages,
         peer,
         log: log_of(log),
         from: Offset(from),
@@ -126,6 +128,7 @@ fn an_ack_and_the_fan_out_wait_until_a_follower_holds_the_record() {
     let [(
         to,
         PeerReply::Records {
+            stream: Stream::Messages,
             base,
             commit,
             records,
@@ -153,7 +156,7 @@ fn an_ack_and_the_fan_out_wait_until_a_follower_holds_the_record() {
     // The follower learns the new commit at once (its fetch is answered empty).
     let out: Vec<_> = a.drain_peer_outbox().collect();
     assert!(
-        matches!(&out[..], [(N2, PeerReply::Records { commit: Offset(1), records, .. })] if records.is_empty()),
+        matches!(&out[..], [(N2, PeerReply::Records { stream: Stream::Messages, commit: Offset(1), records, .. })] if records.is_empty()),
         "{out:?}"
     );
 }
@@ -192,7 +195,7 @@ fn a_parked_fetch_is_answered_by_new_records_or_after_its_wait() {
     a.tick(start + Duration::from_millis(500));
     let out: Vec<_> = a.drain_peer_outbox().collect();
     assert!(
-        matches!(&out[..], [(N2, PeerReply::Records { records, .. })] if records.is_empty()),
+        matches!(&out[..], [(N2, PeerReply::Records { stream: Stream::Messages, records, .. })] if records.is_empty()),
         "the heartbeat: {out:?}"
     );
     a.handle_peer(fetched(N2, N1, 0));
@@ -201,7 +204,7 @@ fn a_parked_fetch_is_answered_by_new_records_or_after_its_wait() {
     a.flush();
     let out: Vec<_> = a.drain_peer_outbox().collect();
     assert!(
-        matches!(&out[..], [(N2, PeerReply::Records { records, .. })] if records.len() == 1),
+        matches!(&out[..], [(N2, PeerReply::Records { stream: Stream::Messages, records, .. })] if records.len() == 1),
         "answered by the append: {out:?}"
     );
 }
@@ -213,6 +216,7 @@ fn a_replica_offers_what_its_writer_committed_and_fetches_on() {
     online(&mut b, C2, "sub", Some("t/+"));
     let r = record("t/1", QoS::AtLeastOnce, b"from node 1");
     b.handle_peer(PeerEvent::Replicated {
+        stream: Stream::Messages,
         log: log_of(N1),
         base: Offset(0),
         commit: Offset(0),
@@ -226,6 +230,7 @@ fn a_replica_offers_what_its_writer_committed_and_fetches_on() {
     let out: Vec<_> = b.drain_peer_outbox().collect();
     assert_eq!(out, vec![fetch_of(N1, 1)]);
     b.handle_peer(PeerEvent::Replicated {
+        stream: Stream::Messages,
         log: log_of(N1),
         base: Offset(1),
         commit: Offset(1),
@@ -247,6 +252,7 @@ fn a_replica_offers_what_its_writer_committed_and_fetches_on() {
 fn records_not_at_the_replica_head_are_ignored_and_fetched_again() {
     let mut b = node(N2);
     b.handle_peer(PeerEvent::Replicated {
+        stream: Stream::Messages,
         log: log_of(N1),
         base: Offset(5),
         commit: Offset(6),
@@ -258,6 +264,7 @@ fn records_not_at_the_replica_head_are_ignored_and_fetched_again() {
     let r = record("t", QoS::AtLeastOnce, b"y");
     for _ in 0..2 {
         b.handle_peer(PeerEvent::Replicated {
+            stream: Stream::Messages,
             log: log_of(N1),
             base: Offset(0),
             commit: Offset(0),
@@ -291,6 +298,7 @@ fn a_replica_offers_only_what_was_published_after_this_node_started() {
         NewMessage::new(QoS::AtLeastOnce, false, ms, "t", payload.as_bytes()).framed()
     };
     b.handle_peer(PeerEvent::Replicated {
+        stream: Stream::Messages,
         log: log_of(N1),
         base: Offset(0),
         commit: Offset(3),
@@ -326,7 +334,7 @@ fn a_caught_up_follower_behind_on_the_commit_is_answered_at_once() {
     a.handle_peer(fetched(N3, N1, 1));
     let out: Vec<_> = a.drain_peer_outbox().collect();
     assert!(
-        matches!(&out[..], [(N3, PeerReply::Records { commit: Offset(1), records, .. })] if records.is_empty()),
+        matches!(&out[..], [(N3, PeerReply::Records { stream: Stream::Messages, commit: Offset(1), records, .. })] if records.is_empty()),
         "{out:?}"
     );
 }
@@ -338,6 +346,7 @@ fn with_two_copies_a_replica_offers_what_it_holds_without_waiting() {
     let mut b = node(N2);
     online(&mut b, C2, "sub", Some("t"));
     b.handle_peer(PeerEvent::Replicated {
+        stream: Stream::Messages,
         log: log_of(N1),
         base: Offset(0),
         commit: Offset(0),
@@ -363,6 +372,7 @@ fn a_refused_replica_append_is_fetched_again_after_a_wait_not_at_once() {
     b.tick(start);
     b.drain_peer_outbox().for_each(drop);
     b.handle_peer(PeerEvent::Replicated {
+        stream: Stream::Messages,
         log: log_of(N1),
         base: Offset(0),
         commit: Offset(0),
@@ -482,6 +492,7 @@ fn retained_messages_from_several_logs_converge_on_the_newest_in_any_order() {
     let old_clear = || retained_at("r/t", b"", 1_600);
     let send = |r: &mut Router<MemStorage>, from: NodeId, base: u64, records: Vec<Framed>| {
         r.handle_peer(PeerEvent::Replicated {
+            stream: Stream::Messages,
             log: log_of(from),
             base: Offset(base),
             commit: Offset(base),
@@ -547,6 +558,7 @@ fn a_shared_group_across_nodes_gets_each_message_once_in_the_cluster() {
             .map(|_| record("s/x", QoS::AtMostOnce, b"m"))
             .collect();
         r.handle_peer(PeerEvent::Replicated {
+            stream: Stream::Messages,
             log: log_of(N3),
             base: Offset(base),
             commit: Offset(base),
@@ -587,6 +599,7 @@ fn retention_keeps_what_the_slowest_follower_and_a_replicas_sessions_need() {
     a.flush();
     for (peer, from) in [(N2, 5), (N3, 1)] {
         a.handle_peer(PeerEvent::Fetched {
+            stream: Stream::Messages,
             peer,
             log: log_of(N1),
             from: Offset(from),
@@ -604,6 +617,7 @@ fn retention_keeps_what_the_slowest_follower_and_a_replicas_sessions_need() {
         .map(|_| record("t/x", QoS::AtLeastOnce, b"m"))
         .collect();
     b.handle_peer(PeerEvent::Replicated {
+        stream: Stream::Messages,
         log: log_of(N1),
         base: Offset(0),
         commit: Offset(0),

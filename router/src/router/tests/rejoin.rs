@@ -2,13 +2,11 @@
 //! carries on from the earlier run's journal (`Router::resume_run`), its sessions'
 //! positions in its old log and in the replicas it kept.
 
-use std::time::{Duration, SystemTime};
-
-use ::mesh::{Incarnation, LogId, NodeId};
+use ::mesh::{Incarnation, LogId, NodeId, Stream};
 use commitlog::record::Framed;
 
 use super::*;
-use crate::{replay_journal, MemStorage, MeshConfig, PeerEvent};
+use crate::{replay_journal, MemStorage, PeerEvent};
 
 fn log(node: u8, incarnation: u32) -> LogId {
     LogId {
@@ -17,23 +15,9 @@ fn log(node: u8, incarnation: u32) -> LogId {
     }
 }
 
-/// Node 1 of three writing `own`, `ack_copies = 2`, started 1,000 s after the epoch.
+/// Node 1 of three writing `own`.
 fn joined(own: LogId) -> Router<MemStorage> {
-    let mut r = Router::open(
-        RouterConfig::default(),
-        MemStorage::new(),
-        MemStorage::new(),
-    )
-    .expect("a journal in memory");
-    r.join_mesh(MeshConfig {
-        own,
-        ack_copies: 2,
-        followers: vec![NodeId(2), NodeId(3)],
-        fetch_bytes_max: 1 << 20,
-        fetch_wait: Duration::from_millis(500),
-        started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
-    });
-    r
+    super::journaled_node(own)
 }
 
 /// A QoS 1 message on `t` stamped `ms` after the epoch.
@@ -45,6 +29,7 @@ fn at(ms: u64, payload: &str) -> Framed {
 fn from_node_2(r: &mut Router<MemStorage>, base: u64, records: Vec<Framed>) {
     let commit = Offset(base + records.len() as u64);
     r.handle_peer(PeerEvent::Replicated {
+        stream: Stream::Messages,
         log: log(2, 1),
         base: Offset(base),
         commit,
@@ -52,19 +37,34 @@ fn from_node_2(r: &mut Router<MemStorage>, base: u64, records: Vec<Framed>) {
     });
 }
 
+/// The replies, once node 2 holds the journal up to its head: in a cluster they
+/// wait for that.
+fn replies(r: &mut Router<MemStorage>) -> Vec<Reply> {
+    r.flush();
+    let head = r.journal_storage().expect("a journal").head();
+    r.handle_peer(PeerEvent::Fetched {
+        peer: NodeId(2),
+        log: r.own_log().expect("a cluster node"),
+        stream: Stream::Journal,
+        from: head,
+        bytes_max: 1 << 20,
+    });
+    r.drain_peer_outbox().for_each(drop);
+    r.drain_outbox().map(|(_, reply)| reply).collect()
+}
+
 fn connect(r: &mut Router<MemStorage>, conn: ConnectionId, id: &str, clean: bool) -> Vec<Reply> {
     r.handle(Event::Connect {
         conn,
         connect: Connect::v3(id, clean, None),
     });
-    r.drain_outbox().map(|(_, reply)| reply).collect()
+    replies(r)
 }
 
 /// What `conn` is delivered on one pull, as (payload, packet id, dup).
 fn pull(r: &mut Router<MemStorage>, conn: ConnectionId) -> Vec<(Vec<u8>, u16, bool)> {
     r.handle(Event::Pull { conn });
-    let out: Vec<_> = r.drain_outbox().collect();
-    delivered(out.into_iter().map(|(_, reply)| reply).collect())
+    delivered(replies(r))
         .iter()
         .map(|d| {
             let m = Message::decode(d.record.head()).expect("a stored message");
@@ -111,6 +111,7 @@ fn first_run() -> (MemStorage, MemStorage, MemStorage) {
     });
     a.flush();
     a.handle_peer(PeerEvent::Fetched {
+        stream: Stream::Messages,
         peer: NodeId(2),
         log: log(1, 1),
         from: Offset(1),
@@ -151,6 +152,7 @@ fn a_restarted_node_resumes_its_sessions_in_its_old_log_and_its_replicas() {
         vec![(
             NodeId(2),
             PeerReply::Fetch {
+                stream: Stream::Messages,
                 log: log(2, 1),
                 from: Offset(3)
             }
