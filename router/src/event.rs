@@ -147,6 +147,26 @@ pub enum RetainHandling {
     Never,
 }
 
+impl Event {
+    /// The connection the event is from.
+    #[must_use]
+    pub fn conn(&self) -> ConnectionId {
+        match self {
+            Event::Connect { conn, .. }
+            | Event::Publish { conn, .. }
+            | Event::PubAck { conn, .. }
+            | Event::PubRec { conn, .. }
+            | Event::PubRecRefused { conn, .. }
+            | Event::PubComp { conn, .. }
+            | Event::PubRel { conn, .. }
+            | Event::Subscribe { conn, .. }
+            | Event::Unsubscribe { conn, .. }
+            | Event::Pull { conn }
+            | Event::Disconnect { conn, .. } => *conn,
+        }
+    }
+}
+
 /// A validated CONNECT.
 #[derive(Debug, Clone)]
 pub struct Connect {
@@ -173,6 +193,9 @@ pub struct Connect {
     /// id: a change of owner applied later ([`crate::PeerEvent::Moved`]) ends the
     /// session here, an earlier one is stale. 0 outside a cluster.
     pub owned_since: u64,
+    /// In a cluster, the node that owned the client id before this node claimed
+    /// it: a persistent session there carries on here (see `session_move`).
+    pub moved_from: Option<mesh::NodeId>,
 }
 
 impl Connect {
@@ -188,6 +211,7 @@ impl Connect {
             will,
             will_delay: 0,
             owned_since: 0,
+            moved_from: None,
         }
     }
 }
@@ -283,6 +307,9 @@ pub enum CloseReason {
     StorageFailure,
     /// The client broke the protocol in a way only the router could see.
     ProtocolError,
+    /// The connection sent more than the router holds for it while its session
+    /// moved to this node.
+    ServerBusy,
 }
 
 /// One message going out to a client.

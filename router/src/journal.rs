@@ -274,8 +274,8 @@ impl<S: Storage> Journal<S> {
         Ok(())
     }
 
-    /// The ops that rebuild session `s`.
-    fn push_session(&mut self, s: &SavedSession) {
+    /// The ops that rebuild session `s` (its `Open` first).
+    pub(crate) fn push_session(&mut self, s: &SavedSession) {
         let sid = s.id;
         self.push(&Op::Open {
             sid,

@@ -34,6 +34,7 @@ mod peer;
 mod persist;
 mod publish;
 mod replication;
+mod session_move;
 mod subscribe;
 mod system;
 mod written;
@@ -305,6 +306,9 @@ impl<S: Storage> Router<S> {
 
     /// Feed one event.
     pub fn handle(&mut self, event: Event) {
+        let Some(event) = self.hold_for_move(event) else {
+            return;
+        };
         match event {
             Event::Connect { conn, connect } => self.connect(conn, connect),
             Event::Publish {
@@ -352,6 +356,7 @@ impl<S: Storage> Router<S> {
     pub fn tick(&mut self, now: SystemTime) {
         self.now = now;
         self.run_timers(now);
+        self.try_awaiting();
         // Keep the journal's idea of the log head recent, so crash recovery scans
         // only a short tail of the message log (see `recover_inbound_qos2`).
         let head = self.storage.head();

@@ -119,6 +119,7 @@ impl Sim {
                 followers: others.clone(),
                 fetch_bytes_max: 512,
                 fetch_wait: Duration::from_millis(200),
+                failure_timeout: std::time::Duration::from_secs(3),
                 started: SystemTime::UNIX_EPOCH,
             });
             for o in others {

@@ -394,6 +394,7 @@ pub fn open(
         followers: cluster.peers.iter().map(|p| p.id).collect(),
         fetch_bytes_max,
         fetch_wait: Duration::from_millis(u64::from(FETCH_WAIT_MS)),
+        failure_timeout: Duration::from_millis(cluster.failure_timeout_ms),
         // With sessions carried over, what was published since the earlier run
         // stopped is theirs, not history.
         started: (earlier.as_ref())

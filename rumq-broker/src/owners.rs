@@ -76,11 +76,14 @@ impl Owners {
     /// it has applied, is not proposed again: its owner changes that are still on
     /// their way find the session newer than them, or end it (the client connects
     /// again and claims).
-    pub async fn claim(&self, client_id: &str) -> Result<u64, ClaimError> {
+    pub async fn claim(&self, client_id: &str) -> Result<Claimed, ClaimError> {
         let me = self.meta.node();
         let (owner, applied) = self.meta.owner(client_id);
         if owner == Some(me) {
-            return Ok(applied);
+            return Ok(Claimed {
+                since: applied,
+                from: None,
+            });
         }
         tokio::time::timeout(self.timeout, self.propose(client_id, owner))
             .await
@@ -91,7 +94,7 @@ impl Owners {
         &self,
         client_id: &str,
         mut expected: Option<NodeId>,
-    ) -> Result<u64, ClaimError> {
+    ) -> Result<Claimed, ClaimError> {
         let me = self.meta.node();
         for _ in 0..CLAIM_TRIES {
             let command = MetaCommand::Own {
@@ -100,10 +103,14 @@ impl Owners {
                 expected,
             };
             let applied = self.meta.submit(command).await?;
+            let claimed = |from: Option<NodeId>| Claimed {
+                since: applied.index,
+                from: from.filter(|n| *n != me),
+            };
             match applied.response {
-                MetaResponse::Owned { .. } => return Ok(applied.index),
+                MetaResponse::Owned { .. } => return Ok(claimed(expected)),
                 MetaResponse::Refused(Refusal::OwnerIs { current }) if current == Some(me) => {
-                    return Ok(applied.index)
+                    return Ok(claimed(None))
                 }
                 MetaResponse::Refused(Refusal::OwnerIs { current }) => expected = current,
                 other => {
@@ -114,6 +121,15 @@ impl Owners {
         }
         Err(ClaimError::Contended)
     }
+}
+
+/// A client id this node owns now.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimed {
+    /// The metadata entry since which (`router::Connect::owned_since`).
+    pub since: u64,
+    /// The node that owned it before (`router::Connect::moved_from`).
+    pub from: Option<NodeId>,
 }
 
 /// Hand the router what `changes` brings: owner changes for another node than `meta`'s

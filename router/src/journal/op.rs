@@ -30,6 +30,8 @@
 //!                  without one a session never expires)
 //! 20  SentIn       u32 session, u16 packet id, u8 QoS, log, u64 offset
 //! 21  ResumeIn     u32 session, log, u64 offset
+//! 22  Handoff      u8 node, u16 len + client id            (the session of that client
+//!                  id, if there is one, left this node for that one)
 //! ```
 //!
 //! `Head`, `Sent` and `Resume` name offsets in the message log the journal's run
@@ -146,6 +148,14 @@ pub enum Op {
         /// Where reading it resumes.
         offset: Offset,
     },
+    /// The session of `client_id` (if there is one) left this node: another node,
+    /// `to`, owns the client id now, and carries the session on from this state.
+    Handoff {
+        /// The client id.
+        client_id: String,
+        /// Its new owner.
+        to: NodeId,
+    },
     /// PUBREC received for an outbound QoS 2 message.
     Released {
         /// Session.
@@ -220,6 +230,7 @@ mod tag {
     pub const EXPIRY: u8 = 19;
     pub const SENT_IN: u8 = 20;
     pub const RESUME_IN: u8 = 21;
+    pub const HANDOFF: u8 = 22;
 }
 
 impl Op {
@@ -254,7 +265,12 @@ impl Op {
     #[must_use]
     pub fn sid(&self) -> Option<u32> {
         match self {
-            Op::Head(_) | Op::Retain { .. } | Op::Unretain { .. } | Op::Begin | Op::End => None,
+            Op::Head(_)
+            | Op::Retain { .. }
+            | Op::Unretain { .. }
+            | Op::Handoff { .. }
+            | Op::Begin
+            | Op::End => None,
             Op::Open { sid, .. }
             | Op::Remove { sid }
             | Op::Subscribe { sid, .. }
@@ -291,6 +307,7 @@ impl Op {
             Op::Resume { .. } => tag::RESUME,
             Op::SentIn { .. } => tag::SENT_IN,
             Op::ResumeIn { .. } => tag::RESUME_IN,
+            Op::Handoff { .. } => tag::HANDOFF,
             Op::Qos2In { .. } => tag::QOS2_IN,
             Op::Qos2Done { .. } => tag::QOS2_DONE,
             Op::Retain { .. } => tag::RETAIN,
@@ -354,6 +371,10 @@ impl Op {
             | Op::Qos2Done { pkid, .. } => b.put_u16(*pkid),
             Op::Retain { record } => put_u32_prefixed(b, "record", record)?,
             Op::Unretain { topic } => put_u16_prefixed(b, "topic", topic.as_bytes())?,
+            Op::Handoff { client_id, to } => {
+                b.put_u8(to.0);
+                put_u16_prefixed(b, "client id", client_id.as_bytes())?;
+            }
         }
         Ok(())
     }
@@ -368,6 +389,13 @@ impl Op {
                 record: get_bytes(b)?,
             },
             tag::UNRETAIN => Op::Unretain { topic: get_str(b)? },
+            tag::HANDOFF => {
+                let to = NodeId(get_u8(b)?);
+                Op::Handoff {
+                    to,
+                    client_id: get_str(b)?,
+                }
+            }
             _ => return Ok(None),
         }))
     }
@@ -542,6 +570,40 @@ mod tests {
     use proptest::prelude::*;
 
     fn all_ops() -> Vec<Op> {
+        let mut ops = single_node_ops();
+        ops.extend(cluster_ops());
+        ops
+    }
+
+    /// The ops only a cluster writes.
+    fn cluster_ops() -> Vec<Op> {
+        vec![
+            Op::SentIn {
+                sid: 1,
+                pkid: 9,
+                qos: QoS::ExactlyOnce,
+                log: LogId {
+                    node: NodeId(3),
+                    incarnation: Incarnation(70_000),
+                },
+                offset: Offset(1 << 40),
+            },
+            Op::ResumeIn {
+                sid: 1,
+                log: LogId {
+                    node: NodeId(2),
+                    incarnation: Incarnation(1),
+                },
+                offset: Offset(12),
+            },
+            Op::Handoff {
+                client_id: "dev-1".into(),
+                to: NodeId(3),
+            },
+        ]
+    }
+
+    fn single_node_ops() -> Vec<Op> {
         vec![
             Op::Head(Offset(9)),
             Op::Open {
@@ -591,24 +653,6 @@ mod tests {
             Op::Resume {
                 sid: 1,
                 offset: Offset(41),
-            },
-            Op::SentIn {
-                sid: 1,
-                pkid: 9,
-                qos: QoS::ExactlyOnce,
-                log: LogId {
-                    node: NodeId(3),
-                    incarnation: Incarnation(70_000),
-                },
-                offset: Offset(1 << 40),
-            },
-            Op::ResumeIn {
-                sid: 1,
-                log: LogId {
-                    node: NodeId(2),
-                    incarnation: Incarnation(1),
-                },
-                offset: Offset(12),
             },
             Op::Qos2In { sid: 1, pkid: 3 },
             Op::Qos2Done { sid: 1, pkid: 3 },

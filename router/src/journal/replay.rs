@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Buf, Bytes};
 use commitlog::Offset;
-use mesh::LogId;
+use mesh::{LogId, NodeId};
 
 use super::{JournalError, Op};
 use crate::snapshot::{SavedInflight, SavedSession, Snapshot};
@@ -79,6 +79,7 @@ impl Rebuilt {
             | Op::Remove { .. }
             | Op::Retain { .. }
             | Op::Unretain { .. }
+            | Op::Handoff { .. }
             | Op::Begin
             | Op::End => {}
         }
@@ -132,13 +133,27 @@ impl Rebuilt {
 struct State {
     retained: BTreeMap<String, Bytes>,
     sessions: BTreeMap<u32, Rebuilt>,
+    /// Client ids handed to another node (`Handoff`), with the session each had
+    /// here (if any), until it opens here again: what that node carries on from.
+    /// Not part of the state a checkpoint holds.
+    handed: BTreeMap<String, (NodeId, Option<(u32, Rebuilt)>)>,
 }
 
 impl State {
     fn apply(&mut self, op: Op) {
         match op {
             Op::Head(_) | Op::Begin | Op::End => {}
-            Op::Open { sid, client_id } => self.open(sid, client_id),
+            Op::Open { sid, client_id } => {
+                self.handed.remove(&client_id);
+                self.open(sid, client_id);
+            }
+            Op::Handoff { client_id, to } => {
+                let sid = (self.sessions.iter())
+                    .find(|(_, s)| s.client_id == client_id)
+                    .map(|(sid, _)| *sid);
+                let session = sid.and_then(|sid| Some((sid, self.sessions.remove(&sid)?)));
+                self.handed.insert(client_id, (to, session));
+            }
             Op::Remove { sid } => {
                 self.sessions.remove(&sid);
             }
@@ -204,7 +219,12 @@ impl Replay {
         match op {
             Op::Begin => self.checkpoint = Some(State::default()),
             Op::End => {
-                if let Some(c) = self.checkpoint.take() {
+                if let Some(mut c) = self.checkpoint.take() {
+                    // Handed sessions are not in a checkpoint: they stay until
+                    // their client id opens here again.
+                    let mut handed = std::mem::take(&mut self.current.handed);
+                    handed.retain(|id, _| !c.sessions.values().any(|s| s.client_id == *id));
+                    c.handed = handed;
                     self.current = c;
                 }
             }
@@ -219,10 +239,25 @@ impl Replay {
 
     /// The session of `client_id` as the ops so far leave it (a checkpoint being
     /// read does not count until its end).
-    #[allow(dead_code)] // Read by session moves, which come next.
     pub fn session(&self, client_id: &str) -> Option<SavedSession> {
         let (id, s) = (self.current.sessions.iter()).find(|(_, s)| s.client_id == client_id)?;
         Some(s.clone().into_saved(*id))
+    }
+
+    /// Whether `client_id` was handed to node `to`, and with what session (`None`
+    /// inside: it had none here).
+    pub fn handed(&self, client_id: &str, to: NodeId) -> Option<Option<SavedSession>> {
+        match self.current.handed.get(client_id)? {
+            (node, session) if *node == to => {
+                Some(session.as_ref().map(|(id, s)| s.clone().into_saved(*id)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Forget that `client_id` was handed over: its new node has it.
+    pub fn forget_handed(&mut self, client_id: &str) {
+        self.current.handed.remove(client_id);
     }
 
     /// The state, and the message-log head the last batch was committed at.

@@ -19,6 +19,9 @@ use crate::{ConnectionId, PacketId, Position, SessionId};
 
 impl<S: Storage> Router<S> {
     pub(super) fn connect(&mut self, conn: ConnectionId, c: Connect) {
+        if self.connect_moved(conn, &c) {
+            return;
+        }
         let persistent = c.session_expiry > 0;
         let (client_id, assigned) = self.client_id_for(&c.client_id);
         let session_present = match self.by_client.get(&client_id).copied() {
@@ -75,7 +78,7 @@ impl<S: Storage> Router<S> {
     /// ends here or it had no delay; a delayed will of a session that goes on is
     /// cancelled by this reconnect (MQTT 5 §3.1.2.5, MQTT-3.1.3-9). True when the
     /// session goes on (CONNACK's session present).
-    fn take_over(&mut self, sid: SessionId, clean_start: bool, client_id: &str) -> bool {
+    pub(super) fn take_over(&mut self, sid: SessionId, clean_start: bool, client_id: &str) -> bool {
         self.timers.retain(|t| t.sid != sid);
         let (old_conn, will, will_delay, old_clean) = match self.sessions.get_mut(&sid) {
             Some(s) => (s.conn.take(), s.will.take(), s.will_delay_secs, s.clean),
@@ -98,20 +101,6 @@ impl<S: Storage> Router<S> {
             self.remove_session(sid);
         }
         !ends
-    }
-
-    /// Another node took `client_id` over at metadata entry `at` (a CONNECT there):
-    /// its session here ends as a clean start would end it, and its connection is
-    /// closed as taken over, unless this node took it back since (`owned_since`).
-    pub(super) fn session_moved(&mut self, client_id: &str, at: u64) {
-        let Some(sid) = self.by_client.get(client_id).copied() else {
-            return;
-        };
-        if self.sessions.get(&sid).is_some_and(|s| s.owned_since >= at) {
-            return;
-        }
-        tracing::info!(client_id, at, "session taken over by another node");
-        self.take_over(sid, true, client_id);
     }
 
     /// The client's session, opened (and journaled, if persistent) if it has none.
@@ -254,9 +243,19 @@ impl<S: Storage> Router<S> {
     }
 
     pub(super) fn remove_session(&mut self, sid: SessionId) {
+        self.drop_session(sid, true);
+    }
+
+    /// Drop a session that carries on on another node: as `remove_session`, but
+    /// nothing journaled (the journal says where it went).
+    pub(super) fn forget_session(&mut self, sid: SessionId) {
+        self.drop_session(sid, false);
+    }
+
+    fn drop_session(&mut self, sid: SessionId, journaled: bool) {
         self.timers.retain(|t| t.sid != sid);
         if let Some(s) = self.sessions.remove(&sid) {
-            if !s.clean {
+            if !s.clean && journaled {
                 self.journal.push(&Op::Remove { sid: sid.0 });
             }
             for f in s.filters.keys() {

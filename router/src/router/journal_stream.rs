@@ -134,6 +134,12 @@ impl<S: Storage> Router<S> {
 
     /// A writer's answer to this node's journal fetch.
     pub(super) fn journal_replicated(&mut self, log: LogId, base: Offset, records: &[Framed]) {
+        self.heard(log.node);
+        self.journal_replicated_in(log, base, records);
+        self.try_awaiting();
+    }
+
+    fn journal_replicated_in(&mut self, log: LogId, base: Offset, records: &[Framed]) {
         let now = self.now;
         let Some(mesh) = self.mesh.as_deref_mut() else {
             return;

@@ -68,8 +68,6 @@ impl<S: Storage> Router<S> {
     /// journal checkpoint holds; online sessions are saved as if their connections had
     /// just dropped).
     pub fn snapshot(&self) -> Snapshot {
-        // What was offered to the sessions (the commit, in a cluster, and what
-        // each replica fanned out): a live session resumes there.
         let logs = Logs::new(&self.storage, self.mesh.as_deref());
         let mut retained: Vec<(&str, Bytes)> = self
             .retained
@@ -84,34 +82,8 @@ impl<S: Storage> Router<S> {
             .map(|(id, s)| (id, &**s))
             .collect();
         sessions.sort_unstable_by_key(|(sid, _)| **sid);
-        let sessions = sessions
-            .into_iter()
-            .map(|(sid, s)| {
-                let resume = s.resume(LogRef::OWN, logs.end(LogRef::OWN));
-                let resume_in = (logs.replica_refs())
-                    .filter_map(|r| Some((logs.id(r)?, s.resume(r, logs.end(r)))))
-                    .collect();
-                let mut filters: Vec<(String, SubOptions)> =
-                    s.filters.iter().map(|(f, o)| (f.clone(), *o)).collect();
-                filters.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut incoming_qos2: Vec<u16> = s.incoming_qos2.iter().copied().collect();
-                incoming_qos2.sort_unstable();
-                let mut inflight: Vec<SavedInflight> = (s.inflight.iter())
-                    .map(|(pkid, i)| saved_inflight(*pkid, i, logs))
-                    .collect();
-                inflight.sort_unstable_by_key(|i| i.pkid);
-                SavedSession {
-                    id: sid.0,
-                    client_id: s.client_id.to_string(),
-                    filters,
-                    expiry_secs: s.expiry_secs,
-                    resume,
-                    resume_in,
-                    retained: s.retained.iter().cloned().collect(),
-                    inflight,
-                    incoming_qos2,
-                }
-            })
+        let sessions = (sessions.into_iter())
+            .map(|(sid, s)| saved_session(*sid, s, logs))
             .collect();
         Snapshot {
             retained: retained.into_iter().map(|(_, r)| r).collect(),
@@ -190,6 +162,13 @@ impl<S: Storage> Router<S> {
         self.matches.clear();
     }
 
+    /// Persistent session `sid` as a snapshot saves it.
+    pub(super) fn saved_session(&self, sid: SessionId) -> Option<SavedSession> {
+        let s = self.sessions.get(&sid).filter(|s| !s.clean)?;
+        let logs = Logs::new(&self.storage, self.mesh.as_deref());
+        Some(saved_session(sid, s, logs))
+    }
+
     /// Carry on from an earlier run of this node (`written_by`, its log, which the
     /// router must read by now, as every log `snapshot.logs()` names): its
     /// sessions restored from `snapshot` (its journal's replay, whose last batch was
@@ -243,8 +222,11 @@ impl<S: Storage> Router<S> {
     /// Where restored session `s` reads each log: `saved`'s points, mapped to this
     /// router's logs (`saver`: the log its `resume` is in). Not live anywhere: the
     /// first delivery reads each log from its point on; a log with no point is read
-    /// from its start (it is newer than the save); never past a log's head (it may
-    /// have lost its unsynced tail in an OS crash).
+    /// from its start (it is newer than the save); never past the head of the log
+    /// this node writes (it may have lost its unsynced tail in an OS crash, and new
+    /// records take those offsets). A session whose point is past what another log
+    /// offered is caught up with it (a moving session waits for the logs to reach
+    /// its points first: see `session_move`).
     fn restore_positions(&self, s: &mut Session, saved: &SavedSession, saver: Option<LogRef>) {
         let logs = Logs::new(&self.storage, self.mesh.as_deref());
         let mut points: Vec<(LogRef, Offset)> =
@@ -257,11 +239,13 @@ impl<S: Storage> Router<S> {
             }
         }
         for log in std::iter::once(LogRef::OWN).chain(logs.replica_refs()) {
-            let head = logs.get(log).map_or(Offset(0), Storage::head);
             let at = (points.iter())
                 .find(|(l, _)| *l == log)
-                .map_or(Offset(0), |(_, at)| *at)
-                .min(head);
+                .map_or(Offset(0), |(_, at)| *at);
+            let at = match log {
+                LogRef::OWN => at.min(logs.get(log).map_or(Offset(0), Storage::head)),
+                _ => at,
+            };
             s.set_behind(log, at);
             if log == LogRef::OWN {
                 s.journaled_resume = at;
@@ -370,6 +354,36 @@ impl<S: Storage> Router<S> {
             kept.push((conn, Reply::Close(CloseReason::StorageFailure)));
         }
         self.outbox = kept;
+    }
+}
+
+/// Session `s` (`sid`) as a snapshot saves it. A live session resumes where what
+/// was offered to the sessions ends (the commit, in a cluster, and what each replica
+/// fanned out).
+fn saved_session<S: Storage>(sid: SessionId, s: &Session, logs: Logs<'_, S>) -> SavedSession {
+    let resume = s.resume(LogRef::OWN, logs.end(LogRef::OWN));
+    let resume_in = (logs.replica_refs())
+        .filter_map(|r| Some((logs.id(r)?, s.resume(r, logs.end(r)))))
+        .collect();
+    let mut filters: Vec<(String, SubOptions)> =
+        s.filters.iter().map(|(f, o)| (f.clone(), *o)).collect();
+    filters.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut incoming_qos2: Vec<u16> = s.incoming_qos2.iter().copied().collect();
+    incoming_qos2.sort_unstable();
+    let mut inflight: Vec<SavedInflight> = (s.inflight.iter())
+        .map(|(pkid, i)| saved_inflight(*pkid, i, logs))
+        .collect();
+    inflight.sort_unstable_by_key(|i| i.pkid);
+    SavedSession {
+        id: sid.0,
+        client_id: s.client_id.to_string(),
+        filters,
+        expiry_secs: s.expiry_secs,
+        resume,
+        resume_in,
+        retained: s.retained.iter().cloned().collect(),
+        inflight,
+        incoming_qos2,
     }
 }
 

@@ -17,7 +17,7 @@
 //! The links are the driver's: fetches come in as [`PeerEvent`]s and answers go out
 //! through [`Router::drain_peer_outbox`] as [`PeerReply`]s.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
@@ -30,6 +30,7 @@ use super::inspect::MeshStatus;
 use super::journal_stream::{Gate, JournalReplica};
 use super::peer::{PeerEvent, PeerReply};
 use super::publish::{beyond_positions, offer, offer_to, Offered};
+use super::session_move::Awaiting;
 use super::written::Written;
 use super::{epoch_ms, Matched, Router, Staged};
 use crate::storage::Storage;
@@ -48,6 +49,10 @@ pub struct MeshConfig {
     pub fetch_bytes_max: u32,
     /// How long a fetch with nothing to send is held before it is answered empty.
     pub fetch_wait: Duration,
+    /// How long a peer may be silent (no records, no fetch, no heartbeat) before
+    /// it is taken as gone: a session moving here from it then carries on from
+    /// what this node holds (`cluster.failure_timeout_ms`).
+    pub failure_timeout: Duration,
     /// When this node started (or, when it restored its sessions from an earlier
     /// run, when that run last wrote): the records of a replica new to this node
     /// (empty when added) stamped earlier (by their writer's clock) are history,
@@ -86,6 +91,10 @@ pub(super) struct Mesh<S> {
     pub(super) journal_replicas: Vec<JournalReplica<S>>,
     /// Replies waiting for this node's journal's commit.
     pub(super) gate: Gate,
+    /// CONNECTs waiting for their sessions' state from another node.
+    pub(super) awaiting: Vec<Awaiting>,
+    /// When each peer was last heard from (records, fetches, heartbeats).
+    pub(super) last_heard: BTreeMap<NodeId, SystemTime>,
     pub(super) outbox: Vec<(NodeId, PeerReply)>,
     /// Scratch for matching replicas' records (see `offer_replicated`).
     matched: Matched,
@@ -114,6 +123,19 @@ impl<S> Mesh<S> {
     /// The own log's commit.
     pub(super) fn commit(&self) -> Offset {
         self.messages.tracker.commit()
+    }
+
+    /// How long a silent peer is taken as alive.
+    pub(super) fn failure_timeout(&self) -> Duration {
+        self.config.failure_timeout
+    }
+
+    /// The newest of `node`'s session journals this node replicates.
+    pub(super) fn latest_journal(&self, node: NodeId) -> Option<LogId> {
+        (self.journal_replicas.iter())
+            .map(|r| r.id)
+            .filter(|id| id.node == node)
+            .max()
     }
 
     /// The router's ref of log `id`, if it reads it.
@@ -234,6 +256,8 @@ impl<S: Storage> Router<S> {
             replicas: Vec::new(),
             journal_replicas: Vec::new(),
             gate: Gate::default(),
+            awaiting: Vec::new(),
+            last_heard: BTreeMap::new(),
             outbox: Vec::new(),
             matched: Matched::default(),
             retained_stamps: HashMap::new(),
@@ -324,7 +348,7 @@ impl<S: Storage> Router<S> {
             } => {
                 let own = self.mesh.as_ref().map(|m| m.own().node);
                 if own.is_some_and(|own| own != node) {
-                    self.session_moved(&client_id, at);
+                    self.session_moved(&client_id, at, node);
                 }
             }
             PeerEvent::SharedNodes { group, nodes } => self.shared.set_nodes(&group, nodes),
@@ -426,6 +450,7 @@ impl<S: Storage> Router<S> {
         from: Offset,
         bytes_max: u32,
     ) {
+        self.heard(peer);
         let now = self.now;
         let Some(mesh) = self.mesh.as_mut() else {
             return;
@@ -478,6 +503,20 @@ impl<S: Storage> Router<S> {
     }
 
     fn replicated(&mut self, log: LogId, base: Offset, commit: Offset, records: &[Framed]) {
+        self.heard(log.node);
+        self.replicated_in(log, base, commit, records);
+        self.try_awaiting();
+    }
+
+    /// `peer` was heard from now.
+    pub(super) fn heard(&mut self, peer: NodeId) {
+        let now = self.now;
+        if let Some(mesh) = self.mesh.as_deref_mut() {
+            mesh.last_heard.insert(peer, now);
+        }
+    }
+
+    fn replicated_in(&mut self, log: LogId, base: Offset, commit: Offset, records: &[Framed]) {
         let Some(mesh) = self.mesh.as_mut() else {
             return;
         };

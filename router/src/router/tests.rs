@@ -274,6 +274,7 @@ fn journaled_node(own: ::mesh::LogId) -> Router<crate::MemStorage> {
         followers: followers.collect(),
         fetch_bytes_max: 1 << 20,
         fetch_wait: std::time::Duration::from_millis(500),
+        failure_timeout: std::time::Duration::from_secs(3),
         started: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000),
     });
     r
@@ -288,5 +289,6 @@ mod journal_stream;
 mod mesh;
 mod rejoin;
 mod restart;
+mod session_move;
 mod system;
 mod v5;

@@ -191,13 +191,6 @@ pub struct ClusterConfig {
     /// Shared by the nodes; at least `mesh::SECRET_MIN_BYTES` bytes.
     pub secret: Secret,
     /// A peer not heard from for this long is taken as failed; > 0.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "failover seals a failed node's log after it (issue 23)"
-        )
-    )]
     pub failure_timeout_ms: u64,
     /// How long a peer link's handshake may take; > 0.
     pub handshake_timeout_ms: u64,

@@ -59,6 +59,7 @@ impl End {
                 Some(reason::QUOTA_EXCEEDED)
             }
             End::Closed(CloseReason::ProtocolError) => Some(reason::PROTOCOL_ERROR),
+            End::Closed(CloseReason::ServerBusy) => Some(reason::SERVER_BUSY),
             End::RouterGone => Some(reason::UNSPECIFIED_ERROR),
             End::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
             End::Kicked => Some(ADMINISTRATIVE_ACTION),

@@ -14,6 +14,7 @@ use super::{now_ms, ConnState, Connection, End, ToRouter, V5State, LOG_TARGET};
 use crate::acl::ConnAcl;
 use crate::clients::ClientInfo;
 use crate::metrics::EdgeCounters;
+use crate::owners::Claimed;
 use crate::protocol::alias::InboundAliases;
 use crate::protocol::{
     self, reason, return_code, ConnAckProperties, ConnectPacket, Inbound, ProtocolError, Version,
@@ -70,10 +71,10 @@ impl Connection {
             .await;
             return None;
         };
-        let owned_since = self.claim(&connect.client_id).await?;
+        let claimed = self.claim(&connect.client_id).await?;
         let request = ToRouter::Connect {
             conn: self.state.id,
-            connect: router_connect(&connect, will, owned_since),
+            connect: router_connect(&connect, will, claimed),
             replies: tx,
         };
         if self.state.shared.router.send(request).await.is_err() {
@@ -275,15 +276,19 @@ impl Connection {
     /// since when; 0 for a single node and for an empty id (the router assigns one
     /// unique in the cluster). `None`: the cluster could not, and the CONNECT was
     /// refused as "server unavailable".
-    async fn claim(&mut self, client_id: &str) -> Option<u64> {
+    async fn claim(&mut self, client_id: &str) -> Option<Claimed> {
+        let unclaimed = Claimed {
+            since: 0,
+            from: None,
+        };
         let Some(owners) = self.state.shared.owners.clone() else {
-            return Some(0);
+            return Some(unclaimed);
         };
         if client_id.is_empty() {
-            return Some(0);
+            return Some(unclaimed);
         }
         match owners.claim(client_id).await {
-            Ok(since) => Some(since),
+            Ok(claimed) => Some(claimed),
             Err(e) => {
                 tracing::warn!(target: LOG_TARGET, error = %e, "cannot claim the client id in the cluster; CONNECT refused");
                 let why = format!("the cluster cannot take this client id now: {e}");
@@ -457,7 +462,7 @@ impl ConnState {
 fn router_connect(
     connect: &ConnectPacket,
     will: Option<router::Will>,
-    owned_since: u64,
+    claimed: Claimed,
 ) -> router::Connect {
     router::Connect {
         client_id: connect.client_id.clone(),
@@ -467,7 +472,8 @@ fn router_connect(
         max_packet_size: connect.max_packet_size,
         will,
         will_delay: connect.will.as_ref().map_or(0, |w| w.delay_secs),
-        owned_since,
+        owned_since: claimed.since,
+        moved_from: claimed.from,
     }
 }
 

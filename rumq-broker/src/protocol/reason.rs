@@ -16,6 +16,7 @@ pub const CLIENT_ID_NOT_VALID: u8 = 0x85;
 pub const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
 pub const NOT_AUTHORIZED: u8 = 0x87;
 pub const SERVER_UNAVAILABLE: u8 = 0x88;
+pub const SERVER_BUSY: u8 = 0x89;
 pub const SERVER_SHUTTING_DOWN: u8 = 0x8b;
 pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8c;
 pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8d;

@@ -27,11 +27,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 mod certs;
+mod cluster;
 mod mqtt;
 mod procs;
 mod raw;
 mod stock;
 pub use certs::*;
+pub use cluster::*;
 pub use mqtt::*;
 pub use procs::*;
 pub use raw::*;

@@ -1,0 +1,229 @@
+//! Sessions that move between nodes (docs/mesh.md, issue 23).
+//!
+//! A client that connects to this node with a session another node held (the
+//! metadata said that node owned its id: `Connect::moved_from`) carries on from
+//! that node's state, which this node follows in its replica of that node's
+//! journal. The old node, applying the change of owner, closes the client's
+//! connection there and journals a `Handoff`: from then on the session's state is
+//! final, and its copy here is complete once that op and the messages the session
+//! had reached have arrived. Until then the CONNECT waits here, and whatever the
+//! connection sends meanwhile waits with it (at most `HELD_EVENTS_MAX` events).
+//!
+//! A node that is gone writes no `Handoff`: once `MeshConfig::failure_timeout`
+//! passes since this node last heard from it (or since the CONNECT, whichever
+//! comes first), the session carries on from what the replica holds of its journal
+//! and logs, and a position past what has arrived is clamped to it (a message may
+//! come twice, which is logged).
+
+use std::time::SystemTime;
+
+use commitlog::Offset;
+use mesh::{LogId, NodeId};
+
+use super::logs::Logs;
+use super::Router;
+use crate::event::{CloseReason, Connect, Event, Reply};
+use crate::journal::Op;
+use crate::snapshot::SavedSession;
+use crate::storage::Storage;
+use crate::ConnectionId;
+
+/// A CONNECT waiting for its session's state from the node that held it.
+#[derive(Debug)]
+pub(super) struct Awaiting {
+    conn: ConnectionId,
+    connect: Connect,
+    from: NodeId,
+    since: SystemTime,
+    /// What the connection sent after its CONNECT, in order.
+    events: Vec<Event>,
+}
+
+/// Events a connection may send while its CONNECT waits; past it, it is closed.
+const HELD_EVENTS_MAX: usize = 1024;
+
+/// What a waiting CONNECT can carry on from now.
+enum Ready {
+    /// Not yet.
+    Wait,
+    /// The old node's state (none: it had no session), from its journal of `LogId`.
+    With(Option<SavedSession>, Option<LogId>),
+}
+
+impl<S: Storage> Router<S> {
+    /// A CONNECT whose session another node held: true when this took it (it
+    /// waits here for that node's state, see the module docs, or went on with it
+    /// already), false when it goes on as any CONNECT.
+    pub(super) fn connect_moved(&mut self, conn: ConnectionId, connect: &Connect) -> bool {
+        let Some(from) = connect.moved_from else {
+            return false;
+        };
+        let own = self.mesh.as_deref().map(|m| m.own().node);
+        let persistent = connect.session_expiry > 0 && !connect.clean_start;
+        if own.is_none_or(|own| own == from)
+            || !persistent
+            || self.by_client.contains_key(connect.client_id.as_str())
+        {
+            return false;
+        }
+        let waiting = Awaiting {
+            conn,
+            connect: connect.clone(),
+            from,
+            since: self.now,
+            events: Vec::new(),
+        };
+        if let Some(mesh) = self.mesh.as_deref_mut() {
+            mesh.awaiting.push(waiting);
+        }
+        self.try_awaiting();
+        true
+    }
+
+    /// Hold `event` if its connection's CONNECT waits; the event back otherwise.
+    pub(super) fn hold_for_move(&mut self, event: Event) -> Option<Event> {
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return Some(event);
+        };
+        if mesh.awaiting.is_empty() {
+            return Some(event);
+        }
+        let conn = event.conn();
+        let Some(i) = mesh.awaiting.iter().position(|a| a.conn == conn) else {
+            return Some(event);
+        };
+        if mesh.awaiting[i].events.len() >= HELD_EVENTS_MAX {
+            let a = mesh.awaiting.swap_remove(i);
+            tracing::warn!(client_id = %a.connect.client_id, "a connection sent too much while its session moved here; closed");
+            self.outbox
+                .push((conn, Reply::Close(CloseReason::ServerBusy)));
+            return None;
+        }
+        mesh.awaiting[i].events.push(event);
+        None
+    }
+
+    /// Carry on the waiting CONNECTs whose sessions' state is here now, or whose
+    /// old node is taken as gone.
+    pub(super) fn try_awaiting(&mut self) {
+        let n = self.mesh.as_deref().map_or(0, |m| m.awaiting.len());
+        for i in (0..n).rev() {
+            let ready = match self.mesh.as_deref().and_then(|m| m.awaiting.get(i)) {
+                Some(a) => self.ready(a),
+                None => continue,
+            };
+            let Ready::With(saved, journal) = ready else {
+                continue;
+            };
+            let Some(a) = self.mesh.as_deref_mut().map(|m| m.awaiting.swap_remove(i)) else {
+                continue;
+            };
+            if let (Some(saved), Some(journal)) = (saved, journal) {
+                self.adopt(saved, journal, &a.connect.client_id);
+            }
+            self.connect(
+                a.conn,
+                Connect {
+                    moved_from: None,
+                    ..a.connect
+                },
+            );
+            for e in a.events {
+                self.handle(e);
+            }
+        }
+    }
+
+    /// Whether `a` can go on, and from what.
+    fn ready(&self, a: &Awaiting) -> Ready {
+        let Some(mesh) = self.mesh.as_deref() else {
+            return Ready::With(None, None);
+        };
+        let id = a.connect.client_id.as_str();
+        let journal = mesh.latest_journal(a.from);
+        let state = journal.and_then(|j| self.journal_replica_state(j));
+        let handed = state.and_then(|s| s.handed(id, mesh.own().node));
+        let heard = mesh.last_heard.get(&a.from).copied().unwrap_or(a.since);
+        let timeout = mesh.failure_timeout();
+        let gone = [heard, a.since]
+            .into_iter()
+            .any(|t| self.now.duration_since(t).is_ok_and(|d| d >= timeout));
+        match handed {
+            Some(saved) if gone || self.holds_positions(saved.as_ref(), journal) => {
+                Ready::With(saved, journal)
+            }
+            Some(_) => Ready::Wait,
+            None if gone => {
+                let saved = state.and_then(|s| s.session(id));
+                tracing::warn!(client_id = id, from = %a.from, "no handoff from the session's node within failure_timeout_ms; carrying on from what this node holds of its journal");
+                Ready::With(saved, journal)
+            }
+            None => Ready::Wait,
+        }
+    }
+
+    /// Whether this node's logs reach every position of `saved` (written by the
+    /// run of `journal`): the messages the session had reached are here.
+    fn holds_positions(&self, saved: Option<&SavedSession>, journal: Option<LogId>) -> bool {
+        let (Some(saved), Some(mesh)) = (saved, self.mesh.as_deref()) else {
+            return true;
+        };
+        let logs = Logs::new(&self.storage, Some(mesh));
+        let reaches = |log: Option<LogId>, at: Offset| {
+            log.and_then(|l| mesh.log_ref(l))
+                .is_none_or(|r| logs.end(r) >= at)
+        };
+        reaches(journal, saved.resume)
+            && saved.resume_in.iter().all(|(l, at)| reaches(Some(*l), *at))
+            && (saved.inflight.iter()).all(|i| {
+                i.offset
+                    .is_none_or(|o| reaches(i.log.or(journal), o.add(1)))
+            })
+    }
+
+    /// Make `saved`, a session another node held (its journal `journal`), this
+    /// node's, and journal it here.
+    fn adopt(&mut self, saved: SavedSession, journal: LogId, client_id: &str) {
+        let sid = crate::SessionId(self.next_session);
+        tracing::info!(client_id, from = %journal, "session carried on from another node");
+        let restored = crate::Snapshot {
+            retained: Vec::new(),
+            sessions: vec![SavedSession { id: sid.0, ..saved }],
+        };
+        self.restore_from(restored, Some(journal));
+        if let Some(s) = self.saved_session(sid) {
+            self.journal.push_session(&s);
+        }
+        if let Some(state) = (self.mesh.as_deref_mut())
+            .and_then(|m| m.journal_replicas.iter_mut().find(|r| r.id == journal))
+        {
+            state.state.forget_handed(client_id);
+        }
+    }
+
+    /// Another node owns `client_id` now (metadata entry `at`), and carries its
+    /// session on: the session here ends as taken over (its connection closed with
+    /// 0x8E), unless this node took it back since (`owned_since`), and leaves
+    /// this node in a `Handoff` (so that node finds its last state in this node's
+    /// journal), not a `Remove`.
+    pub(super) fn session_moved(&mut self, client_id: &str, at: u64, to: NodeId) {
+        let sid = self.by_client.get(client_id).copied();
+        if let Some(s) = sid.and_then(|sid| self.sessions.get(&sid)) {
+            if s.owned_since >= at {
+                return;
+            }
+        }
+        if let Some(sid) = sid {
+            tracing::info!(client_id, at, %to, "session taken over by another node");
+            let persistent = self.sessions.get(&sid).is_some_and(|s| !s.clean);
+            self.take_over(sid, !persistent, client_id);
+            if persistent {
+                self.forget_session(sid);
+            }
+        }
+        self.journal.push(&Op::Handoff {
+            client_id: client_id.to_string(),
+            to,
+        });
+    }
+}

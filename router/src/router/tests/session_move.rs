@@ -1,0 +1,246 @@
+//! A session moves between nodes: the node that held it hands it over in its
+//! journal, and the node its client connects to carries it on from its replica.
+
+use std::time::Duration;
+
+use ::mesh::{Incarnation, LogId, NodeId, Stream};
+
+use super::*;
+use crate::{MemStorage, PeerEvent};
+
+fn log(node: u8) -> LogId {
+    LogId {
+        node: NodeId(node),
+        incarnation: Incarnation(1),
+    }
+}
+
+/// Node `node` of three with a session journal, replicating the others' logs and
+/// journals.
+fn node(node: u8) -> Router<MemStorage> {
+    let mut r = super::journaled_node(log(node));
+    for other in (1..=3).filter(|n| *n != node) {
+        r.add_replica(log(other), MemStorage::new());
+        r.add_journal_replica(log(other), MemStorage::new());
+    }
+    r.drain_peer_outbox().for_each(drop);
+    r
+}
+
+/// Everything `from` holds of its messages and journal, replicated to `to`.
+fn replicate(from: &Router<MemStorage>, to: &mut Router<MemStorage>) {
+    let log = from.own_log().expect("a cluster node");
+    let journal = from.journal_storage().expect("a journal");
+    for (stream, storage) in [
+        (Stream::Messages, from.storage()),
+        (Stream::Journal, journal),
+    ] {
+        let (base, head) = (storage.earliest(), storage.head());
+        let records = storage.records().map(|(_, r)| Framed::new(r)).collect();
+        to.handle_peer(PeerEvent::Replicated {
+            log,
+            stream,
+            base,
+            commit: head,
+            records,
+        });
+    }
+    to.drain_peer_outbox().for_each(drop);
+}
+
+/// The replies of `r`, once node `peer` holds its log and journal to their heads.
+fn replies(r: &mut Router<MemStorage>, peer: u8) -> Vec<(ConnectionId, Reply)> {
+    r.flush();
+    let own = r.own_log().expect("a cluster node");
+    let heads = [
+        (Stream::Messages, r.storage().head()),
+        (
+            Stream::Journal,
+            r.journal_storage().expect("a journal").head(),
+        ),
+    ];
+    for (stream, from) in heads {
+        r.handle_peer(PeerEvent::Fetched {
+            peer: NodeId(peer),
+            log: own,
+            stream,
+            from,
+            bytes_max: 1 << 20,
+        });
+    }
+    r.drain_peer_outbox().for_each(drop);
+    r.drain_outbox().collect()
+}
+
+fn connect(r: &mut Router<MemStorage>, conn: ConnectionId, id: &str, moved_from: Option<u8>) {
+    r.handle(Event::Connect {
+        conn,
+        connect: Connect {
+            owned_since: 10,
+            moved_from: moved_from.map(NodeId),
+            ..Connect::v3(id, false, None)
+        },
+    });
+}
+
+fn publish(r: &mut Router<MemStorage>, conn: ConnectionId, pkid: u16, payload: &str) {
+    r.handle(Event::Publish {
+        conn,
+        pkid: Some(PacketId(pkid)),
+        message: Publication {
+            topic: TopicId(0),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            record: NewMessage::new(QoS::AtLeastOnce, false, 2_000_000, "t", payload.as_bytes())
+                .framed(),
+        },
+    });
+}
+
+/// Node 1 with "dev" subscribed to t: m1 in flight to it, unacknowledged, and m2
+/// queued for it; then node 2 takes its client id over.
+fn dev_on_node_1_taken_over() -> Router<MemStorage> {
+    let mut a = node(1);
+    connect(&mut a, C1, "dev", None);
+    a.handle(Event::Subscribe {
+        conn: C1,
+        pkid: PacketId(1),
+        filters: vec![Subscription::new("t", QoS::AtLeastOnce)],
+        id: None,
+    });
+    a.handle(Event::Connect {
+        conn: C2,
+        connect: Connect::v3("pub", true, None),
+    });
+    a.handle(Event::Pull { conn: C1 });
+    publish(&mut a, C2, 1, "m1");
+    replies(&mut a, 3);
+    let got = delivered(replies(&mut a, 3).into_iter().map(|(_, r)| r).collect());
+    assert_eq!(got.len(), 1, "m1 in flight to dev on node 1");
+    publish(&mut a, C2, 2, "m2");
+    replies(&mut a, 3);
+    a.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: NodeId(2),
+        at: 20,
+    });
+    let closed = replies(&mut a, 3);
+    assert!(
+        closed.contains(&(C1, Reply::Close(CloseReason::SessionTakenOver))),
+        "{closed:?}"
+    );
+    assert_eq!(
+        a.session_count(),
+        1,
+        "only the publisher's is left on node 1"
+    );
+    a
+}
+
+#[test]
+fn a_session_taken_over_by_another_node_carries_on_there() {
+    let a = dev_on_node_1_taken_over();
+    let mut b = node(2);
+    replicate(&a, &mut b);
+    connect(&mut b, C3, "dev", Some(1));
+    let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
+    let resent = delivered(out);
+    assert_eq!(payloads(&resent), vec![b"m1".to_vec()]);
+    assert!(resent[0].dup && resent[0].pkid == Some(PacketId(1)));
+    b.handle(Event::PubAck {
+        conn: C3,
+        pkid: PacketId(1),
+    });
+    b.handle(Event::Pull { conn: C3 });
+    let got = delivered(replies(&mut b, 3).into_iter().map(|(_, r)| r).collect());
+    assert_eq!(
+        payloads(&got),
+        vec![b"m2".to_vec()],
+        "then what it had not got"
+    );
+}
+
+#[test]
+fn a_connect_waits_for_the_handoff_and_what_the_connection_sent_waits_with_it() {
+    let a = dev_on_node_1_taken_over();
+    let mut b = node(2);
+    connect(&mut b, C3, "dev", Some(1));
+    b.handle(Event::Subscribe {
+        conn: C3,
+        pkid: PacketId(5),
+        filters: vec![Subscription::new("u", QoS::AtLeastOnce)],
+        id: None,
+    });
+    assert_eq!(replies(&mut b, 3), vec![], "nothing from node 1 yet");
+    replicate(&a, &mut b);
+    let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|r| matches!(r, Reply::SubAck { pkid, .. } if *pkid == PacketId(5))),
+        "the SUBACK follows the CONNACK: {out:?}"
+    );
+}
+
+#[test]
+fn without_a_handoff_a_connect_carries_on_after_failure_timeout() {
+    let mut b = node(2);
+    connect(&mut b, C3, "dev", Some(1));
+    assert_eq!(replies(&mut b, 3), vec![]);
+    b.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
+    let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(
+        out.first(),
+        Some(&accepted(false)),
+        "node 1 held nothing this node knows of: a new session"
+    );
+}
+
+#[test]
+fn a_session_moved_back_resumes_where_it_left_off_on_the_other_node() {
+    let mut a = dev_on_node_1_taken_over();
+    let mut b = node(2);
+    replicate(&a, &mut b);
+    connect(&mut b, C3, "dev", Some(1));
+    let resent = delivered(replies(&mut b, 3).into_iter().map(|(_, r)| r).collect());
+    b.handle(Event::PubAck {
+        conn: C3,
+        pkid: resent[0].pkid.expect("QoS 1"),
+    });
+    b.handle(Event::Pull { conn: C3 });
+    let got = delivered(replies(&mut b, 3).into_iter().map(|(_, r)| r).collect());
+    assert_eq!(payloads(&got), vec![b"m2".to_vec()]);
+    b.handle(Event::PubAck {
+        conn: C3,
+        pkid: got[0].pkid.expect("QoS 1"),
+    });
+    b.handle(Event::Disconnect {
+        conn: C3,
+        reason: DisconnectReason::Normal,
+        session_expiry: None,
+    });
+    replies(&mut b, 3);
+    // Back to node 1, which takes the client id back.
+    b.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: NodeId(1),
+        at: 30,
+    });
+    replies(&mut b, 3);
+    replicate(&b, &mut a);
+    publish(&mut a, C2, 3, "m3");
+    replies(&mut a, 3);
+    connect(&mut a, ConnectionId(4), "dev", Some(2));
+    let out: Vec<Reply> = replies(&mut a, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out, vec![accepted(true)], "nothing in flight");
+    a.handle(Event::Pull {
+        conn: ConnectionId(4),
+    });
+    let got = delivered(replies(&mut a, 3).into_iter().map(|(_, r)| r).collect());
+    assert_eq!(
+        payloads(&got),
+        vec![b"m3".to_vec()],
+        "m1 and m2 were acked on node 2"
+    );
+}

@@ -1,0 +1,62 @@
+//! Several broker processes on 127.0.0.1 as a cluster: their configuration and
+//! how they start.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use super::{http, Broker, STEP};
+
+/// The nodes' shared `cluster.secret`.
+pub const SECRET: &str = "0123456789abcdef-cluster-test";
+
+/// Peer addresses for three nodes: ports the OS had free a moment ago.
+pub fn peer_addrs() -> Vec<String> {
+    let held: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+/// The configuration of node `id` (1-based) of the nodes at `addrs`, with
+/// `ack_copies`.
+pub fn node_config(id: usize, addrs: &[String], ack_copies: usize) -> String {
+    let peers: Vec<String> = (1..=addrs.len())
+        .filter(|p| *p != id)
+        .map(|p| format!("\"{p}={}\"", addrs[p - 1]))
+        .collect();
+    format!(
+        "[cluster]\nnode_id = {id}\nlisten = \"{}\"\npeers = [{}]\nack_copies = {ack_copies}\n\
+         secret = \"{SECRET}\"\n",
+        addrs[id - 1],
+        peers.join(", ")
+    )
+}
+
+pub fn start_node(id: usize, addrs: &[String]) -> Broker {
+    start_node_with(id, addrs, 2)
+}
+
+pub fn start_node_with(id: usize, addrs: &[String], ack_copies: usize) -> Broker {
+    let b = Broker::with_config(&node_config(id, addrs, ack_copies));
+    b.wait_for_log("peer listener up", STEP);
+    b
+}
+
+/// Three nodes, each replicating the other two.
+pub fn three_nodes() -> Vec<Broker> {
+    let addrs = peer_addrs();
+    let nodes: Vec<Broker> = (1..=3).map(|id| start_node(id, &addrs)).collect();
+    for n in &nodes {
+        n.wait_for_log_count("replicating", 2, Duration::from_secs(10));
+    }
+    nodes
+}
+
+/// The JSON an admin API at `addr` answers `GET path` with (200 expected).
+pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let (code, body) = http(addr, "GET", path, None).await;
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
