@@ -229,7 +229,7 @@ impl<S: Storage> Router<S> {
         let mut router = Router::new(config, storage);
         router.restore(snapshot);
         if let Some(from) = journal_head {
-            router.recover_inbound_qos2(LogRef::OWN, from);
+            router.recover_inbound_qos2(LogRef::OWN, from, None);
         }
         router.journal = Journal::new(journal);
         router.write_checkpoint().map_err(JournalError::Storage)?;
@@ -358,8 +358,9 @@ impl<S: Storage> Router<S> {
         self.run_timers(now);
         self.try_awaiting();
         // Keep the journal's idea of the log head recent, so crash recovery scans
-        // only a short tail of the message log (see `recover_inbound_qos2`).
-        let head = self.storage.head();
+        // only a short tail of the message log (see `recover_inbound_qos2`): the
+        // settled part of it (the commit, in a cluster).
+        let head = self.commit();
         if self.journal.head_is_stale(head) && !self.sessions.is_empty() {
             self.journal.push(&Op::Head(head));
         }

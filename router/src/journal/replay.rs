@@ -255,6 +255,11 @@ impl Replay {
         }
     }
 
+    /// The message-log head the last batch read so far was committed at.
+    pub fn head(&self) -> Option<Offset> {
+        self.head
+    }
+
     /// Forget that `client_id` was handed over: its new node has it.
     pub fn forget_handed(&mut self, client_id: &str) {
         self.current.handed.remove(client_id);

@@ -125,7 +125,6 @@ impl<S: Storage> Router<S> {
     }
 
     /// The live state of `log`'s journal, as far as this node's replica goes.
-    #[allow(dead_code)] // Read by session moves, which come next.
     pub(super) fn journal_replica_state(&self, log: LogId) -> Option<&Replay> {
         let mesh = self.mesh.as_deref()?;
         let r = mesh.journal_replicas.iter().find(|r| r.id == log)?;

@@ -23,7 +23,8 @@ impl<S: Storage> Router<S> {
     /// held back by the crash, but they are in the log: a QoS 2 publisher will resend
     /// them. Their records name the publisher and packet id (persistent sessions
     /// only), so put those ids back and the retransmission is not stored again.
-    pub(super) fn recover_inbound_qos2(&mut self, log: LogRef, from: Offset) {
+    /// (`only`: for that client id alone, a session that moved here.)
+    pub(super) fn recover_inbound_qos2(&mut self, log: LogRef, from: Offset, only: Option<&str>) {
         let Router {
             storage,
             sessions,
@@ -46,6 +47,9 @@ impl<S: Storage> Router<S> {
             let Some((client_id, pkid)) = m.origin() else {
                 return Ok(());
             };
+            if only.is_some_and(|only| only != client_id) {
+                return Ok(());
+            }
             let sid = by_client.get(client_id);
             if let Some(s) = sid.and_then(|sid| sessions.get_mut(sid)) {
                 s.incoming_qos2.insert(pkid);
@@ -184,7 +188,7 @@ impl<S: Storage> Router<S> {
         self.restore_from(snapshot, Some(written_by));
         let saver = self.mesh.as_deref().and_then(|m| m.log_ref(written_by));
         if let (Some(log), Some(from)) = (saver, journal_head) {
-            self.recover_inbound_qos2(log, from);
+            self.recover_inbound_qos2(log, from, None);
         }
         self.write_checkpoint()
     }
@@ -296,7 +300,9 @@ impl<S: Storage> Router<S> {
         let committed = if repairing {
             Ok(())
         } else {
-            self.journal.commit(self.storage.head())
+            // Where the records settled (their QoS 2 ids journaled) end: the
+            // commit, in a cluster.
+            self.journal.commit(self.commit())
         };
         let result = committed.and_then(|()| {
             if self
@@ -321,7 +327,7 @@ impl<S: Storage> Router<S> {
     pub(super) fn write_checkpoint(&mut self) -> commitlog::Result<()> {
         let state = self.snapshot();
         let hold = self.journal_hold();
-        self.journal.checkpoint(&state, self.storage.head(), hold)?;
+        self.journal.checkpoint(&state, self.commit(), hold)?;
         self.stats.checkpoints += 1;
         Ok(())
     }

@@ -191,6 +191,13 @@ impl<S: Storage> Router<S> {
             sessions: vec![SavedSession { id: sid.0, ..saved }],
         };
         self.restore_from(restored, Some(journal));
+        // What it published at QoS 2 after the old node's journal last committed
+        // was stored, unacknowledged: its retransmission here must not be.
+        let head = self.journal_replica_state(journal).and_then(|s| s.head());
+        let log = self.mesh.as_deref().and_then(|m| m.log_ref(journal));
+        if let (Some(log), Some(from)) = (log, head) {
+            self.recover_inbound_qos2(log, from, Some(client_id));
+        }
         if let Some(s) = self.saved_session(sid) {
             self.journal.push_session(&s);
         }

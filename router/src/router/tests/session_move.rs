@@ -244,3 +244,62 @@ fn a_session_moved_back_resumes_where_it_left_off_on_the_other_node() {
         "m1 and m2 were acked on node 2"
     );
 }
+
+#[test]
+fn a_qos2_publish_stored_before_its_node_died_is_not_stored_again_where_it_resumes() {
+    let mut a = node(1);
+    connect(&mut a, C1, "p2", None);
+    replies(&mut a, 3);
+    let mut b = node(2);
+    replicate(&a, &mut b);
+    // Stored and held by two nodes, but the node dies before its PUBREC leaves:
+    // node 2 has the message, not the journal op that remembers its id.
+    let record = crate::NewMessage {
+        origin: Some(crate::Origin {
+            client_id: "p2",
+            pkid: 9,
+        }),
+        ..NewMessage::new(QoS::ExactlyOnce, false, 2_000_000, "t", b"once")
+    }
+    .framed();
+    let publish = Event::Publish {
+        conn: C1,
+        pkid: Some(PacketId(9)),
+        message: Publication {
+            topic: TopicId(0),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            record,
+        },
+    };
+    a.handle(publish.clone());
+    a.flush();
+    let log = a.storage().clone();
+    let records: Vec<Framed> = log.records().map(|(_, r)| Framed::new(r)).collect();
+    b.handle_peer(PeerEvent::Replicated {
+        log: ::mesh::LogId {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        },
+        stream: Stream::Messages,
+        base: Offset(0),
+        commit: log.head(),
+        records,
+    });
+    drop(a);
+    connect(&mut b, C3, "p2", Some(1));
+    b.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
+    let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out, vec![accepted(true)]);
+    let head = b.storage().head();
+    if let Event::Publish { pkid, message, .. } = publish {
+        b.handle(Event::Publish {
+            conn: C3,
+            pkid,
+            message,
+        });
+    }
+    let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out, vec![Reply::PubRec(PacketId(9), PubReason::Success)]);
+    assert_eq!(b.storage().head(), head, "not stored a second time");
+}
