@@ -60,11 +60,16 @@ impl<S: Storage> Router<S> {
         };
         let own = self.mesh.as_deref().map(|m| m.own().node);
         let persistent = connect.session_expiry > 0 && !connect.clean_start;
-        if own.is_none_or(|own| own == from)
-            || !persistent
-            || self.by_client.contains_key(connect.client_id.as_str())
-        {
+        if own.is_none_or(|own| own == from) || !persistent {
             return false;
+        }
+        let id = connect.client_id.as_str();
+        if let Some(sid) = self.by_client.get(id).copied() {
+            // Another node owned the id since this node's session (say, one that
+            // this node carried over from before a restart): that is stale.
+            tracing::info!(client_id = id, %from, "a session here is older than the client id's last owner's; dropped");
+            self.take_over(sid, false, id);
+            self.forget_session(sid);
         }
         let waiting = Awaiting {
             conn,
