@@ -33,6 +33,7 @@ mod logs;
 mod peer;
 mod persist;
 mod publish;
+mod relay;
 mod replication;
 mod session_move;
 mod subscribe;
@@ -356,6 +357,7 @@ impl<S: Storage> Router<S> {
     pub fn tick(&mut self, now: SystemTime) {
         self.now = now;
         self.run_timers(now);
+        self.relay_fetches();
         self.try_awaiting();
         // Keep the journal's idea of the log head recent, so crash recovery scans
         // only a short tail of the message log (see `recover_inbound_qos2`): the

@@ -324,6 +324,17 @@ fn to_router(
                 }
             };
             let records = Framed::split(&records, max)?;
+            if log.node != peer {
+                // From that peer's replica of a gone writer's log (`relay`).
+                return Ok(Some(ToRouter::Peer(PeerEvent::Relayed {
+                    peer,
+                    log,
+                    stream,
+                    base,
+                    commit,
+                    records,
+                })));
+            }
             PeerEvent::Replicated {
                 log,
                 stream,

@@ -119,7 +119,9 @@ impl ToRouter {
                 | PeerEvent::Moved { .. }
                 | PeerEvent::SharedNodes { .. },
             ) => true,
-            ToRouter::Peer(PeerEvent::Replicated { records, .. }) => {
+            ToRouter::Peer(
+                PeerEvent::Replicated { records, .. } | PeerEvent::Relayed { records, .. },
+            ) => {
                 records.len() <= LIGHT_EVENTS_MAX
                     && records.iter().map(|r| r.frame().len()).sum::<usize>() <= LIGHT_BYTES_MAX
             }

@@ -32,7 +32,9 @@ use crate::ConnectionId;
 #[derive(Debug)]
 pub(super) struct JournalReplica<S> {
     pub(super) id: LogId,
-    storage: S,
+    pub(super) storage: S,
+    /// Once its writer is gone: which peers' replicas it holds all of.
+    pub(super) relay: super::relay::Relay,
     /// The writer's persistent state as far as this replica goes.
     pub(super) state: Replay,
     /// The record where the writer's last checkpoint began, until its end arrives.
@@ -95,6 +97,7 @@ impl<S: Storage> Router<S> {
             state: Replay::default(),
             checkpoint_begin: None,
             refetch_at: None,
+            relay: super::relay::Relay::default(),
         };
         let mut kept = Vec::new();
         let read = crate::storage::visit_records(&r.storage, Offset(0), |offset, record| {
@@ -134,24 +137,34 @@ impl<S: Storage> Router<S> {
     /// A writer's answer to this node's journal fetch.
     pub(super) fn journal_replicated(&mut self, log: LogId, base: Offset, records: &[Framed]) {
         self.heard(log.node);
-        self.journal_replicated_in(log, base, records);
+        self.journal_replicated_in(log.node, log, base, records);
         self.try_awaiting();
     }
 
-    fn journal_replicated_in(&mut self, log: LogId, base: Offset, records: &[Framed]) {
+    /// Journal records of `log` from `peer` (its writer, or a peer's replica: see
+    /// `relay`), from `base`: appended at the replica's head and applied to the
+    /// live state; the writer is asked for more. True when they were appended.
+    pub(super) fn journal_replicated_in(
+        &mut self,
+        peer: NodeId,
+        log: LogId,
+        base: Offset,
+        records: &[Framed],
+    ) -> bool {
         let now = self.now;
         let Some(mesh) = self.mesh.as_deref_mut() else {
-            return;
+            return false;
         };
         let Some(r) = mesh.journal_replicas.iter_mut().find(|r| r.id == log) else {
             tracing::warn!(%log, "journal records of a log this node does not replicate; ignored");
-            return;
+            return false;
         };
-        if base == r.storage.head() && !records.is_empty() {
+        let appended = base == r.storage.head() && !records.is_empty();
+        if appended {
             if let Err(e) = r.storage.append(records) {
                 tracing::error!(%log, error = %e, "cannot append to a journal replica");
                 r.refetch_at = Some(now + super::replication::APPEND_RETRY);
-                return;
+                return false;
             }
             let mut ended = None;
             for (i, f) in records.iter().enumerate() {
@@ -166,12 +179,16 @@ impl<S: Storage> Router<S> {
                 }
             }
         }
-        let fetch = PeerReply::Fetch {
-            log,
-            stream: Stream::Journal,
-            from: r.storage.head(),
-        };
-        mesh.outbox.push((log.node, fetch));
+        let head = r.storage.head();
+        if peer == log.node && !mesh.superseded(log) {
+            let fetch = PeerReply::Fetch {
+                log,
+                stream: Stream::Journal,
+                from: head,
+            };
+            mesh.outbox.push((log.node, fetch));
+        }
+        appended
     }
 
     /// The link to `peer` is new: fetch its journals again (what was in flight is

@@ -44,6 +44,23 @@ pub enum PeerEvent {
         /// The records, framed as stored.
         records: Vec<Framed>,
     },
+    /// A peer's answer to this node's fetch of a log it does not write: what its
+    /// replica holds from `base` (see `relay`: a gone writer's logs, synced
+    /// between the survivors).
+    Relayed {
+        /// The peer.
+        peer: NodeId,
+        /// The log.
+        log: LogId,
+        /// Which of its streams.
+        stream: Stream,
+        /// The offset of the first record.
+        base: Offset,
+        /// What the writer told that peer is committed.
+        commit: Offset,
+        /// The records, framed as stored.
+        records: Vec<Framed>,
+    },
     /// The cluster's metadata applied a new owner of `client_id`, `node`, at entry
     /// `at`: if that is not this node, a session it holds here ends (its connection
     /// closed as taken over).

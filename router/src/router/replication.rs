@@ -30,6 +30,7 @@ use super::inspect::MeshStatus;
 use super::journal_stream::{Gate, JournalReplica};
 use super::peer::{PeerEvent, PeerReply};
 use super::publish::{beyond_positions, offer, offer_to, Offered};
+use super::relay::Relay;
 use super::session_move::Awaiting;
 use super::written::Written;
 use super::{epoch_ms, Matched, Router, Staged};
@@ -130,6 +131,52 @@ impl<S> Mesh<S> {
         self.config.failure_timeout
     }
 
+    /// How long a fetch is held.
+    pub(super) fn fetch_wait(&self) -> Duration {
+        self.config.fetch_wait
+    }
+
+    /// Count a peer never heard from as silent since `now` (the first tick).
+    pub(super) fn start_silence(&mut self, now: SystemTime) {
+        for peer in &self.config.followers {
+            self.last_heard.entry(*peer).or_insert(now);
+        }
+    }
+
+    /// Whether `peer` was heard from within `failure_timeout` of `now`.
+    fn heard_lately(&self, peer: NodeId, now: SystemTime) -> bool {
+        self.last_heard.get(&peer).is_some_and(|t| {
+            now.duration_since(*t)
+                .map_or(true, |d| d < self.config.failure_timeout)
+        })
+    }
+
+    /// The peers heard from lately.
+    pub(super) fn live_peers(&self, now: SystemTime) -> Vec<NodeId> {
+        (self.config.followers.iter().copied())
+            .filter(|p| self.heard_lately(*p, now))
+            .collect()
+    }
+
+    /// Whether `log`'s writer writes it no more: it is an earlier run of this node
+    /// or of a node that runs a newer one, or its node has been silent for
+    /// `failure_timeout`.
+    pub(super) fn writer_gone(&self, log: LogId, now: SystemTime) -> bool {
+        self.superseded(log)
+            || (self.last_heard.contains_key(&log.node) && !self.heard_lately(log.node, now))
+    }
+
+    /// Whether `log` will never grow again: it is an earlier run of this node, or
+    /// of a node whose newer run this node replicates.
+    pub(super) fn superseded(&self, log: LogId) -> bool {
+        if log.node == self.config.own.node {
+            return true;
+        }
+        let newer = |id: LogId| id.node == log.node && id.incarnation > log.incarnation;
+        self.replicas.iter().any(|r| newer(r.id))
+            || self.journal_replicas.iter().any(|r| newer(r.id))
+    }
+
     /// The newest of `node`'s session journals this node replicates.
     pub(super) fn latest_journal(&self, node: NodeId) -> Option<LogId> {
         (self.journal_replicas.iter())
@@ -210,9 +257,11 @@ pub(super) struct Replica<S> {
     pub(super) id: LogId,
     pub(super) storage: S,
     /// What the writer said is committed (never above this replica's head).
-    commit: Offset,
+    pub(super) commit: Offset,
     /// Records below this were offered to the sessions.
     pub(super) fanned: Offset,
+    /// Once its writer is gone: which peers' replicas it holds all of.
+    pub(super) relay: Relay,
     /// New to this node (empty when added): records stamped before
     /// `MeshConfig::started` are history, not offered.
     history: bool,
@@ -278,6 +327,7 @@ impl<S: Storage> Router<S> {
             storage,
             commit: head,
             fanned: head,
+            relay: Relay::default(),
             history: head == Offset(0),
             refetch_at: None,
         });
@@ -341,6 +391,14 @@ impl<S: Storage> Router<S> {
                 records,
                 ..
             } => self.journal_replicated(log, base, &records),
+            PeerEvent::Relayed {
+                peer,
+                log,
+                stream,
+                base,
+                commit,
+                records,
+            } => self.relayed(peer, (log, stream), (base, commit), &records),
             PeerEvent::Moved {
                 client_id,
                 node,
@@ -455,17 +513,11 @@ impl<S: Storage> Router<S> {
         let Some(mesh) = self.mesh.as_mut() else {
             return;
         };
+        let bytes_max = bytes_max.min(mesh.config.fetch_bytes_max);
         if log != mesh.config.own {
-            // An earlier run's log is fetched by a peer that kept a replica of it:
-            // that replica stays as it is.
-            if log.node == mesh.config.own.node {
-                tracing::debug!(%peer, %log, "fetch of this node's earlier run's log; ignored");
-            } else {
-                tracing::warn!(%peer, %log, "fetch of a log this node does not write; ignored");
-            }
+            self.relay_fetch(peer, (log, stream), from, bytes_max);
             return;
         }
-        let bytes_max = bytes_max.min(mesh.config.fetch_bytes_max);
         match stream {
             Stream::Messages => {
                 if mesh.messages.fetched(peer, from, bytes_max, now) {
@@ -504,7 +556,7 @@ impl<S: Storage> Router<S> {
 
     fn replicated(&mut self, log: LogId, base: Offset, commit: Offset, records: &[Framed]) {
         self.heard(log.node);
-        self.replicated_in(log, base, commit, records);
+        self.replicated_in(log.node, log, (base, commit), records);
         self.try_awaiting();
     }
 
@@ -516,21 +568,32 @@ impl<S: Storage> Router<S> {
         }
     }
 
-    fn replicated_in(&mut self, log: LogId, base: Offset, commit: Offset, records: &[Framed]) {
+    /// Records of `log` from `peer` (its writer, or a peer's replica: see `relay`)
+    /// from `base`, and that peer's commit: appended at the replica's head, and
+    /// offered to the sessions once committed; the writer is asked for more. True
+    /// when they were appended.
+    pub(super) fn replicated_in(
+        &mut self,
+        peer: NodeId,
+        log: LogId,
+        (base, commit): (Offset, Offset),
+        records: &[Framed],
+    ) -> bool {
         let Some(mesh) = self.mesh.as_mut() else {
-            return;
+            return false;
         };
         let Some(i) = mesh.replicas.iter().position(|r| r.id == log) else {
             tracing::warn!(%log, "records of a log this node does not replicate; ignored");
-            return;
+            return false;
         };
         let ack_copies = mesh.config.ack_copies;
         let r = &mut mesh.replicas[i];
-        if base == r.storage.head() && !records.is_empty() {
+        let appended = base == r.storage.head() && !records.is_empty();
+        if appended {
             if let Err(e) = r.storage.append(records) {
                 tracing::error!(%log, error = %e, retry_in = ?APPEND_RETRY, "cannot append to a replica");
                 r.refetch_at = Some(self.now + APPEND_RETRY);
-                return;
+                return false;
             }
         } else if base != r.storage.head() {
             tracing::debug!(%log, %base, head = %r.storage.head(), "records not at the replica's head; fetching again");
@@ -545,13 +608,19 @@ impl<S: Storage> Router<S> {
             commit.min(head)
         };
         r.commit = r.commit.max(known);
-        let fetch = PeerReply::Fetch {
-            log,
-            stream: Stream::Messages,
-            from: head,
-        };
-        mesh.outbox.push((log.node, fetch));
+        // A writer that runs a newer log answers no more for this one (its
+        // replicas sync between themselves: `relay`). One that is only silent is
+        // asked on: it may come back.
+        if peer == log.node && !mesh.superseded(log) {
+            let fetch = PeerReply::Fetch {
+                log,
+                stream: Stream::Messages,
+                from: head,
+            };
+            mesh.outbox.push((log.node, fetch));
+        }
         self.fan_out_replica(i);
+        appended
     }
 
     /// Offer replica `i`'s newly committed records to the sessions they match.

@@ -9,11 +9,11 @@
 //! had reached have arrived. Until then the CONNECT waits here, and whatever the
 //! connection sends meanwhile waits with it (at most `HELD_EVENTS_MAX` events).
 //!
-//! A node that is gone writes no `Handoff`: once `MeshConfig::failure_timeout`
-//! passes since this node last heard from it (or since the CONNECT, whichever
-//! comes first), the session carries on from what the replica holds of its journal
-//! and logs, and a position past what has arrived is clamped to it (a message may
-//! come twice, which is logged).
+//! A node that is gone (silent for `MeshConfig::failure_timeout`) writes no
+//! `Handoff`: once this node's replicas of its journal and log hold what every
+//! live peer's do (`relay`), the session carries on from that state, and a position
+//! past what has arrived is caught up there. A CONNECT waits twice
+//! `failure_timeout` at most, then goes on with what is here.
 
 use std::time::SystemTime;
 
@@ -148,19 +148,23 @@ impl<S: Storage> Router<S> {
         let journal = mesh.latest_journal(a.from);
         let state = journal.and_then(|j| self.journal_replica_state(j));
         let handed = state.and_then(|s| s.handed(id, mesh.own().node));
-        let heard = mesh.last_heard.get(&a.from).copied().unwrap_or(a.since);
-        let timeout = mesh.failure_timeout();
-        let gone = [heard, a.since]
-            .into_iter()
-            .any(|t| self.now.duration_since(t).is_ok_and(|d| d >= timeout));
+        let now = self.now;
+        // Never longer than this, whatever is missing.
+        let too_long = (now.duration_since(a.since)).is_ok_and(|d| d >= 2 * mesh.failure_timeout());
+        let gone = match journal {
+            Some(j) => mesh.writer_gone(j, now),
+            None => !mesh.live_peers(now).contains(&a.from),
+        };
         match handed {
-            Some(saved) if gone || self.holds_positions(saved.as_ref(), journal) => {
+            Some(saved) if too_long || self.holds_positions(saved.as_ref(), journal) => {
                 Ready::With(saved, journal)
             }
             Some(_) => Ready::Wait,
-            None if gone => {
+            // A gone node hands nothing over: its journal and log, as complete as
+            // the survivors hold them (`relay`), say where the session was.
+            None if too_long || (gone && journal.is_none_or(|j| self.relay_synced(j))) => {
                 let saved = state.and_then(|s| s.session(id));
-                tracing::warn!(client_id = id, from = %a.from, "no handoff from the session's node within failure_timeout_ms; carrying on from what this node holds of its journal");
+                tracing::warn!(client_id = id, from = %a.from, "no handoff from the session's node, which is gone; carrying on from what the survivors hold of its journal");
                 Ready::With(saved, journal)
             }
             None => Ready::Wait,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ::mesh::{Incarnation, LogId, NodeId, Stream};
 
 use super::*;
-use crate::{MemStorage, PeerEvent};
+use crate::{MemStorage, PeerEvent, PeerReply};
 
 fn log(node: u8) -> LogId {
     LogId {
@@ -302,4 +302,83 @@ fn a_qos2_publish_stored_before_its_node_died_is_not_stored_again_where_it_resum
     let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
     assert_eq!(out, vec![Reply::PubRec(PacketId(9), PubReason::Success)]);
     assert_eq!(b.storage().head(), head, "not stored a second time");
+}
+
+/// The peer messages `from` has for `to`, as `to` gets them: answers from `from`'s
+/// replicas of other nodes' logs come in as `Relayed`.
+fn carry(from: &mut Router<MemStorage>, from_node: u8, to: &mut Router<MemStorage>, to_node: u8) {
+    let out: Vec<_> = from.drain_peer_outbox().collect();
+    for (dest, reply) in out {
+        if dest != NodeId(to_node) {
+            continue;
+        }
+        let event = match reply {
+            PeerReply::Fetch { log, stream, from } => PeerEvent::Fetched {
+                peer: NodeId(from_node),
+                log,
+                stream,
+                from,
+                bytes_max: 1 << 20,
+            },
+            PeerReply::Records {
+                log,
+                stream,
+                base,
+                commit,
+                records,
+            } => PeerEvent::Relayed {
+                peer: NodeId(from_node),
+                log,
+                stream,
+                base,
+                commit,
+                records: records.iter().map(|p| Framed::new(p)).collect(),
+            },
+        };
+        to.handle_peer(event);
+    }
+}
+
+#[test]
+fn a_record_only_one_survivor_holds_reaches_the_other_once_its_writer_is_gone() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let (mut a, mut b, mut c) = (node(1), node(2), node(3));
+    c.tick(t0);
+    c.handle(Event::Connect {
+        conn: C3,
+        connect: Connect::v3("sub", true, None),
+    });
+    c.handle(Event::Subscribe {
+        conn: C3,
+        pkid: PacketId(1),
+        filters: vec![Subscription::new("t", QoS::AtLeastOnce)],
+        id: None,
+    });
+    c.handle(Event::Pull { conn: C3 });
+    replies(&mut c, 1);
+    a.handle(Event::Connect {
+        conn: C1,
+        connect: Connect::v3("pub", true, None),
+    });
+    publish(&mut a, C1, 1, "only on node 2");
+    replies(&mut a, 2);
+    // Node 2 holds it (with node 1: committed), node 3 does not; node 1 dies.
+    replicate(&a, &mut b);
+    drop(a);
+    let later = t0 + Duration::from_secs(4);
+    c.tick(later);
+    c.handle_peer(PeerEvent::LinkUp { peer: NodeId(2) });
+    c.handle_peer(PeerEvent::Fetched {
+        peer: NodeId(2),
+        log: log(3),
+        stream: Stream::Messages,
+        from: Offset(0),
+        bytes_max: 1 << 20,
+    });
+    c.drain_peer_outbox().for_each(drop);
+    c.tick(later + Duration::from_secs(1));
+    carry(&mut c, 3, &mut b, 2);
+    carry(&mut b, 2, &mut c, 3);
+    let got = delivered(replies(&mut c, 2).into_iter().map(|(_, r)| r).collect());
+    assert_eq!(payloads(&got), vec![b"only on node 2".to_vec()]);
 }

@@ -1,0 +1,196 @@
+//! A gone writer's logs, synced between the replicas that survive it
+//! (docs/mesh.md).
+//!
+//! A writer is gone when it has been silent for `failure_timeout`, or when it runs
+//! again under a newer incarnation (its old log never grows again). Its replicas
+//! on the other nodes may differ by its last records: each holds what it fetched
+//! before the writer stopped. A record that was committed is on `ack_copies` nodes,
+//! so while fewer than that failed it is on a survivor. So every node asks each
+//! live peer, every `fetch_wait`, for what that peer's replica of the log (and of
+//! its session journal) holds beyond its own, until that peer answers with
+//! nothing new. The records are byte-identical to the writer's, so they are
+//! appended as the writer's are, and offered to this node's sessions. A node
+//! answers such a fetch at once, from its replica, never parking it.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use commitlog::record::Framed;
+use commitlog::{Offset, ReadLimits};
+use mesh::{LogId, NodeId, Stream};
+
+use super::peer::PeerReply;
+use super::Router;
+use crate::storage::Storage;
+
+/// Where a replica of a gone writer's stream stands against the live peers'.
+#[derive(Debug, Default)]
+pub(crate) struct Relay {
+    /// The peers whose replica this one holds all of (their last answer brought
+    /// nothing new).
+    synced: BTreeSet<NodeId>,
+    /// When the live peers were last asked.
+    asked: Option<SystemTime>,
+}
+
+impl<S: Storage> Router<S> {
+    /// `peer` fetches `stream` of `log`, which this node does not write: answered
+    /// at once from this node's replica of it, if it has one.
+    pub(super) fn relay_fetch(
+        &mut self,
+        peer: NodeId,
+        (log, stream): (LogId, Stream),
+        from: Offset,
+        bytes_max: u32,
+    ) {
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        let found = match stream {
+            Stream::Messages => (mesh.replicas.iter())
+                .find(|r| r.id == log)
+                .map(|r| (&r.storage, r.commit)),
+            Stream::Journal => (mesh.journal_replicas.iter())
+                .find(|r| r.id == log)
+                .map(|r| (&r.storage, r.storage.head())),
+        };
+        let Some((storage, commit)) = found else {
+            tracing::debug!(%peer, %log, %stream, "fetch of a log this node neither writes nor replicates; ignored");
+            return;
+        };
+        let mut records = Vec::new();
+        let base = if from < storage.head() {
+            let limits = ReadLimits {
+                records_max: usize::MAX,
+                bytes_max: bytes_max as usize,
+            };
+            match storage.read(from, limits, &mut records) {
+                Ok(batch) => batch.first,
+                Err(e) => {
+                    tracing::warn!(%peer, %log, %stream, %from, error = %e, "cannot read a replica for a peer");
+                    return;
+                }
+            }
+        } else {
+            from
+        };
+        let reply = PeerReply::Records {
+            log,
+            stream,
+            base,
+            commit,
+            records,
+        };
+        mesh.outbox.push((peer, reply));
+    }
+
+    /// A peer's answer from its replica of `stream` of `log`.
+    pub(super) fn relayed(
+        &mut self,
+        peer: NodeId,
+        (log, stream): (LogId, Stream),
+        (base, commit): (Offset, Offset),
+        records: &[Framed],
+    ) {
+        self.heard(peer);
+        let appended = match stream {
+            Stream::Messages => self.replicated_in(peer, log, (base, commit), records),
+            Stream::Journal => self.journal_replicated_in(peer, log, base, records),
+        };
+        if let Some(relay) = self.relay_mut(log, stream) {
+            if appended {
+                // More may follow: ask again at the next tick.
+                relay.synced.remove(&peer);
+                relay.asked = None;
+            } else if records.is_empty() {
+                relay.synced.insert(peer);
+            }
+        }
+        self.try_awaiting();
+    }
+
+    fn relay_mut(&mut self, log: LogId, stream: Stream) -> Option<&mut Relay> {
+        let mesh = self.mesh.as_deref_mut()?;
+        match stream {
+            Stream::Messages => (mesh.replicas.iter_mut())
+                .find(|r| r.id == log)
+                .map(|r| &mut r.relay),
+            Stream::Journal => (mesh.journal_replicas.iter_mut())
+                .find(|r| r.id == log)
+                .map(|r| &mut r.relay),
+        }
+    }
+
+    /// Ask the live peers for what their replicas hold of gone writers' logs, for
+    /// the replicas not synced with them yet, at most every `fetch_wait`.
+    pub(super) fn relay_fetches(&mut self) {
+        let now = self.now;
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        mesh.start_silence(now);
+        let live = mesh.live_peers(now);
+        let wait = mesh.fetch_wait();
+        let mut asks = Vec::new();
+        let streams = (mesh
+            .replicas
+            .iter()
+            .map(|r| (r.id, Stream::Messages, &r.storage)))
+        .map(|(id, s, storage)| (id, s, storage.head()))
+        .chain((mesh.journal_replicas.iter()).map(|r| (r.id, Stream::Journal, r.storage.head())))
+        .collect::<Vec<_>>();
+        for (log, stream, from) in streams {
+            if !mesh.writer_gone(log, now) {
+                continue;
+            }
+            let relay = match stream {
+                Stream::Messages => mesh
+                    .replicas
+                    .iter_mut()
+                    .find(|r| r.id == log)
+                    .map(|r| &mut r.relay),
+                Stream::Journal => (mesh.journal_replicas.iter_mut())
+                    .find(|r| r.id == log)
+                    .map(|r| &mut r.relay),
+            };
+            let Some(relay) = relay else {
+                continue;
+            };
+            if relay
+                .asked
+                .is_some_and(|t| now.duration_since(t).is_ok_and(|d| d < wait))
+            {
+                continue;
+            }
+            relay.asked = Some(now);
+            for peer in live
+                .iter()
+                .filter(|p| **p != log.node && !relay.synced.contains(p))
+            {
+                asks.push((*peer, PeerReply::Fetch { log, stream, from }));
+            }
+        }
+        mesh.outbox.extend(asks);
+    }
+
+    /// Whether this node's replicas of `log` and of its journal hold everything
+    /// each live peer's do (vacuously, when it keeps no such replica).
+    pub(super) fn relay_synced(&self, log: LogId) -> bool {
+        let Some(mesh) = self.mesh.as_deref() else {
+            return true;
+        };
+        let live = mesh.live_peers(self.now);
+        let synced = |relay: &Relay| {
+            live.iter()
+                .filter(|p| **p != log.node)
+                .all(|p| relay.synced.contains(p))
+        };
+        mesh.replicas
+            .iter()
+            .filter(|r| r.id == log)
+            .all(|r| synced(&r.relay))
+            && (mesh.journal_replicas.iter())
+                .filter(|r| r.id == log)
+                .all(|r| synced(&r.relay))
+    }
+}
