@@ -130,6 +130,9 @@ pub struct Session {
     pub journaled_resume: Offset,
     /// The same in other logs (a cluster's replicas).
     journaled_in: Vec<(LogRef, Offset)>,
+    /// Where it resumes in logs this node does not read (from the node it moved
+    /// from): saved with it, and taken up if this node opens such a log.
+    pub foreign: Vec<(mesh::LogId, Offset)>,
     /// Records retention removed before this session read them, not yet reported.
     pub lost: u64,
 }
@@ -159,6 +162,7 @@ impl Session {
             credit_asked: false,
             journaled_resume: head,
             journaled_in: Vec::new(),
+            foreign: Vec::new(),
             lost: 0,
         }
     }

@@ -130,7 +130,7 @@ impl<S: Storage> Router<S> {
             self.remove_session(sid);
             self.next_session = self.next_session.max(saved.id.wrapping_add(1));
             let mut s = Session::new(client_id.clone(), false, head);
-            self.restore_positions(&mut s, &saved, saver);
+            self.restore_positions(&mut s, &saved, (saver, written_by));
             for (filter, options) in saved.filters {
                 if topic::validate_filter(&filter).is_ok() {
                     self.subscribe_filter(&filter, sid, options.grant());
@@ -185,6 +185,7 @@ impl<S: Storage> Router<S> {
         journal_head: Option<Offset>,
         written_by: LogId,
     ) -> commitlog::Result<()> {
+        self.unconfirmed_earlier_logs(written_by, journal_head);
         self.restore_from(snapshot, Some(written_by));
         let saver = self.mesh.as_deref().and_then(|m| m.log_ref(written_by));
         if let (Some(log), Some(from)) = (saver, journal_head) {
@@ -231,14 +232,25 @@ impl<S: Storage> Router<S> {
     /// records take those offsets). A session whose point is past what another log
     /// offered is caught up with it (a moving session waits for the logs to reach
     /// its points first: see `session_move`).
-    fn restore_positions(&self, s: &mut Session, saved: &SavedSession, saver: Option<LogRef>) {
+    fn restore_positions(
+        &self,
+        s: &mut Session,
+        saved: &SavedSession,
+        (saver, written_by): (Option<LogRef>, Option<LogId>),
+    ) {
         let logs = Logs::new(&self.storage, self.mesh.as_deref());
         let mut points: Vec<(LogRef, Offset)> =
             saver.map(|l| (l, saved.resume)).into_iter().collect();
+        if let (None, Some(id)) = (saver, written_by) {
+            s.foreign.push((id, saved.resume));
+        }
         if let Some(mesh) = self.mesh.as_deref() {
             for (id, at) in &saved.resume_in {
-                if let Some(l) = mesh.log_ref(*id) {
-                    points.push((l, *at));
+                match mesh.log_ref(*id) {
+                    Some(l) => points.push((l, *at)),
+                    // Kept, and saved again: a node that reads that log (or this
+                    // one, once it does) resumes there, not at the log's start.
+                    None => s.foreign.push((*id, *at)),
                 }
             }
         }
@@ -368,9 +380,14 @@ impl<S: Storage> Router<S> {
 /// fanned out).
 fn saved_session<S: Storage>(sid: SessionId, s: &Session, logs: Logs<'_, S>) -> SavedSession {
     let resume = s.resume(LogRef::OWN, logs.end(LogRef::OWN));
-    let resume_in = (logs.replica_refs())
+    let mut resume_in: Vec<(LogId, Offset)> = (logs.replica_refs())
         .filter_map(|r| Some((logs.id(r)?, s.resume(r, logs.end(r)))))
         .collect();
+    for (id, at) in &s.foreign {
+        if resume_in.iter().all(|(l, _)| l != id) {
+            resume_in.push((*id, *at));
+        }
+    }
     let mut filters: Vec<(String, SubOptions)> =
         s.filters.iter().map(|(f, o)| (f.clone(), *o)).collect();
     filters.sort_by(|a, b| a.0.cmp(&b.0));

@@ -46,6 +46,13 @@ impl<S: Storage> Router<S> {
         let Some(mesh) = self.mesh.as_deref_mut() else {
             return;
         };
+        if log.node == mesh.own().node {
+            // An earlier run's own log: its tail past what the peers hold was
+            // never committed, and must not spread (the peers sync it between
+            // themselves, and tell this node where it ends).
+            tracing::debug!(%peer, %log, "fetch of this node's earlier run's log; not served");
+            return;
+        }
         let found = match stream {
             Stream::Messages => (mesh.replicas.iter())
                 .find(|r| r.id == log)
@@ -93,6 +100,10 @@ impl<S: Storage> Router<S> {
         records: &[Framed],
     ) {
         self.heard(peer);
+        if self.confirmed(peer, (log, stream), base, records.len()) {
+            self.try_awaiting();
+            return;
+        }
         let appended = match stream {
             Stream::Messages => self.replicated_in(peer, log, (base, commit), records),
             Stream::Journal => self.journal_replicated_in(peer, log, base, records),
@@ -107,6 +118,41 @@ impl<S: Storage> Router<S> {
             }
         }
         self.try_awaiting();
+    }
+
+    /// A peer's answer for this node's earlier run's log: it holds `n` records from
+    /// `base`, so they were committed; this node's own copy may have more that
+    /// were not (its tail at the crash), which are never read. True when it was
+    /// such an answer.
+    fn confirmed(
+        &mut self,
+        peer: NodeId,
+        (log, stream): (LogId, Stream),
+        base: Offset,
+        n: usize,
+    ) -> bool {
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return false;
+        };
+        if log.node != mesh.own().node || stream != Stream::Messages {
+            return false;
+        }
+        let Some(i) = mesh.replicas.iter().position(|r| r.id == log) else {
+            return true;
+        };
+        let r = &mut mesh.replicas[i];
+        let end = base.add(n as u64).min(r.storage.head());
+        if n == 0 {
+            r.relay.synced.insert(peer);
+        } else {
+            r.relay.synced.remove(&peer);
+            r.relay.asked = None;
+        }
+        if end > r.commit {
+            r.commit = end;
+            self.fan_out_replica(i);
+        }
+        true
     }
 
     fn relay_mut(&mut self, log: LogId, stream: Stream) -> Option<&mut Relay> {
@@ -132,13 +178,22 @@ impl<S: Storage> Router<S> {
         let live = mesh.live_peers(now);
         let wait = mesh.fetch_wait();
         let mut asks = Vec::new();
-        let streams = (mesh
-            .replicas
-            .iter()
-            .map(|r| (r.id, Stream::Messages, &r.storage)))
-        .map(|(id, s, storage)| (id, s, storage.head()))
-        .chain((mesh.journal_replicas.iter()).map(|r| (r.id, Stream::Journal, r.storage.head())))
-        .collect::<Vec<_>>();
+        let own = mesh.own().node;
+        // An earlier run's own log is asked for from where what it holds is known
+        // committed (see `confirmed`).
+        let streams = (mesh.replicas.iter())
+            .map(|r| {
+                let from = if r.id.node == own {
+                    r.commit
+                } else {
+                    r.storage.head()
+                };
+                (r.id, Stream::Messages, from)
+            })
+            .chain(
+                (mesh.journal_replicas.iter()).map(|r| (r.id, Stream::Journal, r.storage.head())),
+            )
+            .collect::<Vec<_>>();
         for (log, stream, from) in streams {
             if !mesh.writer_gone(log, now) {
                 continue;
@@ -171,6 +226,31 @@ impl<S: Storage> Router<S> {
             }
         }
         mesh.outbox.extend(asks);
+    }
+
+    /// This node's earlier runs' logs are read only as far as they are known
+    /// committed: `written_by` (the last run) up to `journal_head` (where its
+    /// journal last saw the commit), older ones not at all, until the peers that
+    /// replicated them say how far they hold them (`relay`). Past that is the tail
+    /// a crash left unacknowledged, which no node ever offers.
+    pub(super) fn unconfirmed_earlier_logs(
+        &mut self,
+        written_by: LogId,
+        journal_head: Option<Offset>,
+    ) {
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        let own = mesh.own().node;
+        for r in mesh.replicas.iter_mut().filter(|r| r.id.node == own) {
+            let known = if r.id == written_by {
+                journal_head.unwrap_or(Offset(0))
+            } else {
+                Offset(0)
+            };
+            r.commit = known.min(r.storage.head());
+            r.fanned = r.commit;
+        }
     }
 
     /// Whether this node's replicas of `log` and of its journal hold everything

@@ -339,6 +339,14 @@ impl<S: Storage> Router<S> {
             };
             mesh.outbox.push((log.node, fetch));
         }
+        // A session that knew where it was in this log resumes there.
+        for s in self.sessions.values_mut() {
+            if let Some(i) = s.foreign.iter().position(|(id, _)| *id == log) {
+                let (_, at) = s.foreign.swap_remove(i);
+                s.set_behind(r, at);
+                s.set_journaled_in(r, at);
+            }
+        }
         // Every persistent session gets a resume point in it: the next checkpoint
         // writes them (a log the journal names no point in is read from its start).
         self.journal.want_checkpoint();
@@ -438,14 +446,16 @@ impl<S: Storage> Router<S> {
         };
         mesh.messages.link_up(peer);
         mesh.journal.link_up(peer);
-        for r in mesh.replicas.iter().filter(|r| r.id.node == peer) {
-            let fetch = PeerReply::Fetch {
+        // Not a log its writer superseded: the writer does not serve it any more.
+        let fetches: Vec<_> = (mesh.replicas.iter())
+            .filter(|r| r.id.node == peer && !mesh.superseded(r.id))
+            .map(|r| PeerReply::Fetch {
                 log: r.id,
                 stream: Stream::Messages,
                 from: r.storage.head(),
-            };
-            mesh.outbox.push((peer, fetch));
-        }
+            })
+            .collect();
+        mesh.outbox.extend(fetches.into_iter().map(|f| (peer, f)));
         self.refetch_journals(peer);
     }
 

@@ -28,12 +28,14 @@ use tokio::task::JoinHandle;
 
 mod certs;
 mod cluster;
+mod durable;
 mod mqtt;
 mod procs;
 mod raw;
 mod stock;
 pub use certs::*;
 pub use cluster::*;
+pub use durable::*;
 pub use mqtt::*;
 pub use procs::*;
 pub use raw::*;
