@@ -150,7 +150,8 @@ impl<S: Storage> Router<S> {
         let handed = state.and_then(|s| s.handed(id, mesh.own().node));
         let now = self.now;
         // Never longer than this, whatever is missing.
-        let too_long = (now.duration_since(a.since)).is_ok_and(|d| d >= 2 * mesh.failure_timeout());
+        let too_long = (now.duration_since(a.since))
+            .is_ok_and(|d| d >= mesh.failure_timeout().saturating_mul(2));
         let gone = match journal {
             Some(j) => mesh.writer_gone(j, now),
             None => !mesh.live_peers(now).contains(&a.from),
@@ -163,12 +164,29 @@ impl<S: Storage> Router<S> {
             // A gone node hands nothing over: its journal and log, as complete as
             // the survivors hold them (`relay`), say where the session was.
             None if too_long || (gone && journal.is_none_or(|j| self.relay_synced(j))) => {
-                let saved = state.and_then(|s| s.session(id));
                 tracing::warn!(client_id = id, from = %a.from, "no handoff from the session's node, which is gone; carrying on from what the survivors hold of its journal");
-                Ready::With(saved, journal)
+                match state.and_then(|s| s.session(id)) {
+                    Some(saved) => Ready::With(Some(saved), journal),
+                    // That node never held it (it claimed the id for a CONNECT that
+                    // did not last): the node that handed it to that one has it.
+                    None => match self.handed_elsewhere(id, a.from) {
+                        Some((saved, j)) => Ready::With(Some(saved), Some(j)),
+                        None => Ready::With(None, journal),
+                    },
+                }
             }
             None => Ready::Wait,
         }
+    }
+
+    /// The session `client_id` had where another node handed it to `to`, and that
+    /// node's journal, if this node follows one that did.
+    fn handed_elsewhere(&self, client_id: &str, to: NodeId) -> Option<(SavedSession, LogId)> {
+        let mesh = self.mesh.as_deref()?;
+        (mesh.journal_replicas.iter()).find_map(|r| {
+            let saved = r.state.handed(client_id, to)??;
+            Some((saved, r.id))
+        })
     }
 
     /// Whether this node's logs reach every position of `saved` (written by the

@@ -382,3 +382,18 @@ fn a_record_only_one_survivor_holds_reaches_the_other_once_its_writer_is_gone() 
     let got = delivered(replies(&mut c, 2).into_iter().map(|(_, r)| r).collect());
     assert_eq!(payloads(&got), vec![b"only on node 2".to_vec()]);
 }
+
+#[test]
+fn a_session_handed_to_a_node_that_never_took_it_up_carries_on_from_the_one_that_held_it() {
+    // Node 1 handed "dev" to node 2, whose CONNECT for it did not last; the client
+    // connects to node 3, and the metadata says node 2 owned it.
+    let a = dev_on_node_1_taken_over();
+    let mut c = node(3);
+    replicate(&a, &mut c);
+    connect(&mut c, C3, "dev", Some(2));
+    assert_eq!(replies(&mut c, 1), vec![], "node 2 hands nothing over yet");
+    c.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
+    let out: Vec<Reply> = replies(&mut c, 1).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
+    assert_eq!(payloads(&delivered(out)), vec![b"m1".to_vec()]);
+}
