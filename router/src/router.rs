@@ -24,6 +24,11 @@
 //! | `inspect` | sessions, subscriptions and topics as plain data, for the admin API |
 //! | `logs` | the logs the router reads, by `LogRef`, and where what each offered ends |
 //! | `replication` | in a cluster: the own log's commit, replicas, fetches |
+//! | `written` | a stream this node writes as its followers hold it: commit, parked fetches |
+//! | `journal_stream` | the journal as the second replicated stream: the reply gate, peers' journals |
+//! | `relay` | a gone writer's logs synced between the survivors; earlier runs' logs confirmed |
+//! | `session_move` | sessions that move between nodes: the handoff, the waiting CONNECT |
+//! | `peer` | `PeerEvent` and `PeerReply` |
 
 mod connect;
 mod deliver;
