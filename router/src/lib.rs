@@ -58,7 +58,7 @@ pub use message::{
 };
 pub use position::{LogRef, Position, OFFSET_LIMIT};
 pub use router::{
-    is_system_topic, MeshConfig, MeshStatus, PeerEvent, PeerReply, Router, RouterStats,
+    is_system_topic, Fence, MeshConfig, MeshStatus, PeerEvent, PeerReply, Router, RouterStats,
     SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo, SYSTEM_PREFIX,
 };
 pub use snapshot::{SavedInflight, SavedSession, Snapshot};

@@ -32,6 +32,7 @@
 
 mod connect;
 mod deliver;
+mod fence;
 mod inspect;
 mod journal_stream;
 mod logs;
@@ -61,6 +62,7 @@ use crate::storage::Storage;
 use crate::subscriptions::{Grant, SubscriptionTree};
 use crate::{ConnectionId, LogRef, QoS, RouterConfig, SessionId, TopicId};
 
+pub use fence::Fence;
 pub use inspect::{MeshStatus, SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo};
 pub use peer::{PeerEvent, PeerReply};
 pub use replication::MeshConfig;
@@ -107,6 +109,24 @@ struct Staged {
     reply: Option<(ConnectionId, Reply)>,
     /// Inbound QoS 2 id to remember once the append succeeded.
     qos2: Option<(SessionId, u16)>,
+    /// A fence to append (see `fence`); never with `publish`.
+    fence: Option<fence::Fence>,
+}
+
+impl Staged {
+    /// The record it appends, if any.
+    fn record(&self) -> Option<Framed> {
+        match (&self.publish, self.fence) {
+            (Some(p), _) => Some(p.message.record.clone()),
+            (None, Some(f)) => Some(f.framed()),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether it appends a record.
+    fn appends(&self) -> bool {
+        self.publish.is_some() || self.fence.is_some()
+    }
 }
 
 #[derive(Debug)]
@@ -429,6 +449,7 @@ impl<S: Storage> Router<S> {
                 publish: None,
                 reply: Some((conn, reply)),
                 qos2: None,
+                fence: None,
             });
         }
     }

@@ -262,6 +262,14 @@ impl Session {
         }
     }
 
+    /// Scan `log` after the other logs it is behind on (a fence stopped it).
+    pub fn scan_last(&mut self, log: LogRef) {
+        if let Some(i) = self.behind.iter().position(|(l, _)| *l == log) {
+            let entry = self.behind.remove(i);
+            self.behind.push(entry);
+        }
+    }
+
     /// Caught up with `log`: live on it again.
     pub fn caught_up(&mut self, log: LogRef) {
         self.behind.retain(|(l, _)| *l != log);

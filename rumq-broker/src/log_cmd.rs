@@ -176,6 +176,14 @@ fn tail(dir: &Path, filter: Option<&str>, lines: usize) -> Result<ExitCode, Stri
 
 /// One message as a line, if it matches `filter`.
 fn message_line(offset: Offset, record: &bytes::Bytes, filter: Option<&str>) -> Option<String> {
+    if let Some(f) = router::Fence::decode(record) {
+        return filter.is_none().then(|| {
+            format!(
+                "{offset} (fence: what follows comes after log {} up to {})",
+                f.after, f.end
+            )
+        });
+    }
     let m = match router::Message::decode(record) {
         Ok(m) => m,
         Err(e) => return Some(format!("{offset} (not a message: {e})")),

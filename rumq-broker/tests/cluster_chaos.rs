@@ -8,10 +8,9 @@
 //! Checked at the end, once every node is back and the publishers have stopped:
 //! - every message acknowledged to a publisher reached every subscriber;
 //! - the QoS 2 subscriber got the QoS 2 publisher's messages once each;
-//! - within one subscriber connection, the messages a publisher sent on one of its
-//!   connections came in the order it sent them (bar those it sent again, DUP, on a
-//!   later connection): counted and printed, a failure only with
-//!   `RUMQ_CHAOS_STRICT_ORDER=1` while a known bug breaks it (see `check`);
+//! - within one subscriber connection, each publisher's messages came in the order
+//!   it sent them, across its connections and the nodes it moved between (bar
+//!   those it sent again, DUP, on a later connection);
 //! - the replicas of every log agree with their writer byte for byte, as far as
 //!   each goes.
 //!
@@ -287,7 +286,7 @@ fn check(
 ) -> String {
     let acked: usize = publishers.iter().map(Publisher::acked_count).sum();
     assert!(acked > 100, "only {acked} messages acknowledged");
-    let (mut duplicates, mut out_of_order) = (0usize, 0usize);
+    let mut duplicates = 0usize;
     for s in subscribers {
         for (p, publisher) in publishers.iter().enumerate() {
             let lost: Vec<usize> = (publisher.acked.iter().enumerate())
@@ -311,14 +310,8 @@ fn check(
         let misordered: Vec<_> = (s.out_of_order.iter())
             .filter(|(p, seq)| !publishers[*p].resent.contains(seq))
             .collect();
-        // A known, open bug (issue 23, docs/cluster.md "Not yet"): a session that
-        // moves from a dead node to one whose copy of that node's log is behind its
-        // place gets what arrives below its place later, out of order (not lost).
-        // Counted and printed always; a failure only with RUMQ_CHAOS_STRICT_ORDER=1
-        // until it is fixed.
-        out_of_order += misordered.len();
         assert!(
-            misordered.is_empty() || std::env::var_os("RUMQ_CHAOS_STRICT_ORDER").is_none(),
+            misordered.is_empty(),
             "{}: {} out of order within a connection, the first {:?}",
             s.id,
             misordered.len(),
@@ -326,7 +319,7 @@ fn check(
         );
     }
     format!(
-        "{:.1?}, {kills} SIGKILLs, {acked} messages acknowledged, 0 lost, {duplicates} QoS 1 duplicates, 0 QoS 2 duplicates, {out_of_order} out of order within a connection (known bug)",
+        "{:.1?}, {kills} SIGKILLs, {acked} messages acknowledged, 0 lost, {duplicates} QoS 1 duplicates, 0 QoS 2 duplicates, order kept",
         started.elapsed()
     )
 }

@@ -344,6 +344,7 @@ impl<S: Storage> Router<S> {
             }),
             reply: None,
             qos2: None,
+            fence: None,
         });
     }
 

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use commitlog::{ByReference, FileRange, Offset, ReadBatch, ReadLimits, Record};
 
+use super::fence::{Fence, FENCE_FORMAT};
 use super::logs::Logs;
 use super::{Router, RouterStats};
 use crate::event::{Delivery, Reply};
@@ -262,9 +263,11 @@ impl Batch {
                     if s.is_live_everywhere() {
                         break;
                     }
-                    let before = s.behind.len();
+                    let before = (s.behind.len(), s.behind.first().map(|(l, _)| *l));
                     scan(s, log.logs, log.config, log.buf, log.stats);
-                    if !s.queue.is_empty() || s.behind.len() == before {
+                    // (A fence moves the log it stopped on last: go on too.)
+                    let after = (s.behind.len(), s.behind.first().map(|(l, _)| *l));
+                    if !s.queue.is_empty() || after == before {
                         break;
                     }
                 }
@@ -655,8 +658,13 @@ fn scan<S: Storage>(
             s.caught_up(log);
             return;
         }
-        let next = queue_matches(s, log, batch.first, buf, config.session_queue_max);
+        let (next, fenced) = queue_matches(s, (log, logs), batch.first, buf, config);
         s.set_behind(log, next);
+        if fenced {
+            // It reads the log the fence names first (see `fence`).
+            s.scan_last(log);
+            return;
+        }
         if next >= end {
             s.caught_up(log);
         }
@@ -664,15 +672,16 @@ fn scan<S: Storage>(
 }
 
 /// Queue the records of `buf` (read from `log` at `first`) that the session's
-/// filters match, until its queue holds `queue_max`; the offset after the last
-/// record looked at.
-fn queue_matches(
+/// filters match, until its queue holds `session_queue_max` or a fence stops it
+/// (true: see `fence`); the offset after the last record looked at.
+fn queue_matches<S: Storage>(
     s: &mut Session,
-    log: LogRef,
+    (log, logs): (LogRef, Logs<'_, S>),
     first: Offset,
     buf: &[Record],
-    queue_max: usize,
-) -> Offset {
+    config: &RouterConfig,
+) -> (Offset, bool) {
+    let queue_max = config.session_queue_max;
     let mut offset = first;
     // The match of the previous record's topic: runs of records on one topic are
     // common (a device's stream), and a byte comparison is much cheaper than
@@ -684,6 +693,9 @@ fn queue_matches(
         }
         // Parsed, not decoded: no reference count is touched per record.
         let record = record.head();
+        if record.first() == Some(&FENCE_FORMAT) && fenced(s, record, logs) {
+            return (offset, true);
+        }
         if let Ok(m) = Layout::parse(record) {
             let topic = &record[m.topic.clone()];
             let matched = match &last {
@@ -717,5 +729,16 @@ fn queue_matches(
         }
         offset = offset.add(1);
     }
-    offset
+    (offset, false)
+}
+
+/// Whether `record`, a fence, stops `s` reading on (see `fence`).
+fn fenced<S: Storage>(s: &Session, record: &[u8], logs: Logs<'_, S>) -> bool {
+    let Some(f) = Fence::decode(record) else {
+        return false;
+    };
+    let Some(after) = logs.find(f.after) else {
+        return false;
+    };
+    !f.lets_pass(s.cursor(after), after, logs)
 }

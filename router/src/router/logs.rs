@@ -54,6 +54,15 @@ impl<'a, S: Storage> Logs<'a, S> {
         }
     }
 
+    /// The ref of log `id`, if the router reads it.
+    pub fn find(self, id: LogId) -> Option<LogRef> {
+        if self.own_id == Some(id) {
+            return Some(LogRef::OWN);
+        }
+        let i = self.replicas.iter().position(|r| r.id == id)?;
+        u16::try_from(i + 1).ok().map(LogRef)
+    }
+
     /// The replicas' refs, in order.
     pub fn replica_refs(self) -> impl Iterator<Item = LogRef> {
         (1..=self.replicas.len()).filter_map(|i| u16::try_from(i).ok().map(LogRef))

@@ -63,6 +63,7 @@ impl<S: Storage> Router<S> {
             }),
             reply,
             qos2,
+            fence: None,
         });
     }
 
@@ -134,11 +135,8 @@ impl<S: Storage> Router<S> {
 
     pub(super) fn append_staged(&mut self) {
         self.staged_records.clear();
-        self.staged_records.extend(
-            self.staged
-                .iter()
-                .filter_map(|s| s.publish.as_ref().map(|p| p.message.record.clone())),
-        );
+        self.staged_records
+            .extend(self.staged.iter().filter_map(Staged::record));
         let result = if self.staged_records.is_empty() {
             Ok(self.storage.head()..self.storage.head())
         } else {
@@ -160,11 +158,7 @@ impl<S: Storage> Router<S> {
                     self.await_commit(&mut staged, range);
                 } else {
                     for st in staged.drain(..) {
-                        let next = if st.publish.is_some() {
-                            offset.add(1)
-                        } else {
-                            offset
-                        };
+                        let next = if st.appends() { offset.add(1) } else { offset };
                         self.settle(offset, st);
                         offset = next;
                     }
@@ -190,6 +184,9 @@ impl<S: Storage> Router<S> {
                     *reason = PubReason::NoMatchingSubscribers;
                 }
             }
+        }
+        if let Some(f) = st.fence {
+            self.pass_fence(LogRef::OWN, offset, f);
         }
         if let Some((sid, id)) = st.qos2 {
             self.staged_qos2.remove(&(sid, id));
@@ -218,6 +215,9 @@ impl<S: Storage> Router<S> {
         for st in staged.drain(..) {
             if let Some(key) = st.qos2 {
                 self.staged_qos2.remove(&key);
+            }
+            if let Some(f) = st.fence {
+                tracing::warn!(after = %f.after, "a fence could not be appended; a moved client's messages may reach readers out of order");
             }
             match (st.publish.and_then(|p| p.from), st.reply) {
                 (Some(_), Some((to, Reply::PubAck(p, _)))) => {

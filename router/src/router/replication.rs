@@ -26,6 +26,7 @@ use commitlog::record::Framed;
 use commitlog::{Offset, ReadLimits};
 use mesh::{LogId, NodeId, Stream};
 
+use super::fence::Fence;
 use super::inspect::MeshStatus;
 use super::journal_stream::{Gate, JournalReplica};
 use super::peer::{PeerEvent, PeerReply};
@@ -272,7 +273,7 @@ pub(super) struct Replica<S> {
 
 /// An entry waits for the commit to pass this offset.
 fn needs(offset: Offset, st: &Staged) -> Offset {
-    if st.publish.is_some() {
+    if st.appends() {
         offset.add(1)
     } else {
         offset
@@ -662,7 +663,14 @@ impl<S: Storage> Router<S> {
         };
         let mut offset = first;
         for record in &records {
-            self.offer_replicated((LogRef(at), log), offset, record);
+            if let Some(f) = Fence::decode(record) {
+                if !self.fence_passes(f) {
+                    break;
+                }
+                self.pass_fence(LogRef(at), offset, f);
+            } else {
+                self.offer_replicated((LogRef(at), log), offset, record);
+            }
             offset = offset.add(1);
         }
         if let Some(r) = self.mesh.as_deref_mut().and_then(|m| m.replicas.get_mut(i)) {

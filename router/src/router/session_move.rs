@@ -20,8 +20,9 @@ use std::time::SystemTime;
 use commitlog::Offset;
 use mesh::{LogId, NodeId};
 
+use super::fence::Fence;
 use super::logs::Logs;
-use super::Router;
+use super::{Router, Staged};
 use crate::event::{CloseReason, Connect, Event, Reply};
 use crate::journal::Op;
 use crate::snapshot::SavedSession;
@@ -156,27 +157,38 @@ impl<S: Storage> Router<S> {
             Some(j) => mesh.writer_gone(j, now),
             None => !mesh.live_peers(now).contains(&a.from),
         };
+        // What it published there, and the messages it had reached, are here.
+        let here = |saved: Option<&SavedSession>, j: Option<LogId>| {
+            too_long || (self.offered(j) && self.holds_positions(saved, j))
+        };
         match handed {
-            Some(saved) if too_long || self.holds_positions(saved.as_ref(), journal) => {
-                Ready::With(saved, journal)
-            }
+            Some(saved) if here(saved.as_ref(), journal) => Ready::With(saved, journal),
             Some(_) => Ready::Wait,
             // A gone node hands nothing over: its journal and log, as complete as
             // the survivors hold them (`relay`), say where the session was.
             None if too_long || (gone && journal.is_none_or(|j| self.relay_synced(j))) => {
-                tracing::warn!(client_id = id, from = %a.from, "no handoff from the session's node, which is gone; carrying on from what the survivors hold of its journal");
-                match state.and_then(|s| s.session(id)) {
-                    Some(saved) => Ready::With(Some(saved), journal),
+                let found = match state.and_then(|s| s.session(id)) {
+                    Some(saved) => Some((saved, journal)),
                     // That node never held it (it claimed the id for a CONNECT that
                     // did not last): the node that handed it to that one has it.
-                    None => match self.handed_elsewhere(id, a.from) {
-                        Some((saved, j)) => Ready::With(Some(saved), Some(j)),
-                        None => Ready::With(None, journal),
-                    },
+                    None => (self.handed_elsewhere(id, a.from)).map(|(saved, j)| (saved, Some(j))),
+                };
+                match found {
+                    Some((saved, j)) if here(Some(&saved), j) => {
+                        tracing::warn!(client_id = id, from = %a.from, "no handoff from the session's node, which is gone; carrying on from what the survivors hold of its journal");
+                        Ready::With(Some(saved), j)
+                    }
+                    Some(_) => Ready::Wait,
+                    None => Ready::With(None, journal),
                 }
             }
             None => Ready::Wait,
         }
+    }
+
+    /// Whether this node has offered all it holds of `log` (see `fence_end`).
+    fn offered(&self, log: Option<LogId>) -> bool {
+        log.is_none_or(|j| self.fence_end(j).is_none_or(|(_, all)| all))
     }
 
     /// The session `client_id` had where another node handed it to `to`, and that
@@ -208,9 +220,34 @@ impl<S: Storage> Router<S> {
             })
     }
 
+    /// Where the fence for a client moving from `log`'s writer ends (how far this
+    /// node holds that log, or its journal says it was committed), and whether
+    /// this node has offered all of that.
+    fn fence_end(&self, log: LogId) -> Option<(Offset, bool)> {
+        let mesh = self.mesh.as_deref()?;
+        let r = mesh.log_ref(log)?;
+        let logs = Logs::new(&self.storage, Some(mesh));
+        let head = logs.get(r).map_or(Offset(0), Storage::head);
+        let committed = (self.journal_replica_state(log)).and_then(|s| s.head());
+        let end = committed.map_or(head, |c| c.max(head));
+        Some((end, logs.end(r) >= end))
+    }
+
     /// Make `saved`, a session another node held (its journal `journal`), this
-    /// node's, and journal it here.
+    /// node's, and journal it here; what its client publishes here from now on
+    /// is fenced after what it published there (see `fence`).
     fn adopt(&mut self, saved: SavedSession, journal: LogId, client_id: &str) {
+        if let Some((end, _)) = self.fence_end(journal) {
+            self.staged.push(Staged {
+                publish: None,
+                reply: None,
+                qos2: None,
+                fence: Some(Fence {
+                    after: journal,
+                    end,
+                }),
+            });
+        }
         let sid = crate::SessionId(self.next_session);
         tracing::info!(client_id, from = %journal, "session carried on from another node");
         let restored = crate::Snapshot {

@@ -283,6 +283,7 @@ fn journaled_node(own: ::mesh::LogId) -> Router<crate::MemStorage> {
 mod catch_up;
 mod credit;
 mod faults;
+mod fence;
 mod flow;
 mod inspect;
 mod journal_stream;

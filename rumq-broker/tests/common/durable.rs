@@ -218,10 +218,11 @@ pub struct Subscriber {
     pub misordered: [u64; 2],
     /// Per publisher, sequences below this are all received (for `has_all`).
     pub complete_below: [usize; 2],
-    /// In this connection, per publisher and publisher's connection, the highest
-    /// sequence first seen; and the sequences first seen below it (out of the
-    /// order they were published in on one connection): `(publisher, sequence)`.
-    pub in_connection: BTreeMap<(usize, u32), u64>,
+    /// In this connection, per publisher, the highest sequence first seen; and
+    /// the sequences first seen below it (out of the order they were published
+    /// in, whichever node or connection the publisher used): `(publisher,
+    /// sequence)`.
+    pub in_connection: [Option<u64>; 2],
     pub out_of_order: Vec<(usize, u64)>,
     /// The port of each connection made so far (for a failure's report).
     pub ports: Vec<u16>,
@@ -238,7 +239,7 @@ impl Subscriber {
             highest: [None, None],
             misordered: [0, 0],
             complete_below: [0, 0],
-            in_connection: BTreeMap::new(),
+            in_connection: [None, None],
             out_of_order: Vec::new(),
             ports: Vec::new(),
         }
@@ -264,12 +265,20 @@ impl Subscriber {
         }
         let n = &mut self.received[p][i];
         *n = n.saturating_add(1);
+        if *n == 2 && self.qos == 2 && p == 1 {
+            eprintln!(
+                "{}: connection {} (port {:?}): {topic} {connection}:{seq} a second time",
+                self.id,
+                self.ports.len(),
+                self.ports.last()
+            );
+        }
         if *n == 1 {
             if self.highest[p].is_some_and(|h| h > seq) {
                 self.misordered[p] += 1;
             }
             self.highest[p] = Some(self.highest[p].map_or(seq, |h| h.max(seq)));
-            let highest = self.in_connection.entry((p, connection)).or_insert(seq);
+            let highest = self.in_connection[p].get_or_insert(seq);
             if *highest > seq {
                 if self.out_of_order.len() < 4 {
                     eprintln!(
@@ -309,7 +318,7 @@ impl Subscriber {
         done: impl Fn(&mut Subscriber) -> bool,
     ) -> Result<(), Gone> {
         let (mut c, present) = Conn::open(port, &self.id).await?;
-        self.in_connection.clear();
+        self.in_connection = [None, None];
         self.ports.push(port);
         let mut ready = ready;
         if self.subscribed {

@@ -8,7 +8,7 @@ use ::mesh::{Incarnation, LogId, NodeId, Stream};
 use super::*;
 use crate::{MemStorage, PeerEvent, PeerReply};
 
-fn log(node: u8) -> LogId {
+pub(super) fn log(node: u8) -> LogId {
     LogId {
         node: NodeId(node),
         incarnation: Incarnation(1),
@@ -17,7 +17,7 @@ fn log(node: u8) -> LogId {
 
 /// Node `node` of three with a session journal, replicating the others' logs and
 /// journals.
-fn node(node: u8) -> Router<MemStorage> {
+pub(super) fn node(node: u8) -> Router<MemStorage> {
     let mut r = super::journaled_node(log(node));
     for other in (1..=3).filter(|n| *n != node) {
         r.add_replica(log(other), MemStorage::new());
@@ -28,7 +28,7 @@ fn node(node: u8) -> Router<MemStorage> {
 }
 
 /// Everything `from` holds of its messages and journal, replicated to `to`.
-fn replicate(from: &Router<MemStorage>, to: &mut Router<MemStorage>) {
+pub(super) fn replicate(from: &Router<MemStorage>, to: &mut Router<MemStorage>) {
     let log = from.own_log().expect("a cluster node");
     let journal = from.journal_storage().expect("a journal");
     for (stream, storage) in [
@@ -49,7 +49,7 @@ fn replicate(from: &Router<MemStorage>, to: &mut Router<MemStorage>) {
 }
 
 /// The replies of `r`, once node `peer` holds its log and journal to their heads.
-fn replies(r: &mut Router<MemStorage>, peer: u8) -> Vec<(ConnectionId, Reply)> {
+pub(super) fn replies(r: &mut Router<MemStorage>, peer: u8) -> Vec<(ConnectionId, Reply)> {
     r.flush();
     let own = r.own_log().expect("a cluster node");
     let heads = [
@@ -72,7 +72,12 @@ fn replies(r: &mut Router<MemStorage>, peer: u8) -> Vec<(ConnectionId, Reply)> {
     r.drain_outbox().collect()
 }
 
-fn connect(r: &mut Router<MemStorage>, conn: ConnectionId, id: &str, moved_from: Option<u8>) {
+pub(super) fn connect(
+    r: &mut Router<MemStorage>,
+    conn: ConnectionId,
+    id: &str,
+    moved_from: Option<u8>,
+) {
     r.handle(Event::Connect {
         conn,
         connect: Connect {
@@ -83,7 +88,7 @@ fn connect(r: &mut Router<MemStorage>, conn: ConnectionId, id: &str, moved_from:
     });
 }
 
-fn publish(r: &mut Router<MemStorage>, conn: ConnectionId, pkid: u16, payload: &str) {
+pub(super) fn publish(r: &mut Router<MemStorage>, conn: ConnectionId, pkid: u16, payload: &str) {
     r.handle(Event::Publish {
         conn,
         pkid: Some(PacketId(pkid)),
@@ -306,7 +311,12 @@ fn a_qos2_publish_stored_before_its_node_died_is_not_stored_again_where_it_resum
 
 /// The peer messages `from` has for `to`, as `to` gets them: answers from `from`'s
 /// replicas of other nodes' logs come in as `Relayed`.
-fn carry(from: &mut Router<MemStorage>, from_node: u8, to: &mut Router<MemStorage>, to_node: u8) {
+pub(super) fn carry(
+    from: &mut Router<MemStorage>,
+    from_node: u8,
+    to: &mut Router<MemStorage>,
+    to_node: u8,
+) {
     let out: Vec<_> = from.drain_peer_outbox().collect();
     for (dest, reply) in out {
         if dest != NodeId(to_node) {
@@ -339,23 +349,28 @@ fn carry(from: &mut Router<MemStorage>, from_node: u8, to: &mut Router<MemStorag
     }
 }
 
+/// A clean session "sub" on `r`, subscribed to t at QoS 1, ready for messages.
+pub(super) fn clean_subscriber(r: &mut Router<MemStorage>, conn: ConnectionId) {
+    r.handle(Event::Connect {
+        conn,
+        connect: Connect::v3("sub", true, None),
+    });
+    r.handle(Event::Subscribe {
+        conn,
+        pkid: PacketId(1),
+        filters: vec![Subscription::new("t", QoS::AtLeastOnce)],
+        id: None,
+    });
+    r.handle(Event::Pull { conn });
+    replies(r, 1);
+}
+
 #[test]
 fn a_record_only_one_survivor_holds_reaches_the_other_once_its_writer_is_gone() {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
     let (mut a, mut b, mut c) = (node(1), node(2), node(3));
     c.tick(t0);
-    c.handle(Event::Connect {
-        conn: C3,
-        connect: Connect::v3("sub", true, None),
-    });
-    c.handle(Event::Subscribe {
-        conn: C3,
-        pkid: PacketId(1),
-        filters: vec![Subscription::new("t", QoS::AtLeastOnce)],
-        id: None,
-    });
-    c.handle(Event::Pull { conn: C3 });
-    replies(&mut c, 1);
+    clean_subscriber(&mut c, C3);
     a.handle(Event::Connect {
         conn: C1,
         connect: Connect::v3("pub", true, None),

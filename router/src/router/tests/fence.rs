@@ -1,0 +1,134 @@
+//! A client that moves between nodes keeps the order of what it publishes at every
+//! reader, whatever each reader's copies of the two logs hold (see `fence`).
+
+use std::time::Duration;
+
+use ::mesh::{NodeId, Stream};
+
+use super::session_move::{
+    carry, clean_subscriber, connect, log, node, publish, replicate, replies,
+};
+use super::*;
+use crate::PeerEvent;
+
+/// The payloads delivered by `r` once node `peer` fetched its heads.
+fn got(r: &mut Router<crate::MemStorage>, peer: u8) -> Vec<Vec<u8>> {
+    payloads(&delivered(
+        replies(r, peer).into_iter().map(|(_, r)| r).collect(),
+    ))
+}
+
+#[test]
+fn a_publisher_moved_from_a_dead_node_is_read_in_order_where_its_old_log_lagged() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let (mut a, mut b, mut c) = (node(1), node(2), node(3));
+    for r in [&mut a, &mut b, &mut c] {
+        r.tick(t0);
+    }
+    clean_subscriber(&mut c, C3);
+    // "pub" publishes p1 and p2 on node 1; node 2 holds them (so they are
+    // committed and acknowledged), node 3 does not yet; then node 1 dies.
+    connect(&mut a, C1, "pub", None);
+    publish(&mut a, C1, 1, "p1");
+    publish(&mut a, C1, 2, "p2");
+    replies(&mut a, 2);
+    replicate(&a, &mut b);
+    drop(a);
+    // It carries on on node 2 once node 1 counts as gone there.
+    let later = t0 + Duration::from_secs(4);
+    b.tick(later);
+    b.handle_peer(PeerEvent::Fetched {
+        peer: NodeId(3),
+        log: log(2),
+        stream: Stream::Messages,
+        from: Offset(0),
+        bytes_max: 1 << 20,
+    });
+    connect(&mut b, C2, "pub", Some(1));
+    b.tick(later + Duration::from_secs(1));
+    for _ in 0..3 {
+        carry(&mut b, 2, &mut c, 3);
+        carry(&mut c, 3, &mut b, 2);
+    }
+    let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
+    publish(&mut b, C2, 3, "p3");
+    replies(&mut b, 3);
+    // Node 3 gets node 2's log before what it lacks of node 1's.
+    c.tick(later);
+    replicate(&b, &mut c);
+    assert_eq!(
+        got(&mut c, 2),
+        Vec::<Vec<u8>>::new(),
+        "p3 waits for p1 and p2"
+    );
+    c.tick(later + Duration::from_secs(1));
+    for _ in 0..3 {
+        carry(&mut c, 3, &mut b, 2);
+        carry(&mut b, 2, &mut c, 3);
+    }
+    assert_eq!(
+        got(&mut c, 2),
+        vec![b"p1".to_vec(), b"p2".to_vec(), b"p3".to_vec()]
+    );
+}
+
+/// `records` as node `node`'s log from its start, committed, arriving at `r`.
+fn arrive(r: &mut Router<crate::MemStorage>, node: u8, records: Vec<Framed>) {
+    let commit = Offset(records.len() as u64);
+    r.handle_peer(PeerEvent::Replicated {
+        log: log(node),
+        stream: Stream::Messages,
+        base: Offset(0),
+        commit,
+        records,
+    });
+    r.drain_peer_outbox().for_each(drop);
+}
+
+fn message(payload: &str) -> Framed {
+    NewMessage::new(QoS::AtLeastOnce, false, 2_000_000, "t", payload.as_bytes()).framed()
+}
+
+#[test]
+fn a_session_behind_on_both_logs_reads_the_old_one_up_to_the_fence_first() {
+    let mut r = node(1);
+    r.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+    // Restored as after a restart: behind on every log, which it reads in the
+    // order this node added them (node 2's before node 3's).
+    r.restore(crate::Snapshot {
+        retained: Vec::new(),
+        sessions: vec![crate::SavedSession {
+            id: 1,
+            client_id: "sub".into(),
+            filters: vec![("t".into(), crate::SubOptions::qos(QoS::AtLeastOnce))],
+            expiry_secs: crate::event::NEVER_EXPIRES,
+            resume: Offset(0),
+            resume_in: Vec::new(),
+            retained: Vec::new(),
+            inflight: Vec::new(),
+            incoming_qos2: Vec::new(),
+        }],
+    });
+    // A client published p1 and p2 on node 3, then p3 on node 2.
+    arrive(&mut r, 3, vec![message("p1"), message("p2")]);
+    let fence = crate::Fence {
+        after: log(3),
+        end: Offset(2),
+    };
+    arrive(&mut r, 2, vec![fence.framed(), message("p3")]);
+    connect(&mut r, C1, "sub", None);
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        r.handle(Event::Pull { conn: C1 });
+        let batch = delivered(replies(&mut r, 2).into_iter().map(|(_, r)| r).collect());
+        for d in &batch {
+            r.handle(Event::PubAck {
+                conn: C1,
+                pkid: d.pkid.expect("QoS 1"),
+            });
+        }
+        got.extend(payloads(&batch));
+    }
+    assert_eq!(got, vec![b"p1".to_vec(), b"p2".to_vec(), b"p3".to_vec()]);
+}
