@@ -40,6 +40,7 @@ mod peer;
 mod persist;
 mod publish;
 mod relay;
+mod replica_fan;
 mod replication;
 mod session_move;
 mod subscribe;

@@ -628,6 +628,14 @@ fn scan<S: Storage>(
         let Some(cursor) = s.cursor(log) else {
             return;
         };
+        if cursor > end && log != LogRef::OWN {
+            // Its place is past what this node has offered of a replica (it moved
+            // here ahead of this node's copy): it waits there, and never gets what
+            // lies below its place again.
+            logs.wait_for(log);
+            s.scan_last(log);
+            return;
+        }
         if cursor >= end {
             s.caught_up(log);
             return;

@@ -63,6 +63,18 @@ impl<'a, S: Storage> Logs<'a, S> {
         u16::try_from(i + 1).ok().map(LogRef)
     }
 
+    /// A session waits for `log` to be offered up to its place (see `scan`): it
+    /// is woken once more of it is.
+    pub fn wait_for(self, log: LogRef) {
+        if let Some(r) = log
+            .0
+            .checked_sub(1)
+            .and_then(|i| self.replicas.get(usize::from(i)))
+        {
+            r.waited_on.set(true);
+        }
+    }
+
     /// The replicas' refs, in order.
     pub fn replica_refs(self) -> impl Iterator<Item = LogRef> {
         (1..=self.replicas.len()).filter_map(|i| u16::try_from(i).ok().map(LogRef))

@@ -230,8 +230,8 @@ impl<S: Storage> Router<S> {
     /// from its start (it is newer than the save); never past the head of the log
     /// this node writes (it may have lost its unsynced tail in an OS crash, and new
     /// records take those offsets). A session whose point is past what another log
-    /// offered is caught up with it (a moving session waits for the logs to reach
-    /// its points first: see `session_move`).
+    /// offered waits there until it is offered that far (see `scan`; a moving
+    /// session waits for the logs to reach its points first: see `session_move`).
     fn restore_positions(
         &self,
         s: &mut Session,

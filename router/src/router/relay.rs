@@ -62,7 +62,17 @@ impl<S: Storage> Router<S> {
                 .map(|r| (&r.storage, r.storage.head())),
         };
         let Some((storage, commit)) = found else {
-            tracing::debug!(%peer, %log, %stream, "fetch of a log this node neither writes nor replicates; ignored");
+            // Nothing here: said so, or the peer would wait for this node's
+            // answer before it carries sessions on from that log.
+            tracing::debug!(%peer, %log, %stream, "fetch of a log this node neither writes nor replicates; answered with nothing");
+            let nothing = PeerReply::Records {
+                log,
+                stream,
+                base: from,
+                commit: from,
+                records: Vec::new(),
+            };
+            mesh.outbox.push((peer, nothing));
             return;
         };
         let mut records = Vec::new();

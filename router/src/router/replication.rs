@@ -17,26 +17,24 @@
 //! The links are the driver's: fetches come in as [`PeerEvent`]s and answers go out
 //! through [`Router::drain_peer_outbox`] as [`PeerReply`]s.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use commitlog::record::Framed;
-use commitlog::{Offset, ReadLimits};
+use commitlog::Offset;
 use mesh::{LogId, NodeId, Stream};
 
-use super::fence::Fence;
 use super::inspect::MeshStatus;
 use super::journal_stream::{Gate, JournalReplica};
 use super::peer::{PeerEvent, PeerReply};
-use super::publish::{beyond_positions, offer, offer_to, Offered};
 use super::relay::Relay;
 use super::session_move::Awaiting;
 use super::written::Written;
-use super::{epoch_ms, Matched, Router, Staged};
+use super::{Matched, Router, Staged};
 use crate::storage::Storage;
-use crate::{LogRef, Message, Position};
+use crate::LogRef;
 
 /// The router's part of a cluster.
 #[derive(Debug, Clone)]
@@ -99,7 +97,7 @@ pub(super) struct Mesh<S> {
     pub(super) last_heard: BTreeMap<NodeId, SystemTime>,
     pub(super) outbox: Vec<(NodeId, PeerReply)>,
     /// Scratch for matching replicas' records (see `offer_replicated`).
-    matched: Matched,
+    pub(super) matched: Matched,
     /// The stamp of the retained message (or clear) last applied to each topic: a
     /// retained publish from any log applies only if its stamp is newer, so every
     /// node converges on the same retained message whatever order its logs'
@@ -120,6 +118,12 @@ impl<S> Mesh<S> {
     /// The log this node writes.
     pub(super) fn own(&self) -> LogId {
         self.config.own
+    }
+
+    /// When this node started (records stamped before it are history to a new
+    /// replica).
+    pub(super) fn started(&self) -> SystemTime {
+        self.config.started
     }
 
     /// The own log's commit.
@@ -263,9 +267,12 @@ pub(super) struct Replica<S> {
     pub(super) fanned: Offset,
     /// Once its writer is gone: which peers' replicas it holds all of.
     pub(super) relay: Relay,
+    /// A session's place in it is past `fanned` (it moved here ahead of this
+    /// copy): it waits there, and is woken when `fanned` moves.
+    pub(super) waited_on: Cell<bool>,
     /// New to this node (empty when added): records stamped before
     /// `MeshConfig::started` are history, not offered.
-    history: bool,
+    pub(super) history: bool,
     /// An append failed: fetch again from this time on, not at once (a full disk
     /// would otherwise be asked to take the same records at network speed).
     refetch_at: Option<SystemTime>,
@@ -282,10 +289,6 @@ fn needs(offset: Offset, st: &Staged) -> Offset {
 
 /// How long a replica whose append failed waits before it fetches again.
 pub(super) const APPEND_RETRY: Duration = Duration::from_secs(1);
-
-/// Records fanned out per replica per call: a large catch-up is spread over
-/// flushes instead of stalling one.
-const FAN_OUT_RECORDS_MAX: usize = 4096;
 
 impl<S: Storage> Router<S> {
     /// Run as a node of a cluster: from now on what a flush releases waits for its
@@ -329,6 +332,7 @@ impl<S: Storage> Router<S> {
             commit: head,
             fanned: head,
             relay: Relay::default(),
+            waited_on: Cell::new(false),
             history: head == Offset(0),
             refetch_at: None,
         });
@@ -442,6 +446,9 @@ impl<S: Storage> Router<S> {
     }
 
     fn link_up(&mut self, peer: NodeId) {
+        // A link that comes up is a sign of life: a node that restarted is not
+        // taken as gone for its earlier run's silence.
+        self.heard(peer);
         let Some(mesh) = self.mesh.as_mut() else {
             return;
         };
@@ -634,98 +641,6 @@ impl<S: Storage> Router<S> {
         appended
     }
 
-    /// Offer replica `i`'s newly committed records to the sessions they match.
-    pub(super) fn fan_out_replica(&mut self, i: usize) {
-        let Some(mesh) = self.mesh.as_deref_mut() else {
-            return;
-        };
-        let Some(r) = mesh.replicas.get(i) else {
-            return;
-        };
-        if r.fanned >= r.commit {
-            return;
-        }
-        let mut records = Vec::new();
-        let limits = ReadLimits {
-            records_max: FAN_OUT_RECORDS_MAX
-                .min(usize::try_from(r.commit.distance_from(r.fanned)).unwrap_or(usize::MAX)),
-            bytes_max: 16 * 1024 * 1024,
-        };
-        let (first, log) = match r.storage.read(r.fanned, limits, &mut records) {
-            Ok(batch) => (batch.first, r.id),
-            Err(e) => {
-                tracing::error!(log = %r.id, from = %r.fanned, error = %e, "cannot read a replica to fan out");
-                return;
-            }
-        };
-        let Ok(at) = u16::try_from(i + 1) else {
-            return;
-        };
-        let mut offset = first;
-        for record in &records {
-            if let Some(f) = Fence::decode(record) {
-                if !self.fence_passes(f) {
-                    break;
-                }
-                self.pass_fence(LogRef(at), offset, f);
-            } else {
-                self.offer_replicated((LogRef(at), log), offset, record);
-            }
-            offset = offset.add(1);
-        }
-        if let Some(r) = self.mesh.as_deref_mut().and_then(|m| m.replicas.get_mut(i)) {
-            r.fanned = offset.max(r.fanned);
-        }
-        tracing::trace!(%log, to = %offset, "replica fanned out");
-    }
-
-    /// Offer one committed record of a replica: matched by the topic it holds.
-    fn offer_replicated(&mut self, (log, id): (LogRef, LogId), offset: Offset, record: &Bytes) {
-        let Ok(m) = Message::decode(record) else {
-            tracing::warn!(%offset, "undecodable record in a replica; not offered");
-            return;
-        };
-        if m.retain {
-            self.apply_retained(record, (log, offset));
-        }
-        let started = (self.mesh.as_deref())
-            .filter(|mesh| {
-                let i = usize::from(log.0).checked_sub(1);
-                i.and_then(|i| mesh.replicas.get(i))
-                    .is_some_and(|r| r.history)
-            })
-            .map_or(0, |mesh| epoch_ms(mesh.config.started));
-        if m.time_ms != 0 && m.time_ms < started {
-            return;
-        }
-        let Some(pos) = Position::new(log, offset) else {
-            beyond_positions(offset);
-            return;
-        };
-        // The sessions a replica's record matches: found by its topic name (it has
-        // no interned id here), into a buffer kept between records.
-        let mut matched = self
-            .mesh
-            .as_deref_mut()
-            .map(|mesh| std::mem::take(&mut mesh.matched))
-            .unwrap_or_default();
-        matched.sessions.clear();
-        matched.groups.clear();
-        self.tree.matches(m.topic_str(), &mut matched.sessions);
-        self.shared.matches(m.topic_str(), &mut matched.groups);
-        let message = Offered {
-            pos,
-            qos: m.qos,
-            retain: m.retain,
-            publisher: None,
-            key: share_key(id, offset),
-        };
-        offer(offer_to!(self), &matched, message);
-        if let Some(mesh) = self.mesh.as_deref_mut() {
-            mesh.matched = matched;
-        }
-    }
-
     /// What each replica's sessions still need, and what it has not offered yet,
     /// kept; retention (the log's own config) or the page cache (`drop_cache`) may
     /// take the rest.
@@ -776,15 +691,6 @@ impl<S: Storage> Router<S> {
                 };
                 mesh.outbox.push((r.id.node, fetch));
             }
-        }
-    }
-
-    /// Replicas with committed records not yet offered (a catch-up spread over
-    /// flushes).
-    pub(super) fn fan_out_replicas(&mut self) {
-        let n = self.mesh.as_ref().map_or(0, |m| m.replicas.len());
-        for i in 0..n {
-            self.fan_out_replica(i);
         }
     }
 }

@@ -12,8 +12,9 @@
 //! A node that is gone (silent for `MeshConfig::failure_timeout`) writes no
 //! `Handoff`: once this node's replicas of its journal and log hold what every
 //! live peer's do (`relay`), the session carries on from that state, and a position
-//! past what has arrived is caught up there. A CONNECT waits twice
-//! `failure_timeout` at most, then goes on with what is here.
+//! past what has arrived waits there. A CONNECT waits for that, or twice
+//! `failure_timeout` at most, then goes on with what is here; never before the
+//! survivors agree on what the gone node left.
 
 use std::time::SystemTime;
 
@@ -166,7 +167,10 @@ impl<S: Storage> Router<S> {
             Some(_) => Ready::Wait,
             // A gone node hands nothing over: its journal and log, as complete as
             // the survivors hold them (`relay`), say where the session was.
-            None if too_long || (gone && journal.is_none_or(|j| self.relay_synced(j))) => {
+            // Never before the survivors agree (not even past `too_long`): a
+            // state older than what the client saw would send it a QoS 2
+            // message it completed again.
+            None if gone && journal.is_none_or(|j| self.relay_synced(j)) => {
                 let found = match state.and_then(|s| s.session(id)) {
                     Some(saved) => Some((saved, journal)),
                     // That node never held it (it claimed the id for a CONNECT that

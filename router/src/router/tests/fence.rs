@@ -1,12 +1,14 @@
 //! A client that moves between nodes keeps the order of what it publishes at every
-//! reader, whatever each reader's copies of the two logs hold (see `fence`).
+//! reader, whatever each reader's copies of the two logs hold (see `fence`); and a
+//! session that moves to a node whose copy of a log is behind its place there
+//! waits at its place.
 
 use std::time::Duration;
 
-use ::mesh::{NodeId, Stream};
+use ::mesh::Stream;
 
 use super::session_move::{
-    carry, clean_subscriber, connect, log, node, publish, replicate, replies,
+    carry, clean_subscriber, connect, fetched_by, log, node, publish, replicate, replies,
 };
 use super::*;
 use crate::PeerEvent;
@@ -37,13 +39,7 @@ fn a_publisher_moved_from_a_dead_node_is_read_in_order_where_its_old_log_lagged(
     // It carries on on node 2 once node 1 counts as gone there.
     let later = t0 + Duration::from_secs(4);
     b.tick(later);
-    b.handle_peer(PeerEvent::Fetched {
-        peer: NodeId(3),
-        log: log(2),
-        stream: Stream::Messages,
-        from: Offset(0),
-        bytes_max: 1 << 20,
-    });
+    fetched_by(&mut b, 3, 2);
     connect(&mut b, C2, "pub", Some(1));
     b.tick(later + Duration::from_secs(1));
     for _ in 0..3 {
@@ -90,12 +86,9 @@ fn message(payload: &str) -> Framed {
     NewMessage::new(QoS::AtLeastOnce, false, 2_000_000, "t", payload.as_bytes()).framed()
 }
 
-#[test]
-fn a_session_behind_on_both_logs_reads_the_old_one_up_to_the_fence_first() {
-    let mut r = node(1);
-    r.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
-    // Restored as after a restart: behind on every log, which it reads in the
-    // order this node added them (node 2's before node 3's).
+/// "sub", restored as after a restart or a move, subscribed to t, its place in
+/// node 3's log at `place`.
+fn restore_sub(r: &mut Router<crate::MemStorage>, place: u64) {
     r.restore(crate::Snapshot {
         retained: Vec::new(),
         sessions: vec![crate::SavedSession {
@@ -104,24 +97,20 @@ fn a_session_behind_on_both_logs_reads_the_old_one_up_to_the_fence_first() {
             filters: vec![("t".into(), crate::SubOptions::qos(QoS::AtLeastOnce))],
             expiry_secs: crate::event::NEVER_EXPIRES,
             resume: Offset(0),
-            resume_in: Vec::new(),
+            resume_in: vec![(log(3), Offset(place))],
             retained: Vec::new(),
             inflight: Vec::new(),
             incoming_qos2: Vec::new(),
         }],
     });
-    // A client published p1 and p2 on node 3, then p3 on node 2.
-    arrive(&mut r, 3, vec![message("p1"), message("p2")]);
-    let fence = crate::Fence {
-        after: log(3),
-        end: Offset(2),
-    };
-    arrive(&mut r, 2, vec![fence.framed(), message("p3")]);
-    connect(&mut r, C1, "sub", None);
+}
+
+/// What "sub", connected as `C1`, gets in up to eight pulls, acknowledging each.
+fn pull_all(r: &mut Router<crate::MemStorage>) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     for _ in 0..8 {
         r.handle(Event::Pull { conn: C1 });
-        let batch = delivered(replies(&mut r, 2).into_iter().map(|(_, r)| r).collect());
+        let batch = delivered(replies(r, 2).into_iter().map(|(_, r)| r).collect());
         for d in &batch {
             r.handle(Event::PubAck {
                 conn: C1,
@@ -130,5 +119,40 @@ fn a_session_behind_on_both_logs_reads_the_old_one_up_to_the_fence_first() {
         }
         got.extend(payloads(&batch));
     }
+    got
+}
+
+#[test]
+fn a_session_whose_place_is_past_this_nodes_copy_waits_there() {
+    let mut r = node(1);
+    r.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+    // It had read node 3's log up to 2 where it was; this node's copy is empty.
+    restore_sub(&mut r, 2);
+    connect(&mut r, C1, "sub", None);
+    assert_eq!(pull_all(&mut r), Vec::<Vec<u8>>::new());
+    arrive(&mut r, 3, vec![message("m0"), message("m1"), message("m2")]);
+    assert_eq!(
+        pull_all(&mut r),
+        vec![b"m2".to_vec()],
+        "what lies below its place it had, and never gets again"
+    );
+}
+
+#[test]
+fn a_session_behind_on_both_logs_reads_the_old_one_up_to_the_fence_first() {
+    let mut r = node(1);
+    r.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+    // Restored as after a restart: behind on every log, which it reads in the
+    // order this node added them (node 2's before node 3's).
+    restore_sub(&mut r, 0);
+    // A client published p1 and p2 on node 3, then p3 on node 2.
+    arrive(&mut r, 3, vec![message("p1"), message("p2")]);
+    let fence = crate::Fence {
+        after: log(3),
+        end: Offset(2),
+    };
+    arrive(&mut r, 2, vec![fence.framed(), message("p3")]);
+    connect(&mut r, C1, "sub", None);
+    let got = pull_all(&mut r);
     assert_eq!(got, vec![b"p1".to_vec(), b"p2".to_vec(), b"p3".to_vec()]);
 }

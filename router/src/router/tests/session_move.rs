@@ -194,6 +194,8 @@ fn without_a_handoff_a_connect_carries_on_after_failure_timeout() {
     connect(&mut b, C3, "dev", Some(1));
     assert_eq!(replies(&mut b, 3), vec![]);
     b.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
+    // Silent since then: gone.
+    b.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(14));
     let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
     assert_eq!(
         out.first(),
@@ -294,6 +296,8 @@ fn a_qos2_publish_stored_before_its_node_died_is_not_stored_again_where_it_resum
     drop(a);
     connect(&mut b, C3, "p2", Some(1));
     b.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
+    // Silent since then: gone.
+    b.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(14));
     let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
     assert_eq!(out, vec![accepted(true)]);
     let head = b.storage().head();
@@ -347,6 +351,17 @@ pub(super) fn carry(
         };
         to.handle_peer(event);
     }
+}
+
+/// Node `peer` fetches node `own`'s log from `r` (so `r` hears from it).
+pub(super) fn fetched_by(r: &mut Router<MemStorage>, peer: u8, own: u8) {
+    r.handle_peer(PeerEvent::Fetched {
+        peer: NodeId(peer),
+        log: log(own),
+        stream: Stream::Messages,
+        from: Offset(0),
+        bytes_max: 1 << 20,
+    });
 }
 
 /// A clean session "sub" on `r`, subscribed to t at QoS 1, ready for messages.
@@ -408,7 +423,47 @@ fn a_session_handed_to_a_node_that_never_took_it_up_carries_on_from_the_one_that
     connect(&mut c, C3, "dev", Some(2));
     assert_eq!(replies(&mut c, 1), vec![], "node 2 hands nothing over yet");
     c.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
+    // Silent since then: gone.
+    c.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(14));
     let out: Vec<Reply> = replies(&mut c, 1).into_iter().map(|(_, r)| r).collect();
     assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
     assert_eq!(payloads(&delivered(out)), vec![b"m1".to_vec()]);
+}
+
+#[test]
+fn a_peer_without_a_copy_of_the_gone_nodes_log_says_so_and_the_move_goes_on() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let mut b = node(2);
+    // Node 3 keeps no copy of node 1's log or journal (it never learnt of them).
+    let mut c = super::journaled_node(log(3));
+    b.tick(t0);
+    connect(&mut b, C3, "dev", Some(1));
+    b.tick(t0 + Duration::from_secs(2));
+    fetched_by(&mut b, 3, 2);
+    // Node 1 is gone now, node 3 is not: this node asks it what it holds.
+    b.tick(t0 + Duration::from_secs(4));
+    assert_eq!(replies(&mut b, 3), vec![], "node 3 has not answered yet");
+    // (`replies` dropped the asks: they go again a `fetch_wait` later.)
+    b.tick(t0 + Duration::from_millis(4_600));
+    carry(&mut b, 2, &mut c, 3);
+    carry(&mut c, 3, &mut b, 2);
+    let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(false)), "{out:?}");
+}
+
+#[test]
+fn a_node_that_restarted_and_linked_again_is_not_taken_as_gone() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let mut b = node(2);
+    b.tick(t0);
+    // Node 1 died, silent past failure_timeout; then it is back (a new run whose
+    // journal has not reached this node yet) and links again.
+    b.tick(t0 + Duration::from_secs(4));
+    b.handle_peer(PeerEvent::LinkUp { peer: NodeId(1) });
+    connect(&mut b, C3, "dev", Some(1));
+    assert_eq!(
+        replies(&mut b, 3),
+        vec![],
+        "it waits for node 1's handoff, not a new session"
+    );
 }
