@@ -158,6 +158,22 @@ fn a_directory_that_is_not_a_log_is_refused() {
 }
 
 #[test]
+fn a_log_whose_creation_a_crash_cut_short_opens() {
+    // The crash came between writing the meta file's temporary copy and renaming
+    // it (half written, even): the directory was never a log, nor anything else.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("log.meta.tmp"), "rumq-comm").unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.append(payload(0)).unwrap(), Offset(0));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "log.meta"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "log.meta.tmp"), "{names:?}");
+}
+
+#[test]
 fn a_wrong_meta_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("log.meta"), "something else\n").unwrap();

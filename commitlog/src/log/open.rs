@@ -224,7 +224,7 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// A directory is a log if it has our meta file with the right content, or is empty
-/// (then it becomes one).
+/// (then it becomes one), or holds only what a crash while it became one left.
 fn check_is_log(dir: &Path, names: &[String]) -> Result<()> {
     if names.iter().any(|n| n == META_FILE) {
         let path = dir.join(META_FILE);
@@ -241,7 +241,13 @@ fn check_is_log(dir: &Path, names: &[String]) -> Result<()> {
         }
         return Ok(());
     }
-    match names.iter().find(|n| n.as_str() != LOCK_FILE) {
+    // (Its lock, and the temporary meta file of a creation a crash cut short:
+    // `claim_dir` finishes it.)
+    let meta_tmp = format!("{META_FILE}.tmp");
+    match names
+        .iter()
+        .find(|n| n.as_str() != LOCK_FILE && **n != meta_tmp)
+    {
         None => Ok(()),
         Some(other) => Err(Error::NotALog {
             path: dir.to_path_buf(),
