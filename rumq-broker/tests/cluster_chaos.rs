@@ -33,24 +33,6 @@ use tokio::task::JoinHandle;
 /// Each node's MQTT port now (it changes when the node restarts).
 type Ports = Arc<Mutex<[u16; 3]>>;
 
-/// A node: its data directory (kept across its deaths), its configuration, and the
-/// process when it runs.
-struct Node {
-    data: tempfile::TempDir,
-    config: String,
-    broker: Option<Broker>,
-}
-
-impl Node {
-    fn start(&mut self) -> u16 {
-        let b = Broker::start_in(self.data.path(), Some(&self.config));
-        b.wait_for_log("peer listener up", STEP);
-        let port = b.port();
-        self.broker = Some(b);
-        port
-    }
-}
-
 fn duration() -> Duration {
     let secs = std::env::var("RUMQ_CHAOS_SECS")
         .ok()
@@ -119,7 +101,12 @@ fn save_log(label: &str, text: &str) {
 
 /// Kill a random node every 3 to 5 s, and start it again 0.5 to 1.5 s later,
 /// until `until`; returns the number of kills.
-async fn kill_and_restart(nodes: &mut [Node; 3], ports: &Ports, until: Instant, seed: u64) -> u32 {
+async fn kill_and_restart(
+    nodes: &mut [DurableNode; 3],
+    ports: &Ports,
+    until: Instant,
+    seed: u64,
+) -> u32 {
     let mut rng = Rng(seed | 1);
     let mut kills = 0;
     while Instant::now() + Duration::from_secs(5) < until {
@@ -137,25 +124,11 @@ async fn kill_and_restart(nodes: &mut [Node; 3], ports: &Ports, until: Instant, 
     kills
 }
 
-/// Three nodes, started and replicating each other.
-fn start_cluster(ports: &Ports) -> [Node; 3] {
-    let addrs = peer_addrs();
-    let mut nodes: [Node; 3] = [1, 2, 3].map(|id| Node {
-        data: tempfile::tempdir().unwrap(),
-        config: format!("{}failure_timeout_ms = 1000\n", node_config(id, &addrs, 2)),
-        broker: None,
-    });
-    for (k, n) in nodes.iter_mut().enumerate() {
-        let port = n.start();
-        ports.lock().unwrap()[k] = port;
-    }
-    for n in &nodes {
-        let b = n.broker.as_ref().unwrap();
-        b.wait_for_log_count(
-            "replicating its session journal",
-            2,
-            Duration::from_secs(10),
-        );
+/// Three nodes, started and replicating each other; their ports in `ports`.
+fn start_cluster(ports: &Ports) -> [DurableNode; 3] {
+    let nodes = durable_cluster(1000);
+    for (k, n) in nodes.iter().enumerate() {
+        ports.lock().unwrap()[k] = n.broker.as_ref().unwrap().port();
     }
     nodes
 }

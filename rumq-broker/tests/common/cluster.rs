@@ -60,3 +60,48 @@ pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Val
     assert_eq!(code, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
 }
+
+/// A node whose process dies and starts again: its data directory (kept across its
+/// deaths), its configuration, and the process when it runs.
+pub struct DurableNode {
+    pub data: tempfile::TempDir,
+    pub config: String,
+    pub broker: Option<Broker>,
+}
+
+impl DurableNode {
+    /// Start it on its data directory; its MQTT port.
+    pub fn start(&mut self) -> u16 {
+        let b = Broker::start_in(self.data.path(), Some(&self.config));
+        b.wait_for_log("peer listener up", STEP);
+        let port = b.port();
+        self.broker = Some(b);
+        port
+    }
+}
+
+/// Three nodes that take a peer silent for `failure_timeout_ms` as failed, started
+/// and replicating each other's logs and journals.
+pub fn durable_cluster(failure_timeout_ms: u64) -> [DurableNode; 3] {
+    let addrs = peer_addrs();
+    let mut nodes: [DurableNode; 3] = [1, 2, 3].map(|id| DurableNode {
+        data: tempfile::tempdir().unwrap(),
+        config: format!(
+            "{}failure_timeout_ms = {failure_timeout_ms}\n",
+            node_config(id, &addrs, 2)
+        ),
+        broker: None,
+    });
+    for n in &mut nodes {
+        n.start();
+    }
+    for n in &nodes {
+        let b = n.broker.as_ref().unwrap();
+        b.wait_for_log_count(
+            "replicating its session journal",
+            2,
+            Duration::from_secs(10),
+        );
+    }
+    nodes
+}
