@@ -145,6 +145,19 @@ async fn fail_over(nodes: &mut [DurableNode; 3], k: usize, round: usize, sub: Co
     let (got, sub) = (subscriber.await.unwrap()).expect("the subscriber resumed within a round");
     stop.store(true, Ordering::Relaxed);
     tick.await.unwrap();
+    if acked - killed > Duration::from_millis(FAILURE_TIMEOUT_MS + 1000) {
+        // Slower than the goal: what the node they moved to did meanwhile.
+        let log = nodes[next].broker.as_ref().unwrap().stderr();
+        let lines: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!(
+            "failover {}, slow; node {}'s last lines:",
+            round + 1,
+            next + 1
+        );
+        for l in lines.into_iter().rev() {
+            eprintln!("  {l}");
+        }
+    }
     nodes[k].start();
     let b = nodes[k].broker.as_ref().unwrap();
     b.wait_for_log_count("replicating its session journal", 2, ROUND_MAX);

@@ -46,20 +46,19 @@ impl<S: Storage> Router<S> {
         let Some(mesh) = self.mesh.as_deref_mut() else {
             return;
         };
-        if log.node == mesh.own().node {
-            // An earlier run's own log: its tail past what the peers hold was
-            // never committed, and must not spread (the peers sync it between
-            // themselves, and tell this node where it ends).
-            tracing::debug!(%peer, %log, "fetch of this node's earlier run's log; not served");
-            return;
-        }
+        // An earlier run's own log is served only as far as the peers confirmed
+        // it (`confirmed`): its tail past that was never committed, and must not
+        // spread. What is confirmed may be on no other live node (the peer that
+        // held it died since), so it is served.
+        let own = log.node == mesh.own().node;
         let found = match stream {
             Stream::Messages => (mesh.replicas.iter())
                 .find(|r| r.id == log)
                 .map(|r| (&r.storage, r.commit)),
-            Stream::Journal => (mesh.journal_replicas.iter())
+            Stream::Journal if !own => (mesh.journal_replicas.iter())
                 .find(|r| r.id == log)
                 .map(|r| (&r.storage, r.storage.head())),
+            Stream::Journal => None,
         };
         let Some((storage, commit)) = found else {
             // Nothing here: said so, or the peer would wait for this node's
@@ -76,9 +75,10 @@ impl<S: Storage> Router<S> {
             return;
         };
         let mut records = Vec::new();
-        let base = if from < storage.head() {
+        let end = if own { commit } else { storage.head() };
+        let base = if from < end {
             let limits = ReadLimits {
-                records_max: usize::MAX,
+                records_max: usize::try_from(end.distance_from(from)).unwrap_or(usize::MAX),
                 bytes_max: bytes_max as usize,
             };
             match storage.read(from, limits, &mut records) {
@@ -208,6 +208,8 @@ impl<S: Storage> Router<S> {
             if !mesh.writer_gone(log, now) {
                 continue;
             }
+            // (The writer's node too once it runs anew: it holds that log.)
+            let writer_asked = mesh.superseded(log);
             let relay = match stream {
                 Stream::Messages => mesh
                     .replicas
@@ -230,7 +232,7 @@ impl<S: Storage> Router<S> {
             relay.asked = Some(now);
             for peer in live
                 .iter()
-                .filter(|p| **p != log.node && !relay.synced.contains(p))
+                .filter(|p| (**p != log.node || writer_asked) && !relay.synced.contains(p))
             {
                 asks.push((*peer, PeerReply::Fetch { log, stream, from }));
             }
@@ -270,9 +272,10 @@ impl<S: Storage> Router<S> {
             return true;
         };
         let live = mesh.live_peers(self.now);
+        let writer_asked = mesh.superseded(log);
         let synced = |relay: &Relay| {
             live.iter()
-                .filter(|p| **p != log.node)
+                .filter(|p| **p != log.node || writer_asked)
                 .all(|p| relay.synced.contains(p))
         };
         mesh.replicas

@@ -467,3 +467,45 @@ fn a_node_that_restarted_and_linked_again_is_not_taken_as_gone() {
         "it waits for node 1's handoff, not a new session"
     );
 }
+
+#[test]
+fn a_restarted_node_serves_its_earlier_log_as_far_as_it_was_confirmed() {
+    let mut a = node(1);
+    connect(&mut a, C1, "pub", None);
+    for (pkid, payload) in [(1, "p1"), (2, "p2"), (3, "p3")] {
+        publish(&mut a, C1, pkid, payload);
+    }
+    a.flush();
+    let earlier = a.storage().clone();
+    assert_eq!(earlier.head(), Offset(3));
+    // Node 1 runs again; its journal saw two of the three committed (the third
+    // was its unacknowledged tail at the crash).
+    let mut a2 = super::journaled_node(LogId {
+        node: NodeId(1),
+        incarnation: Incarnation(2),
+    });
+    a2.add_replica(log(1), earlier);
+    let nothing = crate::Snapshot {
+        retained: Vec::new(),
+        sessions: Vec::new(),
+    };
+    a2.resume_run(nothing, Some(Offset(2)), log(1)).unwrap();
+    a2.drain_peer_outbox().for_each(drop);
+    // Node 3, whose copy lacks them, asks it (the other peer that held them died).
+    a2.handle_peer(PeerEvent::Fetched {
+        peer: NodeId(3),
+        log: log(1),
+        stream: Stream::Messages,
+        from: Offset(0),
+        bytes_max: 1 << 20,
+    });
+    let answers: Vec<usize> = (a2.drain_peer_outbox())
+        .filter_map(|(to, reply)| match reply {
+            PeerReply::Records {
+                log: l, records, ..
+            } if to == NodeId(3) && l == log(1) => Some(records.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![2], "what was confirmed, never the tail");
+}
