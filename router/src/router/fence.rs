@@ -30,7 +30,7 @@ use commitlog::Offset;
 use mesh::{Incarnation, LogId, NodeId};
 
 use super::logs::Logs;
-use super::Router;
+use super::{Router, Staged};
 use crate::storage::Storage;
 use crate::LogRef;
 
@@ -126,6 +126,24 @@ impl<S: Storage> Router<S> {
             || (mesh.writer_gone(f.after, self.now) && self.relay_synced(f.after))
     }
 
+    /// Append a fence after `after` up to `end` to this node's log, before
+    /// anything staged after it.
+    pub(super) fn stage_fence(&mut self, after: LogId, end: Offset) {
+        self.staged.push(fence_entry(Fence { after, end }));
+    }
+
+    /// A restarted node's first fence (`Mesh::first_fence`) goes before the first
+    /// message staged.
+    pub(super) fn fence_first_message(&mut self) {
+        let Some(i) = self.staged.iter().position(|s| s.publish.is_some()) else {
+            return;
+        };
+        let Some(f) = self.mesh.as_deref_mut().and_then(|m| m.first_fence.take()) else {
+            return;
+        };
+        self.staged.insert(i, fence_entry(f));
+    }
+
     /// Fence `f`, at `at` in `log`, is offered: the sessions live on `log` that
     /// have not read `f.after` far enough read `log` from the fence on (see
     /// `Fence::lets_pass`), once they have.
@@ -146,6 +164,16 @@ impl<S: Storage> Router<S> {
         }
         let id = logs.id(log).map(|l| l.to_string()).unwrap_or_default();
         tracing::info!(log = %id, %at, after = %f.after, end = %f.end, held, "fence passed: what follows comes after that log up to its end");
+    }
+}
+
+/// A staging entry that appends fence `f`.
+fn fence_entry(f: Fence) -> Staged {
+    Staged {
+        publish: None,
+        reply: None,
+        qos2: None,
+        fence: Some(f),
     }
 }
 

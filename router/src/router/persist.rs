@@ -9,6 +9,7 @@ use commitlog::Offset;
 
 use mesh::LogId;
 
+use super::fence::Fence;
 use super::logs::Logs;
 use super::{Router, Timer, TimerKind};
 use crate::event::{CloseReason, Reply, NEVER_EXPIRES};
@@ -177,8 +178,9 @@ impl<S: Storage> Router<S> {
     /// router must read by now, as every log `snapshot.logs()` names): its
     /// sessions restored from `snapshot` (its journal's replay, whose last batch was
     /// committed at `journal_head` of that log), the inbound QoS 2 ids of its
-    /// unacknowledged tail recovered, and the whole state written to this run's
-    /// journal as its first checkpoint, so that the next run needs only this one.
+    /// unacknowledged tail recovered, the whole state written to this run's
+    /// journal as its first checkpoint, so that the next run needs only this one,
+    /// and a fence after that log to start this run's (before its first message).
     pub fn resume_run(
         &mut self,
         snapshot: Snapshot,
@@ -190,6 +192,16 @@ impl<S: Storage> Router<S> {
         let saver = self.mesh.as_deref().and_then(|m| m.log_ref(written_by));
         if let (Some(log), Some(from)) = (saver, journal_head) {
             self.recover_inbound_qos2(log, from, None);
+        }
+        // What its publishers send in this run comes after what they sent in that
+        // one, at every reader (see `fence`).
+        let logs = Logs::new(&self.storage, self.mesh.as_deref());
+        let end = saver.and_then(|l| logs.get(l)).map(Storage::head);
+        if let (Some(end), Some(mesh)) = (end, self.mesh.as_deref_mut()) {
+            mesh.first_fence = Some(Fence {
+                after: written_by,
+                end,
+            });
         }
         self.write_checkpoint()
     }

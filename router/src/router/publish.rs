@@ -134,6 +134,7 @@ impl<S: Storage> Router<S> {
     }
 
     pub(super) fn append_staged(&mut self) {
+        self.fence_first_message();
         self.staged_records.clear();
         self.staged_records
             .extend(self.staged.iter().filter_map(Staged::record));

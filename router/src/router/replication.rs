@@ -26,6 +26,7 @@ use commitlog::record::Framed;
 use commitlog::Offset;
 use mesh::{LogId, NodeId, Stream};
 
+use super::fence::Fence;
 use super::inspect::MeshStatus;
 use super::journal_stream::{Gate, JournalReplica};
 use super::peer::{PeerEvent, PeerReply};
@@ -93,6 +94,9 @@ pub(super) struct Mesh<S> {
     pub(super) gate: Gate,
     /// CONNECTs waiting for their sessions' state from another node.
     pub(super) awaiting: Vec<Awaiting>,
+    /// After a restart: the fence this run's log starts with, appended before its
+    /// first message (see `fence`; not before, so no reply waits on it).
+    pub(super) first_fence: Option<Fence>,
     /// When each peer was last heard from (records, fetches, heartbeats).
     pub(super) last_heard: BTreeMap<NodeId, SystemTime>,
     pub(super) outbox: Vec<(NodeId, PeerReply)>,
@@ -310,6 +314,7 @@ impl<S: Storage> Router<S> {
             journal_replicas: Vec::new(),
             gate: Gate::default(),
             awaiting: Vec::new(),
+            first_fence: None,
             last_heard: BTreeMap::new(),
             outbox: Vec::new(),
             matched: Matched::default(),

@@ -21,9 +21,8 @@ use std::time::SystemTime;
 use commitlog::Offset;
 use mesh::{LogId, NodeId};
 
-use super::fence::Fence;
 use super::logs::Logs;
-use super::{Router, Staged};
+use super::Router;
 use crate::event::{CloseReason, Connect, Event, Reply};
 use crate::journal::Op;
 use crate::snapshot::SavedSession;
@@ -242,15 +241,7 @@ impl<S: Storage> Router<S> {
     /// is fenced after what it published there (see `fence`).
     fn adopt(&mut self, saved: SavedSession, journal: LogId, client_id: &str) {
         if let Some((end, _)) = self.fence_end(journal) {
-            self.staged.push(Staged {
-                publish: None,
-                reply: None,
-                qos2: None,
-                fence: Some(Fence {
-                    after: journal,
-                    end,
-                }),
-            });
+            self.stage_fence(journal, end);
         }
         let sid = crate::SessionId(self.next_session);
         tracing::info!(client_id, from = %journal, "session carried on from another node");

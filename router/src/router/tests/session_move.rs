@@ -508,4 +508,20 @@ fn a_restarted_node_serves_its_earlier_log_as_far_as_it_was_confirmed() {
         })
         .collect();
     assert_eq!(answers, vec![2], "what was confirmed, never the tail");
+    // Its new run's log starts, at its first message, with a fence after the
+    // earlier one.
+    connect(&mut a2, C2, "pub-2", None);
+    assert!(
+        a2.storage().head() == Offset(0),
+        "no fence before a message"
+    );
+    publish(&mut a2, C2, 1, "p4");
+    a2.flush();
+    let records: Vec<Bytes> = a2.storage().records().map(|(_, r)| r.clone()).collect();
+    let fence = crate::Fence {
+        after: log(1),
+        end: Offset(3),
+    };
+    assert_eq!(records.len(), 2);
+    assert_eq!(crate::Fence::decode(&records[0]), Some(fence));
 }
