@@ -186,7 +186,7 @@ fn summary(times: &mut [Duration]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_killed_node_resume_on_the_next_one() {
-    let mut nodes = durable_cluster(FAILURE_TIMEOUT_MS);
+    let mut nodes = durable_cluster(FAILURE_TIMEOUT_MS, "");
     let first = nodes[0].broker.as_ref().unwrap().port();
     let (_publisher, _) = connect(first, "fo-pub").await;
     let (mut sub, _) = connect(first, "fo-sub").await;

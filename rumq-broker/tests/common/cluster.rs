@@ -22,14 +22,25 @@ pub fn peer_addrs() -> Vec<String> {
 /// The configuration of node `id` (1-based) of the nodes at `addrs`, with
 /// `ack_copies`.
 pub fn node_config(id: usize, addrs: &[String], ack_copies: usize) -> String {
-    let peers: Vec<String> = (1..=addrs.len())
+    let peers: Vec<(usize, String)> = (1..=addrs.len())
         .filter(|p| *p != id)
-        .map(|p| format!("\"{p}={}\"", addrs[p - 1]))
+        .map(|p| (p, addrs[p - 1].clone()))
         .collect();
+    node_config_via(id, &addrs[id - 1], &peers, ack_copies)
+}
+
+/// The configuration of node `id` listening on `listen`, reaching each peer at the
+/// address given (its own, or a proxy's).
+pub fn node_config_via(
+    id: usize,
+    listen: &str,
+    peers: &[(usize, String)],
+    ack_copies: usize,
+) -> String {
+    let peers: Vec<String> = peers.iter().map(|(p, a)| format!("\"{p}={a}\"")).collect();
     format!(
-        "[cluster]\nnode_id = {id}\nlisten = \"{}\"\npeers = [{}]\nack_copies = {ack_copies}\n\
+        "[cluster]\nnode_id = {id}\nlisten = \"{listen}\"\npeers = [{}]\nack_copies = {ack_copies}\n\
          secret = \"{SECRET}\"\n",
-        addrs[id - 1],
         peers.join(", ")
     )
 }
@@ -80,14 +91,15 @@ impl DurableNode {
     }
 }
 
-/// Three nodes that take a peer silent for `failure_timeout_ms` as failed, started
-/// and replicating each other's logs and journals.
-pub fn durable_cluster(failure_timeout_ms: u64) -> [DurableNode; 3] {
+/// Three nodes that take a peer silent for `failure_timeout_ms` as failed (and
+/// have `extra` in their configuration), started and replicating each other's
+/// logs and journals.
+pub fn durable_cluster(failure_timeout_ms: u64, extra: &str) -> [DurableNode; 3] {
     let addrs = peer_addrs();
     let mut nodes: [DurableNode; 3] = [1, 2, 3].map(|id| DurableNode {
         data: tempfile::tempdir().unwrap(),
         config: format!(
-            "{}failure_timeout_ms = {failure_timeout_ms}\n",
+            "{}failure_timeout_ms = {failure_timeout_ms}\n{extra}",
             node_config(id, &addrs, 2)
         ),
         broker: None,

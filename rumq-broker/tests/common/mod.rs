@@ -31,6 +31,7 @@ mod cluster;
 mod durable;
 mod mqtt;
 mod procs;
+mod proxy;
 mod raw;
 mod stock;
 pub use certs::*;
@@ -38,6 +39,7 @@ pub use cluster::*;
 pub use durable::*;
 pub use mqtt::*;
 pub use procs::*;
+pub use proxy::*;
 pub use raw::*;
 pub use stock::*;
 

@@ -1,0 +1,124 @@
+//! A network partition (docs/cluster.md, "When a node fails"): three real broker
+//! processes on 127.0.0.1 whose peer links all run through proxies the test cuts
+//! and heals (`common::Proxy`). Node 1, cut off from both others, acknowledges
+//! nothing and hands nobody what only it holds; nodes 2 and 3 go on; once the
+//! links heal, what node 1 took in meanwhile is committed, acknowledged and
+//! delivered, nothing lost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rumqttc::QoS;
+
+/// Three nodes; node i reaches node j through proxy `(i, j)` (0-based).
+struct Partitionable {
+    nodes: [Broker; 3],
+    proxies: Vec<((usize, usize), Proxy)>,
+}
+
+impl Partitionable {
+    async fn start() -> Partitionable {
+        let addrs = peer_addrs();
+        let mut proxies = Vec::new();
+        for i in 0..3 {
+            for j in (0..3).filter(|j| *j != i) {
+                let target: SocketAddr = addrs[j].parse().unwrap();
+                proxies.push(((i, j), Proxy::start(target).await));
+            }
+        }
+        let nodes = [0, 1, 2].map(|i| {
+            let peers: Vec<(usize, String)> = (proxies.iter())
+                .filter(|((from, _), _)| *from == i)
+                .map(|((_, to), p)| (to + 1, p.addr.to_string()))
+                .collect();
+            let config = format!(
+                "{}failure_timeout_ms = 1000\n",
+                node_config_via(i + 1, &addrs[i], &peers, 2)
+            );
+            let b = Broker::with_config(&config);
+            b.wait_for_log("peer listener up", STEP);
+            b
+        });
+        for n in &nodes {
+            n.wait_for_log_count(
+                "replicating its session journal",
+                2,
+                Duration::from_secs(10),
+            );
+        }
+        Partitionable { nodes, proxies }
+    }
+
+    /// Cut (`true`) or heal every link between node `n` (0-based) and the others.
+    fn isolate(&self, n: usize, cut: bool) {
+        for ((from, to), p) in &self.proxies {
+            match (*from == n || *to == n, cut) {
+                (true, true) => p.cut(),
+                (true, false) => p.heal(),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The PUBACK for `pkid` on `c`, within `within`.
+async fn puback(c: &mut Conn, pkid: u16, within: Duration) -> Result<(), String> {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, c.recv()).await {
+            Ok(Ok(p)) if p.kind() == 4 && pkid_of(&p) == pkid => return Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(Gone)) => return Err("the connection ended".into()),
+            Err(_) => break,
+        }
+    }
+    Err(format!("no PUBACK for {pkid} within {within:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_acknowledges_nothing_and_loses_nothing_once_healed() {
+    let cluster = Partitionable::start().await;
+    let [n1, n2, n3] = &cluster.nodes;
+    let mut watcher = Mqtt::connect(n2.port(), "watcher").await;
+    watcher.subscribed("p/#", QoS::AtLeastOnce).await;
+    // A publisher on node 1, connected before the cut (its client id is claimed
+    // through the metadata group, which node 1 alone cannot do).
+    let (mut publisher, _) = Conn::open(n1.port(), "cut-off-pub").await.unwrap();
+    publisher
+        .send(&publish_packet("p/1", b"before", 1, false, false, 1))
+        .await
+        .unwrap();
+    puback(&mut publisher, 1, STEP).await.unwrap();
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"before");
+
+    cluster.isolate(0, true);
+    publisher
+        .send(&publish_packet("p/1", b"while cut off", 1, false, false, 2))
+        .await
+        .unwrap();
+    let held = puback(&mut publisher, 2, Duration::from_secs(2)).await;
+    assert!(held.is_err(), "node 1 alone acknowledged a publish");
+    // The majority side goes on (a new metadata leader first, if node 1 led).
+    mosquitto_pub(n3.port(), &["-t", "p/3", "-q", "1", "-m", "majority"]);
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"majority");
+    watcher.expect_no_publish(QUIET).await;
+
+    cluster.isolate(0, false);
+    // The peers link again, fetch what node 1 took in, and it is committed.
+    puback(&mut publisher, 2, Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"while cut off");
+    // And node 1 delivers again what the others publish.
+    let mut on_1 = Mqtt::connect(n1.port(), "watcher-1").await;
+    on_1.subscribed("p/#", QoS::AtLeastOnce).await;
+    mosquitto_pub(n3.port(), &["-t", "p/3", "-q", "1", "-m", "healed"]);
+    assert_eq!(&on_1.recv_publish().await.payload[..], b"healed");
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"healed");
+}
