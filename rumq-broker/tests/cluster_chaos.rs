@@ -131,7 +131,7 @@ fn start_cluster(ports: &Ports) -> [DurableNode; 3] {
     // them to what they hold.
     let soak = duration() > Duration::from_secs(120);
     let extra = if soak {
-        "[storage]\npreallocate = false\nsegment_bytes_max = 16777216\n"
+        "[storage]\npreallocate = false\nsegment_bytes_max = 33554432\n"
     } else {
         ""
     };

@@ -23,6 +23,10 @@ use super::peer::PeerReply;
 use super::Router;
 use crate::storage::Storage;
 
+/// Relay fetches asked of each live peer per round, at most (a peer link's queue
+/// holds 64 messages).
+const RELAY_ASKS_MAX: usize = 16;
+
 /// Where a replica of a gone writer's stream stands against the live peers'.
 #[derive(Debug, Default)]
 pub(crate) struct Relay {
@@ -205,6 +209,13 @@ impl<S: Storage> Router<S> {
             )
             .collect::<Vec<_>>();
         for (log, stream, from) in streams {
+            // A bounded round: a node that restarted often has a gone writer's
+            // log per earlier run, and asking for them all at once overflowed the
+            // peer links' queues (the link reset, the answers were lost, and the
+            // next round did the same). The rest are asked in later rounds.
+            if asks.len() >= RELAY_ASKS_MAX.saturating_mul(live.len().max(1)) {
+                break;
+            }
             if !mesh.writer_gone(log, now) {
                 continue;
             }

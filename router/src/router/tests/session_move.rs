@@ -525,3 +525,26 @@ fn a_restarted_node_serves_its_earlier_log_as_far_as_it_was_confirmed() {
     assert_eq!(records.len(), 2);
     assert_eq!(crate::Fence::decode(&records[0]), Some(fence));
 }
+
+#[test]
+fn a_relay_round_asks_each_peer_for_a_bounded_number_of_logs() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let mut b = node(2);
+    // Node 1 restarted forty times: each earlier run's log is gone.
+    for run in 2..=40 {
+        let earlier = LogId {
+            node: NodeId(1),
+            incarnation: Incarnation(run),
+        };
+        b.add_replica(earlier, MemStorage::new());
+        b.add_journal_replica(earlier, MemStorage::new());
+    }
+    b.tick(t0);
+    fetched_by(&mut b, 3, 2);
+    b.drain_peer_outbox().for_each(drop);
+    b.tick(t0 + Duration::from_secs(1));
+    let to_3 = (b.drain_peer_outbox())
+        .filter(|(to, r)| *to == NodeId(3) && matches!(r, PeerReply::Fetch { .. }))
+        .count();
+    assert!((1..=16).contains(&to_3), "{to_3} asks in one round");
+}
