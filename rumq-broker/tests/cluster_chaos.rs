@@ -137,7 +137,7 @@ fn start_cluster(ports: &Ports) -> [DurableNode; 3] {
     };
     let nodes = durable_cluster(1000, extra);
     for (k, n) in nodes.iter().enumerate() {
-        ports.lock().unwrap()[k] = n.broker.as_ref().unwrap().port();
+        ports.lock().unwrap()[k] = n.running().port();
     }
     nodes
 }

@@ -27,7 +27,8 @@ impl Partitionable {
         let mut proxies = Vec::new();
         for i in 0..3 {
             for j in (0..3).filter(|j| *j != i) {
-                let target: SocketAddr = addrs[j].parse().unwrap();
+                let target: SocketAddr =
+                    addrs[j].parse().expect("peer_addrs gives socket addresses");
                 proxies.push(((i, j), Proxy::start(target).await));
             }
         }
@@ -89,19 +90,23 @@ async fn a_node_cut_off_acknowledges_nothing_and_loses_nothing_once_healed() {
     watcher.subscribed("p/#", QoS::AtLeastOnce).await;
     // A publisher on node 1, connected before the cut (its client id is claimed
     // through the metadata group, which node 1 alone cannot do).
-    let (mut publisher, _) = Conn::open(n1.port(), "cut-off-pub").await.unwrap();
+    let (mut publisher, _) = Conn::open(n1.port(), "cut-off-pub")
+        .await
+        .expect("node 1 takes the publisher before the cut");
     publisher
         .send(&publish_packet("p/1", b"before", 1, false, false, 1))
         .await
-        .unwrap();
-    puback(&mut publisher, 1, STEP).await.unwrap();
+        .expect("node 1 takes a publish");
+    puback(&mut publisher, 1, STEP)
+        .await
+        .expect("acknowledged with the links up");
     assert_eq!(&watcher.recv_publish().await.payload[..], b"before");
 
     cluster.isolate(0, true);
     publisher
         .send(&publish_packet("p/1", b"while cut off", 1, false, false, 2))
         .await
-        .unwrap();
+        .expect("node 1 takes a publish while cut off");
     let held = puback(&mut publisher, 2, Duration::from_secs(2)).await;
     assert!(held.is_err(), "node 1 alone acknowledged a publish");
     // The majority side goes on (a new metadata leader first, if node 1 led).
@@ -113,7 +118,7 @@ async fn a_node_cut_off_acknowledges_nothing_and_loses_nothing_once_healed() {
     // The peers link again, fetch what node 1 took in, and it is committed.
     puback(&mut publisher, 2, Duration::from_secs(15))
         .await
-        .unwrap();
+        .expect("acknowledged once healed");
     assert_eq!(&watcher.recv_publish().await.payload[..], b"while cut off");
     // And node 1 delivers again what the others publish.
     let mut on_1 = Mqtt::connect(n1.port(), "watcher-1").await;

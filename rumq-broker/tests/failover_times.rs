@@ -102,7 +102,7 @@ async fn resumed_publisher(port: u16, pkid: u16) -> (Instant, Conn) {
     assert!(present, "the publisher's session moved with it");
     c.send(&publish_packet("fo/probe", b"probe", 1, false, false, pkid))
         .await
-        .unwrap();
+        .expect("the node it moved to takes the probe");
     loop {
         let p = c.recv().await.expect("a PUBACK for the probe");
         if p.kind() == 4 && pkid_of(&p) == pkid {
@@ -114,7 +114,7 @@ async fn resumed_publisher(port: u16, pkid: u16) -> (Instant, Conn) {
 /// One failover of node `k`, which `sub` is connected to: the publisher's and the
 /// subscriber's times, and their connections on the next node.
 async fn fail_over(nodes: &mut [DurableNode; 3], k: usize, round: usize, sub: Conn) -> Round {
-    let port = |n: &DurableNode| n.broker.as_ref().unwrap().port();
+    let port = |n: &DurableNode| n.running().port();
     let (next, other) = ((k + 1) % 3, (k + 2) % 3);
     let stop = Arc::new(AtomicBool::new(false));
     let tick = tokio::spawn(ticker(
@@ -127,27 +127,29 @@ async fn fail_over(nodes: &mut [DurableNode; 3], k: usize, round: usize, sub: Co
     loop {
         let p = tokio::time::timeout(ROUND_MAX, sub.recv())
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a tick within a round")
+            .expect("the subscriber's node is up until it is killed");
         if ack_publishes(&mut sub, p).await {
             break;
         }
     }
     let killed = Instant::now();
-    nodes[k].broker.take().unwrap().kill();
+    nodes[k].broker.take().expect("the node runs").kill();
     drop(sub);
     let to = port(&nodes[next]);
-    let pkid = u16::try_from(round + 1).unwrap();
+    let pkid = u16::try_from(round % usize::from(u16::MAX) + 1).expect("below 65536");
     // Spawned: the clients' futures hold their read buffers.
     let publisher = tokio::spawn(tokio::time::timeout(ROUND_MAX, resumed_publisher(to, pkid)));
     let subscriber = tokio::spawn(tokio::time::timeout(ROUND_MAX, resumed_subscriber(to)));
-    let (acked, _) = (publisher.await.unwrap()).expect("the publisher resumed within a round");
-    let (got, sub) = (subscriber.await.unwrap()).expect("the subscriber resumed within a round");
+    let (acked, _) = (publisher.await.expect("the publisher task ends"))
+        .expect("the publisher resumed within a round");
+    let (got, sub) = (subscriber.await.expect("the subscriber task ends"))
+        .expect("the subscriber resumed within a round");
     stop.store(true, Ordering::Relaxed);
-    tick.await.unwrap();
+    tick.await.expect("the ticker ends");
     if acked - killed > Duration::from_millis(FAILURE_TIMEOUT_MS + 1000) {
         // Slower than the goal: what the node they moved to did meanwhile.
-        let log = nodes[next].broker.as_ref().unwrap().stderr();
+        let log = nodes[next].running().stderr();
         let lines: Vec<&str> = log.lines().rev().take(40).collect();
         eprintln!(
             "failover {}, slow; node {}'s last lines:",
@@ -159,7 +161,7 @@ async fn fail_over(nodes: &mut [DurableNode; 3], k: usize, round: usize, sub: Co
         }
     }
     nodes[k].start();
-    let b = nodes[k].broker.as_ref().unwrap();
+    let b = nodes[k].running();
     b.wait_for_log_count("replicating its session journal", 2, ROUND_MAX);
     Round {
         publisher: acked - killed,
@@ -187,13 +189,13 @@ fn summary(times: &mut [Duration]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_killed_node_resume_on_the_next_one() {
     let mut nodes = durable_cluster(FAILURE_TIMEOUT_MS, "");
-    let first = nodes[0].broker.as_ref().unwrap().port();
+    let first = nodes[0].running().port();
     let (_publisher, _) = connect(first, "fo-pub").await;
     let (mut sub, _) = connect(first, "fo-sub").await;
     sub.send(&subscribe_packet(1, &[("fo/#", 1)]))
         .await
-        .unwrap();
-    let suback = sub.recv().await.unwrap();
+        .expect("node 1 takes a SUBSCRIBE");
+    let suback = sub.recv().await.expect("a SUBACK");
     assert_eq!(suback.kind(), 9, "{suback:?}");
     let (mut publisher_times, mut subscriber_times) = (Vec::new(), Vec::new());
     let mut k = 0;

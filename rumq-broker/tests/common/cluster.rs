@@ -81,6 +81,11 @@ pub struct DurableNode {
 }
 
 impl DurableNode {
+    /// Its process; a test asks only between starting and killing it.
+    pub fn running(&self) -> &Broker {
+        self.broker.as_ref().expect("the node runs")
+    }
+
     /// Start it on its data directory; its MQTT port.
     pub fn start(&mut self) -> u16 {
         let b = Broker::start_in(self.data.path(), Some(&self.config));
@@ -97,7 +102,7 @@ impl DurableNode {
 pub fn durable_cluster(failure_timeout_ms: u64, extra: &str) -> [DurableNode; 3] {
     let addrs = peer_addrs();
     let mut nodes: [DurableNode; 3] = [1, 2, 3].map(|id| DurableNode {
-        data: tempfile::tempdir().unwrap(),
+        data: tempfile::tempdir().expect("a data directory"),
         config: format!(
             "{}failure_timeout_ms = {failure_timeout_ms}\n{extra}",
             node_config(id, &addrs, 2)
@@ -108,8 +113,7 @@ pub fn durable_cluster(failure_timeout_ms: u64, extra: &str) -> [DurableNode; 3]
         n.start();
     }
     for n in &nodes {
-        let b = n.broker.as_ref().unwrap();
-        b.wait_for_log_count(
+        n.running().wait_for_log_count(
             "replicating its session journal",
             2,
             Duration::from_secs(10),

@@ -19,8 +19,12 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy on a free port forwarding to `target`.
     pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free loopback port for the proxy");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let cut = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = tokio::spawn(accept_loop(listener, target, cut.clone(), links.clone()));
@@ -35,7 +39,7 @@ impl Proxy {
     /// Close every connection through it, and refuse new ones until `heal`.
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
+        for link in lock(&self.links).drain(..) {
             link.abort();
         }
     }
@@ -67,8 +71,16 @@ async fn accept_loop(
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
             }
         });
-        let mut links = links.lock().unwrap();
+        let mut links = lock(&links);
         links.retain(|l| !l.is_finished());
         links.push(link);
     }
+}
+
+/// The proxy's links (a task that panicked while holding them left them as
+/// they were: still a list of tasks to abort).
+fn lock(links: &Mutex<Vec<JoinHandle<()>>>) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+    links
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
