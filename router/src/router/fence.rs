@@ -66,29 +66,14 @@ impl Fence {
     /// The fence a record holds, if it is one.
     #[must_use]
     pub fn decode(record: &[u8]) -> Option<Fence> {
-        if record.len() != FENCE_BYTES || record.first() != Some(&FENCE_FORMAT) {
-            return None;
-        }
-        let u32_at = |i: usize| {
-            record
-                .get(i..i + 4)?
-                .try_into()
-                .ok()
-                .map(u32::from_be_bytes)
-        };
-        let u64_at = |i: usize| {
-            record
-                .get(i..i + 8)?
-                .try_into()
-                .ok()
-                .map(u64::from_be_bytes)
-        };
-        Some(Fence {
+        let bytes: [u8; FENCE_BYTES] = record.try_into().ok()?;
+        let [format, node, i0, i1, i2, i3, end @ ..] = bytes;
+        (format == FENCE_FORMAT).then_some(Fence {
             after: LogId {
-                node: NodeId(*record.get(1)?),
-                incarnation: Incarnation(u32_at(2)?),
+                node: NodeId(node),
+                incarnation: Incarnation(u32::from_be_bytes([i0, i1, i2, i3])),
             },
-            end: Offset(u64_at(6)?),
+            end: Offset(u64::from_be_bytes(end)),
         })
     }
 
