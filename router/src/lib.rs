@@ -58,8 +58,8 @@ pub use message::{
 };
 pub use position::{LogRef, Position, OFFSET_LIMIT};
 pub use router::{
-    is_system_topic, Fence, MeshConfig, MeshStatus, PeerEvent, PeerReply, Router, RouterStats,
-    SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo, SYSTEM_PREFIX,
+    is_system_topic, Fence, LoadedJournal, MeshConfig, MeshStatus, PeerEvent, PeerReply, Router,
+    RouterStats, SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo, SYSTEM_PREFIX,
 };
 pub use snapshot::{SavedInflight, SavedSession, Snapshot};
 pub use storage::Storage;

@@ -65,6 +65,7 @@ use crate::{ConnectionId, LogRef, QoS, RouterConfig, SessionId, TopicId};
 
 pub use fence::Fence;
 pub use inspect::{MeshStatus, SessionInfo, SubscriptionInfo, SubscriptionQuery, TopicInfo};
+pub use journal_stream::LoadedJournal;
 pub use peer::{PeerEvent, PeerReply};
 pub use replication::MeshConfig;
 pub(crate) use system::record_topic;
@@ -381,6 +382,7 @@ impl<S: Storage> Router<S> {
 
     /// Periodic work at wall-clock time `now`: interval fsync and retention.
     pub fn tick(&mut self, now: SystemTime) {
+        self.not_listening(now);
         self.now = now;
         self.run_timers(now);
         self.relay_fetches();

@@ -1,5 +1,5 @@
 //! The mesh's data path at the edge (docs/mesh.md): this run's incarnation and the
-//! directories of its logs, the replicas the router thread opens, and the data links
+//! directories of its logs, the replicas opened for the router (`replica_open`), and the data links
 //! that carry fetches and records between the router and its peers.
 //!
 //! A data link starts with each side announcing the log it writes in this run
@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::cluster::ClusterConfig;
 use crate::config::Config;
 use crate::driver::{RouterTx, ToRouter};
+use crate::replica_open::Opener;
 use crate::{earlier_run, owners};
 
 /// What waits to be written to one peer's data link (see the module docs for why
@@ -69,10 +70,8 @@ pub fn log_dir(dir: &Path, log: LogId) -> PathBuf {
 /// data links up now.
 #[derive(Debug)]
 pub struct PeerSide {
-    replicas_dir: PathBuf,
-    config: LogConfig,
-    /// Where replicas of the peers' session journals go, and their log's config.
-    journals: (PathBuf, LogConfig),
+    /// Opens the replicas of the logs the peers announce.
+    opener: Opener,
     links: BTreeMap<NodeId, mpsc::Sender<PeerReply>>,
     /// What the router tells the metadata group through the edge.
     to_meta: ToMeta,
@@ -117,12 +116,13 @@ impl PeerSide {
     /// router tells the metadata group goes to `to_meta`.
     pub fn new(data_dir: &Path, config: LogConfig, to_meta: ToMeta) -> PeerSide {
         PeerSide {
-            replicas_dir: data_dir.join("replicas"),
-            journals: (
-                data_dir.join("journal-replicas"),
-                crate::server::journal_config(&config),
+            opener: Opener::new(
+                (data_dir.join("replicas"), config.clone()),
+                (
+                    data_dir.join("journal-replicas"),
+                    crate::server::journal_config(&config),
+                ),
             ),
-            config,
             links: BTreeMap::new(),
             to_meta,
         }
@@ -142,35 +142,14 @@ impl PeerSide {
     }
 
     /// Replicate `log`'s messages and session journal, unless the router already
-    /// does.
-    pub fn open_replica(&self, router: &mut Router<Log>, log: LogId) {
-        if router.journal_replica(log).is_none() {
-            let (dir, config) = (log_dir(&self.journals.0, log), self.journals.1.clone());
-            match Log::open(&dir, config) {
-                Ok(storage) => {
-                    if router.add_journal_replica(log, storage) {
-                        tracing::info!(%log, dir = %dir.display(), "replicating its session journal");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(%log, dir = %dir.display(), error = %e, "cannot open a journal replica")
-                }
-            }
-        }
-        if router.replica(log).is_some() {
-            return;
-        }
-        let dir = log_dir(&self.replicas_dir, log);
-        match Log::open(&dir, self.config.clone()) {
-            Ok(storage) => {
-                if router.add_replica(log, storage).is_some() {
-                    tracing::info!(%log, dir = %dir.display(), "replicating");
-                }
-            }
-            Err(e) => {
-                tracing::error!(%log, dir = %dir.display(), error = %e, "cannot open a replica")
-            }
-        }
+    /// does: opened on a thread of their own (`replica_open`).
+    pub fn open_replica(&mut self, router: &Router<Log>, log: LogId) {
+        self.opener.open(router, log);
+    }
+
+    /// Hand the router the replicas opened since the last call.
+    pub fn take_opened(&mut self, router: &mut Router<Log>) {
+        self.opener.take_opened(router);
     }
 
     /// The peers whose data link is up now.

@@ -188,6 +188,9 @@ impl Core {
                 dispatch(router, conns, batches);
             }
         }
+        if let Some(p) = conns.peers.as_mut() {
+            p.take_opened(router);
+        }
         // By the clock, busy or not: timers, the interval fsync and retention must not
         // wait for a quiet moment.
         if now.mono.saturating_duration_since(conns.ticked) >= TICK {
@@ -593,7 +596,7 @@ fn apply(router: &mut Router<Log>, conns: &mut Conns, msg: ToRouter) {
         }
         ToRouter::Peer(event) => router.handle_peer(event),
         ToRouter::Replica(log) => {
-            if let Some(p) = conns.peers.as_ref() {
+            if let Some(p) = conns.peers.as_mut() {
                 p.open_replica(router, log);
             }
         }

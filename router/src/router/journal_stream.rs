@@ -43,6 +43,43 @@ pub(super) struct JournalReplica<S> {
     refetch_at: Option<SystemTime>,
 }
 
+/// A replica of a session journal with the records it kept from an earlier run
+/// applied: what [`Router::add_loaded_journal_replica`] takes.
+#[derive(Debug)]
+pub struct LoadedJournal<S>(JournalReplica<S>);
+
+impl<S: Storage> LoadedJournal<S> {
+    /// `log`'s journal replica in `storage`, its records applied to the writer's
+    /// state (the whole replica is read: run it where that may take a while).
+    pub fn load(log: LogId, storage: S) -> LoadedJournal<S> {
+        let mut r = JournalReplica {
+            id: log,
+            storage,
+            state: Replay::default(),
+            checkpoint_begin: None,
+            refetch_at: None,
+            relay: super::relay::Relay::default(),
+        };
+        let mut kept = Vec::new();
+        let read = crate::storage::visit_records(&r.storage, Offset(0), |offset, record| {
+            kept.push((offset, record));
+            Ok::<(), commitlog::Error>(())
+        });
+        if let Err(e) = read {
+            tracing::error!(%log, error = %e, "cannot read a journal replica kept from an earlier run");
+        }
+        for (offset, record) in kept {
+            r.apply(offset, record);
+        }
+        LoadedJournal(r)
+    }
+
+    /// The journal it replicates.
+    pub fn log(&self) -> LogId {
+        self.0.id
+    }
+}
+
 /// The replies waiting for the journal's commit, and those it released.
 #[derive(Debug, Default)]
 pub(super) struct Gate {
@@ -85,37 +122,26 @@ impl<S: Storage> Router<S> {
     /// whose records are applied to the writer's live state first; then fetch from
     /// its head. False outside a cluster or when it is replicated already.
     pub fn add_journal_replica(&mut self, log: LogId, storage: S) -> bool {
+        self.add_loaded_journal_replica(LoadedJournal::load(log, storage))
+    }
+
+    /// Replicate a journal read by [`LoadedJournal::load`] (off the router's
+    /// thread: a long journal takes a while to read); then fetch from its head.
+    /// False outside a cluster or when it is replicated already.
+    pub fn add_loaded_journal_replica(&mut self, loaded: LoadedJournal<S>) -> bool {
         let Some(mesh) = self.mesh.as_deref_mut() else {
             return false;
         };
-        if mesh.journal_replicas.iter().any(|r| r.id == log) {
+        let r = loaded.0;
+        if mesh.journal_replicas.iter().any(|j| j.id == r.id) {
             return false;
         }
-        let mut r = JournalReplica {
-            id: log,
-            storage,
-            state: Replay::default(),
-            checkpoint_begin: None,
-            refetch_at: None,
-            relay: super::relay::Relay::default(),
-        };
-        let mut kept = Vec::new();
-        let read = crate::storage::visit_records(&r.storage, Offset(0), |offset, record| {
-            kept.push((offset, record));
-            Ok::<(), commitlog::Error>(())
-        });
-        if let Err(e) = read {
-            tracing::error!(%log, error = %e, "cannot read a journal replica kept from an earlier run");
-        }
-        for (offset, record) in kept {
-            r.apply(offset, record);
-        }
         let fetch = PeerReply::Fetch {
-            log,
+            log: r.id,
             stream: Stream::Journal,
             from: r.storage.head(),
         };
-        mesh.outbox.push((log.node, fetch));
+        mesh.outbox.push((r.id.node, fetch));
         mesh.journal_replicas.push(r);
         true
     }

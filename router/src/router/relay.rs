@@ -277,17 +277,30 @@ impl<S: Storage> Router<S> {
     }
 
     /// Whether this node's replicas of `log` and of its journal hold everything
-    /// each live peer's do (vacuously, when it keeps no such replica).
+    /// each live peer's do (vacuously, when it keeps no such replica), and enough
+    /// nodes are known to hold nothing more that every committed record is
+    /// here: a committed record is on `ack_copies` nodes, so fewer than that may
+    /// be unknown (neither this node nor a peer it synced with). Without that
+    /// count, a node that took every peer for gone (it had heard from none
+    /// lately: it was itself stalled, or cut off) would be synced with nobody,
+    /// and carry sessions on from a journal short of what its clients saw.
+    /// (With `ack_copies = 1` a record may be on its gone writer alone: what the
+    /// live peers hold is all there is.)
     pub(super) fn relay_synced(&self, log: LogId) -> bool {
         let Some(mesh) = self.mesh.as_deref() else {
             return true;
         };
         let live = mesh.live_peers(self.now);
         let writer_asked = mesh.superseded(log);
+        let counts = |p: &NodeId| *p != log.node || writer_asked;
+        let members = mesh.members();
+        let ack_copies = mesh.ack_copies();
         let synced = |relay: &Relay| {
+            let known = 1 + relay.synced.iter().filter(|p| counts(p)).count();
             live.iter()
-                .filter(|p| **p != log.node || writer_asked)
+                .filter(|p| counts(p))
                 .all(|p| relay.synced.contains(p))
+                && (ack_copies < 2 || members.saturating_sub(known) < ack_copies)
         };
         mesh.replicas
             .iter()

@@ -135,6 +135,16 @@ impl<S> Mesh<S> {
         self.messages.tracker.commit()
     }
 
+    /// The nodes of the cluster, this one among them.
+    pub(super) fn members(&self) -> usize {
+        self.config.followers.len() + 1
+    }
+
+    /// Nodes holding a record before it is committed.
+    pub(super) fn ack_copies(&self) -> usize {
+        self.config.ack_copies
+    }
+
     /// How long a silent peer is taken as alive.
     pub(super) fn failure_timeout(&self) -> Duration {
         self.config.failure_timeout
@@ -581,6 +591,31 @@ impl<S: Storage> Router<S> {
         self.heard(log.node);
         self.replicated_in(log.node, log, (base, commit), records);
         self.try_awaiting();
+    }
+
+    /// Time passes from `self.now` to `now`. A gap of more than a quarter of
+    /// `failure_timeout` between ticks (which come every few milliseconds) is a
+    /// stall of this node (a slow disk, a starved CPU): it heard nothing then
+    /// because it did not listen, so that time does not count as its peers'
+    /// silence. Otherwise a node that stalled for `failure_timeout` would take
+    /// every peer for gone at once.
+    pub(super) fn not_listening(&mut self, now: SystemTime) {
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        let Ok(gap) = now.duration_since(self.now) else {
+            return;
+        };
+        if self.now == SystemTime::UNIX_EPOCH || gap <= mesh.failure_timeout() / 4 {
+            return;
+        }
+        tracing::warn!(
+            stalled_ms = gap.as_millis() as u64,
+            "this node did not run for a while; its peers' silence meanwhile is not counted"
+        );
+        for heard in mesh.last_heard.values_mut() {
+            *heard = (*heard + gap).min(now);
+        }
     }
 
     /// `peer` was heard from now.

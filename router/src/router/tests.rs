@@ -280,6 +280,21 @@ fn journaled_node(own: ::mesh::LogId) -> Router<crate::MemStorage> {
     r
 }
 
+/// Tick `r` up to `to` as a running node does (every 100 ms here; a longer gap
+/// between ticks is a stall, see `Router::not_listening`).
+fn tick_to<S: Storage>(r: &mut Router<S>, to: SystemTime) {
+    let step = std::time::Duration::from_millis(100);
+    let mut at = r.now;
+    for _ in 0..100_000 {
+        if at == SystemTime::UNIX_EPOCH || at + step >= to {
+            break;
+        }
+        at += step;
+        r.tick(at);
+    }
+    r.tick(to);
+}
+
 mod catch_up;
 mod credit;
 mod faults;

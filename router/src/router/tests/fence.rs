@@ -25,7 +25,7 @@ fn a_publisher_moved_from_a_dead_node_is_read_in_order_where_its_old_log_lagged(
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
     let (mut a, mut b, mut c) = (node(1), node(2), node(3));
     for r in [&mut a, &mut b, &mut c] {
-        r.tick(t0);
+        tick_to(r, t0);
     }
     clean_subscriber(&mut c, C3);
     // "pub" publishes p1 and p2 on node 1; node 2 holds them (so they are
@@ -38,10 +38,10 @@ fn a_publisher_moved_from_a_dead_node_is_read_in_order_where_its_old_log_lagged(
     drop(a);
     // It carries on on node 2 once node 1 counts as gone there.
     let later = t0 + Duration::from_secs(4);
-    b.tick(later);
+    tick_to(&mut b, later);
     fetched_by(&mut b, 3, 2);
     connect(&mut b, C2, "pub", Some(1));
-    b.tick(later + Duration::from_secs(1));
+    tick_to(&mut b, later + Duration::from_secs(1));
     for _ in 0..3 {
         carry(&mut b, 2, &mut c, 3);
         carry(&mut c, 3, &mut b, 2);
@@ -51,14 +51,14 @@ fn a_publisher_moved_from_a_dead_node_is_read_in_order_where_its_old_log_lagged(
     publish(&mut b, C2, 3, "p3");
     replies(&mut b, 3);
     // Node 3 gets node 2's log before what it lacks of node 1's.
-    c.tick(later);
+    tick_to(&mut c, later);
     replicate(&b, &mut c);
     assert_eq!(
         got(&mut c, 2),
         Vec::<Vec<u8>>::new(),
         "p3 waits for p1 and p2"
     );
-    c.tick(later + Duration::from_secs(1));
+    tick_to(&mut c, later + Duration::from_secs(1));
     for _ in 0..3 {
         carry(&mut c, 3, &mut b, 2);
         carry(&mut b, 2, &mut c, 3);
@@ -125,7 +125,7 @@ fn pull_all(r: &mut Router<crate::MemStorage>) -> Vec<Vec<u8>> {
 #[test]
 fn a_session_whose_place_is_past_this_nodes_copy_waits_there() {
     let mut r = node(1);
-    r.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+    tick_to(&mut r, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
     // It had read node 3's log up to 2 where it was; this node's copy is empty.
     restore_sub(&mut r, 2);
     connect(&mut r, C1, "sub", None);
@@ -141,7 +141,7 @@ fn a_session_whose_place_is_past_this_nodes_copy_waits_there() {
 #[test]
 fn a_session_behind_on_both_logs_reads_the_old_one_up_to_the_fence_first() {
     let mut r = node(1);
-    r.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+    tick_to(&mut r, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
     // Restored as after a restart: behind on every log, which it reads in the
     // order this node added them (node 2's before node 3's).
     restore_sub(&mut r, 0);

@@ -193,9 +193,7 @@ fn without_a_handoff_a_connect_carries_on_after_failure_timeout() {
     let mut b = node(2);
     connect(&mut b, C3, "dev", Some(1));
     assert_eq!(replies(&mut b, 3), vec![]);
-    b.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
-    // Silent since then: gone.
-    b.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(14));
+    others_gone_but(&mut b, 2, &mut node(3), 3);
     let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
     assert_eq!(
         out.first(),
@@ -295,9 +293,7 @@ fn a_qos2_publish_stored_before_its_node_died_is_not_stored_again_where_it_resum
     });
     drop(a);
     connect(&mut b, C3, "p2", Some(1));
-    b.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
-    // Silent since then: gone.
-    b.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(14));
+    others_gone_but(&mut b, 2, &mut node(3), 3);
     let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
     assert_eq!(out, vec![accepted(true)]);
     let head = b.storage().head();
@@ -354,6 +350,24 @@ pub(super) fn carry(
 }
 
 /// Node `peer` fetches node `own`'s log from `r` (so `r` hears from it).
+/// The third node falls silent from 10 s on and is gone 3 s later; the other
+/// node (`other`, numbered `other_node`) goes on being heard by `r` (numbered
+/// `own`), and answers what `r` asks of its copies of the gone node's logs.
+fn others_gone_but(
+    r: &mut Router<MemStorage>,
+    own: u8,
+    other: &mut Router<MemStorage>,
+    other_node: u8,
+) {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
+    tick_to(r, t0);
+    tick_to(r, t0 + Duration::from_secs(2));
+    fetched_by(r, other_node, own);
+    tick_to(r, t0 + Duration::from_secs(4));
+    carry(r, own, other, other_node);
+    carry(other, other_node, r, own);
+}
+
 pub(super) fn fetched_by(r: &mut Router<MemStorage>, peer: u8, own: u8) {
     r.handle_peer(PeerEvent::Fetched {
         peer: NodeId(peer),
@@ -384,7 +398,7 @@ pub(super) fn clean_subscriber(r: &mut Router<MemStorage>, conn: ConnectionId) {
 fn a_record_only_one_survivor_holds_reaches_the_other_once_its_writer_is_gone() {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
     let (mut a, mut b, mut c) = (node(1), node(2), node(3));
-    c.tick(t0);
+    tick_to(&mut c, t0);
     clean_subscriber(&mut c, C3);
     a.handle(Event::Connect {
         conn: C1,
@@ -396,7 +410,7 @@ fn a_record_only_one_survivor_holds_reaches_the_other_once_its_writer_is_gone() 
     replicate(&a, &mut b);
     drop(a);
     let later = t0 + Duration::from_secs(4);
-    c.tick(later);
+    tick_to(&mut c, later);
     c.handle_peer(PeerEvent::LinkUp { peer: NodeId(2) });
     c.handle_peer(PeerEvent::Fetched {
         peer: NodeId(2),
@@ -406,7 +420,7 @@ fn a_record_only_one_survivor_holds_reaches_the_other_once_its_writer_is_gone() 
         bytes_max: 1 << 20,
     });
     c.drain_peer_outbox().for_each(drop);
-    c.tick(later + Duration::from_secs(1));
+    tick_to(&mut c, later + Duration::from_secs(1));
     carry(&mut c, 3, &mut b, 2);
     carry(&mut b, 2, &mut c, 3);
     let got = delivered(replies(&mut c, 2).into_iter().map(|(_, r)| r).collect());
@@ -422,9 +436,7 @@ fn a_session_handed_to_a_node_that_never_took_it_up_carries_on_from_the_one_that
     replicate(&a, &mut c);
     connect(&mut c, C3, "dev", Some(2));
     assert_eq!(replies(&mut c, 1), vec![], "node 2 hands nothing over yet");
-    c.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
-    // Silent since then: gone.
-    c.tick(SystemTime::UNIX_EPOCH + Duration::from_secs(14));
+    others_gone_but(&mut c, 3, &mut node(1), 1);
     let out: Vec<Reply> = replies(&mut c, 1).into_iter().map(|(_, r)| r).collect();
     assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
     assert_eq!(payloads(&delivered(out)), vec![b"m1".to_vec()]);
@@ -436,15 +448,15 @@ fn a_peer_without_a_copy_of_the_gone_nodes_log_says_so_and_the_move_goes_on() {
     let mut b = node(2);
     // Node 3 keeps no copy of node 1's log or journal (it never learnt of them).
     let mut c = super::journaled_node(log(3));
-    b.tick(t0);
+    tick_to(&mut b, t0);
     connect(&mut b, C3, "dev", Some(1));
-    b.tick(t0 + Duration::from_secs(2));
+    tick_to(&mut b, t0 + Duration::from_secs(2));
     fetched_by(&mut b, 3, 2);
     // Node 1 is gone now, node 3 is not: this node asks it what it holds.
-    b.tick(t0 + Duration::from_secs(4));
+    tick_to(&mut b, t0 + Duration::from_secs(4));
     assert_eq!(replies(&mut b, 3), vec![], "node 3 has not answered yet");
     // (`replies` dropped the asks: they go again a `fetch_wait` later.)
-    b.tick(t0 + Duration::from_millis(4_600));
+    tick_to(&mut b, t0 + Duration::from_millis(4_600));
     carry(&mut b, 2, &mut c, 3);
     carry(&mut c, 3, &mut b, 2);
     let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
@@ -455,10 +467,10 @@ fn a_peer_without_a_copy_of_the_gone_nodes_log_says_so_and_the_move_goes_on() {
 fn a_node_that_restarted_and_linked_again_is_not_taken_as_gone() {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
     let mut b = node(2);
-    b.tick(t0);
+    tick_to(&mut b, t0);
     // Node 1 died, silent past failure_timeout; then it is back (a new run whose
     // journal has not reached this node yet) and links again.
-    b.tick(t0 + Duration::from_secs(4));
+    tick_to(&mut b, t0 + Duration::from_secs(4));
     b.handle_peer(PeerEvent::LinkUp { peer: NodeId(1) });
     connect(&mut b, C3, "dev", Some(1));
     assert_eq!(
@@ -539,12 +551,48 @@ fn a_relay_round_asks_each_peer_for_a_bounded_number_of_logs() {
         b.add_replica(earlier, MemStorage::new());
         b.add_journal_replica(earlier, MemStorage::new());
     }
-    b.tick(t0);
+    tick_to(&mut b, t0);
     fetched_by(&mut b, 3, 2);
     b.drain_peer_outbox().for_each(drop);
-    b.tick(t0 + Duration::from_secs(1));
+    b.tick(t0 + Duration::from_millis(500));
     let to_3 = (b.drain_peer_outbox())
         .filter(|(to, r)| *to == NodeId(3) && matches!(r, PeerReply::Fetch { .. }))
         .count();
     assert!((1..=16).contains(&to_3), "{to_3} asks in one round");
+}
+
+#[test]
+fn a_stall_of_this_node_does_not_count_as_its_peers_silence() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let mut b = node(2);
+    tick_to(&mut b, t0);
+    fetched_by(&mut b, 1, 2);
+    fetched_by(&mut b, 3, 2);
+    let live = |r: &Router<MemStorage>| r.mesh.as_deref().map(|m| m.live_peers(r.now));
+    // The router did not run for 5 s (failure_timeout is 3 s): it heard nothing
+    // because it did not listen.
+    b.tick(t0 + Duration::from_secs(5));
+    assert_eq!(live(&b), Some(vec![NodeId(1), NodeId(3)]));
+    // Silent for failure_timeout while it runs: gone.
+    tick_to(&mut b, t0 + Duration::from_secs(9));
+    assert_eq!(live(&b), Some(vec![]));
+}
+
+#[test]
+fn a_node_that_hears_from_no_peer_carries_no_session_on_from_a_gone_one() {
+    // Node 2 hears from neither node 1 nor node 3: node 3 may hold more of node
+    // 1's journal than node 2 does, so the move waits.
+    let mut b = node(2);
+    connect(&mut b, C3, "dev", Some(1));
+    tick_to(&mut b, SystemTime::UNIX_EPOCH + Duration::from_secs(10));
+    tick_to(&mut b, SystemTime::UNIX_EPOCH + Duration::from_secs(20));
+    assert_eq!(replies(&mut b, 3), vec![], "synced with nobody");
+    // Node 3 is heard again, and holds nothing more: the move goes on.
+    let mut c = node(3);
+    fetched_by(&mut b, 3, 2);
+    tick_to(&mut b, SystemTime::UNIX_EPOCH + Duration::from_secs(21));
+    carry(&mut b, 2, &mut c, 3);
+    carry(&mut c, 3, &mut b, 2);
+    let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(false)), "{out:?}");
 }
