@@ -17,7 +17,7 @@ use commitlog::Offset;
 use crate::ids::{Channel, Incarnation, LogId, NodeId, Stream};
 
 /// The version byte of every frame; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The length prefix, version and kind.
 pub const FRAME_HEADER_BYTES: usize = 6;
 /// The longest `Goodbye` reason, in bytes.
@@ -102,6 +102,14 @@ pub enum Frame {
         /// The sender's log.
         log: LogId,
     },
+    /// The sender is done with `log`, a log that never grows again: it holds
+    /// all of it its live peers hold (or none, and needs none), has offered it to
+    /// its sessions, and none of them needs any of it. A node removes its copy
+    /// once every other node said so (rumq's `router/retire.rs`).
+    Done {
+        /// The log.
+        log: LogId,
+    },
     /// The sender closes the link, and says why.
     Goodbye {
         /// Why, for the other side's log.
@@ -118,6 +126,7 @@ const GOODBYE: u8 = 6;
 const META_REQUEST: u8 = 7;
 const META_REPLY: u8 = 8;
 const ANNOUNCE: u8 = 9;
+const DONE: u8 = 10;
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -230,19 +239,26 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             out.put_u8(ANNOUNCE);
             put_log(out, *log);
         }
-        Frame::Goodbye { reason } => {
-            out.put_u8(GOODBYE);
-            let reason = truncate_utf8(reason, REASON_BYTES_MAX);
-            // At most REASON_BYTES_MAX, which fits.
-            out.put_u16(reason.len() as u16);
-            out.put_slice(reason.as_bytes());
+        Frame::Done { log } => {
+            out.put_u8(DONE);
+            put_log(out, *log);
         }
+        Frame::Goodbye { reason } => put_goodbye(out, reason),
     }
     let len = out.len() - start - 4;
     // A frame's length fits: the only unbounded field is `records`, which the writer
     // bounds by the fetch's `bytes_max` (a u32) before it builds the frame.
     let len = u32::try_from(len).unwrap_or(u32::MAX);
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// A `Goodbye`'s kind and reason (cut to `REASON_BYTES_MAX`).
+fn put_goodbye(out: &mut BytesMut, reason: &str) {
+    out.put_u8(GOODBYE);
+    let reason = truncate_utf8(reason, REASON_BYTES_MAX);
+    // At most REASON_BYTES_MAX, which fits.
+    out.put_u16(reason.len() as u16);
+    out.put_slice(reason.as_bytes());
 }
 
 /// Take one whole frame off the front of `buf`: `Ok(None)` until one has arrived.
@@ -286,6 +302,9 @@ pub fn decode(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Frame>, Fra
         ANNOUNCE => Frame::Announce {
             log: log_id(&mut body, "Announce")?,
         },
+        DONE => Frame::Done {
+            log: log_id(&mut body, "Done")?,
+        },
         META_REQUEST => {
             let id = u64_field(&mut body, "MetaRequest")?;
             let payload = body.split_off(0);
@@ -319,6 +338,7 @@ impl Frame {
             Frame::MetaRequest { .. } => "MetaRequest",
             Frame::MetaReply { .. } => "MetaReply",
             Frame::Announce { .. } => "Announce",
+            Frame::Done { .. } => "Done",
             Frame::Goodbye { .. } => "Goodbye",
         }
     }

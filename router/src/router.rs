@@ -35,6 +35,7 @@ mod deliver;
 mod fence;
 mod inspect;
 mod journal_stream;
+mod kept;
 mod logs;
 mod peer;
 mod persist;
@@ -42,6 +43,7 @@ mod publish;
 mod relay;
 mod replica_fan;
 mod replication;
+mod retire;
 mod session_move;
 mod subscribe;
 mod system;
@@ -440,6 +442,7 @@ impl<S: Storage> Router<S> {
                 Err(e) => tracing::error!(error = %e, "retention failed"),
             }
             self.replicas_retention(now, false);
+            self.retire_done_logs();
         }
     }
 

@@ -120,6 +120,7 @@ impl Sim {
                 fetch_bytes_max: 512,
                 fetch_wait: Duration::from_millis(200),
                 failure_timeout: std::time::Duration::from_secs(3),
+                superseded_keep: std::time::Duration::from_secs(2),
                 started: SystemTime::UNIX_EPOCH,
             });
             for o in others {
@@ -296,6 +297,7 @@ impl Sim {
                 commit,
                 records: records.iter().map(|p| Framed::new(p)).collect(),
             },
+            PeerReply::Done { log } => PeerEvent::Done { peer: m.from, log },
         };
         self.nodes[to].handle_peer(event);
         self.nodes[to].flush();

@@ -1,5 +1,5 @@
 //! The mesh's data path at the edge (docs/mesh.md): this run's incarnation and the
-//! directories of its logs, the replicas opened for the router (`replica_open`), and the data links
+//! directories of its logs, the replicas opened for the router and removed (`replica_files`), and the data links
 //! that carry fetches and records between the router and its peers.
 //!
 //! A data link starts with each side announcing the log it writes in this run
@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::cluster::ClusterConfig;
 use crate::config::Config;
 use crate::driver::{RouterTx, ToRouter};
-use crate::replica_open::Opener;
+use crate::replica_files::{self, Opener};
 use crate::{earlier_run, owners};
 
 /// What waits to be written to one peer's data link (see the module docs for why
@@ -115,6 +115,11 @@ impl PeerSide {
     /// journals), each a log with `config` (the journals' derived from it); what the
     /// router tells the metadata group goes to `to_meta`.
     pub fn new(data_dir: &Path, config: LogConfig, to_meta: ToMeta) -> PeerSide {
+        replica_files::remove_leftovers(&[
+            &data_dir.join("replicas"),
+            &data_dir.join("journal-replicas"),
+            &data_dir.join("messages"),
+        ]);
         PeerSide {
             opener: Opener::new(
                 (data_dir.join("replicas"), config.clone()),
@@ -122,6 +127,7 @@ impl PeerSide {
                     data_dir.join("journal-replicas"),
                     crate::server::journal_config(&config),
                 ),
+                data_dir.join("messages"),
             ),
             links: BTreeMap::new(),
             to_meta,
@@ -142,14 +148,22 @@ impl PeerSide {
     }
 
     /// Replicate `log`'s messages and session journal, unless the router already
-    /// does: opened on a thread of their own (`replica_open`).
+    /// does: opened on a thread of their own (`replica_files`).
     pub fn open_replica(&mut self, router: &Router<Log>, log: LogId) {
         self.opener.open(router, log);
     }
 
-    /// Hand the router the replicas opened since the last call.
+    /// Open the logs kept from earlier runs the router does not read yet
+    /// (`replica_files`).
+    pub fn open_kept(&mut self, router: &mut Router<Log>, own: LogId) {
+        self.opener.open_kept(router, own);
+    }
+
+    /// Hand the router the replicas opened since the last call, and remove
+    /// those it retired.
     pub fn take_opened(&mut self, router: &mut Router<Log>) {
         self.opener.take_opened(router);
+        replica_files::remove(router.drain_retired());
     }
 
     /// The peers whose data link is up now.
@@ -236,6 +250,7 @@ pub async fn run_data_link(link: Link, router: RouterTx, config: DataLinkConfig)
 /// The frame for what the router sends a peer: records framed as stored.
 fn frame_of(reply: PeerReply, fetch_bytes_max: u32) -> Frame {
     match reply {
+        PeerReply::Done { log } => Frame::Done { log },
         PeerReply::Fetch { log, stream, from } => Frame::Fetch {
             log,
             stream,
@@ -275,6 +290,7 @@ fn to_router(
 ) -> Result<Option<ToRouter>, LinkError> {
     let event = match frame {
         Frame::Announce { log } if log.node == peer => return Ok(Some(ToRouter::Replica(log))),
+        Frame::Done { log } => PeerEvent::Done { peer, log },
         Frame::Fetch {
             log,
             stream,
@@ -385,6 +401,7 @@ pub fn open(
         fetch_bytes_max,
         fetch_wait: Duration::from_millis(u64::from(FETCH_WAIT_MS)),
         failure_timeout: Duration::from_millis(cluster.failure_timeout_ms),
+        superseded_keep: Duration::from_millis(cluster.superseded_logs_keep_ms),
         // With sessions carried over, what was published since the earlier run
         // stopped is theirs, not history.
         started: (earlier.as_ref())
@@ -396,7 +413,8 @@ pub fn open(
     }
     tracing::info!(log = %own, ack_copies = cluster.ack_copies, tls = cluster.tls.is_some(), "cluster node");
     let (to, from_router) = to_meta();
-    let side = PeerSide::new(&config.data_dir, config.storage.clone(), to);
+    let mut side = PeerSide::new(&config.data_dir, config.storage.clone(), to);
+    side.open_kept(&mut router, own);
     let peers = PeerSet {
         listen: cluster.listen,
         peers: cluster.peers.iter().map(|p| (p.id, p.addr)).collect(),
@@ -415,13 +433,11 @@ pub fn open(
         record_bytes_max: config.storage.record_bytes_max,
     };
     let (tx, changes) = mpsc::channel(owners::CHANGES_QUEUE);
-    let mut members: BTreeMap<NodeId, String> = cluster
-        .peers
-        .iter()
-        .map(|p| (p.id, p.addr.to_string()))
-        .collect();
-    members.insert(cluster.node_id, cluster.listen.to_string());
-    let mut meta = MetaConfig::new(cluster.node_id, config.data_dir.join("meta"), members);
+    let mut meta = MetaConfig::new(
+        cluster.node_id,
+        config.data_dir.join("meta"),
+        members(cluster),
+    );
     meta.propose_timeout_ms = cluster.claim_timeout_ms;
     meta.changes = Some(tx);
     let links = NodeLinks {
@@ -433,6 +449,15 @@ pub fn open(
     };
     let node = Node { side, links };
     Ok((router, node))
+}
+
+/// Every node of the cluster (this one too) and its peer address.
+fn members(cluster: &ClusterConfig) -> BTreeMap<NodeId, String> {
+    let mut members: BTreeMap<NodeId, String> = (cluster.peers.iter())
+        .map(|p| (p.id, p.addr.to_string()))
+        .collect();
+    members.insert(cluster.node_id, cluster.listen.to_string());
+    members
 }
 
 /// Start this node of the metadata group (its store in `data/meta/`) on `links`,

@@ -117,7 +117,8 @@ impl ToRouter {
                 PeerEvent::Fetched { .. }
                 | PeerEvent::LinkUp { .. }
                 | PeerEvent::Moved { .. }
-                | PeerEvent::SharedNodes { .. },
+                | PeerEvent::SharedNodes { .. }
+                | PeerEvent::Done { .. },
             ) => true,
             ToRouter::Peer(
                 PeerEvent::Replicated { records, .. } | PeerEvent::Relayed { records, .. },

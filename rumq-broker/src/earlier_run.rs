@@ -88,7 +88,7 @@ impl EarlierRun {
     /// Open the earlier run's log and every log its sessions read, as the router's
     /// replicas (a peer's log is fetched on from its writer, if it still writes
     /// it), then restore the sessions over them and checkpoint. A log no longer on
-    /// disk is logged, and the positions in it dropped.
+    /// disk is logged; the places in it are kept (`Session::foreign`).
     pub fn resume(self, router: &mut Router<Log>, config: &Config) -> anyhow::Result<()> {
         let me = self.log.node;
         let mut logs = self.snapshot.logs();
@@ -116,7 +116,8 @@ impl EarlierRun {
 /// Open log `log` kept in `dir` as one of the router's replicas.
 fn open_kept(router: &mut Router<Log>, log: LogId, dir: &PathBuf, config: LogConfig) {
     if !dir.exists() {
-        tracing::warn!(%log, dir = %dir.display(), "a log the earlier run's sessions read is gone; their positions in it are dropped");
+        // Retired once every node was done with it (`router/retire.rs`), or lost.
+        tracing::info!(%log, dir = %dir.display(), "a log the earlier run's sessions read is no longer on disk; their places in it are kept, not read");
         return;
     }
     match Log::open(dir, config) {

@@ -39,7 +39,7 @@ mod owners;
 mod parking;
 mod passwd_cmd;
 mod passwords;
-mod replica_open;
+mod replica_files;
 mod replies;
 mod server;
 mod sys;

@@ -64,6 +64,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 wait_ms
             }),
         (node.clone(), any::<u32>()).prop_map(|(n, i)| Frame::Announce { log: log(n, i) }),
+        (node.clone(), any::<u32>()).prop_map(|(n, i)| Frame::Done { log: log(n, i) }),
         (
             node,
             any::<u32>(),

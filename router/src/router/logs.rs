@@ -42,8 +42,15 @@ impl<'a, S: Storage> Logs<'a, S> {
     pub fn get(self, log: LogRef) -> Option<&'a S> {
         match log.0.checked_sub(1) {
             None => Some(self.own),
-            Some(i) => self.replicas.get(usize::from(i)).map(|r| &r.storage),
+            Some(i) => (self.replicas.get(usize::from(i))).and_then(|r| r.storage.open()),
         }
+    }
+
+    /// Whether `log` is a replica this node retired (`retire`).
+    pub fn is_retired(self, log: LogRef) -> bool {
+        (log.0.checked_sub(1))
+            .and_then(|i| self.replicas.get(usize::from(i)))
+            .is_some_and(|r| r.storage.is_retired())
     }
 
     /// The id of `log`, in a cluster.

@@ -80,6 +80,13 @@ pub enum PeerEvent {
         /// The nodes with members of it.
         nodes: Vec<NodeId>,
     },
+    /// `peer` is done with `log`, which never grows again (see `retire`).
+    Done {
+        /// The peer.
+        peer: NodeId,
+        /// The log.
+        log: LogId,
+    },
 }
 
 /// What the router sends a peer.
@@ -107,5 +114,10 @@ pub enum PeerReply {
         stream: Stream,
         /// Where this node's replica ends.
         from: Offset,
+    },
+    /// This node is done with `log`, which never grows again (see `retire`).
+    Done {
+        /// The log.
+        log: LogId,
     },
 }

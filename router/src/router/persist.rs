@@ -267,9 +267,16 @@ impl<S: Storage> Router<S> {
             }
         }
         for log in std::iter::once(LogRef::OWN).chain(logs.replica_refs()) {
+            // A retired log (`retire`) has nothing to read: a session with no
+            // place in it is at its end.
+            let unknown = if logs.is_retired(log) {
+                logs.end(log)
+            } else {
+                Offset(0)
+            };
             let at = (points.iter())
                 .find(|(l, _)| *l == log)
-                .map_or(Offset(0), |(_, at)| *at);
+                .map_or(unknown, |(_, at)| *at);
             let at = match log {
                 LogRef::OWN => at.min(logs.get(log).map_or(Offset(0), Storage::head)),
                 _ => at,
@@ -296,7 +303,11 @@ impl<S: Storage> Router<S> {
     /// connected session (clean or not: a subscriber that lags must not lose what
     /// it was promised while it is connected), and persistent ones while offline,
     /// which claim at most the newest `offline_bytes_max` of the log.
-    pub(super) fn sessions_hold_back(&self, log: LogRef, storage: &S) -> Option<Offset> {
+    pub(super) fn sessions_hold_back<T: Storage>(
+        &self,
+        log: LogRef,
+        storage: &T,
+    ) -> Option<Offset> {
         let cap = (self.config.offline_bytes_max > 0)
             .then(|| storage.offset_within(self.config.offline_bytes_max));
         self.sessions

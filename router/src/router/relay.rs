@@ -20,6 +20,7 @@ use commitlog::{Offset, ReadLimits};
 use mesh::{LogId, NodeId, Stream};
 
 use super::peer::PeerReply;
+use super::replication::Mesh;
 use super::Router;
 use crate::storage::Storage;
 
@@ -35,6 +36,36 @@ pub(crate) struct Relay {
     synced: BTreeSet<NodeId>,
     /// When the live peers were last asked.
     asked: Option<SystemTime>,
+    /// Since when this node has been done with it, if it is (`retire`).
+    pub(super) done_since: Option<SystemTime>,
+    /// The peers this node told it is done with it.
+    pub(super) told: BTreeSet<NodeId>,
+    /// The peers that said they are done with it.
+    pub(super) done_by: BTreeSet<NodeId>,
+}
+
+impl<S> Mesh<S> {
+    /// Where this node's replica of `stream` of `log` stands against the peers'.
+    pub(super) fn relay_mut(&mut self, log: LogId, stream: Stream) -> Option<&mut Relay> {
+        match stream {
+            Stream::Messages => (self.replicas.iter_mut())
+                .find(|r| r.id == log && !r.storage.is_retired())
+                .map(|r| &mut r.relay),
+            Stream::Journal => (self.journal_replicas.iter_mut())
+                .find(|r| r.id == log)
+                .map(|r| &mut r.relay),
+        }
+    }
+}
+
+impl Relay {
+    /// `peer`'s link came up: it may have run anew and lost track of this one;
+    /// ask it again, and tell it again (and be told again) who is done.
+    pub(super) fn linked(&mut self, peer: NodeId) {
+        self.synced.remove(&peer);
+        self.told.remove(&peer);
+        self.done_by.remove(&peer);
+    }
 }
 
 impl<S: Storage> Router<S> {
@@ -58,7 +89,7 @@ impl<S: Storage> Router<S> {
         let found = match stream {
             Stream::Messages => (mesh.replicas.iter())
                 .find(|r| r.id == log)
-                .map(|r| (&r.storage, r.commit)),
+                .and_then(|r| r.storage.open().map(|s| (s, r.commit))),
             Stream::Journal if !own => (mesh.journal_replicas.iter())
                 .find(|r| r.id == log)
                 .map(|r| (&r.storage, r.storage.head())),
@@ -76,6 +107,12 @@ impl<S: Storage> Router<S> {
                 records: Vec::new(),
             };
             mesh.outbox.push((peer, nothing));
+            // Nor needs any of it (see `retire`).
+            let holds = (mesh.replicas.iter()).any(|r| r.id == log && !r.storage.is_retired())
+                || mesh.journal_replicas.iter().any(|r| r.id == log);
+            if !holds {
+                mesh.outbox.push((peer, PeerReply::Done { log }));
+            }
             return;
         };
         let mut records = Vec::new();
@@ -170,15 +207,7 @@ impl<S: Storage> Router<S> {
     }
 
     fn relay_mut(&mut self, log: LogId, stream: Stream) -> Option<&mut Relay> {
-        let mesh = self.mesh.as_deref_mut()?;
-        match stream {
-            Stream::Messages => (mesh.replicas.iter_mut())
-                .find(|r| r.id == log)
-                .map(|r| &mut r.relay),
-            Stream::Journal => (mesh.journal_replicas.iter_mut())
-                .find(|r| r.id == log)
-                .map(|r| &mut r.relay),
-        }
+        self.mesh.as_deref_mut()?.relay_mut(log, stream)
     }
 
     /// Ask the live peers for what their replicas hold of gone writers' logs, for
@@ -221,16 +250,7 @@ impl<S: Storage> Router<S> {
             }
             // (The writer's node too once it runs anew: it holds that log.)
             let writer_asked = mesh.superseded(log);
-            let relay = match stream {
-                Stream::Messages => mesh
-                    .replicas
-                    .iter_mut()
-                    .find(|r| r.id == log)
-                    .map(|r| &mut r.relay),
-                Stream::Journal => (mesh.journal_replicas.iter_mut())
-                    .find(|r| r.id == log)
-                    .map(|r| &mut r.relay),
-            };
+            let relay = mesh.relay_mut(log, stream);
             let Some(relay) = relay else {
                 continue;
             };
@@ -249,6 +269,19 @@ impl<S: Storage> Router<S> {
             }
         }
         mesh.outbox.extend(asks);
+    }
+
+    /// Serve an earlier run's own log that no session here reads (opened after
+    /// the start, see `rumq-broker/src/replica_files.rs`): to the peers, only as
+    /// far as they confirm it (see `unconfirmed_earlier_logs`); to this node's
+    /// sessions, never.
+    pub fn add_earlier_own_log(&mut self, log: LogId, storage: S) -> Option<crate::LogRef> {
+        let at = self.add_replica(log, storage)?;
+        let r = (self.mesh.as_deref_mut())
+            .and_then(|m| m.replicas.get_mut(usize::from(at.0).checked_sub(1)?))?;
+        r.commit = Offset(0);
+        r.fanned = r.storage.head();
+        Some(at)
     }
 
     /// This node's earlier runs' logs are read only as far as they are known

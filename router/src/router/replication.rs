@@ -29,6 +29,7 @@ use mesh::{LogId, NodeId, Stream};
 use super::fence::Fence;
 use super::inspect::MeshStatus;
 use super::journal_stream::{Gate, JournalReplica};
+use super::kept::Kept;
 use super::peer::{PeerEvent, PeerReply};
 use super::relay::Relay;
 use super::session_move::Awaiting;
@@ -62,6 +63,10 @@ pub struct MeshConfig {
     /// still apply. A replica this node kept from an earlier run offers every
     /// record it did not hold: its sessions were there for them.
     pub started: SystemTime,
+    /// How long a replica of a log that never grows again (its writer runs a
+    /// newer one) is kept once no node needs it here, before its files are
+    /// removed (`retire`; `cluster.superseded_logs_keep_ms`).
+    pub superseded_keep: Duration,
 }
 
 /// A message's number for shared groups: the same on every node (from where it is
@@ -111,6 +116,8 @@ pub(super) struct Mesh<S> {
     /// Client ids this node claimed whose sessions ended here (see
     /// `Router::drain_released`).
     pub(super) released: Vec<Box<str>>,
+    /// Retired replicas' storage, for the edge to remove (`retire`).
+    pub(super) retired: Vec<S>,
 }
 
 /// A retained message's rank among those of its topic, from every log: the time
@@ -138,6 +145,16 @@ impl<S> Mesh<S> {
     /// The nodes of the cluster, this one among them.
     pub(super) fn members(&self) -> usize {
         self.config.followers.len() + 1
+    }
+
+    /// The other nodes of the cluster.
+    pub(super) fn peers(&self) -> &[NodeId] {
+        &self.config.followers
+    }
+
+    /// How long a replica no node needs here is kept (`retire`).
+    pub(super) fn superseded_keep(&self) -> Duration {
+        self.config.superseded_keep
     }
 
     /// Nodes holding a record before it is committed.
@@ -274,7 +291,7 @@ impl<S> Mesh<S> {
 #[derive(Debug)]
 pub(super) struct Replica<S> {
     pub(super) id: LogId,
-    pub(super) storage: S,
+    pub(super) storage: Kept<S>,
     /// What the writer said is committed (never above this replica's head).
     pub(super) commit: Offset,
     /// Records below this were offered to the sessions.
@@ -330,6 +347,7 @@ impl<S: Storage> Router<S> {
             matched: Matched::default(),
             retained_stamps: HashMap::new(),
             released: Vec::new(),
+            retired: Vec::new(),
         }));
         self.shared.join_cluster(config_own_node);
         self.local_end(head);
@@ -343,7 +361,7 @@ impl<S: Storage> Router<S> {
         let head = storage.head();
         mesh.replicas.push(Replica {
             id: log,
-            storage,
+            storage: Kept::Open(storage),
             commit: head,
             fanned: head,
             relay: Relay::default(),
@@ -405,6 +423,17 @@ impl<S: Storage> Router<S> {
                 bytes_max,
             } => self.fetched(peer, (log, stream), from, bytes_max),
             PeerEvent::LinkUp { peer } => self.link_up(peer),
+            // A writer that runs anew answers for its earlier log as any peer
+            // does for a gone writer's (see `relay`).
+            PeerEvent::Replicated {
+                log,
+                stream,
+                base,
+                commit,
+                records,
+            } if self.mesh.as_deref().is_some_and(|m| m.superseded(log)) => {
+                self.relayed(log.node, (log, stream), (base, commit), &records);
+            }
             PeerEvent::Replicated {
                 log,
                 stream: Stream::Messages,
@@ -438,6 +467,7 @@ impl<S: Storage> Router<S> {
                 }
             }
             PeerEvent::SharedNodes { group, nodes } => self.shared.set_nodes(&group, nodes),
+            PeerEvent::Done { peer, log } => self.peer_done(peer, log),
         }
     }
 
@@ -457,7 +487,7 @@ impl<S: Storage> Router<S> {
         mesh.replicas
             .iter()
             .find(|r| r.id == log)
-            .map(|r| &r.storage)
+            .and_then(|r| r.storage.open())
     }
 
     fn link_up(&mut self, peer: NodeId) {
@@ -469,6 +499,11 @@ impl<S: Storage> Router<S> {
         };
         mesh.messages.link_up(peer);
         mesh.journal.link_up(peer);
+        for relay in (mesh.replicas.iter_mut().map(|r| &mut r.relay))
+            .chain(mesh.journal_replicas.iter_mut().map(|r| &mut r.relay))
+        {
+            relay.linked(peer);
+        }
         // Not a log its writer superseded: the writer does not serve it any more.
         let fetches: Vec<_> = (mesh.replicas.iter())
             .filter(|r| r.id.node == peer && !mesh.superseded(r.id))

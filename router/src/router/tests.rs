@@ -275,6 +275,7 @@ fn journaled_node(own: ::mesh::LogId) -> Router<crate::MemStorage> {
         fetch_bytes_max: 1 << 20,
         fetch_wait: std::time::Duration::from_millis(500),
         failure_timeout: std::time::Duration::from_secs(3),
+        superseded_keep: std::time::Duration::from_secs(60),
         started: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000),
     });
     r
@@ -305,6 +306,7 @@ mod journal_stream;
 mod mesh;
 mod rejoin;
 mod restart;
+mod retire;
 mod session_move;
 mod system;
 mod v5;

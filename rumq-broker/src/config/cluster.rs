@@ -20,6 +20,8 @@ const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 5000;
 const RECONNECT_BACKOFF_MAX_MS_DEFAULT: u64 = 2000;
 /// Default `claim_timeout_ms`.
 const CLAIM_TIMEOUT_MS_DEFAULT: u64 = 5000;
+/// Default `superseded_logs_keep_ms`: ten minutes.
+const SUPERSEDED_LOGS_KEEP_MS_DEFAULT: u64 = 600_000;
 /// Default `peer_inflight_bytes_max`: 8 MiB.
 const PEER_INFLIGHT_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
 /// Default `peer_frame_bytes_max`: 19 MiB, the default `[storage] record_bytes_max`
@@ -28,7 +30,7 @@ const PEER_FRAME_BYTES_MAX_DEFAULT: usize = 19 * 1024 * 1024;
 /// How much larger than `[storage] record_bytes_max` a peer frame may be at least:
 /// a `Records` frame carries a whole stored record of the message log or of the
 /// session journal (whose records may be `JOURNAL_RECORD_ROOM_BYTES` larger), its
-/// 8-byte header included, after its own fields (32 bytes in protocol version 2),
+/// 8-byte header included, after its own fields (32 bytes in protocol version 3),
 /// with room to spare.
 const PEER_FRAME_ROOM_BYTES: usize = crate::server::JOURNAL_RECORD_ROOM_BYTES as usize + 1024;
 
@@ -124,6 +126,9 @@ pub struct ClusterSection {
     pub reconnect_backoff_max_ms: u64,
     /// How long a CONNECT waits for the cluster to make this node its client id's owner.
     pub claim_timeout_ms: u64,
+    /// How long a replica of a log that never grows again is kept once no node
+    /// needs it here.
+    pub superseded_logs_keep_ms: u64,
     /// Bytes in flight on one peer link.
     pub peer_inflight_bytes_max: usize,
     /// The largest peer frame accepted.
@@ -149,6 +154,7 @@ impl Default for ClusterSection {
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
             reconnect_backoff_max_ms: RECONNECT_BACKOFF_MAX_MS_DEFAULT,
             claim_timeout_ms: CLAIM_TIMEOUT_MS_DEFAULT,
+            superseded_logs_keep_ms: SUPERSEDED_LOGS_KEEP_MS_DEFAULT,
             peer_inflight_bytes_max: PEER_INFLIGHT_BYTES_MAX_DEFAULT,
             peer_frame_bytes_max: PEER_FRAME_BYTES_MAX_DEFAULT,
             tls_cert: None,
@@ -199,6 +205,9 @@ pub struct ClusterConfig {
     /// How long a CONNECT waits for the metadata group to make this node its client
     /// id's owner (and the longest any metadata proposal waits); > 0.
     pub claim_timeout_ms: u64,
+    /// How long a replica of a log whose writer runs a newer one is kept once no
+    /// node needs it here, before its files are removed (0: at once).
+    pub superseded_logs_keep_ms: u64,
     /// Bytes in flight on one peer link; > 0.
     pub peer_inflight_bytes_max: usize,
     /// Mutual TLS on the peer links: this node's certificate, its key, the
@@ -303,6 +312,7 @@ impl ClusterSection {
             handshake_timeout_ms: self.handshake_timeout_ms,
             reconnect_backoff_max_ms: self.reconnect_backoff_max_ms,
             claim_timeout_ms: self.claim_timeout_ms,
+            superseded_logs_keep_ms: self.superseded_logs_keep_ms,
             peer_inflight_bytes_max: self.peer_inflight_bytes_max,
             peer_frame_bytes_max: self.peer_frame_bytes_max,
         })

@@ -31,6 +31,7 @@ fn mesh_config(node: NodeId, ack_copies: usize, followers: Vec<NodeId>) -> MeshC
         fetch_bytes_max: 1 << 20,
         fetch_wait: Duration::from_millis(500),
         failure_timeout: std::time::Duration::from_secs(3),
+        superseded_keep: std::time::Duration::from_secs(60),
         started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
     }
 }

@@ -344,6 +344,10 @@ pub(super) fn carry(
                 commit,
                 records: records.iter().map(|p| Framed::new(p)).collect(),
             },
+            PeerReply::Done { log } => PeerEvent::Done {
+                peer: NodeId(from_node),
+                log,
+            },
         };
         to.handle_peer(event);
     }

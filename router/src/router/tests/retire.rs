@@ -1,0 +1,163 @@
+//! The replicas of logs that restarts left behind are retired once no node needs
+//! them (`retire`).
+
+use std::time::Duration;
+
+use ::mesh::{Incarnation, LogId, NodeId, Stream};
+
+use super::session_move::{connect, log, node, publish, replicate, replies};
+use super::*;
+use crate::{MemStorage, PeerEvent, PeerReply};
+
+fn second_run_of_1() -> LogId {
+    LogId {
+        node: NodeId(1),
+        incarnation: Incarnation(2),
+    }
+}
+
+/// Node 2, holding all of node 1's first run (three messages on t, and its
+/// journal); node 1 runs anew. With `sub`, a persistent subscriber to t on node 2
+/// first (the three are in flight to it, unacknowledged).
+fn superseded(sub: bool) -> Router<MemStorage> {
+    let mut a = node(1);
+    connect(&mut a, C1, "pub", None);
+    for (pkid, payload) in [(1, "p1"), (2, "p2"), (3, "p3")] {
+        publish(&mut a, C1, pkid, payload);
+    }
+    a.flush();
+    let mut b = node(2);
+    if sub {
+        connect(&mut b, C2, "sub", None);
+        b.handle(Event::Subscribe {
+            conn: C2,
+            pkid: PacketId(1),
+            filters: vec![Subscription::new("t", QoS::AtLeastOnce)],
+            id: None,
+        });
+        b.handle(Event::Pull { conn: C2 });
+    }
+    replicate(&a, &mut b);
+    b.add_replica(second_run_of_1(), MemStorage::new());
+    b.add_journal_replica(second_run_of_1(), MemStorage::new());
+    b.drain_peer_outbox().for_each(drop);
+    b
+}
+
+/// Node `peer` answers `r`'s asks for node 1's first run (its messages and
+/// journal) with nothing more; and, with `done`, says it is done with it.
+fn synced_with(r: &mut Router<MemStorage>, peer: u8, done: bool) {
+    let (peer, log) = (NodeId(peer), log(1));
+    for stream in [Stream::Messages, Stream::Journal] {
+        let from = match stream {
+            Stream::Messages => r.replica(log).map(Storage::head),
+            Stream::Journal => r.journal_replica(log).map(Storage::head),
+        }
+        .expect("a copy of node 1's first run");
+        r.handle_peer(PeerEvent::Relayed {
+            peer,
+            log,
+            stream,
+            base: from,
+            commit: from,
+            records: Vec::new(),
+        });
+    }
+    if done {
+        r.handle_peer(PeerEvent::Done { peer, log });
+    }
+}
+
+/// Whether `r` told node `peer` it is done with node 1's first run.
+fn told_done(r: &mut Router<MemStorage>, peer: u8) -> bool {
+    (r.drain_peer_outbox())
+        .any(|(to, reply)| to == NodeId(peer) && reply == PeerReply::Done { log: log(1) })
+}
+
+#[test]
+fn a_log_whose_writer_runs_anew_is_retired_once_every_node_is_done_with_it() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let mut b = superseded(false);
+    tick_to(&mut b, t0);
+    synced_with(&mut b, 1, true);
+    synced_with(&mut b, 3, true);
+    tick_to(&mut b, t0 + Duration::from_secs(30));
+    assert!(
+        told_done(&mut b, 3),
+        "node 2 is done with it too, and says so"
+    );
+    assert!(
+        b.drain_retired().is_empty(),
+        "kept for superseded_keep (60 s)"
+    );
+    assert!(b.replica(log(1)).is_some());
+    tick_to(&mut b, t0 + Duration::from_secs(90));
+    assert_eq!(b.drain_retired().len(), 2, "its messages and its journal");
+    assert!(b.replica(log(1)).is_none() && b.journal_replica(log(1)).is_none());
+    assert!(
+        b.replica(second_run_of_1()).is_some(),
+        "the new run's stays"
+    );
+    // A peer that asks for it now is told that this node holds none of it, and
+    // needs none.
+    b.drain_peer_outbox().for_each(drop);
+    b.handle_peer(PeerEvent::Fetched {
+        peer: NodeId(3),
+        log: log(1),
+        stream: Stream::Messages,
+        from: Offset(0),
+        bytes_max: 1 << 20,
+    });
+    let out: Vec<PeerReply> = (b.drain_peer_outbox()).map(|(_, r)| r).collect();
+    assert!(
+        matches!(&out[..], [PeerReply::Records { records, .. }, PeerReply::Done { .. }] if records.is_empty()),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_superseded_log_is_kept_while_another_node_is_not_done_with_it() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let mut b = superseded(false);
+    tick_to(&mut b, t0);
+    synced_with(&mut b, 1, true);
+    // Node 3 holds all of it, and has not said it is done (a session there has
+    // not read it): a session that moves from there to here would need it.
+    synced_with(&mut b, 3, false);
+    tick_to(&mut b, t0 + Duration::from_secs(90));
+    assert!(b.drain_retired().is_empty());
+    assert!(b.replica(log(1)).is_some() && b.journal_replica(log(1)).is_some());
+    b.handle_peer(PeerEvent::Done {
+        peer: NodeId(3),
+        log: log(1),
+    });
+    tick_to(&mut b, t0 + Duration::from_secs(120));
+    assert_eq!(b.drain_retired().len(), 2, "now every node is done");
+}
+
+#[test]
+fn a_superseded_log_is_kept_while_a_session_here_has_not_read_it() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let mut b = superseded(true);
+    tick_to(&mut b, t0);
+    synced_with(&mut b, 1, true);
+    synced_with(&mut b, 3, true);
+    tick_to(&mut b, t0 + Duration::from_secs(90));
+    assert!(
+        b.drain_retired().is_empty(),
+        "sub has not acknowledged what it got from it"
+    );
+    assert!(!told_done(&mut b, 3), "nor does node 2 say it is done");
+    let sent: Vec<PacketId> = (replies(&mut b, 3).into_iter())
+        .flat_map(|(_, r)| match r {
+            Reply::Deliver(batch) => batch.into_iter().filter_map(|d| d.pkid).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(sent.len(), 3, "p1, p2 and p3 in flight");
+    for pkid in sent {
+        b.handle(Event::PubAck { conn: C2, pkid });
+    }
+    tick_to(&mut b, t0 + Duration::from_secs(200));
+    assert_eq!(b.drain_retired().len(), 2, "read: retired");
+}
