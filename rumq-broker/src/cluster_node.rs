@@ -389,7 +389,7 @@ pub fn open(
         .with_context(|| format!("cannot open the session journal in {}", state.display()))?;
     let mut router = Router::open(config.router.clone(), log, journal)
         .with_context(|| format!("cannot open the session journal in {}", state.display()))?;
-    let earlier = match earlier_run::last_run(&config.data_dir, own) {
+    let earlier = match earlier_run::last_run_pruned(&config.data_dir, own) {
         Some(log) => Some(earlier_run::read(config, log)?).filter(|e| !e.is_empty()),
         None => None,
     };

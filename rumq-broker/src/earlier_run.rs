@@ -33,6 +33,33 @@ pub fn last_run(data_dir: &Path, this: LogId) -> Option<LogId> {
         .max()
 }
 
+/// As [`last_run`], and remove the session journals of the runs before that one
+/// (`state/<node>.<older>/`): a run carries its sessions over from the last run's
+/// journal alone, which holds them whole from its first checkpoint on, so no run
+/// reads the older ones again.
+pub fn last_run_pruned(data_dir: &Path, this: LogId) -> Option<LogId> {
+    let last = last_run(data_dir, this)?;
+    let entries = std::fs::read_dir(data_dir.join("state")).ok();
+    for e in entries.into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let older = (name.to_str())
+            .and_then(|n| n.split_once('.'))
+            .and_then(|(node, inc)| Some((node.parse::<u8>().ok()?, inc.parse::<u32>().ok()?)))
+            .is_some_and(|(node, inc)| node == this.node.0 && inc < last.incarnation.0);
+        if older {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::info!(dir = %e.path().display(), "removed the session journal of a run before the last")
+                }
+                Err(err) => {
+                    tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove the session journal of an earlier run")
+                }
+            }
+        }
+    }
+    Some(last)
+}
+
 /// What the earlier run left: its journal's state and where its last batch was
 /// committed, and when it last wrote.
 pub struct EarlierRun {

@@ -271,16 +271,19 @@ impl<S: Storage> Router<S> {
         mesh.outbox.extend(asks);
     }
 
-    /// Serve an earlier run's own log that no session here reads (opened after
-    /// the start, see `rumq-broker/src/replica_files.rs`): to the peers, only as
-    /// far as they confirm it (see `unconfirmed_earlier_logs`); to this node's
-    /// sessions, never.
+    /// Serve an earlier run's own log that no session here read when this run
+    /// began (see `rumq-broker/src/replica_files.rs`): read, and served to the
+    /// peers, only as far as they confirm it (see `unconfirmed_earlier_logs`), so
+    /// that a session moving here with a place in it never reads the tail the
+    /// crash left unacknowledged; and its records, all stamped before this run
+    /// began, are history: offered to no session here as they are confirmed.
     pub fn add_earlier_own_log(&mut self, log: LogId, storage: S) -> Option<crate::LogRef> {
         let at = self.add_replica(log, storage)?;
         let r = (self.mesh.as_deref_mut())
             .and_then(|m| m.replicas.get_mut(usize::from(at.0).checked_sub(1)?))?;
         r.commit = Offset(0);
-        r.fanned = r.storage.head();
+        r.fanned = Offset(0);
+        r.history = true;
         Some(at)
     }
 

@@ -245,7 +245,9 @@ impl<S> Mesh<S> {
                 .lags()
                 .map(|(n, lag)| (n.0, lag))
                 .collect(),
+            // Retired ones are gone from disk (`retire`).
             replicas: (self.replicas.iter())
+                .filter(|r| !r.storage.is_retired())
                 .map(|r| (r.id.to_string(), r.storage.head().0, r.commit.0))
                 .collect(),
         }

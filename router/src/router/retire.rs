@@ -8,8 +8,8 @@
 //!
 //! - the survivors agree on it (`relay_synced`: this copy holds all the live
 //!   peers' do), and this node offered all of it (its fan-out reached its end);
-//! - no session here still needs any of it (`sessions_hold_back`), and no session
-//!   is moving here (its places may name it).
+//! - no session here still needs any of it (`sessions_hold_back`); while a
+//!   session is moving here (its places may name it), nothing is decided.
 //!
 //! It then tells every peer so (`PeerReply::Done`); a peer that holds no copy
 //! says so when asked for one. A node retires its copy, handing its storage to
@@ -41,14 +41,18 @@ impl<S: Storage> Router<S> {
         let Some(mesh) = self.mesh.as_deref() else {
             return;
         };
-        let moving = !mesh.awaiting.is_empty();
+        // A session moving here may have places in any of them: decided once
+        // none is (what was done stays done meanwhile).
+        if !mesh.awaiting.is_empty() {
+            return;
+        }
         let done: Vec<(usize, bool)> = (0..mesh.replicas.len())
             .filter(|i| {
                 mesh.replicas
                     .get(*i)
                     .is_some_and(|r| !r.storage.is_retired())
             })
-            .map(|i| (i, !moving && self.replica_done(i)))
+            .map(|i| (i, self.replica_done(i)))
             .collect();
         let Some(mesh) = self.mesh.as_deref_mut() else {
             return;

@@ -182,7 +182,13 @@ impl<S: Storage> Router<S> {
                         Ready::With(Some(saved), j)
                     }
                     Some(_) => Ready::Wait,
-                    None => Ready::With(None, journal),
+                    // Held nowhere this node can see, yet: the node that handed it
+                    // to that one may have written the handoff in a journal whose
+                    // copy here is still behind (the chaos soak: a new session
+                    // 1.8 s after the handoff). A new session only once waiting
+                    // has lasted twice `failure_timeout`.
+                    None if too_long => Ready::With(None, journal),
+                    None => Ready::Wait,
                 }
             }
             None => Ready::Wait,

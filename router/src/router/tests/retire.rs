@@ -161,3 +161,37 @@ fn a_superseded_log_is_kept_while_a_session_here_has_not_read_it() {
     tick_to(&mut b, t0 + Duration::from_secs(200));
     assert_eq!(b.drain_retired().len(), 2, "read: retired");
 }
+
+#[test]
+fn an_earlier_own_log_opened_late_is_read_only_as_far_as_the_peers_confirm_it() {
+    // Node 1's first run stored p1..p3; its peers hold p1 and p2 (p3 was never
+    // acknowledged: its publisher sends it again elsewhere).
+    let mut a = node(1);
+    connect(&mut a, C1, "pub", None);
+    for (pkid, payload) in [(1, "p1"), (2, "p2"), (3, "p3")] {
+        publish(&mut a, C1, pkid, payload);
+    }
+    a.flush();
+    let kept = a.storage().clone();
+    let records: Vec<Framed> = kept.records().map(|(_, r)| Framed::new(r)).collect();
+    // Its second run opens the first run's log, no session here reading it.
+    let mut a2 = super::journaled_node(second_run_of_1());
+    let at = (a2.add_earlier_own_log(log(1), kept)).expect("a cluster node");
+    let end = |r: &Router<MemStorage>| {
+        super::super::logs::Logs::new(&r.storage, r.mesh.as_deref()).end(at)
+    };
+    assert_eq!(
+        end(&a2),
+        Offset(0),
+        "nothing readable before the peers confirm it"
+    );
+    a2.handle_peer(PeerEvent::Relayed {
+        peer: NodeId(2),
+        log: log(1),
+        stream: Stream::Messages,
+        base: Offset(0),
+        commit: Offset(2),
+        records: records[..2].to_vec(),
+    });
+    assert_eq!(end(&a2), Offset(2), "what node 2 holds, never p3");
+}
