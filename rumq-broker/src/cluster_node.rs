@@ -66,6 +66,25 @@ pub fn log_dir(dir: &Path, log: LogId) -> PathBuf {
     dir.join(format!("{}.{}", log.node.0, log.incarnation.0))
 }
 
+/// The log a directory named `<node>.<incarnation>` keeps (see `log_dir`).
+pub fn log_of_dir(name: &std::ffi::OsStr) -> Option<LogId> {
+    let (node, incarnation) = name.to_str()?.split_once('.')?;
+    Some(LogId {
+        node: NodeId(node.parse().ok()?),
+        incarnation: Incarnation(incarnation.parse().ok()?),
+    })
+}
+
+/// The logs kept in `dir` (its `<node>.<incarnation>` directories).
+pub fn kept_logs(dir: &Path) -> Vec<LogId> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    (entries.flatten())
+        .filter_map(|e| log_of_dir(&e.file_name()))
+        .collect()
+}
+
 /// The router thread's side of the peers: where replicas go, and the queues of the
 /// data links up now.
 #[derive(Debug)]

@@ -11,25 +11,16 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use commitlog::{Log, LogConfig};
-use mesh::{Incarnation, LogId};
+use mesh::LogId;
 use router::{Router, Snapshot};
 
-use crate::cluster_node::log_dir;
+use crate::cluster_node::{kept_logs, log_dir};
 use crate::config::Config;
 
 /// The last run before `this` whose session journal is on disk, if any.
 pub fn last_run(data_dir: &Path, this: LogId) -> Option<LogId> {
-    let entries = std::fs::read_dir(data_dir.join("state")).ok()?;
-    entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|name| {
-            let (node, incarnation) = name.split_once('.')?;
-            let log = LogId {
-                node: mesh::NodeId(node.parse().ok()?),
-                incarnation: Incarnation(incarnation.parse().ok()?),
-            };
-            (log.node == this.node && log.incarnation < this.incarnation).then_some(log)
-        })
+    (kept_logs(&data_dir.join("state")).into_iter())
+        .filter(|log| log.node == this.node && log.incarnation < this.incarnation)
         .max()
 }
 
@@ -39,21 +30,16 @@ pub fn last_run(data_dir: &Path, this: LogId) -> Option<LogId> {
 /// reads the older ones again.
 pub fn last_run_pruned(data_dir: &Path, this: LogId) -> Option<LogId> {
     let last = last_run(data_dir, this)?;
-    let entries = std::fs::read_dir(data_dir.join("state")).ok();
-    for e in entries.into_iter().flatten().flatten() {
-        let name = e.file_name();
-        let older = (name.to_str())
-            .and_then(|n| n.split_once('.'))
-            .and_then(|(node, inc)| Some((node.parse::<u8>().ok()?, inc.parse::<u32>().ok()?)))
-            .is_some_and(|(node, inc)| node == this.node.0 && inc < last.incarnation.0);
-        if older {
-            match std::fs::remove_dir_all(e.path()) {
-                Ok(()) => {
-                    tracing::info!(dir = %e.path().display(), "removed the session journal of a run before the last")
-                }
-                Err(err) => {
-                    tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove the session journal of an earlier run")
-                }
+    let older = (kept_logs(&data_dir.join("state")).into_iter())
+        .filter(|log| log.node == this.node && log.incarnation < last.incarnation);
+    for log in older {
+        let dir = log_dir(&data_dir.join("state"), log);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "removed the session journal of a run before the last")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the session journal of an earlier run")
             }
         }
     }

@@ -23,7 +23,7 @@ use commitlog::{Log, LogConfig};
 use mesh::LogId;
 use router::{LoadedJournal, Router};
 
-use crate::cluster_node::log_dir;
+use crate::cluster_node::{kept_logs, log_dir};
 
 /// A peer's log's replicas, opened.
 #[derive(Debug)]
@@ -75,11 +75,8 @@ impl Opener {
     /// Open `log`'s replicas (messages and session journal) the router does not
     /// keep yet, on a thread of their own.
     pub fn open(&mut self, router: &Router<Log>, log: LogId) {
-        let journal = router.journal_replica(log).is_none();
-        let messages = router.replica(log).is_none();
-        let journal = journal.then(|| (log_dir(&self.journals.0, log), self.journals.1.clone()));
-        let messages = messages.then(|| (log_dir(&self.messages.0, log), self.messages.1.clone()));
-        let job = self.job(log, (journal, messages), false);
+        let dirs = self.replica_dirs(router, log, false);
+        let job = self.job(log, dirs, false);
         self.spawn(job.into_iter().collect());
     }
 
@@ -106,19 +103,27 @@ impl Opener {
         logs.sort();
         logs.dedup();
         for log in logs.into_iter().filter(|l| l.node != own.node) {
-            let journal = log_dir(&self.journals.0, log);
-            let journal = (router.journal_replica(log).is_none() && journal.exists())
-                .then(|| (journal, self.journals.1.clone()));
-            let messages = log_dir(&self.messages.0, log);
-            let messages = (router.replica(log).is_none() && messages.exists())
-                .then(|| (messages, self.messages.1.clone()));
-            jobs.extend(self.job(log, (journal, messages), false));
+            let dirs = self.replica_dirs(router, log, true);
+            jobs.extend(self.job(log, dirs, false));
         }
         for job in jobs {
             let opened = job.run();
             self.opening.remove(&opened.log);
             add(router, opened);
         }
+    }
+
+    /// The directories of `log`'s journal and messages replicas the router does
+    /// not keep yet (with `kept`, only those on disk).
+    fn replica_dirs(&self, router: &Router<Log>, log: LogId, kept: bool) -> (Dir, Dir) {
+        let dir = |(root, config): &(PathBuf, LogConfig), missing: bool| {
+            let dir = log_dir(root, log);
+            (missing && (!kept || dir.exists())).then(|| (dir, config.clone()))
+        };
+        (
+            dir(&self.journals, router.journal_replica(log).is_none()),
+            dir(&self.messages, router.replica(log).is_none()),
+        )
     }
 
     /// What opening `log`'s journal and messages (where given) takes, unless
@@ -213,23 +218,6 @@ impl Job {
             own: self.own,
         }
     }
-}
-
-/// The logs kept in `dir` (`<node>.<incarnation>` directories).
-fn kept_logs(dir: &Path) -> Vec<LogId> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    (entries.flatten())
-        .filter_map(|e| {
-            let name = e.file_name();
-            let (node, incarnation) = name.to_str()?.split_once('.')?;
-            Some(LogId {
-                node: mesh::NodeId(node.parse().ok()?),
-                incarnation: mesh::Incarnation(incarnation.parse().ok()?),
-            })
-        })
-        .collect()
 }
 
 /// The log in `dir`, or `None` after saying why not (`what` it is).

@@ -425,31 +425,13 @@ impl<S: Storage> Router<S> {
                 bytes_max,
             } => self.fetched(peer, (log, stream), from, bytes_max),
             PeerEvent::LinkUp { peer } => self.link_up(peer),
-            // A writer that runs anew answers for its earlier log as any peer
-            // does for a gone writer's (see `relay`).
             PeerEvent::Replicated {
                 log,
                 stream,
                 base,
                 commit,
                 records,
-            } if self.mesh.as_deref().is_some_and(|m| m.superseded(log)) => {
-                self.relayed(log.node, (log, stream), (base, commit), &records);
-            }
-            PeerEvent::Replicated {
-                log,
-                stream: Stream::Messages,
-                base,
-                commit,
-                records,
-            } => self.replicated(log, base, commit, &records),
-            PeerEvent::Replicated {
-                log,
-                stream: Stream::Journal,
-                base,
-                records,
-                ..
-            } => self.journal_replicated(log, base, &records),
+            } => self.writer_sent(log, stream, (base, commit), &records),
             PeerEvent::Relayed {
                 peer,
                 log,
@@ -652,6 +634,26 @@ impl<S: Storage> Router<S> {
         );
         for heard in mesh.last_heard.values_mut() {
             *heard = (*heard + gap).min(now);
+        }
+    }
+
+    /// Records of `stream` of `log` from its writer's node: the writer's, or, for
+    /// a log that node ran before its current run, its answer as a survivor's
+    /// (see `relay`).
+    fn writer_sent(
+        &mut self,
+        log: LogId,
+        stream: Stream,
+        (base, commit): (Offset, Offset),
+        records: &[Framed],
+    ) {
+        if self.mesh.as_deref().is_some_and(|m| m.superseded(log)) {
+            self.relayed(log.node, (log, stream), (base, commit), records);
+            return;
+        }
+        match stream {
+            Stream::Messages => self.replicated(log, base, commit, records),
+            Stream::Journal => self.journal_replicated(log, base, records),
         }
     }
 
