@@ -289,11 +289,13 @@ fn check(
                 .collect();
             assert!(
                 lost.is_empty(),
-                "{}: {} of {}'s acknowledged messages lost, the first {:?}",
+                "{}: {} of {}'s acknowledged messages lost, the first {:?}, first sent on {}; the subscriber's connections (port, opened): {:?}",
                 s.id,
                 lost.len(),
                 publisher.id,
-                &lost[..lost.len().min(20)]
+                &lost[..lost.len().min(20)],
+                lost.first().map(|seq| publisher.origin(*seq as u64)).unwrap_or_default(),
+                s.ports.iter().zip(&s.opened).collect::<Vec<_>>()
             );
             let twice = s.received[p].iter().filter(|n| **n > 1).count();
             if s.qos == 2 && publisher.qos == 2 {

@@ -107,6 +107,21 @@ impl Rebuilt {
         );
     }
 
+    /// The lowest offset of `log` it still needs: its place there (a log it names
+    /// no place in is read from its start, as `restore_from` does) or a delivery in
+    /// flight from it. `own` is the log of the run whose journal holds it.
+    fn needs(&self, own: LogId, log: LogId) -> Offset {
+        let place = if log == own {
+            self.resume
+        } else {
+            self.resume_in.get(&log).copied().unwrap_or(Offset(0))
+        };
+        (self.inflight.values())
+            .filter(|i| i.log.unwrap_or(own) == log)
+            .filter_map(|i| i.offset)
+            .fold(place, Offset::min)
+    }
+
     /// Reading `log` resumes at `offset` at the earliest.
     fn resume_in(&mut self, log: LogId, offset: Offset) {
         let at = self.resume_in.entry(log).or_insert(offset);
@@ -211,6 +226,8 @@ pub struct Replay {
     /// A checkpoint being read: it replaces `current` at its `End`.
     checkpoint: Option<State>,
     head: Option<Offset>,
+    /// A whole checkpoint was applied: the state holds every session of the run.
+    checkpointed: bool,
 }
 
 impl Replay {
@@ -226,6 +243,7 @@ impl Replay {
                     handed.retain(|id, _| !c.sessions.values().any(|s| s.client_id == *id));
                     c.handed = handed;
                     self.current = c;
+                    self.checkpointed = true;
                 }
             }
             Op::Head(h) => self.head = Some(h),
@@ -258,6 +276,36 @@ impl Replay {
     /// The message-log head the last batch read so far was committed at.
     pub fn head(&self) -> Option<Offset> {
         self.head
+    }
+
+    /// Whether a whole checkpoint was applied (a new run's first holds every
+    /// session it carried over from the run before).
+    pub fn checkpointed(&self) -> bool {
+        self.checkpointed
+    }
+
+    /// The client ids of the sessions the ops so far leave here.
+    pub fn client_ids(&self) -> impl Iterator<Item = &str> {
+        (self.current.sessions.values()).map(|s| s.client_id.as_str())
+    }
+
+    /// Lower each offset of `needs` to the lowest of its log a session here still
+    /// needs, or one handed from here whose client id `live` does not name (where
+    /// it went, its state is not known yet). `own`: the log of this journal's run.
+    pub fn lower_needs(
+        &self,
+        own: LogId,
+        live: &dyn Fn(&str) -> bool,
+        needs: &mut BTreeMap<LogId, Offset>,
+    ) {
+        let handed = (self.current.handed.iter())
+            .filter(|(id, _)| !live(id))
+            .filter_map(|(_, (_, s))| s.as_ref().map(|(_, s)| s));
+        for s in self.current.sessions.values().chain(handed) {
+            for (log, need) in needs.iter_mut() {
+                *need = (*need).min(s.needs(own, *log));
+            }
+        }
     }
 
     /// Forget that `client_id` was handed over: its new node has it.

@@ -617,12 +617,19 @@ fn scan<S: Storage>(
     let Some(&(log, _)) = s.behind.first() else {
         return;
     };
+    let end = logs.end(log);
     let Some(storage) = logs.get(log) else {
-        // A log this router no longer reads: nothing left to catch up on there.
+        // A log this router no longer reads (retired): nothing left to catch up
+        // on there; what lay below its end is gone for this session.
+        if let Some(cursor) = s.cursor(log).filter(|c| *c < end) {
+            let lost = end.distance_from(cursor);
+            stats.lost_to_retention += lost;
+            s.lost += lost;
+            tracing::warn!(client_id = %s.client_id, log = log.0, from = %cursor, to = %end, "a retired log held messages this session had not read");
+        }
         s.caught_up(log);
         return;
     };
-    let end = logs.end(log);
     let mut rounds = 4;
     while s.queue.len() < config.session_queue_max && rounds > 0 {
         let Some(cursor) = s.cursor(log) else {

@@ -94,6 +94,9 @@ pub struct Publisher {
     pub connections: u32,
     /// Sequences sent again on a later connection (their order is not checked).
     pub resent: std::collections::BTreeSet<u64>,
+    /// Per connection made: the first sequence sent on it, its port and when it
+    /// opened (for a failure's report: where a lost message was published).
+    pub starts: Vec<(u64, u16, std::time::SystemTime)>,
     /// Sequences acknowledged (PUBACK, or PUBREC for QoS 2), indexed by sequence:
     /// dense, so a soak of hundreds of millions of messages fits in memory.
     pub acked: Vec<bool>,
@@ -110,6 +113,7 @@ impl Publisher {
             inflight: BTreeMap::new(),
             connections: 0,
             resent: std::collections::BTreeSet::new(),
+            starts: Vec::new(),
             acked: Vec::new(),
         }
     }
@@ -120,6 +124,21 @@ impl Publisher {
             self.acked.resize(i + 1, false);
         }
         self.acked[i] = true;
+    }
+
+    /// Where sequence `seq` was first sent: its connection, port and when that
+    /// connection opened.
+    pub fn origin(&self, seq: u64) -> String {
+        let i = self.starts.partition_point(|(first, _, _)| *first <= seq);
+        match i
+            .checked_sub(1)
+            .and_then(|i| Some((i, self.starts.get(i)?)))
+        {
+            Some((i, (_, port, at))) => {
+                format!("connection {} (port {port}, opened {at:?})", i + 1)
+            }
+            None => "no connection".to_owned(),
+        }
     }
 
     pub fn acked_count(&self) -> usize {
@@ -142,6 +161,7 @@ impl Publisher {
     pub async fn run(&mut self, port: u16, stop: Arc<AtomicBool>) -> Result<(), Gone> {
         let (mut c, _) = Conn::open(port, &self.id).await?;
         self.connections += 1;
+        (self.starts).push((self.next_seq, port, std::time::SystemTime::now()));
         // Resume the session: unacknowledged PUBLISHes again with DUP, and PUBRELs
         // for those the broker already has (MQTT 3.1.1 §4.4), in the order they were
         // first sent (§4.6): sequence order, which packet ids lose once they wrap.
@@ -224,8 +244,10 @@ pub struct Subscriber {
     /// sequence)`.
     pub in_connection: [Option<u64>; 2],
     pub out_of_order: Vec<(usize, u64)>,
-    /// The port of each connection made so far (for a failure's report).
+    /// The port of each connection made so far, and when it opened (for a
+    /// failure's report).
     pub ports: Vec<u16>,
+    pub opened: Vec<std::time::SystemTime>,
 }
 
 impl Subscriber {
@@ -242,6 +264,7 @@ impl Subscriber {
             in_connection: [None, None],
             out_of_order: Vec::new(),
             ports: Vec::new(),
+            opened: Vec::new(),
         }
     }
 
@@ -320,6 +343,7 @@ impl Subscriber {
         let (mut c, present) = Conn::open(port, &self.id).await?;
         self.in_connection = [None, None];
         self.ports.push(port);
+        self.opened.push(std::time::SystemTime::now());
         let mut ready = ready;
         if self.subscribed {
             assert!(present, "{}: the session must survive the crash", self.id);

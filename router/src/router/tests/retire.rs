@@ -28,20 +28,44 @@ fn superseded(sub: bool) -> Router<MemStorage> {
     a.flush();
     let mut b = node(2);
     if sub {
-        connect(&mut b, C2, "sub", None);
-        b.handle(Event::Subscribe {
-            conn: C2,
-            pkid: PacketId(1),
-            filters: vec![Subscription::new("t", QoS::AtLeastOnce)],
-            id: None,
-        });
-        b.handle(Event::Pull { conn: C2 });
+        subscriber(&mut b);
     }
     replicate(&a, &mut b);
     b.add_replica(second_run_of_1(), MemStorage::new());
     b.add_journal_replica(second_run_of_1(), MemStorage::new());
     b.drain_peer_outbox().for_each(drop);
+    // The new run's journal begins with a checkpoint (no session carried over):
+    // the first run's journal no longer says where sessions are.
+    let mut a2 = super::journaled_node(second_run_of_1());
+    a2.flush();
+    replicate(&a2, &mut b);
+    assert!(
+        (b.journal_replica_state(second_run_of_1())).is_some_and(|j| j.checkpointed()),
+        "the new run's first checkpoint"
+    );
     b
+}
+
+/// A persistent subscriber to t, on `C2`, waiting for messages.
+fn subscriber(r: &mut Router<MemStorage>) {
+    connect(r, C2, "sub", None);
+    r.handle(Event::Subscribe {
+        conn: C2,
+        pkid: PacketId(1),
+        filters: vec![Subscription::new("t", QoS::AtLeastOnce)],
+        id: None,
+    });
+    r.handle(Event::Pull { conn: C2 });
+}
+
+/// The packet ids `r` delivered, once node `peer` holds its log and journal.
+fn in_flight(r: &mut Router<MemStorage>, peer: u8) -> Vec<PacketId> {
+    (replies(r, peer).into_iter())
+        .flat_map(|(_, r)| match r {
+            Reply::Deliver(batch) => batch.into_iter().filter_map(|d| d.pkid).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
 }
 
 /// Node `peer` answers `r`'s asks for node 1's first run (its messages and
@@ -66,6 +90,17 @@ fn synced_with(r: &mut Router<MemStorage>, peer: u8, done: bool) {
     if done {
         r.handle_peer(PeerEvent::Done { peer, log });
     }
+}
+
+/// From `t0`, nodes 1 and 3 are synced with `b` on node 1's first run and done
+/// with it; 90 s later `b` has kept it, and not said it is done (`why`).
+fn kept_though_every_other_node_is_done(b: &mut Router<MemStorage>, t0: SystemTime, why: &str) {
+    tick_to(b, t0);
+    synced_with(b, 1, true);
+    synced_with(b, 3, true);
+    tick_to(b, t0 + Duration::from_secs(90));
+    assert!(b.drain_retired().is_empty(), "{why}");
+    assert!(!told_done(b, 3), "nor does node 2 say it is done");
 }
 
 /// Whether `r` told node `peer` it is done with node 1's first run.
@@ -139,27 +174,68 @@ fn a_superseded_log_is_kept_while_another_node_is_not_done_with_it() {
 fn a_superseded_log_is_kept_while_a_session_here_has_not_read_it() {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
     let mut b = superseded(true);
-    tick_to(&mut b, t0);
-    synced_with(&mut b, 1, true);
-    synced_with(&mut b, 3, true);
-    tick_to(&mut b, t0 + Duration::from_secs(90));
-    assert!(
-        b.drain_retired().is_empty(),
-        "sub has not acknowledged what it got from it"
+    kept_though_every_other_node_is_done(
+        &mut b,
+        t0,
+        "sub has not acknowledged what it got from it",
     );
-    assert!(!told_done(&mut b, 3), "nor does node 2 say it is done");
-    let sent: Vec<PacketId> = (replies(&mut b, 3).into_iter())
-        .flat_map(|(_, r)| match r {
-            Reply::Deliver(batch) => batch.into_iter().filter_map(|d| d.pkid).collect(),
-            _ => Vec::new(),
-        })
-        .collect();
+    let sent = in_flight(&mut b, 3);
     assert_eq!(sent.len(), 3, "p1, p2 and p3 in flight");
     for pkid in sent {
         b.handle(Event::PubAck { conn: C2, pkid });
     }
     tick_to(&mut b, t0 + Duration::from_secs(200));
     assert_eq!(b.drain_retired().len(), 2, "read: retired");
+}
+
+/// The journal records `to` does not yet hold of `from`'s.
+fn replicate_journal_tail(from: &Router<MemStorage>, to: &mut Router<MemStorage>) {
+    let log = from.own_log().expect("a cluster node");
+    let journal = from.journal_storage().expect("a journal");
+    let head = (to.journal_replica(log).map(Storage::head)).expect("a copy of the journal");
+    let records = (journal.records())
+        .filter(|(at, _)| *at >= head)
+        .map(|(_, r)| Framed::new(r))
+        .collect();
+    to.handle_peer(PeerEvent::Replicated {
+        log,
+        stream: Stream::Journal,
+        base: head,
+        commit: journal.head(),
+        records,
+    });
+    to.drain_peer_outbox().for_each(drop);
+}
+
+#[test]
+fn a_superseded_log_is_kept_while_a_session_in_another_nodes_journal_has_not_read_it() {
+    // Node 1's first run stored p1..p3; a persistent subscriber on node 3 has them
+    // in flight, unacknowledged.
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let mut a = node(1);
+    connect(&mut a, C1, "pub", None);
+    for (pkid, payload) in [(1, "p1"), (2, "p2"), (3, "p3")] {
+        publish(&mut a, C1, pkid, payload);
+    }
+    a.flush();
+    let mut c = node(3);
+    subscriber(&mut c);
+    replicate(&a, &mut c);
+    let sent = in_flight(&mut c, 2);
+    assert_eq!(sent.len(), 3, "p1, p2 and p3 in flight on node 3");
+    // Node 2 holds node 1's first run and node 3's journal; no session of its own
+    // reads it. Node 3 said it is done (a `Done` told before the subscriber moved
+    // there is not taken back).
+    let mut b = superseded(false);
+    replicate(&c, &mut b);
+    kept_though_every_other_node_is_done(&mut b, t0, "sub, on node 3, may move here and needs it");
+    for pkid in sent {
+        c.handle(Event::PubAck { conn: C2, pkid });
+    }
+    c.flush();
+    replicate_journal_tail(&c, &mut b);
+    tick_to(&mut b, t0 + Duration::from_secs(200));
+    assert_eq!(b.drain_retired().len(), 2, "read on node 3: retired");
 }
 
 #[test]
