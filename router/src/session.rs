@@ -133,6 +133,11 @@ pub struct Session {
     /// Where it resumes in logs this node does not read (from the node it moved
     /// from): saved with it, and taken up if this node opens such a log.
     pub foreign: Vec<(mesh::LogId, Offset)>,
+    /// Replicas it has a place in from where it was before (restored, or moved
+    /// here): it reads every record of them from there on, those stamped before
+    /// this node started too (which a session live from the start does not get,
+    /// see `replica_fan`).
+    pub placed: Vec<LogRef>,
     /// Records retention removed before this session read them, not yet reported.
     pub lost: u64,
 }
@@ -163,6 +168,7 @@ impl Session {
             journaled_resume: head,
             journaled_in: Vec::new(),
             foreign: Vec::new(),
+            placed: Vec::new(),
             lost: 0,
         }
     }

@@ -118,9 +118,11 @@ impl<S: Storage> Router<S> {
     }
 
     /// A restarted node's first fence (`Mesh::first_fence`) goes before the first
-    /// message staged.
+    /// record staged, a message or a fence (so that a fence after this run's log
+    /// that covers any record covers it: `Router::move_fences`).
     pub(super) fn fence_first_message(&mut self) {
-        let Some(i) = self.staged.iter().position(|s| s.publish.is_some()) else {
+        let first = |s: &Staged| s.publish.is_some() || s.fence.is_some();
+        let Some(i) = self.staged.iter().position(first) else {
             return;
         };
         let Some(f) = self.mesh.as_deref_mut().and_then(|m| m.first_fence.take()) else {

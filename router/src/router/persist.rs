@@ -274,9 +274,11 @@ impl<S: Storage> Router<S> {
             } else {
                 Offset(0)
             };
-            let at = (points.iter())
-                .find(|(l, _)| *l == log)
-                .map_or(unknown, |(_, at)| *at);
+            let point = points.iter().find(|(l, _)| *l == log).map(|(_, at)| *at);
+            if point.is_some() && log != LogRef::OWN {
+                s.placed.push(log);
+            }
+            let at = point.unwrap_or(unknown);
             let at = match log {
                 LogRef::OWN => at.min(logs.get(log).map_or(Offset(0), Storage::head)),
                 _ => at,

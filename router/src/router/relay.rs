@@ -276,7 +276,8 @@ impl<S: Storage> Router<S> {
     /// peers, only as far as they confirm it (see `unconfirmed_earlier_logs`), so
     /// that a session moving here with a place in it never reads the tail the
     /// crash left unacknowledged; and its records, all stamped before this run
-    /// began, are history: offered to no session here as they are confirmed.
+    /// began, are history: offered as they are confirmed only to the sessions
+    /// that came here with a place in it.
     pub fn add_earlier_own_log(&mut self, log: LogId, storage: S) -> Option<crate::LogRef> {
         let at = self.add_replica(log, storage)?;
         let r = (self.mesh.as_deref_mut())

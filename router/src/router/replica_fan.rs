@@ -87,9 +87,9 @@ impl<S: Storage> Router<S> {
                     .is_some_and(|r| r.history)
             })
             .map_or(0, |mesh| epoch_ms(mesh.started()));
-        if m.time_ms != 0 && m.time_ms < started {
-            return;
-        }
+        // History: offered only to the sessions that came with a place in it (a
+        // session that caught up from its place and is live here now reads on).
+        let history = m.time_ms != 0 && m.time_ms < started;
         let Some(pos) = Position::new(log, offset) else {
             beyond_positions(offset);
             return;
@@ -105,6 +105,12 @@ impl<S: Storage> Router<S> {
         matched.groups.clear();
         self.tree.matches(m.topic_str(), &mut matched.sessions);
         self.shared.matches(m.topic_str(), &mut matched.groups);
+        if history {
+            let sessions = &self.sessions;
+            (matched.sessions)
+                .retain(|(sid, _)| sessions.get(sid).is_some_and(|s| s.placed.contains(&log)));
+            matched.groups.clear();
+        }
         let message = Offered {
             pos,
             qos: m.qos,

@@ -59,7 +59,8 @@ pub struct MeshConfig {
     /// run, when that run last wrote): the records of a replica new to this node
     /// (empty when added) stamped earlier (by their writer's clock) are history,
     /// not offered to this node's sessions, which did not exist then (a node that
-    /// joins does not hand its clients old messages). Their retained messages
+    /// joins does not hand its clients old messages), except those that came with
+    /// a place in that log (`Session::placed`). Their retained messages
     /// still apply. A replica this node kept from an earlier run offers every
     /// record it did not hold: its sessions were there for them.
     pub started: SystemTime,
@@ -304,7 +305,8 @@ pub(super) struct Replica<S> {
     /// copy): it waits there, and is woken when `fanned` moves.
     pub(super) waited_on: Cell<bool>,
     /// New to this node (empty when added): records stamped before
-    /// `MeshConfig::started` are history, not offered.
+    /// `MeshConfig::started` are history, offered only to the sessions placed in
+    /// it (`Session::placed`).
     pub(super) history: bool,
     /// An append failed: fetch again from this time on, not at once (a full disk
     /// would otherwise be asked to take the same records at network speed).
@@ -384,6 +386,7 @@ impl<S: Storage> Router<S> {
             if let Some(i) = s.foreign.iter().position(|(id, _)| *id == log) {
                 let (_, at) = s.foreign.swap_remove(i);
                 s.set_behind(r, at);
+                s.placed.push(r);
                 s.set_journaled_in(r, at);
             }
         }

@@ -242,12 +242,39 @@ impl<S: Storage> Router<S> {
         Some((end, logs.end(r) >= end))
     }
 
+    /// The fences for a client moving from `log`'s writer: after that log up to
+    /// `fence_end`. A restarted writer's log begins with a fence after its earlier
+    /// run (which the client may have published in last), written with its first
+    /// record: while this node holds nothing of `log`, that fence may not be
+    /// written yet, so the newest earlier run of that node held here is fenced
+    /// after too (and so on back while each is empty here).
+    fn move_fences(&self, log: LogId) -> Vec<(LogId, Offset)> {
+        let mut fences = Vec::new();
+        let mut next = Some(log);
+        while let Some(after) = next {
+            let Some((end, _)) = self.fence_end(after) else {
+                break;
+            };
+            fences.push((after, end));
+            next = (end == Offset(0))
+                .then_some(self.mesh.as_deref())
+                .flatten()
+                .and_then(|mesh| {
+                    (mesh.replicas.iter())
+                        .map(|r| r.id)
+                        .filter(|id| id.node == after.node && id.incarnation < after.incarnation)
+                        .max()
+                });
+        }
+        fences
+    }
+
     /// Make `saved`, a session another node held (its journal `journal`), this
     /// node's, and journal it here; what its client publishes here from now on
     /// is fenced after what it published there (see `fence`).
     fn adopt(&mut self, saved: SavedSession, journal: LogId, client_id: &str) {
-        if let Some((end, _)) = self.fence_end(journal) {
-            self.stage_fence(journal, end);
+        for (after, end) in self.move_fences(journal) {
+            self.stage_fence(after, end);
         }
         let sid = crate::SessionId(self.next_session);
         tracing::info!(client_id, from = %journal, "session carried on from another node");

@@ -156,3 +156,95 @@ fn a_session_behind_on_both_logs_reads_the_old_one_up_to_the_fence_first() {
     let got = pull_all(&mut r);
     assert_eq!(got, vec![b"p1".to_vec(), b"p2".to_vec(), b"p3".to_vec()]);
 }
+
+#[test]
+fn a_client_moved_from_a_restarted_node_before_its_first_record_is_fenced_after_the_earlier_run() {
+    let second_run = ::mesh::LogId {
+        node: ::mesh::NodeId(1),
+        incarnation: ::mesh::Incarnation(2),
+    };
+    // "pub" published p1 and p2 on node 1's first run.
+    let mut a = node(1);
+    connect(&mut a, C1, "pub", None);
+    publish(&mut a, C1, 1, "p1");
+    publish(&mut a, C1, 2, "p2");
+    replies(&mut a, 2);
+    // Node 1 runs again and carries "pub" over; before its new log holds a
+    // record, node 2 takes the client over.
+    let (snapshot, head) = crate::journal::replay(a.journal_storage().expect("a journal"))
+        .expect("the first run's journal");
+    let mut a2 = super::journaled_node(second_run);
+    a2.add_replica(log(1), a.storage().clone());
+    a2.resume_run(snapshot, head, log(1))
+        .expect("the new run's checkpoint");
+    a2.handle_peer(PeerEvent::Moved {
+        client_id: "pub".into(),
+        node: ::mesh::NodeId(2),
+        at: 20,
+    });
+    replies(&mut a2, 3);
+    assert_eq!(a2.storage().head(), Offset(0), "nothing in its new log yet");
+    let mut b = node(2);
+    replicate(&a, &mut b);
+    b.add_replica(second_run, crate::MemStorage::new());
+    b.add_journal_replica(second_run, crate::MemStorage::new());
+    replicate(&a2, &mut b);
+    connect(&mut b, C2, "pub", Some(1));
+    let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
+    publish(&mut b, C2, 3, "p3");
+    replies(&mut b, 3);
+    // What it publishes on node 2 comes after what it published on node 1's
+    // first run at every reader, not only after the empty second run.
+    let fences: Vec<crate::Fence> = (b.storage().records())
+        .filter_map(|(_, r)| crate::Fence::decode(r))
+        .collect();
+    let after_first = crate::Fence {
+        after: log(1),
+        end: Offset(2),
+    };
+    assert!(fences.contains(&after_first), "{fences:?}");
+}
+
+/// `records` stamped at 500 s (before the node started, at 1,000 s: history to a
+/// replica new to it), as node 3's log from `base`, committed.
+fn arrive_old(r: &mut Router<crate::MemStorage>, base: u64, payloads: &[&str]) {
+    let records: Vec<Framed> = (payloads.iter())
+        .map(|p| NewMessage::new(QoS::AtLeastOnce, false, 500_000, "t", p.as_bytes()).framed())
+        .collect();
+    r.handle_peer(PeerEvent::Replicated {
+        log: log(3),
+        stream: Stream::Messages,
+        base: Offset(base),
+        commit: Offset(base + records.len() as u64),
+        records,
+    });
+    r.drain_peer_outbox().for_each(drop);
+}
+
+#[test]
+fn a_session_placed_in_a_new_replica_reads_its_history_on_after_catching_up() {
+    let mut r = node(1);
+    tick_to(&mut r, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+    // "sub" moved here with its place in node 3's log at 1; "new" is live from
+    // the start, and gets none of what was stamped before this node started.
+    restore_sub(&mut r, 1);
+    connect(&mut r, C1, "sub", None);
+    r.handle(Event::Connect {
+        conn: C3,
+        connect: Connect::v3("new", true, None),
+    });
+    r.handle(Event::Subscribe {
+        conn: C3,
+        pkid: PacketId(1),
+        filters: vec![Subscription::new("t", QoS::AtLeastOnce)],
+        id: None,
+    });
+    arrive_old(&mut r, 0, &["h0", "h1"]);
+    assert_eq!(pull_all(&mut r), vec![b"h1".to_vec()], "from its place");
+    // Caught up, it is live on that log: what arrives next of its history too.
+    arrive_old(&mut r, 2, &["h2"]);
+    assert_eq!(pull_all(&mut r), vec![b"h2".to_vec()]);
+    r.handle(Event::Pull { conn: C3 });
+    assert_eq!(got(&mut r, 2), Vec::<Vec<u8>>::new(), "history to \"new\"");
+}
