@@ -162,6 +162,18 @@ impl<S: Storage> Router<S> {
             too_long || (self.offered(j) && self.holds_positions(saved, j))
         };
         match handed {
+            // That node handed over nothing: it never held the session (it
+            // claimed the id for a CONNECT that waited there and did not last,
+            // the soak of session 21: four clients given new sessions); the node
+            // that handed it to that one has it.
+            Some(None) => match self.handed_elsewhere(id, a.from) {
+                Some((saved, j)) if here(Some(&saved), Some(j)) => {
+                    Ready::With(Some(saved), Some(j))
+                }
+                Some(_) => Ready::Wait,
+                None if too_long => Ready::With(None, journal),
+                None => Ready::Wait,
+            },
             Some(saved) if here(saved.as_ref(), journal) => Ready::With(saved, journal),
             Some(_) => Ready::Wait,
             // A gone node hands nothing over: its journal and log, as complete as
@@ -300,6 +312,24 @@ impl<S: Storage> Router<S> {
         }
     }
 
+    /// A CONNECT of `client_id` waiting here for its session ends: another node
+    /// owns the id now (its connection is closed as taken over; what it sent
+    /// meanwhile is dropped with it).
+    fn drop_awaiting(&mut self, client_id: &str) {
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        let Some(i) = (mesh.awaiting.iter()).position(|a| a.connect.client_id == client_id) else {
+            return;
+        };
+        let a = mesh.awaiting.swap_remove(i);
+        tracing::info!(
+            client_id,
+            "a connection waiting here for its session was taken over by another node"
+        );
+        (self.outbox).push((a.conn, Reply::Close(CloseReason::SessionTakenOver)));
+    }
+
     /// Another node owns `client_id` now (metadata entry `at`), and carries its
     /// session on: the session here ends as taken over (its connection closed with
     /// 0x8E), unless this node took it back since (`owned_since`), and leaves
@@ -312,6 +342,7 @@ impl<S: Storage> Router<S> {
                 return;
             }
         }
+        self.drop_awaiting(client_id);
         if let Some(sid) = sid {
             tracing::info!(client_id, at, %to, "session taken over by another node");
             let persistent = self.sessions.get(&sid).is_some_and(|s| !s.clean);

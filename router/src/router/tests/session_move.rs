@@ -606,3 +606,35 @@ fn a_node_that_hears_from_no_peer_carries_no_session_on_from_a_gone_one() {
     let out: Vec<Reply> = replies(&mut b, 3).into_iter().map(|(_, r)| r).collect();
     assert_eq!(out.first(), Some(&accepted(false)), "{out:?}");
 }
+
+#[test]
+fn a_session_handed_to_a_node_that_never_took_it_up_carries_on_from_the_one_that_held_it_while_that_node_lives(
+) {
+    // Node 1 hands "dev" to node 2, whose CONNECT waits there (its copy of node
+    // 1's journal is behind); the client gives up and goes to node 3, which
+    // takes the id from node 2 while node 2 is alive.
+    let a = dev_on_node_1_taken_over();
+    let mut b = node(2);
+    connect(&mut b, C3, "dev", Some(1));
+    assert!(
+        replies(&mut b, 3).is_empty(),
+        "it waits for node 1's handoff"
+    );
+    b.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: NodeId(3),
+        at: 30,
+    });
+    let closed = replies(&mut b, 3);
+    assert!(
+        closed.contains(&(C3, Reply::Close(CloseReason::SessionTakenOver))),
+        "{closed:?}"
+    );
+    let mut c = node(3);
+    replicate(&a, &mut c);
+    replicate(&b, &mut c);
+    connect(&mut c, C1, "dev", Some(2));
+    let out: Vec<Reply> = replies(&mut c, 1).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
+    assert_eq!(payloads(&delivered(out)), vec![b"m1".to_vec()]);
+}
