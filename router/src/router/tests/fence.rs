@@ -248,3 +248,49 @@ fn a_session_placed_in_a_new_replica_reads_its_history_on_after_catching_up() {
     r.handle(Event::Pull { conn: C3 });
     assert_eq!(got(&mut r, 2), Vec::<Vec<u8>>::new(), "history to \"new\"");
 }
+
+#[test]
+fn a_restarted_nodes_first_fence_goes_before_the_fence_of_a_session_moved_there() {
+    let second_run = ::mesh::LogId {
+        node: ::mesh::NodeId(1),
+        incarnation: ::mesh::Incarnation(2),
+    };
+    // Node 1's first run stored p1; it runs again, and before anything is
+    // published there, "dev" moves to it from node 3.
+    let mut a = node(1);
+    connect(&mut a, C1, "pub", None);
+    publish(&mut a, C1, 1, "p1");
+    replies(&mut a, 2);
+    let (snapshot, head) = crate::journal::replay(a.journal_storage().expect("a journal"))
+        .expect("the first run's journal");
+    let mut a2 = super::journaled_node(second_run);
+    a2.add_replica(log(1), a.storage().clone());
+    for other in [2, 3] {
+        a2.add_replica(log(other), crate::MemStorage::new());
+        a2.add_journal_replica(log(other), crate::MemStorage::new());
+    }
+    a2.resume_run(snapshot, head, log(1))
+        .expect("the new run's checkpoint");
+    let mut c = node(3);
+    connect(&mut c, C3, "dev", None);
+    c.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: ::mesh::NodeId(1),
+        at: 20,
+    });
+    replies(&mut c, 2);
+    replicate(&c, &mut a2);
+    connect(&mut a2, C2, "dev", Some(3));
+    let out: Vec<Reply> = replies(&mut a2, 2).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
+    // Any fence after this run's log that covers a record covers the first.
+    let fences: Vec<Option<crate::Fence>> = (a2.storage().records())
+        .map(|(_, r)| crate::Fence::decode(r))
+        .collect();
+    let restart = crate::Fence {
+        after: log(1),
+        end: Offset(1),
+    };
+    assert_eq!(fences.first(), Some(&Some(restart)), "{fences:?}");
+    assert!(fences.len() >= 2, "and the move's after it: {fences:?}");
+}
