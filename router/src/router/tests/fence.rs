@@ -157,26 +157,40 @@ fn a_session_behind_on_both_logs_reads_the_old_one_up_to_the_fence_first() {
     assert_eq!(got, vec![b"p1".to_vec(), b"p2".to_vec(), b"p3".to_vec()]);
 }
 
-#[test]
-fn a_client_moved_from_a_restarted_node_before_its_first_record_is_fenced_after_the_earlier_run() {
-    let second_run = ::mesh::LogId {
-        node: ::mesh::NodeId(1),
-        incarnation: ::mesh::Incarnation(2),
-    };
-    // "pub" published p1 and p2 on node 1's first run.
+/// Node 1's first run, where "pub" published `payloads`, and its second run,
+/// which carried "pub" over (replicating the logs of `others`, empty).
+fn restarted_node_1(
+    payloads: &[&str],
+    others: &[u8],
+) -> (Router<crate::MemStorage>, Router<crate::MemStorage>) {
     let mut a = node(1);
     connect(&mut a, C1, "pub", None);
-    publish(&mut a, C1, 1, "p1");
-    publish(&mut a, C1, 2, "p2");
+    for (pkid, payload) in (1..).zip(payloads) {
+        publish(&mut a, C1, pkid, payload);
+    }
     replies(&mut a, 2);
-    // Node 1 runs again and carries "pub" over; before its new log holds a
-    // record, node 2 takes the client over.
     let (snapshot, head) = crate::journal::replay(a.journal_storage().expect("a journal"))
         .expect("the first run's journal");
-    let mut a2 = super::journaled_node(second_run);
+    let mut a2 = super::journaled_node(::mesh::LogId {
+        node: ::mesh::NodeId(1),
+        incarnation: ::mesh::Incarnation(2),
+    });
     a2.add_replica(log(1), a.storage().clone());
-    a2.resume_run(snapshot, head, log(1))
-        .expect("the new run's checkpoint");
+    for other in others {
+        a2.add_replica(log(*other), crate::MemStorage::new());
+        a2.add_journal_replica(log(*other), crate::MemStorage::new());
+    }
+    (a2.resume_run(snapshot, head, log(1))).expect("the new run's checkpoint");
+    (a, a2)
+}
+
+#[test]
+fn a_client_moved_from_a_restarted_node_before_its_first_record_is_fenced_after_the_earlier_run() {
+    // "pub" published p1 and p2 on node 1's first run. Node 1 runs again and
+    // carries "pub" over; before its new log holds a record, node 2 takes the
+    // client over.
+    let (a, mut a2) = restarted_node_1(&["p1", "p2"], &[]);
+    let second_run = a2.own_log().expect("a cluster node");
     a2.handle_peer(PeerEvent::Moved {
         client_id: "pub".into(),
         node: ::mesh::NodeId(2),
@@ -251,26 +265,9 @@ fn a_session_placed_in_a_new_replica_reads_its_history_on_after_catching_up() {
 
 #[test]
 fn a_restarted_nodes_first_fence_goes_before_the_fence_of_a_session_moved_there() {
-    let second_run = ::mesh::LogId {
-        node: ::mesh::NodeId(1),
-        incarnation: ::mesh::Incarnation(2),
-    };
     // Node 1's first run stored p1; it runs again, and before anything is
     // published there, "dev" moves to it from node 3.
-    let mut a = node(1);
-    connect(&mut a, C1, "pub", None);
-    publish(&mut a, C1, 1, "p1");
-    replies(&mut a, 2);
-    let (snapshot, head) = crate::journal::replay(a.journal_storage().expect("a journal"))
-        .expect("the first run's journal");
-    let mut a2 = super::journaled_node(second_run);
-    a2.add_replica(log(1), a.storage().clone());
-    for other in [2, 3] {
-        a2.add_replica(log(other), crate::MemStorage::new());
-        a2.add_journal_replica(log(other), crate::MemStorage::new());
-    }
-    a2.resume_run(snapshot, head, log(1))
-        .expect("the new run's checkpoint");
+    let (_, mut a2) = restarted_node_1(&["p1"], &[2, 3]);
     let mut c = node(3);
     connect(&mut c, C3, "dev", None);
     c.handle_peer(PeerEvent::Moved {
