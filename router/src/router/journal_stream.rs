@@ -11,7 +11,9 @@
 //! **Follower.** A replica of each peer's journal, appended at its head, whose ops
 //! are applied as they arrive to a live [`Replay`] of that node's persistent state:
 //! what a session moving here from that node starts from. A replica drops its
-//! records before a checkpoint of the writer once it holds the whole checkpoint.
+//! records before a whole checkpoint of the writer, keeping as much as the writer
+//! keeps for a lagging follower (`HOLD_CHECKPOINTS`): a peer whose copy lags syncs
+//! from it once the writer is gone.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
@@ -39,6 +41,11 @@ pub(super) struct JournalReplica<S> {
     pub(super) state: Replay,
     /// The record where the writer's last checkpoint began, until its end arrives.
     checkpoint_begin: Option<Offset>,
+    /// Where the whole checkpoints this replica holds began, oldest first: it
+    /// keeps as many as `HOLD_CHECKPOINTS` checkpoints' worth, as the writer does
+    /// for its followers, so that a peer whose copy lags can sync from this one
+    /// once the writer is gone (`relay`).
+    begins: VecDeque<Offset>,
     /// An append failed: fetch again from this time on.
     refetch_at: Option<SystemTime>,
 }
@@ -57,6 +64,7 @@ impl<S: Storage> LoadedJournal<S> {
             storage,
             state: Replay::default(),
             checkpoint_begin: None,
+            begins: VecDeque::new(),
             refetch_at: None,
             relay: super::relay::Relay::default(),
         };
@@ -108,12 +116,34 @@ impl<S: Storage> JournalReplica<S> {
             };
             match op {
                 Op::Begin => self.checkpoint_begin = Some(offset),
-                Op::End => ended = true,
+                Op::End => {
+                    ended = true;
+                    if let Some(begin) = self.checkpoint_begin {
+                        if self.begins.back() != Some(&begin) {
+                            self.begins.push_back(begin);
+                        }
+                    }
+                }
                 _ => {}
             }
             self.state.apply(op);
         }
         ended
+    }
+
+    /// Drop the records before the oldest checkpoint that begins within
+    /// `budget` bytes of the head (or before the last one, if none does).
+    fn compact(&mut self, budget: u64) {
+        let cap = self.storage.offset_within(budget);
+        while self.begins.len() > 1 && self.begins.front().is_some_and(|b| *b < cap) {
+            self.begins.pop_front();
+        }
+        let Some(&first) = self.begins.front() else {
+            return;
+        };
+        if let Err(e) = self.storage.remove_before(first) {
+            tracing::warn!(log = %self.id, error = %e, "cannot drop a journal replica's records before a checkpoint");
+        }
     }
 }
 
@@ -178,6 +208,7 @@ impl<S: Storage> Router<S> {
         records: &[Framed],
     ) -> bool {
         let now = self.now;
+        let budget = HOLD_CHECKPOINTS * self.config.journal_checkpoint_bytes;
         let Some(mesh) = self.mesh.as_deref_mut() else {
             return false;
         };
@@ -192,17 +223,12 @@ impl<S: Storage> Router<S> {
                 r.refetch_at = Some(now + super::replication::APPEND_RETRY);
                 return false;
             }
-            let mut ended = None;
+            let mut ended = false;
             for (i, f) in records.iter().enumerate() {
-                let offset = base.add(i as u64);
-                if r.apply(offset, f.payload()) {
-                    ended = r.checkpoint_begin;
-                }
+                ended |= r.apply(base.add(i as u64), f.payload());
             }
-            if let Some(begin) = ended {
-                if let Err(e) = r.storage.remove_before(begin) {
-                    tracing::warn!(%log, error = %e, "cannot drop a journal replica's records before a checkpoint");
-                }
+            if ended {
+                r.compact(budget);
             }
         }
         let head = r.storage.head();

@@ -260,13 +260,14 @@ fn disconnect_with(h: &mut Harness, conn: ConnectionId, reason: DisconnectReason
 /// The node that writes `own`, one of three (1, 2 and 3) in a cluster with
 /// `ack_copies = 2`, with a session journal; started 1,000 s after the epoch.
 fn journaled_node(own: ::mesh::LogId) -> Router<crate::MemStorage> {
+    journaled_node_with(own, RouterConfig::default())
+}
+
+/// The same, with `config`.
+fn journaled_node_with(own: ::mesh::LogId, config: RouterConfig) -> Router<crate::MemStorage> {
     use crate::{MemStorage, MeshConfig};
-    let mut r = Router::open(
-        RouterConfig::default(),
-        MemStorage::new(),
-        MemStorage::new(),
-    )
-    .expect("a journal in memory");
+    let mut r =
+        Router::open(config, MemStorage::new(), MemStorage::new()).expect("a journal in memory");
     let followers = (1..=3).map(::mesh::NodeId).filter(|n| *n != own.node);
     r.join_mesh(MeshConfig {
         own,

@@ -20,8 +20,13 @@ fn node(node: u8) -> Router<MemStorage> {
 }
 
 fn fetched(r: &mut Router<MemStorage>, stream: Stream, from: Offset) {
+    fetched_by(r, 2, stream, from);
+}
+
+/// Node `peer` fetches node 1's `stream` from `from`.
+fn fetched_by(r: &mut Router<MemStorage>, peer: u8, stream: Stream, from: Offset) {
     r.handle_peer(PeerEvent::Fetched {
-        peer: NodeId(2),
+        peer: NodeId(peer),
         log: log(1),
         stream,
         from,
@@ -140,4 +145,67 @@ fn a_follower_keeps_the_writers_persistent_state_from_its_journal() {
             && matches!(r, PeerReply::Fetch { stream: Stream::Journal, from, .. } if from == head)),
         "it fetches on from its head"
     );
+}
+
+#[test]
+fn a_follower_keeps_several_checkpoints_so_that_a_lagging_peer_can_sync_from_it() {
+    let config = RouterConfig {
+        journal_checkpoint_bytes: 1024,
+        ..RouterConfig::default()
+    };
+    let mut a = super::journaled_node_with(log(1), config.clone());
+    let mut b = super::journaled_node_with(log(2), config);
+    assert!(b.add_journal_replica(log(1), MemStorage::new()));
+    a.handle(Event::Connect {
+        conn: C1,
+        connect: Connect::v3("dev", false, None),
+    });
+    // Node 1 journals subscriptions, checkpointing every KiB; node 2 gets each
+    // flush's records as they are written.
+    for i in 0..400u16 {
+        let head = b
+            .journal_replica(log(1))
+            .map(Storage::head)
+            .expect("a replica");
+        a.handle(Event::Subscribe {
+            conn: C1,
+            pkid: PacketId(i + 1),
+            filters: vec![Subscription::new(format!("f/{}", i % 8), QoS::AtLeastOnce)],
+            id: None,
+        });
+        a.flush();
+        let journal = a.journal_storage().expect("a journal");
+        let records = (journal.records())
+            .filter(|(at, _)| *at >= head)
+            .map(|(_, r)| Framed::new(r))
+            .collect();
+        b.handle_peer(PeerEvent::Replicated {
+            log: log(1),
+            stream: Stream::Journal,
+            base: head,
+            commit: journal.head(),
+            records,
+        });
+    }
+    let copy = b.journal_replica(log(1)).expect("a replica");
+    let begins = (copy.records())
+        .filter(|(_, r)| {
+            let mut r = (*r).clone();
+            std::iter::from_fn(|| crate::journal::Op::decode(&mut r).ok())
+                .any(|op| op == crate::journal::Op::Begin)
+        })
+        .count();
+    let earliest = copy.earliest();
+    assert!(earliest > Offset(0), "it dropped what is older");
+    assert!(
+        begins >= 2,
+        "it keeps more than the last checkpoint: {begins}"
+    );
+    // A peer whose copy ends before the last checkpoint syncs from it.
+    b.drain_peer_outbox().for_each(drop);
+    fetched_by(&mut b, 3, Stream::Journal, earliest);
+    let answered = b.drain_peer_outbox().any(|(to, r)| {
+        to == NodeId(3) && matches!(r, PeerReply::Records { records, .. } if !records.is_empty())
+    });
+    assert!(answered);
 }
