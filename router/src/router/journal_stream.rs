@@ -11,9 +11,9 @@
 //! **Follower.** A replica of each peer's journal, appended at its head, whose ops
 //! are applied as they arrive to a live [`Replay`] of that node's persistent state:
 //! what a session moving here from that node starts from. A replica drops its
-//! records before a whole checkpoint of the writer, keeping as much as the writer
-//! keeps for a lagging follower (`HOLD_CHECKPOINTS`): a peer whose copy lags syncs
-//! from it once the writer is gone.
+//! records before a whole checkpoint of the writer, keeping some checkpoints'
+//! worth (`REPLICA_HOLD_CHECKPOINTS`): a peer whose copy lags syncs from it once
+//! the writer is gone.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
@@ -42,9 +42,9 @@ pub(super) struct JournalReplica<S> {
     /// The record where the writer's last checkpoint began, until its end arrives.
     checkpoint_begin: Option<Offset>,
     /// Where the whole checkpoints this replica holds began, oldest first: it
-    /// keeps as many as `HOLD_CHECKPOINTS` checkpoints' worth, as the writer does
-    /// for its followers, so that a peer whose copy lags can sync from this one
-    /// once the writer is gone (`relay`).
+    /// keeps as many as `REPLICA_HOLD_CHECKPOINTS` checkpoints' worth, so that a
+    /// peer whose copy lags can sync from this one once the writer is gone
+    /// (`relay`).
     begins: VecDeque<Offset>,
     /// An append failed: fetch again from this time on.
     refetch_at: Option<SystemTime>,
@@ -103,6 +103,11 @@ pub(super) struct Gate {
 /// Journal bytes a writer keeps for a follower that lags, in checkpoints' worth
 /// (`journal_checkpoint_bytes`): past it the follower is no longer waited for.
 const HOLD_CHECKPOINTS: u64 = 4;
+
+/// The same for a replica, for a peer whose copy lags once the writer is gone (a
+/// peer that was down itself a few seconds): less than the writer keeps, since a
+/// node reads every replica it keeps whole when it starts.
+const REPLICA_HOLD_CHECKPOINTS: u64 = 2;
 
 impl<S: Storage> JournalReplica<S> {
     /// Apply the ops of `record`, at `offset`, to the live state; true when it
@@ -208,7 +213,7 @@ impl<S: Storage> Router<S> {
         records: &[Framed],
     ) -> bool {
         let now = self.now;
-        let budget = HOLD_CHECKPOINTS * self.config.journal_checkpoint_bytes;
+        let budget = REPLICA_HOLD_CHECKPOINTS * self.config.journal_checkpoint_bytes;
         let Some(mesh) = self.mesh.as_deref_mut() else {
             return false;
         };

@@ -49,6 +49,9 @@ pub const STEP: Duration = Duration::from_secs(3);
 pub const QUIET: Duration = Duration::from_millis(300);
 /// How long the broker may take to start listening.
 const STARTUP: Duration = Duration::from_secs(10);
+/// Starting again on a data directory reads what it holds (a cluster node's soak
+/// keeps tens of logs): longer.
+const RESTART: Duration = Duration::from_secs(30);
 
 /// The path of the binary under test.
 pub fn broker_bin() -> &'static str {
@@ -103,10 +106,19 @@ impl Broker {
 
     /// A broker on the given data directory (to restart on the same data).
     pub fn start_in(data_dir: &Path, config: Option<&str>) -> Broker {
-        Broker::launch(Some(data_dir), config, "info")
+        Broker::launch_within(Some(data_dir), config, "info", RESTART)
     }
 
     fn launch(data_dir: Option<&Path>, config: Option<&str>, level: &str) -> Broker {
+        Broker::launch_within(data_dir, config, level, STARTUP)
+    }
+
+    fn launch_within(
+        data_dir: Option<&Path>,
+        config: Option<&str>,
+        level: &str,
+        within: Duration,
+    ) -> Broker {
         let scratch = tempfile::tempdir().expect("tempdir");
         let data_dir = data_dir.map_or_else(|| scratch.path().join("data"), Path::to_path_buf);
         let mut cmd = Command::new(broker_bin());
@@ -134,7 +146,7 @@ impl Broker {
             exited: None,
             _scratch: scratch,
         };
-        let deadline = Instant::now() + STARTUP;
+        let deadline = Instant::now() + within;
         loop {
             let text = broker.stderr();
             if let Some(addr) = parse_listening(&text) {
@@ -152,7 +164,7 @@ impl Broker {
             }
             assert!(
                 Instant::now() < deadline,
-                "rumq-broker did not log `listening` within {STARTUP:?}:\n{text}"
+                "rumq-broker did not log `listening` within {within:?}:\n{text}"
             );
             broker.wait_log_change(Duration::from_millis(50));
         }
