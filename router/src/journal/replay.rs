@@ -167,6 +167,10 @@ impl State {
                     .find(|(_, s)| s.client_id == client_id)
                     .map(|(sid, _)| *sid);
                 let session = sid.and_then(|sid| Some((sid, self.sessions.remove(&sid)?)));
+                // Handed on again without coming back (the id moved twice while
+                // this node applied the changes): what it handed first goes on.
+                let earlier = || self.handed.get(&client_id).and_then(|(_, s)| s.clone());
+                let session = session.or_else(earlier);
                 self.handed.insert(client_id, (to, session));
             }
             Op::Remove { sid } => {

@@ -152,6 +152,23 @@ impl<S: Storage> JournalReplica<S> {
     }
 }
 
+impl<S> super::replication::Mesh<S> {
+    /// The journal replicas that say where sessions are: each other node's latest,
+    /// and an earlier one until a newer one of its node holds a whole checkpoint
+    /// (what its new run carried over).
+    pub(super) fn journals_in_force(&self) -> Vec<&JournalReplica<S>> {
+        let own = self.own().node;
+        let journals = &self.journal_replicas;
+        (journals.iter())
+            .filter(|j| j.id.node != own)
+            .filter(|j| {
+                !(journals.iter())
+                    .any(|n| n.id.node == j.id.node && n.id > j.id && n.state.checkpointed())
+            })
+            .collect()
+    }
+}
+
 impl<S: Storage> Router<S> {
     /// Replicate `log`'s session journal (its writer is `log.node`) into `storage`,
     /// whose records are applied to the writer's live state first; then fetch from

@@ -176,15 +176,7 @@ impl<S: Storage> Router<S> {
         if needs.is_empty() {
             return;
         }
-        let own = mesh.own().node;
-        let journals = &mesh.journal_replicas;
-        let in_force: Vec<_> = (journals.iter())
-            .filter(|j| j.id.node != own)
-            .filter(|j| {
-                !(journals.iter())
-                    .any(|n| n.id.node == j.id.node && n.id > j.id && n.state.checkpointed())
-            })
-            .collect();
+        let in_force = mesh.journals_in_force();
         let live: BTreeSet<&str> = (in_force.iter())
             .flat_map(|j| j.state.client_ids())
             .chain(self.by_client.keys().map(|k| &**k))

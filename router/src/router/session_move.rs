@@ -166,8 +166,8 @@ impl<S: Storage> Router<S> {
             // claimed the id for a CONNECT that waited there and did not last,
             // the soak of session 21: four clients given new sessions); the node
             // that handed it to that one has it.
-            Some(None) => match self.handed_elsewhere(id, a.from) {
-                Some((saved, j)) if here(Some(&saved), Some(j)) => {
+            Some(None) => match self.held_elsewhere(id, a.from) {
+                Some(Some((saved, j))) if here(Some(&saved), Some(j)) => {
                     Ready::With(Some(saved), Some(j))
                 }
                 Some(_) => Ready::Wait,
@@ -220,6 +220,35 @@ impl<S: Storage> Router<S> {
             let saved = r.state.handed(client_id, to)??;
             Some((saved, r.id))
         })
+    }
+
+    /// Where the session of `client_id` is, when node `via` handed over nothing
+    /// (it never held it): handed to `via` or to this node by another node, or
+    /// held by the one gone node whose journal in force holds it (what `via`
+    /// waited for), once this node is synced with the survivors on that journal
+    /// (`Some(None)` until then, or while two gone nodes hold it).
+    #[allow(clippy::option_option)]
+    fn held_elsewhere(
+        &self,
+        client_id: &str,
+        via: NodeId,
+    ) -> Option<Option<(SavedSession, LogId)>> {
+        let mesh = self.mesh.as_deref()?;
+        let handed = (self.handed_elsewhere(client_id, via))
+            .or_else(|| self.handed_elsewhere(client_id, mesh.own().node));
+        if handed.is_some() {
+            return Some(handed);
+        }
+        let now = self.now;
+        let mut gone = (mesh.journals_in_force().into_iter())
+            .filter(|r| mesh.writer_gone(r.id, now))
+            .filter_map(|r| Some((r.state.session(client_id)?, r.id)));
+        let held = gone.next()?;
+        // Held by two gone nodes: which is newer, nothing here says.
+        if gone.next().is_some() {
+            return Some(None);
+        }
+        Some(self.relay_synced(held.1).then_some(held))
     }
 
     /// Whether this node's logs reach every position of `saved` (written by the

@@ -105,6 +105,28 @@ pub(super) fn publish(r: &mut Router<MemStorage>, conn: ConnectionId, pkid: u16,
 /// Node 1 with "dev" subscribed to t: m1 in flight to it, unacknowledged, and m2
 /// queued for it; then node 2 takes its client id over.
 fn dev_on_node_1_taken_over() -> Router<MemStorage> {
+    let mut a = dev_on_node_1();
+    a.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: NodeId(2),
+        at: 20,
+    });
+    let closed = replies(&mut a, 3);
+    assert!(
+        closed.contains(&(C1, Reply::Close(CloseReason::SessionTakenOver))),
+        "{closed:?}"
+    );
+    assert_eq!(
+        a.session_count(),
+        1,
+        "only the publisher's is left on node 1"
+    );
+    a
+}
+
+/// Node 1 with "dev" subscribed to t: m1 in flight to it, unacknowledged, and m2
+/// queued for it.
+fn dev_on_node_1() -> Router<MemStorage> {
     let mut a = node(1);
     connect(&mut a, C1, "dev", None);
     a.handle(Event::Subscribe {
@@ -124,21 +146,6 @@ fn dev_on_node_1_taken_over() -> Router<MemStorage> {
     assert_eq!(got.len(), 1, "m1 in flight to dev on node 1");
     publish(&mut a, C2, 2, "m2");
     replies(&mut a, 3);
-    a.handle_peer(PeerEvent::Moved {
-        client_id: "dev".into(),
-        node: NodeId(2),
-        at: 20,
-    });
-    let closed = replies(&mut a, 3);
-    assert!(
-        closed.contains(&(C1, Reply::Close(CloseReason::SessionTakenOver))),
-        "{closed:?}"
-    );
-    assert_eq!(
-        a.session_count(),
-        1,
-        "only the publisher's is left on node 1"
-    );
     a
 }
 
@@ -634,6 +641,50 @@ fn a_session_handed_to_a_node_that_never_took_it_up_carries_on_from_the_one_that
     replicate(&a, &mut c);
     replicate(&b, &mut c);
     connect(&mut c, C1, "dev", Some(2));
+    let out: Vec<Reply> = replies(&mut c, 1).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
+    assert_eq!(payloads(&delivered(out)), vec![b"m1".to_vec()]);
+}
+
+#[test]
+fn a_session_handed_on_again_before_it_was_taken_up_carries_the_first_handoffs_state() {
+    // Node 1 hands "dev" to node 2, then, applying the next change of owner
+    // before node 2 took it up, to node 3.
+    let mut a = dev_on_node_1_taken_over();
+    a.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: NodeId(3),
+        at: 30,
+    });
+    replies(&mut a, 2);
+    let mut c = node(3);
+    replicate(&a, &mut c);
+    connect(&mut c, C1, "dev", Some(1));
+    let out: Vec<Reply> = replies(&mut c, 1).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
+    assert_eq!(payloads(&delivered(out)), vec![b"m1".to_vec()]);
+}
+
+#[test]
+fn a_session_a_node_waited_for_from_a_gone_node_carries_on_where_its_client_went_next() {
+    // Node 1 holds "dev" and dies; node 2's CONNECT for it waits, and the client
+    // goes on to node 3, which takes the id from node 2 (it hands over nothing).
+    let a = dev_on_node_1();
+    let mut b = node(2);
+    replicate(&a, &mut b);
+    connect(&mut b, C3, "dev", Some(1));
+    b.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: NodeId(3),
+        at: 30,
+    });
+    replies(&mut b, 3);
+    let mut c = node(3);
+    replicate(&a, &mut c);
+    replicate(&b, &mut c);
+    connect(&mut c, C1, "dev", Some(2));
+    assert_eq!(replies(&mut c, 1), vec![], "node 1 is not gone yet");
+    others_gone_but(&mut c, 3, &mut b, 2);
     let out: Vec<Reply> = replies(&mut c, 1).into_iter().map(|(_, r)| r).collect();
     assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
     assert_eq!(payloads(&delivered(out)), vec![b"m1".to_vec()]);
