@@ -426,15 +426,25 @@ impl Batch {
             };
             let resume = s.resume(log, logs.end(log));
             if s.journaled_in(log) != Some(resume) {
-                s.set_journaled_in(log, resume);
-                journal.push(&Op::ResumeIn {
-                    sid: self.sid.0,
-                    log: id,
-                    offset: resume,
-                });
+                journal_place_in(journal, (self.sid, s), (log, id), resume);
             }
         }
     }
+}
+
+/// Journal that session `s` resumes reading replica `log` (`id`) at `at`.
+pub(super) fn journal_place_in<S: Storage>(
+    journal: &mut Journal<S>,
+    (sid, s): (SessionId, &mut Session),
+    (log, id): (LogRef, LogId),
+    at: Offset,
+) {
+    s.set_journaled_in(log, at);
+    journal.push(&Op::ResumeIn {
+        sid: sid.0,
+        log: id,
+        offset: at,
+    });
 }
 
 /// A record's bytes, read whole when it was given by reference (empty if that

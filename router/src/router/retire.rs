@@ -32,9 +32,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use commitlog::Offset;
 use mesh::{LogId, NodeId};
 
+use super::deliver::journal_place_in;
 use super::peer::PeerReply;
 use super::Router;
-use crate::journal::Op;
 use crate::storage::Storage;
 use crate::LogRef;
 
@@ -153,12 +153,7 @@ impl<S: Storage> Router<S> {
         for (sid, s) in sessions.iter_mut().filter(|(_, s)| !s.clean) {
             let at = s.resume(log, end);
             if s.journaled_in(log).is_none_or(|j| j < at) {
-                s.set_journaled_in(log, at);
-                journal.push(&Op::ResumeIn {
-                    sid: sid.0,
-                    log: id,
-                    offset: at,
-                });
+                journal_place_in(journal, (*sid, s), (log, id), at);
             }
         }
     }

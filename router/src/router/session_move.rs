@@ -40,6 +40,16 @@ pub(super) struct Awaiting {
     events: Vec<Event>,
 }
 
+/// Where a session handed through a node that never held it is (`held_elsewhere`).
+enum Held {
+    /// In the journal of that log, as its node left or handed it.
+    At(SavedSession, LogId),
+    /// Found, but not to be taken up yet.
+    NotYet,
+    /// Nowhere this node can see.
+    Nowhere,
+}
+
 /// Events a connection may send while its CONNECT waits; past it, it is closed.
 const HELD_EVENTS_MAX: usize = 1024;
 
@@ -167,12 +177,11 @@ impl<S: Storage> Router<S> {
             // the soak of session 21: four clients given new sessions); the node
             // that handed it to that one has it.
             Some(None) => match self.held_elsewhere(id, a.from) {
-                Some(Some((saved, j))) if here(Some(&saved), Some(j)) => {
+                Held::At(saved, j) if here(Some(&saved), Some(j)) => {
                     Ready::With(Some(saved), Some(j))
                 }
-                Some(_) => Ready::Wait,
-                None if too_long => Ready::With(None, journal),
-                None => Ready::Wait,
+                Held::Nowhere if too_long => Ready::With(None, journal),
+                _ => Ready::Wait,
             },
             Some(saved) if here(saved.as_ref(), journal) => Ready::With(saved, journal),
             Some(_) => Ready::Wait,
@@ -225,30 +234,27 @@ impl<S: Storage> Router<S> {
     /// Where the session of `client_id` is, when node `via` handed over nothing
     /// (it never held it): handed to `via` or to this node by another node, or
     /// held by the one gone node whose journal in force holds it (what `via`
-    /// waited for), once this node is synced with the survivors on that journal
-    /// (`Some(None)` until then, or while two gone nodes hold it).
-    #[allow(clippy::option_option)]
-    fn held_elsewhere(
-        &self,
-        client_id: &str,
-        via: NodeId,
-    ) -> Option<Option<(SavedSession, LogId)>> {
-        let mesh = self.mesh.as_deref()?;
+    /// waited for), once this node is synced with the survivors on that journal.
+    fn held_elsewhere(&self, client_id: &str, via: NodeId) -> Held {
+        let Some(mesh) = self.mesh.as_deref() else {
+            return Held::Nowhere;
+        };
         let handed = (self.handed_elsewhere(client_id, via))
             .or_else(|| self.handed_elsewhere(client_id, mesh.own().node));
-        if handed.is_some() {
-            return Some(handed);
+        if let Some((saved, j)) = handed {
+            return Held::At(saved, j);
         }
         let now = self.now;
         let mut gone = (mesh.journals_in_force().into_iter())
             .filter(|r| mesh.writer_gone(r.id, now))
             .filter_map(|r| Some((r.state.session(client_id)?, r.id)));
-        let held = gone.next()?;
-        // Held by two gone nodes: which is newer, nothing here says.
-        if gone.next().is_some() {
-            return Some(None);
+        match (gone.next(), gone.next()) {
+            (None, _) => Held::Nowhere,
+            (Some((saved, j)), None) if self.relay_synced(j) => Held::At(saved, j),
+            // Not synced on it yet; or held by two gone nodes, and which is newer
+            // nothing here says.
+            _ => Held::NotYet,
         }
-        Some(self.relay_synced(held.1).then_some(held))
     }
 
     /// Whether this node's logs reach every position of `saved` (written by the
@@ -292,20 +298,14 @@ impl<S: Storage> Router<S> {
     fn move_fences(&self, log: LogId) -> Vec<(LogId, Offset)> {
         let mut fences = Vec::new();
         let mut next = Some(log);
-        while let Some(after) = next {
-            let Some((end, _)) = self.fence_end(after) else {
-                break;
-            };
+        while let Some((after, (end, _))) = next.and_then(|l| Some((l, self.fence_end(l)?))) {
             fences.push((after, end));
-            next = (end == Offset(0))
-                .then_some(self.mesh.as_deref())
-                .flatten()
-                .and_then(|mesh| {
-                    (mesh.replicas.iter())
-                        .map(|r| r.id)
-                        .filter(|id| id.node == after.node && id.incarnation < after.incarnation)
-                        .max()
-                });
+            if end > Offset(0) {
+                break;
+            }
+            let earlier = |id: &LogId| id.node == after.node && id.incarnation < after.incarnation;
+            next = (self.mesh.as_deref())
+                .and_then(|mesh| mesh.replicas.iter().map(|r| r.id).filter(earlier).max());
         }
         fences
     }

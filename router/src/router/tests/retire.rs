@@ -16,16 +16,22 @@ fn second_run_of_1() -> LogId {
     }
 }
 
-/// Node 2, holding all of node 1's first run (three messages on t, and its
-/// journal); node 1 runs anew. With `sub`, a persistent subscriber to t on node 2
-/// first (the three are in flight to it, unacknowledged).
-fn superseded(sub: bool) -> Router<MemStorage> {
+/// Node 1's first run: "pub" stored p1, p2 and p3.
+fn first_run_of_1() -> Router<MemStorage> {
     let mut a = node(1);
     connect(&mut a, C1, "pub", None);
     for (pkid, payload) in [(1, "p1"), (2, "p2"), (3, "p3")] {
         publish(&mut a, C1, pkid, payload);
     }
     a.flush();
+    a
+}
+
+/// Node 2, holding all of node 1's first run (three messages on t, and its
+/// journal); node 1 runs anew. With `sub`, a persistent subscriber to t on node 2
+/// first (the three are in flight to it, unacknowledged).
+fn superseded(sub: bool) -> Router<MemStorage> {
+    let a = first_run_of_1();
     let mut b = node(2);
     if sub {
         subscriber(&mut b);
@@ -212,12 +218,7 @@ fn a_superseded_log_is_kept_while_a_session_in_another_nodes_journal_has_not_rea
     // Node 1's first run stored p1..p3; a persistent subscriber on node 3 has them
     // in flight, unacknowledged.
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-    let mut a = node(1);
-    connect(&mut a, C1, "pub", None);
-    for (pkid, payload) in [(1, "p1"), (2, "p2"), (3, "p3")] {
-        publish(&mut a, C1, pkid, payload);
-    }
-    a.flush();
+    let a = first_run_of_1();
     let mut c = node(3);
     subscriber(&mut c);
     replicate(&a, &mut c);
@@ -242,12 +243,7 @@ fn a_superseded_log_is_kept_while_a_session_in_another_nodes_journal_has_not_rea
 fn an_earlier_own_log_opened_late_is_read_only_as_far_as_the_peers_confirm_it() {
     // Node 1's first run stored p1..p3; its peers hold p1 and p2 (p3 was never
     // acknowledged: its publisher sends it again elsewhere).
-    let mut a = node(1);
-    connect(&mut a, C1, "pub", None);
-    for (pkid, payload) in [(1, "p1"), (2, "p2"), (3, "p3")] {
-        publish(&mut a, C1, pkid, payload);
-    }
-    a.flush();
+    let a = first_run_of_1();
     let kept = a.storage().clone();
     let records: Vec<Framed> = kept.records().map(|(_, r)| Framed::new(r)).collect();
     // Its second run opens the first run's log, no session here reading it.
