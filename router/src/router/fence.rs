@@ -14,9 +14,10 @@
 //! there, once the handoff or the survivors' sync is in). Every reader keeps it:
 //!
 //! - a node offers the fenced log's records past the fence only once it has
-//!   offered A's up to `end`, or A's writer is gone and this node holds all its
-//!   live peers hold of A (nothing more of A will come); a node that does not read
-//!   A at all passes it;
+//!   offered A's up to `end`, or A's writer is gone, this node holds all its
+//!   live peers hold of A (nothing more of A will come) and has offered all of
+//!   that (a copy is offered a stretch per flush); a node that does not read A at
+//!   all passes it;
 //! - a session that is behind on A (reading it from the log, its cursor below
 //!   where A's offered records end, up to `end`) stops reading the fenced log at
 //!   the fence, and reads A first.
@@ -107,8 +108,15 @@ impl<S: Storage> Router<S> {
             return true;
         };
         let logs = Logs::new(&self.storage, Some(mesh));
+        // Synced with the survivors is not enough: what this copy holds must also
+        // have been offered (a copy read stretch by stretch, as a restarted node's
+        // earlier own log is, let the fenced log go first: the soak's order break
+        // of 630,000 messages).
+        let offered_all = (usize::from(log.0).checked_sub(1))
+            .and_then(|i| mesh.replicas.get(i))
+            .is_none_or(|r| r.fanned >= r.commit);
         logs.end(log) >= f.end
-            || (mesh.writer_gone(f.after, self.now) && self.relay_synced(f.after))
+            || (mesh.writer_gone(f.after, self.now) && self.relay_synced(f.after) && offered_all)
     }
 
     /// Append a fence after `after` up to `end` to this node's log, before

@@ -291,3 +291,58 @@ fn a_restarted_nodes_first_fence_goes_before_the_fence_of_a_session_moved_there(
     assert_eq!(fences.first(), Some(&Some(restart)), "{fences:?}");
     assert!(fences.len() >= 2, "and the move's after it: {fences:?}");
 }
+
+#[test]
+fn a_fence_after_a_gone_writers_log_waits_until_this_node_offered_all_it_holds_of_it() {
+    // Node 3 gets node 1's log (node 1 gone) from node 2 in one relay answer,
+    // more than it offers in one stretch; then node 2's log, fenced after all of
+    // it. Synced with node 2 on node 1's log, node 3 still offers all it holds
+    // of it before what follows the fence, to a subscriber that keeps up.
+    const N: u64 = 5 * 4096;
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let mut c = node(3);
+    tick_to(&mut c, t0);
+    clean_subscriber(&mut c, C3);
+    fetched_by(&mut c, 1, 3);
+    let later = t0 + Duration::from_secs(4);
+    tick_to(&mut c, later);
+    fetched_by(&mut c, 2, 3);
+    // It matches only the last of them.
+    let other = NewMessage::new(QoS::AtLeastOnce, false, 2_000_000, "x", b"").framed();
+    let mut old = vec![other; N as usize - 1];
+    old.push(message("last"));
+    let relayed = [
+        (Stream::Messages, 0, old),
+        (Stream::Messages, N, Vec::new()),
+        (Stream::Journal, 0, Vec::new()),
+    ];
+    for (stream, base, records) in relayed {
+        c.handle_peer(PeerEvent::Relayed {
+            peer: ::mesh::NodeId(2),
+            log: log(1),
+            stream,
+            base: Offset(base),
+            commit: Offset(base + records.len() as u64),
+            records,
+        });
+    }
+    assert!(c.relay_synced(log(1)), "synced with node 2 on node 1's log");
+    let fence = crate::Fence {
+        after: log(1),
+        end: Offset(N),
+    };
+    arrive(&mut c, 2, vec![fence.framed(), message("new")]);
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        c.handle(Event::Pull { conn: C3 });
+        let batch = delivered(replies(&mut c, 1).into_iter().map(|(_, r)| r).collect());
+        for d in &batch {
+            c.handle(Event::PubAck {
+                conn: C3,
+                pkid: d.pkid.expect("QoS 1"),
+            });
+        }
+        got.extend(payloads(&batch));
+    }
+    assert_eq!(got, vec![b"last".to_vec(), b"new".to_vec()]);
+}
