@@ -34,6 +34,7 @@ mod procs;
 mod proxy;
 mod raw;
 mod stock;
+mod tmpfs;
 pub use certs::*;
 pub use cluster::*;
 pub use durable::*;
@@ -42,6 +43,7 @@ pub use procs::*;
 pub use proxy::*;
 pub use raw::*;
 pub use stock::*;
+pub use tmpfs::*;
 
 /// How long to wait for something that is expected to happen promptly.
 pub const STEP: Duration = Duration::from_secs(3);

@@ -159,6 +159,28 @@ pub fn unsubscribe_packet(pkid: u16, filters: &[&str]) -> Vec<u8> {
 }
 
 /// PUBACK, PUBREC, PUBREL (first byte 0x62), PUBCOMP: a packet id.
+/// An MQTT 5 CONNECT with no properties.
+pub fn connect5_bare(id: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&4u16.to_be_bytes());
+    body.extend_from_slice(b"MQTT");
+    body.extend_from_slice(&[5, 0x02, 0, 60, 0]);
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    packet(0x10, &body)
+}
+
+/// An MQTT 5 QoS 1 PUBLISH with no properties.
+pub fn publish5_qos1(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&pkid.to_be_bytes());
+    body.push(0);
+    body.extend_from_slice(payload);
+    packet(0x32, &body)
+}
+
 pub fn ack_packet(first: u8, pkid: u16) -> Vec<u8> {
     packet(first, &pkid.to_be_bytes())
 }
