@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use commitlog::{Error, Log, LogConfig, Offset, RetentionConfig};
+use commitlog::{Error, Fsync, Log, LogConfig, Offset, RetentionConfig};
 use common::{payload, read_all, small_config};
 
 fn with_retention(r: RetentionConfig) -> LogConfig {
@@ -223,4 +223,48 @@ fn offset_within_counts_whole_segments_back_from_the_head() {
         "about half is left"
     );
     assert_eq!(log.earliest(), cut, "the cut is a segment base");
+}
+
+#[test]
+fn skip_to_goes_on_past_the_head_and_the_skip_survives_a_reopen() {
+    for fsync in [Fsync::Never, Fsync::Interval, Fsync::Always] {
+        skips_to_under(LogConfig {
+            fsync,
+            tail_bytes_max: 4096,
+            ..small_config()
+        });
+    }
+}
+
+fn skips_to_under(config: LogConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    fill(&mut log, 300);
+    assert_eq!(
+        log.skip_to(Offset(200)).unwrap(),
+        0,
+        "below the head: nothing"
+    );
+    assert!(
+        log.skip_to(Offset(1_000)).unwrap() > 1,
+        "every segment goes"
+    );
+    assert_eq!((log.earliest(), log.head()), (Offset(1_000), Offset(1_000)));
+    assert!(matches!(
+        log.read(Offset(299), common_limits(), &mut Vec::new()),
+        Err(Error::OffsetOutOfRange {
+            earliest: Offset(1_000),
+            ..
+        })
+    ));
+    // Skipped and not yet appended to: a reopen (a crash) starts there too.
+    drop(log);
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    assert_eq!((log.earliest(), log.head()), (Offset(1_000), Offset(1_000)));
+    assert_eq!(log.append(payload(1_000)).unwrap(), Offset(1_000));
+    fill(&mut log, 100);
+    drop(log);
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    assert_eq!(log.head(), Offset(1_101));
+    assert_eq!(read_all(&log, Offset(1_000))[0], payload(1_000));
 }

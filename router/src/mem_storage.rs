@@ -160,6 +160,13 @@ impl Storage for MemStorage {
         Ok(removed)
     }
 
+    fn skip_to(&mut self, base: Offset) -> commitlog::Result<()> {
+        if base > self.head() {
+            self.records.clear();
+            self.earliest = base;
+        }
+        Ok(())
+    }
     fn offset_within(&self, bytes: u64) -> Offset {
         let mut total = 0u64;
         let mut at = self.head();

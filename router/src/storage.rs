@@ -41,6 +41,9 @@ pub trait Storage {
     fn remove_before(&mut self, offset: Offset) -> commitlog::Result<usize>;
     /// Where the newest `bytes` of the log begin (see [`Log::offset_within`]).
     fn offset_within(&self, bytes: u64) -> Offset;
+    /// Go on from `base`, past the head, without the offsets in between (see
+    /// [`Log::skip_to`]).
+    fn skip_to(&mut self, base: Offset) -> commitlog::Result<()>;
     /// No reader needs the records below `offset` in memory (see
     /// [`Log::drop_cache_below`]).
     fn drop_cache_below(&mut self, offset: Offset);
@@ -120,6 +123,9 @@ impl Storage for Log {
     }
     fn remove_before(&mut self, offset: Offset) -> commitlog::Result<usize> {
         Log::remove_before(self, offset)
+    }
+    fn skip_to(&mut self, base: Offset) -> commitlog::Result<()> {
+        Log::skip_to(self, base).map(drop)
     }
     fn offset_within(&self, bytes: u64) -> Offset {
         Log::offset_within(self, bytes)

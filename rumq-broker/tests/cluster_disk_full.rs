@@ -82,7 +82,7 @@ async fn gets_all_in_order(sub: &mut Mqtt, n: u32, within: Duration, who: &str) 
 async fn a_node_with_a_full_disk_holds_nobody_back_and_catches_up_once_space_returns() {
     let fs = Tmpfs::mount(32);
     let addrs = peer_addrs();
-    let config = |id| format!("{}{SMALL_DISK}", node_config(id, &addrs, 2));
+    let config = |id| format!("{}{}", node_config(id, &addrs, 2), small_disk());
     let n1 = Broker::with_config(&config(1));
     let n2 = Broker::with_config(&config(2));
     let n3 = Broker::start_in(&fs.path().join("data"), Some(&config(3)));

@@ -9,63 +9,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
 use rumqttc::QoS;
-
-/// Three nodes; node i reaches node j through proxy `(i, j)` (0-based).
-struct Partitionable {
-    nodes: [Broker; 3],
-    proxies: Vec<((usize, usize), Proxy)>,
-}
-
-impl Partitionable {
-    async fn start() -> Partitionable {
-        let addrs = peer_addrs();
-        let mut proxies = Vec::new();
-        for i in 0..3 {
-            for j in (0..3).filter(|j| *j != i) {
-                let target: SocketAddr =
-                    addrs[j].parse().expect("peer_addrs gives socket addresses");
-                proxies.push(((i, j), Proxy::start(target).await));
-            }
-        }
-        let nodes = [0, 1, 2].map(|i| {
-            let peers: Vec<(usize, String)> = (proxies.iter())
-                .filter(|((from, _), _)| *from == i)
-                .map(|((_, to), p)| (to + 1, p.addr.to_string()))
-                .collect();
-            let config = format!(
-                "{}failure_timeout_ms = 1000\n",
-                node_config_via(i + 1, &addrs[i], &peers, 2)
-            );
-            let b = Broker::with_config(&config);
-            b.wait_for_log("peer listener up", STEP);
-            b
-        });
-        for n in &nodes {
-            n.wait_for_log_count(
-                "replicating its session journal",
-                2,
-                Duration::from_secs(10),
-            );
-        }
-        Partitionable { nodes, proxies }
-    }
-
-    /// Cut (`true`) or heal every link between node `n` (0-based) and the others.
-    fn isolate(&self, n: usize, cut: bool) {
-        for ((from, to), p) in &self.proxies {
-            match (*from == n || *to == n, cut) {
-                (true, true) => p.cut(),
-                (true, false) => p.heal(),
-                _ => {}
-            }
-        }
-    }
-}
 
 /// The PUBACK for `pkid` on `c`, within `within`.
 async fn puback(c: &mut Conn, pkid: u16, within: Duration) -> Result<(), String> {
@@ -84,7 +31,7 @@ async fn puback(c: &mut Conn, pkid: u16, within: Duration) -> Result<(), String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_acknowledges_nothing_and_loses_nothing_once_healed() {
-    let cluster = Partitionable::start().await;
+    let cluster = Partitionable::start("").await;
     let [n1, n2, n3] = &cluster.nodes;
     let mut watcher = Mqtt::connect(n2.port(), "watcher").await;
     watcher.subscribed("p/#", QoS::AtLeastOnce).await;

@@ -21,7 +21,7 @@ async fn a_full_disk_refuses_publishes_serves_subscribers_and_recovers() {
     // Ballast to free later: space comes back without touching the broker's files.
     let ballast: PathBuf = fs.path().join("ballast");
     std::fs::write(&ballast, vec![1u8; 6 << 20]).unwrap();
-    let broker = Broker::start_in(&fs.path().join("data"), Some(SMALL_DISK));
+    let broker = Broker::start_in(&fs.path().join("data"), Some(&small_disk()));
     let port = broker.port();
 
     let mut sub = Mqtt::connect(port, "reader").await;

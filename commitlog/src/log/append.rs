@@ -100,7 +100,7 @@ impl Log {
     }
 
     /// The segment to append to, creating it if a roll is pending.
-    fn ensure_writable_segment(&mut self) -> Result<()> {
+    pub(super) fn ensure_writable_segment(&mut self) -> Result<()> {
         if self.roll_pending || self.segments.is_empty() {
             let seg = Segment::create(
                 &self.dir,
@@ -128,7 +128,7 @@ impl Log {
     /// cheap check of a sealed segment would trust. So recovery scans the last two
     /// segments in full after an unclean stop, and a roll first waits for the previous
     /// roll's sync: no older segment is ever in that state.
-    fn roll(&mut self) -> Result<()> {
+    pub(super) fn roll(&mut self) -> Result<()> {
         if self.syncer.is_some() {
             self.seal_in_background()?;
         } else if let Some(seg) = self.segments.back_mut() {

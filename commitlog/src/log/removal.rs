@@ -6,8 +6,9 @@ use std::time::SystemTime;
 
 use super::Log;
 use crate::config::Fsync;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::retention::{self, SegmentInfo};
+use crate::tail::Tail;
 use crate::Offset;
 
 /// What one retention pass removed.
@@ -98,6 +99,45 @@ impl Log {
             }
             self.tail.trim_front(self.earliest());
         }
+        Ok(removed)
+    }
+
+    /// Go on from `base`, past the head, leaving out the offsets in between: for a
+    /// copy of another node's log whose writer no longer holds them (they will
+    /// never come). Every segment goes; the log then holds nothing below `base` (a
+    /// read there is `OffsetOutOfRange`), and the next append is at `base`. The
+    /// new, empty segment is on disk before the old ones go, so a crash in between
+    /// leaves a hole readers skip, never a log that starts again at 0. Returns how
+    /// many segments went; at or below the head it does nothing.
+    pub fn skip_to(&mut self, base: Offset) -> Result<usize> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if base <= self.head {
+            return Ok(0);
+        }
+        if !self.roll_pending && !self.segments.is_empty() {
+            self.roll()?;
+        }
+        self.sync()?;
+        self.head = base;
+        self.roll_pending = true;
+        self.ensure_writable_segment()?;
+        let mut removed = 0;
+        while self.segments.len() > 1 {
+            let Some(seg) = self.segments.pop_front() else {
+                break;
+            };
+            seg.remove()?;
+            removed += 1;
+        }
+        if removed > 0 && self.config.fsync != Fsync::Never {
+            self.sync_dir_soon()?;
+        }
+        self.tail = Tail::new(base, self.config.tail_bytes_max);
+        self.synced_to = self.synced_to.max(base);
+        self.dropped_to = self.dropped_to.max(base);
+        tracing::debug!(dir = %self.dir.display(), %base, removed, "log skipped ahead");
         Ok(removed)
     }
 }

@@ -124,6 +124,12 @@ impl<S: Storage> Storage for Kept<S> {
             Kept::Retired(_) => Ok(0),
         }
     }
+    fn skip_to(&mut self, base: Offset) -> commitlog::Result<()> {
+        match self {
+            Kept::Open(s) => s.skip_to(base),
+            Kept::Retired(_) => Err(commitlog::Error::Poisoned),
+        }
+    }
     fn offset_within(&self, bytes: u64) -> Offset {
         match self {
             Kept::Open(s) => s.offset_within(bytes),

@@ -313,6 +313,24 @@ pub(super) struct Replica<S> {
     refetch_at: Option<SystemTime>,
 }
 
+impl<S: Storage> Replica<S> {
+    /// Its writer sent records from `base`, past this copy's head: retention there
+    /// removed what lies between while this node lagged. The copy goes on from
+    /// `base` (a session behind below it counts the rest lost); false if it cannot.
+    fn skip_to(&mut self, base: Offset, now: SystemTime) -> bool {
+        let head = self.storage.head();
+        if let Err(e) = self.storage.skip_to(base) {
+            tracing::error!(log = %self.id, %head, %base, error = %e, retry_in = ?APPEND_RETRY, "cannot skip a replica ahead");
+            self.refetch_at = Some(now + APPEND_RETRY);
+            return false;
+        }
+        tracing::warn!(log = %self.id, from = %head, to = %base, "the writer no longer holds what this copy lacks: it goes on without it");
+        self.commit = self.commit.max(base);
+        self.fanned = self.fanned.max(base);
+        true
+    }
+}
+
 /// An entry waits for the commit to pass this offset.
 fn needs(offset: Offset, st: &Staged) -> Offset {
     if st.appends() {
@@ -688,6 +706,9 @@ impl<S: Storage> Router<S> {
         };
         let ack_copies = mesh.config.ack_copies;
         let r = &mut mesh.replicas[i];
+        if base > r.storage.head() && peer == log.node && !r.skip_to(base, self.now) {
+            return false;
+        }
         let appended = base == r.storage.head() && !records.is_empty();
         if appended {
             if let Err(e) = r.storage.append(records) {

@@ -304,6 +304,7 @@ mod fence;
 mod flow;
 mod inspect;
 mod journal_stream;
+mod lag;
 mod mesh;
 mod rejoin;
 mod restart;

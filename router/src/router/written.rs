@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use commitlog::{Offset, ReadLimits};
 use mesh::{CommitTracker, LogId, NodeId, Stream};
 
@@ -100,19 +101,8 @@ impl Written {
                 records_max: usize::MAX,
                 bytes_max: p.bytes_max as usize,
             };
-            let base = match storage.read(p.from, limits, &mut records) {
-                Ok(batch) => batch.first,
-                Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
-                    // Its replica can only grow at its head: it stops here (the
-                    // fetch is not answered) until it replicates afresh (issue 23).
-                    tracing::error!(peer = %p.peer, %stream, from = %p.from, %earliest, "a follower needs records this node no longer holds (retention or the journal's compaction removed them); it no longer replicates this stream");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(peer = %p.peer, %stream, from = %p.from, error = %e, "cannot read a stream for a follower");
-                    records.clear();
-                    p.from
-                }
+            let Some(base) = read_for_follower(storage, stream, &p, limits, &mut records) else {
+                continue;
             };
             let reply = PeerReply::Records {
                 log,
@@ -122,6 +112,45 @@ impl Written {
                 records,
             };
             outbox.push((p.peer, reply));
+        }
+    }
+}
+
+/// Read `stream` from where follower `p` fetches, into `records`; the offset of
+/// the first. A follower of the messages that lags past what this node still holds
+/// (retention removed it: past `hold_bytes_max`, or a follower away for long) gets
+/// what it holds from its earliest on, and goes on from there (its copy skips the
+/// rest: `Router::replicated_in`). One of the journal gets nothing (a journal copy
+/// must begin at a checkpoint): `None`, its fetch is not answered.
+fn read_for_follower<S: Storage>(
+    storage: &S,
+    stream: Stream,
+    p: &Parked,
+    limits: ReadLimits,
+    records: &mut Vec<Bytes>,
+) -> Option<Offset> {
+    match storage.read(p.from, limits, records) {
+        Ok(batch) => Some(batch.first),
+        Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) if stream == Stream::Messages => {
+            tracing::warn!(peer = %p.peer, from = %p.from, %earliest, "a follower lags past what this node still holds of its log; it goes on from the earliest held, without the rest");
+            records.clear();
+            match storage.read(earliest, limits, records) {
+                Ok(batch) => Some(batch.first),
+                Err(e) => {
+                    tracing::error!(peer = %p.peer, %earliest, error = %e, "cannot read the log for a follower");
+                    records.clear();
+                    Some(p.from)
+                }
+            }
+        }
+        Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
+            tracing::error!(peer = %p.peer, %stream, from = %p.from, %earliest, "a follower needs records of the journal this node no longer holds (its compaction removed them); it no longer replicates the journal");
+            None
+        }
+        Err(e) => {
+            tracing::error!(peer = %p.peer, %stream, from = %p.from, error = %e, "cannot read a stream for a follower");
+            records.clear();
+            Some(p.from)
         }
     }
 }

@@ -5,22 +5,21 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Storage for a data directory on a small tmpfs: small segments (a full disk is
-/// reached in megabytes), large packets, no retention limit.
-pub const SMALL_DISK: &str = r#"
-[limits]
-max_packet_size = 65536
-[storage]
-segment_bytes_max = 1048576
-index_bytes_max = 65536
-record_bytes_max = 65536
-fsync = "never"
-[storage.retention]
-bytes_max = 0
-segments_max = 0
-age_ms_max = 0
-hold_bytes_max = 0
-"#;
+/// Small segments (a disk fills, retention removes, in megabytes), packets up
+/// to 64 KiB, no fsync, and `retention` (the `[storage.retention]` keys).
+pub fn small_segments(retention: &str) -> String {
+    format!(
+        "[limits]\nmax_packet_size = 65536\n[storage]\nsegment_bytes_max = 1048576\n\
+         index_bytes_max = 65536\nrecord_bytes_max = 65536\nfsync = \"never\"\n\
+         [storage.retention]\n{retention}"
+    )
+}
+
+/// Storage for a data directory on a small tmpfs: small segments, no retention
+/// limit.
+pub fn small_disk() -> String {
+    small_segments("bytes_max = 0\nsegments_max = 0\nage_ms_max = 0\nhold_bytes_max = 0\n")
+}
 
 /// A tmpfs mounted on a fresh temporary directory, unmounted on drop (a failing
 /// test included: drop runs as the panic unwinds).

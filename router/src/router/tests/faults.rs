@@ -56,6 +56,9 @@ impl Storage for Faulty {
     fn remove_before(&mut self, offset: Offset) -> commitlog::Result<usize> {
         self.log.remove_before(offset)
     }
+    fn skip_to(&mut self, base: Offset) -> commitlog::Result<()> {
+        self.log.skip_to(base).map(drop)
+    }
     fn offset_within(&self, bytes: u64) -> Offset {
         self.log.offset_within(bytes)
     }
