@@ -31,7 +31,10 @@
 //! 20  SentIn       u32 session, u16 packet id, u8 QoS, log, u64 offset
 //! 21  ResumeIn     u32 session, log, u64 offset
 //! 22  Handoff      u8 node, u16 len + client id            (the session of that client
-//!                  id, if there is one, left this node for that one)
+//!                  id, if there is one, left this node for that one; as
+//!                  written before session 22, read as stamped 0)
+//! 23  HandoffAt    u8 node, u64 stamp, u16 len + client id (the same, with the
+//!                  metadata group's stamp of that change of owner)
 //! ```
 //!
 //! `Head`, `Sent` and `Resume` name offsets in the message log the journal's run
@@ -155,6 +158,9 @@ pub enum Op {
         client_id: String,
         /// Its new owner.
         to: NodeId,
+        /// The metadata group's stamp of that change of owner (later changes
+        /// have higher ones): which of several nodes' handoffs is the newest.
+        at: u64,
     },
     /// PUBREC received for an outbound QoS 2 message.
     Released {
@@ -231,6 +237,7 @@ mod tag {
     pub const SENT_IN: u8 = 20;
     pub const RESUME_IN: u8 = 21;
     pub const HANDOFF: u8 = 22;
+    pub const HANDOFF_AT: u8 = 23;
 }
 
 impl Op {
@@ -307,7 +314,7 @@ impl Op {
             Op::Resume { .. } => tag::RESUME,
             Op::SentIn { .. } => tag::SENT_IN,
             Op::ResumeIn { .. } => tag::RESUME_IN,
-            Op::Handoff { .. } => tag::HANDOFF,
+            Op::Handoff { .. } => tag::HANDOFF_AT,
             Op::Qos2In { .. } => tag::QOS2_IN,
             Op::Qos2Done { .. } => tag::QOS2_DONE,
             Op::Retain { .. } => tag::RETAIN,
@@ -371,8 +378,9 @@ impl Op {
             | Op::Qos2Done { pkid, .. } => b.put_u16(*pkid),
             Op::Retain { record } => put_u32_prefixed(b, "record", record)?,
             Op::Unretain { topic } => put_u16_prefixed(b, "topic", topic.as_bytes())?,
-            Op::Handoff { client_id, to } => {
+            Op::Handoff { client_id, to, at } => {
                 b.put_u8(to.0);
+                b.put_u64(*at);
                 put_u16_prefixed(b, "client id", client_id.as_bytes())?;
             }
         }
@@ -393,6 +401,16 @@ impl Op {
                 let to = NodeId(get_u8(b)?);
                 Op::Handoff {
                     to,
+                    at: 0,
+                    client_id: get_str(b)?,
+                }
+            }
+            tag::HANDOFF_AT => {
+                let to = NodeId(get_u8(b)?);
+                let at = get_u64(b)?;
+                Op::Handoff {
+                    to,
+                    at,
                     client_id: get_str(b)?,
                 }
             }
@@ -599,6 +617,7 @@ mod tests {
             Op::Handoff {
                 client_id: "dev-1".into(),
                 to: NodeId(3),
+                at: 1_234,
             },
         ]
     }

@@ -151,8 +151,12 @@ struct State {
     /// Client ids handed to another node (`Handoff`), with the session each had
     /// here (if any), until it opens here again: what that node carries on from.
     /// Not part of the state a checkpoint holds.
-    handed: BTreeMap<String, (NodeId, Option<(u32, Rebuilt)>)>,
+    handed: BTreeMap<String, Handed>,
 }
+
+/// A session handed to a node (`None`: there was none here), and the metadata
+/// group's stamp of that change of owner.
+type Handed = (NodeId, Option<(u32, Rebuilt)>, u64);
 
 impl State {
     fn apply(&mut self, op: Op) {
@@ -162,16 +166,16 @@ impl State {
                 self.handed.remove(&client_id);
                 self.open(sid, client_id);
             }
-            Op::Handoff { client_id, to } => {
+            Op::Handoff { client_id, to, at } => {
                 let sid = (self.sessions.iter())
                     .find(|(_, s)| s.client_id == client_id)
                     .map(|(sid, _)| *sid);
                 let session = sid.and_then(|sid| Some((sid, self.sessions.remove(&sid)?)));
                 // Handed on again without coming back (the id moved twice while
                 // this node applied the changes): what it handed first goes on.
-                let earlier = || self.handed.get(&client_id).and_then(|(_, s)| s.clone());
+                let earlier = || self.handed.get(&client_id).and_then(|(_, s, _)| s.clone());
                 let session = session.or_else(earlier);
-                self.handed.insert(client_id, (to, session));
+                self.handed.insert(client_id, (to, session, at));
             }
             Op::Remove { sid } => {
                 self.sessions.remove(&sid);
@@ -269,10 +273,16 @@ impl Replay {
     /// Whether `client_id` was handed to node `to`, and with what session (`None`
     /// inside: it had none here).
     pub fn handed(&self, client_id: &str, to: NodeId) -> Option<Option<SavedSession>> {
+        self.handed_at(client_id, to).map(|(session, _)| session)
+    }
+
+    /// As [`handed`](Self::handed), with the stamp of that change of owner.
+    pub fn handed_at(&self, client_id: &str, to: NodeId) -> Option<(Option<SavedSession>, u64)> {
         match self.current.handed.get(client_id)? {
-            (node, session) if *node == to => {
-                Some(session.as_ref().map(|(id, s)| s.clone().into_saved(*id)))
-            }
+            (node, session, at) if *node == to => Some((
+                session.as_ref().map(|(id, s)| s.clone().into_saved(*id)),
+                *at,
+            )),
             _ => None,
         }
     }
@@ -304,7 +314,7 @@ impl Replay {
     ) {
         let handed = (self.current.handed.iter())
             .filter(|(id, _)| !live(id))
-            .filter_map(|(_, (_, s))| s.as_ref().map(|(_, s)| s));
+            .filter_map(|(_, (_, s, _))| s.as_ref().map(|(_, s)| s));
         for s in self.current.sessions.values().chain(handed) {
             for (log, need) in needs.iter_mut() {
                 *need = (*need).min(s.needs(own, *log));

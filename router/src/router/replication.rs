@@ -100,8 +100,8 @@ pub(super) struct Mesh<S> {
     pub(super) gate: Gate,
     /// CONNECTs waiting for their sessions' state from another node.
     pub(super) awaiting: Vec<Awaiting>,
-    /// After a restart: the fence this run's log starts with, appended before its
-    /// first message (see `fence`; not before, so no reply waits on it).
+    pub(super) handed_away: super::session_move::HandedAway,
+    /// After a restart: the fence this run's log starts with (see `fence`).
     pub(super) first_fence: Option<Fence>,
     /// When each peer was last heard from (records, fetches, heartbeats).
     pub(super) last_heard: BTreeMap<NodeId, SystemTime>,
@@ -314,9 +314,8 @@ pub(super) struct Replica<S> {
 }
 
 impl<S: Storage> Replica<S> {
-    /// Its writer sent records from `base`, past this copy's head: retention there
-    /// removed what lies between while this node lagged. The copy goes on from
-    /// `base` (a session behind below it counts the rest lost); false if it cannot.
+    /// Its writer sent records from `base`, past this copy's head (its retention
+    /// removed the rest): go on from `base`; false if it cannot.
     fn skip_to(&mut self, base: Offset, now: SystemTime) -> bool {
         let head = self.storage.head();
         if let Err(e) = self.storage.skip_to(base) {
@@ -363,6 +362,7 @@ impl<S: Storage> Router<S> {
             journal_replicas: Vec::new(),
             gate: Gate::default(),
             awaiting: Vec::new(),
+            handed_away: super::session_move::HandedAway::default(),
             first_fence: None,
             last_heard: BTreeMap::new(),
             outbox: Vec::new(),

@@ -16,6 +16,7 @@
 //! `failure_timeout` at most, then goes on with what is here; never before the
 //! survivors agree on what the gone node left.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use commitlog::Offset;
@@ -222,13 +223,23 @@ impl<S: Storage> Router<S> {
     }
 
     /// The session `client_id` had where another node handed it to `to`, and that
-    /// node's journal, if this node follows one that did.
+    /// node's journal, if this node follows one that did: the newest such handoff
+    /// (by the metadata group's stamp), since a journal keeps a node's last
+    /// handoff of each client id until the client comes back to it, and copies of
+    /// earlier runs' journals are kept (the soak of session 22: sessions taken up
+    /// from a handoff 20 runs old, millions of messages sent again).
     fn handed_elsewhere(&self, client_id: &str, to: NodeId) -> Option<(SavedSession, LogId)> {
         let mesh = self.mesh.as_deref()?;
-        (mesh.journal_replicas.iter()).find_map(|r| {
-            let saved = r.state.handed(client_id, to)??;
-            Some((saved, r.id))
-        })
+        let own =
+            (mesh.handed_away.handed(client_id, to)).map(|(saved, at)| (saved, mesh.own(), at));
+        (mesh.journal_replicas.iter())
+            .filter_map(|r| {
+                let (saved, at) = r.state.handed_at(client_id, to)?;
+                Some((saved?, r.id, at))
+            })
+            .chain(own)
+            .max_by_key(|(_, log, at)| (*at, *log))
+            .map(|(saved, log, _)| (saved, log))
     }
 
     /// Where the session of `client_id` is, when node `via` handed over nothing
@@ -314,8 +325,12 @@ impl<S: Storage> Router<S> {
     /// node's, and journal it here; what its client publishes here from now on
     /// is fenced after what it published there (see `fence`).
     fn adopt(&mut self, saved: SavedSession, journal: LogId, client_id: &str) {
+        // (Its own state, handed away and never taken up: nothing to fence.)
+        let own = self.mesh.as_deref().map(|m| m.own());
         for (after, end) in self.move_fences(journal) {
-            self.stage_fence(after, end);
+            if Some(journal) != own {
+                self.stage_fence(after, end);
+            }
         }
         let sid = crate::SessionId(self.next_session);
         tracing::info!(client_id, from = %journal, "session carried on from another node");
@@ -334,10 +349,11 @@ impl<S: Storage> Router<S> {
         if let Some(s) = self.saved_session(sid) {
             self.journal.push_session(&s);
         }
-        if let Some(state) = (self.mesh.as_deref_mut())
-            .and_then(|m| m.journal_replicas.iter_mut().find(|r| r.id == journal))
-        {
-            state.state.forget_handed(client_id);
+        if let Some(mesh) = self.mesh.as_deref_mut() {
+            mesh.handed_away.remove(client_id);
+            if let Some(state) = mesh.journal_replicas.iter_mut().find(|r| r.id == journal) {
+                state.state.forget_handed(client_id);
+            }
         }
     }
 
@@ -377,12 +393,52 @@ impl<S: Storage> Router<S> {
             let persistent = self.sessions.get(&sid).is_some_and(|s| !s.clean);
             self.take_over(sid, !persistent, client_id);
             if persistent {
+                let saved = self.saved_session(sid);
+                if let (Some(saved), Some(mesh)) = (saved, self.mesh.as_deref_mut()) {
+                    mesh.handed_away.insert(client_id, to, at, saved);
+                }
                 self.forget_session(sid);
             }
         }
         self.journal.push(&Op::Handoff {
             client_id: client_id.to_string(),
             to,
+            at,
         });
+    }
+}
+
+/// The sessions this node handed to another node, as it handed them (by client
+/// id: the node, the metadata group's stamp, the state), kept while that node
+/// may not take them up: a CONNECT that waited there and did not last hands
+/// nothing on, and the client's next node carries on from here (`held_elsewhere`).
+/// At most `HANDED_AWAY_MAX`, the oldest stamps going first.
+#[derive(Debug, Default)]
+pub(crate) struct HandedAway(BTreeMap<String, (NodeId, u64, SavedSession)>);
+
+/// Sessions kept as handed away, at most.
+const HANDED_AWAY_MAX: usize = 65_536;
+
+impl HandedAway {
+    fn insert(&mut self, client_id: &str, to: NodeId, at: u64, saved: SavedSession) {
+        if self.0.len() >= HANDED_AWAY_MAX && !self.0.contains_key(client_id) {
+            let oldest = (self.0.iter())
+                .min_by_key(|(_, (_, at, _))| *at)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = oldest {
+                self.0.remove(&id);
+            }
+        }
+        self.0.insert(client_id.to_string(), (to, at, saved));
+    }
+
+    /// The session handed to `to`, and when.
+    fn handed(&self, client_id: &str, to: NodeId) -> Option<(SavedSession, u64)> {
+        let (node, at, saved) = self.0.get(client_id)?;
+        (*node == to).then(|| (saved.clone(), *at))
+    }
+
+    fn remove(&mut self, client_id: &str) {
+        self.0.remove(client_id);
     }
 }

@@ -689,3 +689,44 @@ fn a_session_a_node_waited_for_from_a_gone_node_carries_on_where_its_client_went
     assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
     assert_eq!(payloads(&delivered(out)), vec![b"m1".to_vec()]);
 }
+
+#[test]
+fn a_session_handed_away_and_never_taken_up_comes_back_as_handed_not_from_an_older_handoff() {
+    // Node 3 once held "dev", subscribed to "old", and handed it to node 2 (stamp
+    // 5); node 1 held it later and handed it to node 2 as well (stamp 20), where
+    // it was never taken up. The client comes back to node 1; node 2 hands
+    // nothing on.
+    let mut c = node(3);
+    connect(&mut c, C3, "dev", None);
+    c.handle(Event::Subscribe {
+        conn: C3,
+        pkid: PacketId(1),
+        filters: vec![Subscription::new("old", QoS::AtLeastOnce)],
+        id: None,
+    });
+    replies(&mut c, 1);
+    c.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: NodeId(2),
+        at: 5,
+    });
+    replies(&mut c, 1);
+    let mut a = dev_on_node_1_taken_over();
+    replicate(&c, &mut a);
+    let mut b = node(2);
+    b.handle_peer(PeerEvent::Moved {
+        client_id: "dev".into(),
+        node: NodeId(1),
+        at: 30,
+    });
+    replies(&mut b, 1);
+    replicate(&b, &mut a);
+    connect(&mut a, C2, "dev", Some(2));
+    let out: Vec<Reply> = replies(&mut a, 3).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(out.first(), Some(&accepted(true)), "{out:?}");
+    assert_eq!(
+        payloads(&delivered(out)),
+        vec![b"m1".to_vec()],
+        "node 1's own state, m1 in flight again, not node 3's older one"
+    );
+}
