@@ -189,9 +189,9 @@ impl Sim {
             last_seq: vec![BTreeMap::new(); NODES.len()],
             resets: 0,
             ack_copies,
-            // Not with ack_copies 3 yet: a restarted node takes what one peer
-            // holds of its earlier run's log for committed (`confirmed`), right
-            // only while ack_copies <= 2 (a seed found it; see docs/mesh.md).
+            // Not with ack_copies 3 yet: a node that restarts takes the copies it
+            // kept of the others' logs for committed as far as they go, right only
+            // while ack_copies <= 2 (a seed found it; see docs/mesh.md).
             crashing: seed % 2 == 1 && ack_copies == 2,
             runs: vec![1; NODES.len()],
             down: vec![false; NODES.len()],

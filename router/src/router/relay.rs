@@ -12,7 +12,7 @@
 //! appended as the writer's are, and offered to this node's sessions. A node
 //! answers such a fetch at once, from its replica, never parking it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use commitlog::record::Framed;
@@ -42,6 +42,8 @@ pub(crate) struct Relay {
     pub(super) told: BTreeSet<NodeId>,
     /// The peers that said they are done with it.
     pub(super) done_by: BTreeSet<NodeId>,
+    /// This node's earlier run's log: how far each peer is known to hold it.
+    holds: BTreeMap<NodeId, Offset>,
 }
 
 impl<S> Mesh<S> {
@@ -172,9 +174,9 @@ impl<S: Storage> Router<S> {
     }
 
     /// A peer's answer for this node's earlier run's log: it holds `n` records from
-    /// `base`, so they were committed; this node's own copy may have more that
-    /// were not (its tail at the crash), which are never read. True when it was
-    /// such an answer.
+    /// `base`. What `ack_copies` nodes hold, this one (the writer) among them, was
+    /// committed; this node's own copy may have more that was not (its tail at the
+    /// crash), which is never read. True when it was such an answer.
     fn confirmed(
         &mut self,
         peer: NodeId,
@@ -191,14 +193,25 @@ impl<S: Storage> Router<S> {
         let Some(i) = mesh.replicas.iter().position(|r| r.id == log) else {
             return true;
         };
+        let copies = mesh.ack_copies();
         let r = &mut mesh.replicas[i];
-        let end = base.add(n as u64).min(r.storage.head());
+        let held = r.relay.holds.entry(peer).or_default();
+        *held = (*held).max(base.add(n as u64));
         if n == 0 {
             r.relay.synced.insert(peer);
         } else {
             r.relay.synced.remove(&peer);
             r.relay.asked = None;
         }
+        // Held by `copies - 1` peers besides this node (with two copies, by one:
+        // what any peer holds).
+        let mut ends: Vec<Offset> = r.relay.holds.values().copied().collect();
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        let nth = ends
+            .get(copies.saturating_sub(2))
+            .copied()
+            .unwrap_or(Offset(0));
+        let end = nth.min(r.storage.head());
         if end > r.commit {
             r.commit = end;
             self.fan_out_replica(i);
@@ -265,6 +278,8 @@ impl<S: Storage> Router<S> {
                 .iter()
                 .filter(|p| (**p != log.node || writer_asked) && !relay.synced.contains(p))
             {
+                // Past what that peer is known to hold of this node's earlier log.
+                let from = relay.holds.get(peer).map_or(from, |h| from.max(*h));
                 asks.push((*peer, PeerReply::Fetch { log, stream, from }));
             }
         }

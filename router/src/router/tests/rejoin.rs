@@ -183,3 +183,50 @@ fn a_restarted_node_resumes_its_sessions_in_its_old_log_and_its_replicas() {
         "what it missed, each once; r1 was acknowledged"
     );
 }
+
+#[test]
+fn with_three_copies_a_restarted_node_confirms_its_earlier_log_as_far_as_both_peers_hold_it() {
+    // Node 1's first run wrote five records (under ack_copies 3), then crashed.
+    let mut earlier = MemStorage::new();
+    let five: Vec<Framed> = (0..5)
+        .map(|i| NewMessage::new(QoS::AtLeastOnce, false, 0, "t", &[i]).framed())
+        .collect();
+    earlier.append(&five).expect("memory appends");
+    let (first, own) = (log(1, 1), log(1, 2));
+    let mut a = Router::open(
+        RouterConfig::default(),
+        MemStorage::new(),
+        MemStorage::new(),
+    )
+    .expect("a journal in memory");
+    a.join_mesh(crate::MeshConfig {
+        own,
+        ack_copies: 3,
+        followers: vec![NodeId(2), NodeId(3)],
+        fetch_bytes_max: 1 << 20,
+        fetch_wait: std::time::Duration::from_millis(500),
+        failure_timeout: std::time::Duration::from_secs(3),
+        superseded_keep: std::time::Duration::from_secs(60),
+        started: SystemTime::UNIX_EPOCH,
+    });
+    a.add_earlier_own_log(first, earlier);
+    // Node 2 holds all five, node 3 the first three: only those three are on
+    // three nodes.
+    for (peer, n) in [(2, 5), (3, 3)] {
+        a.handle_peer(PeerEvent::Relayed {
+            peer: NodeId(peer),
+            log: first,
+            stream: Stream::Messages,
+            base: Offset(0),
+            commit: Offset(0),
+            records: five[..n].to_vec(),
+        });
+    }
+    let mesh = a.mesh.as_deref().expect("a cluster node");
+    let copy = mesh
+        .replicas
+        .iter()
+        .find(|r| r.id == first)
+        .expect("its copy");
+    assert_eq!(copy.commit, Offset(3));
+}
