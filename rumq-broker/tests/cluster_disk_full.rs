@@ -32,19 +32,6 @@ fn available(path: &Path) -> u64 {
         .unwrap_or_else(|_| panic!("df's answer for {}: {text:?}", path.display()))
 }
 
-/// Message `seq`'s payload: its number, then filler to 8,000 bytes.
-fn payload(seq: u32) -> Vec<u8> {
-    let mut p = seq.to_be_bytes().to_vec();
-    p.resize(8000, 7);
-    p
-}
-
-/// The reason code of a PUBACK (0 when it carries none).
-fn reason(ack: &[u8]) -> u8 {
-    assert_eq!(ack[0], 0x40, "PUBACK expected: {ack:x?}");
-    ack.get(4).copied().unwrap_or(0)
-}
-
 /// Publish on `c` (node 1) until node 3 logged that it cannot append, then
 /// `after` more: every one acknowledged. How many were published.
 async fn publish_until_full(c: &mut Raw, node3: &Broker, after: u32) -> u32 {
@@ -53,9 +40,10 @@ async fn publish_until_full(c: &mut Raw, node3: &Broker, after: u32) -> u32 {
     while past_full.is_none_or(|n| n < after) {
         assert!(seq < 20_000, "node 3's disk never filled");
         let pkid = (seq % 60_000 + 1) as u16;
-        c.send(&publish5_qos1("fill/t", pkid, &payload(seq))).await;
+        c.send(&publish5_qos1("fill/t", pkid, &numbered_payload(seq)))
+            .await;
         let ack = c.recv().await.bytes();
-        assert_eq!(reason(&ack), 0, "publish {seq} refused: {ack:x?}");
+        assert_eq!(puback_reason(&ack), 0, "publish {seq} refused: {ack:x?}");
         seq += 1;
         if past_full.is_none() && node3.stderr().contains("cannot append to a replica") {
             past_full = Some(0);
@@ -73,7 +61,7 @@ async fn gets_all_in_order(sub: &mut Mqtt, n: u32, within: Duration, who: &str) 
         let p = tokio::time::timeout(left, sub.recv_publish())
             .await
             .unwrap_or_else(|_| panic!("{who}: message {want} of {n} not there in {within:?}"));
-        let got = u32::from_be_bytes(p.payload[..4].try_into().unwrap());
+        let got = number_of(&p.payload);
         assert_eq!(got, want, "{who}: out of order or lost");
     }
 }
@@ -114,11 +102,11 @@ async fn a_node_with_a_full_disk_holds_nobody_back_and_catches_up_once_space_ret
     pub3.send(&connect5_bare("writer-3")).await;
     assert_eq!(pub3.recv().await.kind(), 2);
     pub3.send(&publish5_qos1("own/t", 1, b"on node 3")).await;
-    assert_eq!(reason(&pub3.recv().await.bytes()), 0x97);
+    assert_eq!(puback_reason(&pub3.recv().await.bytes()), 0x97);
 
     // Space returns: node 3 fetches what it missed; nothing is lost.
     std::fs::remove_file(&ballast).unwrap();
     gets_all_in_order(&mut sub3, n, Duration::from_secs(20), "node 3's subscriber").await;
     pub3.send(&publish5_qos1("own/t", 2, b"on node 3")).await;
-    assert_eq!(reason(&pub3.recv().await.bytes()), 0);
+    assert_eq!(puback_reason(&pub3.recv().await.bytes()), 0);
 }

@@ -27,25 +27,14 @@ fn storage() -> String {
     )
 }
 
-/// Message `seq`'s payload: its number, then filler to 8,000 bytes.
-fn payload(seq: u32) -> Vec<u8> {
-    let mut p = seq.to_be_bytes().to_vec();
-    p.resize(8000, 7);
-    p
-}
-
 /// Publish messages `seqs` on `c`, each acknowledged (reason code 0).
 async fn publish_acked(c: &mut Raw, seqs: std::ops::Range<u32>) {
     for seq in seqs {
         let pkid = (seq % 60_000 + 1) as u16;
-        c.send(&publish5_qos1("lag/t", pkid, &payload(seq))).await;
+        c.send(&publish5_qos1("lag/t", pkid, &numbered_payload(seq)))
+            .await;
         let ack = c.recv().await.bytes();
-        assert_eq!(ack[0], 0x40, "PUBACK expected: {ack:x?}");
-        assert_eq!(
-            ack.get(4).copied().unwrap_or(0),
-            0,
-            "{seq} refused: {ack:x?}"
-        );
+        assert_eq!(puback_reason(&ack), 0, "{seq} refused: {ack:x?}");
     }
 }
 
@@ -58,7 +47,7 @@ async fn received_through(sub: &mut Mqtt, last: u32, within: Duration) -> Vec<u3
         let p = tokio::time::timeout(left, sub.recv_publish())
             .await
             .unwrap_or_else(|_| panic!("message {last} not there in {within:?}; got {got:?}"));
-        got.push(u32::from_be_bytes(p.payload[..4].try_into().unwrap()));
+        got.push(number_of(&p.payload));
     }
     got
 }

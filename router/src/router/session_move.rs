@@ -326,9 +326,8 @@ impl<S: Storage> Router<S> {
     /// is fenced after what it published there (see `fence`).
     fn adopt(&mut self, saved: SavedSession, journal: LogId, client_id: &str) {
         // (Its own state, handed away and never taken up: nothing to fence.)
-        let own = self.mesh.as_deref().map(|m| m.own());
-        for (after, end) in self.move_fences(journal) {
-            if Some(journal) != own {
+        if self.mesh.as_deref().is_some_and(|m| m.own() != journal) {
+            for (after, end) in self.move_fences(journal) {
                 self.stage_fence(after, end);
             }
         }

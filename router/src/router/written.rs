@@ -129,26 +129,27 @@ fn read_for_follower<S: Storage>(
     limits: ReadLimits,
     records: &mut Vec<Bytes>,
 ) -> Option<Offset> {
-    match storage.read(p.from, limits, records) {
-        Ok(batch) => Some(batch.first),
+    let from = match storage.read(p.from, limits, records) {
+        Ok(batch) => return Some(batch.first),
         Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) if stream == Stream::Messages => {
             tracing::warn!(peer = %p.peer, from = %p.from, %earliest, "a follower lags past what this node still holds of its log; it goes on from the earliest held, without the rest");
-            records.clear();
-            match storage.read(earliest, limits, records) {
-                Ok(batch) => Some(batch.first),
-                Err(e) => {
-                    tracing::error!(peer = %p.peer, %earliest, error = %e, "cannot read the log for a follower");
-                    records.clear();
-                    Some(p.from)
-                }
-            }
+            earliest
         }
         Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
             tracing::error!(peer = %p.peer, %stream, from = %p.from, %earliest, "a follower needs records of the journal this node no longer holds (its compaction removed them); it no longer replicates the journal");
-            None
+            return None;
         }
         Err(e) => {
             tracing::error!(peer = %p.peer, %stream, from = %p.from, error = %e, "cannot read a stream for a follower");
+            records.clear();
+            return Some(p.from);
+        }
+    };
+    records.clear();
+    match storage.read(from, limits, records) {
+        Ok(batch) => Some(batch.first),
+        Err(e) => {
+            tracing::error!(peer = %p.peer, %from, error = %e, "cannot read the log for a follower");
             records.clear();
             Some(p.from)
         }

@@ -181,6 +181,25 @@ pub fn publish5_qos1(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
     packet(0x32, &body)
 }
 
+/// Message `seq` of a numbered stream: its number (big-endian u32), then filler
+/// to 8,000 bytes.
+pub fn numbered_payload(seq: u32) -> Vec<u8> {
+    let mut p = seq.to_be_bytes().to_vec();
+    p.resize(8000, 7);
+    p
+}
+
+/// The number a [`numbered_payload`] carries.
+pub fn number_of(payload: &[u8]) -> u32 {
+    u32::from_be_bytes(payload[..4].try_into().expect("a numbered payload"))
+}
+
+/// The reason code of an MQTT 5 PUBACK (0 when it carries none).
+pub fn puback_reason(ack: &[u8]) -> u8 {
+    assert_eq!(ack[0], 0x40, "PUBACK expected: {ack:x?}");
+    ack.get(4).copied().unwrap_or(0)
+}
+
 pub fn ack_packet(first: u8, pkid: u16) -> Vec<u8> {
     packet(first, &pkid.to_be_bytes())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ::mesh::Stream;
 
 use super::session_move::{
-    carry, clean_subscriber, connect, fetched_by, log, node, publish, replicate, replies,
+    carry, clean_subscriber, connect, fetched_by, log, moved, node, publish, replicate, replies,
 };
 use super::*;
 use crate::PeerEvent;
@@ -191,11 +191,7 @@ fn a_client_moved_from_a_restarted_node_before_its_first_record_is_fenced_after_
     // client over.
     let (a, mut a2) = restarted_node_1(&["p1", "p2"], &[]);
     let second_run = a2.own_log().expect("a cluster node");
-    a2.handle_peer(PeerEvent::Moved {
-        client_id: "pub".into(),
-        node: ::mesh::NodeId(2),
-        at: 20,
-    });
+    moved(&mut a2, "pub", 2, 20);
     replies(&mut a2, 3);
     assert_eq!(a2.storage().head(), Offset(0), "nothing in its new log yet");
     let mut b = node(2);
@@ -270,11 +266,7 @@ fn a_restarted_nodes_first_fence_goes_before_the_fence_of_a_session_moved_there(
     let (_, mut a2) = restarted_node_1(&["p1"], &[2, 3]);
     let mut c = node(3);
     connect(&mut c, C3, "dev", None);
-    c.handle_peer(PeerEvent::Moved {
-        client_id: "dev".into(),
-        node: ::mesh::NodeId(1),
-        at: 20,
-    });
+    moved(&mut c, "dev", 1, 20);
     replies(&mut c, 2);
     replicate(&c, &mut a2);
     connect(&mut a2, C2, "dev", Some(3));

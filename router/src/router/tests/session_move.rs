@@ -27,6 +27,15 @@ pub(super) fn node(node: u8) -> Router<MemStorage> {
     r
 }
 
+/// The metadata group's change of owner `at`: node `node` owns `client_id` now.
+pub(super) fn moved(r: &mut Router<MemStorage>, client_id: &str, node: u8, at: u64) {
+    r.handle_peer(PeerEvent::Moved {
+        client_id: client_id.into(),
+        node: NodeId(node),
+        at,
+    });
+}
+
 /// Everything `from` holds of its messages and journal, replicated to `to`.
 pub(super) fn replicate(from: &Router<MemStorage>, to: &mut Router<MemStorage>) {
     let log = from.own_log().expect("a cluster node");
@@ -106,11 +115,7 @@ pub(super) fn publish(r: &mut Router<MemStorage>, conn: ConnectionId, pkid: u16,
 /// queued for it; then node 2 takes its client id over.
 fn dev_on_node_1_taken_over() -> Router<MemStorage> {
     let mut a = dev_on_node_1();
-    a.handle_peer(PeerEvent::Moved {
-        client_id: "dev".into(),
-        node: NodeId(2),
-        at: 20,
-    });
+    moved(&mut a, "dev", 2, 20);
     let closed = replies(&mut a, 3);
     assert!(
         closed.contains(&(C1, Reply::Close(CloseReason::SessionTakenOver))),
@@ -234,11 +239,7 @@ fn a_session_moved_back_resumes_where_it_left_off_on_the_other_node() {
     });
     replies(&mut b, 3);
     // Back to node 1, which takes the client id back.
-    b.handle_peer(PeerEvent::Moved {
-        client_id: "dev".into(),
-        node: NodeId(1),
-        at: 30,
-    });
+    moved(&mut b, "dev", 1, 30);
     replies(&mut b, 3);
     replicate(&b, &mut a);
     publish(&mut a, C2, 3, "m3");
@@ -627,11 +628,7 @@ fn a_session_handed_to_a_node_that_never_took_it_up_carries_on_from_the_one_that
         replies(&mut b, 3).is_empty(),
         "it waits for node 1's handoff"
     );
-    b.handle_peer(PeerEvent::Moved {
-        client_id: "dev".into(),
-        node: NodeId(3),
-        at: 30,
-    });
+    moved(&mut b, "dev", 3, 30);
     let closed = replies(&mut b, 3);
     assert!(
         closed.contains(&(C3, Reply::Close(CloseReason::SessionTakenOver))),
@@ -651,11 +648,7 @@ fn a_session_handed_on_again_before_it_was_taken_up_carries_the_first_handoffs_s
     // Node 1 hands "dev" to node 2, then, applying the next change of owner
     // before node 2 took it up, to node 3.
     let mut a = dev_on_node_1_taken_over();
-    a.handle_peer(PeerEvent::Moved {
-        client_id: "dev".into(),
-        node: NodeId(3),
-        at: 30,
-    });
+    moved(&mut a, "dev", 3, 30);
     replies(&mut a, 2);
     let mut c = node(3);
     replicate(&a, &mut c);
@@ -673,11 +666,7 @@ fn a_session_a_node_waited_for_from_a_gone_node_carries_on_where_its_client_went
     let mut b = node(2);
     replicate(&a, &mut b);
     connect(&mut b, C3, "dev", Some(1));
-    b.handle_peer(PeerEvent::Moved {
-        client_id: "dev".into(),
-        node: NodeId(3),
-        at: 30,
-    });
+    moved(&mut b, "dev", 3, 30);
     replies(&mut b, 3);
     let mut c = node(3);
     replicate(&a, &mut c);
@@ -705,20 +694,12 @@ fn a_session_handed_away_and_never_taken_up_comes_back_as_handed_not_from_an_old
         id: None,
     });
     replies(&mut c, 1);
-    c.handle_peer(PeerEvent::Moved {
-        client_id: "dev".into(),
-        node: NodeId(2),
-        at: 5,
-    });
+    moved(&mut c, "dev", 2, 5);
     replies(&mut c, 1);
     let mut a = dev_on_node_1_taken_over();
     replicate(&c, &mut a);
     let mut b = node(2);
-    b.handle_peer(PeerEvent::Moved {
-        client_id: "dev".into(),
-        node: NodeId(1),
-        at: 30,
-    });
+    moved(&mut b, "dev", 1, 30);
     replies(&mut b, 1);
     replicate(&b, &mut a);
     connect(&mut a, C2, "dev", Some(2));
