@@ -2,7 +2,7 @@
 //! threads, no clocks, no sockets. Each node has a publisher and a persistent
 //! subscriber to `t/#`; the network between the nodes delivers peer messages in a
 //! random order, duplicates some answers, and now and then resets a link, losing
-//! what was on it. For the odd seeds with `ack_copies` 2 a node also crashes now
+//! what was on it. For the odd seeds a node also crashes now
 //! and then (one at a time) and starts again as a new run from what its "disk"
 //! held (`restart`): its clients reconnect to it, the publisher sending again what
 //! was not acknowledged.
@@ -189,10 +189,7 @@ impl Sim {
             last_seq: vec![BTreeMap::new(); NODES.len()],
             resets: 0,
             ack_copies,
-            // Not with ack_copies 3 yet: a node that restarts takes the copies it
-            // kept of the others' logs for committed as far as they go, right only
-            // while ack_copies <= 2 (a seed found it; see docs/mesh.md).
-            crashing: seed % 2 == 1 && ack_copies == 2,
+            crashing: seed % 2 == 1,
             runs: vec![1; NODES.len()],
             down: vec![false; NODES.len()],
             frozen: BTreeMap::new(),

@@ -18,7 +18,8 @@
 //!
 //! CI runs it for `RUMQ_CHAOS_SECS` (default 40). A soak:
 //! `RUMQ_CHAOS_SECS=1800 cargo test -p rumq-broker --release --test cluster_chaos --
-//! --nocapture` (it prints the totals).
+//! --nocapture` (it prints the totals); `RUMQ_CHAOS_ACK_COPIES=3` runs it with
+//! `ack_copies` 3.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -41,6 +42,15 @@ fn duration() -> Duration {
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
     Duration::from_secs(secs)
+}
+
+/// `cluster.ack_copies` of the nodes: 2, or `RUMQ_CHAOS_ACK_COPIES` (with 3, nothing
+/// is acknowledged while a node is down).
+fn ack_copies() -> usize {
+    std::env::var("RUMQ_CHAOS_ACK_COPIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
 }
 
 /// A cheap xorshift, seeded: the run's kills are one seed's.
@@ -138,7 +148,7 @@ fn start_cluster(ports: &Ports) -> [DurableNode; 3] {
     // node is done with them (checked every second), so that the kills and
     // restarts run into it, and a soak's disk use stays bounded.
     let retire = "superseded_logs_keep_ms = 2000\n[router]\nretention_interval_ms = 1000\n";
-    let nodes = durable_cluster(1000, retire);
+    let nodes = durable_cluster_of(ack_copies(), 1000, retire);
     for (k, n) in nodes.iter().enumerate() {
         ports.lock().unwrap()[k] = n.running().port();
     }
@@ -265,8 +275,9 @@ async fn nothing_acknowledged_is_lost_while_nodes_die() {
         .sum();
     let mib = dirs.iter().map(|d| bytes_under(d)).sum::<u64>() >> 20;
     println!(
-        "{report}; {retired} logs retired, {kept} kept ({mib} MiB in the three data \
-         directories); {compared} replicas compared with their writers"
+        "ack_copies {}: {report}; {retired} logs retired, {kept} kept ({mib} MiB in the \
+         three data directories); {compared} replicas compared with their writers",
+        ack_copies()
     );
 }
 

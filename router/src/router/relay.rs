@@ -161,12 +161,20 @@ impl<S: Storage> Router<S> {
             Stream::Messages => self.replicated_in(peer, log, (base, commit), records),
             Stream::Journal => self.journal_replicated_in(peer, log, base, records),
         };
+        // The writer's next run serves its earlier log only as far as it has
+        // confirmed it (`confirmed`), and confirms more as the peers hold more:
+        // asked again until it covers this copy (with `ack_copies` 3, its commit
+        // is what this copy may offer).
+        let short = peer == log.node && stream == Stream::Messages && commit < self.head_of(log);
+        if appended && stream == Stream::Messages {
+            self.tell_writer_held(log);
+        }
         if let Some(relay) = self.relay_mut(log, stream) {
             if appended {
                 // More may follow: ask again at the next tick.
                 relay.synced.remove(&peer);
                 relay.asked = None;
-            } else if records.is_empty() {
+            } else if records.is_empty() && !short {
                 relay.synced.insert(peer);
             }
         }
@@ -217,6 +225,34 @@ impl<S: Storage> Router<S> {
             self.fan_out_replica(i);
         }
         true
+    }
+
+    /// This node's copy of gone writer's `log` grew (from a peer, or late from the
+    /// writer's earlier run): its node, if it runs anew, is told how far this copy
+    /// goes (an answer it did not ask for), since it confirms that log by what its
+    /// peers hold (`confirmed`) and may have heard less from this one before.
+    fn tell_writer_held(&mut self, log: LogId) {
+        let head = self.head_of(log);
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        if mesh.superseded(log) {
+            let held = PeerReply::Records {
+                log,
+                stream: Stream::Messages,
+                base: head,
+                commit: head,
+                records: Vec::new(),
+            };
+            mesh.outbox.push((log.node, held));
+        }
+    }
+
+    /// The head of this node's replica of `log`'s messages (0 without one).
+    fn head_of(&self, log: LogId) -> Offset {
+        (self.mesh.as_deref())
+            .and_then(|m| m.replicas.iter().find(|r| r.id == log))
+            .map_or(Offset(0), |r| r.storage.head())
     }
 
     fn relay_mut(&mut self, log: LogId, stream: Stream) -> Option<&mut Relay> {
@@ -301,6 +337,29 @@ impl<S: Storage> Router<S> {
         r.fanned = Offset(0);
         r.history = true;
         Some(at)
+    }
+
+    /// A copy of another node's log kept from this node's earlier run (`r`, not
+    /// empty; `read`: the furthest place its sessions had in it). With
+    /// `ack_copies` of 2 what it holds is committed (the writer holds it too), as
+    /// `add_replica` takes it; with more, only what its sessions had read is known
+    /// committed (they read no further than that): the rest waits for the writer's
+    /// commit or for the peers to hold it (`relay`), and is history.
+    pub(super) fn kept_copy_of_another(&mut self, r: crate::LogRef, read: Option<Offset>) {
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        let (own, copies) = (mesh.own().node, mesh.ack_copies());
+        let Some(r) = (usize::from(r.0).checked_sub(1)).and_then(|i| mesh.replicas.get_mut(i))
+        else {
+            return;
+        };
+        if r.id.node == own || copies <= 2 || r.storage.head() == Offset(0) {
+            return;
+        }
+        r.commit = read.unwrap_or(Offset(0)).min(r.storage.head());
+        r.fanned = r.commit;
+        r.history = true;
     }
 
     /// This node's earlier runs' logs are read only as far as they are known

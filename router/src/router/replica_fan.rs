@@ -37,6 +37,15 @@ impl<S: Storage> Router<S> {
         };
         let (first, log) = match r.storage.read(r.fanned, limits, &mut records) {
             Ok(batch) => (batch.first, r.id),
+            Err(commitlog::Error::OffsetOutOfRange { earliest, .. }) => {
+                // Retention took what was not offered (a copy kept from an earlier
+                // run, read from where it is known committed): on from its earliest.
+                if let Some(r) = self.mesh.as_deref_mut().and_then(|m| m.replicas.get_mut(i)) {
+                    r.fanned = earliest.max(r.fanned);
+                    r.commit = r.commit.max(r.fanned);
+                }
+                return self.fan_out_replica(i);
+            }
             Err(e) => {
                 tracing::error!(log = %r.id, from = %r.fanned, error = %e, "cannot read a replica to fan out");
                 return;

@@ -9,13 +9,10 @@
 //! after `fetch_wait` (the heartbeat).
 //!
 //! **Follower.** A replica appends what its writer sends, checked to start at its
-//! head; records the writer's commit covers are offered to this node's sessions as a
-//! local publish is (with `ack_copies` of 2, every record it holds: the writer's
-//! copy and its own make two). After each answer the router asks for more from its new head:
-//! one fetch per replica is outstanding at a time.
-//!
-//! The links are the driver's: fetches come in as [`PeerEvent`]s and answers go out
-//! through [`Router::drain_peer_outbox`] as [`PeerReply`]s.
+//! head; records the writer's commit covers (with `ack_copies` of 2, all it holds)
+//! are offered to this node's sessions as a local publish is; then it asks for more
+//! from its new head (one fetch per replica outstanding). The links are the
+//! driver's: [`PeerEvent`]s in, [`PeerReply`]s out ([`Router::drain_peer_outbox`]).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -400,14 +397,17 @@ impl<S: Storage> Router<S> {
             mesh.outbox.push((log.node, fetch));
         }
         // A session that knew where it was in this log resumes there.
+        let mut read = None;
         for s in self.sessions.values_mut() {
             if let Some(i) = s.foreign.iter().position(|(id, _)| *id == log) {
                 let (_, at) = s.foreign.swap_remove(i);
                 s.set_behind(r, at);
                 s.placed.push(r);
                 s.set_journaled_in(r, at);
+                read = read.max(Some(at));
             }
         }
+        self.kept_copy_of_another(r, read);
         // Every persistent session gets a resume point in it: the next checkpoint
         // writes them (a log the journal names no point in is read from its start).
         self.journal.want_checkpoint();

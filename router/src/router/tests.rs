@@ -265,13 +265,22 @@ fn journaled_node(own: ::mesh::LogId) -> Router<crate::MemStorage> {
 
 /// The same, with `config`.
 fn journaled_node_with(own: ::mesh::LogId, config: RouterConfig) -> Router<crate::MemStorage> {
+    journaled_node_of(own, config, 2)
+}
+
+/// The same, with `ack_copies`.
+fn journaled_node_of(
+    own: ::mesh::LogId,
+    config: RouterConfig,
+    ack_copies: usize,
+) -> Router<crate::MemStorage> {
     use crate::{MemStorage, MeshConfig};
     let mut r =
         Router::open(config, MemStorage::new(), MemStorage::new()).expect("a journal in memory");
     let followers = (1..=3).map(::mesh::NodeId).filter(|n| *n != own.node);
     r.join_mesh(MeshConfig {
         own,
-        ack_copies: 2,
+        ack_copies,
         followers: followers.collect(),
         fetch_bytes_max: 1 << 20,
         fetch_wait: std::time::Duration::from_millis(500),
@@ -311,4 +320,5 @@ mod restart;
 mod retire;
 mod session_move;
 mod system;
+mod three_copies;
 mod v5;

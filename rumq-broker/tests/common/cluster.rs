@@ -100,12 +100,21 @@ impl DurableNode {
 /// have `extra` in their configuration), started and replicating each other's
 /// logs and journals.
 pub fn durable_cluster(failure_timeout_ms: u64, extra: &str) -> [DurableNode; 3] {
+    durable_cluster_of(2, failure_timeout_ms, extra)
+}
+
+/// The same, with `ack_copies`.
+pub fn durable_cluster_of(
+    ack_copies: usize,
+    failure_timeout_ms: u64,
+    extra: &str,
+) -> [DurableNode; 3] {
     let addrs = peer_addrs();
     let mut nodes: [DurableNode; 3] = [1, 2, 3].map(|id| DurableNode {
         data: tempfile::tempdir().expect("a data directory"),
         config: format!(
             "{}failure_timeout_ms = {failure_timeout_ms}\n{extra}",
-            node_config(id, &addrs, 2)
+            node_config(id, &addrs, ack_copies)
         ),
         broker: None,
     });
