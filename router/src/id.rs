@@ -17,6 +17,12 @@ pub struct SessionId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicId(pub u32);
 
+impl TopicId {
+    /// A topic no connection interned (a will the router rebuilt from a journal):
+    /// matched by the name its record holds, each time.
+    pub const UNINTERNED: TopicId = TopicId(u32::MAX);
+}
+
 /// An MQTT packet identifier (never 0 on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PacketId(pub u16);

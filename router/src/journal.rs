@@ -240,11 +240,12 @@ impl<S: Storage> Journal<S> {
         self.checkpoint_wanted = true;
     }
 
-    /// Write `state` as a checkpoint and remove what it supersedes.
+    /// Write `state` and the armed `wills` (`Op::Will`s) as a checkpoint and remove
+    /// what it supersedes.
     /// Records from `hold` on stay (a follower still needs them).
     pub fn checkpoint(
         &mut self,
-        state: &Snapshot,
+        (state, wills): (&Snapshot, &[Op]),
         head: Offset,
         hold: Option<Offset>,
     ) -> commitlog::Result<()> {
@@ -260,6 +261,9 @@ impl<S: Storage> Journal<S> {
         }
         for s in &state.sessions {
             self.push_session(s);
+        }
+        for will in wills {
+            self.push(will);
         }
         self.push(&Op::End);
         let before = self.since_checkpoint;

@@ -457,6 +457,14 @@ pub struct Layout {
     pub origin: Option<(Range<usize>, u16)>,
 }
 
+/// `record` (a stored message) stamped `time_ms` instead; `None` if it is not one.
+pub fn restamped(record: &[u8], time_ms: u64) -> Option<Bytes> {
+    Layout::parse(record).ok()?;
+    let mut b = BytesMut::from(record);
+    b.get_mut(2..10)?.copy_from_slice(&time_ms.to_be_bytes());
+    Some(b.freeze())
+}
+
 impl Layout {
     /// Check a record and find its fields (the checks of [`Message::decode`]).
     pub fn parse(r: &[u8]) -> Result<Layout, MessageError> {

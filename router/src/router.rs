@@ -47,6 +47,7 @@ mod retire;
 mod session_move;
 mod subscribe;
 mod system;
+mod wills;
 mod written;
 
 use std::collections::BTreeMap;
@@ -388,6 +389,7 @@ impl<S: Storage> Router<S> {
         self.now = now;
         self.run_timers(now);
         self.relay_fetches();
+        self.orphan_wills();
         self.try_awaiting();
         // Keep the journal's idea of the log head recent, so crash recovery scans
         // only a short tail of the message log (see `recover_inbound_qos2`): the

@@ -103,6 +103,7 @@ pub struct PeerSide {
 pub struct ToMeta {
     groups: watch::Sender<Vec<String>>,
     released: mpsc::Sender<Box<str>>,
+    wills: mpsc::Sender<(Box<str>, NodeId)>,
 }
 
 /// The edge's side of [`ToMeta`].
@@ -112,6 +113,8 @@ pub struct FromRouter {
     pub groups: watch::Receiver<Vec<String>>,
     /// The client ids whose sessions ended here.
     pub released: mpsc::Receiver<Box<str>>,
+    /// The client ids to claim from gone nodes, to publish their wills.
+    pub wills: mpsc::Receiver<(Box<str>, NodeId)>,
 }
 
 /// Client ids whose sessions ended, waiting to be released in the metadata; past
@@ -122,11 +125,18 @@ const RELEASED_QUEUE: usize = 4096;
 fn to_meta() -> (ToMeta, FromRouter) {
     let (groups_tx, groups) = watch::channel(Vec::new());
     let (released_tx, released) = mpsc::channel(RELEASED_QUEUE);
+    let (wills_tx, wills) = mpsc::channel(RELEASED_QUEUE);
     let to = ToMeta {
         groups: groups_tx,
         released: released_tx,
+        wills: wills_tx,
     };
-    (to, FromRouter { groups, released })
+    let from = FromRouter {
+        groups,
+        released,
+        wills,
+    };
+    (to, from)
 }
 
 impl PeerSide {
@@ -163,6 +173,13 @@ impl PeerSide {
     pub fn released(&self, client_id: Box<str>) {
         if self.to_meta.released.try_send(client_id).is_err() {
             tracing::debug!("release queue full; a client id stays recorded as this node's");
+        }
+    }
+
+    /// Claim `client_id` from gone node `from`, to publish its will here.
+    pub fn claim_will(&self, client_id: Box<str>, from: NodeId) {
+        if self.to_meta.wills.try_send((client_id, from)).is_err() {
+            tracing::warn!("will claim queue full; a gone node's will is not published");
         }
     }
 
@@ -491,6 +508,11 @@ pub async fn start_meta(
     let meta = Meta::open(config, Arc::new(links.clone()))
         .await
         .with_context(|| format!("cannot start the metadata group's node in {dir}"))?;
+    tokio::spawn(owners::claim_wills(
+        meta.clone(),
+        from_router.wills,
+        router.clone(),
+    ));
     tokio::spawn(owners::feed_router(changes, router, meta.clone()));
     tokio::spawn(owners::shared_sync(meta.clone(), from_router.groups));
     tokio::spawn(owners::release_ended(meta.clone(), from_router.released));

@@ -118,6 +118,7 @@ impl ToRouter {
                 | PeerEvent::LinkUp { .. }
                 | PeerEvent::Moved { .. }
                 | PeerEvent::SharedNodes { .. }
+                | PeerEvent::WillClaimed { .. }
                 | PeerEvent::Done { .. },
             ) => true,
             ToRouter::Peer(
@@ -686,6 +687,9 @@ fn dispatch(
         }
         for client_id in router.drain_released() {
             p.released(client_id);
+        }
+        for (client_id, from) in router.drain_will_claims() {
+            p.claim_will(client_id, from);
         }
     }
     // Deliveries first, acknowledgements after: each push may wake a task, and the

@@ -224,3 +224,39 @@ pub async fn release_ended(meta: Meta, mut released: mpsc::Receiver<Box<str>>) {
         }
     }
 }
+
+/// Claim each client id of `wills` from the gone node named, expecting it as the
+/// owner (`Own`): the router publishes the will of the one it took
+/// (`PeerEvent::WillClaimed`). Refused (another survivor took it first, or the
+/// client connected elsewhere), nothing is published here.
+pub async fn claim_wills(
+    meta: Meta,
+    mut wills: mpsc::Receiver<(Box<str>, NodeId)>,
+    router: RouterTx,
+) {
+    let me = meta.node();
+    while let Some((client_id, from)) = wills.recv().await {
+        let command = MetaCommand::Own {
+            client_id: client_id.to_string(),
+            node: me,
+            expected: Some(from),
+        };
+        match meta.submit(command).await.map(|a| a.response) {
+            Ok(MetaResponse::Owned { .. }) => {
+                let event = PeerEvent::WillClaimed {
+                    client_id: client_id.into(),
+                    from,
+                };
+                if router.send(ToRouter::Peer(event)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(other) => {
+                tracing::info!(%client_id, %from, answer = ?other, "will claim lost: another node publishes it, or the client connected elsewhere");
+            }
+            Err(e) => {
+                tracing::warn!(%client_id, %from, error = %e, "will claim failed: cannot claim a gone node's client id; its will is not published here");
+            }
+        }
+    }
+}

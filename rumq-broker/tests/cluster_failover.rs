@@ -13,29 +13,6 @@ use std::time::Duration;
 use common::*;
 use rumqttc::QoS;
 
-/// Node `id`'s configuration, taking a silent peer as failed after a second.
-fn config(id: usize, addrs: &[String]) -> String {
-    format!("{}failure_timeout_ms = 1000\n", node_config(id, addrs, 2))
-}
-
-/// Three nodes that replicate each other.
-fn cluster() -> [Broker; 3] {
-    let addrs = peer_addrs();
-    let nodes = [1, 2, 3].map(|id| {
-        let b = Broker::with_config(&config(id, &addrs));
-        b.wait_for_log("peer listener up", STEP);
-        b
-    });
-    for n in &nodes {
-        n.wait_for_log_count(
-            "replicating its session journal",
-            2,
-            Duration::from_secs(10),
-        );
-    }
-    nodes
-}
-
 /// The persistent subscriber "dev-m" to m/# connected to `node` (the session it
 /// finds there: present or not).
 async fn dev(node: &Broker) -> (Mqtt, bool) {
@@ -79,7 +56,7 @@ fn sorted(payloads: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_moves_to_the_node_its_client_reconnects_to() {
-    let [n1, n2, n3] = cluster();
+    let [n1, n2, n3] = failing_fast_cluster();
     subscribed_then_offline(&n1, "first").await;
     // Offline: one message published on each node.
     for (n, m) in [(&n1, "m1"), (&n2, "m2"), (&n3, "m3")] {
@@ -104,7 +81,7 @@ async fn a_session_moves_to_the_node_its_client_reconnects_to() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_on_a_killed_node_carries_on_where_its_client_reconnects() {
-    let [mut n1, n2, n3] = cluster();
+    let [mut n1, n2, n3] = failing_fast_cluster();
     subscribed_then_offline(&n1, "first").await;
     mosquitto_pub(n1.port(), &["-t", "m/x", "-q", "1", "-m", "m1"]);
     // Acknowledged: node 2 or node 3 holds it besides node 1; if only one does,

@@ -208,6 +208,22 @@ pub enum Op {
         /// Topic name.
         topic: String,
     },
+    /// The connection of `client_id` has a will (in a cluster: the other nodes
+    /// publish it if this node dies with the connection open, `Router::orphan_wills`).
+    Will {
+        /// The client id.
+        client_id: String,
+        /// Its will delay (MQTT 5), in seconds.
+        delay_secs: u32,
+        /// The will, in stored form.
+        record: Bytes,
+    },
+    /// The will of `client_id` is no longer armed: published, or its connection
+    /// ended with DISCONNECT or was taken over.
+    WillGone {
+        /// The client id.
+        client_id: String,
+    },
     /// A checkpoint starts: the ops up to `End` are the whole state.
     Begin,
     /// The checkpoint is complete.
@@ -238,6 +254,8 @@ mod tag {
     pub const RESUME_IN: u8 = 21;
     pub const HANDOFF: u8 = 22;
     pub const HANDOFF_AT: u8 = 23;
+    pub const WILL: u8 = 24;
+    pub const WILL_GONE: u8 = 25;
 }
 
 impl Op {
@@ -276,6 +294,8 @@ impl Op {
             | Op::Retain { .. }
             | Op::Unretain { .. }
             | Op::Handoff { .. }
+            | Op::Will { .. }
+            | Op::WillGone { .. }
             | Op::Begin
             | Op::End => None,
             Op::Open { sid, .. }
@@ -319,6 +339,8 @@ impl Op {
             Op::Qos2Done { .. } => tag::QOS2_DONE,
             Op::Retain { .. } => tag::RETAIN,
             Op::Unretain { .. } => tag::UNRETAIN,
+            Op::Will { .. } => tag::WILL,
+            Op::WillGone { .. } => tag::WILL_GONE,
             Op::Begin => tag::BEGIN,
             Op::End => tag::END,
         }
@@ -383,6 +405,18 @@ impl Op {
                 b.put_u64(*at);
                 put_u16_prefixed(b, "client id", client_id.as_bytes())?;
             }
+            Op::Will {
+                client_id,
+                delay_secs,
+                record,
+            } => {
+                b.put_u32(*delay_secs);
+                put_u16_prefixed(b, "client id", client_id.as_bytes())?;
+                put_u32_prefixed(b, "record", record)?;
+            }
+            Op::WillGone { client_id } => {
+                put_u16_prefixed(b, "client id", client_id.as_bytes())?;
+            }
         }
         Ok(())
     }
@@ -414,6 +448,14 @@ impl Op {
                     client_id: get_str(b)?,
                 }
             }
+            tag::WILL => Op::Will {
+                delay_secs: get_u32(b)?,
+                client_id: get_str(b)?,
+                record: get_bytes(b)?,
+            },
+            tag::WILL_GONE => Op::WillGone {
+                client_id: get_str(b)?,
+            },
             _ => return Ok(None),
         }))
     }
@@ -582,184 +624,4 @@ fn get_str(b: &mut Bytes) -> Result<String, &'static str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Message;
-    use proptest::prelude::*;
-
-    fn all_ops() -> Vec<Op> {
-        let mut ops = single_node_ops();
-        ops.extend(cluster_ops());
-        ops
-    }
-
-    /// The ops only a cluster writes.
-    fn cluster_ops() -> Vec<Op> {
-        vec![
-            Op::SentIn {
-                sid: 1,
-                pkid: 9,
-                qos: QoS::ExactlyOnce,
-                log: LogId {
-                    node: NodeId(3),
-                    incarnation: Incarnation(70_000),
-                },
-                offset: Offset(1 << 40),
-            },
-            Op::ResumeIn {
-                sid: 1,
-                log: LogId {
-                    node: NodeId(2),
-                    incarnation: Incarnation(1),
-                },
-                offset: Offset(12),
-            },
-            Op::Handoff {
-                client_id: "dev-1".into(),
-                to: NodeId(3),
-                at: 1_234,
-            },
-        ]
-    }
-
-    fn single_node_ops() -> Vec<Op> {
-        vec![
-            Op::Head(Offset(9)),
-            Op::Open {
-                sid: 1,
-                client_id: "dev".into(),
-            },
-            Op::Subscribe {
-                sid: 1,
-                filter: "a/#".into(),
-                options: SubOptions::qos(QoS::ExactlyOnce),
-            },
-            Op::Subscribe {
-                sid: 1,
-                filter: "c/+".into(),
-                options: SubOptions {
-                    qos: QoS::AtLeastOnce,
-                    no_local: true,
-                    retain_as_published: true,
-                    id: Some(268_435_455),
-                },
-            },
-            Op::Expiry { sid: 1, secs: 3600 },
-            Op::Unsubscribe {
-                sid: 1,
-                filter: "b".into(),
-            },
-            Op::Pending {
-                sid: 1,
-                qos: QoS::AtLeastOnce,
-                record: Bytes::from_static(b"rec"),
-            },
-            Op::Taken { sid: 1 },
-            Op::Sent {
-                sid: 1,
-                pkid: 7,
-                qos: QoS::AtLeastOnce,
-                offset: Offset(40),
-            },
-            Op::SentRecord {
-                sid: 1,
-                pkid: 8,
-                qos: QoS::ExactlyOnce,
-                record: Bytes::from_static(b"r"),
-            },
-            Op::Released { sid: 1, pkid: 8 },
-            Op::Acked { sid: 1, pkid: 7 },
-            Op::Resume {
-                sid: 1,
-                offset: Offset(41),
-            },
-            Op::Qos2In { sid: 1, pkid: 3 },
-            Op::Qos2Done { sid: 1, pkid: 3 },
-            Op::Retain {
-                record: Message::encode(QoS::AtLeastOnce, true, 0, "t", b"", b"v"),
-            },
-            Op::Unretain { topic: "t".into() },
-            Op::Remove { sid: 1 },
-            Op::Begin,
-            Op::End,
-        ]
-    }
-
-    #[test]
-    fn every_op_round_trips() {
-        let mut b = BytesMut::new();
-        for op in all_ops() {
-            op.encode(&mut b).unwrap();
-        }
-        let mut b = b.freeze();
-        let mut back = Vec::new();
-        while b.has_remaining() {
-            back.push(Op::decode(&mut b).unwrap());
-        }
-        assert_eq!(back, all_ops());
-    }
-
-    #[test]
-    fn a_string_longer_than_its_u16_length_is_refused_not_written_clamped() {
-        let long = "x".repeat(usize::from(u16::MAX) + 1);
-        let ops = [
-            (
-                Op::Open {
-                    sid: 1,
-                    client_id: long.clone(),
-                },
-                "client id",
-            ),
-            (
-                Op::Subscribe {
-                    sid: 1,
-                    filter: long.clone(),
-                    options: SubOptions::qos(QoS::AtLeastOnce),
-                },
-                "filter",
-            ),
-            (
-                Op::Unsubscribe {
-                    sid: 1,
-                    filter: long.clone(),
-                },
-                "filter",
-            ),
-            (
-                Op::Unretain {
-                    topic: long.clone(),
-                },
-                "topic",
-            ),
-        ];
-        for (op, field) in ops {
-            let mut b = BytesMut::from(&b"earlier ops"[..]);
-            let e = op.encode(&mut b).unwrap_err();
-            assert_eq!((e.field, e.len, e.max), (field, long.len(), 65_535));
-            assert_eq!(&b[..], b"earlier ops", "nothing of {op:?} is written");
-        }
-    }
-
-    #[test]
-    fn a_string_of_exactly_u16_max_bytes_round_trips() {
-        let op = Op::Open {
-            sid: 1,
-            client_id: "x".repeat(usize::from(u16::MAX)),
-        };
-        let mut b = BytesMut::new();
-        op.encode(&mut b).unwrap();
-        assert_eq!(Op::decode(&mut b.freeze()), Ok(op));
-    }
-
-    proptest! {
-        #[test]
-        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
-            let mut b = Bytes::from(bytes);
-            while b.has_remaining() {
-                if Op::decode(&mut b).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-}
+mod tests;

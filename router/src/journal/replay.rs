@@ -80,6 +80,8 @@ impl Rebuilt {
             | Op::Retain { .. }
             | Op::Unretain { .. }
             | Op::Handoff { .. }
+            | Op::Will { .. }
+            | Op::WillGone { .. }
             | Op::Begin
             | Op::End => {}
         }
@@ -152,6 +154,8 @@ struct State {
     /// here (if any), until it opens here again: what that node carries on from.
     /// Not part of the state a checkpoint holds.
     handed: BTreeMap<String, Handed>,
+    /// The wills armed on this node's connections, by client id: delay, record.
+    wills: BTreeMap<String, (u32, Bytes)>,
 }
 
 /// A session handed to a node (`None`: there was none here), and the metadata
@@ -183,6 +187,16 @@ impl State {
             Op::Retain { record } => self.retain(record),
             Op::Unretain { topic } => {
                 self.retained.remove(&topic);
+            }
+            Op::Will {
+                client_id,
+                delay_secs,
+                record,
+            } => {
+                self.wills.insert(client_id, (delay_secs, record));
+            }
+            Op::WillGone { client_id } => {
+                self.wills.remove(&client_id);
             }
             // An op about a session replay does not know (it was removed, or opened
             // before the journal's first record) changes nothing.
@@ -285,6 +299,12 @@ impl Replay {
             )),
             _ => None,
         }
+    }
+
+    /// The wills armed on the connections of this journal's node, as the ops so
+    /// far leave them: client id, will delay (seconds), the will in stored form.
+    pub fn wills(&self) -> impl Iterator<Item = (&str, u32, &Bytes)> {
+        (self.current.wills.iter()).map(|(id, (delay, record))| (id.as_str(), *delay, record))
     }
 
     /// The message-log head the last batch read so far was committed at.

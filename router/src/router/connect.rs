@@ -96,6 +96,7 @@ impl<S: Storage> Router<S> {
             if ends || (old_conn.is_some() && will_delay == 0) {
                 self.stage_will(*w);
             }
+            self.will_gone(client_id);
         }
         if ends {
             self.remove_session(sid);
@@ -170,6 +171,9 @@ impl<S: Storage> Router<S> {
         s.owned_since = c.owned_since;
         s.has_credit = false;
         s.credit_asked = false;
+        let client_id = s.client_id.clone();
+        self.journal_will(sid);
+        self.cancel_orphan_will(&client_id);
     }
 
     /// The session's unacknowledged deliveries, to resend after the CONNACK, and the
@@ -300,6 +304,7 @@ impl<S: Storage> Router<S> {
             s.expiry_secs = secs;
         }
         let will = s.will.take();
+        let client_id = will.as_ref().map(|_| s.client_id.to_string());
         let ends = s.expiry_secs == 0;
         if !ends && s.go_offline() && !s.clean {
             // The journal lists the pending retained messages as `Pending` ops and
@@ -310,19 +315,26 @@ impl<S: Storage> Router<S> {
         }
         let will_delay = s.will_delay_secs;
         let expiry = s.expiry_secs;
-        if let (DisconnectReason::Abrupt, Some(w)) = (reason, will) {
-            // The will waits for the earlier of its delay and the session's end.
-            if ends || will_delay == 0 {
+        match (reason, will, client_id) {
+            // The will waits for the earlier of its delay and the session's end
+            // (armed meanwhile: in a cluster, still journaled).
+            (DisconnectReason::Abrupt, Some(w), Some(id)) if ends || will_delay == 0 => {
                 self.stage_will(*w);
-            } else if let Some(s) = self.sessions.get_mut(&sid) {
-                s.will = Some(w);
-                self.timers.push(Timer {
-                    sid,
-                    kind: TimerKind::Will,
-                    after: Duration::from_secs(u64::from(will_delay.min(expiry))),
-                    at: None,
-                });
+                self.will_gone(&id);
             }
+            (DisconnectReason::Abrupt, Some(w), _) => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.will = Some(w);
+                    self.timers.push(Timer {
+                        sid,
+                        kind: TimerKind::Will,
+                        after: Duration::from_secs(u64::from(will_delay.min(expiry))),
+                        at: None,
+                    });
+                }
+            }
+            (DisconnectReason::Normal, Some(_), Some(id)) => self.will_gone(&id),
+            _ => {}
         }
         if ends {
             self.end_session(sid);
@@ -336,7 +348,16 @@ impl<S: Storage> Router<S> {
         }
     }
 
-    pub(super) fn stage_will(&mut self, w: Will) {
+    pub(super) fn stage_will(&mut self, mut w: Will) {
+        // Stamped as it is published, not as its connection began (a retained
+        // will must rank after what that connection published since, and an
+        // expiry counts from now).
+        let now = super::epoch_ms(self.now);
+        if now > 0 {
+            if let Some(r) = crate::message::restamped(&w.record.payload(), now) {
+                w.record = commitlog::record::Framed::new(&r);
+            }
+        }
         self.staged.push(Staged {
             publish: Some(StagedPublish {
                 message: w,
@@ -376,7 +397,9 @@ impl<S: Storage> Router<S> {
                 tracing::debug!(client_id = %s.client_id, "session expired");
             }
             if let Some(w) = will {
+                let client_id = s.client_id.to_string();
                 self.stage_will(*w);
+                self.will_gone(&client_id);
             }
             if t.kind == TimerKind::Expire {
                 self.timers.retain(|other| other.sid != t.sid);

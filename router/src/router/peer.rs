@@ -80,6 +80,14 @@ pub enum PeerEvent {
         /// The nodes with members of it.
         nodes: Vec<NodeId>,
     },
+    /// This node took `client_id` from gone node `from` in the metadata, as
+    /// `Router::drain_will_claims` asked: its will there is published here.
+    WillClaimed {
+        /// The client id.
+        client_id: String,
+        /// The node it was taken from.
+        from: NodeId,
+    },
     /// `peer` is done with `log`, which never grows again (see `retire`).
     Done {
         /// The peer.

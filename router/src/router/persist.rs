@@ -363,8 +363,10 @@ impl<S: Storage> Router<S> {
     /// Write the whole persistent state to the journal and drop what it supersedes.
     pub(super) fn write_checkpoint(&mut self) -> commitlog::Result<()> {
         let state = self.snapshot();
+        let wills = self.armed_wills();
         let hold = self.journal_hold();
-        self.journal.checkpoint(&state, self.commit(), hold)?;
+        self.journal
+            .checkpoint((&state, &wills), self.commit(), hold)?;
         self.stats.checkpoints += 1;
         Ok(())
     }

@@ -272,6 +272,9 @@ impl<S: Storage> Router<S> {
             beyond_positions(offset);
             return true;
         };
+        if p.topic == TopicId::UNINTERNED {
+            self.matches.remove(&p.topic);
+        }
         if !self.matches.contains_key(&p.topic) {
             let mut found = Matched::default();
             // The name as the record holds it (the connection interned it as

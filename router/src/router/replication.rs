@@ -116,6 +116,7 @@ pub(super) struct Mesh<S> {
     pub(super) released: Vec<Box<str>>,
     /// Retired replicas' storage, for the edge to remove (`retire`).
     pub(super) retired: Vec<S>,
+    pub(super) wills: super::wills::OrphanWills,
 }
 
 /// A retained message's rank among those of its topic, from every log: the time
@@ -366,6 +367,7 @@ impl<S: Storage> Router<S> {
             matched: Matched::default(),
             retained_stamps: HashMap::new(),
             released: Vec::new(),
+            wills: super::wills::OrphanWills::default(),
             retired: Vec::new(),
         }));
         self.shared.join_cluster(config_own_node);
@@ -465,14 +467,10 @@ impl<S: Storage> Router<S> {
                 client_id,
                 node,
                 at,
-            } => {
-                let own = self.mesh.as_ref().map(|m| m.own().node);
-                if own.is_some_and(|own| own != node) {
-                    self.session_moved(&client_id, at, node);
-                }
-            }
+            } => self.session_moved(&client_id, at, node),
             PeerEvent::SharedNodes { group, nodes } => self.shared.set_nodes(&group, nodes),
             PeerEvent::Done { peer, log } => self.peer_done(peer, log),
+            PeerEvent::WillClaimed { client_id, from } => self.will_claimed(&client_id, from),
         }
     }
 

@@ -380,6 +380,9 @@ impl<S: Storage> Router<S> {
     /// this node in a `Handoff` (so that node finds its last state in this node's
     /// journal), not a `Remove`.
     pub(super) fn session_moved(&mut self, client_id: &str, at: u64, to: NodeId) {
+        if self.mesh.as_deref().is_none_or(|m| m.own().node == to) {
+            return;
+        }
         let sid = self.by_client.get(client_id).copied();
         if let Some(s) = sid.and_then(|sid| self.sessions.get(&sid)) {
             if s.owned_since >= at {
@@ -387,6 +390,7 @@ impl<S: Storage> Router<S> {
             }
         }
         self.drop_awaiting(client_id);
+        self.cancel_orphan_will(client_id);
         if let Some(sid) = sid {
             tracing::info!(client_id, at, %to, "session taken over by another node");
             let persistent = self.sessions.get(&sid).is_some_and(|s| !s.clean);

@@ -322,3 +322,4 @@ mod session_move;
 mod system;
 mod three_copies;
 mod v5;
+mod wills;

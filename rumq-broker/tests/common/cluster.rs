@@ -130,3 +130,31 @@ pub fn durable_cluster_of(
     }
     nodes
 }
+
+/// Three nodes that replicate each other and take a silent peer as failed after a
+/// second (`failure_timeout_ms = 1000`), each up and replicating the others'
+/// journals.
+pub fn failing_fast_cluster() -> [Broker; 3] {
+    let addrs = peer_addrs();
+    started_cluster(
+        [1, 2, 3].map(|id| format!("{}failure_timeout_ms = 1000\n", node_config(id, &addrs, 2))),
+    )
+}
+
+/// Three nodes started with `configs`, each up and replicating the others'
+/// journals.
+pub fn started_cluster(configs: [String; 3]) -> [Broker; 3] {
+    let nodes = configs.map(|config| {
+        let b = Broker::with_config(&config);
+        b.wait_for_log("peer listener up", STEP);
+        b
+    });
+    for n in &nodes {
+        n.wait_for_log_count(
+            "replicating its session journal",
+            2,
+            Duration::from_secs(10),
+        );
+    }
+    nodes
+}

@@ -24,26 +24,17 @@ impl Partitionable {
                 proxies.push(((i, j), Proxy::start(target).await));
             }
         }
-        let nodes = [0, 1, 2].map(|i| {
+        let configs = [0, 1, 2].map(|i| {
             let peers: Vec<(usize, String)> = (proxies.iter())
                 .filter(|((from, _), _)| *from == i)
                 .map(|((_, to), p)| (to + 1, p.addr.to_string()))
                 .collect();
-            let config = format!(
+            format!(
                 "{}failure_timeout_ms = 1000\n{extra}",
                 node_config_via(i + 1, &addrs[i], &peers, 2)
-            );
-            let b = Broker::with_config(&config);
-            b.wait_for_log("peer listener up", STEP);
-            b
+            )
         });
-        for n in &nodes {
-            n.wait_for_log_count(
-                "replicating its session journal",
-                2,
-                Duration::from_secs(10),
-            );
-        }
+        let nodes = super::started_cluster(configs);
         Partitionable { nodes, proxies }
     }
 

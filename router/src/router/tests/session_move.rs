@@ -365,7 +365,7 @@ pub(super) fn carry(
 /// The third node falls silent from 10 s on and is gone 3 s later; the other
 /// node (`other`, numbered `other_node`) goes on being heard by `r` (numbered
 /// `own`), and answers what `r` asks of its copies of the gone node's logs.
-fn others_gone_but(
+pub(super) fn others_gone_but(
     r: &mut Router<MemStorage>,
     own: u8,
     other: &mut Router<MemStorage>,

@@ -1,0 +1,78 @@
+//! The wills of a gone node's connections (`wills`): journaled while armed,
+//! claimed by a survivor once that node is silent, and published there.
+
+use ::mesh::NodeId;
+
+use super::session_move::{clean_subscriber, node, others_gone_but, replicate, replies};
+use super::*;
+use crate::PeerEvent;
+
+/// A clean session `id` whose will is "<id> gone" on t.
+fn with_will(id: &str) -> Connect {
+    let payload = format!("{id} gone");
+    let will = Publication {
+        topic: TopicId(5),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        record: NewMessage::new(QoS::AtLeastOnce, false, 1_000, "t", payload.as_bytes()).framed(),
+    };
+    Connect::v3(id, true, Some(will))
+}
+
+/// The payloads delivered to `conn` among `out`.
+fn payloads_to(out: Vec<(ConnectionId, Reply)>, conn: ConnectionId) -> Vec<String> {
+    let to: Vec<Reply> = (out.into_iter())
+        .filter(|(c, _)| *c == conn)
+        .map(|(_, r)| r)
+        .collect();
+    delivered(to)
+        .iter()
+        .map(|d| {
+            let m = Message::decode(d.record.head()).expect("a stored message");
+            String::from_utf8(m.payload.to_vec()).expect("utf-8")
+        })
+        .collect()
+}
+
+#[test]
+fn a_gone_nodes_armed_will_is_claimed_and_published_by_the_survivor_that_took_it() {
+    // On node 1: "dev" connected with a will, "left" too but said DISCONNECT.
+    let mut a = node(1);
+    a.handle(Event::Connect {
+        conn: C1,
+        connect: with_will("dev"),
+    });
+    a.handle(Event::Connect {
+        conn: C2,
+        connect: with_will("left"),
+    });
+    a.handle(Event::Disconnect {
+        conn: C2,
+        reason: DisconnectReason::Normal,
+        session_expiry: None,
+    });
+    replies(&mut a, 2);
+    let mut b = node(2);
+    clean_subscriber(&mut b, C3);
+    replicate(&a, &mut b);
+    assert_eq!(b.drain_will_claims().count(), 0, "node 1 is alive");
+    // Node 1 goes silent; node 2 syncs with node 3 on its journal.
+    others_gone_but(&mut b, 2, &mut node(3), 3);
+    let now = b.now + Duration::from_millis(100);
+    b.tick(now);
+    let claims: Vec<(Box<str>, NodeId)> = b.drain_will_claims().collect();
+    assert_eq!(
+        claims,
+        vec![("dev".into(), NodeId(1))],
+        "only the armed will"
+    );
+    let later = b.now + Duration::from_secs(1);
+    b.tick(later);
+    assert_eq!(b.drain_will_claims().count(), 0, "asked once");
+    // The metadata gave it to node 2: published here.
+    b.handle_peer(PeerEvent::WillClaimed {
+        client_id: "dev".into(),
+        from: NodeId(1),
+    });
+    assert_eq!(payloads_to(replies(&mut b, 3), C3), vec!["dev gone"]);
+}
