@@ -32,6 +32,7 @@
 
 mod connect;
 mod deliver;
+mod earlier_tail;
 mod fence;
 mod inspect;
 mod journal_stream;
@@ -260,7 +261,7 @@ impl<S: Storage> Router<S> {
         let mut router = Router::new(config, storage);
         router.restore(snapshot);
         if let Some(from) = journal_head {
-            router.recover_inbound_qos2(LogRef::OWN, from, None);
+            router.recover_inbound_qos2(LogRef::OWN, (from, None), None);
         }
         router.journal = Journal::new(journal);
         router.write_checkpoint().map_err(JournalError::Storage)?;
@@ -389,6 +390,7 @@ impl<S: Storage> Router<S> {
         self.now = now;
         self.run_timers(now);
         self.relay_fetches();
+        self.settle_earlier_tail();
         self.orphan_wills();
         self.try_awaiting();
         // Keep the journal's idea of the log head recent, so crash recovery scans

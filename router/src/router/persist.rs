@@ -24,8 +24,16 @@ impl<S: Storage> Router<S> {
     /// held back by the crash, but they are in the log: a QoS 2 publisher will resend
     /// them. Their records name the publisher and packet id (persistent sessions
     /// only), so put those ids back and the retransmission is not stored again.
-    /// (`only`: for that client id alone, a session that moved here.)
-    pub(super) fn recover_inbound_qos2(&mut self, log: LogRef, from: Offset, only: Option<&str>) {
+    /// (`only`: for that client id alone, a session that moved here.) In a
+    /// cluster, only what the log is known committed to (`until`) was stored:
+    /// past it is the tail a crash left, which no node offers, and an id
+    /// recovered from there would take its retransmission for a duplicate.
+    pub(super) fn recover_inbound_qos2(
+        &mut self,
+        log: LogRef,
+        (from, until): (Offset, Option<Offset>),
+        only: Option<&str>,
+    ) {
         let Router {
             storage,
             sessions,
@@ -41,7 +49,10 @@ impl<S: Storage> Router<S> {
             return;
         }
         let mut recovered = 0u32;
-        let scanned = crate::storage::visit_records(storage, from, |_, record| {
+        let scanned = crate::storage::visit_records(storage, from, |offset, record| {
+            if until.is_some_and(|u| offset >= u) {
+                return Ok(());
+            }
             let Ok(m) = Message::decode(&record) else {
                 return Ok::<(), commitlog::Error>(());
             };
@@ -191,7 +202,7 @@ impl<S: Storage> Router<S> {
         self.restore_from(snapshot, Some(written_by));
         let saver = self.mesh.as_deref().and_then(|m| m.log_ref(written_by));
         if let (Some(log), Some(from)) = (saver, journal_head) {
-            self.recover_inbound_qos2(log, from, None);
+            self.earlier_tail_from(log, written_by, from);
         }
         // What its publishers send in this run comes after what they sent in that
         // one, at every reader (see `fence`).

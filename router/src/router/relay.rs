@@ -154,6 +154,7 @@ impl<S: Storage> Router<S> {
     ) {
         self.heard(peer);
         if self.confirmed(peer, (log, stream), base, records.len()) {
+            self.settle_earlier_tail();
             self.try_awaiting();
             return;
         }

@@ -117,6 +117,7 @@ pub(super) struct Mesh<S> {
     /// Retired replicas' storage, for the edge to remove (`retire`).
     pub(super) retired: Vec<S>,
     pub(super) wills: super::wills::OrphanWills,
+    pub(super) earlier_tail: Option<super::earlier_tail::EarlierTail>,
 }
 
 /// A retained message's rank among those of its topic, from every log: the time
@@ -368,6 +369,7 @@ impl<S: Storage> Router<S> {
             retained_stamps: HashMap::new(),
             released: Vec::new(),
             wills: super::wills::OrphanWills::default(),
+            earlier_tail: None,
             retired: Vec::new(),
         }));
         self.shared.join_cluster(config_own_node);

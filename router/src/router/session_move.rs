@@ -67,16 +67,21 @@ impl<S: Storage> Router<S> {
     /// waits here for that node's state, see the module docs, or went on with it
     /// already), false when it goes on as any CONNECT.
     pub(super) fn connect_moved(&mut self, conn: ConnectionId, connect: &Connect) -> bool {
-        let Some(from) = connect.moved_from else {
-            return false;
-        };
         let own = self.mesh.as_deref().map(|m| m.own().node);
         let persistent = connect.session_expiry > 0 && !connect.clean_start;
-        if own.is_none_or(|own| own == from) || !persistent {
+        let moved = (connect.moved_from).filter(|f| own.is_some_and(|o| o != *f) && persistent);
+        let (Some(own), held) = (own, self.earlier_tail_pending()) else {
+            return false;
+        };
+        if moved.is_none() && !held {
             return false;
         }
+        let from = moved.unwrap_or(own);
         let id = connect.client_id.as_str();
-        if let Some(sid) = self.by_client.get(id).copied() {
+        if let Some(sid) = (moved.is_some())
+            .then(|| self.by_client.get(id).copied())
+            .flatten()
+        {
             // Another node owned the id since this node's session (say, one that
             // this node carried over from before a restart): that is stale.
             tracing::info!(client_id = id, %from, "a session here is older than the client id's last owner's; dropped");
@@ -156,6 +161,13 @@ impl<S: Storage> Router<S> {
         let Some(mesh) = self.mesh.as_deref() else {
             return Ready::With(None, None);
         };
+        // Held for the earlier run's tail (`earlier_tail`), or only for that.
+        if mesh.earlier_tail.is_some() {
+            return Ready::Wait;
+        }
+        if a.from == mesh.own().node {
+            return Ready::With(None, None);
+        }
         let id = a.connect.client_id.as_str();
         let journal = mesh.latest_journal(a.from);
         let state = journal.and_then(|j| self.journal_replica_state(j));
@@ -343,7 +355,8 @@ impl<S: Storage> Router<S> {
         let head = self.journal_replica_state(journal).and_then(|s| s.head());
         let log = self.mesh.as_deref().and_then(|m| m.log_ref(journal));
         if let (Some(log), Some(from)) = (log, head) {
-            self.recover_inbound_qos2(log, from, Some(client_id));
+            let until = self.mesh.as_deref().and_then(|m| m.commit_of(log));
+            self.recover_inbound_qos2(log, (from, until), Some(client_id));
         }
         if let Some(s) = self.saved_session(sid) {
             self.journal.push_session(&s);

@@ -291,6 +291,20 @@ fn journaled_node_of(
     r
 }
 
+/// Peer `peer` holds `held` records of `log`, `r`'s earlier run's log, and
+/// nothing past them: `r` is synced with it there, which a restarted node's
+/// CONNECTs wait for (`earlier_tail`).
+fn confirmed_by(r: &mut Router<crate::MemStorage>, peer: u8, log: ::mesh::LogId, held: u64) {
+    r.handle_peer(crate::PeerEvent::Relayed {
+        peer: ::mesh::NodeId(peer),
+        log,
+        stream: ::mesh::Stream::Messages,
+        base: Offset(held),
+        commit: Offset(held),
+        records: Vec::new(),
+    });
+}
+
 /// Tick `r` up to `to` as a running node does (every 100 ms here; a longer gap
 /// between ticks is a stall, see `Router::not_listening`).
 fn tick_to<S: Storage>(r: &mut Router<S>, to: SystemTime) {
@@ -308,6 +322,7 @@ fn tick_to<S: Storage>(r: &mut Router<S>, to: SystemTime) {
 
 mod catch_up;
 mod credit;
+mod earlier_tail;
 mod faults;
 mod fence;
 mod flow;

@@ -267,24 +267,7 @@ fn a_qos2_publish_stored_before_its_node_died_is_not_stored_again_where_it_resum
     replicate(&a, &mut b);
     // Stored and held by two nodes, but the node dies before its PUBREC leaves:
     // node 2 has the message, not the journal op that remembers its id.
-    let record = crate::NewMessage {
-        origin: Some(crate::Origin {
-            client_id: "p2",
-            pkid: 9,
-        }),
-        ..NewMessage::new(QoS::ExactlyOnce, false, 2_000_000, "t", b"once")
-    }
-    .framed();
-    let publish = Event::Publish {
-        conn: C1,
-        pkid: Some(PacketId(9)),
-        message: Publication {
-            topic: TopicId(0),
-            qos: QoS::ExactlyOnce,
-            retain: false,
-            record,
-        },
-    };
+    let publish = qos2_publish(C1, "p2", "once");
     a.handle(publish.clone());
     a.flush();
     let log = a.storage().clone();
@@ -390,8 +373,33 @@ pub(super) fn fetched_by(r: &mut Router<MemStorage>, peer: u8, own: u8) {
     });
 }
 
+/// `client_id`'s QoS 2 publish of `payload` to t as packet 9 on `conn`, its
+/// record naming it (what recovers its id after a crash).
+pub(super) fn qos2_publish(conn: ConnectionId, client_id: &str, payload: &str) -> Event {
+    let record = crate::NewMessage {
+        origin: Some(crate::Origin { client_id, pkid: 9 }),
+        ..NewMessage::new(QoS::ExactlyOnce, false, 2_000_000, "t", payload.as_bytes())
+    }
+    .framed();
+    Event::Publish {
+        conn,
+        pkid: Some(PacketId(9)),
+        message: Publication {
+            topic: TopicId(0),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            record,
+        },
+    }
+}
+
 /// A clean session "sub" on `r`, subscribed to t at QoS 1, ready for messages.
 pub(super) fn clean_subscriber(r: &mut Router<MemStorage>, conn: ConnectionId) {
+    clean_subscriber_via(r, conn, 1);
+}
+
+/// The same, its replies released by `peer`'s fetch.
+pub(super) fn clean_subscriber_via(r: &mut Router<MemStorage>, conn: ConnectionId, peer: u8) {
     r.handle(Event::Connect {
         conn,
         connect: Connect::v3("sub", true, None),
@@ -403,7 +411,7 @@ pub(super) fn clean_subscriber(r: &mut Router<MemStorage>, conn: ConnectionId) {
         id: None,
     });
     r.handle(Event::Pull { conn });
-    replies(r, 1);
+    replies(r, peer);
 }
 
 #[test]
@@ -540,6 +548,9 @@ fn a_restarted_node_serves_its_earlier_log_as_far_as_it_was_confirmed() {
     assert_eq!(answers, vec![2], "what was confirmed, never the tail");
     // Its new run's log starts, at its first message, with a fence after the
     // earlier one.
+    for peer in [2, 3] {
+        super::confirmed_by(&mut a2, peer, log(1), 2);
+    }
     connect(&mut a2, C2, "pub-2", None);
     assert!(
         a2.storage().head() == Offset(0),
