@@ -4,7 +4,7 @@
 //! publisher's retransmission is not stored again. In a cluster only what the
 //! peers confirm of that log was committed and is ever offered (`confirmed`);
 //! the rest is dropped, and a retransmission of it must be stored anew. So the
-//! ids are put back only once this node is synced with its peers on that log,
+//! ids are put back only once every other node has said how far it holds that log,
 //! from where its journal last saw the commit up to the confirmed end, and the
 //! CONNECTs that arrive meanwhile wait (at most twice `failure_timeout`, as a
 //! moving session's do): a publisher that resent first would have its message
@@ -34,6 +34,15 @@ pub(crate) struct EarlierTail {
 }
 
 impl<S: Storage> Mesh<S> {
+    /// Whether every other node has said how far it holds `log` (this node's
+    /// earlier run's): its confirmed end (`confirmed`) is then what the
+    /// survivors' copies hold, and offered as far as that by every node. (Not
+    /// `relay_synced`, which a node with `ack_copies` 3 meets alone.)
+    fn confirmed_by_all(&self, log: LogId) -> bool {
+        (self.replicas.iter().find(|r| r.id == log))
+            .is_some_and(|r| self.peers().iter().all(|p| r.relay.synced.contains(p)))
+    }
+
     /// What `log` is known committed to here.
     pub(super) fn commit_of(&self, log: LogRef) -> Option<Offset> {
         if log == LogRef::OWN {
@@ -68,9 +77,9 @@ impl<S: Storage> Router<S> {
             .is_some_and(|m| m.earlier_tail.is_some())
     }
 
-    /// Recover the earlier run's tail once this node is synced with its peers on
-    /// that log (or twice `failure_timeout` after it began to wait), up to the
-    /// confirmed end; the CONNECTs held for it go on.
+    /// Recover the earlier run's tail once every other node has said how far it
+    /// holds that log (or twice `failure_timeout` after it began to wait: a node
+    /// is down), up to the confirmed end; the CONNECTs held for it go on.
     pub(super) fn settle_earlier_tail(&mut self) {
         let now = self.now;
         let Some(mesh) = self.mesh.as_deref_mut() else {
@@ -83,7 +92,7 @@ impl<S: Storage> Router<S> {
         let since = *tail.since.get_or_insert(now);
         let too_long = now.duration_since(since).is_ok_and(|d| d >= wait);
         let id = tail.id;
-        if !too_long && !self.relay_synced(id) {
+        if !too_long && !mesh.confirmed_by_all(id) {
             return;
         }
         let Some(tail) = self.mesh.as_deref_mut().and_then(|m| m.earlier_tail.take()) else {
@@ -91,7 +100,7 @@ impl<S: Storage> Router<S> {
         };
         let until = self.mesh.as_deref().and_then(|m| m.commit_of(tail.log));
         if too_long {
-            tracing::warn!(log = %id, "not synced with the peers on the earlier run's log in time; its tail counts as far as it is confirmed");
+            tracing::warn!(log = %id, "not every node said in time how far it holds the earlier run's log; its tail counts as far as it is confirmed");
         }
         self.recover_inbound_qos2(tail.log, (tail.from, until), None);
         // The ids recovered go into the next checkpoint.

@@ -33,7 +33,7 @@ const RELAY_ASKS_MAX: usize = 16;
 pub(crate) struct Relay {
     /// The peers whose replica this one holds all of (their last answer brought
     /// nothing new).
-    synced: BTreeSet<NodeId>,
+    pub(super) synced: BTreeSet<NodeId>,
     /// When the live peers were last asked.
     asked: Option<SystemTime>,
     /// Since when this node has been done with it, if it is (`retire`).

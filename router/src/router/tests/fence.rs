@@ -182,7 +182,9 @@ fn restarted_node_1(
     }
     (a2.resume_run(snapshot, head, log(1))).expect("the new run's checkpoint");
     let held = a.storage().head().0;
-    super::confirmed_by(&mut a2, 2, log(1), held);
+    for peer in [2, 3] {
+        super::confirmed_by(&mut a2, peer, log(1), held);
+    }
     (a, a2)
 }
 

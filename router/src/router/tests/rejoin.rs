@@ -162,7 +162,9 @@ fn a_restarted_node_resumes_its_sessions_in_its_old_log_and_its_replicas() {
     // Node 2 published while this one was down (stamped before run 2 started: the
     // replica is not new here, so it is not history); it holds o1 of node 1's log.
     from_node_2(&mut b, 3, vec![at(500_000, "r4")]);
-    super::confirmed_by(&mut b, 2, log(1, 1), 1);
+    for peer in [2, 3] {
+        super::confirmed_by(&mut b, peer, log(1, 1), 1);
+    }
 
     let replies = connect(&mut b, C3, "sub", false);
     assert_eq!(replies.first(), Some(&accepted(true)), "{replies:?}");
