@@ -18,12 +18,14 @@
 //! | `passwd_cmd` | `rumq-broker passwd FILE USER`: adding, changing, removing users |
 //! | `metrics` | the Prometheus endpoint: counters read from the router thread at each scrape |
 //! | `log_cmd` | `rumq-broker log inspect|tail DIR`: a log read without the broker |
+//! | `cluster_cmd` | `rumq-broker cluster status --admin ADDR`: each node's view of the cluster, from its admin API |
 //! | `heap` | how much freed memory the allocator keeps |
 
 mod accept_rate;
 mod acl;
 mod admin;
 mod clients;
+mod cluster_cmd;
 mod cluster_node;
 mod cluster_view;
 mod config;
@@ -104,6 +106,9 @@ enum Command {
     /// Read a log directory without starting the broker or changing it.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Ask the nodes of a cluster, through their admin APIs, what each sees.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
 }
 
 impl Cli {
@@ -186,6 +191,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Passwd(args)) => return passwd_cmd::run(args),
         Some(Command::Log(cmd)) => return log_cmd::run(cmd),
+        Some(Command::Cluster(cmd)) => return cluster_cmd::run(cmd),
         None => {}
     }
     if cli.print_default_config {
