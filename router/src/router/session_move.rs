@@ -354,9 +354,11 @@ impl<S: Storage> Router<S> {
         // was stored, unacknowledged: its retransmission here must not be.
         let head = self.journal_replica_state(journal).and_then(|s| s.head());
         let log = self.mesh.as_deref().and_then(|m| m.log_ref(journal));
+        // All that this node holds of it: the survivors agree on that end
+        // (`relay`), and it is offered in the end, with `ack_copies` 3 once that
+        // node's next run confirms it.
         if let (Some(log), Some(from)) = (log, head) {
-            let until = self.mesh.as_deref().and_then(|m| m.commit_of(log));
-            self.recover_inbound_qos2(log, (from, until), Some(client_id));
+            self.recover_inbound_qos2(log, (from, None), Some(client_id));
         }
         if let Some(s) = self.saved_session(sid) {
             self.journal.push_session(&s);
