@@ -17,6 +17,9 @@ pub struct Snapshot {
     pub retained: Vec<Bytes>,
     /// Persistent sessions.
     pub sessions: Vec<SavedSession>,
+    /// In a cluster: the wills armed on the connections open when the journal
+    /// ended (client id, will delay in seconds, the will in stored form).
+    pub wills: Vec<(String, u32, Bytes)>,
 }
 
 /// One persistent session.

@@ -228,7 +228,10 @@ pub async fn release_ended(meta: Meta, mut released: mpsc::Receiver<Box<str>>) {
 /// Claim each client id of `wills` from the gone node named, expecting it as the
 /// owner (`Own`): the router publishes the will of the one it took
 /// (`PeerEvent::WillClaimed`). Refused (another survivor took it first, or the
-/// client connected elsewhere), nothing is published here.
+/// client connected elsewhere), nothing is published here. A will this node's
+/// earlier run left (named with this node) is claimed by releasing the id
+/// (`Release`, refused unless this node still owns it): a survivor's claim from
+/// this node after it is refused, so one node publishes it.
 pub async fn claim_wills(
     meta: Meta,
     mut wills: mpsc::Receiver<(Box<str>, NodeId)>,
@@ -236,13 +239,20 @@ pub async fn claim_wills(
 ) {
     let me = meta.node();
     while let Some((client_id, from)) = wills.recv().await {
-        let command = MetaCommand::Own {
-            client_id: client_id.to_string(),
-            node: me,
-            expected: Some(from),
+        let command = if from == me {
+            MetaCommand::Release {
+                client_id: client_id.to_string(),
+                node: me,
+            }
+        } else {
+            MetaCommand::Own {
+                client_id: client_id.to_string(),
+                node: me,
+                expected: Some(from),
+            }
         };
         match meta.submit(command).await.map(|a| a.response) {
-            Ok(MetaResponse::Owned { .. }) => {
+            Ok(MetaResponse::Owned { .. } | MetaResponse::Released) => {
                 let event = PeerEvent::WillClaimed {
                     client_id: client_id.into(),
                     from,

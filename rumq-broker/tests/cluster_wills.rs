@@ -97,3 +97,22 @@ async fn only_the_wills_still_armed_when_a_node_dies_are_published() {
         assert!(!log.contains("client_id=meter-8"), "{log}");
     }
 }
+
+#[tokio::test]
+async fn the_will_of_a_connection_on_a_node_that_restarts_at_once_is_published_once() {
+    let mut nodes = durable_cluster(1000, "");
+    let mut on1 = Mqtt::connect(nodes[0].running().port(), "watch-1").await;
+    on1.subscribed("status/#", QoS::AtLeastOnce).await;
+    let _d = device(nodes[2].running().port(), "meter-5").await;
+    assert_eq!(next(&mut on1).await, status("meter-5", "online"));
+    // Killed and started again on its data at once: the survivors may not take
+    // it for dead; its next run publishes the will, or one survivor does.
+    nodes[2].broker.take().expect("node 3 runs").kill();
+    nodes[2].start();
+    assert_eq!(next(&mut on1).await, status("meter-5", "offline"));
+    on1.expect_no_publish(Duration::from_secs(2)).await;
+    let won: usize = (nodes.iter())
+        .map(|n| n.running().stderr().matches(CLAIM_WON).count())
+        .sum();
+    assert_eq!(won, 1, "one node publishes it");
+}

@@ -231,6 +231,9 @@ impl State {
 
     fn into_snapshot(self) -> Snapshot {
         Snapshot {
+            wills: (self.wills.into_iter())
+                .map(|(id, (delay, record))| (id, delay, record))
+                .collect(),
             retained: self.retained.into_values().collect(),
             sessions: self
                 .sessions

@@ -171,7 +171,8 @@ impl<S: Storage> Router<S> {
         s.owned_since = c.owned_since;
         s.has_credit = false;
         s.credit_asked = false;
-        let client_id = s.client_id.clone();
+        let (client_id, clean) = (s.client_id.clone(), c.clean_start);
+        self.earlier_will_on_connect(&client_id, clean);
         self.journal_will(sid);
         self.cancel_orphan_will(&client_id);
     }

@@ -104,6 +104,7 @@ impl<S: Storage> Router<S> {
         Snapshot {
             retained: retained.into_iter().map(|(_, r)| r).collect(),
             sessions,
+            wills: Vec::new(),
         }
     }
 
@@ -194,12 +195,14 @@ impl<S: Storage> Router<S> {
     /// and a fence after that log to start this run's (before its first message).
     pub fn resume_run(
         &mut self,
-        snapshot: Snapshot,
+        mut snapshot: Snapshot,
         journal_head: Option<Offset>,
         written_by: LogId,
     ) -> commitlog::Result<()> {
         self.unconfirmed_earlier_logs(written_by, journal_head);
+        let wills = std::mem::take(&mut snapshot.wills);
         self.restore_from(snapshot, Some(written_by));
+        self.earlier_run_wills(wills);
         let saver = self.mesh.as_deref().and_then(|m| m.log_ref(written_by));
         if let (Some(log), Some(from)) = (saver, journal_head) {
             self.earlier_tail_from(log, written_by, from);

@@ -348,6 +348,7 @@ impl<S: Storage> Router<S> {
         let restored = crate::Snapshot {
             retained: Vec::new(),
             sessions: vec![SavedSession { id: sid.0, ..saved }],
+            wills: Vec::new(),
         };
         self.restore_from(restored, Some(journal));
         // What it published at QoS 2 after the old node's journal last committed

@@ -11,7 +11,7 @@
 //!
 //! Owns: the claims asked for, and the claimed wills waiting for their delay.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -35,6 +35,9 @@ pub(crate) struct OrphanWills {
     claims: Vec<(Box<str>, NodeId)>,
     /// Claimed wills waiting for their delay: when, client id, the will.
     delayed: Vec<(SystemTime, Box<str>, Bytes)>,
+    /// The wills armed on this node's connections when its earlier run ended,
+    /// by client id (delay, will), while their claims are out.
+    earlier: BTreeMap<String, (u32, Bytes)>,
 }
 
 impl<S: Storage> Router<S> {
@@ -117,6 +120,39 @@ impl<S: Storage> Router<S> {
         self.delayed_wills_due(now);
     }
 
+    /// The wills armed on this node's connections when its earlier run ended
+    /// (a crash: none of them said DISCONNECT): each is published once this node
+    /// has confirmed it still owns the client id (a claim expecting itself; the
+    /// client may have connected elsewhere meanwhile), or when the client
+    /// connects here again first, as a takeover publishes the old connection's.
+    pub(super) fn earlier_run_wills(&mut self, wills: Vec<(String, u32, Bytes)>) {
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        let own = mesh.own().node;
+        for (client_id, delay, record) in wills.into_iter().take(CLAIMS_MAX) {
+            tracing::info!(%client_id, "a connection open when this node's earlier run ended had a will; confirming its client id is still this node's to publish it");
+            mesh.wills.claims.push((client_id.as_str().into(), own));
+            mesh.wills.earlier.insert(client_id, (delay, record));
+        }
+    }
+
+    /// `client_id` connects here (`clean`: its session ends with the old one):
+    /// a will its connection left when this node's earlier run ended is
+    /// published now, before anything the new connection sends, unless its delay
+    /// outlasts the reconnect (MQTT 5 §3.1.2.5).
+    pub(super) fn earlier_will_on_connect(&mut self, client_id: &str, clean: bool) {
+        let Some(mesh) = self.mesh.as_deref_mut() else {
+            return;
+        };
+        let Some((delay, record)) = mesh.wills.earlier.remove(client_id) else {
+            return;
+        };
+        if delay == 0 || clean {
+            self.stage_stored_will(client_id, &record);
+        }
+    }
+
     /// The client ids whose wills this node asks to claim from the node named:
     /// the edge proposes each (`Own`, expecting that node) and tells the router
     /// `PeerEvent::WillClaimed` when it took it.
@@ -130,10 +166,15 @@ impl<S: Storage> Router<S> {
         let Some(mesh) = self.mesh.as_deref_mut() else {
             return;
         };
-        let will = (mesh.latest_journal(from))
-            .and_then(|j| mesh.journal_replicas.iter().find(|r| r.id == j))
-            .and_then(|r| r.state.wills().find(|(id, _, _)| *id == client_id))
-            .map(|(_, delay, record)| (delay, record.clone()));
+        let earlier = (from == mesh.own().node)
+            .then(|| mesh.wills.earlier.remove(client_id))
+            .flatten();
+        let will = earlier.or_else(|| {
+            (mesh.latest_journal(from))
+                .and_then(|j| mesh.journal_replicas.iter().find(|r| r.id == j))
+                .and_then(|r| r.state.wills().find(|(id, _, _)| *id == client_id))
+                .map(|(_, delay, record)| (delay, record.clone()))
+        });
         let Some((delay, record)) = will else {
             return;
         };
@@ -163,18 +204,23 @@ impl<S: Storage> Router<S> {
             .partition(|(at, _, _)| *at <= now);
         mesh.wills.delayed = waiting;
         for (_, client_id, record) in due {
-            let Ok(m) = Message::decode(&record) else {
-                tracing::warn!(%client_id, "a gone node's will does not decode; not published");
-                continue;
-            };
-            let will = Publication {
-                topic: TopicId::UNINTERNED,
-                qos: m.qos,
-                retain: m.retain,
-                record: Framed::new(&record),
-            };
-            self.stage_will(will);
+            self.stage_stored_will(&client_id, &record);
         }
+    }
+
+    /// Publish a will kept in stored form (no connection interned its topic).
+    fn stage_stored_will(&mut self, client_id: &str, record: &Bytes) {
+        let Ok(m) = Message::decode(record) else {
+            tracing::warn!(%client_id, "a will kept in the journal does not decode; not published");
+            return;
+        };
+        let will = Publication {
+            topic: TopicId::UNINTERNED,
+            qos: m.qos,
+            retain: m.retain,
+            record: Framed::new(record),
+        };
+        self.stage_will(will);
     }
 }
 

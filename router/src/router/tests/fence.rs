@@ -102,6 +102,7 @@ fn restore_sub(r: &mut Router<crate::MemStorage>, place: u64) {
             inflight: Vec::new(),
             incoming_qos2: Vec::new(),
         }],
+        wills: Vec::new(),
     });
 }
 

@@ -523,10 +523,7 @@ fn a_restarted_node_serves_its_earlier_log_as_far_as_it_was_confirmed() {
         incarnation: Incarnation(2),
     });
     a2.add_replica(log(1), earlier);
-    let nothing = crate::Snapshot {
-        retained: Vec::new(),
-        sessions: Vec::new(),
-    };
+    let nothing = crate::Snapshot::default();
     a2.resume_run(nothing, Some(Offset(2)), log(1)).unwrap();
     a2.drain_peer_outbox().for_each(drop);
     // Node 3, whose copy lacks them, asks it (the other peer that held them died).

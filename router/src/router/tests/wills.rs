@@ -3,7 +3,9 @@
 
 use ::mesh::NodeId;
 
-use super::session_move::{clean_subscriber, node, others_gone_but, replicate, replies};
+use super::session_move::{
+    clean_subscriber, clean_subscriber_via, node, others_gone_but, replicate, replies,
+};
 use super::*;
 use crate::PeerEvent;
 
@@ -75,4 +77,63 @@ fn a_gone_nodes_armed_will_is_claimed_and_published_by_the_survivor_that_took_it
         from: NodeId(1),
     });
     assert_eq!(payloads_to(replies(&mut b, 3), C3), vec!["dev gone"]);
+}
+
+/// Node 1's second run, after its first had "dev" connected with a will and
+/// crashed; every other node has said how far it holds the first run's log.
+fn restarted_with_a_will() -> Router<crate::MemStorage> {
+    let mut a = node(1);
+    a.handle(Event::Connect {
+        conn: C1,
+        connect: with_will("dev"),
+    });
+    replies(&mut a, 2);
+    let (snapshot, head) =
+        crate::journal::replay(a.journal_storage().expect("a journal")).expect("its journal");
+    assert_eq!(snapshot.wills.len(), 1, "{snapshot:?}");
+    let mut a2 = super::journaled_node(::mesh::LogId {
+        node: NodeId(1),
+        incarnation: ::mesh::Incarnation(2),
+    });
+    a2.add_replica(super::session_move::log(1), a.storage().clone());
+    a2.resume_run(snapshot, head, super::session_move::log(1))
+        .expect("a checkpoint");
+    for peer in [2, 3] {
+        super::confirmed_by(&mut a2, peer, super::session_move::log(1), 0);
+    }
+    a2
+}
+
+#[test]
+fn a_restarted_node_publishes_the_wills_its_crash_left_once_it_still_owns_their_ids() {
+    let mut a2 = restarted_with_a_will();
+    let claims: Vec<(Box<str>, NodeId)> = a2.drain_will_claims().collect();
+    assert_eq!(
+        claims,
+        vec![("dev".into(), NodeId(1))],
+        "claimed from itself"
+    );
+    clean_subscriber_via(&mut a2, C3, 2);
+    a2.handle_peer(PeerEvent::WillClaimed {
+        client_id: "dev".into(),
+        from: NodeId(1),
+    });
+    assert_eq!(payloads_to(replies(&mut a2, 2), C3), vec!["dev gone"]);
+}
+
+#[test]
+fn a_will_the_crash_left_goes_out_before_its_client_connects_again() {
+    let mut a2 = restarted_with_a_will();
+    clean_subscriber_via(&mut a2, C3, 2);
+    a2.handle(Event::Connect {
+        conn: C1,
+        connect: Connect::v3("dev", true, None),
+    });
+    assert_eq!(payloads_to(replies(&mut a2, 2), C3), vec!["dev gone"]);
+    // Its claim comes back later: nothing more.
+    a2.handle_peer(PeerEvent::WillClaimed {
+        client_id: "dev".into(),
+        from: NodeId(1),
+    });
+    assert_eq!(payloads_to(replies(&mut a2, 2), C3), Vec::<String>::new());
 }
