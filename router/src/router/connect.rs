@@ -22,6 +22,9 @@ impl<S: Storage> Router<S> {
         if self.connect_moved(conn, &c) {
             return;
         }
+        if let Some(from) = c.moved_from {
+            self.moved_clients_will(&c.client_id, from, c.clean_start);
+        }
         let persistent = c.session_expiry > 0;
         let (client_id, assigned) = self.client_id_for(&c.client_id);
         let session_present = match self.by_client.get(&client_id).copied() {

@@ -143,6 +143,8 @@ impl<S: Storage> Router<S> {
             if let (Some(saved), Some(journal)) = (saved, journal) {
                 self.adopt(saved, journal, &a.connect.client_id);
             }
+            let clean = a.connect.clean_start;
+            self.moved_clients_will(&a.connect.client_id, a.from, clean);
             self.connect(
                 a.conn,
                 Connect {

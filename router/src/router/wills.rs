@@ -153,6 +153,33 @@ impl<S: Storage> Router<S> {
         }
     }
 
+    /// `client_id` connects here, its id taken from node `from` (`clean`: its
+    /// session ends with the old one): the will its connection there left, if
+    /// that node is gone (or it was that node's earlier run) and its journal
+    /// here holds the will armed, is published now, as a takeover publishes the
+    /// old connection's; a live node publishes its own as it hands over.
+    pub(super) fn moved_clients_will(&mut self, client_id: &str, from: NodeId, clean: bool) {
+        let now = self.now;
+        let Some(mesh) = self.mesh.as_deref() else {
+            return;
+        };
+        if from == mesh.own().node {
+            return;
+        }
+        let latest = mesh.latest_journal(from);
+        let found = (mesh.journals_in_force().into_iter())
+            .filter(|j| j.id.node == from)
+            .filter(|j| Some(j.id) != latest || mesh.writer_gone(j.id, now))
+            .find_map(|j| {
+                let (_, delay, record) = j.state.wills().find(|(id, _, _)| *id == client_id)?;
+                Some((delay, record.clone()))
+            });
+        if let Some((delay, record)) = found.filter(|(delay, _)| *delay == 0 || clean) {
+            tracing::info!(client_id, node = %from, delay_secs = delay, "publishing the will a moved client's connection on a gone node left");
+            self.stage_stored_will(client_id, &record);
+        }
+    }
+
     /// The client ids whose wills this node asks to claim from the node named:
     /// the edge proposes each (`Own`, expecting that node) and tells the router
     /// `PeerEvent::WillClaimed` when it took it.

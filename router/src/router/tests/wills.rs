@@ -21,6 +21,16 @@ fn with_will(id: &str) -> Connect {
     Connect::v3(id, true, Some(will))
 }
 
+/// Node 1 with "dev" connected (on C1) with a will.
+fn dev_with_a_will_on_node_1() -> Router<crate::MemStorage> {
+    let mut a = node(1);
+    a.handle(Event::Connect {
+        conn: C1,
+        connect: with_will("dev"),
+    });
+    a
+}
+
 /// The payloads delivered to `conn` among `out`.
 fn payloads_to(out: Vec<(ConnectionId, Reply)>, conn: ConnectionId) -> Vec<String> {
     let to: Vec<Reply> = (out.into_iter())
@@ -39,11 +49,7 @@ fn payloads_to(out: Vec<(ConnectionId, Reply)>, conn: ConnectionId) -> Vec<Strin
 #[test]
 fn a_gone_nodes_armed_will_is_claimed_and_published_by_the_survivor_that_took_it() {
     // On node 1: "dev" connected with a will, "left" too but said DISCONNECT.
-    let mut a = node(1);
-    a.handle(Event::Connect {
-        conn: C1,
-        connect: with_will("dev"),
-    });
+    let mut a = dev_with_a_will_on_node_1();
     a.handle(Event::Connect {
         conn: C2,
         connect: with_will("left"),
@@ -82,11 +88,7 @@ fn a_gone_nodes_armed_will_is_claimed_and_published_by_the_survivor_that_took_it
 /// Node 1's second run, after its first had "dev" connected with a will and
 /// crashed; every other node has said how far it holds the first run's log.
 fn restarted_with_a_will() -> Router<crate::MemStorage> {
-    let mut a = node(1);
-    a.handle(Event::Connect {
-        conn: C1,
-        connect: with_will("dev"),
-    });
+    let mut a = dev_with_a_will_on_node_1();
     replies(&mut a, 2);
     let (snapshot, head) =
         crate::journal::replay(a.journal_storage().expect("a journal")).expect("its journal");
@@ -136,4 +138,23 @@ fn a_will_the_crash_left_goes_out_before_its_client_connects_again() {
         from: NodeId(1),
     });
     assert_eq!(payloads_to(replies(&mut a2, 2), C3), Vec::<String>::new());
+}
+
+#[test]
+fn a_client_that_reconnects_to_a_survivor_first_has_its_dead_connections_will_published_there() {
+    let mut a = dev_with_a_will_on_node_1();
+    replies(&mut a, 2);
+    let mut b = node(2);
+    clean_subscriber(&mut b, C3);
+    replicate(&a, &mut b);
+    others_gone_but(&mut b, 2, &mut node(3), 3);
+    // "dev" reconnects to node 2, which took its id from node 1 first.
+    b.handle(Event::Connect {
+        conn: C2,
+        connect: Connect {
+            moved_from: Some(NodeId(1)),
+            ..Connect::v3("dev", true, None)
+        },
+    });
+    assert_eq!(payloads_to(replies(&mut b, 3), C3), vec!["dev gone"]);
 }
