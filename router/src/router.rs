@@ -28,6 +28,8 @@
 //! | `journal_stream` | the journal as the second replicated stream: the reply gate, peers' journals |
 //! | `relay` | a gone writer's logs synced between the survivors; earlier runs' logs confirmed |
 //! | `session_move` | sessions that move between nodes: the handoff, the waiting CONNECT |
+//! | `earlier_tail` | a restarted node's crash tail: its QoS 2 ids, once the peers confirm it |
+//! | `wills` | wills in a cluster: journaled while armed, published by one node when theirs dies |
 //! | `peer` | `PeerEvent` and `PeerReply` |
 
 mod connect;
