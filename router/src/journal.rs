@@ -240,12 +240,11 @@ impl<S: Storage> Journal<S> {
         self.checkpoint_wanted = true;
     }
 
-    /// Write `state` and the armed `wills` (`Op::Will`s) as a checkpoint and remove
-    /// what it supersedes.
+    /// Write `state` as a checkpoint and remove what it supersedes.
     /// Records from `hold` on stay (a follower still needs them).
     pub fn checkpoint(
         &mut self,
-        (state, wills): (&Snapshot, &[Op]),
+        state: &Snapshot,
         head: Offset,
         hold: Option<Offset>,
     ) -> commitlog::Result<()> {
@@ -262,8 +261,12 @@ impl<S: Storage> Journal<S> {
         for s in &state.sessions {
             self.push_session(s);
         }
-        for will in wills {
-            self.push(will);
+        for (client_id, delay_secs, record) in &state.wills {
+            self.push(&Op::Will {
+                client_id: client_id.clone(),
+                delay_secs: *delay_secs,
+                record: record.clone(),
+            });
         }
         self.push(&Op::End);
         let before = self.since_checkpoint;

@@ -48,8 +48,7 @@ impl<S: Storage> Mesh<S> {
         if log == LogRef::OWN {
             return Some(self.messages.tracker.commit());
         }
-        let i = usize::from(log.0).checked_sub(1)?;
-        self.replicas.get(i).map(|r| r.commit)
+        self.replica_at(log).map(|r| r.commit)
     }
 }
 

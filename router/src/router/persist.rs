@@ -104,7 +104,7 @@ impl<S: Storage> Router<S> {
         Snapshot {
             retained: retained.into_iter().map(|(_, r)| r).collect(),
             sessions,
-            wills: Vec::new(),
+            wills: self.armed_wills(),
         }
     }
 
@@ -377,10 +377,8 @@ impl<S: Storage> Router<S> {
     /// Write the whole persistent state to the journal and drop what it supersedes.
     pub(super) fn write_checkpoint(&mut self) -> commitlog::Result<()> {
         let state = self.snapshot();
-        let wills = self.armed_wills();
         let hold = self.journal_hold();
-        self.journal
-            .checkpoint((&state, &wills), self.commit(), hold)?;
+        self.journal.checkpoint(&state, self.commit(), hold)?;
         self.stats.checkpoints += 1;
         Ok(())
     }

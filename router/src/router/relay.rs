@@ -20,7 +20,7 @@ use commitlog::{Offset, ReadLimits};
 use mesh::{LogId, NodeId, Stream};
 
 use super::peer::PeerReply;
-use super::replication::Mesh;
+use super::replication::{Mesh, Replica};
 use super::Router;
 use crate::storage::Storage;
 
@@ -47,6 +47,16 @@ pub(crate) struct Relay {
 }
 
 impl<S> Mesh<S> {
+    /// Replica `log` (not the own log, `LogRef::OWN`).
+    pub(super) fn replica_at(&self, log: crate::LogRef) -> Option<&Replica<S>> {
+        self.replicas.get(usize::from(log.0).checked_sub(1)?)
+    }
+
+    /// The same, to change.
+    pub(super) fn replica_at_mut(&mut self, log: crate::LogRef) -> Option<&mut Replica<S>> {
+        self.replicas.get_mut(usize::from(log.0).checked_sub(1)?)
+    }
+
     /// Where this node's replica of `stream` of `log` stands against the peers'.
     pub(super) fn relay_mut(&mut self, log: LogId, stream: Stream) -> Option<&mut Relay> {
         match stream {
@@ -332,8 +342,7 @@ impl<S: Storage> Router<S> {
     /// that came here with a place in it.
     pub fn add_earlier_own_log(&mut self, log: LogId, storage: S) -> Option<crate::LogRef> {
         let at = self.add_replica(log, storage)?;
-        let r = (self.mesh.as_deref_mut())
-            .and_then(|m| m.replicas.get_mut(usize::from(at.0).checked_sub(1)?))?;
+        let r = self.mesh.as_deref_mut()?.replica_at_mut(at)?;
         r.commit = Offset(0);
         r.fanned = Offset(0);
         r.history = true;
@@ -351,8 +360,7 @@ impl<S: Storage> Router<S> {
             return;
         };
         let (own, copies) = (mesh.own().node, mesh.ack_copies());
-        let Some(r) = (usize::from(r.0).checked_sub(1)).and_then(|i| mesh.replicas.get_mut(i))
-        else {
+        let Some(r) = mesh.replica_at_mut(r) else {
             return;
         };
         if r.id.node == own || copies <= 2 || r.storage.head() == Offset(0) {

@@ -78,10 +78,7 @@ impl<S: Storage> Router<S> {
         }
         let from = moved.unwrap_or(own);
         let id = connect.client_id.as_str();
-        if let Some(sid) = (moved.is_some())
-            .then(|| self.by_client.get(id).copied())
-            .flatten()
-        {
+        if let Some(sid) = moved.and_then(|_| self.by_client.get(id).copied()) {
             // Another node owned the id since this node's session (say, one that
             // this node carried over from before a restart): that is stale.
             tracing::info!(client_id = id, %from, "a session here is older than the client id's last owner's; dropped");

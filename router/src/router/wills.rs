@@ -68,21 +68,19 @@ impl<S: Storage> Router<S> {
         }
     }
 
-    /// The armed wills, as a checkpoint writes them.
-    pub(super) fn armed_wills(&self) -> Vec<Op> {
+    /// The armed wills (in a cluster), by client id: what a snapshot, and so a
+    /// checkpoint, holds of them.
+    pub(super) fn armed_wills(&self) -> Vec<(String, u32, Bytes)> {
         if self.mesh.is_none() {
             return Vec::new();
         }
-        let mut wills: Vec<Op> = (self.sessions.values())
+        let mut wills: Vec<(String, u32, Bytes)> = (self.sessions.values())
             .filter_map(|s| {
-                Some(Op::Will {
-                    client_id: s.client_id.to_string(),
-                    delay_secs: s.will_delay_secs,
-                    record: s.will.as_ref()?.record.payload(),
-                })
+                let record = s.will.as_ref()?.record.payload();
+                Some((s.client_id.to_string(), s.will_delay_secs, record))
             })
             .collect();
-        wills.sort_unstable_by(|a, b| will_client(a).cmp(will_client(b)));
+        wills.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         wills
     }
 
@@ -248,12 +246,5 @@ impl<S: Storage> Router<S> {
             record: Framed::new(record),
         };
         self.stage_will(will);
-    }
-}
-
-fn will_client(op: &Op) -> &str {
-    match op {
-        Op::Will { client_id, .. } => client_id,
-        _ => "",
     }
 }
